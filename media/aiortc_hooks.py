@@ -1,0 +1,330 @@
+"""Every reach into aiortc's and aioice's private attributes, in one place.
+
+Read from aiortc 1.16.0 and aioice 0.13.0 (pinned in pyproject.toml). ``check()`` verifies that each
+hook still exists; ``tests/media/test_aiortc_hooks.py`` runs it, so an upgrade that moves one fails
+loudly instead of silently decoding or stalling.
+
+Why hooks at all: aiortc hands out decoded frames only. To forward encoded media we
+- replace the receiver's jitter buffer with our frame assembler (rtcrtpreceiver.py 551: the buffer's
+  ``add`` is the last step before the decoder queue; returning no frame keeps the decoder idle);
+- keep each subscriber slot's ``RTCRtpSender`` for SDP, SSRCs and RTCP routing, but replace its
+  packet loop, its sender reports, its NACK handler and its keyframe callback
+  (rtcrtpsender.py 204-487), and send RTP ourselves: SRTP-protect with the DTLS transport's
+  session and write to the nominated ICE pair's UDP socket, without the 4-deep coroutine chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aioice.ice
+import aiortc
+import aiortc.rtcrtpreceiver
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+
+log = logging.getLogger(__name__)
+
+AIORTC_VERSION = "1.16.0"
+
+# Name-mangled attributes, spelled out once.
+_JITTER = "_RTCRtpReceiver__jitter_buffer"
+_RTP_STARTED = "_RTCRtpSender__rtp_started"
+_RTP_EXITED = "_RTCRtpSender__rtp_exited"
+_RTCP_STARTED = "_RTCRtpSender__rtcp_started"
+_RTCP_EXITED = "_RTCRtpSender__rtcp_exited"
+
+
+class HookMissing(RuntimeError):
+    """aiortc/aioice no longer look the way media/ was written against."""
+
+
+def check() -> None:
+    """Fail loudly if any private attribute used here moved (run at start-up and by a test)."""
+    problems: list[str] = []
+    if aiortc.__version__ != AIORTC_VERSION:
+        problems.append(f"aiortc {aiortc.__version__} installed, hooks read from {AIORTC_VERSION}")
+    for cls, names in (
+        (
+            RTCRtpSender,
+            [
+                "_run_rtp",
+                "_run_rtcp",
+                "_retransmit",
+                "_send_keyframe",
+                "_send_rtcp",
+                "_handle_rtcp_packet",
+                "send",
+            ],
+        ),
+        (RTCRtpReceiver, ["_handle_rtp_packet", "_send_rtcp_pli", "receive"]),
+        (RTCDtlsTransport, ["_send_rtp"]),
+        (aioice.ice.Connection, ["sendto"]),
+    ):
+        problems += [f"{cls.__name__}.{n} is gone" for n in names if not hasattr(cls, n)]
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        problems.append("aioice.ice.get_host_addresses is gone")
+    try:
+        from pylibsrtp._binding import lib
+
+        if not callable(getattr(lib, "srtp_protect", None)):
+            problems.append("pylibsrtp lib.srtp_protect is gone")
+    except ImportError:
+        problems.append("pylibsrtp._binding is gone")
+    if not callable(getattr(aiortc.rtcrtpreceiver, "get_decoder", None)):
+        problems.append("aiortc.rtcrtpreceiver.get_decoder is gone")
+    # Instance attributes only exist on objects: build throwaway ones without a network.
+    problems += _check_instances()
+    if problems:
+        raise HookMissing("; ".join(problems))
+
+
+def _check_instances() -> list[str]:
+    problems = []
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        from aiortc import RTCCertificate
+        from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+
+        ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+        dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
+        sender = RTCRtpSender("video", dtls)
+        receiver = RTCRtpReceiver("video", dtls)
+        for obj, names in (
+            (receiver, [_JITTER]),
+            (
+                sender,
+                [_RTP_STARTED, _RTP_EXITED, _RTCP_STARTED, _RTCP_EXITED, "_ssrc", "_rtx_ssrc", "_stream_id"],
+            ),
+            (dtls, ["_tx_srtp"]),
+            (ice, ["_connection"]),
+            (ice._connection, ["_nominated"]),
+        ):
+            problems += [f"{type(obj).__name__}.{n} is gone" for n in names if not hasattr(obj, n)]
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    return problems
+
+
+# --- ICE -------------------------------------------------------------------------------------
+
+
+_aioice_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def default_host_addresses() -> list[str]:
+    """aioice's own choice: IPv4 addresses of every interface but loopback."""
+    return _aioice_get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+def announce_host_addresses(addresses: list[str]) -> None:
+    """Gather (bind and announce) exactly these host addresses.
+
+    aioice 0.13 never gathers 127.0.0.1 and has no option for it; it looks this module global up at
+    gathering time. An empty list keeps aioice's own choice (every non-loopback interface).
+    """
+    if addresses:
+        fixed = list(addresses)
+
+        def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+        aioice.ice.get_host_addresses = get_host_addresses
+
+
+# --- decode guard ----------------------------------------------------------------------------
+
+decoded_frames = 0
+
+
+def count_decodes() -> None:
+    """Wrap aiortc's decoder factory so every frame any decoder handles is counted.
+
+    The SFU must decode nothing; this makes that a number on /metrics instead of a belief.
+    """
+    original = aiortc.rtcrtpreceiver.get_decoder
+    if getattr(original, "_medstage_counting", False):
+        return
+
+    class CountingDecoder:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def decode(self, frame: Any) -> Any:
+            global decoded_frames
+            decoded_frames += 1
+            return self._inner.decode(frame)
+
+    def get_decoder(codec: Any) -> Any:
+        return CountingDecoder(original(codec))
+
+    get_decoder._medstage_counting = True  # type: ignore[attr-defined]
+    aiortc.rtcrtpreceiver.get_decoder = get_decoder
+
+
+# --- receive side ----------------------------------------------------------------------------
+
+
+class _SinkBuffer:
+    """Stands where aiortc's JitterBuffer stood: hands each packet on, never yields a frame."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: Callable[[Any], bool]) -> None:
+        self._sink = sink
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        return self._sink(packet), None
+
+
+def install_packet_sink(
+    receiver: RTCRtpReceiver,
+    sink: Callable[[Any], bool],
+    on_parameters: Callable[[RTCRtpReceiveParameters], None],
+) -> None:
+    """Route the receiver's depayloaded packets to ``sink`` (which returns "send a PLI now").
+
+    aiortc keeps doing SRTP, RTX unwrapping, NACKs and receiver reports; the decoder gets nothing.
+    ``on_parameters`` receives the negotiated codecs when aiortc starts the receiver.
+    """
+    setattr(receiver, _JITTER, _SinkBuffer(sink))
+    original_receive = receiver.receive
+
+    async def receive(parameters: RTCRtpReceiveParameters) -> None:
+        on_parameters(parameters)
+        await original_receive(parameters)
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> Coroutine[Any, Any, None]:
+    """A PLI to the publisher (RFC 4585 §6.3.1)."""
+    return receiver._send_rtcp_pli(media_ssrc)
+
+
+# --- send side -------------------------------------------------------------------------------
+
+
+class SenderHandler:
+    """What a subscriber slot provides to the sender it takes over."""
+
+    def on_send_parameters(self, parameters: RTCRtpSendParameters) -> None: ...
+    def on_keyframe_request(self) -> None: ...
+    def retransmit(self, sequence_number: int) -> None: ...
+    def sender_report(self) -> list[Any]:
+        return []
+
+
+def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
+    """Keep ``sender`` for negotiation and RTCP routing; media and reports become ours.
+
+    The replaced coroutines honour aiortc's start/exit events so ``RTCRtpSender.stop()`` still
+    completes.
+    """
+    original_send = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        handler.on_send_parameters(parameters)
+        await original_send(parameters)
+
+    async def run_rtp(codec: Any) -> None:
+        getattr(sender, _RTP_STARTED).set()
+        try:
+            await asyncio.Event().wait()  # packets are written by Publication, not by this task
+        finally:
+            getattr(sender, _RTP_EXITED).set()
+
+    async def run_rtcp() -> None:
+        getattr(sender, _RTCP_STARTED).set()
+        try:
+            while True:
+                # RFC 3550 §6.2: randomize the report interval (0.5-1.5 x), as aiortc does.
+                await asyncio.sleep(0.5 + random.random())
+                packets = handler.sender_report()
+                if packets:
+                    await sender._send_rtcp(packets)
+        finally:
+            getattr(sender, _RTCP_EXITED).set()
+
+    async def retransmit(sequence_number: int) -> None:
+        handler.retransmit(sequence_number)
+
+    sender.send = send  # type: ignore[method-assign]
+    sender._run_rtp = run_rtp  # type: ignore[method-assign]
+    sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+    sender._send_keyframe = handler.on_keyframe_request  # type: ignore[method-assign]
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """aiortc puts every sender of a connection in one MediaStream; a slot pair gets its own so the
+    browser lip-syncs one speaker's audio with that speaker's video (msid, RFC 8830)."""
+    sender._stream_id = stream_id
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def fast_protect(session: Any) -> Callable[[Any], bytes]:
+    """SRTP-protect without pylibsrtp's per-call checks and allocations, and from a bytearray.
+
+    pylibsrtp 1.0 ``Session.protect`` accepts only ``bytes`` and allocates an ``int *`` per call;
+    this calls the same libsrtp function (``srtp_protect``, libsrtp 2 signature) on the session's
+    context with a buffer and length pointer allocated once. The context is the one aiortc's own
+    RTCP goes through, so SRTP indexes stay consistent (one event loop, never concurrent).
+    """
+    from pylibsrtp import SRTP_MAX_TRAILER_LEN, Error
+    from pylibsrtp._binding import ffi, lib
+
+    ctx = session._srtp[0]
+    size = 1500
+    cdata = ffi.new("char[]", size)
+    buffer = ffi.buffer(cdata)
+    len_p = ffi.new("int *")
+    srtp_protect = lib.srtp_protect
+    limit = size - SRTP_MAX_TRAILER_LEN
+    keep = session  # the context lives as long as the session object
+
+    def protect(packet: Any) -> bytes:
+        n = len(packet)
+        if n > limit:
+            raise ValueError("packet is too long")
+        buffer[0:n] = packet
+        len_p[0] = n
+        err = srtp_protect(ctx, cdata, len_p)
+        if err:
+            raise Error(f"srtp_protect failed: {err} ({keep is not None})")
+        return buffer[0 : len_p[0]]
+
+    return protect
+
+
+class UdpPath:
+    """The fast way out: SRTP-protect and ``sendto`` on the nominated pair's socket, synchronously."""
+
+    __slots__ = ("addr", "protect", "sendto")
+
+    def __init__(
+        self, protect: Callable[[Any], bytes], sendto: Callable[..., None], addr: tuple[str, int]
+    ) -> None:
+        self.protect = protect
+        self.sendto = sendto
+        self.addr = addr
+
+
+def udp_path(dtls: RTCDtlsTransport) -> UdpPath | None:
+    """The path of a connected DTLS transport, or None while it is not connected."""
+    srtp = getattr(dtls, "_tx_srtp", None)
+    if dtls.state != "connected" or srtp is None:
+        return None
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None or pair.protocol.transport is None:
+        return None
+    return UdpPath(fast_protect(srtp), pair.protocol.transport.sendto, pair.remote_addr)

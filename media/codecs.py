@@ -1,0 +1,47 @@
+"""Codec facts the forwarding path needs: keyframe detection and which codecs we accept."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+AUDIO_CODECS = ("audio/opus",)
+VIDEO_CODECS = ("video/VP8", "video/H264")
+SUPPORTED = {m.lower() for m in AUDIO_CODECS + VIDEO_CODECS}
+
+
+class Depayloaded(Protocol):
+    """What the keyframe tests need of a packet: aiortc's depayloaded ``_data``."""
+
+    _data: bytes
+
+
+def vp8_is_keyframe(data: bytes) -> bool:
+    """RFC 7741 §4.3: the P bit of the VP8 payload header is 0 on a keyframe.
+
+    ``data`` is the depayloaded first packet of a frame (the payload descriptor already stripped).
+    """
+    return bool(data) and (data[0] & 0x01) == 0
+
+
+def h264_is_keyframe(chunks: Sequence[bytes]) -> bool:
+    """An access unit is a keyframe when it carries an IDR slice (NAL type 5) or an SPS (7).
+
+    ``chunks`` are aiortc's depayloaded packets: Annex-B NAL units, where an FU-A continuation carries
+    no start code (so only NAL headers that follow a start code are looked at).
+    """
+    for data in chunks:
+        i = data.find(b"\x00\x00\x01")
+        while i >= 0 and i + 3 < len(data):
+            if data[i + 3] & 0x1F in (5, 7):
+                return True
+            i = data.find(b"\x00\x00\x01", i + 3)
+    return False
+
+
+def frame_is_keyframe(mime: str, packets: Sequence[Depayloaded]) -> bool:
+    if mime == "video/vp8":
+        return vp8_is_keyframe(packets[0]._data)
+    if mime == "video/h264":
+        return h264_is_keyframe([p._data for p in packets])
+    return True

@@ -1,0 +1,56 @@
+"""aiortc peer connections configured for a server: explicit ICE servers, announced addresses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+from media import aiortc_hooks
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+    def to_browser(self) -> dict[str, object]:
+        out: dict[str, object] = {"urls": self.urls}
+        if self.username is not None:
+            out["username"] = self.username
+        if self.credential is not None:
+            out["credential"] = self.credential
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """What media/ needs to know; built once by server.config."""
+
+    ice_addresses: list[str] = field(default_factory=list)
+    ice_servers: list[IceServer] = field(default_factory=list)
+    slots: int = 6
+    loss_timeout: float = 0.15
+    pli_interval: float = 0.5
+
+
+def setup(config: MediaConfig) -> list[str]:
+    """Process-wide set-up: verify the hooks, announce addresses, count decodes.
+
+    Returns the host addresses ICE will announce: the configured ones, else every non-loopback
+    interface, else 127.0.0.1 (a machine with loopback only can still serve itself).
+    """
+    aiortc_hooks.check()
+    addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
+    aiortc_hooks.announce_host_addresses(addresses)
+    aiortc_hooks.count_decodes()
+    return addresses
+
+
+def new_peer_connection(config: MediaConfig) -> RTCPeerConnection:
+    # An explicit list, even empty: with None, aiortc 1.16 silently adds a public Google STUN server.
+    servers = [
+        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in config.ice_servers
+    ]
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers))

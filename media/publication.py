@@ -1,0 +1,219 @@
+"""One published track: frames in from the assembler, RTP out to every subscribed slot.
+
+This is the hot path. Per incoming packet the header is rebuilt once (publisher's extensions dropped,
+they name IDs negotiated with the publisher, not the subscriber); per subscriber only the 11 bytes that
+differ are patched in place, the packet is SRTP-protected and written to the subscriber's UDP socket.
+No decoding, no re-packetization, no coroutine per packet, no allocation beyond the protected bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from media import stats
+from media.assembler import AudioPassthrough, Frame, FrameAssembler
+from media.codecs import frame_is_keyframe
+from media.keyframes import KeyframePolicy
+
+if TYPE_CHECKING:
+    from media.subscriber import Slot
+
+log = logging.getLogger(__name__)
+
+RING_SIZE = 1024  # forwarded packets kept for retransmission (≈ 8 s of 1 Mbit/s video)
+_RING_MASK = RING_SIZE - 1
+_HEADER = struct.Struct("!BHII")  # M|PT, sequence number, timestamp, SSRC: bytes 1..11
+_pack_header = _HEADER.pack_into
+
+
+class Publication:
+    """A participant's audio or video track as the SFU sees it."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        kind: str,
+        *,
+        request_keyframe: Callable[[], None],
+        loss_timeout: float = 0.15,
+        pli_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.participant_id = participant_id
+        self.kind = kind
+        self.mime = ""  # "audio/opus", "video/vp8", "video/h264" once negotiated
+        self.fmtp: dict[str, Any] = {}
+        self.clock_rate = 48000 if kind == "audio" else 90000
+        self.paused = False
+        self.closed = False
+        self.active: list[Slot] = []
+        self.waiting: list[Slot] = []  # attached, but starting only at the next keyframe
+        self.assembler: FrameAssembler | AudioPassthrough
+        if kind == "audio":
+            self.assembler = AudioPassthrough()
+        else:
+            self.assembler = FrameAssembler(
+                lambda packets: frame_is_keyframe(self.mime, packets), loss_timeout=loss_timeout
+            )
+        self.keyframes = KeyframePolicy(pli_interval)
+        self._send_pli = request_keyframe
+        self._clock = clock
+        self._pli_timer: asyncio.TimerHandle | None = None
+        # Forwarded-packet space: video numbers are contiguous over what was forwarded (skipped
+        # frames leave no gap a subscriber would NACK); audio keeps the publisher's gaps, which tell
+        # the subscriber's NetEq what was lost.
+        self.ring: list[tuple[int, bytearray, int] | None] = [None] * RING_SIZE
+        self.next_seq = 0
+        self.last_seq = -1
+        self.last_ts = 0
+        self.last_arrival = 0.0
+        self.packets = 0  # forwarded packets, the basis of every slot's SR counters
+        self.octets = 0
+
+    # --- input -------------------------------------------------------------------------------
+
+    def on_packet(self, packet: Any) -> bool:
+        """From aiortc's receive path (see aiortc_hooks.install_packet_sink). Never raises."""
+        try:
+            now = self._clock()
+            frames, lost = self.assembler.add(packet, now)
+            for frame in frames:
+                self._forward(frame, now)
+            if lost or (self.assembler.is_video and self.assembler.need_keyframe):
+                self.request_keyframe()
+        except Exception:  # the receive loop must survive a bug here
+            log.exception("forwarding failed", extra={"participant": self.participant_id})
+        return False  # PLIs go through our policy, not through aiortc's flag
+
+    def _forward(self, frame: Frame, now: float) -> None:
+        if self.paused or self.closed:
+            return
+        if frame.keyframe:
+            self.keyframes.keyframe_received()
+            if self.waiting:
+                self._activate_waiting(frame)
+        active = self.active
+        is_video = self.assembler.is_video
+        ring = self.ring
+        for packet in frame.packets:
+            payload = packet.payload
+            buf = bytearray(12)
+            buf[0] = 0x80
+            buf += payload
+            if is_video:
+                seq = self.next_seq
+                self.next_seq = seq + 1
+            else:
+                seq = packet.ext_seq
+            ts = packet.timestamp
+            ring[seq & _RING_MASK] = (seq, buf, ts)
+            mark = 0x80 if packet.marker else 0
+            self.last_seq = seq
+            self.last_ts = ts
+            self.packets += 1
+            self.octets += len(payload)
+            for slot in active:
+                _pack_header(
+                    buf,
+                    1,
+                    mark | slot.pt,
+                    (seq + slot.seq_off) & 0xFFFF,
+                    (ts + slot.ts_off) & 0xFFFFFFFF,
+                    slot.ssrc,
+                )
+                try:
+                    slot.sendto(slot.protect(buf), slot.addr)
+                except Exception:
+                    slot.fail()
+            stats.rtp_packets_sent += len(active)
+        self.last_arrival = now
+        if any(s.failed for s in active):
+            self.active = [s for s in active if not s.failed]
+
+    def _activate_waiting(self, frame: Frame) -> None:
+        first = frame.packets[0]
+        first_seq = self.next_seq if self.assembler.is_video else first.ext_seq
+        for slot in self.waiting:
+            slot.start(self, first_seq, frame.timestamp)
+            self.active.append(slot)
+        self.waiting = []
+
+    # --- keyframes ---------------------------------------------------------------------------
+
+    def request_keyframe(self) -> None:
+        """Coalesced and rate-limited; repeated by a timer until a keyframe arrives."""
+        if self.kind != "video" or self.closed:
+            return
+        if self.keyframes.request(self._clock()):
+            stats.keyframe_requests_upstream += 1
+            self._send_pli()
+        self._arm_pli_timer()
+
+    def _arm_pli_timer(self) -> None:
+        delay = self.keyframes.next_due(self._clock())
+        if delay is None or (self._pli_timer is not None and not self._pli_timer.cancelled()):
+            return
+        self._pli_timer = asyncio.get_running_loop().call_later(max(delay, 0.05), self._on_pli_timer)
+
+    def _on_pli_timer(self) -> None:
+        self._pli_timer = None
+        if self.closed:
+            return
+        if self.keyframes.due(self._clock()):
+            stats.keyframe_requests_upstream += 1
+            self._send_pli()
+        self._arm_pli_timer()
+
+    # --- subscribers -------------------------------------------------------------------------
+
+    def attach(self, slot: Slot) -> None:
+        """Start forwarding to ``slot`` from the next keyframe (audio: the next packet)."""
+        if slot in self.active or slot in self.waiting:
+            return
+        self.waiting.append(slot)
+        if self.kind == "video":
+            self.request_keyframe()
+
+    def detach(self, slot: Slot) -> None:
+        if slot in self.active:
+            self.active.remove(slot)
+        if slot in self.waiting:
+            self.waiting.remove(slot)
+
+    def set_paused(self, paused: bool) -> None:
+        """A muted track is not forwarded; on unmute every subscriber restarts at a keyframe."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            for slot in self.active:
+                slot.stop()
+            self.waiting.extend(self.active)
+            self.active = []
+            if self.waiting:
+                self.request_keyframe()
+
+    def packet_for_retransmission(self, seq: int) -> tuple[bytearray, int] | None:
+        """The forwarded packet ``seq`` (its header as last patched) and its source timestamp."""
+        entry = self.ring[seq & _RING_MASK]
+        if entry is not None and entry[0] == seq:
+            return entry[1], entry[2]
+        return None
+
+    def close(self) -> list[Slot]:
+        """Stop forwarding at once; returns the slots that were attached."""
+        self.closed = True
+        if self._pli_timer is not None:
+            self._pli_timer.cancel()
+            self._pli_timer = None
+        slots = self.active + self.waiting
+        for slot in self.active:
+            slot.stop()
+        self.active = []
+        self.waiting = []
+        return slots

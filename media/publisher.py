@@ -1,0 +1,122 @@
+"""A participant's sending connection: the browser offers, we answer, each track becomes a Publication."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCRtpReceiver, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+
+from media import aiortc_hooks as hooks
+from media import stats
+from media.codecs import SUPPORTED
+from media.errors import BadSdp, UnsupportedCodec
+from media.peer import MediaConfig, new_peer_connection
+from media.publication import Publication
+from media.sdp import check_publish_offer
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Owns the publishing peer connection and the tasks it starts."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        config: MediaConfig,
+        on_closed: Callable[[Publisher], None],
+    ) -> None:
+        self.participant_id = participant_id
+        self.config = config
+        self.pc = new_peer_connection(config)
+        self.publications: dict[str, Publication] = {}
+        self._on_closed = on_closed
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            if self.pc.connectionState in ("failed", "closed") and not self._closed:
+                self._on_closed(self)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Validate and answer the offer; raises a MediaError (nothing is kept) on bad input."""
+        summary = check_publish_offer(offer_sdp)
+        pc = self.pc
+
+        @pc.on("track")
+        def _track(track: Any) -> None:
+            receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+            self._publish(track.kind, receiver)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise BadSdp(f"the offer could not be applied: {exc}") from None
+        except Exception as exc:  # aiortc raises OperationError/InvalidStateError on bad offers
+            raise BadSdp(f"the offer could not be applied: {exc}") from None
+        for kind in summary.sending:
+            if kind not in self.publications:
+                raise UnsupportedCodec(f"no common {kind} codec")
+        return pc.localDescription.sdp
+
+    def _publish(self, kind: str, receiver: RTCRtpReceiver) -> None:
+        state: dict[str, int | None] = {"ssrc": None}
+
+        def send_pli() -> None:
+            ssrc = state["ssrc"]
+            if ssrc is not None:
+                self._spawn(hooks.request_keyframe(receiver, ssrc))
+
+        pub = Publication(
+            self.participant_id,
+            kind,
+            request_keyframe=send_pli,
+            loss_timeout=self.config.loss_timeout,
+            pli_interval=self.config.pli_interval,
+        )
+        on_packet = pub.on_packet
+
+        def sink(packet: Any) -> bool:
+            stats.rtp_packets_received += 1
+            if state["ssrc"] is None:
+                state["ssrc"] = packet.ssrc
+                if pub.assembler.is_video and pub.keyframes.pending:
+                    send_pli()
+            return on_packet(packet)
+
+        def on_parameters(parameters: RTCRtpReceiveParameters) -> None:
+            primary = parameters.codecs[0].mimeType.lower() if parameters.codecs else ""
+            if primary in SUPPORTED:
+                pub.mime = primary
+                pub.fmtp = dict(parameters.codecs[0].parameters)
+                pub.clock_rate = parameters.codecs[0].clockRate
+            else:
+                log.warning("unsupported codec %s from %s", primary, self.participant_id)
+
+        hooks.install_packet_sink(receiver, sink, on_parameters)
+        self.publications[kind] = pub
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("publisher task failed: %r", task.exception())
+
+    async def close(self) -> None:
+        self._closed = True
+        for pub in self.publications.values():
+            pub.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pc.close()

@@ -1,0 +1,27 @@
+"""Process-wide media counters, read by the metrics endpoint at scrape time.
+
+Plain module globals: the hot path adds to them without a lookup chain or a lock (one event loop).
+"""
+
+from __future__ import annotations
+
+rtp_packets_received = 0
+rtp_packets_sent = 0
+retransmissions = 0
+keyframe_requests_upstream = 0  # PLIs we sent to publishers
+keyframe_requests_downstream = 0  # PLI/FIR we received from subscribers
+send_errors = 0
+
+
+def snapshot() -> dict[str, int]:
+    from media import aiortc_hooks
+
+    return {
+        "rtp_packets_received": rtp_packets_received,
+        "rtp_packets_sent": rtp_packets_sent,
+        "retransmissions": retransmissions,
+        "keyframe_requests_upstream": keyframe_requests_upstream,
+        "keyframe_requests_downstream": keyframe_requests_downstream,
+        "send_errors": send_errors,
+        "decoded_frames": aiortc_hooks.decoded_frames,
+    }

@@ -1,0 +1,262 @@
+"""One viewer: a send-only peer connection with pre-allocated slots.
+
+The connection is negotiated once, with ``n`` pairs of audio+video transceivers. A publication is
+assigned to a pair; forwarding starts at its next keyframe and stops the moment it is released.
+No renegotiation ever happens, so speakers can come and go without offer/answer glare.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.clock import current_ntp_time
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
+
+from media import aiortc_hooks as hooks
+from media import stats
+
+if TYPE_CHECKING:
+    from media.publication import Publication
+
+log = logging.getLogger(__name__)
+
+_RTX_HEADER = struct.Struct("!BBHII")
+
+
+class Slot(hooks.SenderHandler):
+    """One send-only transceiver: takes the RTP of whichever publication is attached to it."""
+
+    __slots__ = (
+        "addr",
+        "clock_rate",
+        "cname",
+        "failed",
+        "index",
+        "kind",
+        "last_out_ts",
+        "last_sent_at",
+        "mid",
+        "next_seq",
+        "octet_base",
+        "packet_base",
+        "protect",
+        "pt",
+        "pts",
+        "publication",
+        "rtx_pts",
+        "rtx_seq",
+        "rtx_ssrc",
+        "sender",
+        "sendto",
+        "seq_off",
+        "ssrc",
+        "subscriber",
+        "ts_off",
+    )
+
+    def __init__(self, subscriber: Subscriber, index: int, kind: str, sender: RTCRtpSender) -> None:
+        self.subscriber = subscriber
+        self.index = index
+        self.kind = kind
+        self.sender = sender
+        self.ssrc, self.rtx_ssrc = hooks.sender_ssrcs(sender)
+        self.mid: str | None = None
+        self.cname = ""
+        self.pts: dict[str, int] = {}  # negotiated payload type per codec ("video/vp8" -> 96)
+        self.rtx_pts: dict[int, int] = {}  # media payload type -> its RTX payload type
+        self.pt = 0
+        self.publication: Publication | None = None
+        self.failed = False
+        self.protect: Any = None
+        self.sendto: Any = None
+        self.addr: Any = None
+        # Outgoing sequence and timestamp spaces continue across publications.
+        self.next_seq = random.getrandbits(16)
+        self.seq_off = 0
+        self.ts_off = 0
+        self.last_out_ts = random.getrandbits(32)
+        self.last_sent_at: float | None = None
+        self.clock_rate = 48000 if kind == "audio" else 90000
+        self.packet_base = 0
+        self.octet_base = 0
+        self.rtx_seq = random.getrandbits(16)
+        hooks.take_over_sender(sender, self)
+
+    # --- negotiation (SenderHandler) ---------------------------------------------------------
+
+    def on_send_parameters(self, parameters: RTCRtpSendParameters) -> None:
+        self.cname = parameters.rtcp.cname or ""
+        self.mid = parameters.muxId
+        for codec in parameters.codecs:
+            name = codec.mimeType.lower()
+            if name.endswith("/rtx"):
+                apt = codec.parameters.get("apt")
+                if isinstance(apt, int):
+                    self.rtx_pts[apt] = codec.payloadType
+            elif name == "video/h264":
+                # Only packetization-mode 1 carries the FU-A packets browsers send.
+                if str(codec.parameters.get("packetization-mode", "0")) == "1":
+                    self.pts.setdefault(name, codec.payloadType)
+            else:
+                self.pts.setdefault(name, codec.payloadType)
+
+    def on_keyframe_request(self) -> None:
+        """The subscriber sent PLI or FIR: forward it upstream through the publication's policy."""
+        stats.keyframe_requests_downstream += 1
+        if self.publication is not None:
+            self.publication.request_keyframe()
+
+    def retransmit(self, sequence_number: int) -> None:
+        """NACK from the subscriber: resend from the publication's ring, as RTX when negotiated."""
+        pub = self.publication
+        if pub is None or self.protect is None or self.failed:
+            return
+        # Map the 16-bit outgoing number back into the publication's packet space.
+        latest_out = (pub.last_seq + self.seq_off) & 0xFFFF
+        back = (latest_out - sequence_number) & 0xFFFF
+        if back >= 0x8000:
+            return
+        found = pub.packet_for_retransmission(pub.last_seq - back)
+        if found is None:
+            return
+        buf, source_ts = found
+        stats.retransmissions += 1
+        ts = (source_ts + self.ts_off) & 0xFFFFFFFF
+        marker = buf[1] & 0x80
+        rtx_pt = self.rtx_pts.get(self.pt)
+        if rtx_pt is None:
+            struct.pack_into("!BHII", buf, 1, marker | self.pt, sequence_number, ts, self.ssrc)
+            data = bytes(buf)
+        else:
+            # RFC 4588 §4: RTX payload = original sequence number + original payload.
+            header = bytearray(14)
+            _RTX_HEADER.pack_into(header, 0, 0x80, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
+            struct.pack_into("!H", header, 12, sequence_number)
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            data = bytes(header) + bytes(buf[12:])
+        try:
+            self.sendto(self.protect(data), self.addr)
+        except Exception:
+            self.fail()
+
+    def sender_report(self) -> list[Any]:
+        """RFC 3550 §6.4.1 SR: our timestamp space mapped to wall-clock time now."""
+        pub = self.publication
+        if pub is None or self.last_sent_at is None or self.failed:
+            return []
+        elapsed = max(0.0, time.monotonic() - pub.last_arrival)
+        rtp_ts = (pub.last_ts + self.ts_off + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+        packets: list[Any] = [
+            RtcpSrPacket(
+                ssrc=self.ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=current_ntp_time(),
+                    rtp_timestamp=rtp_ts,
+                    packet_count=(pub.packets - self.packet_base) & 0xFFFFFFFF,
+                    octet_count=(pub.octets - self.octet_base) & 0xFFFFFFFF,
+                ),
+            )
+        ]
+        if self.cname:
+            packets.append(
+                RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=self.ssrc, items=[(1, self.cname.encode())])])
+            )
+        return packets
+
+    # --- forwarding state --------------------------------------------------------------------
+
+    def supports(self, mime: str) -> bool:
+        return mime in self.pts
+
+    def start(self, pub: Publication, first_seq: int, first_ts: int) -> None:
+        """Called by the publication when forwarding begins (at a keyframe for video)."""
+        self.pt = self.pts[pub.mime]
+        self.seq_off = self.next_seq - first_seq
+        now = time.monotonic()
+        # Continue our timestamp line: whatever played before, the new media starts "now".
+        gap = 0 if self.last_sent_at is None else int((now - self.last_sent_at) * self.clock_rate)
+        self.ts_off = (self.last_out_ts + max(gap, 1) - first_ts) & 0xFFFFFFFF
+        self.packet_base = pub.packets
+        self.octet_base = pub.octets
+        self.last_sent_at = now
+
+    def stop(self) -> None:
+        """Forwarding ends: remember where our sequence and timestamp lines are."""
+        pub = self.publication
+        if pub is not None and self.last_sent_at is not None:
+            self.next_seq = (pub.last_seq + self.seq_off + 1) & 0xFFFF
+            self.last_out_ts = (pub.last_ts + self.ts_off) & 0xFFFFFFFF
+            self.last_sent_at = time.monotonic()
+
+    def fail(self) -> None:
+        self.failed = True
+        stats.send_errors += 1
+
+    def connect(self, path: hooks.UdpPath) -> None:
+        self.protect = path.protect
+        self.sendto = path.sendto
+        self.addr = path.addr
+        self.failed = False
+
+
+@dataclass(slots=True)
+class SlotPair:
+    index: int
+    stream: str
+    audio: Slot
+    video: Slot
+    participant_id: str | None = None
+
+    def slot(self, kind: str) -> Slot:
+        return self.audio if kind == "audio" else self.video
+
+
+class Subscriber:
+    """A participant's receiving connection and its slot pairs."""
+
+    def __init__(self, participant_id: str, pc: RTCPeerConnection, n_slots: int) -> None:
+        self.participant_id = participant_id
+        self.pc = pc
+        self.pairs: list[SlotPair] = []
+        self.path: hooks.UdpPath | None = None
+        for i in range(n_slots):
+            stream = f"slot-{i}"
+            slots = {}
+            for kind in ("audio", "video"):
+                transceiver = pc.addTransceiver(kind, direction="sendonly")
+                hooks.set_stream_id(transceiver.sender, stream)
+                slots[kind] = Slot(self, i, kind, transceiver.sender)
+            self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
+
+    @property
+    def connected(self) -> bool:
+        return self.path is not None
+
+    def pair_of(self, participant_id: str) -> SlotPair | None:
+        return next((p for p in self.pairs if p.participant_id == participant_id), None)
+
+    def free_pair(self) -> SlotPair | None:
+        return next((p for p in self.pairs if p.participant_id is None), None)
+
+    def on_connected(self) -> bool:
+        """Resolve the UDP path; True once media can flow."""
+        if self.path is not None:
+            return True
+        sender = self.pairs[0].audio.sender if self.pairs else None
+        if sender is None:
+            return False
+        path = hooks.udp_path(sender.transport)
+        if path is None:
+            return False
+        self.path = path
+        for pair in self.pairs:
+            pair.audio.connect(path)
+            pair.video.connect(path)
+        return True

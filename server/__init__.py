@@ -1,0 +1,1 @@
+"""The only package that knows aiohttp: HTTP API, signalling WebSocket, static client, entry point."""

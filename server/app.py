@@ -1,0 +1,69 @@
+"""The aiohttp application: routes, static client, and the node's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from media import peer
+from server import http_api, metrics
+from server.config import Config
+from server.signalling import websocket_handler
+from server.stages import Node
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+@web.middleware
+async def _problem_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Unhandled HTTP errors become problem documents too (404 on an unknown API path...)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            return http_api.problem(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        raise
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def _stage_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "stage.html")
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[_problem_middleware], client_max_size=config.max_frame_bytes)
+    node = Node(config)
+    app["node"] = node
+    app["config"] = config
+    metrics.bind(node)
+    app.router.add_routes(http_api.routes())
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/", _index)
+    app.router.add_get("/s/{stage_id}", _stage_page)
+    if STATIC.is_dir():
+        app.router.add_static("/static/", STATIC)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        addresses = peer.setup(config.media)
+        log.info("media ready", extra={"ice_addresses": ",".join(addresses)})
+        yield
+        await node.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    async def on_shutdown(app: web.Application) -> None:
+        # Close sockets first (clients see 1001), then cleanup_ctx closes the peers.
+        for live in list(node.stages.values()):
+            for conn in list(live.connections.values()):
+                await conn.close(1001, "node shutting down")
+
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,159 @@
+"""Configuration: one typed object, built once at start-up from defaults, a TOML file and the environment.
+
+Precedence: command-line flags > environment (``MEDSTAGE_*``) > ``--config`` file > defaults.
+Every option is documented in docs/configuration.md; nothing else in the code reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from media.peer import IceServer, MediaConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_url: str = ""
+    ice_addresses: list[str] = field(default_factory=list)
+    ice_servers: list[IceServer] = field(default_factory=list)
+    media_slots: int = 6
+    loss_timeout_ms: int = 150
+    pli_interval_ms: int = 500
+    max_frame_bytes: int = 65536
+    outbox_limit: int = 512
+    shutdown_timeout_s: float = 5.0
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def media(self) -> MediaConfig:
+        return MediaConfig(
+            ice_addresses=self.ice_addresses,
+            ice_servers=self.ice_servers,
+            slots=self.media_slots,
+            loss_timeout=self.loss_timeout_ms / 1000,
+            pli_interval=self.pli_interval_ms / 1000,
+        )
+
+
+_ENV_PREFIX = "MEDSTAGE_"
+
+
+def _parse_list(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _parse_ice_servers(value: Any) -> list[IceServer]:
+    """A JSON list of RTCIceServer-like objects, or a comma-separated list of URLs."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"ice_servers: invalid JSON: {exc}") from None
+        else:
+            return [IceServer(urls=[u]) for u in _parse_list(text)]
+    servers = []
+    for item in value:
+        if isinstance(item, str):
+            servers.append(IceServer(urls=[item]))
+            continue
+        if not isinstance(item, dict) or "urls" not in item:
+            raise ConfigError("ice_servers: each entry needs 'urls'")
+        urls = item["urls"] if isinstance(item["urls"], list) else [item["urls"]]
+        for url in urls:
+            if not str(url).startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(f"ice_servers: {url!r} is not a stun:/turn:/turns: URL")
+        servers.append(IceServer([str(u) for u in urls], item.get("username"), item.get("credential")))
+    return servers
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = Config.__dataclass_fields__[name].default
+    try:
+        if name == "ice_addresses":
+            return _parse_list(value)
+        if name == "ice_servers":
+            return _parse_ice_servers(value)
+        if isinstance(default, bool):
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{name}: cannot use {value!r}: {exc}") from None
+
+
+def load(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    names = {f.name for f in fields(Config)}
+    path = config_file or env.get(_ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, value in data.items():
+            if key not in names:
+                raise ConfigError(f"config file {path}: unknown option {key!r}")
+            values[key] = _coerce(key, value)
+    for name in names:
+        key = _ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = _coerce(name, env[key])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    config = Config(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if not 0 <= config.port <= 65535:
+        raise ConfigError("port must be 0-65535")
+    if not 1 <= config.media_slots <= 16:
+        raise ConfigError("media_slots must be 1-16")
+    if config.max_frame_bytes < 1024:
+        raise ConfigError("max_frame_bytes must be at least 1024")
+    if config.outbox_limit < 16:
+        raise ConfigError("outbox_limit must be at least 16")
+    if config.log_format not in ("auto", "json", "text"):
+        raise ConfigError("log_format must be auto, json or text")
+    if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:
+        raise ConfigError("loss_timeout_ms must be >= 0 and pli_interval_ms >= 50")

@@ -1,0 +1,85 @@
+"""Prometheus metrics. Media counters live in media.stats (plain ints on the hot path) and are read
+at scrape time by a collector; signalling counters are ordinary prometheus-client metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from media import stats
+
+if TYPE_CHECKING:
+    from server.stages import Node
+
+REGISTRY = CollectorRegistry()
+
+connections = Gauge("medstage_signalling_connections", "Open signalling WebSockets", registry=REGISTRY)
+signalling_messages = Counter(
+    "medstage_signalling_messages", "Signalling frames", ["direction"], registry=REGISTRY
+)
+signalling_errors = Counter(
+    "medstage_signalling_errors", "Error frames sent, by code", ["code"], registry=REGISTRY
+)
+
+_MEDIA_COUNTERS = {
+    "rtp_packets_received": "RTP packets received from publishers",
+    "rtp_packets_sent": "RTP packets forwarded to subscribers",
+    "retransmissions": "RTP packets resent on a subscriber's NACK",
+    "keyframe_requests_upstream": "PLIs sent to publishers",
+    "keyframe_requests_downstream": "PLI/FIR received from subscribers",
+    "send_errors": "Failed sends to subscribers",
+    "decoded_frames": "Frames decoded by this process (an SFU decodes none)",
+}
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for name, value in stats.snapshot().items():
+            family = CounterMetricFamily(f"medstage_{name}", _MEDIA_COUNTERS[name])
+            family.add_metric([], value)
+            yield family
+        stages = self.node.stages.values()
+        for name, help_, value in (
+            ("stages", "Stages on this node", len(self.node.stages)),
+            ("participants", "Participants present", sum(len(s.stage.participants) for s in stages)),
+            (
+                "published_tracks",
+                "Tracks being published",
+                sum(len(p.publications) for s in stages for p in s.media.publishers.values()),
+            ),
+            (
+                "subscribed_tracks",
+                "Slots forwarding a track",
+                sum(
+                    len(p.active)
+                    for s in stages
+                    for pub in s.media.publishers.values()
+                    for p in pub.publications.values()
+                ),
+            ),
+        ):
+            gauge = GaugeMetricFamily(f"medstage_{name}", help_)
+            gauge.add_metric([], value)
+            yield gauge
+
+
+_collector: _NodeCollector | None = None
+
+
+def bind(node: Node) -> None:
+    global _collector
+    if _collector is not None:
+        REGISTRY.unregister(_collector)
+    _collector = _NodeCollector(node)
+    REGISTRY.register(_collector)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

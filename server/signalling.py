@@ -1,0 +1,347 @@
+"""The participant WebSocket: frames in, typed requests to the stage and its media, replies and events out.
+
+A thin shell. Decoding and validation live in ``wire``; permissions in ``rooms``; media in ``media``.
+Every refused request gets one error frame, to its sender only, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiortc import RTCPeerConnection
+from aiortc.sdp import candidate_from_sdp
+
+from media.errors import MediaError
+from rooms.errors import DomainError, StageNotFound
+from rooms.roles import Role
+from server import metrics, wire
+from server.stages import LiveStage, Node
+
+log = logging.getLogger(__name__)
+
+# Close codes (docs/protocol.md).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_SERVER_FAULT = 1011
+CLOSE_TRY_LATER = 1013
+
+
+class Connection:
+    """One participant's signalling socket and everything it owns."""
+
+    def __init__(self, ws: web.WebSocketResponse, node: Node) -> None:
+        self.ws = ws
+        self.node = node
+        self.binary = False  # reply in the framing the client last used
+        self.outbox: asyncio.Queue[dict[str, Any] | _Close | None] = asyncio.Queue(
+            maxsize=node.config.outbox_limit
+        )
+        self.live: LiveStage | None = None
+        self.participant_id: str | None = None
+        self._busy: set[str] = set()  # "publisher" / "subscriber": an SDP exchange in progress
+        self._early_candidates: dict[str, list[wire.IceCandidateInit]] = {"publisher": [], "subscriber": []}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # --- output ------------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a frame. A client too slow to drain its outbox is disconnected (1013), so it can
+        never hold up the stage."""
+        if self._closing:
+            return
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("outbox full, closing", extra=self._log_context())
+            self._closing = True
+            self._spawn(self.close(CLOSE_TRY_LATER, "too slow: outbox full"))
+
+    def reply(self, request: wire.Message, message: dict[str, Any]) -> None:
+        if request.id is not None:
+            message = {**message, "id": request.id}
+        self.send(message)
+
+    def error(self, code: str, message: str, request_id: Any = None) -> None:
+        metrics.signalling_errors.labels(code=code).inc()
+        self.send(wire.error(code, message, request_id))
+
+    async def _writer(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            if message is None:
+                return
+            if isinstance(message, _Close):
+                await self.close(message.code, message.reason)
+                return
+            frame = wire.encode(message, self.binary)
+            try:
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                else:
+                    await self.ws.send_str(frame)
+            except (ConnectionError, RuntimeError):
+                return
+            metrics.signalling_messages.labels(direction="out").inc()
+
+    async def close(self, code: int, reason: str) -> None:
+        self._closing = True
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=reason.encode())
+
+    # --- input -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._writer())
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    self.binary = False
+                    await self._on_frame(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self.binary = True
+                    await self._on_frame(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            await self._leave()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Flush what is queued (e.g. "left") before the socket goes.
+            try:
+                self.outbox.put_nowait(None)
+                await asyncio.wait_for(writer, 1.0)
+            except (asyncio.QueueFull, TimeoutError):
+                writer.cancel()
+
+    async def _on_frame(self, data: str | bytes) -> None:
+        metrics.signalling_messages.labels(direction="in").inc()
+        try:
+            request = wire.decode(data)
+        except wire.WireError as exc:
+            self.error(exc.code, exc.message, exc.request_id)
+            return
+        try:
+            await self._dispatch(request)
+        except (DomainError, MediaError) as exc:
+            self.error(exc.code, exc.message, request.id)
+        except Exception:
+            log.exception("request failed", extra=self._log_context())
+            self.error("internal", "the server failed to handle this request", request.id)
+
+    async def _dispatch(self, request: wire.Message) -> None:
+        match request:
+            case wire.Ping():
+                self.reply(request, {"type": "pong"})
+            case wire.Join():
+                await self._join(request)
+            case _ if self.live is None or self.participant_id is None:
+                raise _NotJoined("join a stage first")
+            case wire.SubscriberAnswer():
+                self._exclusive("subscriber", request, self._subscriber_answer(request))
+            case wire.PublishOffer():
+                self._exclusive("publisher", request, self._publish(request))
+            case wire.IceCandidate():
+                await self._candidate(request)
+            case wire.PublishMute():
+                self._mute(request)
+            case wire.PublishStop():
+                await self._stop_publishing()
+                self.reply(request, {"type": "ok"})
+            case wire.Leave():
+                await self._leave()
+                self.reply(request, {"type": "left"})
+                self.outbox.put_nowait(_Close(CLOSE_NORMAL, "left"))
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def _join(self, request: wire.Join) -> None:
+        if self.live is not None:
+            raise _AlreadyJoined("this connection has already joined a stage")
+        node = self.node
+        role = Role(request.role)
+        try:
+            live = node.get(request.stage)
+        except StageNotFound:
+            if role is not Role.HOST:
+                raise
+            live = node.create_stage(request.stage, None)
+        pid = node.new_participant_id(live)
+        events = live.stage.join(pid, request.name, role, node.clock())
+        self.live, self.participant_id = live, pid
+        live.connections[pid] = self
+        me = live.stage.participants[pid]
+        self.reply(
+            request,
+            {
+                "type": "joined",
+                "participant": me.snapshot(),
+                "stage": live.stage.snapshot(),
+                "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
+                "ice_servers": [s.to_browser() for s in node.config.ice_servers],
+            },
+        )
+        live.publish_events(events)
+        log.info("joined", extra=self._log_context(role=str(role)))
+        self._busy.add("subscriber")
+        try:
+            offer = await live.media.subscribe(pid)
+        finally:
+            self._busy.discard("subscriber")
+        self.send(offer)
+
+    def _exclusive(self, pc: str, request: wire.Message, work: Any) -> None:
+        """Run an SDP exchange in the background; a second one on the same connection is refused."""
+        if pc in self._busy:
+            work.close()
+            raise _OfferPending(f"an SDP exchange on the {pc} connection is in progress")
+        self._busy.add(pc)
+
+        async def run() -> None:
+            try:
+                await work
+                await self._flush_candidates(pc)
+            except (DomainError, MediaError) as exc:
+                self.error(exc.code, exc.message, request.id)
+            except Exception:
+                log.exception("SDP exchange failed", extra=self._log_context())
+                self.error("internal", "the server failed to handle this request", request.id)
+            finally:
+                self._busy.discard(pc)
+
+        self._spawn(run())
+
+    async def _subscriber_answer(self, request: wire.SubscriberAnswer) -> None:
+        live, pid = self._joined()
+        await live.media.subscriber_answer(pid, request.sdp)
+        self.reply(request, {"type": "subscriber.ready"})
+
+    async def _publish(self, request: wire.PublishOffer) -> None:
+        live, pid = self._joined()
+        live.stage.check_may_publish(pid)
+        answer = await live.media.publish(pid, request.sdp)
+        if self.live is not live or pid not in live.stage.participants:
+            await live.media.unpublish(pid)  # left while we were answering
+            return
+        kinds = live.media.kinds_published(pid)
+        events = live.stage.start_publishing(pid, kinds, self.node.clock())
+        self.reply(request, {"type": "publish.answer", "sdp": answer})
+        live.publish_events(events)
+
+    def _mute(self, request: wire.PublishMute) -> None:
+        live, pid = self._joined()
+        events = live.stage.set_muted(pid, request.kind, request.muted, self.node.clock())
+        live.media.set_muted(pid, request.kind, request.muted)
+        self.reply(request, {"type": "ok"})
+        live.publish_events(events)
+
+    async def _stop_publishing(self) -> None:
+        live, pid = self._joined()
+        events = live.stage.stop_publishing(pid, self.node.clock())
+        await live.media.unpublish(pid)
+        live.publish_events(events)
+
+    async def _candidate(self, request: wire.IceCandidate) -> None:
+        if request.candidate is None or not request.candidate.candidate:
+            return  # end of candidates: aiortc needs no notice
+        if request.pc in self._busy:
+            self._early_candidates[request.pc].append(request.candidate)
+            return
+        await self._add_candidate(request.pc, request.candidate, request.id)
+
+    async def _flush_candidates(self, pc: str) -> None:
+        queued, self._early_candidates[pc] = self._early_candidates[pc], []
+        for candidate in queued:
+            await self._add_candidate(pc, candidate, None)
+
+    async def _add_candidate(self, pc_name: str, init: wire.IceCandidateInit, request_id: Any) -> None:
+        pc = self._peer_connection(pc_name)
+        if pc is None:
+            self.error("invalid_message", f"no {pc_name} connection to add a candidate to", request_id)
+            return
+        text = init.candidate.removeprefix("candidate:")
+        try:
+            candidate = candidate_from_sdp(text)
+        except (ValueError, IndexError):
+            self.error("invalid_message", "ice.candidate: not an ICE candidate line", request_id)
+            return
+        candidate.sdpMid = init.sdpMid
+        candidate.sdpMLineIndex = init.sdpMLineIndex
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:
+            self.error("invalid_message", f"ice.candidate: {exc}", request_id)
+
+    def _peer_connection(self, name: str) -> RTCPeerConnection | None:
+        live, pid = self._joined()
+        if name == "subscriber":
+            sub = live.media.subscribers.get(pid)
+            return sub.pc if sub is not None else None
+        publisher = live.media.publishers.get(pid)
+        return publisher.pc if publisher is not None else None
+
+    async def _leave(self) -> None:
+        live, pid = self.live, self.participant_id
+        if live is None or pid is None:
+            return
+        self.live = self.participant_id = None
+        live.connections.pop(pid, None)
+        events = live.stage.leave(pid, self.node.clock())
+        await live.media.remove(pid)
+        live.publish_events(events)
+        log.info("left", extra={"stage": live.stage.id, "participant": pid})
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _joined(self) -> tuple[LiveStage, str]:
+        if self.live is None or self.participant_id is None:
+            raise _NotJoined("join a stage first")
+        return self.live, self.participant_id
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _log_context(self, **extra: Any) -> dict[str, Any]:
+        stage = self.live.stage.id if self.live else None
+        return {"stage": stage, "participant": self.participant_id, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """Queued after the last frame: the writer closes the socket once everything before is sent."""
+
+    code: int
+    reason: str
+
+
+class _NotJoined(DomainError):
+    code = "not_joined"
+
+
+class _AlreadyJoined(DomainError):
+    code = "already_joined"
+
+
+class _OfferPending(DomainError):
+    code = "offer_pending"
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    node: Node = request.app["node"]
+    ws = web.WebSocketResponse(max_msg_size=node.config.max_frame_bytes, heartbeat=20.0)
+    await ws.prepare(request)
+    conn = Connection(ws, node)
+    metrics.connections.inc()
+    try:
+        await conn.run()
+    finally:
+        metrics.connections.dec()
+    return ws
