@@ -155,9 +155,7 @@ class FrameAssembler:
                 pli = True
                 continue
             break
-        if pli:
-            self.need_keyframe = True
-        return frames, pli and self.need_keyframe
+        return frames, pli
 
     # internals
 
@@ -228,6 +226,7 @@ class FrameAssembler:
         """Give up on ``missing``: resume at the next frame start after it and await a keyframe."""
         self.stats.skips += 1
         self._hole_since = None
+        self.need_keyframe = True
         starts = [s for s in self._frame_starts() if s > missing]
         if starts:
             self._drop_before(starts[0])
@@ -245,4 +244,3 @@ class FrameAssembler:
     def _drop_before(self, start: int) -> None:
         for s in [s for s in self._pending if s < start]:
             del self._pending[s]
-            self.stats.late_packets += 0  # dropped, not late: counted by skips

@@ -1,0 +1,1 @@
+"""Consent-aware recording (issue 4): consent ledger, remuxing writers, session manifest and timeline."""

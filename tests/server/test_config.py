@@ -1,0 +1,51 @@
+"""Configuration: defaults, TOML file, environment, precedence, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import ConfigError, load
+
+
+def test_defaults_need_nothing() -> None:
+    config = load(env={})
+    assert config.port == 8080 and config.media_slots == 6
+    assert config.ice_servers == [], "no STUN unless configured"
+    assert config.url == "http://127.0.0.1:8080"
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "medstage.toml"
+    path.write_text('port = 9000\nmedia_slots = 4\nice_addresses = ["10.0.0.5"]\n')
+    config = load(str(path), env={"MEDSTAGE_MEDIA_SLOTS": "3"}, overrides={"port": 9100})
+    assert (config.port, config.media_slots, config.ice_addresses) == (9100, 3, ["10.0.0.5"])
+
+
+def test_ice_servers_from_urls_or_json() -> None:
+    config = load(env={"MEDSTAGE_ICE_SERVERS": "stun:stun.example.org:3478"})
+    assert config.ice_servers[0].urls == ["stun:stun.example.org:3478"]
+    config = load(env={"MEDSTAGE_ICE_SERVERS":
+                       '[{"urls": "turn:turn.example.org", "username": "u", "credential": "c"}]'})
+    assert config.ice_servers[0].to_browser() == {
+        "urls": ["turn:turn.example.org"], "username": "u", "credential": "c"}
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"MEDSTAGE_PORT": "eighty"}, "port"),
+    ({"MEDSTAGE_MEDIA_SLOTS": "0"}, "media_slots"),
+    ({"MEDSTAGE_ICE_SERVERS": "[{"}, "ice_servers"),
+    ({"MEDSTAGE_ICE_SERVERS": '[{"urls": "http://x"}]'}, "stun:"),
+    ({"MEDSTAGE_LOG_FORMAT": "xml"}, "log_format"),
+])
+def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load(env=env)
+
+
+def test_unknown_file_option_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load(str(path), env={})
