@@ -176,3 +176,23 @@ async def test_sigterm_closes_peers_and_sockets_and_exits_cleanly(node: RunningN
         assert time.monotonic() - started < 5
         assert await viewer.wait_closed(timeout=5) == 1001
         assert "stopped" in node.log()
+
+
+async def test_h264_is_forwarded_when_the_publisher_prefers_it(node: RunningNode) -> None:
+    from aiortc.mediastreams import VideoStreamTrack
+
+    stage = stage_id()
+    async with MedstageClient(node.url) as speaker, MedstageClient(node.url, decode=True) as viewer:
+        await speaker.join(stage, "Dr Speaker", "host")
+        await viewer.join(stage, "Dr Viewer", "audience")
+        # aiortc encodes H264 in this test process; the node only forwards it.
+        await speaker.publish(None, VideoStreamTrack(), video_codecs=("H264",))
+        a = await viewer.wait_for("slot.assigned", lambda m: m["kind"] == "video")
+        stats = await viewer.wait_media(a["mid"], keyframe=True, timeout=10)
+        assert stats.codec is not None and stats.codec.lower() == "h264", stats.codec
+        assert stats.first_frame_keyframe is True
+        async with asyncio.timeout(10):
+            while stats.decoded_ok < 20:
+                await asyncio.sleep(0.1)
+        assert stats.decodable_ratio is not None and stats.decodable_ratio >= 0.95
+        assert node.metrics()["medstage_decoded_frames_total"] == 0
