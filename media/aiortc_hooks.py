@@ -148,7 +148,8 @@ def count_decodes() -> None:
 
     The SFU must decode nothing; this makes that a number on /metrics instead of a belief.
     """
-    original = aiortc.rtcrtpreceiver.get_decoder
+    receiver_module: Any = aiortc.rtcrtpreceiver
+    original = receiver_module.get_decoder
     if getattr(original, "_medstage_counting", False):
         return
 
@@ -165,7 +166,7 @@ def count_decodes() -> None:
         return CountingDecoder(original(codec))
 
     get_decoder._medstage_counting = True  # type: ignore[attr-defined]
-    aiortc.rtcrtpreceiver.get_decoder = get_decoder
+    receiver_module.get_decoder = get_decoder
 
 
 # --- receive side ----------------------------------------------------------------------------
@@ -301,7 +302,8 @@ def fast_protect(session: Any) -> Callable[[Any], bytes]:
         err = srtp_protect(ctx, cdata, len_p)
         if err:
             raise Error(f"srtp_protect failed: {err} ({keep is not None})")
-        return buffer[0 : len_p[0]]
+        out: bytes = buffer[0 : len_p[0]]
+        return out
 
     return protect
 

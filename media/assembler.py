@@ -56,6 +56,7 @@ class AudioPassthrough:
     """
 
     is_video = False
+    need_keyframe = False
 
     def __init__(self) -> None:
         self.stats = AssemblerStats()

@@ -96,6 +96,8 @@ class Slot(hooks.SenderHandler):
         self.mid = parameters.muxId
         for codec in parameters.codecs:
             name = codec.mimeType.lower()
+            if codec.payloadType is None:
+                continue
             if name.endswith("/rtx"):
                 apt = codec.parameters.get("apt")
                 if isinstance(apt, int):

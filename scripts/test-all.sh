@@ -17,6 +17,7 @@ fi
 
 python3 -m ruff check server media rooms recording tests bench
 lint-imports
+python3 -m mypy rooms media server
 
 # pytest in a private network namespace with loopback only (see ../shared/browser.md).
 run_in_netns() {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -20,7 +20,9 @@ STATIC = Path(__file__).parent / "static"
 
 
 @web.middleware
-async def _problem_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Unhandled HTTP errors become problem documents too (404 on an unknown API path...)."""
     try:
         return await handler(request)

@@ -64,7 +64,7 @@ class Ping(Message, tag="ping"):
 
 
 Request = Join | SubscriberAnswer | PublishOffer | PublishMute | PublishStop | IceCandidate | Leave | Ping
-TYPES = {cls.__struct_config__.tag: cls for cls in Request.__args__}  # type: ignore[attr-defined]
+TYPES: dict[str, type[Message]] = {cls.__struct_config__.tag: cls for cls in Request.__args__}
 
 
 class WireError(Exception):

@@ -37,6 +37,7 @@ export function icon(name, className = 'icon') {
 export function hydrateIcons(root = document) {
   for (const el of root.querySelectorAll('[data-icon]')) {
     el.insertAdjacentHTML('afterbegin', icon(el.dataset.icon));
+    el.classList.add('icon-slot');
     el.removeAttribute('data-icon');
   }
 }

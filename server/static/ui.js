@@ -112,6 +112,11 @@ export class TileGrid {
     avatar.append(element('span'));
     const label = element('figcaption', 'tile-label');
     el.append(video, avatar, label);
+    // Until the first frame is rendered the tile shows the initials, not a black rectangle.
+    el.classList.add('is-waiting');
+    const shown = () => el.classList.remove('is-waiting');
+    video.addEventListener('loadeddata', shown);
+    video.addEventListener('resize', shown);
     const tile = { el, video, avatar, label, stream: null, self: Boolean(item.self) };
     this.#tiles.set(item.key, tile);
     return tile;
