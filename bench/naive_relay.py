@@ -105,8 +105,13 @@ class Participant:
 
     def info(self) -> dict[str, Any]:
         publishing = {k: k in self.relays for k in ("audio", "video")}
-        return {"id": self.id, "name": self.name, "role": self.role, "publishing": publishing,
-                "muted": {"audio": False, "video": False}}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "publishing": publishing,
+            "muted": {"audio": False, "video": False},
+        }
 
     async def send(self, msg: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -132,11 +137,26 @@ class NaiveRelay:
         body = await request.json() if request.can_read_body else {}
         stage_id = body.get("id") or f"s-{secrets.token_hex(4)}"
         if stage_id in self.stages:
-            return web.json_response({"type": "about:blank", "title": "Conflict", "status": 409,
-                                      "code": "stage_exists", "detail": stage_id}, status=409)
+            return web.json_response(
+                {
+                    "type": "about:blank",
+                    "title": "Conflict",
+                    "status": 409,
+                    "code": "stage_exists",
+                    "detail": stage_id,
+                },
+                status=409,
+            )
         stage = self.stages[stage_id] = Stage(stage_id, body.get("title") or stage_id)
-        return web.json_response({"id": stage.id, "title": stage.title, "state": "live",
-                                  "url": f"http://{request.host}/s/{stage.id}"}, status=201)
+        return web.json_response(
+            {
+                "id": stage.id,
+                "title": stage.title,
+                "state": "live",
+                "url": f"http://{request.host}/s/{stage.id}",
+            },
+            status=201,
+        )
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -188,10 +208,10 @@ class NaiveRelay:
                 await self.remove(me)
         return ws
 
-    async def error(self, ws: web.WebSocketResponse, frame: dict[str, Any], code: str,
-                    message: str) -> None:
-        await ws.send_str(json.dumps({"type": "error", "id": frame.get("id"), "code": code,
-                                      "message": message}))
+    async def error(self, ws: web.WebSocketResponse, frame: dict[str, Any], code: str, message: str) -> None:
+        await ws.send_str(
+            json.dumps({"type": "error", "id": frame.get("id"), "code": code, "message": message})
+        )
 
     async def join(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> Participant | None:
         stage = self.stages.get(frame["stage"])
@@ -203,9 +223,16 @@ class NaiveRelay:
         me = Participant(f"p-{next(self._ids):06x}", frame["name"], frame["role"], ws, stage)
         others = list(stage.participants.values())
         stage.participants[me.id] = me
-        await me.send({"type": "joined", "id": frame.get("id"), "participant": me.info(),
-                       "stage": {"id": stage.id, "title": stage.title, "state": "live"},
-                       "participants": [p.info() for p in others], "ice_servers": []})
+        await me.send(
+            {
+                "type": "joined",
+                "id": frame.get("id"),
+                "participant": me.info(),
+                "stage": {"id": stage.id, "title": stage.title, "state": "live"},
+                "participants": [p.info() for p in others],
+                "ice_servers": [],
+            }
+        )
         for other in others:
             await other.send({"type": "participant.joined", "participant": me.info()})
 
@@ -221,9 +248,21 @@ class NaiveRelay:
         for slot in me.slots:
             slot.audio_mid = transceivers[2 * slot.index].mid
             slot.video_mid = transceivers[2 * slot.index + 1].mid
-        await me.send({"type": "subscriber.offer", "sdp": pc.localDescription.sdp, "slots": [
-            {"slot": s.index, "stream": f"slot-{s.index}", "audio_mid": s.audio_mid,
-             "video_mid": s.video_mid} for s in me.slots]})
+        await me.send(
+            {
+                "type": "subscriber.offer",
+                "sdp": pc.localDescription.sdp,
+                "slots": [
+                    {
+                        "slot": s.index,
+                        "stream": f"slot-{s.index}",
+                        "audio_mid": s.audio_mid,
+                        "video_mid": s.video_mid,
+                    }
+                    for s in me.slots
+                ],
+            }
+        )
         return me
 
     async def handle(self, me: Participant, frame: dict[str, Any]) -> None:
@@ -232,7 +271,8 @@ class NaiveRelay:
         if kind == "subscriber.answer":
             assert me.subscriber_pc is not None
             await me.subscriber_pc.setRemoteDescription(
-                RTCSessionDescription(sdp=frame["sdp"], type="answer"))
+                RTCSessionDescription(sdp=frame["sdp"], type="answer")
+            )
             me.subscriber_ready = True
             await me.send({"type": "subscriber.ready", "id": reply_id})
             for other in list(me.stage.participants.values()):
@@ -265,8 +305,7 @@ class NaiveRelay:
             # the decoded frames.
             me.sinks.append(asyncio.create_task(self._sink(relay.subscribe(track, buffered=False))))
         await pc.setLocalDescription(await pc.createAnswer())
-        await me.send({"type": "publish.answer", "id": frame.get("id"),
-                       "sdp": pc.localDescription.sdp})
+        await me.send({"type": "publish.answer", "id": frame.get("id"), "sdp": pc.localDescription.sdp})
         for other in list(me.stage.participants.values()):
             if other is not me and other.subscriber_ready:
                 await self.assign(other, me)
@@ -305,9 +344,14 @@ class NaiveRelay:
 
     @staticmethod
     def _slot_event(type_: str, slot: Slot, kind: str, publisher: str) -> dict[str, Any]:
-        return {"type": type_, "slot": slot.index, "kind": kind,
-                "mid": slot.audio_mid if kind == "audio" else slot.video_mid,
-                "stream": f"slot-{slot.index}", "participant_id": publisher}
+        return {
+            "type": type_,
+            "slot": slot.index,
+            "kind": kind,
+            "mid": slot.audio_mid if kind == "audio" else slot.video_mid,
+            "stream": f"slot-{slot.index}",
+            "participant_id": publisher,
+        }
 
     async def remove(self, me: Participant) -> None:
         await self.unpublish(me)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from media import aiortc_hooks
 
@@ -53,4 +53,7 @@ def new_peer_connection(config: MediaConfig) -> RTCPeerConnection:
     servers = [
         RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in config.ice_servers
     ]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+    # max-bundle: one transport for every m-line from the start. With aiortc's default (balanced),
+    # the second and later video transceivers stay bound to a per-kind transport that BUNDLE never
+    # connects (rtcpeerconnection.py 1020: already "_bundled"), so their senders never start.
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))

@@ -136,12 +136,20 @@ class Publication:
             self.active = [s for s in active if not s.failed]
 
     def _activate_waiting(self, frame: Frame) -> None:
+        """Waiting slots start with this keyframe; one that cannot take this codec keeps waiting
+        (and a keyframe is asked for again) without holding up the frame for anyone else."""
         first = frame.packets[0]
         first_seq = self.next_seq if self.assembler.is_video else first.ext_seq
+        still_waiting = []
         for slot in self.waiting:
-            slot.start(self, first_seq, frame.timestamp)
-            self.active.append(slot)
-        self.waiting = []
+            if slot.supports(self.mime):
+                slot.start(self, first_seq, frame.timestamp)
+                self.active.append(slot)
+            else:
+                still_waiting.append(slot)
+        self.waiting = still_waiting
+        if still_waiting:
+            self.request_keyframe()
 
     # --- keyframes ---------------------------------------------------------------------------
 

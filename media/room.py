@@ -88,8 +88,10 @@ class MediaRoom:
                 break
             await asyncio.sleep(0.01)
         else:
-            log.warning("subscriber %s connected without a usable path", sub.participant_id)
-            return
+            # A slot the browser rejected never gets send parameters: go on without it.
+            if not sub.on_connected(require_all=False):
+                log.warning("subscriber %s connected without a usable path", sub.participant_id)
+                return
         for pair in sub.pairs:
             for slot in (pair.audio, pair.video):
                 if slot.publication is not None and not slot.publication.closed:

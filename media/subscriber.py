@@ -247,18 +247,23 @@ class Subscriber:
     def free_pair(self) -> SlotPair | None:
         return next((p for p in self.pairs if p.participant_id is None), None)
 
-    def on_connected(self) -> bool:
-        """Resolve the UDP path; True once media can flow."""
+    def on_connected(self, require_all: bool = True) -> bool:
+        """True once media can flow: the UDP path is up and every slot knows its payload types.
+
+        aiortc reports "connected" as soon as DTLS is up, then configures the senders one by one
+        (rtcpeerconnection.py 1077-1093, awaiting in between): a slot started before its
+        ``send()`` would not know which payload type to write.
+        """
         if self.path is not None:
             return True
         sender = self.pairs[0].audio.sender if self.pairs else None
         if sender is None:
             return False
         path = hooks.udp_path(sender.transport)
-        if path is None:
+        slots = [s for pair in self.pairs for s in (pair.audio, pair.video)]
+        if path is None or (require_all and not all(s.pts for s in slots)):
             return False
         self.path = path
-        for pair in self.pairs:
-            pair.audio.connect(path)
-            pair.video.connect(path)
+        for slot in slots:
+            slot.connect(path)
         return True

@@ -189,9 +189,10 @@ export class ParticipantList {
     if (live) avatar.classList.add('is-live');
     const text = element('span', 'person-text');
     const name = element('span', 'person-name');
-    name.textContent = person.self ? `${person.name} (you)` : person.name;
+    name.textContent = person.name;
     const status = element('span', 'person-status');
-    status.textContent = live ? 'On stage' : person.role === 'audience' ? 'Watching' : 'Off stage';
+    const activity = live ? 'On stage' : person.role === 'audience' ? 'Watching' : 'Off stage';
+    status.textContent = person.self ? `You · ${activity}` : activity;
     text.append(name, status);
     const flags = element('span', 'person-flags');
     flags.append(roleBadge(person.role));

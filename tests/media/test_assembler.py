@@ -21,10 +21,7 @@ class Pkt:
 def frame(seq: int, ts: int, n: int, key: bool = False) -> list[Pkt]:
     """``n`` packets of one VP8 frame starting at ``seq`` (16-bit wrap applied)."""
     first = b"\x00" if key else b"\x01"
-    return [
-        Pkt((seq + i) & 0xFFFF, ts, int(i == n - 1), first if i == 0 else b"\xff")
-        for i in range(n)
-    ]
+    return [Pkt((seq + i) & 0xFFFF, ts, int(i == n - 1), first if i == 0 else b"\xff") for i in range(n)]
 
 
 def vp8() -> FrameAssembler:

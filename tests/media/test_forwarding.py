@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import RunningNode
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +38,14 @@ async def test_one_publisher_twenty_subscribers_keyframe_first_decodable_and_not
             await asyncio.gather(
                 *(v.join(stage, f"Dr Viewer {i}", "audience") for i, v in enumerate(viewers))
             )
-            firsts = await asyncio.gather(
-                *(v.wait_media(kind="video", timeout=20) for v in viewers)
-            )
+            firsts = await asyncio.gather(*(v.wait_media(kind="video", timeout=20) for v in viewers))
             for i, stats in enumerate(firsts):
                 assert stats.first_frame_keyframe is True, f"viewer {i} started on a delta frame"
             await asyncio.gather(*(v.wait_media(kind="audio", timeout=10) for v in viewers))
 
             # Let media flow, then judge the checking viewer's video.
             checker = viewers[0]
-            async with asyncio.timeout(20):
-                while checker.received("video").frames_complete < 120:
-                    await asyncio.sleep(0.1)
+            await eventually(lambda: checker.received("video").frames_complete >= 120, 20)
             seen = checker.received("video")
             assert seen.decodable_ratio is not None and seen.decodable_ratio >= 0.95, seen
             for v in viewers:
@@ -64,9 +61,7 @@ async def test_one_publisher_twenty_subscribers_keyframe_first_decodable_and_not
             await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
 
 
-async def test_a_viewer_who_joined_first_receives_a_speaker_who_starts_later(
-    node: RunningNode, clip
-) -> None:  # type: ignore[no-untyped-def]
+async def test_a_viewer_who_joined_first_receives_a_speaker_who_starts_later(node: RunningNode, clip) -> None:  # type: ignore[no-untyped-def]
     stage = stage_id()
     async with MedstageClient(node.url) as host, MedstageClient(node.url) as viewer:
         await host.join(stage, "Dr Host", "host")
@@ -74,9 +69,7 @@ async def test_a_viewer_who_joined_first_receives_a_speaker_who_starts_later(
         async with MedstageClient(node.url) as speaker:
             await speaker.join(stage, "Dr Late", "speaker")
             await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
-            assigned = await viewer.wait_for(
-                "slot.assigned", lambda m: m["kind"] == "video", timeout=10
-            )
+            assigned = await viewer.wait_for("slot.assigned", lambda m: m["kind"] == "video", timeout=10)
             assert assigned["participant_id"] == speaker.participant_id
             stats = await viewer.wait_media(assigned["mid"], keyframe=True, timeout=10)
             assert stats.first_frame_keyframe is True
@@ -93,9 +86,7 @@ async def test_a_speaker_who_stops_disappears_within_a_second(node: RunningNode,
 
         stopped_at = time.monotonic()
         await speaker.request({"type": "publish.stop"})
-        released = await viewer.wait_for(
-            "slot.released", lambda m: m["mid"] == assigned["mid"], timeout=1.0
-        )
+        released = await viewer.wait_for("slot.released", lambda m: m["mid"] == assigned["mid"], timeout=1.0)
         assert time.monotonic() - stopped_at < 1.0
         assert released["participant_id"] == speaker.participant_id
         # And no more media on that slot once released.
@@ -131,9 +122,7 @@ async def test_a_speaker_who_leaves_disappears_and_the_slot_is_reused(node: Runn
             )
             assert b["mid"] == a["mid"], "the freed slot is reused"
             before = viewer.stats(b["mid"]).keyframes
-            async with asyncio.timeout(10):
-                while viewer.stats(b["mid"]).keyframes <= before:
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: viewer.stats(b["mid"]).keyframes > before, 10)
 
 
 async def test_mute_stops_forwarding_and_unmute_restarts_on_a_keyframe(node: RunningNode, clip) -> None:  # type: ignore[no-untyped-def]
@@ -158,9 +147,7 @@ async def test_mute_stops_forwarding_and_unmute_restarts_on_a_keyframe(node: Run
 
         keyframes = stats.keyframes
         await speaker.mute("video", False)
-        async with asyncio.timeout(5):
-            while stats.keyframes <= keyframes:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: stats.keyframes > keyframes, 5)
 
 
 async def test_sigterm_closes_peers_and_sockets_and_exits_cleanly(node: RunningNode, clip) -> None:  # type: ignore[no-untyped-def]
@@ -191,8 +178,39 @@ async def test_h264_is_forwarded_when_the_publisher_prefers_it(node: RunningNode
         stats = await viewer.wait_media(a["mid"], keyframe=True, timeout=10)
         assert stats.codec is not None and stats.codec.lower() == "h264", stats.codec
         assert stats.first_frame_keyframe is True
-        async with asyncio.timeout(10):
-            while stats.decoded_ok < 20:
-                await asyncio.sleep(0.1)
+        await eventually(lambda: stats.decoded_ok >= 20, 10)
         assert stats.decodable_ratio is not None and stats.decodable_ratio >= 0.95
         assert node.metrics()["medstage_decoded_frames_total"] == 0
+
+
+async def test_a_late_viewer_gets_every_publisher_and_earlier_viewers_keep_theirs(
+    node: RunningNode, clip
+) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a slot started before aiortc configured its sender broke the whole keyframe."""
+    stage = stage_id()
+    async with MedstageClient(node.url) as host, MedstageClient(node.url) as speaker:
+        await host.join(stage, "Dr Host", "host")
+        await speaker.join(stage, "Dr Speaker", "speaker")
+        await host.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        on_host = await host.wait_for("slot.assigned", lambda m: m["kind"] == "video")
+        await host.wait_media(on_host["mid"], timeout=10)
+        for _ in range(3):
+            async with MedstageClient(node.url) as viewer:
+                await viewer.join(stage, "Dr Late", "audience")
+                mids = set()
+                async with asyncio.timeout(10):
+                    while len(mids) < 2:
+                        m = await viewer.wait_for(
+                            "slot.assigned",
+                            lambda m, mids=mids: m["kind"] == "video" and m["mid"] not in mids,
+                        )
+                        mids.add(m["mid"])
+                for mid in mids:
+                    stats = await viewer.wait_media(mid, keyframe=True, timeout=10)
+                    assert stats.first_frame_keyframe is True
+                frames = host.stats(on_host["mid"]).frames_complete
+                await eventually(
+                    lambda frames=frames: host.stats(on_host["mid"]).frames_complete >= frames + 10, 5
+                )
+        assert "forwarding failed" not in node.log()

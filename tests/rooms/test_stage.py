@@ -19,8 +19,11 @@ def test_join_emits_an_event_and_lists_the_person() -> None:
     events = s.join("p1", "Dr A", Role.AUDIENCE, now=1.0)
     assert events == [ParticipantJoined("s1", 1.0, "p1")]
     assert s.participants["p1"].snapshot() == {
-        "id": "p1", "name": "Dr A", "role": "audience",
-        "publishing": {"audio": False, "video": False}, "muted": {"audio": False, "video": False},
+        "id": "p1",
+        "name": "Dr A",
+        "role": "audience",
+        "publishing": {"audio": False, "video": False},
+        "muted": {"audio": False, "video": False},
     }
 
 
@@ -47,15 +50,18 @@ def test_an_ended_stage_admits_nobody() -> None:
         s.join("p", "A", Role.AUDIENCE, 0)
 
 
-@pytest.mark.parametrize(("role", "may"), [(Role.HOST, True), (Role.SPEAKER, True),
-                                           (Role.AUDIENCE, False), (Role.MODERATOR, False)])
+@pytest.mark.parametrize(
+    ("role", "may"),
+    [(Role.HOST, True), (Role.SPEAKER, True), (Role.AUDIENCE, False), (Role.MODERATOR, False)],
+)
 def test_who_may_publish(role: Role, may: bool) -> None:
     assert allows(role, Permission.PUBLISH) is may
     s = stage()
     s.join("p", "A", role, 0)
     if may:
         assert s.start_publishing("p", ("audio", "video"), 1) == [
-            PublishingStarted("s1", 1, "p", ("audio", "video"))]
+            PublishingStarted("s1", 1, "p", ("audio", "video"))
+        ]
     else:
         with pytest.raises(NotAllowed):
             s.start_publishing("p", ("video",), 1)

@@ -26,19 +26,28 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
 def test_ice_servers_from_urls_or_json() -> None:
     config = load(env={"MEDSTAGE_ICE_SERVERS": "stun:stun.example.org:3478"})
     assert config.ice_servers[0].urls == ["stun:stun.example.org:3478"]
-    config = load(env={"MEDSTAGE_ICE_SERVERS":
-                       '[{"urls": "turn:turn.example.org", "username": "u", "credential": "c"}]'})
+    config = load(
+        env={
+            "MEDSTAGE_ICE_SERVERS": '[{"urls": "turn:turn.example.org", "username": "u", "credential": "c"}]'
+        }
+    )
     assert config.ice_servers[0].to_browser() == {
-        "urls": ["turn:turn.example.org"], "username": "u", "credential": "c"}
+        "urls": ["turn:turn.example.org"],
+        "username": "u",
+        "credential": "c",
+    }
 
 
-@pytest.mark.parametrize(("env", "fragment"), [
-    ({"MEDSTAGE_PORT": "eighty"}, "port"),
-    ({"MEDSTAGE_MEDIA_SLOTS": "0"}, "media_slots"),
-    ({"MEDSTAGE_ICE_SERVERS": "[{"}, "ice_servers"),
-    ({"MEDSTAGE_ICE_SERVERS": '[{"urls": "http://x"}]'}, "stun:"),
-    ({"MEDSTAGE_LOG_FORMAT": "xml"}, "log_format"),
-])
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MEDSTAGE_PORT": "eighty"}, "port"),
+        ({"MEDSTAGE_MEDIA_SLOTS": "0"}, "media_slots"),
+        ({"MEDSTAGE_ICE_SERVERS": "[{"}, "ice_servers"),
+        ({"MEDSTAGE_ICE_SERVERS": '[{"urls": "http://x"}]'}, "stun:"),
+        ({"MEDSTAGE_LOG_FORMAT": "xml"}, "log_format"),
+    ],
+)
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load(env=env)

@@ -196,7 +196,8 @@ async def test_stage_messages_before_join_are_refused(connect: Any) -> None:
 async def test_joining_a_missing_stage_as_audience_is_refused(connect: Any) -> None:
     sock = await connect()
     await expect_error(
-        sock, {"type": "join", "id": 1, "stage": "nowhere", "name": "A", "role": "audience"},
+        sock,
+        {"type": "join", "id": 1, "stage": "nowhere", "name": "A", "role": "audience"},
         "stage_not_found",
     )
     await sock.assert_usable_and_quiet()
@@ -205,7 +206,8 @@ async def test_joining_a_missing_stage_as_audience_is_refused(connect: Any) -> N
 async def test_a_second_join_on_one_connection_is_refused(connect: Any, stage_id: str) -> None:
     sock = await joined(connect, stage_id, "host")
     await expect_error(
-        sock, {"type": "join", "id": 9, "stage": stage_id, "name": "A", "role": "audience"},
+        sock,
+        {"type": "join", "id": 9, "stage": stage_id, "name": "A", "role": "audience"},
         "already_joined",
     )
 
@@ -279,14 +281,14 @@ async def test_a_second_offer_while_one_is_pending_is_refused(
     updated = await bystander.recv_type("participant.updated")
     assert updated["participant"]["publishing"] == {"audio": True, "video": True}
     assert replies["second"] == {
-        "type": "error", "id": "second", "code": "offer_pending",
+        "type": "error",
+        "id": "second",
+        "code": "offer_pending",
         "message": replies["second"]["message"],
     }
 
 
-async def test_a_bad_answer_is_refused_and_a_later_good_one_still_works(
-    connect: Any, stage_id: str
-) -> None:
+async def test_a_bad_answer_is_refused_and_a_later_good_one_still_works(connect: Any, stage_id: str) -> None:
     sock = await connect()
     await sock.request({"type": "join", "id": "j", "stage": stage_id, "name": "A", "role": "host"})
     offer = await sock.recv_type("subscriber.offer")
@@ -305,8 +307,9 @@ async def test_a_bad_answer_is_refused_and_a_later_good_one_still_works(
 
 async def test_mute_without_publishing_is_refused(connect: Any, stage_id: str) -> None:
     sock = await joined(connect, stage_id, "host")
-    await expect_error(sock, {"type": "publish.mute", "id": 1, "kind": "audio", "muted": True},
-                       "not_publishing")
+    await expect_error(
+        sock, {"type": "publish.mute", "id": 1, "kind": "audio", "muted": True}, "not_publishing"
+    )
     await expect_error(sock, {"type": "publish.stop", "id": 2}, "not_publishing")
 
 

@@ -21,6 +21,7 @@ import aioice.ice
 import msgpack
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -103,7 +104,8 @@ class MedstageClient:
             raise ValueError("framing is 'json' or 'msgpack'")
         self.url = ws_url(url)
         self.host_addresses = (
-            list(host_addresses) if host_addresses is not None
+            list(host_addresses)
+            if host_addresses is not None
             else _loopback_addresses(urlsplit(self.url).hostname)
         )
         self.decode = decode
@@ -225,7 +227,11 @@ class MedstageClient:
             await self._ws.send_bytes(msgpack.packb(msg))
 
     async def request(
-        self, msg: Message, *, check: bool = True, timeout: float | None = None
+        self,
+        msg: Message,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
     ) -> Message:
         """Send ``msg`` with an id and return the reply; an ``error`` reply raises
         :class:`RequestError` unless ``check=False``."""
@@ -290,7 +296,9 @@ class MedstageClient:
             RTCIceServer(s["urls"], s.get("username"), s.get("credential"))
             for s in (self.joined or {}).get("ice_servers") or []
         ]
-        return RTCConfiguration(iceServers=servers)
+        # max-bundle, as browsers do: with aiortc's default (balanced) the second and later video
+        # transceivers stay on a per-kind transport that BUNDLE never connects, and get nothing.
+        return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
     async def answer_subscriber(self, offer: Message | None = None) -> Message:
         """Answer the server's `subscriber.offer` (waited for if not given); returns the reply."""
@@ -301,7 +309,9 @@ class MedstageClient:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         for transceiver in pc.getTransceivers():
             self.assemblers[transceiver.mid] = install_frame_assembler(
-                transceiver.receiver, transceiver.kind, decode=self.decode,
+                transceiver.receiver,
+                transceiver.kind,
+                decode=self.decode,
                 on_frame=self._on_frame,
             )
         await pc.setLocalDescription(await pc.createAnswer())
@@ -348,8 +358,15 @@ class MedstageClient:
         for assembler in self.assemblers.values():
             s = assembler.stats
             if kind is None or s.kind == kind:
-                for field in ("packets", "bytes", "frames_complete", "frames_incomplete",
-                              "keyframes", "decoded_ok", "decode_failed"):
+                for field in (
+                    "packets",
+                    "bytes",
+                    "frames_complete",
+                    "frames_incomplete",
+                    "keyframes",
+                    "decoded_ok",
+                    "decode_failed",
+                ):
                     setattr(total, field, getattr(total, field) + getattr(s, field))
         return total
 
@@ -406,7 +423,6 @@ def _codec_preferences(names: Iterable[str]) -> list[Any]:
     capabilities = RTCRtpSender.getCapabilities("video").codecs
     wanted = [n.lower() for n in names]
     preferred = [
-        codec for name in wanted for codec in capabilities
-        if codec.mimeType.lower() == f"video/{name}"
+        codec for name in wanted for codec in capabilities if codec.mimeType.lower() == f"video/{name}"
     ]
     return preferred + [c for c in capabilities if c.mimeType.lower() == "video/rtx"]

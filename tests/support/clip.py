@@ -40,6 +40,7 @@ AUDIO_PTS_STEP = int(AUDIO_RATE * AUDIO_FRAME_S)
 # bursting the backlog out at once.
 MAX_LAG_S = 0.5
 
+# fmt: off
 _FFMPEG_ARGS = [
     "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}:duration={DURATION_S}",
     "-f", "lavfi", "-i",
@@ -54,6 +55,7 @@ _FFMPEG_ARGS = [
     "-application", "audio",
     "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
 ]
+# fmt: on
 
 
 def default_cache_dir() -> Path:
@@ -75,8 +77,18 @@ def clip_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     os.close(fd)
     try:
         subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-             *_FFMPEG_ARGS, "-f", "webm", tmp],
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-y",
+                *_FFMPEG_ARGS,
+                "-f",
+                "webm",
+                tmp,
+            ],
             check=True,
         )
         os.replace(tmp, path)

@@ -179,8 +179,7 @@ class FrameAssembler:
 
     def _drop_older(self, start: int) -> None:
         stale = [
-            ts for ts, f in self._pending.items()
-            if f.parts and all(_seq_diff(s, start) < 0 for s in f.parts)
+            ts for ts, f in self._pending.items() if f.parts and all(_seq_diff(s, start) < 0 for s in f.parts)
         ]
         for ts in stale:
             del self._pending[ts]
@@ -230,11 +229,7 @@ def install_frame_assembler(
     table (filled later by ``receive()``, same dict object) names the codec of each payload type.
     """
     if not hasattr(receiver, _JITTER_BUFFER_ATTR) or not hasattr(receiver, _CODECS_ATTR):
-        raise RuntimeError(
-            "aiortc RTCRtpReceiver has no __jitter_buffer/__codecs: re-read rtcrtpreceiver.py"
-        )
-    assembler = FrameAssembler(
-        kind, getattr(receiver, _CODECS_ATTR), decode=decode, on_frame=on_frame
-    )
+        raise RuntimeError("aiortc RTCRtpReceiver has no __jitter_buffer/__codecs: re-read rtcrtpreceiver.py")
+    assembler = FrameAssembler(kind, getattr(receiver, _CODECS_ATTR), decode=decode, on_frame=on_frame)
     setattr(receiver, _JITTER_BUFFER_ATTR, assembler)
     return assembler

@@ -1,6 +1,7 @@
 """Self-tests of the pre-encoded clip and its tracks (tests/support/clip.py)."""
 
 import asyncio
+import itertools
 
 from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -65,7 +66,7 @@ async def test_loop_restarts_on_a_keyframe_and_pts_keep_increasing() -> None:
     packets = [await track.recv() for _ in range(50)]
     assert is_vp8_keyframe(bytes(packets[45]))
     assert track.loops == 1
-    assert all(b.pts - a.pts == VIDEO_PTS_STEP for a, b in zip(packets, packets[1:], strict=False))
+    assert all(b.pts - a.pts == VIDEO_PTS_STEP for a, b in itertools.pairwise(packets))
 
     audio = EncodedAudioTrack(clip)
     audio._period = 0

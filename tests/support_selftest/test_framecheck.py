@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.codecs import depayload, get_encoder
@@ -27,8 +28,13 @@ async def rtp_frames(count: int, start_index: int = 0) -> list[list[RtpPacket]]:
         payloads, timestamp = encoder.pack(await track.recv())
         packets = []
         for i, payload in enumerate(payloads):
-            packet = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=timestamp,
-                               marker=int(i == len(payloads) - 1), payload=payload)
+            packet = RtpPacket(
+                payload_type=96,
+                sequence_number=seq & 0xFFFF,
+                timestamp=timestamp,
+                marker=int(i == len(payloads) - 1),
+                payload=payload,
+            )
             packet._data = depayload(VP8, payload)
             packets.append(packet)
             seq += 1
@@ -91,22 +97,30 @@ async def test_real_peer_connections_get_frames_and_pli_reaches_the_clip() -> No
         sender_pc.addTransceiver(audio, direction="sendonly")
         await sender_pc.setLocalDescription(await sender_pc.createOffer())
         await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        progress = asyncio.Event()
         assemblers = {
-            t.kind: install_frame_assembler(t.receiver, t.kind, decode=(t.kind == "video"))
+            t.kind: install_frame_assembler(
+                t.receiver, t.kind, decode=(t.kind == "video"), on_frame=lambda _: progress.set()
+            )
             for t in receiver_pc.getTransceivers()
         }
+
+        async def until(condition: Callable[[], bool]) -> None:
+            while not condition():
+                progress.clear()
+                await progress.wait()
+
         await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
         await sender_pc.setRemoteDescription(receiver_pc.localDescription)
         attach_keyframe_requests(video_transceiver.sender, video)
 
         async with asyncio.timeout(10):
-            while assemblers["video"].stats.frames_complete < 15:
-                await asyncio.sleep(0.05)
+            await until(lambda: assemblers["video"].stats.frames_complete >= 15)
             receiver = next(t.receiver for t in receiver_pc.getTransceivers() if t.kind == "video")
             ssrc = next(iter(receiver._RTCRtpReceiver__active_ssrc))
             await receiver._send_rtcp_pli(ssrc)
-            while video.keyframe_requests == 0 or assemblers["video"].stats.keyframes < 2:
-                await asyncio.sleep(0.05)
+            await until(lambda: assemblers["video"].stats.keyframes >= 2)
+        assert video.keyframe_requests == 1
         video_stats = assemblers["video"].stats
         assert video_stats.first_frame_keyframe is True
         assert video_stats.decode_failed == 0 and video_stats.decoded_ok > 0

@@ -1,0 +1,276 @@
+"""Fixtures for end-to-end tests: a medstage node and Debian's Chromium driven by Playwright.
+
+Run inside a loopback-only network namespace so no packet can leave the machine:
+    unshare --net sh -c 'ip link set lo up && exec python -m pytest tests/e2e -x -q'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import playwright
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def playwright_disabled_features() -> list[str]:
+    """The features Playwright disables with its own ``--disable-features`` switch.
+
+    Chromium keeps only the last ``--disable-features``, so ours must repeat Playwright's list.
+    Read from the installed driver (``chromiumSwitches``), so an upgrade cannot silently drop one.
+    """
+    lib = Path(playwright.__file__).parent / "driver" / "package" / "lib"
+    candidates = [lib / "server" / "chromium" / "chromiumSwitches.js", lib / "coreBundle.js"]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        match = re.search(r"disabledFeatures\s*=\s*\[(.*?)\]", path.read_text(encoding="utf-8"), re.S)
+        if match:
+            body = re.sub(r"//[^\n]*", "", match.group(1))
+            names = re.findall(r"[\"']([A-Za-z0-9_]+)[\"']", body)
+            if names:
+                return names
+    raise RuntimeError(f"Playwright's disabledFeatures list not found under {lib}: update this reader")
+
+
+def chromium_args() -> list[str]:
+    """Flags for WebRTC between Debian's Chromium (fake camera and microphone) and a node on 127.0.0.1."""
+    return [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        # Without it Chromium gathers no 127.0.0.1 candidate and ICE never completes.
+        "--allow-loopback-in-peer-connection",
+        # No DNS leaves the machine, even outside a network namespace.
+        "--host-resolver-rules=MAP * 127.0.0.1",
+        "--disable-features=" + ",".join(["WebRtcHideLocalIpsWithMdns", *playwright_disabled_features()]),
+    ]
+
+
+# --- the browser -------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for the session; each participant gets its own context."""
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args())
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+# In-page JavaScript run through page.evaluate. `medstage` is the client's test hook (app.js).
+
+# Sums inbound-rtp counters of one connection: all slots of a subscriber connection count.
+_INBOUND = """async (pcName) => {
+  const pc = window.medstage[pcName];
+  const totals = {video: {framesDecoded: 0, packetsReceived: 0}, audio: {packetsReceived: 0}};
+  if (!pc) return totals;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type !== 'inbound-rtp') return;
+    if (r.kind === 'video') {
+      totals.video.framesDecoded += r.framesDecoded || 0;
+      totals.video.packetsReceived += r.packetsReceived || 0;
+    } else if (r.kind === 'audio') {
+      totals.audio.packetsReceived += r.packetsReceived || 0;
+    }
+  });
+  return totals;
+}"""
+
+# Polls every 100 ms until the subscriber connection has decoded video (and, if asked, received
+# audio); returns when that was first seen, in the page's performance.now() clock, or null.
+_WAIT_FOR_MEDIA = """async ({timeoutMs, needAudio}) => {
+  const deadline = performance.now() + timeoutMs;
+  const sample = async () => {
+    const pc = window.medstage.subscriberPc;
+    if (!pc) return {video: 0, audio: 0};
+    let video = 0, audio = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp') return;
+      if (r.kind === 'video') video += r.framesDecoded || 0;
+      if (r.kind === 'audio') audio += r.packetsReceived || 0;
+    });
+    return {video, audio};
+  };
+  let videoAt = null;
+  for (;;) {
+    const now = performance.now();
+    const {video, audio} = await sample();
+    if (video > 0 && videoAt === null) videoAt = now;
+    if (videoAt !== null && (!needAudio || audio > 0)) return {videoAt, video, audio};
+    if (now > deadline) return {videoAt: null, video, audio};
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}"""
+
+# Polls every 100 ms until `count` video transceivers (mids) of the subscriber connection have decoded
+# at least `frames` frames more than they had when called; returns framesDecoded per mid.
+_WAIT_FOR_VIDEO_STREAMS = """async ({count, frames, timeoutMs}) => {
+  const deadline = performance.now() + timeoutMs;
+  const sample = async () => {
+    const decoded = {};
+    const pc = window.medstage.subscriberPc;
+    if (!pc) return decoded;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') decoded[r.mid] = r.framesDecoded || 0;
+    });
+    return decoded;
+  };
+  const base = await sample();
+  for (;;) {
+    const decoded = await sample();
+    const moving = Object.keys(decoded).filter((mid) => decoded[mid] - (base[mid] || 0) >= frames);
+    if (moving.length >= count) return {ok: true, base, decoded};
+    if (performance.now() > deadline) return {ok: false, base, decoded};
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}"""
+
+_SELECTED_PAIR = """async (pcName) => {
+  const pc = window.medstage[pcName];
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let pairId = null;
+  stats.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+  });
+  const pair = pairId && stats.get(pairId);
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId) || {};
+  const remote = stats.get(pair.remoteCandidateId) || {};
+  return {state: pair.state, protocol: local.protocol,
+          local: local.address ?? local.ip ?? null, remote: remote.address ?? remote.ip ?? null,
+          localType: local.candidateType, remoteType: remote.candidateType};
+}"""
+
+
+@dataclass
+class StagePage:
+    """One participant's browser tab on a stage page, driven through the client's UI."""
+
+    page: Page
+    name: str
+    log: list[str] = field(default_factory=list)
+
+    async def join(self) -> str:
+        """Fill the join form, click Join, wait for `joined`; returns our participant id."""
+        await self.page.get_by_test_id("join-name").fill(self.name)
+        await self.page.get_by_test_id("join-button").click()
+        await self.page.wait_for_function("window.medstage.state === 'joined'", timeout=10_000)
+        return await self.participant_id()
+
+    async def participant_id(self) -> str:
+        return await self.page.evaluate("window.medstage.participantId")
+
+    async def go_on_stage(self) -> None:
+        """Click "Go on stage" and wait until the publisher connection is connected."""
+        await self.page.get_by_test_id("publish-button").click()
+        await self.page.wait_for_function(
+            "window.medstage.publisherPc && window.medstage.publisherPc.connectionState === 'connected'",
+            timeout=10_000,
+        )
+
+    async def wait_for_media(self, timeout_s: float = 10, need_audio: bool = True) -> dict:
+        """Poll getStats every 100 ms until video frames are decoded (and audio packets received)."""
+        return await self.page.evaluate(
+            _WAIT_FOR_MEDIA, {"timeoutMs": timeout_s * 1000, "needAudio": need_audio}
+        )
+
+    async def wait_for_video_streams(self, count: int, frames: int = 1, timeout_s: float = 5) -> dict:
+        """Poll until `count` slots decode `frames` new video frames; {ok, base, decoded per mid}."""
+        return await self.page.evaluate(
+            _WAIT_FOR_VIDEO_STREAMS, {"count": count, "frames": frames, "timeoutMs": timeout_s * 1000}
+        )
+
+    async def inbound(self, pc: str = "subscriberPc") -> dict:
+        return await self.page.evaluate(_INBOUND, pc)
+
+    async def selected_pair(self, pc: str) -> dict | None:
+        return await self.page.evaluate(_SELECTED_PAIR, pc)
+
+    async def marks(self) -> dict[str, float]:
+        return await self.page.evaluate("({...window.medstage.marks})")
+
+    def tile_of(self, participant_id: str) -> str:
+        return f'[data-testid="tile"][data-participant-id="{participant_id}"]'
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_stage(browser: Browser, node: Any) -> AsyncIterator[Callable[..., Awaitable[StagePage]]]:
+    """Factory: a fresh browser context with a stage page loaded (not yet joined).
+
+    `node` is the shared fixture of tests/conftest.py (a real node on 127.0.0.1).
+    """
+    contexts: list[BrowserContext] = []
+    pages: list[StagePage] = []
+
+    async def open_page(stage: str, role: str, name: str, init_script: str | None = None) -> StagePage:
+        context = await browser.new_context(viewport={"width": 1280, "height": 720})
+        contexts.append(context)
+        if init_script:
+            await context.add_init_script(init_script)
+        page = await context.new_page()
+        stage_page = StagePage(page=page, name=name)
+        page.on("console", lambda msg: stage_page.log.append(f"[{msg.type}] {msg.text}"))
+        page.on("pageerror", lambda exc: stage_page.log.append(f"[pageerror] {exc}"))
+        page.on("websocket", lambda ws: _log_frames(ws, stage_page.log))
+        await page.goto(f"{node.url}/s/{stage}?role={role}")
+        await page.wait_for_function("window.medstage !== undefined", timeout=10_000)
+        pages.append(stage_page)
+        return stage_page
+
+    yield open_page
+
+    for stage_page in pages:
+        print(f"--- {stage_page.name} ---")
+        print("\n".join(stage_page.log[-80:]))
+    print(f"--- node log ---\n{node.log()[-6000:]}")
+    for context in contexts:
+        await context.close()
+    # An uncaught exception in the client is a bug even when the test's assertions held.
+    uncaught = [line for stage_page in pages for line in stage_page.log if line.startswith("[pageerror]")]
+    assert not uncaught, f"uncaught exceptions in the client: {uncaught}"
+
+
+def _log_frames(ws, log: list[str]) -> None:
+    def short(payload: object) -> str:
+        text = payload if isinstance(payload, str) else f"<{len(payload)} bytes>"  # type: ignore[arg-type]
+        return text if len(text) < 300 else text[:300] + "…"
+
+    ws.on("framesent", lambda payload: log.append(f"[ws →] {short(payload)}"))
+    ws.on("framereceived", lambda payload: log.append(f"[ws ←] {short(payload)}"))
+    ws.on("close", lambda _ws: log.append("[ws] closed"))
+
+
+@pytest.fixture
+def stage(node: Any) -> str:
+    """A fresh stage created over HTTP (`POST /api/stages`); its id."""
+    stage_id = f"e2e-{uuid.uuid4().hex[:10]}"
+    request = urllib.request.Request(
+        f"{node.url}/api/stages",
+        data=json.dumps({"id": stage_id, "title": "E2E grand rounds"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 201, response.status
+        return json.loads(response.read())["id"]
