@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,6 +25,15 @@ import aiortc
 import aiortc.rtcrtpreceiver
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +57,7 @@ def check() -> None:
     if aiortc.__version__ != AIORTC_VERSION:
         problems.append(f"aiortc {aiortc.__version__} installed, hooks read from {AIORTC_VERSION}")
     for cls, names in (
-        (
-            RTCRtpSender,
-            [
-                "_run_rtp",
-                "_run_rtcp",
-                "_retransmit",
-                "_send_keyframe",
-                "_send_rtcp",
-                "_handle_rtcp_packet",
-                "send",
-            ],
-        ),
+        (RTCRtpSender, ["_run_rtp", "_run_rtcp", "_handle_rtcp_packet", "send"]),
         (RTCRtpReceiver, ["_handle_rtp_packet", "_send_rtcp_pli", "receive"]),
         (RTCDtlsTransport, ["_send_rtp"]),
         (aioice.ice.Connection, ["sendto"]),
@@ -218,15 +215,16 @@ class SenderHandler:
     def on_send_parameters(self, parameters: RTCRtpSendParameters) -> None: ...
     def on_keyframe_request(self) -> None: ...
     def retransmit(self, sequence_number: int) -> None: ...
-    def sender_report(self) -> list[Any]:
-        return []
+    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None: ...
 
 
 def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
     """Keep ``sender`` for negotiation and RTCP routing; media and reports become ours.
 
-    The replaced coroutines honour aiortc's start/exit events so ``RTCRtpSender.stop()`` still
-    completes.
+    aiortc's packet loop and report loop become idle tasks (packets are written by Publication,
+    sender reports by the Subscriber, one compound packet for all its slots); they honour aiortc's
+    start/exit events so ``RTCRtpSender.stop()`` still completes. Incoming RTCP gets a lean handler:
+    aiortc's builds a stats object with a datetime for every receiver report.
     """
     original_send = sender.send
 
@@ -234,33 +232,35 @@ def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
         handler.on_send_parameters(parameters)
         await original_send(parameters)
 
-    async def run_rtp(codec: Any) -> None:
-        getattr(sender, _RTP_STARTED).set()
-        try:
-            await asyncio.Event().wait()  # packets are written by Publication, not by this task
-        finally:
-            getattr(sender, _RTP_EXITED).set()
+    def idle(started: str, exited: str) -> Callable[..., Coroutine[Any, Any, None]]:
+        async def run(*args: Any) -> None:
+            getattr(sender, started).set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                getattr(sender, exited).set()
 
-    async def run_rtcp() -> None:
-        getattr(sender, _RTCP_STARTED).set()
-        try:
-            while True:
-                # RFC 3550 §6.2: randomize the report interval (0.5-1.5 x), as aiortc does.
-                await asyncio.sleep(0.5 + random.random())
-                packets = handler.sender_report()
-                if packets:
-                    await sender._send_rtcp(packets)
-        finally:
-            getattr(sender, _RTCP_EXITED).set()
+        return run
 
-    async def retransmit(sequence_number: int) -> None:
-        handler.retransmit(sequence_number)
+    ssrc = sender._ssrc
+
+    async def handle_rtcp_packet(packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket):
+            if packet.fmt == RTCP_RTPFB_NACK:
+                for seq in packet.lost:
+                    handler.retransmit(seq)
+        elif isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                handler.on_keyframe_request()
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == ssrc:
+                    handler.on_receiver_report(report.fraction_lost, report.jitter)
 
     sender.send = send  # type: ignore[method-assign]
-    sender._run_rtp = run_rtp  # type: ignore[method-assign]
-    sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
-    sender._retransmit = retransmit  # type: ignore[method-assign]
-    sender._send_keyframe = handler.on_keyframe_request  # type: ignore[method-assign]
+    sender._run_rtp = idle(_RTP_STARTED, _RTP_EXITED)  # type: ignore[method-assign]
+    sender._run_rtcp = idle(_RTCP_STARTED, _RTCP_EXITED)  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
 
 
 def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
@@ -271,6 +271,14 @@ def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
+
+
+async def send_rtcp(dtls: RTCDtlsTransport, packets: list[Any]) -> None:
+    """One compound RTCP packet, SRTCP-protected by aiortc's transport."""
+    try:
+        await dtls._send_rtp(b"".join(bytes(p) for p in packets))
+    except ConnectionError:
+        pass
 
 
 def fast_protect(session: Any) -> Callable[[Any], bytes]:

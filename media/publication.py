@@ -128,8 +128,8 @@ class Publication:
                 )
                 try:
                     slot.sendto(slot.protect(buf), slot.addr)
-                except Exception:
-                    slot.fail()
+                except Exception as exc:
+                    slot.fail(exc)
             stats.rtp_packets_sent += len(active)
         self.last_arrival = now
         if any(s.failed for s in active):

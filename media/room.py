@@ -49,6 +49,7 @@ class MediaRoom:
                 self._spawn(self._on_subscriber_connected(sub))
             elif pc.connectionState in ("failed", "closed"):
                 self._detach_all(sub)
+                sub.close()
 
         # Assign what is already published before the offer exists, so the first assignments go
         # out right after it.
@@ -194,6 +195,7 @@ class MediaRoom:
         sub = self.subscribers.pop(participant_id, None)
         if sub is not None:
             self._detach_all(sub)
+            sub.close()
             await sub.pc.close()
 
     async def close(self) -> None:

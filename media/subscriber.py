@@ -7,6 +7,7 @@ No renegotiation ever happens, so speakers can come and go without offer/answer 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import struct
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.clock import current_ntp_time
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
@@ -30,6 +31,20 @@ log = logging.getLogger(__name__)
 _RTX_HEADER = struct.Struct("!BBHII")
 
 
+def _slot_codecs(kind: str) -> list[RTCRtpCodecCapability]:
+    """What a slot offers: Opus; VP8 and H264 (packetization-mode 1) with their RTX."""
+    wanted = {"audio/opus", "video/vp8", "video/h264", "video/rtx"}
+    return [
+        c
+        for c in RTCRtpSender.getCapabilities(kind).codecs
+        if c.mimeType.lower() in wanted
+        and (c.mimeType.lower() != "video/h264" or c.parameters.get("packetization-mode") == "1")
+    ]
+
+
+_SLOT_CODECS = {kind: _slot_codecs(kind) for kind in ("audio", "video")}
+
+
 class Slot(hooks.SenderHandler):
     """One send-only transceiver: takes the RTP of whichever publication is attached to it."""
 
@@ -38,7 +53,9 @@ class Slot(hooks.SenderHandler):
         "clock_rate",
         "cname",
         "failed",
+        "fraction_lost",
         "index",
+        "jitter",
         "kind",
         "last_out_ts",
         "last_sent_at",
@@ -87,6 +104,8 @@ class Slot(hooks.SenderHandler):
         self.packet_base = 0
         self.octet_base = 0
         self.rtx_seq = random.getrandbits(16)
+        self.fraction_lost = 0  # from the subscriber's last receiver report (x/256)
+        self.jitter = 0
         hooks.take_over_sender(sender, self)
 
     # --- negotiation (SenderHandler) ---------------------------------------------------------
@@ -145,32 +164,29 @@ class Slot(hooks.SenderHandler):
             data = bytes(header) + bytes(buf[12:])
         try:
             self.sendto(self.protect(data), self.addr)
-        except Exception:
-            self.fail()
+        except Exception as exc:
+            self.fail(exc)
 
-    def sender_report(self) -> list[Any]:
-        """RFC 3550 §6.4.1 SR: our timestamp space mapped to wall-clock time now."""
+    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None:
+        self.fraction_lost = fraction_lost
+        self.jitter = jitter
+
+    def sender_report(self, ntp: int, now: float) -> RtcpSrPacket | None:
+        """RFC 3550 §6.4.1 SR: our timestamp space mapped to wall-clock time ``ntp``."""
         pub = self.publication
-        if pub is None or self.last_sent_at is None or self.failed:
-            return []
-        elapsed = max(0.0, time.monotonic() - pub.last_arrival)
+        if pub is None or self.last_sent_at is None or self.failed or pub.paused:
+            return None
+        elapsed = max(0.0, now - pub.last_arrival)
         rtp_ts = (pub.last_ts + self.ts_off + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
-        packets: list[Any] = [
-            RtcpSrPacket(
-                ssrc=self.ssrc,
-                sender_info=RtcpSenderInfo(
-                    ntp_timestamp=current_ntp_time(),
-                    rtp_timestamp=rtp_ts,
-                    packet_count=(pub.packets - self.packet_base) & 0xFFFFFFFF,
-                    octet_count=(pub.octets - self.octet_base) & 0xFFFFFFFF,
-                ),
-            )
-        ]
-        if self.cname:
-            packets.append(
-                RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=self.ssrc, items=[(1, self.cname.encode())])])
-            )
-        return packets
+        return RtcpSrPacket(
+            ssrc=self.ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=rtp_ts,
+                packet_count=(pub.packets - self.packet_base) & 0xFFFFFFFF,
+                octet_count=(pub.octets - self.octet_base) & 0xFFFFFFFF,
+            ),
+        )
 
     # --- forwarding state --------------------------------------------------------------------
 
@@ -197,7 +213,14 @@ class Slot(hooks.SenderHandler):
             self.last_out_ts = (pub.last_ts + self.ts_off) & 0xFFFFFFFF
             self.last_sent_at = time.monotonic()
 
-    def fail(self) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """Stop sending to this slot; logged once (the hot path must not log per packet)."""
+        if not self.failed:
+            log.warning(
+                "sending to a subscriber failed",
+                exc_info=exc,
+                extra={"participant": self.subscriber.participant_id, "mid": self.mid},
+            )
         self.failed = True
         stats.send_errors += 1
 
@@ -228,11 +251,13 @@ class Subscriber:
         self.pc = pc
         self.pairs: list[SlotPair] = []
         self.path: hooks.UdpPath | None = None
+        self._reports: asyncio.Task[None] | None = None
         for i in range(n_slots):
             stream = f"slot-{i}"
             slots = {}
             for kind in ("audio", "video"):
                 transceiver = pc.addTransceiver(kind, direction="sendonly")
+                transceiver.setCodecPreferences(_SLOT_CODECS[kind])
                 hooks.set_stream_id(transceiver.sender, stream)
                 slots[kind] = Slot(self, i, kind, transceiver.sender)
             self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
@@ -266,4 +291,24 @@ class Subscriber:
         self.path = path
         for slot in slots:
             slot.connect(path)
+        self._reports = asyncio.create_task(self._send_reports(sender.transport))
         return True
+
+    async def _send_reports(self, dtls: Any) -> None:
+        """Sender reports of every forwarding slot, in one compound packet (RFC 3550 §6.1), every
+        0.5-1.5 s (§6.2 randomization). One task per viewer, none per idle slot."""
+        slots = [s for pair in self.pairs for s in (pair.audio, pair.video)]
+        while True:
+            await asyncio.sleep(0.5 + random.random())
+            ntp, now = current_ntp_time(), time.monotonic()
+            reports = [r for s in slots if (r := s.sender_report(ntp, now)) is not None]
+            if not reports:
+                continue
+            cname = next((s.cname for s in slots if s.cname), "")
+            chunks = [RtcpSourceInfo(ssrc=r.ssrc, items=[(1, cname.encode())]) for r in reports]
+            await hooks.send_rtcp(dtls, [*reports, RtcpSdesPacket(chunks=chunks)])
+
+    def close(self) -> None:
+        if self._reports is not None:
+            self._reports.cancel()
+            self._reports = None
