@@ -1,10 +1,13 @@
-"""Typed domain errors: a stable ``code`` for programs, a ``message`` for people."""
+"""Typed domain errors: a stable ``code`` for programs, a ``message`` for people.
+
+Each code is listed in docs/protocol.md ("error"); the wire turns a ``DomainError`` into an error frame.
+"""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
-    """A refused command. The wire maps ``code`` to an error frame."""
+    """A refused command. The wire maps ``code`` to an error frame; the stage is unchanged."""
 
     code = "domain_error"
 
@@ -14,7 +17,25 @@ class DomainError(Exception):
 
 
 class NotAllowed(DomainError):
+    """The role may not do that, or the target is not one it may be done to."""
+
     code = "not_allowed"
+
+
+class NotFound(DomainError):
+    """No such participant, comment, question or poll."""
+
+    code = "not_found"
+
+
+class UnknownParticipant(NotFound):
+    """No such participant on this stage."""
+
+
+class InvalidMessage(DomainError):
+    """A value the domain refuses (text length, option count, duplicate id...)."""
+
+    code = "invalid_message"
 
 
 class StageNotFound(DomainError):
@@ -29,6 +50,14 @@ class StageEnded(DomainError):
     code = "stage_ended"
 
 
+class StageLocked(DomainError):
+    code = "stage_locked"
+
+
+class StageNotLive(DomainError):
+    code = "stage_not_live"
+
+
 class StageFull(DomainError):
     code = "stage_full"
 
@@ -37,5 +66,53 @@ class NotPublishing(DomainError):
     code = "not_publishing"
 
 
-class UnknownParticipant(DomainError):
-    code = "unknown_participant"
+class Banned(DomainError):
+    code = "banned"
+
+
+class NotInvited(DomainError):
+    code = "not_invited"
+
+
+class HandNotRaised(DomainError):
+    code = "hand_not_raised"
+
+
+class AlreadyVoted(DomainError):
+    code = "already_voted"
+
+
+class PollClosed(DomainError):
+    """The poll is not open (voting or closing), or is closed (opening)."""
+
+    code = "poll_closed"
+
+
+class InvalidChoice(DomainError):
+    code = "invalid_choice"
+
+
+class ChatMuted(DomainError):
+    code = "chat_muted"
+
+
+class ModeratorMuted(DomainError):
+    code = "moderator_muted"
+
+
+class _RetryLater(DomainError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SlowMode(_RetryLater):
+    """Too soon after this person's last comment; ``retry_after`` seconds until the next may go."""
+
+    code = "slow_mode"
+
+
+class RateLimited(_RetryLater):
+    """Over the per-person comment rate; ``retry_after`` seconds until the window has room."""
+
+    code = "rate_limited"

@@ -1,37 +1,326 @@
-"""Events a stage emits. Immutable records; the shell turns them into wire messages."""
+"""Events a stage emits and the ordered log that numbers them.
+
+Each event is a frozen msgspec struct tagged with its wire ``type`` (docs/protocol.md, "Stage events"),
+so ``msgspec.json.encode(event)`` is the wire message, ``seq`` and ``at`` included. Each event says who
+may see it (``audience()``); the shell delivers it to exactly those people.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar, Union
+
+import msgspec
+
+from rooms.views import (
+    CommentView,
+    InvitationView,
+    LeaderboardEntry,
+    PollResults,
+    PollView,
+    QuestionView,
+    StageView,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "EVERYONE",
+    "MODERATORS",
+    "Audience",
+    "ChatUpdated",
+    "CommentDeleted",
+    "CommentPinned",
+    "CommentPosted",
+    "CommentView",
+    "Event",
+    "EventLog",
+    "HandsUpdated",
+    "Invitation",
+    "InvitationAnswered",
+    "InvitationView",
+    "LeaderboardEntry",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "ParticipantRemoved",
+    "ParticipantUpdated",
+    "PollClosed",
+    "PollCounts",
+    "PollCreated",
+    "PollOpened",
+    "PollResults",
+    "PollView",
+    "PollVoters",
+    "PublishingStarted",
+    "PublishingStopped",
+    "QuestionAsked",
+    "QuestionUpdated",
+    "QuestionView",
+    "QuizLeaderboard",
+    "QuizResult",
+    "Reactions",
+    "StageEnded",
+    "StageUpdated",
+    "StageView",
+    "decode_event",
+]
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    stage: str
+class Audience:
+    """Who may see an event: everyone present, or the moderators (host and moderators), plus ``persons``."""
+
+    everyone: bool = False
+    moderators: bool = False
+    persons: frozenset[str] = field(default_factory=frozenset)
+
+
+EVERYONE = Audience(everyone=True)
+MODERATORS = Audience(moderators=True)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """One thing that happened on a stage. ``seq`` is given by the ``EventLog`` (0 until logged)."""
+
+    # Internal events never reach a client as such: the shell turns them into other messages.
+    internal: ClassVar[bool] = False
+
+    stage: str = msgspec.field(name="stage_id")  # "stage" on the wire is stage.updated's object
     at: float
+    seq: int = 0
+
+    def audience(self) -> Audience:
+        return EVERYONE
 
 
-@dataclass(frozen=True, slots=True)
-class ParticipantJoined(Event):
+# --- participants --------------------------------------------------------------------------------
+# The shell sends the participant object (Participant.snapshot()) in place of the id for these.
+
+
+class ParticipantJoined(Event, frozen=True, kw_only=True, tag="participant.joined"):
     participant: str
 
 
-@dataclass(frozen=True, slots=True)
-class ParticipantLeft(Event):
+class ParticipantLeft(Event, frozen=True, kw_only=True, tag="participant.left"):
+    participant: str = msgspec.field(name="participant_id")
+
+
+class ParticipantUpdated(Event, frozen=True, kw_only=True, tag="participant.updated"):
+    """Role, publishing, mutes, chat mute or hand changed."""
+
     participant: str
 
 
-@dataclass(frozen=True, slots=True)
-class ParticipantUpdated(Event):
-    participant: str
+class PublishingStarted(Event, frozen=True, kw_only=True, tag="publishing.started"):
+    """Internal: the shell sends ``participant.updated`` and assigns media slots."""
 
+    internal: ClassVar[bool] = True
 
-@dataclass(frozen=True, slots=True)
-class PublishingStarted(Event):
     participant: str
     kinds: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PublishingStopped(Event):
+class PublishingStopped(Event, frozen=True, kw_only=True, tag="publishing.stopped"):
+    """Internal: the shell sends ``participant.updated`` and unpublishes the media at once."""
+
+    internal: ClassVar[bool] = True
+
     participant: str
+
+
+class ParticipantRemoved(Event, frozen=True, kw_only=True, tag="participant.removed"):
+    """Removed (may rejoin) or banned (the identity never rejoins); the person is told too."""
+
+    participant_id: str
+    banned: bool
+    reason: str
+    by: str
+
+    def audience(self) -> Audience:
+        return Audience(everyone=True, persons=frozenset({self.participant_id}))
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+class StageUpdated(Event, frozen=True, kw_only=True, tag="stage.updated"):
+    info: StageView = msgspec.field(name="stage")
+
+
+class StageEnded(Event, frozen=True, kw_only=True, tag="stage.ended"):
+    pass
+
+
+# --- hands and invitations -----------------------------------------------------------------------
+
+
+class HandsUpdated(Event, frozen=True, kw_only=True, tag="hands.updated"):
+    hands: tuple[str, ...]  # participant ids in queue order
+
+
+class Invitation(Event, frozen=True, kw_only=True, tag="invitation"):
+    participant_id: str
+    by: str
+    by_name: str
+
+    def audience(self) -> Audience:
+        return Audience(moderators=True, persons=frozenset({self.participant_id}))
+
+
+class InvitationAnswered(Event, frozen=True, kw_only=True, tag="invitation.answered"):
+    participant_id: str
+    accepted: bool
+
+    def audience(self) -> Audience:
+        return Audience(moderators=True, persons=frozenset({self.participant_id}))
+
+
+# --- chat ----------------------------------------------------------------------------------------
+
+
+class ChatUpdated(Event, frozen=True, kw_only=True, tag="chat.updated"):
+    slow_mode_s: int
+
+
+class CommentPosted(Event, frozen=True, kw_only=True, tag="comment.posted"):
+    comment: CommentView
+
+
+class CommentDeleted(Event, frozen=True, kw_only=True, tag="comment.deleted"):
+    comment_id: str
+    by: str
+
+
+class CommentPinned(Event, frozen=True, kw_only=True, tag="comment.pinned"):
+    comment: CommentView | None
+
+
+class Reactions(Event, frozen=True, kw_only=True, tag="reactions"):
+    counts: dict[str, int]
+
+
+# --- questions -----------------------------------------------------------------------------------
+
+
+class QuestionAsked(Event, frozen=True, kw_only=True, tag="question.asked"):
+    question: QuestionView
+
+
+class QuestionUpdated(Event, frozen=True, kw_only=True, tag="question.updated"):
+    question: QuestionView
+
+
+# --- polls and quizzes ---------------------------------------------------------------------------
+
+
+class PollCreated(Event, frozen=True, kw_only=True, tag="poll.created"):
+    poll: PollView  # a draft
+
+    def audience(self) -> Audience:
+        return MODERATORS
+
+
+class PollOpened(Event, frozen=True, kw_only=True, tag="poll.opened"):
+    poll: PollView
+
+
+class PollCounts(Event, frozen=True, kw_only=True, tag="poll.counts"):
+    """Live counts after a ballot. ``public_results`` is on the wire too: it decides the audience."""
+
+    poll_id: str
+    counts: tuple[int, ...]
+    ballots: int
+    public_results: bool
+
+    def audience(self) -> Audience:
+        return EVERYONE if self.public_results else MODERATORS
+
+
+class PollClosed(Event, frozen=True, kw_only=True, tag="poll.closed"):
+    poll: PollView  # with results
+
+
+class PollVoters(Event, frozen=True, kw_only=True, tag="poll.voters"):
+    """Who chose what in a named (non-anonymous) poll: moderators only."""
+
+    poll_id: str
+    voters: dict[str, tuple[int, ...]]
+
+    def audience(self) -> Audience:
+        return MODERATORS
+
+
+class QuizResult(Event, frozen=True, kw_only=True, tag="quiz.result"):
+    """Whether one voter was right, and their total; ``participant_id`` is that voter."""
+
+    participant_id: str
+    poll_id: str
+    correct: bool
+    score: int
+
+    def audience(self) -> Audience:
+        return Audience(persons=frozenset({self.participant_id}))
+
+
+class QuizLeaderboard(Event, frozen=True, kw_only=True, tag="quiz.leaderboard"):
+    entries: tuple[LeaderboardEntry, ...]
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    PublishingStarted,
+    PublishingStopped,
+    ParticipantRemoved,
+    StageUpdated,
+    StageEnded,
+    HandsUpdated,
+    Invitation,
+    InvitationAnswered,
+    ChatUpdated,
+    CommentPosted,
+    CommentDeleted,
+    CommentPinned,
+    Reactions,
+    QuestionAsked,
+    QuestionUpdated,
+    PollCreated,
+    PollOpened,
+    PollCounts,
+    PollClosed,
+    PollVoters,
+    QuizResult,
+    QuizLeaderboard,
+)
+
+_DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[EVENT_TYPES])  # noqa: UP007
+
+
+def decode_event(data: bytes | str) -> Event:
+    """An event back from its JSON wire form (the log's other readers: recorder, other nodes)."""
+    return _DECODER.decode(data)
+
+
+class EventLog:
+    """The stage's ordered log: every event gets the next ``seq`` (1, 2, 3, ... with no gaps)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else 0
+
+    def append(self, events: list[Event]) -> list[Event]:
+        """Number ``events`` in order, keep them, and return the numbered copies."""
+        first = self.last_seq + 1
+        numbered = [msgspec.structs.replace(e, seq=first + i) for i, e in enumerate(events)]
+        self.events.extend(numbered)
+        return numbered
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EventLog) and self.events == other.events
+
+    __hash__ = None  # type: ignore[assignment]

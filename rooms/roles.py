@@ -1,4 +1,7 @@
-"""Roles and the permission matrix: the only place that decides who may do what."""
+"""Roles and the permission matrix: the only place that decides who may do what.
+
+The matrix is the table in docs/protocol.md ("Stages, roles and permissions").
+"""
 
 from __future__ import annotations
 
@@ -15,16 +18,67 @@ class Role(enum.StrEnum):
 
 
 class Permission(enum.StrEnum):
+    """One thing a role may do; the value reads in a sentence ("role audience may not <value>")."""
+
     PUBLISH = "publish"
     SUBSCRIBE = "subscribe"
+    START_STAGE = "start the stage"
+    END_STAGE = "end the stage"
+    SET_ROLE = "set roles"
+    LOCK_STAGE = "lock the stage"
+    INVITE = "invite speakers"
+    DEMOTE = "move speakers to the audience"
+    LOWER_HANDS = "lower someone else's hand"
+    MODERATE = "moderate participants"
+    DELETE_COMMENTS = "delete someone else's comment"
+    PIN_COMMENTS = "pin comments"
+    SLOW_MODE = "set slow mode"
+    ANSWER_QUESTIONS = "answer or dismiss questions"
+    MANAGE_POLLS = "create, open or close polls"
+    RAISE_HAND = "raise a hand"
+    ANSWER_INVITATION = "answer an invitation"
+    COMMENT = "comment"
+    REACT = "react"
+    ASK = "ask questions"
+    UPVOTE = "upvote questions"
+    VOTE = "vote"
 
+
+_EVERYONE = frozenset(
+    {
+        Permission.SUBSCRIBE,
+        Permission.COMMENT,
+        Permission.REACT,
+        Permission.ASK,
+        Permission.UPVOTE,
+        Permission.VOTE,
+    }
+)
+_MODERATION = frozenset(
+    {
+        Permission.LOCK_STAGE,
+        Permission.INVITE,
+        Permission.DEMOTE,
+        Permission.LOWER_HANDS,
+        Permission.MODERATE,
+        Permission.DELETE_COMMENTS,
+        Permission.PIN_COMMENTS,
+        Permission.SLOW_MODE,
+        Permission.ANSWER_QUESTIONS,
+        Permission.MANAGE_POLLS,
+    }
+)
+
+_HOST_ONLY = frozenset({Permission.START_STAGE, Permission.END_STAGE, Permission.SET_ROLE})
 
 _MATRIX: dict[Role, frozenset[Permission]] = {
-    Role.HOST: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE}),
-    Role.MODERATOR: frozenset({Permission.SUBSCRIBE}),
-    Role.SPEAKER: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE}),
-    Role.AUDIENCE: frozenset({Permission.SUBSCRIBE}),
+    Role.HOST: _EVERYONE | _MODERATION | _HOST_ONLY | {Permission.PUBLISH},
+    Role.MODERATOR: _EVERYONE | _MODERATION,
+    Role.SPEAKER: _EVERYONE | {Permission.PUBLISH},
+    Role.AUDIENCE: _EVERYONE | {Permission.RAISE_HAND, Permission.ANSWER_INVITATION},
 }
+
+MODERATOR_ROLES = frozenset({Role.HOST, Role.MODERATOR})
 
 
 def allows(role: Role, permission: Permission) -> bool:
@@ -34,3 +88,9 @@ def allows(role: Role, permission: Permission) -> bool:
 def require(role: Role, permission: Permission) -> None:
     if not allows(role, permission):
         raise NotAllowed(f"role {role} may not {permission}")
+
+
+def is_moderator(role: Role) -> bool:
+    """Host or moderator: sees moderator-only events, is exempt from chat mutes and slow mode, and
+    may not be removed, banned or muted by a moderator."""
+    return role in MODERATOR_ROLES

@@ -1,26 +1,65 @@
-"""A stage: who is present, in which role, and who publishes which kinds.
+"""A stage: who is present, in which role, what they may do, and what they said, asked and voted.
 
-Pure state. Every method checks its permissions here, changes state only on success, and returns the
-events it caused; a refused command raises a ``DomainError`` and leaves the stage unchanged.
+Pure state. Every command checks its permissions here (through ``rooms.roles``), changes state only
+on success, appends the events it caused to the stage's log and returns them numbered; a refused
+command raises a ``DomainError`` and leaves the stage unchanged. Chat, questions and polls keep
+their own rules in ``comments.py``, ``qa.py`` and ``polls.py``; this class decides who may use them.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from rooms.errors import NotAllowed, NotPublishing, StageEnded, StageFull, UnknownParticipant
+import msgspec
+
+from rooms.comments import Author, Chat
+from rooms.errors import (
+    Banned,
+    ChatMuted,
+    HandNotRaised,
+    InvalidMessage,
+    ModeratorMuted,
+    NotAllowed,
+    NotInvited,
+    NotPublishing,
+    StageEnded,
+    StageFull,
+    StageLocked,
+    StageNotLive,
+    UnknownParticipant,
+)
 from rooms.events import (
+    ChatUpdated,
     Event,
+    EventLog,
+    HandsUpdated,
+    Invitation,
+    InvitationAnswered,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantRemoved,
     ParticipantUpdated,
     PublishingStarted,
     PublishingStopped,
+    Reactions,
+    StageUpdated,
 )
-from rooms.roles import Permission, Role, require
+from rooms.events import StageEnded as StageEndedEvent
+from rooms.hands import Hands, Invitations
+from rooms.polls import Polls, PollSpec, PollStatus
+from rooms.qa import Questions, QuestionStatus
+from rooms.reactions import ReactionCounter, normalise
+from rooms.roles import Permission, Role, allows, require
+from rooms.roles import is_moderator as role_is_moderator
+from rooms.settings import StageSettings
+from rooms.views import InvitationView, StageView
+
+__all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
 
 KINDS = ("audio", "video")
+DEFAULT_SETTINGS = StageSettings()
 
 
 class StageState(enum.StrEnum):
@@ -36,31 +75,92 @@ class Participant:
     role: Role
     joined_at: float
     publishing: set[str] = field(default_factory=set)
-    muted: set[str] = field(default_factory=set)
+    muted: set[str] = field(default_factory=set)  # by the participant (publish.mute)
+    identity: str = ""  # who this is across connections (bans apply to it); defaults to ``id``
+    moderator_muted: set[str] = field(default_factory=set)  # by a moderator: only one may lift it
+    chat_muted: bool = False
+    hand_raised: bool = False
+
+    def __post_init__(self) -> None:
+        self.identity = self.identity or self.id
 
     def snapshot(self) -> dict[str, object]:
+        """The participant object of docs/protocol.md ("Participants")."""
         return {
             "id": self.id,
             "name": self.name,
             "role": str(self.role),
             "publishing": {k: k in self.publishing for k in KINDS},
             "muted": {k: k in self.muted for k in KINDS},
+            "moderator_muted": {k: k in self.moderator_muted for k in KINDS},
+            "chat_muted": self.chat_muted,
+            "hand_raised": self.hand_raised,
         }
 
+    def author(self) -> Author:
+        return Author(self.id, self.name, self.identity, role_is_moderator(self.role), self.chat_muted)
 
-@dataclass(slots=True)
+
+@dataclass(init=False, repr=False)
 class Stage:
-    """One live talk. ``max_publishers`` mirrors the media slots every subscriber has."""
+    """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
+    polls, and the ordered log of everything that happened."""
 
     id: str
     title: str
     created_at: float
-    max_publishers: int = 6
-    state: StageState = StageState.LIVE
-    participants: dict[str, Participant] = field(default_factory=dict)
+    settings: StageSettings
+    state: StageState
+    locked: bool
+    participants: dict[str, Participant]
+    banned_identities: set[str]
+    log: EventLog
+    hands: Hands
+    invitations: Invitations
+    chat: Chat
+    reactions: ReactionCounter
+    questions: Questions
+    polls: Polls
+
+    def __init__(
+        self,
+        id: str,
+        title: str,
+        created_at: float,
+        *,
+        settings: StageSettings = DEFAULT_SETTINGS,
+        state: StageState = StageState.LIVE,
+        max_publishers: int | None = None,
+    ) -> None:
+        if max_publishers is not None:  # the keyword of issue 2, kept for callers that use it
+            settings = replace(settings, max_publishers=max_publishers)
+        self.id, self.title, self.created_at = id, title, created_at
+        self.settings, self.state, self.locked = settings, state, False
+        self.participants = {}
+        self.banned_identities = set()
+        self.log = EventLog()
+        self.hands = Hands()
+        self.invitations = Invitations()
+        self.chat = Chat(id, settings)
+        self.reactions = ReactionCounter(settings.reaction_window_s)
+        self.questions = Questions(id, settings.comment_max_chars)
+        self.polls = Polls(id, settings.leaderboard_size)
+
+    def __repr__(self) -> str:
+        return f"Stage({self.id!r}, {self.state}, {len(self.participants)} participants)"
+
+    @property
+    def max_publishers(self) -> int:
+        """The media slots every subscriber has (``settings.max_publishers``)."""
+        return self.settings.max_publishers
+
+    # --- reading -------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, object]:
-        return {"id": self.id, "title": self.title, "state": str(self.state)}
+        return msgspec.to_builtins(self._view())  # type: ignore[no-any-return]
+
+    def _view(self) -> StageView:
+        return StageView(id=self.id, title=self.title, state=str(self.state), locked=self.locked)
 
     @property
     def host(self) -> Participant | None:
@@ -76,38 +176,386 @@ class Stage:
         except KeyError:
             raise UnknownParticipant(f"no participant {participant_id} on stage {self.id}") from None
 
-    def join(self, participant_id: str, name: str, role: Role, now: float) -> list[Event]:
+    def is_moderator(self, participant_id: str) -> bool:
+        """Host or moderator (sees moderator-only events)."""
+        person = self.participants.get(participant_id)
+        return person is not None and role_is_moderator(person.role)
+
+    def snapshot_for(self, participant_id: str) -> dict[str, object]:
+        """The ``state`` of ``joined``: the stage as this person may see it (docs/protocol.md)."""
+        person = self.get(participant_id)
+        moderator = role_is_moderator(person.role)
+        questions = [
+            {**msgspec.to_builtins(q.view()), "voted": person.identity in q.voters}
+            for q in self.questions.ordered()
+        ]
+        polls: list[dict[str, Any]] = []
+        for poll in self.polls.polls.values():
+            if poll.status is PollStatus.DRAFT and not moderator:
+                continue
+            ballot = poll.ballots.get(person.identity)
+            item: dict[str, Any] = msgspec.to_builtins(poll.view(moderator=moderator))
+            item["my_choices"] = list(ballot.choices) if ballot else None
+            if moderator and poll.status is PollStatus.CLOSED and not poll.spec.anonymous:
+                item["voters"] = {pid: list(c) for pid, c in poll.voters().items()}
+            polls.append(item)
+        invitation = None if moderator else self.invitations.get(participant_id)
+        return {
+            "seq": self.log.last_seq,
+            "comments": msgspec.to_builtins(self.chat.history()),
+            "pinned": msgspec.to_builtins(self.chat.pinned_view()),
+            "slow_mode_s": self.chat.slow_mode_s,
+            "questions": questions,
+            "hands": list(self.hands.queue()),
+            "invitation": msgspec.to_builtins(invitation),
+            "polls": polls,
+            "leaderboard": msgspec.to_builtins(list(self.polls.leaderboard())),
+        }
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> list[Event]:
+        return self.log.append(events)
+
+    def _require_not_ended(self) -> None:
         if self.state is StageState.ENDED:
             raise StageEnded(f"stage {self.id} has ended")
+
+    def _actor(self, participant_id: str, permission: Permission | None = None) -> Participant:
+        """The person issuing a command on a stage that has not ended, with ``permission``."""
+        self._require_not_ended()
+        person = self.get(participant_id)
+        if permission is not None:
+            require(person.role, permission)
+        return person
+
+    def _updated(self, person: Participant, now: float) -> ParticipantUpdated:
+        return ParticipantUpdated(stage=self.id, at=now, participant=person.id)
+
+    def _hands_updated(self, now: float) -> HandsUpdated:
+        return HandsUpdated(stage=self.id, at=now, hands=self.hands.queue())
+
+    def _lower_hand(self, person: Participant, now: float) -> list[Event]:
+        if not person.hand_raised:
+            return []
+        person.hand_raised = False
+        self.hands.lower(person.id)
+        return [self._hands_updated(now)]
+
+    def _drop_invitation(self, person: Participant, now: float) -> list[Event]:
+        """A pending invitation lapses (the invitee left or changed role); moderators are told."""
+        if self.invitations.pop(person.id) is None:
+            return []
+        return [InvitationAnswered(stage=self.id, at=now, participant_id=person.id, accepted=False)]
+
+    def _stop_media(self, person: Participant, now: float) -> list[Event]:
+        if not person.publishing:
+            return []
+        person.publishing = set()
+        person.muted = set()
+        return [PublishingStopped(stage=self.id, at=now, participant=person.id)]
+
+    def _to_audience(self, person: Participant, now: float) -> list[Event]:
+        """A speaker (or moderator) becomes audience: media stops at once, moderator mutes lapse."""
+        events = self._stop_media(person, now)
+        person.role = Role.AUDIENCE
+        person.moderator_muted = set()
+        person.muted = set()
+        return [*events, self._updated(person, now)]
+
+    def _drop(self, person: Participant, now: float) -> list[Event]:
+        """Take ``person`` off the stage: media, hand and invitation first, then ``participant.left``."""
+        events = [
+            *self._stop_media(person, now),
+            *self._lower_hand(person, now),
+            *self._drop_invitation(person, now),
+        ]
+        del self.participants[person.id]
+        return [*events, ParticipantLeft(stage=self.id, at=now, participant=person.id)]
+
+    # --- joining and leaving -------------------------------------------------------------------
+
+    def join(
+        self, participant_id: str, name: str, role: Role, now: float, identity: str | None = None
+    ) -> list[Event]:
+        self._require_not_ended()
+        identity = identity or participant_id
+        if identity in self.banned_identities:
+            raise Banned(f"this identity is banned from stage {self.id}")
+        if self.locked:
+            raise StageLocked(f"stage {self.id} is locked")
         if role is Role.HOST and self.host is not None:
             raise NotAllowed(f"stage {self.id} already has a host")
         if participant_id in self.participants:
             raise NotAllowed(f"{participant_id} is already on stage {self.id}")
-        self.participants[participant_id] = Participant(participant_id, name, role, now)
-        return [ParticipantJoined(self.id, now, participant_id)]
+        self.participants[participant_id] = Participant(participant_id, name, role, now, identity=identity)
+        return self._emit([ParticipantJoined(stage=self.id, at=now, participant=participant_id)])
 
     def leave(self, participant_id: str, now: float) -> list[Event]:
-        person = self.participants.pop(participant_id, None)
+        """Leaving always succeeds (an unknown participant causes nothing)."""
+        person = self.participants.get(participant_id)
         if person is None:
             return []
+        return self._emit(self._drop(person, now))
+
+    # --- the stage's life ----------------------------------------------------------------------
+
+    def start(self, actor: str, now: float) -> list[Event]:
+        self._actor(actor, Permission.START_STAGE)
+        if self.state is not StageState.SCHEDULED:
+            raise NotAllowed(f"stage {self.id} is already {self.state}")
+        self.state = StageState.LIVE
+        return self._emit([StageUpdated(stage=self.id, at=now, info=self._view())])
+
+    def lock(self, actor: str, locked: bool, now: float) -> list[Event]:
+        self._actor(actor, Permission.LOCK_STAGE)
+        self.locked = locked
+        return self._emit([StageUpdated(stage=self.id, at=now, info=self._view())])
+
+    def end(self, actor: str, now: float) -> list[Event]:
+        """Final: open polls close (results go out), media stops, then ``stage.ended``."""
+        self._actor(actor, Permission.END_STAGE)
+        events = self.polls.close_all(now)
+        for person in self.participants.values():
+            events += self._stop_media(person, now)
+        self.reactions.clear()
+        self.state = StageState.ENDED
+        return self._emit([*events, StageEndedEvent(stage=self.id, at=now)])
+
+    # --- roles ---------------------------------------------------------------------------------
+
+    def set_role(self, actor: str, target: str, role: Role, now: float) -> list[Event]:
+        """The host makes an audience member moderator, or a moderator or speaker audience again."""
+        self._actor(actor, Permission.SET_ROLE)
+        person = self.get(target)
+        if role not in (Role.MODERATOR, Role.AUDIENCE) or person.role is Role.HOST:
+            raise NotAllowed("the host may only make someone moderator or audience")
+        if person.role is role:
+            return []
+        if role is Role.AUDIENCE:
+            return self._emit(self._to_audience(person, now))
+        if person.role is not Role.AUDIENCE:
+            raise NotAllowed("only an audience member can be made moderator")
+        events = [*self._lower_hand(person, now), *self._drop_invitation(person, now)]
+        person.role = Role.MODERATOR
+        person.chat_muted = False
+        return self._emit([*events, self._updated(person, now)])
+
+    def move_to_audience(self, actor: str, target: str, now: float) -> list[Event]:
+        """``speaker.demote``: the speaker's media stops reaching anyone (``PublishingStopped``)."""
+        self._actor(actor, Permission.DEMOTE)
+        person = self.get(target)
+        if person.role is not Role.SPEAKER:
+            raise NotAllowed(f"{target} is not a speaker")
+        return self._emit(self._to_audience(person, now))
+
+    # --- hands and invitations -----------------------------------------------------------------
+
+    def raise_hand(self, actor: str, now: float) -> list[Event]:
+        person = self._actor(actor, Permission.RAISE_HAND)
+        if person.hand_raised:
+            return []
+        person.hand_raised = True
+        self.hands.raise_hand(person.id, now)
+        return self._emit([self._hands_updated(now), self._updated(person, now)])
+
+    def lower_hand(self, actor: str, target: str | None, now: float) -> list[Event]:
+        """Lower one's own hand, or (moderators) someone else's."""
+        me = self._actor(actor)
+        person = me
+        if target is not None and target != actor:
+            require(me.role, Permission.LOWER_HANDS)
+            person = self.get(target)
+        if not person.hand_raised:
+            raise HandNotRaised(f"{person.id} has no hand raised")
+        return self._emit([*self._lower_hand(person, now), self._updated(person, now)])
+
+    def invite(self, actor: str, target: str, now: float) -> list[Event]:
+        """Invite a raised hand or any audience member to speak."""
+        me = self._actor(actor, Permission.INVITE)
+        person = self.get(target)
+        if person.role is not Role.AUDIENCE:
+            raise NotAllowed(f"{target} is not in the audience")
+        self.invitations.add(InvitationView(participant_id=target, by=me.id, by_name=me.name, at=now))
+        invitation = Invitation(stage=self.id, at=now, participant_id=target, by=me.id, by_name=me.name)
+        return self._emit([invitation])
+
+    def accept_invitation(self, actor: str, now: float) -> list[Event]:
+        """The invitee becomes a speaker (and may publish); their hand goes down."""
+        person = self._actor(actor)
+        if self.invitations.get(actor) is None:
+            raise NotInvited("you have no pending invitation")
+        require(person.role, Permission.ANSWER_INVITATION)
+        self.invitations.pop(actor)
+        events = self._lower_hand(person, now)
+        person.role = Role.SPEAKER
+        answered = InvitationAnswered(stage=self.id, at=now, participant_id=actor, accepted=True)
+        return self._emit([answered, *events, self._updated(person, now)])
+
+    def decline_invitation(self, actor: str, now: float) -> list[Event]:
+        self._actor(actor)
+        if self.invitations.pop(actor) is None:
+            raise NotInvited("you have no pending invitation")
+        return self._emit([InvitationAnswered(stage=self.id, at=now, participant_id=actor, accepted=False)])
+
+    # --- moderation ----------------------------------------------------------------------------
+
+    def moderator_mute(self, actor: str, target: str, kind: str, muted: bool, now: float) -> list[Event]:
+        """Server-side mute of a speaker's kind; the speaker cannot lift it, a moderator can. It holds
+        across republishing and lapses when the speaker goes back to the audience."""
+        _check_kind(kind)
+        self._actor(actor, Permission.MODERATE)
+        person = self.get(target)
+        if person.role is not Role.SPEAKER:
+            raise NotAllowed(f"{target} is not a speaker")
+        if muted:
+            person.moderator_muted.add(kind)
+        else:
+            person.moderator_muted.discard(kind)
+        return self._emit([self._updated(person, now)])
+
+    def remove(self, actor: str, target: str, reason: str, now: float) -> list[Event]:
+        """Disconnect someone; they may rejoin."""
+        return self._remove(actor, target, reason, False, now)
+
+    def ban(self, actor: str, target: str, reason: str, now: float) -> list[Event]:
+        """Disconnect someone and refuse their identity for the stage's lifetime (every connection of
+        that identity goes)."""
+        return self._remove(actor, target, reason, True, now)
+
+    def _remove(self, actor: str, target: str, reason: str, banned: bool, now: float) -> list[Event]:
+        self._actor(actor, Permission.MODERATE)
+        person = self.get(target)
+        victims = [person]
+        if banned:
+            others = self.participants.values()
+            victims += [p for p in others if p.identity == person.identity and p is not person]
+        if any(role_is_moderator(p.role) for p in victims):
+            raise NotAllowed("the host and moderators may not be removed (make them audience first)")
+        if banned:
+            self.banned_identities.add(person.identity)
         events: list[Event] = []
-        if person.publishing:
-            events.append(PublishingStopped(self.id, now, participant_id))
-        events.append(ParticipantLeft(self.id, now, participant_id))
-        return events
+        for victim in victims:
+            events.append(
+                ParticipantRemoved(
+                    stage=self.id, at=now, participant_id=victim.id, banned=banned, reason=reason, by=actor
+                )
+            )
+            events += self._drop(victim, now)
+        return self._emit(events)
+
+    def chat_mute(self, actor: str, target: str, muted: bool, now: float) -> list[Event]:
+        self._actor(actor, Permission.MODERATE)
+        person = self.get(target)
+        if role_is_moderator(person.role):
+            raise NotAllowed("the host and moderators are not subject to chat mutes")
+        person.chat_muted = muted
+        return self._emit([self._updated(person, now)])
+
+    def set_slow_mode(self, actor: str, seconds: int, now: float) -> list[Event]:
+        self._actor(actor, Permission.SLOW_MODE)
+        self.chat.set_slow_mode(seconds)
+        return self._emit([ChatUpdated(stage=self.id, at=now, slow_mode_s=seconds)])
+
+    # --- comments and reactions ----------------------------------------------------------------
+
+    def post_comment(self, actor: str, comment_id: str, text: str, now: float) -> list[Event]:
+        person = self._actor(actor, Permission.COMMENT)
+        return self._emit(self.chat.post(person.author(), comment_id, text, now))
+
+    def delete_comment(self, actor: str, comment_id: str, now: float) -> list[Event]:
+        """By its author (the same identity) or a moderator; gone for everyone, history and pin included."""
+        person = self._actor(actor)
+        may_delete_any = allows(person.role, Permission.DELETE_COMMENTS)
+        return self._emit(self.chat.delete(person.author(), comment_id, may_delete_any, now))
+
+    def pin_comment(self, actor: str, comment_id: str | None, now: float) -> list[Event]:
+        self._actor(actor, Permission.PIN_COMMENTS)
+        return self._emit(self.chat.pin(comment_id, now))
+
+    def react(self, actor: str, emoji: str, now: float) -> list[Event]:
+        """Counted, not sent: ``flush_reactions`` sends the counts once per window."""
+        person = self._actor(actor, Permission.REACT)
+        emoji = normalise(emoji)
+        if person.chat_muted and not role_is_moderator(person.role):
+            raise ChatMuted("you are muted in the chat")
+        self.reactions.add(emoji)
+        return []
+
+    def flush_reactions(self, now: float) -> list[Event]:
+        """One ``reactions`` event with the counts since the last flush, or nothing (no reactions, or
+        less than ``reaction_window_s`` since the last one: the counts keep accumulating)."""
+        counts = self.reactions.flush(now)
+        if not counts:
+            return []
+        return self._emit([Reactions(stage=self.id, at=now, counts=counts)])
+
+    # --- questions -----------------------------------------------------------------------------
+
+    def ask_question(self, actor: str, question_id: str, text: str, now: float) -> list[Event]:
+        person = self._actor(actor, Permission.ASK)
+        return self._emit(self.questions.ask(person.author(), question_id, text, now))
+
+    def upvote_question(self, actor: str, question_id: str, now: float) -> list[Event]:
+        person = self._actor(actor, Permission.UPVOTE)
+        return self._emit(self.questions.upvote(person.identity, question_id, now))
+
+    def answer_question(self, actor: str, question_id: str, now: float) -> list[Event]:
+        self._actor(actor, Permission.ANSWER_QUESTIONS)
+        return self._emit(self.questions.set_status(question_id, QuestionStatus.ANSWERED, now))
+
+    def dismiss_question(self, actor: str, question_id: str, now: float) -> list[Event]:
+        self._actor(actor, Permission.ANSWER_QUESTIONS)
+        return self._emit(self.questions.set_status(question_id, QuestionStatus.DISMISSED, now))
+
+    # --- polls ---------------------------------------------------------------------------------
+
+    def create_poll(self, actor: str, poll_id: str, spec: PollSpec, now: float) -> list[Event]:
+        self._actor(actor, Permission.MANAGE_POLLS)
+        return self._emit(self.polls.create(poll_id, spec, now))
+
+    def open_poll(self, actor: str, poll_id: str, now: float) -> list[Event]:
+        """Opens a draft; a duration starts counting now."""
+        self._actor(actor, Permission.MANAGE_POLLS)
+        return self._emit(self.polls.open(poll_id, now))
+
+    def vote(self, actor: str, poll_id: str, choices: list[int], now: float) -> list[Event]:
+        person = self._actor(actor, Permission.VOTE)
+        return self._emit(self.polls.vote(person.identity, person.id, person.name, poll_id, choices, now))
+
+    def close_poll(self, actor: str, poll_id: str, now: float) -> list[Event]:
+        self._actor(actor, Permission.MANAGE_POLLS)
+        return self._emit(self.polls.close(poll_id, now))
+
+    def tick(self, now: float) -> list[Event]:
+        """What time alone causes: polls whose duration ran out close."""
+        if self.state is StageState.ENDED:
+            return []
+        return self._emit(self.polls.expire(now))
+
+    # --- publishing ----------------------------------------------------------------------------
 
     def start_publishing(self, participant_id: str, kinds: tuple[str, ...], now: float) -> list[Event]:
         person = self.get(participant_id)
-        require(person.role, Permission.PUBLISH)
-        if not person.publishing and len(self.publishers) >= self.max_publishers:
-            raise StageFull(f"stage {self.id} already has {self.max_publishers} publishers")
+        self._check_may_publish(person)
+        if not kinds:
+            raise InvalidMessage("publishing needs audio or video")
+        for kind in kinds:
+            _check_kind(kind)
         person.publishing = set(kinds)
         person.muted &= person.publishing
-        return [PublishingStarted(self.id, now, participant_id, tuple(sorted(kinds)))]
+        return self._emit(
+            [PublishingStarted(stage=self.id, at=now, participant=participant_id, kinds=tuple(sorted(kinds)))]
+        )
 
     def check_may_publish(self, participant_id: str) -> None:
         """The checks of ``start_publishing`` without the change (before costly media set-up)."""
-        person = self.get(participant_id)
+        self._check_may_publish(self.get(participant_id))
+
+    def _check_may_publish(self, person: Participant) -> None:
+        self._require_not_ended()
+        if self.state is not StageState.LIVE:
+            raise StageNotLive(f"stage {self.id} has not started")
         require(person.role, Permission.PUBLISH)
         if not person.publishing and len(self.publishers) >= self.max_publishers:
             raise StageFull(f"stage {self.id} already has {self.max_publishers} publishers")
@@ -116,16 +564,23 @@ class Stage:
         person = self.get(participant_id)
         if not person.publishing:
             raise NotPublishing(f"{participant_id} is not publishing")
-        person.publishing = set()
-        person.muted = set()
-        return [PublishingStopped(self.id, now, participant_id)]
+        return self._emit(self._stop_media(person, now))
 
     def set_muted(self, participant_id: str, kind: str, muted: bool, now: float) -> list[Event]:
+        """One's own mute; unmuting what a moderator muted is refused."""
         person = self.get(participant_id)
+        self._require_not_ended()
         if kind not in person.publishing:
             raise NotPublishing(f"{participant_id} does not publish {kind}")
+        if not muted and kind in person.moderator_muted:
+            raise ModeratorMuted(f"a moderator muted your {kind}")
         if muted:
             person.muted.add(kind)
         else:
             person.muted.discard(kind)
-        return [ParticipantUpdated(self.id, now, participant_id)]
+        return self._emit([self._updated(person, now)])
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise InvalidMessage(f"kind is one of {', '.join(KINDS)}")

@@ -32,6 +32,10 @@ class Config:
     loss_timeout_ms: int = 150
     pli_interval_ms: int = 500
     max_frame_bytes: int = 65536
+    comment_max_chars: int = 500
+    comment_history: int = 100
+    comment_rate: int = 5
+    comment_rate_window_s: float = 10.0
     outbox_limit: int = 512
     shutdown_timeout_s: float = 5.0
     log_format: str = "auto"
@@ -151,6 +155,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("media_slots must be 1-16")
     if config.max_frame_bytes < 1024:
         raise ConfigError("max_frame_bytes must be at least 1024")
+    if not 1 <= config.comment_max_chars <= 10_000:
+        raise ConfigError("comment_max_chars must be 1-10000")
+    if config.comment_history < 0 or config.comment_rate < 1 or config.comment_rate_window_s <= 0:
+        raise ConfigError("comment_history >= 0, comment_rate >= 1, comment_rate_window_s > 0")
     if config.outbox_limit < 16:
         raise ConfigError("outbox_limit must be at least 16")
     if config.log_format not in ("auto", "json", "text"):

@@ -83,3 +83,8 @@ def bind(node: Node) -> None:
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+outbox_dropped = Counter(
+    "medstage_outbox_dropped", "Frames dropped for clients that read too slowly", registry=REGISTRY
+)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -18,7 +17,8 @@ from aiortc.sdp import candidate_from_sdp
 from media.errors import MediaError
 from rooms.errors import DomainError, StageNotFound
 from rooms.roles import Role
-from server import metrics, wire
+from server import commands, metrics, wire
+from server.outbox import Close, Outbox, Outgoing, Overflow
 from server.stages import LiveStage, Node
 
 log = logging.getLogger(__name__)
@@ -37,59 +37,85 @@ class Connection:
         self.ws = ws
         self.node = node
         self.binary = False  # reply in the framing the client last used
-        self.outbox: asyncio.Queue[dict[str, Any] | _Close | None] = asyncio.Queue(
-            maxsize=node.config.outbox_limit
-        )
+        self.outbox = Outbox(node.config.outbox_limit)
         self.live: LiveStage | None = None
         self.participant_id: str | None = None
         self._busy: set[str] = set()  # "publisher" / "subscriber": an SDP exchange in progress
         self._early_candidates: dict[str, list[wire.IceCandidateInit]] = {"publisher": [], "subscriber": []}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._stop_reading = False
+        self._idle = False  # the reader waits in receive(), not in the middle of a request
 
     # --- output ------------------------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue a frame. A client too slow to drain its outbox is disconnected (1013), so it can
-        never hold up the stage."""
+    def send(self, message: dict[str, Any] | Outgoing) -> None:
+        """Queue a frame (see server/outbox.py for what happens to a client that reads too slowly)."""
         if self._closing:
             return
+        item = message if isinstance(message, Outgoing) else Outgoing(message)
         try:
-            self.outbox.put_nowait(message)
-        except asyncio.QueueFull:
-            log.warning("outbox full, closing", extra=self._log_context())
+            if not self.outbox.put(item):
+                metrics.outbox_dropped.inc()
+        except Overflow:
+            log.warning("outbox overflow, closing", extra=self._log_context())
             self._closing = True
-            self._spawn(self.close(CLOSE_TRY_LATER, "too slow: outbox full"))
+            self.outbox.close()
+            self._spawn(self.close(CLOSE_TRY_LATER, "too slow: outbox overflow"))
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once every frame queued so far is sent (e.g. a removal notice, then 4003)."""
+        if not self._closing:
+            self.outbox.put(Close(code, reason))
 
     def reply(self, request: wire.Message, message: dict[str, Any]) -> None:
         if request.id is not None:
             message = {**message, "id": request.id}
         self.send(message)
 
-    def error(self, code: str, message: str, request_id: Any = None) -> None:
+    def error(
+        self, code: str, message: str, request_id: Any = None, retry_after: float | None = None
+    ) -> None:
         metrics.signalling_errors.labels(code=code).inc()
-        self.send(wire.error(code, message, request_id))
+        frame = wire.error(code, message, request_id)
+        if retry_after is not None:
+            frame["retry_after"] = round(retry_after, 3)
+        self.send(frame)
 
     async def _writer(self) -> None:
-        while True:
-            message = await self.outbox.get()
-            if message is None:
-                return
-            if isinstance(message, _Close):
-                await self.close(message.code, message.reason)
-                return
-            frame = wire.encode(message, self.binary)
-            try:
-                if isinstance(frame, bytes):
-                    await self.ws.send_bytes(frame)
-                else:
-                    await self.ws.send_str(frame)
-            except (ConnectionError, RuntimeError):
-                return
-            metrics.signalling_messages.labels(direction="out").inc()
+        sent = metrics.signalling_messages.labels(direction="out")
+        while (items := await self.outbox.drain()) is not None:
+            for item in items:
+                if isinstance(item, Close):
+                    self.outbox.close()
+                    await self.close(item.code, item.reason)
+                    return
+                frame = item.encoded(self.binary)
+                try:
+                    if isinstance(frame, bytes):
+                        await self.ws.send_bytes(frame)
+                    else:
+                        await self.ws.send_str(frame)
+                except (ConnectionError, RuntimeError):
+                    return
+            sent.inc(len(items))
 
     async def close(self, code: int, reason: str) -> None:
+        """Close with ``code``, cleanly: the reader stops first.
+
+        aiohttp's ``close()`` from another task while the reader waits in ``receive()`` wakes the
+        reader with CLOSING and then drops the TCP connection without awaiting the client's close
+        frame, so the client sees 1006 instead of ``code``. Stopping the reader first lets
+        ``close()`` do the full handshake.
+        """
         self._closing = True
+        reader = self._reader
+        if reader is not None and not reader.done() and asyncio.current_task() is not reader:
+            self._stop_reading = True
+            if self._idle:
+                reader.cancel()
+            await asyncio.wait([reader])
         if not self.ws.closed:
             await self.ws.close(code=code, message=reason.encode())
 
@@ -97,16 +123,10 @@ class Connection:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._writer())
+        self._reader = asyncio.create_task(self._read())
         try:
-            async for msg in self.ws:
-                if msg.type == WSMsgType.TEXT:
-                    self.binary = False
-                    await self._on_frame(msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    self.binary = True
-                    await self._on_frame(msg.data)
-                elif msg.type == WSMsgType.ERROR:
-                    break
+            # wait(), not await: the reader may be cancelled by close(), which is not our cancellation.
+            await asyncio.wait([self._reader])
         finally:
             await self._leave()
             for task in list(self._tasks):
@@ -114,11 +134,27 @@ class Connection:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             # Flush what is queued (e.g. "left") before the socket goes.
+            self.outbox.close()
             try:
-                self.outbox.put_nowait(None)
                 await asyncio.wait_for(writer, 1.0)
-            except (asyncio.QueueFull, TimeoutError):
+            except TimeoutError:
                 writer.cancel()
+
+    async def _read(self) -> None:
+        while not self._stop_reading:
+            self._idle = True
+            try:
+                msg = await self.ws.receive()
+            finally:
+                self._idle = False
+            if msg.type == WSMsgType.TEXT:
+                self.binary = False
+                await self._on_frame(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                self.binary = True
+                await self._on_frame(msg.data)
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
 
     async def _on_frame(self, data: str | bytes) -> None:
         metrics.signalling_messages.labels(direction="in").inc()
@@ -130,7 +166,7 @@ class Connection:
         try:
             await self._dispatch(request)
         except (DomainError, MediaError) as exc:
-            self.error(exc.code, exc.message, request.id)
+            self.error(exc.code, exc.message, request.id, getattr(exc, "retry_after", None))
         except Exception:
             log.exception("request failed", extra=self._log_context())
             self.error("internal", "the server failed to handle this request", request.id)
@@ -157,7 +193,18 @@ class Connection:
             case wire.Leave():
                 await self._leave()
                 self.reply(request, {"type": "left"})
-                self.outbox.put_nowait(_Close(CLOSE_NORMAL, "left"))
+                self.close_after_flush(CLOSE_NORMAL, "left")
+            case wire.StageCommand():
+                self._stage_command(request)
+
+    def _stage_command(self, request: wire.StageCommand) -> None:
+        live, pid = self._joined()
+        if request.stage is not None and request.stage != live.stage.id:
+            raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
+        events, extra = commands.run(live, pid, request, self.node.clock())
+        if request.id is not None:
+            self.reply(request, {"type": "ok", **extra})
+        live.deliver(events)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -173,7 +220,7 @@ class Connection:
                 raise
             live = node.create_stage(request.stage, None)
         pid = node.new_participant_id(live)
-        events = live.stage.join(pid, request.name, role, node.clock())
+        events = live.stage.join(pid, request.name, role, node.clock(), identity=request.identity)
         self.live, self.participant_id = live, pid
         live.connections[pid] = self
         me = live.stage.participants[pid]
@@ -185,9 +232,10 @@ class Connection:
                 "stage": live.stage.snapshot(),
                 "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
                 "ice_servers": [s.to_browser() for s in node.config.ice_servers],
+                "state": live.stage.snapshot_for(pid),
             },
         )
-        live.publish_events(events)
+        live.deliver(events)
         log.info("joined", extra=self._log_context(role=str(role)))
         self._busy.add("subscriber")
         try:
@@ -232,20 +280,19 @@ class Connection:
         kinds = live.media.kinds_published(pid)
         events = live.stage.start_publishing(pid, kinds, self.node.clock())
         self.reply(request, {"type": "publish.answer", "sdp": answer})
-        live.publish_events(events)
+        live.deliver(events)
 
     def _mute(self, request: wire.PublishMute) -> None:
         live, pid = self._joined()
         events = live.stage.set_muted(pid, request.kind, request.muted, self.node.clock())
-        live.media.set_muted(pid, request.kind, request.muted)
         self.reply(request, {"type": "ok"})
-        live.publish_events(events)
+        live.deliver(events)
 
     async def _stop_publishing(self) -> None:
         live, pid = self._joined()
         events = live.stage.stop_publishing(pid, self.node.clock())
         await live.media.unpublish(pid)
-        live.publish_events(events)
+        live.deliver(events)
 
     async def _candidate(self, request: wire.IceCandidate) -> None:
         if request.candidate is None or not request.candidate.candidate:
@@ -294,7 +341,7 @@ class Connection:
         live.connections.pop(pid, None)
         events = live.stage.leave(pid, self.node.clock())
         await live.media.remove(pid)
-        live.publish_events(events)
+        live.deliver(events)
         log.info("left", extra={"stage": live.stage.id, "participant": pid})
 
     # --- helpers -----------------------------------------------------------------------------
@@ -314,14 +361,6 @@ class Connection:
         return {"stage": stage, "participant": self.participant_id, **extra}
 
 
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """Queued after the last frame: the writer closes the socket once everything before is sent."""
-
-    code: int
-    reason: str
-
-
 class _NotJoined(DomainError):
     code = "not_joined"
 
@@ -332,6 +371,10 @@ class _AlreadyJoined(DomainError):
 
 class _OfferPending(DomainError):
     code = "offer_pending"
+
+
+class _WrongStage(DomainError):
+    code = "wrong_stage"
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:

@@ -1,8 +1,15 @@
 """The node's stages: each pairs the domain state (rooms.Stage) with its media (media.MediaRoom)
-and the signalling connections of the people in it."""
+and the signalling connections of the people in it.
+
+``LiveStage.deliver`` is where domain events leave the domain: each goes to exactly the people its
+``audience()`` names, encoded once, and the media follows the domain (a demoted speaker is
+unpublished, a moderator mute pauses forwarding, a removed person is disconnected).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -10,23 +17,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from media.room import MediaRoom
 from rooms.errors import StageExists, StageNotFound
 from rooms.events import (
     Event,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantRemoved,
     ParticipantUpdated,
     PublishingStarted,
     PublishingStopped,
+    StageEnded,
 )
-from rooms.stage import Stage
+from rooms.stage import Stage, StageSettings
 from server.config import Config
+from server.outbox import Outgoing
 
 if TYPE_CHECKING:
     from server.signalling import Connection
 
 log = logging.getLogger(__name__)
+
+CLOSE_REMOVED = 4003
+CLOSE_BANNED = 4004
+TICK_S = 0.25  # reactions are aggregated per second; poll timers need no finer grain
 
 
 @dataclass
@@ -34,37 +50,134 @@ class LiveStage:
     stage: Stage
     media: MediaRoom
     connections: dict[str, Connection] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _ticker: asyncio.Task[None] | None = None
 
-    def send(self, participant_id: str, message: dict[str, Any]) -> None:
+    # --- output ------------------------------------------------------------------------------
+
+    def send(self, participant_id: str, message: dict[str, Any] | Outgoing) -> None:
         conn = self.connections.get(participant_id)
         if conn is not None:
             conn.send(message)
 
     def broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None:
+        outgoing = Outgoing(message)
         for pid, conn in list(self.connections.items()):
             if pid != exclude:
-                conn.send(message)
+                conn.send(outgoing)
 
-    def publish_events(self, events: list[Event]) -> None:
-        """Turn domain events into wire messages for the people who may see them."""
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    def deliver(self, events: list[Event]) -> None:
+        """Send each event to the people who may see it; make the media follow the domain."""
         for event in events:
             match event:
                 case ParticipantJoined(participant=pid):
-                    person = self.stage.participants.get(pid)
-                    if person is not None:
-                        self.broadcast(
-                            {"type": "participant.joined", "participant": person.snapshot()}, exclude=pid
-                        )
+                    self._participant_event(event, "participant.joined", pid, exclude=pid)
                 case ParticipantLeft(participant=pid):
-                    self.broadcast({"type": "participant.left", "participant_id": pid}, exclude=pid)
-                case (
-                    ParticipantUpdated(participant=pid)
-                    | PublishingStarted(participant=pid)
-                    | PublishingStopped(participant=pid)
-                ):
-                    person = self.stage.participants.get(pid)
-                    if person is not None:
-                        self.broadcast({"type": "participant.updated", "participant": person.snapshot()})
+                    message = {
+                        "type": "participant.left",
+                        "seq": event.seq,
+                        "at": event.at,
+                        "participant_id": pid,
+                    }
+                    self.broadcast(message, exclude=pid)
+                case ParticipantUpdated(participant=pid):
+                    self._participant_event(event, "participant.updated", pid)
+                    self._reconcile_media(pid)
+                case PublishingStarted(participant=pid):
+                    self._participant_event(event, "participant.updated", pid)
+                case PublishingStopped(participant=pid):
+                    self._participant_event(event, "participant.updated", pid)
+                    self._spawn(self.media.unpublish(pid))
+                case ParticipantRemoved():
+                    self._to_audience(event)
+                    self._disconnect_removed(event)
+                case StageEnded():
+                    self._to_audience(event)
+                    self._end()
+                case _:
+                    self._to_audience(event)
+
+    def _participant_event(self, event: Event, type_: str, pid: str, exclude: str | None = None) -> None:
+        person = self.stage.participants.get(pid)
+        if person is None:
+            return
+        message = {"type": type_, "seq": event.seq, "at": event.at, "participant": person.snapshot()}
+        self.broadcast(message, exclude=exclude)
+
+    def _to_audience(self, event: Event) -> None:
+        audience = event.audience()
+        outgoing = Outgoing(msgspec.to_builtins(event))
+        for pid, conn in list(self.connections.items()):
+            if (
+                audience.everyone
+                or pid in audience.persons
+                or (audience.moderators and self.stage.is_moderator(pid))
+            ):
+                conn.send(outgoing)
+
+    def _reconcile_media(self, pid: str) -> None:
+        """Forwarding follows the domain: paused while the speaker or a moderator muted it."""
+        person = self.stage.participants.get(pid)
+        if person is None:
+            return
+        snapshot: Any = person.snapshot()
+        for kind in ("audio", "video"):
+            if snapshot["publishing"][kind]:
+                paused = bool(snapshot["muted"][kind] or snapshot["moderator_muted"][kind])
+                self.media.set_muted(pid, kind, paused)
+
+    def _disconnect_removed(self, event: ParticipantRemoved) -> None:
+        conn = self.connections.get(event.participant_id)
+        if conn is None:
+            return
+        code = CLOSE_BANNED if event.banned else CLOSE_REMOVED
+        conn.close_after_flush(code, "banned" if event.banned else "removed")
+
+    def _end(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.close_after_flush(1000, "stage ended")
+        self._spawn(self.media.close())
+
+    # --- time --------------------------------------------------------------------------------
+
+    def start_ticker(self, clock: Callable[[], float]) -> None:
+        self._ticker = asyncio.create_task(self._tick(clock))
+
+    async def _tick(self, clock: Callable[[], float]) -> None:
+        """Aggregated reactions and poll timers: the domain says what is due at ``now``."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                now = clock()
+                self.deliver(self.stage.flush_reactions(now) + self.stage.tick(now))
+            except Exception:
+                log.exception("stage tick failed", extra={"stage": self.stage.id})
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stage task failed", exc_info=task.exception(), extra={"stage": self.stage.id})
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for conn in list(self.connections.values()):
+            await conn.close(1001, "node shutting down")
+        await self.media.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *(t for t in [self._ticker] if t), return_exceptions=True)
 
 
 class Node:
@@ -74,18 +187,26 @@ class Node:
         self.config = config
         self.clock = clock
         self.stages: dict[str, LiveStage] = {}
+        self.settings = StageSettings(
+            max_publishers=config.media_slots,
+            comment_max_chars=config.comment_max_chars,
+            comment_history=config.comment_history,
+            comment_rate=config.comment_rate,
+            comment_rate_window_s=config.comment_rate_window_s,
+        )
 
     def create_stage(self, stage_id: str | None, title: str | None) -> LiveStage:
         stage_id = stage_id or secrets.token_urlsafe(6).replace("_", "x").replace("-", "y")
         if stage_id in self.stages:
             raise StageExists(f"stage {stage_id} already exists")
-        stage = Stage(stage_id, title or stage_id, self.clock(), max_publishers=self.config.media_slots)
+        stage = Stage(stage_id, title or stage_id, self.clock(), settings=self.settings)
         live: LiveStage
 
         def notify(participant_id: str, message: dict[str, Any]) -> None:
             live.send(participant_id, message)
 
         live = LiveStage(stage, MediaRoom(stage_id, self.config.media, notify))
+        live.start_ticker(self.clock)
         self.stages[stage_id] = live
         log.info("stage created", extra={"stage": stage_id})
         return live
@@ -112,6 +233,4 @@ class Node:
 
     async def close(self) -> None:
         for live in list(self.stages.values()):
-            for conn in list(live.connections.values()):
-                await conn.close(1001, "node shutting down")
-            await live.media.close()
+            await live.close()

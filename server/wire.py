@@ -13,6 +13,13 @@ from msgspec import Meta, Struct
 RequestId = Annotated[str, Meta(max_length=64)] | int | None
 StageId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 DisplayName = Annotated[str, Meta(min_length=1, max_length=64)]
+Identity = Annotated[str, Meta(min_length=1, max_length=64)]
+ParticipantId = Annotated[str, Meta(min_length=1, max_length=64)]
+ItemId = Annotated[str, Meta(min_length=1, max_length=64)]
+# Text limits that depend on configuration (comment length) are checked by the domain; these bounds
+# only stop absurd frames early.
+Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
+Reason = Annotated[str, Meta(max_length=500)]
 Sdp = Annotated[str, Meta(min_length=1, max_length=64 * 1024)]
 Kind = Literal["audio", "video"]
 
@@ -21,26 +28,27 @@ class Message(Struct, tag_field="type", kw_only=True, forbid_unknown_fields=Fals
     id: RequestId = None
 
 
-class Join(Message, tag="join"):
+class Join(Message, tag="join", kw_only=True):
     stage: StageId
     name: DisplayName
-    role: Literal["host", "speaker", "audience"]
+    role: Literal["host", "moderator", "speaker", "audience"]
+    identity: Identity | None = None
 
 
-class SubscriberAnswer(Message, tag="subscriber.answer"):
+class SubscriberAnswer(Message, tag="subscriber.answer", kw_only=True):
     sdp: Sdp
 
 
-class PublishOffer(Message, tag="publish.offer"):
+class PublishOffer(Message, tag="publish.offer", kw_only=True):
     sdp: Sdp
 
 
-class PublishMute(Message, tag="publish.mute"):
+class PublishMute(Message, tag="publish.mute", kw_only=True):
     kind: Kind
     muted: bool
 
 
-class PublishStop(Message, tag="publish.stop"):
+class PublishStop(Message, tag="publish.stop", kw_only=True):
     pass
 
 
@@ -50,20 +58,187 @@ class IceCandidateInit(Struct, forbid_unknown_fields=False):
     sdpMLineIndex: int | None = None
 
 
-class IceCandidate(Message, tag="ice.candidate"):
+class IceCandidate(Message, tag="ice.candidate", kw_only=True):
     pc: Literal["publisher", "subscriber"]
     candidate: IceCandidateInit | None = None
 
 
-class Leave(Message, tag="leave"):
+class Leave(Message, tag="leave", kw_only=True):
     pass
 
 
-class Ping(Message, tag="ping"):
+class Ping(Message, tag="ping", kw_only=True):
     pass
 
 
-Request = Join | SubscriberAnswer | PublishOffer | PublishMute | PublishStop | IceCandidate | Leave | Ping
+# --- stage commands (issue 3): every one may name its stage; another stage is refused ---------
+
+
+class StageCommand(Message, kw_only=True):
+    stage: StageId | None = None
+
+
+class StageStart(StageCommand, tag="stage.start", kw_only=True):
+    pass
+
+
+class StageEnd(StageCommand, tag="stage.end", kw_only=True):
+    pass
+
+
+class StageLock(StageCommand, tag="stage.lock", kw_only=True):
+    locked: bool
+
+
+class RoleSet(StageCommand, tag="role.set", kw_only=True):
+    participant_id: ParticipantId
+    role: Literal["moderator", "audience"]
+
+
+class HandRaise(StageCommand, tag="hand.raise", kw_only=True):
+    pass
+
+
+class HandLower(StageCommand, tag="hand.lower", kw_only=True):
+    participant_id: ParticipantId | None = None
+
+
+class SpeakerInvite(StageCommand, tag="speaker.invite", kw_only=True):
+    participant_id: ParticipantId
+
+
+class InvitationAccept(StageCommand, tag="invitation.accept", kw_only=True):
+    pass
+
+
+class InvitationDecline(StageCommand, tag="invitation.decline", kw_only=True):
+    pass
+
+
+class SpeakerDemote(StageCommand, tag="speaker.demote", kw_only=True):
+    participant_id: ParticipantId
+
+
+class ModerationMute(StageCommand, tag="moderation.mute", kw_only=True):
+    participant_id: ParticipantId
+    kind: Kind
+    muted: bool
+
+
+class ModerationRemove(StageCommand, tag="moderation.remove", kw_only=True):
+    participant_id: ParticipantId
+    reason: Reason = ""
+
+
+class ModerationBan(StageCommand, tag="moderation.ban", kw_only=True):
+    participant_id: ParticipantId
+    reason: Reason = ""
+
+
+class ChatMute(StageCommand, tag="chat.mute", kw_only=True):
+    participant_id: ParticipantId
+    muted: bool
+
+
+class ChatSlowMode(StageCommand, tag="chat.slow_mode", kw_only=True):
+    seconds: Annotated[int, Meta(ge=0, le=3600)]
+
+
+class CommentPost(StageCommand, tag="comment.post", kw_only=True):
+    text: Text
+
+
+class CommentDelete(StageCommand, tag="comment.delete", kw_only=True):
+    comment_id: ItemId
+
+
+class CommentPin(StageCommand, tag="comment.pin", kw_only=True):
+    comment_id: ItemId | None
+
+
+class ReactionSend(StageCommand, tag="reaction.send", kw_only=True):
+    emoji: Annotated[str, Meta(min_length=1, max_length=16)]
+
+
+class QuestionAsk(StageCommand, tag="question.ask", kw_only=True):
+    text: Text
+
+
+class QuestionUpvote(StageCommand, tag="question.upvote", kw_only=True):
+    question_id: ItemId
+
+
+class QuestionAnswer(StageCommand, tag="question.answer", kw_only=True):
+    question_id: ItemId
+
+
+class QuestionDismiss(StageCommand, tag="question.dismiss", kw_only=True):
+    question_id: ItemId
+
+
+class PollCreate(StageCommand, tag="poll.create", kw_only=True):
+    question: Annotated[str, Meta(min_length=1, max_length=500)]
+    options: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(min_length=2, max_length=10)
+    ]
+    multiple: bool = False
+    anonymous: bool = True
+    duration_s: Annotated[int, Meta(ge=5, le=3600)] | None = None
+    public_results: bool = False
+    quiz: bool = False
+    correct: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(max_length=10)] = []
+
+
+class PollOpen(StageCommand, tag="poll.open", kw_only=True):
+    poll_id: ItemId
+
+
+class PollClose(StageCommand, tag="poll.close", kw_only=True):
+    poll_id: ItemId
+
+
+class PollVote(StageCommand, tag="poll.vote", kw_only=True):
+    poll_id: ItemId
+    choices: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(min_length=1, max_length=10)]
+
+
+Request = (
+    Join
+    | SubscriberAnswer
+    | PublishOffer
+    | PublishMute
+    | PublishStop
+    | IceCandidate
+    | Leave
+    | Ping
+    | StageStart
+    | StageEnd
+    | StageLock
+    | RoleSet
+    | HandRaise
+    | HandLower
+    | SpeakerInvite
+    | InvitationAccept
+    | InvitationDecline
+    | SpeakerDemote
+    | ModerationMute
+    | ModerationRemove
+    | ModerationBan
+    | ChatMute
+    | ChatSlowMode
+    | CommentPost
+    | CommentDelete
+    | CommentPin
+    | ReactionSend
+    | QuestionAsk
+    | QuestionUpvote
+    | QuestionAnswer
+    | QuestionDismiss
+    | PollCreate
+    | PollOpen
+    | PollClose
+    | PollVote
+)
 TYPES: dict[str, type[Message]] = {cls.__struct_config__.tag: cls for cls in Request.__args__}
 
 

@@ -214,3 +214,79 @@ async def test_a_late_viewer_gets_every_publisher_and_earlier_viewers_keep_their
                     lambda frames=frames: host.stats(on_host["mid"]).frames_complete >= frames + 10, 5
                 )
         assert "forwarding failed" not in node.log()
+
+
+async def test_a_moderator_mute_stops_forwarding_and_the_speaker_cannot_undo_it(
+    node: RunningNode, clip
+) -> None:  # type: ignore[no-untyped-def]
+    stage = stage_id()
+    async with (
+        MedstageClient(node.url) as host,
+        MedstageClient(node.url) as speaker,
+        MedstageClient(node.url) as viewer,
+    ):
+        await host.join(stage, "Dr Host", "host")
+        await speaker.join(stage, "Dr Speaker", "speaker")
+        await viewer.join(stage, "Dr Viewer", "audience")
+        await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        a = await viewer.wait_for("slot.assigned", lambda m: m["kind"] == "audio")
+        await viewer.wait_media(a["mid"], kind="audio", timeout=10)
+
+        await host.request(
+            {
+                "type": "moderation.mute",
+                "participant_id": speaker.participant_id,
+                "kind": "audio",
+                "muted": True,
+            }
+        )
+        await asyncio.sleep(0.2)  # packets in flight land
+        stats = viewer.stats(a["mid"])
+        frozen = stats.packets
+        await asyncio.sleep(0.5)
+        assert stats.packets == frozen, "a moderator-muted track is not forwarded"
+
+        reply = await speaker.request({"type": "publish.mute", "kind": "audio", "muted": False}, check=False)
+        assert reply["type"] == "error" and reply["code"] == "moderator_muted", reply
+
+        await host.request(
+            {
+                "type": "moderation.mute",
+                "participant_id": speaker.participant_id,
+                "kind": "audio",
+                "muted": False,
+            }
+        )
+        await eventually(lambda: stats.packets > frozen + 10, 5)
+
+
+async def test_a_demoted_speaker_disappears_from_viewers_within_a_second(node: RunningNode, clip) -> None:  # type: ignore[no-untyped-def]
+    stage = stage_id()
+    async with (
+        MedstageClient(node.url) as mod,
+        MedstageClient(node.url) as speaker,
+        MedstageClient(node.url) as viewer,
+    ):
+        await mod.join(stage, "Dr Host", "host")
+        await speaker.join(stage, "Dr Speaker", "audience")
+        await viewer.join(stage, "Dr Viewer", "audience")
+        refused = await speaker.request({"type": "publish.offer", "sdp": "v=0\r\n"}, check=False)
+        assert refused["code"] in ("not_allowed", "bad_sdp")
+
+        await speaker.request({"type": "hand.raise"})
+        await mod.request({"type": "speaker.invite", "participant_id": speaker.participant_id})
+        await speaker.wait_for("invitation", timeout=5)
+        await speaker.request({"type": "invitation.accept"})
+        await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        v = await viewer.wait_for("slot.assigned", lambda m: m["kind"] == "video")
+        await viewer.wait_media(v["mid"], timeout=10)
+
+        demoted_at = time.monotonic()
+        await mod.request({"type": "speaker.demote", "participant_id": speaker.participant_id})
+        await viewer.wait_for("slot.released", lambda m: m["mid"] == v["mid"], timeout=1.0)
+        assert time.monotonic() - demoted_at < 1.0
+        await asyncio.sleep(0.2)
+        stats = viewer.stats(v["mid"])
+        packets = stats.packets
+        await asyncio.sleep(0.5)
+        assert stats.packets == packets, "no media from a demoted speaker"

@@ -17,13 +17,16 @@ def stage(max_publishers: int = 2) -> Stage:
 def test_join_emits_an_event_and_lists_the_person() -> None:
     s = stage()
     events = s.join("p1", "Dr A", Role.AUDIENCE, now=1.0)
-    assert events == [ParticipantJoined("s1", 1.0, "p1")]
+    assert events == [ParticipantJoined(stage="s1", at=1.0, seq=1, participant="p1")]
     assert s.participants["p1"].snapshot() == {
         "id": "p1",
         "name": "Dr A",
         "role": "audience",
         "publishing": {"audio": False, "video": False},
         "muted": {"audio": False, "video": False},
+        "moderator_muted": {"audio": False, "video": False},
+        "chat_muted": False,
+        "hand_raised": False,
     }
 
 
@@ -60,7 +63,7 @@ def test_who_may_publish(role: Role, may: bool) -> None:
     s.join("p", "A", role, 0)
     if may:
         assert s.start_publishing("p", ("audio", "video"), 1) == [
-            PublishingStarted("s1", 1, "p", ("audio", "video"))
+            PublishingStarted(stage="s1", at=1, seq=2, participant="p", kinds=("audio", "video"))
         ]
     else:
         with pytest.raises(NotAllowed):
@@ -70,6 +73,7 @@ def test_who_may_publish(role: Role, may: bool) -> None:
 
 def test_publishers_are_capped_by_the_slots() -> None:
     s = stage(max_publishers=1)
+    assert s.max_publishers == 1 and s.settings.max_publishers == 1
     s.join("a", "A", Role.HOST, 0)
     s.join("b", "B", Role.SPEAKER, 0)
     s.start_publishing("a", ("video",), 1)
@@ -90,7 +94,7 @@ def test_mute_needs_a_published_kind_and_is_cleared_by_stopping() -> None:
         s.set_muted("a", "video", True, 1)
     s.set_muted("a", "audio", True, 2)
     assert s.participants["a"].snapshot()["muted"] == {"audio": True, "video": False}
-    assert s.stop_publishing("a", 3) == [PublishingStopped("s1", 3, "a")]
+    assert s.stop_publishing("a", 3) == [PublishingStopped(stage="s1", at=3, seq=4, participant="a")]
     assert s.participants["a"].muted == set()
     with pytest.raises(NotPublishing):
         s.stop_publishing("a", 4)
@@ -100,7 +104,10 @@ def test_leaving_while_publishing_stops_publishing_first() -> None:
     s = stage()
     s.join("a", "A", Role.SPEAKER, 0)
     s.start_publishing("a", ("audio", "video"), 1)
-    assert s.leave("a", 2) == [PublishingStopped("s1", 2, "a"), ParticipantLeft("s1", 2, "a")]
+    assert s.leave("a", 2) == [
+        PublishingStopped(stage="s1", at=2, seq=3, participant="a"),
+        ParticipantLeft(stage="s1", at=2, seq=4, participant="a"),
+    ]
     assert s.leave("a", 3) == []
     with pytest.raises(UnknownParticipant):
         s.get("a")

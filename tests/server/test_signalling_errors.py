@@ -17,46 +17,7 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from tests.conftest import RunningNode
 from tests.support.client import use_host_addresses
-
-
-class Socket:
-    """A bare signalling socket: send anything, read frames as they come."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(message))
-
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        msg = await asyncio.wait_for(self.ws.receive(), timeout)
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            return json.loads(msg.data)
-        if msg.type == aiohttp.WSMsgType.BINARY:
-            return msgpack.unpackb(msg.data)
-        raise AssertionError(f"socket closed: {msg.type} {msg.data} {msg.extra}")
-
-    async def recv_type(self, type_: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The next frame of ``type_``, skipping others (slot and participant events)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.recv()
-                if frame["type"] == type_:
-                    return frame
-
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        await self.send(message)
-        async with asyncio.timeout(10):
-            while True:
-                frame = await self.recv()
-                if frame.get("id") == message.get("id"):
-                    return frame
-
-    async def assert_usable_and_quiet(self) -> None:
-        """The next frame answers our ping: nothing else was sent to us in between."""
-        await self.send({"type": "ping", "id": "probe"})
-        frame = await self.recv()
-        assert frame == {"type": "pong", "id": "probe"}, frame
+from tests.support.ws import Socket
 
 
 @pytest.fixture
