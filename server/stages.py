@@ -79,6 +79,7 @@ class LiveStage:
                 case ParticipantLeft(participant=pid):
                     message = {
                         "type": "participant.left",
+                        "stage_id": event.stage,
                         "seq": event.seq,
                         "at": event.at,
                         "participant_id": pid,
@@ -105,7 +106,13 @@ class LiveStage:
         person = self.stage.participants.get(pid)
         if person is None:
             return
-        message = {"type": type_, "seq": event.seq, "at": event.at, "participant": person.snapshot()}
+        message = {
+            "type": type_,
+            "stage_id": event.stage,
+            "seq": event.seq,
+            "at": event.at,
+            "participant": person.snapshot(),
+        }
         self.broadcast(message, exclude=exclude)
 
     def _to_audience(self, event: Event) -> None:
