@@ -274,9 +274,20 @@ async def test_mute_without_publishing_is_refused(connect: Any, stage_id: str) -
     await expect_error(sock, {"type": "publish.stop", "id": 2}, "not_publishing")
 
 
-async def test_an_oversize_frame_closes_with_1009(connect: Any, node: RunningNode) -> None:
+async def test_an_oversize_frame_is_refused_and_the_socket_stays_usable(
+    stage_with_bystander: tuple[Socket, Socket],
+) -> None:
+    host, bystander = stage_with_bystander
+    await host.ws.send_str(json.dumps({"type": "comment.post", "text": "x" * 70000}))
+    reply = await host.recv()
+    assert reply["type"] == "error" and reply["code"] == "frame_too_large"
+    await host.assert_usable_and_quiet()
+    await bystander.assert_usable_and_quiet()
+
+
+async def test_a_huge_frame_closes_with_1009(connect: Any, node: RunningNode) -> None:
     sock = await connect()
-    await sock.ws.send_str(json.dumps({"type": "ping", "pad": "x" * 70000}))
+    await sock.ws.send_str(json.dumps({"type": "ping", "pad": "x" * 300_000}))
     msg = await sock.ws.receive(timeout=5)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert sock.ws.close_code == 1009
