@@ -1,11 +1,22 @@
-// The stage page (/s/{id}): join screen, stage, controls. Protocol work lives in session.js.
+// The stage page (/s/{id}): join screen, stage, dock, sidebar tabs and end screen. Protocol work lives
+// in session.js, stage state in model.js; each sidebar tab is its own module.
 
 import { hydrateIcons, icon } from './icons.js';
-import { ROLES, StageSession } from './session.js';
-import { ParticipantList, TileGrid, Toasts } from './ui.js';
+import { StageSession } from './session.js';
+import { ROLES, ROLE_LABELS, canModerate, isAudience } from './roles.js';
+import { TileGrid, Toasts } from './ui.js';
+import { PeoplePanel } from './people.js';
+import { ChatPanel } from './chat.js';
+import { QuestionsPanel } from './qa.js';
+import { PollsPanel } from './polls.js';
+import { ReactionBar, ReactionLayer } from './reactions.js';
+import { StageControls, runAction } from './moderation.js';
+import { Dialog } from './dialogs.js';
+import { Tabs } from './tabs.js';
 
 const STAGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_KEY = 'medstage.name';
+const IDENTITY_KEY = 'medstage.identity';
 const $ = (id) => document.getElementById(id);
 
 const stageId = decodeURIComponent(window.location.pathname.split('/').filter(Boolean)[1] ?? '');
@@ -13,20 +24,92 @@ const query = new URLSearchParams(window.location.search);
 const initialRole = ROLES.includes(query.get('role')) ? query.get('role') : 'audience';
 
 const toasts = new Toasts($('toasts'));
+const info = (message) => toasts.show(message, { kind: 'info', timeoutMs: 4500 });
 const grid = new TileGrid($('grid'), { onSoundBlocked: () => { $('sound-button').hidden = false; } });
-const people = new ParticipantList($('participants'), $('participant-count'));
+const reactionLayer = new ReactionLayer($('reaction-layer'));
 let session = null;
 let stageTitle = stageId;
+let invitationDialog = null;
+let lastModeratorMuted = { audio: false, video: false };
 
 /** Test hook: the live objects a test may inspect (e.g. `await medstage.subscriberPc.getStats()`). */
 window.medstage = {
   get state() { return session?.state ?? 'idle'; },
   get participantId() { return session?.participantId ?? null; },
+  get role() { return session?.role ?? null; },
   get subscriberPc() { return session?.subscriberPc ?? null; },
   get publisherPc() { return session?.publisherPc ?? null; },
   get marks() { return session?.marks ?? {}; },
   get session() { return session; },
+  get model() { return session?.model ?? null; },
+  get reactions() { return { ...reactionLayer.received }; },
+  /** The participant each subscriber slot currently carries: [{slot, mid, kind, participantId}]. */
+  get slots() { return session?.slotOwners() ?? []; },
+  events: [], // slot and role events with performance.now(), for timing assertions
 };
+
+/** Who this browser is across visits (bans apply to it): generated once, kept in localStorage. */
+function identity() {
+  let id = localStorage.getItem(IDENTITY_KEY);
+  if (!id) {
+    id = crypto.randomUUID?.() ?? Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+    localStorage.setItem(IDENTITY_KEY, id);
+  }
+  return id;
+}
+
+function describeError(err) {
+  const messages = {
+    not_allowed: 'Your role does not allow that.',
+    not_found: 'That no longer exists.',
+    not_invited: 'The invitation is no longer valid.',
+    hand_not_raised: 'That hand is no longer raised.',
+    already_voted: 'You have already voted.',
+    poll_closed: 'This poll is closed.',
+    stage_full: 'The stage is full: every speaker slot is taken.',
+    stage_not_live: 'The stage has not started yet.',
+    chat_muted: 'A moderator has muted you in the chat.',
+    moderator_muted: 'A moderator muted this; only a moderator can allow it again.',
+    timeout: 'The server did not answer. Check your connection.',
+    disconnected: 'You are not connected to the stage.',
+  };
+  return messages[err?.code] ?? err?.message ?? 'Something went wrong.';
+}
+
+const showError = (err) => toasts.show(describeError(err));
+
+// --- the sidebar -----------------------------------------------------------------------------
+
+const people = new PeoplePanel($('participants'), $('participant-count'), {
+  onAction: async (action, person) => {
+    try {
+      const done = await runAction(session, action, person);
+      if (done) info(done);
+    } catch (err) {
+      showError(err);
+    }
+  },
+});
+const chat = new ChatPanel({
+  list: $('comments'), form: $('comment-form'), input: $('comment-input'), send: $('comment-send'),
+  error: $('comment-error'), slowMode: $('slow-mode'), counter: $('comment-counter'),
+  banner: $('pinned-banner'), bannerText: $('pinned-text'), bannerAuthor: $('pinned-author'), bannerUnpin: $('pinned-unpin'),
+}, { onError: showError });
+const questions = new QuestionsPanel({
+  list: $('questions'), form: $('question-form'), input: $('question-input'), submit: $('question-submit'), error: $('question-error'),
+}, { onError: showError });
+const polls = new PollsPanel({
+  list: $('polls'), leaderboard: $('leaderboard'), newButton: $('poll-new'), formRoot: $('poll-form-root'), toolbar: $('poll-toolbar'),
+}, { onError: showError });
+const stageControls = new StageControls({
+  root: $('stage-controls'), state: $('stage-state'), start: $('stage-start'), lock: $('stage-lock'),
+  slowMode: $('slow-mode-select'), end: $('stage-end'),
+}, { onError: showError, onInfo: info });
+new ReactionBar($('reaction-bar'), { onReact: (emoji) => session?.react(emoji) });
+
+const tabs = new Tabs({ onSelect: (name) => { if (name === 'chat') $('comments').scrollTop = $('comments').scrollHeight; } });
+
+// --- rendering -------------------------------------------------------------------------------
 
 function setTitle(title) {
   stageTitle = title || stageId;
@@ -51,6 +134,7 @@ function renderStage() {
       stream: session.localStream,
       self: true,
       muted: session.muted,
+      moderatorMuted: session.moderatorMuted,
       hasVideo: session.localStream.getVideoTracks().length > 0,
     });
   }
@@ -62,21 +146,36 @@ function renderStage() {
       role: tile.participant?.role,
       stream: tile.stream,
       muted: tile.participant?.muted,
+      moderatorMuted: tile.participant?.moderator_muted,
       hasVideo: tile.kinds.includes('video'),
     });
   }
   grid.render(items);
   $('empty').hidden = items.length > 0;
-  const mayPublish = session?.canPublish && session.state === 'joined';
-  $('empty-title').textContent = mayPublish ? 'You are not on stage yet' : 'Nobody is on stage yet';
-  $('empty-text').textContent = mayPublish
-    ? 'Press “Go on stage” to share your camera and microphone with the audience.'
-    : 'The session will appear here as soon as a speaker goes on stage.';
+  const joined = session?.state === 'joined';
+  const mayPublish = session?.canPublish && joined;
+  const scheduled = session?.stage?.state === 'scheduled';
+  let title = 'Nobody is on stage yet';
+  let text = 'The session will appear here as soon as a speaker goes on stage.';
+  if (scheduled) {
+    title = 'The stage has not started yet';
+    text = session?.role === 'host' ? 'Press “Start stage” in the People tab when you are ready.' : 'The host will start it shortly.';
+  } else if (mayPublish && session.publishing === 'starting') {
+    title = 'Starting your camera…';
+    text = 'Your camera and microphone go live in a moment.';
+  } else if (mayPublish) {
+    title = 'You are not on stage yet';
+    text = 'Press “Go on stage” to share your camera and microphone with the audience.';
+  } else if (joined && isAudience(session.role)) {
+    text = 'The session will appear here as soon as a speaker goes on stage. Raise your hand to ask to speak.';
+  }
+  $('empty-title').textContent = title;
+  $('empty-text').textContent = text;
 }
 
 function renderRoster() {
   if (!session || session.state !== 'joined') {
-    people.render([]);
+    people.render([], { role: 'audience', hands: [], invited: new Set() });
     return;
   }
   const live = session.publishing === 'live';
@@ -93,7 +192,12 @@ function renderRoster() {
     },
     muted: session.muted,
   };
-  people.render([self, ...session.participants.values()]);
+  const model = session.model;
+  people.render([self, ...session.participants.values()], {
+    role: session.role,
+    hands: model?.hands ?? [],
+    invited: new Set(model?.invitations.keys() ?? []),
+  });
 }
 
 function renderControls() {
@@ -107,20 +211,83 @@ function renderControls() {
   publish.querySelector('.btn-label').textContent = publishing === 'starting' ? 'Starting camera…' : 'Go on stage';
   for (const id of ['mic-button', 'camera-button', 'stop-button']) $(id).hidden = !live;
   if (live) {
-    const { audio, video } = session.muted;
-    const mic = $('mic-button');
-    mic.setAttribute('aria-pressed', String(audio));
-    setButton(mic, audio ? 'micOff' : 'mic', audio ? 'Unmute' : 'Mute', audio ? 'Unmute microphone' : 'Mute microphone');
-    const camera = $('camera-button');
-    camera.setAttribute('aria-pressed', String(video));
-    setButton(camera, video ? 'cameraOff' : 'camera', video ? 'Start video' : 'Stop video');
+    const forced = session.moderatorMuted;
+    for (const [id, kind, on, off, noun] of [['mic-button', 'audio', 'mic', 'micOff', 'microphone'], ['camera-button', 'video', 'camera', 'cameraOff', 'camera']]) {
+      const button = $(id);
+      const muted = session.muted[kind] || forced[kind];
+      button.setAttribute('aria-pressed', String(muted));
+      if (kind === 'audio') setButton(button, muted ? off : on, muted ? 'Unmute' : 'Mute', muted ? 'Unmute microphone' : 'Mute microphone');
+      else setButton(button, muted ? off : on, muted ? 'Start video' : 'Stop video');
+      // A moderator's mute: the speaker cannot lift it (the server would refuse with moderator_muted).
+      if (forced[kind]) {
+        button.setAttribute('aria-disabled', 'true');
+        button.title = `A moderator muted your ${noun}. Only a moderator can allow it again.`;
+        button.classList.add('is-forced');
+      } else {
+        button.removeAttribute('aria-disabled');
+        button.title = button.getAttribute('aria-label');
+        button.classList.remove('is-forced');
+      }
+    }
   }
+  const hand = $('hand-button');
+  hand.hidden = !(joined && isAudience(session.role));
+  if (!hand.hidden) {
+    const raised = session.model?.hands.includes(session.participantId) ?? false;
+    hand.setAttribute('aria-pressed', String(raised));
+    setButton(hand, 'hand', raised ? 'Lower hand' : 'Raise hand');
+    hand.classList.toggle('is-raised', raised);
+  }
+}
+
+function renderChips() {
+  const joined = session?.state === 'joined';
+  const stage = session?.stage;
+  const state = $('chip-state');
+  state.hidden = !joined || !stage?.state;
+  if (!state.hidden) {
+    state.textContent = { live: 'Live', scheduled: 'Scheduled', ended: 'Ended' }[stage.state] ?? stage.state;
+    state.className = `chip chip-${stage.state}`;
+  }
+  $('chip-locked').hidden = !joined || !stage?.locked;
+  const role = $('chip-role');
+  role.hidden = !joined;
+  if (joined) {
+    role.textContent = `You: ${ROLE_LABELS[session.role] ?? session.role}`;
+    role.className = `chip chip-role badge-${session.role}`;
+  }
+  if (joined && stage?.title) setTitle(stage.title);
 }
 
 const CONNECTION_LABELS = {
   idle: 'Not connected', connecting: 'Connecting…', joined: 'Connected', leaving: 'Leaving…',
-  left: 'Left', disconnected: 'Disconnected', failed: 'Not connected',
+  left: 'Left', disconnected: 'Disconnected', ended: 'Ended', failed: 'Not connected',
 };
+
+function renderEndScreen(state) {
+  const shown = state === 'disconnected' || state === 'left' || state === 'ended';
+  $('ended-screen').hidden = !shown;
+  if (!shown) return;
+  const end = state === 'ended' ? session.end : null;
+  const screens = {
+    left: ['leave', 'You left the stage', 'Thank you for attending. You can rejoin at any time.', true],
+    disconnected: ['offline', 'Disconnected', 'The connection to the stage was interrupted. Check your network, then rejoin.', true],
+    ended: ['stage', 'The stage has ended', 'Thank you for attending. The host has closed this session.', false],
+    removed: ['leave', 'You were removed from the stage', 'A moderator removed you from this session. You may rejoin.', true],
+    banned: ['ban', 'You were banned from this stage', 'A moderator banned you from this session: you cannot rejoin it.', false],
+  };
+  toasts.clear(); // the end screen says what happened; older notices would only cover it
+  const [iconName, heading, text, mayRejoin] = screens[end?.kind ?? state];
+  $('ended-screen').dataset.reason = end?.kind ?? state;
+  $('ended-heading').textContent = heading;
+  $('ended-text').textContent = text;
+  $('ended-icon').innerHTML = icon(iconName);
+  const reason = $('ended-reason');
+  reason.hidden = !end?.reason;
+  reason.textContent = end?.reason ? `Reason: ${end.reason}` : '';
+  $('rejoin-button').hidden = !mayRejoin;
+  ($('rejoin-button').hidden ? $('ended-screen').querySelector('a.btn') : $('rejoin-button')).focus();
+}
 
 function renderState() {
   const state = session?.state ?? 'idle';
@@ -128,23 +295,133 @@ function renderState() {
   connection.dataset.state = state;
   connection.textContent = CONNECTION_LABELS[state] ?? state;
   document.body.dataset.state = state;
+  document.body.dataset.role = session?.role ?? '';
   $('join-screen').hidden = !(state === 'idle' || state === 'failed' || (state === 'connecting' && !session?.rejoining));
   $('join-button').disabled = state === 'connecting';
-  const ended = state === 'disconnected' || state === 'left';
-  $('ended-screen').hidden = !ended;
-  if (ended) {
-    const left = state === 'left';
-    $('ended-heading').textContent = left ? 'You left the stage' : 'Disconnected';
-    $('ended-text').textContent = left
-      ? 'Thank you for attending. You can rejoin at any time.'
-      : 'The connection to the stage was interrupted. Check your network, then rejoin.';
-    $('ended-icon').innerHTML = icon(left ? 'leave' : 'offline');
-    $('rejoin-button').focus();
-  }
-  if (state === 'joined' && session.stage?.title) setTitle(session.stage.title);
+  renderEndScreen(state);
+  if (state !== 'joined') closeInvitation();
+  renderAll();
+}
+
+function renderAll() {
+  renderChips();
   renderStage();
   renderRoster();
   renderControls();
+  stageControls.render();
+  chat.render();
+  questions.render();
+  polls.render();
+}
+
+// --- invitation ------------------------------------------------------------------------------
+
+function nameOf(participantId, fallback) {
+  if (participantId && participantId === session?.participantId) return session.name;
+  return session?.participants.get(participantId)?.name ?? fallback;
+}
+
+function syncInvitation() {
+  const invitation = session?.model?.invitation;
+  if (!invitation || session.state !== 'joined' || !isAudience(session.role)) {
+    closeInvitation();
+    return;
+  }
+  if (invitationDialog) return;
+  const who = invitation.byName ?? nameOf(invitation.by, 'A moderator');
+  const dialog = new Dialog({
+    title: `${who} invites you on stage`,
+    text: 'Your camera and microphone will go live as soon as you accept. You can stop presenting at any time.',
+    iconName: 'stage', tone: 'accent', testid: 'invitation-dialog', dismissible: false,
+    actions: [
+      { action: 'decline', label: 'Decline', kind: 'secondary', testid: 'invitation-decline' },
+      { action: 'accept', label: 'Accept and go on stage', kind: 'primary', icon: 'camera', testid: 'invitation-accept' },
+    ],
+  });
+  invitationDialog = dialog;
+  const current = session;
+  dialog.show().then(async ({ action }) => {
+    if (invitationDialog === dialog) invitationDialog = null;
+    if (action === 'cancel' || current !== session) return; // withdrawn or closed by us
+    try {
+      await current.answerInvitation(action === 'accept');
+      if (action === 'accept') info('You are joining the stage: starting your camera and microphone.');
+    } catch (err) {
+      showError(err);
+    }
+  });
+}
+
+function closeInvitation() {
+  const dialog = invitationDialog;
+  invitationDialog = null;
+  dialog?.dismiss();
+}
+
+// --- session events --------------------------------------------------------------------------
+
+function onModel({ areas, frame }) {
+  const has = (area) => areas.includes(area);
+  if (has('stage')) {
+    renderChips();
+    stageControls.render();
+    renderStage();
+  }
+  if (has('chat') || has('pinned')) chat.render();
+  if (has('chat')) stageControls.render();
+  if (has('questions')) questions.render();
+  if (has('hands') || has('invitations')) {
+    renderRoster();
+    renderControls();
+    syncInvitation();
+  }
+  if (has('polls') || has('leaderboard')) polls.render();
+  if (!frame) return;
+  switch (frame.type) {
+    case 'comment.posted': tabs.bump('chat'); break;
+    case 'question.asked': tabs.bump('qa'); break;
+    case 'poll.opened':
+      tabs.bump('polls');
+      if (!canModerate(session.role)) info(`New poll: ${frame.poll?.question ?? ''}`);
+      break;
+    case 'quiz.result': tabs.bump('polls'); break;
+    case 'invitation.answered':
+      if (frame.participant_id !== session.participantId && canModerate(session.role)) {
+        const who = nameOf(frame.participant_id, 'The participant');
+        info(frame.accepted ? `${who} accepted and is joining the stage.` : `${who} declined the invitation.`);
+      }
+      break;
+    default: break;
+  }
+}
+
+function onRole({ from, to }) {
+  window.medstage.events.push({ type: 'role', from, to, at: performance.now() });
+  if (to === 'audience' && (from === 'speaker' || from === 'host')) {
+    info('A moderator moved you back to the audience. Your camera and microphone are off.');
+  } else if (to === 'audience' && from === 'moderator') {
+    info('You are no longer a moderator.');
+  } else if (to === 'moderator') {
+    info('You are now a moderator of this stage.');
+  }
+  renderAll();
+  syncInvitation();
+}
+
+function onRoster() {
+  const forced = session.moderatorMuted;
+  for (const kind of ['audio', 'video']) {
+    if (forced[kind] !== lastModeratorMuted[kind] && session.publishing === 'live') {
+      const noun = kind === 'audio' ? 'microphone' : 'camera';
+      info(forced[kind] ? `A moderator muted your ${noun}.` : `A moderator allowed your ${noun} again.`);
+    }
+  }
+  lastModeratorMuted = forced;
+  renderRoster();
+  renderStage();
+  renderControls();
+  chat.render();
+  questions.render();
 }
 
 function joinErrorMessage(err) {
@@ -153,6 +430,10 @@ function joinErrorMessage(err) {
       return 'This stage has not been opened yet. Check the link, or wait for the host to open it.';
     case 'stage_ended':
       return 'This stage has ended.';
+    case 'stage_locked':
+      return 'The stage is locked: nobody new can join right now. Try again later.';
+    case 'banned':
+      return 'You have been banned from this stage.';
     case 'not_allowed':
       return err.message || 'You may not join with this role.';
     default:
@@ -164,20 +445,32 @@ async function join(name, role, { rejoining = false } = {}) {
   const clickedAt = performance.now();
   session?.abandon();
   grid.clear();
+  closeInvitation();
   $('sound-button').hidden = true;
   $('join-error').textContent = '';
-  const current = new StageSession({ stageId, name, role });
+  const current = new StageSession({ stageId, name, role, identity: identity() });
   current.marks.joinClicked = clickedAt;
   current.rejoining = rejoining;
   session = current;
-  const onlyCurrent = (fn) => (event) => { if (session === current) fn(event); };
+  lastModeratorMuted = { audio: false, video: false };
+  tabs.reset();
+  chat.attach(current);
+  questions.attach(current);
+  polls.attach(current);
+  stageControls.attach(current);
+  const onlyCurrent = (fn) => (event) => { if (session === current) fn(event.detail); };
   current.addEventListener('state', onlyCurrent(renderState));
-  current.addEventListener('roster', onlyCurrent(() => { renderRoster(); renderStage(); }));
+  current.addEventListener('roster', onlyCurrent(onRoster));
   current.addEventListener('slots', onlyCurrent(renderStage));
   current.addEventListener('publishing', onlyCurrent(() => { renderControls(); renderStage(); renderRoster(); }));
-  current.addEventListener('notice', onlyCurrent((event) => toasts.show(event.detail.message)));
+  current.addEventListener('role', onlyCurrent(onRole));
+  current.addEventListener('model', onlyCurrent(onModel));
+  current.addEventListener('reactions', onlyCurrent(({ counts }) => reactionLayer.show(counts)));
+  current.addEventListener('slot', onlyCurrent((detail) => window.medstage.events.push({ ...detail, at: performance.now() })));
+  current.addEventListener('notice', onlyCurrent(({ message, kind }) => (kind === 'info' ? info(message) : toasts.show(message))));
   try {
     await current.join();
+    syncInvitation();
   } catch (err) {
     if (session !== current) return;
     current.rejoining = false;
@@ -222,9 +515,9 @@ async function loadStageInfo() {
   try {
     const response = await fetch(`/api/stages/${encodeURIComponent(stageId)}`, { headers: { Accept: 'application/json' } });
     if (response.ok) {
-      const info = await response.json();
-      setTitle(info.title);
-      $('join-stage').textContent = info.title && info.title !== stageId ? `${info.title} · ${stageId}` : `Stage ${stageId}`;
+      const stageInfo = await response.json();
+      setTitle(stageInfo.title);
+      $('join-stage').textContent = stageInfo.title && stageInfo.title !== stageId ? `${stageInfo.title} · ${stageId}` : `Stage ${stageId}`;
     } else if (response.status === 404) {
       $('join-stage').textContent = `Stage ${stageId} has not been opened yet. Joining as host opens it.`;
     }
@@ -233,20 +526,49 @@ async function loadStageInfo() {
   }
 }
 
+async function toggleHand() {
+  const raised = session?.model?.hands.includes(session.participantId);
+  const button = $('hand-button');
+  button.disabled = true;
+  try {
+    await session.command(raised ? 'hand.lower' : 'hand.raise');
+    if (!raised) info('Your hand is raised. A moderator may invite you on stage.');
+  } catch (err) {
+    if (err.code !== 'hand_not_raised') showError(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function toggleMute(kind) {
+  if (!session) return;
+  if (session.moderatorMuted[kind]) {
+    toasts.show(`A moderator muted your ${kind === 'audio' ? 'microphone' : 'camera'}. Only a moderator can allow it again.`);
+    return;
+  }
+  session.setMuted(kind, !session.muted[kind]);
+}
+
 function setUpControls() {
   $('publish-button').addEventListener('click', () => session?.publish());
-  $('mic-button').addEventListener('click', () => session?.setMuted('audio', !session.muted.audio));
-  $('camera-button').addEventListener('click', () => session?.setMuted('video', !session.muted.video));
+  $('mic-button').addEventListener('click', () => toggleMute('audio'));
+  $('camera-button').addEventListener('click', () => toggleMute('video'));
   $('stop-button').addEventListener('click', () => session?.stopPublishing());
+  $('hand-button').addEventListener('click', toggleHand);
   $('leave-button').addEventListener('click', () => session?.leave());
   $('sound-button').addEventListener('click', () => {
     grid.enableSound();
     $('sound-button').hidden = true;
   });
   $('rejoin-button').addEventListener('click', () => {
-    if (session) join(session.name, session.role, { rejoining: true });
+    if (session) join(session.name, session.end ? initialRoleFor(session) : session.role, { rejoining: true });
   });
   window.addEventListener('pagehide', () => session?.abandon());
+}
+
+/** After a removal, come back with the role one joined with at first, not one granted since. */
+function initialRoleFor(ended) {
+  return ended.joinedAs ?? ended.role;
 }
 
 hydrateIcons();

@@ -2,20 +2,27 @@
 // No DOM here: the page listens to the events this object dispatches and renders them.
 //
 // Events (CustomEvent, details in parentheses):
-//   state       the session state changed (state: idle|connecting|joined|left|disconnected|failed)
+//   state       the session state changed (state: idle|connecting|joined|leaving|left|disconnected|ended|failed)
 //   roster      a participant joined, changed or left
 //   slots       a subscriber slot was assigned or released, or got its tracks
+//   slot        one slot.assigned or slot.released (type, slot, kind, mid, participantId)
 //   publishing  the local publication started, stopped or was muted
-//   notice      something for the user (message, code)
+//   role        our own role changed (from, to)
+//   model       stage events changed the model (areas: see model.js AREAS, frame)
+//   reactions   aggregated reactions of the last second (counts)
+//   notice      something for the user (message, code, kind: error|info)
 
 import { Signalling, SignallingError, signallingUrl } from './signalling.js';
 import { CandidateTrickle, waitForGathering } from './peer.js';
+import { AREAS, StageModel } from './model.js';
+import { canModerate, canPublish } from './roles.js';
 
-export const ROLES = ['host', 'speaker', 'audience'];
 const KEEPALIVE_MS = 20000;
+const CLOSE_REMOVED = 4003;
+const CLOSE_BANNED = 4004;
 
 export class StageSession extends EventTarget {
-  state = 'idle';
+  state = 'idle'; // idle | connecting | joined | leaving | left | disconnected | ended | failed
   participantId = null;
   self = null; // our participant object as the server last described it
   stage = null;
@@ -25,7 +32,9 @@ export class StageSession extends EventTarget {
   publisherPc = null;
   localStream = null;
   publishing = 'off'; // off | starting | live
-  muted = { audio: false, video: false };
+  muted = { audio: false, video: false }; // our own mutes; a moderator's are in self.moderator_muted
+  model = null; // StageModel once joined
+  end = null; // why the server ended our session: {kind: removed|banned|ended, reason, by}
   marks = {}; // performance.now() at milestones, for diagnostics and tests
 
   #sig = null;
@@ -35,17 +44,25 @@ export class StageSession extends EventTarget {
   #publisherTrickle = null;
   #offerChain = Promise.resolve();
   #keepalive = null;
+  #publishRun = 0; // bumped whenever a publication starts or is torn down: stale starts give up
 
-  constructor({ stageId, name, role, url = signallingUrl(window.location) }) {
+  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location) }) {
     super();
     this.stageId = stageId;
     this.name = name;
     this.role = role;
+    this.joinedAs = role;
+    this.identity = identity;
     this.url = url;
   }
 
   get canPublish() {
-    return this.role === 'host' || this.role === 'speaker';
+    return canPublish(this.role);
+  }
+
+  /** What a moderator muted on our publication ({audio, video}). */
+  get moderatorMuted() {
+    return { audio: Boolean(this.self?.moderator_muted?.audio), video: Boolean(this.self?.moderator_muted?.video) };
   }
 
   /** Connect and join; resolves once `joined` arrived, rejects (state "failed") if refused. */
@@ -61,25 +78,95 @@ export class StageSession extends EventTarget {
     sig.on('participant.joined', ({ participant }) => this.#upsert(participant));
     sig.on('participant.updated', ({ participant }) => this.#upsert(participant));
     sig.on('participant.left', ({ participant_id: id }) => this.#removeParticipant(id));
+    sig.on('participant.removed', (frame) => this.#removed(frame));
+    sig.on('stage.ended', () => { this.end ??= { kind: 'ended', reason: '', by: null }; });
+    sig.on('reactions', ({ counts }) => this.#emit('reactions', { counts: counts ?? {} }));
     sig.on('error', (frame) => this.#notice(frame.message || frame.code, frame.code));
+    sig.on('*', (frame) => {
+      const areas = this.model?.apply(frame) ?? [];
+      if (areas.length === 0) return;
+      if (areas.includes('stage')) this.stage = this.model.stage;
+      this.#emit('model', { areas, frame });
+    });
     try {
       await sig.connect(this.url);
       sig.onclose = (event) => this.#closed(event);
-      const joined = await sig.request('join', { stage: this.stageId, name: this.name, role: this.role });
+      const fields = { stage: this.stageId, name: this.name, role: this.role };
+      if (this.identity) fields.identity = this.identity;
+      const joined = await sig.request('join', fields);
       this.marks.joined = performance.now();
       this.participantId = joined.participant.id;
       this.self = joined.participant;
-      this.stage = joined.stage;
+      this.role = joined.participant.role ?? this.role;
+      this.model = new StageModel(this.participantId);
+      this.model.load(joined);
+      this.stage = this.model.stage;
       this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
       for (const participant of joined.participants ?? []) this.participants.set(participant.id, participant);
       this.#keepalive = setInterval(() => this.#sig?.request('ping').catch(() => {}), KEEPALIVE_MS);
       this.#setState('joined');
       this.#emit('roster');
+      this.#emit('model', { areas: [...AREAS] });
     } catch (err) {
       this.#teardown();
       this.#setState('failed');
       throw err;
     }
+  }
+
+  /**
+   * Send a stage command (docs/protocol.md, "Commands common fields") and resolve with its reply;
+   * rejects with a SignallingError (`code`, `retryAfter`) when refused.
+   */
+  command(type, fields = {}) {
+    if (!this.#sig || this.state !== 'joined') {
+      return Promise.reject(new SignallingError('disconnected', 'Not connected to the stage.'));
+    }
+    return this.#sig.request(type, { stage: this.stageId, ...fields });
+  }
+
+  /** Send an ephemeral reaction (no reply is expected). */
+  react(emoji) {
+    if (this.state === 'joined') this.#sig?.send({ type: 'reaction.send', stage: this.stageId, emoji });
+  }
+
+  /** Vote in a poll and remember our ballot (events to everyone do not carry it). */
+  async vote(pollId, choices) {
+    await this.command('poll.vote', { poll_id: pollId, choices });
+    this.model.recordBallot(pollId, choices);
+    this.#emit('model', { areas: ['polls'] });
+  }
+
+  /** Upvote a question once. */
+  async upvote(questionId) {
+    try {
+      await this.command('question.upvote', { question_id: questionId });
+    } catch (err) {
+      if (err.code !== 'already_voted') throw err;
+    }
+    this.model.markUpvoted(questionId);
+    this.#emit('model', { areas: ['questions'] });
+  }
+
+  /** Accept or decline the invitation to go on stage. */
+  async answerInvitation(accept) {
+    try {
+      await this.command(accept ? 'invitation.accept' : 'invitation.decline');
+    } finally {
+      if (this.model) this.model.invitation = null;
+      this.#emit('model', { areas: ['invitations'] });
+    }
+  }
+
+  /** Which participant each subscriber slot carries now: [{slot, kind, mid, participantId}]. */
+  slotOwners() {
+    const owners = [];
+    for (const entry of this.#slots.values()) {
+      for (const [kind, participantId] of entry.owners) {
+        owners.push({ slot: entry.slot, kind, mid: entry.mids?.[kind] ?? null, participantId });
+      }
+    }
+    return owners;
   }
 
   /** The remote tiles to show: one per participant that owns a slot, with that slot's stream. */
@@ -102,9 +189,15 @@ export class StageSession extends EventTarget {
   /** Start camera and microphone and publish them on a new publisher connection. */
   async publish() {
     if (!this.canPublish || this.publishing !== 'off' || this.state !== 'joined') return;
+    const run = ++this.#publishRun;
     this.#setPublishing('starting');
     try {
-      this.localStream = await openCameraAndMicrophone();
+      const stream = await openCameraAndMicrophone();
+      if (run !== this.#publishRun || !this.canPublish || this.state !== 'joined') {
+        for (const track of stream.getTracks()) track.stop(); // demoted or left while the camera started
+        return;
+      }
+      this.localStream = stream;
       const pc = new RTCPeerConnection({ iceServers: this.iceServers });
       this.publisherPc = pc;
       this.#publisherTrickle = new CandidateTrickle(pc, 'publisher', (frame) => this.#sig?.send(frame));
@@ -116,11 +209,13 @@ export class StageSession extends EventTarget {
       const answer = await this.#sig.request('publish.offer', { sdp: this.#publisherTrickle.takeSdp() });
       if (this.publisherPc !== pc) return; // stopped meanwhile
       await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+      if (this.publisherPc !== pc) return;
       this.#publisherTrickle.acknowledged();
       this.muted = { audio: false, video: false };
       this.marks.published = performance.now();
       this.#setPublishing('live');
     } catch (err) {
+      if (run !== this.#publishRun) return; // torn down meanwhile (demoted, stopped, left)
       this.#closePublisher();
       this.#setPublishing('off');
       this.#notice(describePublishError(err), err.code ?? err.name);
@@ -130,6 +225,10 @@ export class StageSession extends EventTarget {
   /** Mute or unmute our `kind` ("audio" | "video") track. */
   async setMuted(kind, muted) {
     if (this.publishing !== 'live') return;
+    if (!muted && this.moderatorMuted[kind]) {
+      this.#notice(`A moderator muted your ${kind === 'audio' ? 'microphone' : 'camera'}.`, 'moderator_muted');
+      return;
+    }
     for (const track of this.localStream?.getTracks() ?? []) if (track.kind === kind) track.enabled = !muted;
     this.muted = { ...this.muted, [kind]: muted };
     this.#emit('publishing');
@@ -218,7 +317,10 @@ export class StageSession extends EventTarget {
   #defineSlots(slots) {
     for (const { slot, stream, audio_mid: audioMid, video_mid: videoMid } of slots) {
       const existing = this.#slotAt(slot);
-      if (existing) existing.streamId = stream;
+      if (existing) {
+        existing.streamId = stream;
+        existing.mids = { audio: String(audioMid), video: String(videoMid) };
+      }
       this.#midToSlot.set(String(audioMid), slot);
       this.#midToSlot.set(String(videoMid), slot);
     }
@@ -238,6 +340,7 @@ export class StageSession extends EventTarget {
     if (!entry) return;
     entry.owners.set(kind, owner);
     if (this.marks.firstSlotAssigned === undefined) this.marks.firstSlotAssigned = performance.now();
+    this.#emit('slot', { type: 'slot.assigned', slot: index, kind, mid: mid ?? null, participantId: owner });
     this.#emit('slots');
   }
 
@@ -246,6 +349,7 @@ export class StageSession extends EventTarget {
     const entry = this.#slotAt(index, false);
     if (!entry) return;
     if (owner === undefined || entry.owners.get(kind) === owner) entry.owners.delete(kind);
+    this.#emit('slot', { type: 'slot.released', slot: index, kind, mid: mid ?? null, participantId: owner });
     this.#emit('slots');
   }
 
@@ -253,10 +357,40 @@ export class StageSession extends EventTarget {
     if (!participant?.id) return;
     if (participant.id === this.participantId) {
       this.self = participant;
+      if (participant.role && participant.role !== this.role) this.#roleChanged(this.role, participant.role);
     } else {
       this.participants.set(participant.id, participant);
     }
     this.#emit('roster');
+  }
+
+  #roleChanged(from, to) {
+    this.role = to;
+    this.marks[`role:${to}`] = performance.now();
+    if (!canPublish(to) && this.publishing !== 'off') {
+      // Moved off stage: the server has stopped our media and closes the publisher connection.
+      this.#closePublisher();
+      this.#setPublishing('off');
+      this.marks.demoted = performance.now();
+    }
+    this.#emit('role', { from, to });
+    if (canPublish(to) && from === 'audience' && this.state === 'joined') {
+      // Accepted an invitation: go on stage with camera and microphone straight away.
+      this.publish();
+    }
+  }
+
+  #removed({ participant_id: id, banned, reason, by }) {
+    if (id === this.participantId) {
+      this.end = { kind: banned ? 'banned' : 'removed', reason: reason ?? '', by: by ?? null };
+      return;
+    }
+    const person = this.participants.get(id);
+    if (person && canModerate(this.role)) {
+      const what = banned ? 'banned' : 'removed';
+      this.#notice(`${person.name} was ${what}${reason ? `: ${reason}` : '.'}`, `participant_${what}`, 'info');
+    }
+    this.#removeParticipant(id);
   }
 
   #removeParticipant(id) {
@@ -275,6 +409,7 @@ export class StageSession extends EventTarget {
   }
 
   #closePublisher() {
+    this.#publishRun += 1;
     this.publisherPc?.close();
     this.publisherPc = null;
     this.#publisherTrickle = null;
@@ -286,10 +421,12 @@ export class StageSession extends EventTarget {
   #closed(event) {
     const wasLeaving = this.state === 'leaving' || this.state === 'left';
     this.#teardown();
-    if (!wasLeaving) {
-      this.closeCode = event.code;
-      this.#setState('disconnected');
-    }
+    if (wasLeaving) return;
+    this.closeCode = event.code;
+    if (event.code === CLOSE_REMOVED) this.end ??= { kind: 'removed', reason: event.reason ?? '', by: null };
+    if (event.code === CLOSE_BANNED) this.end ??= { kind: 'banned', reason: event.reason ?? '', by: null };
+    if (this.end && !this.end.reason && event.reason) this.end.reason = event.reason;
+    this.#setState(this.end ? 'ended' : 'disconnected');
   }
 
   #teardown() {
@@ -316,8 +453,8 @@ export class StageSession extends EventTarget {
     this.#emit('publishing', { publishing });
   }
 
-  #notice(message, code) {
-    this.#emit('notice', { message, code });
+  #notice(message, code, kind = 'error') {
+    this.#emit('notice', { message, code, kind });
   }
 
   #emit(type, detail = {}) {

@@ -2,10 +2,12 @@
 
 /** A refused request: the server's `error` frame, or a local timeout / lost connection. */
 export class SignallingError extends Error {
-  constructor(code, message) {
+  constructor(code, message, frame = null) {
     super(message || code);
     this.name = 'SignallingError';
     this.code = code;
+    // Seconds until the same request may succeed (`slow_mode`, `rate_limited`), when the server says.
+    this.retryAfter = typeof frame?.retry_after === 'number' ? frame.retry_after : null;
   }
 }
 
@@ -107,7 +109,7 @@ export class Signalling {
     if (pending) {
       this.#pending.delete(String(frame.id));
       clearTimeout(pending.timer);
-      if (frame.type === 'error') pending.reject(new SignallingError(frame.code, frame.message));
+      if (frame.type === 'error') pending.reject(new SignallingError(frame.code, frame.message, frame));
       else pending.resolve(frame);
       return;
     }

@@ -1,8 +1,7 @@
-// DOM components of the stage page: the tile grid, the participant list and the toasts.
+// DOM components of the stage page: the tile grid and the toasts, and small helpers for the panels.
 
 import { icon } from './icons.js';
-
-const ROLE_LABELS = { host: 'Host', speaker: 'Speaker', audience: 'Audience' };
+import { ROLE_LABELS } from './roles.js';
 
 export function initials(name) {
   const words = String(name ?? '').replace(/^(dr|prof|mr|mrs|ms)\.?\s+/i, '').trim().split(/\s+/);
@@ -10,14 +9,15 @@ export function initials(name) {
   return letters.join('') || '?';
 }
 
-function element(tag, className, attributes = {}) {
+/** A new element with a class and attributes. */
+export function element(tag, className, attributes = {}) {
   const el = document.createElement(tag);
   if (className) el.className = className;
   for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, value);
   return el;
 }
 
-function roleBadge(role) {
+export function roleBadge(role) {
   const badge = element('span', `badge badge-${role}`);
   badge.textContent = ROLE_LABELS[role] ?? role;
   return badge;
@@ -29,9 +29,9 @@ export class Toasts {
     this.root = root;
   }
 
-  show(message, { kind = 'error', timeoutMs = 6000 } = {}) {
-    const toast = element('div', `toast toast-${kind}`, { 'data-testid': 'toast', role: 'status' });
-    toast.innerHTML = icon(kind === 'error' ? 'alert' : 'volume');
+  show(message, { kind = 'error', timeoutMs = 6000, iconName = null } = {}) {
+    const toast = element('div', `toast toast-${kind}`, { 'data-testid': 'toast', 'data-kind': kind, role: 'status' });
+    toast.innerHTML = icon(iconName ?? (kind === 'error' ? 'alert' : 'check'));
     const text = element('p', 'toast-text');
     text.textContent = message;
     const close = element('button', 'toast-close', { type: 'button', 'aria-label': 'Dismiss' });
@@ -43,6 +43,31 @@ export class Toasts {
     this.root.append(toast);
     while (this.root.children.length > 4) this.root.firstElementChild.remove();
   }
+
+  clear() {
+    this.root.replaceChildren();
+  }
+}
+
+const TILE_GAP_PX = 12;
+
+/** How many columns make `count` 16:9 tiles biggest inside `box` (less its padding). */
+export function bestColumns(count, box) {
+  if (count <= 1) return 1;
+  const style = getComputedStyle(box);
+  const width = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const height = box.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+  if (!(width > 0 && height > 0)) return count <= 4 ? 2 : count <= 9 ? 3 : 4;
+  const widths = [];
+  for (let cols = 1; cols <= count; cols += 1) {
+    const rows = Math.ceil(count / cols);
+    widths[cols] = Math.min((width - (cols - 1) * TILE_GAP_PX) / cols, ((height - (rows - 1) * TILE_GAP_PX) / rows) * 16 / 9);
+  }
+  const biggest = Math.max(...widths.slice(1));
+  // Side by side reads better than stacked: take the most columns whose tiles are nearly as big.
+  let best = 1;
+  for (let cols = 1; cols <= count; cols += 1) if (widths[cols] >= biggest * 0.88) best = cols;
+  return best;
 }
 
 /**
@@ -56,10 +81,14 @@ export class TileGrid {
   constructor(root, { onSoundBlocked }) {
     this.root = root;
     this.onSoundBlocked = onSoundBlocked;
+    // The column count that gives the biggest 16:9 tiles depends on the stage's shape (a phone's
+    // stage is wide and short): recomputed when the stage is resized.
+    new ResizeObserver(() => this.#layout()).observe(root.parentElement);
   }
 
   /**
-   * items: [{key, participantId, name, role, stream, self, muted: {audio, video}, hasVideo}]
+   * items: [{key, participantId, name, role, stream, self, muted: {audio, video},
+   *          moderatorMuted: {audio, video}, hasVideo}]
    * in display order.
    */
   render(items) {
@@ -78,8 +107,12 @@ export class TileGrid {
       const here = this.root.children[index] ?? null;
       if (here !== tile.el) this.root.insertBefore(tile.el, here);
     });
-    const count = items.length;
-    const cols = count <= 1 ? 1 : count <= 4 ? 2 : count <= 9 ? 3 : 4;
+    this.#layout();
+  }
+
+  #layout() {
+    const count = this.#tiles.size;
+    const cols = bestColumns(count, this.root.parentElement);
     this.root.style.setProperty('--cols', String(cols));
     this.root.style.setProperty('--rows', String(Math.max(1, Math.ceil(count / cols))));
     this.root.dataset.count = String(count);
@@ -127,7 +160,8 @@ export class TileGrid {
     tile.el.setAttribute('aria-label', item.self ? `${name} (you)` : name);
     tile.el.dataset.participantId = item.participantId ?? '';
     tile.el.classList.toggle('tile-self', Boolean(item.self));
-    tile.el.classList.toggle('no-video', !item.hasVideo || Boolean(item.muted?.video));
+    const videoOff = Boolean(item.muted?.video || item.moderatorMuted?.video);
+    tile.el.classList.toggle('no-video', !item.hasVideo || videoOff);
     tile.avatar.firstElementChild.textContent = initials(name);
 
     const label = element('figcaption', 'tile-label');
@@ -135,7 +169,17 @@ export class TileGrid {
     nameEl.textContent = item.self ? `${name} (you)` : name;
     label.append(nameEl);
     if (item.role) label.append(roleBadge(item.role));
-    if (item.muted?.audio) {
+    if (item.moderatorMuted?.audio || item.moderatorMuted?.video) {
+      const what = [item.moderatorMuted.audio && 'microphone', item.moderatorMuted.video && 'camera']
+        .filter(Boolean).join(' and ');
+      const text = `${what[0].toUpperCase()}${what.slice(1)} muted by a moderator`;
+      const mod = element('span', 'tile-muted tile-muted-mod', {
+        role: 'img', 'aria-label': text, title: text, 'data-testid': 'tile-moderator-muted',
+      });
+      mod.innerHTML = icon('shield');
+      label.append(mod);
+    }
+    if (item.muted?.audio || item.moderatorMuted?.audio) {
       const mic = element('span', 'tile-muted', { role: 'img', 'aria-label': 'Microphone muted' });
       mic.innerHTML = icon('micOff');
       label.append(mic);
@@ -160,51 +204,5 @@ export class TileGrid {
       this.#soundBlocked = true;
       this.onSoundBlocked?.();
     });
-  }
-}
-
-/** The people present, with role badges and publishing / mute state. */
-export class ParticipantList {
-  constructor(root, countEl) {
-    this.root = root;
-    this.countEl = countEl;
-  }
-
-  /** people: [{id, name, role, publishing, muted, self}] */
-  render(people) {
-    const order = { host: 0, speaker: 1, audience: 2 };
-    const sorted = [...people].sort((a, b) => (order[a.role] ?? 3) - (order[b.role] ?? 3)
-      || Number(Boolean(b.self)) - Number(Boolean(a.self))
-      || String(a.name).localeCompare(String(b.name)));
-    const items = sorted.map((person) => this.#item(person));
-    this.root.replaceChildren(...items);
-    this.countEl.textContent = String(people.length);
-  }
-
-  #item(person) {
-    const li = element('li', 'person', { 'data-testid': 'participant', 'data-participant-id': person.id ?? '' });
-    const avatar = element('span', 'person-avatar', { 'aria-hidden': 'true' });
-    avatar.textContent = initials(person.name);
-    const live = person.publishing?.audio || person.publishing?.video;
-    if (live) avatar.classList.add('is-live');
-    const text = element('span', 'person-text');
-    const name = element('span', 'person-name');
-    name.textContent = person.name;
-    const status = element('span', 'person-status');
-    const activity = live ? 'On stage' : person.role === 'audience' ? 'Watching' : 'Off stage';
-    status.textContent = person.self ? `You · ${activity}` : activity;
-    text.append(name, status);
-    const flags = element('span', 'person-flags');
-    flags.append(roleBadge(person.role));
-    if (live && person.muted?.audio) flags.append(this.#flag('micOff', 'Microphone muted'));
-    if (live && person.muted?.video) flags.append(this.#flag('cameraOff', 'Camera off'));
-    li.append(avatar, text, flags);
-    return li;
-  }
-
-  #flag(name, label) {
-    const flag = element('span', 'person-flag', { role: 'img', 'aria-label': label, title: label });
-    flag.innerHTML = icon(name);
-    return flag;
   }
 }

@@ -18,7 +18,7 @@ from typing import Any
 import playwright
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -163,6 +163,43 @@ _SELECTED_PAIR = """async (pcName) => {
 }"""
 
 
+# The slot that carries one participant's video (from the client's slot.assigned bookkeeping) and the
+# frames decoded on its transceiver.
+_VIDEO_OF = """async (participantId) => {
+  const slot = window.medstage.slots.find((s) => s.participantId === participantId && s.kind === 'video');
+  const pc = window.medstage.subscriberPc;
+  if (!slot || !pc) return null;
+  let framesDecoded = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video' && String(r.mid) === String(slot.mid)) {
+      framesDecoded = r.framesDecoded || 0;
+    }
+  });
+  return {slot: slot.slot, mid: slot.mid, framesDecoded};
+}"""
+
+_WAIT_FOR_VIDEO_OF = """async ({participantId, frames, timeoutMs}) => {
+  const deadline = performance.now() + timeoutMs;
+  let last = null;
+  for (;;) {
+    const slot = window.medstage.slots.find((s) => s.participantId === participantId && s.kind === 'video');
+    const pc = window.medstage.subscriberPc;
+    if (slot && pc) {
+      let framesDecoded = 0;
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video' && String(r.mid) === String(slot.mid)) {
+      framesDecoded = r.framesDecoded || 0;
+    }
+      });
+      last = {slot: slot.slot, mid: slot.mid, framesDecoded};
+      if (framesDecoded >= frames) return {ok: true, ...last};
+    }
+    if (performance.now() > deadline) return {ok: false, last};
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}"""
+
+
 @dataclass
 class StagePage:
     """One participant's browser tab on a stage page, driven through the client's UI."""
@@ -212,6 +249,45 @@ class StagePage:
 
     def tile_of(self, participant_id: str) -> str:
         return f'[data-testid="tile"][data-participant-id="{participant_id}"]'
+
+    def person(self, participant_id: str) -> Locator:
+        """The participant's row in the People tab."""
+        return self.page.locator(f'[data-testid="participant"][data-participant-id="{participant_id}"]')
+
+    async def open_tab(self, name: str) -> None:
+        """Show one of the sidebar tabs: people, chat, qa, polls."""
+        await self.page.get_by_test_id(f"tab-{name}").click()
+        await expect(self.page.get_by_test_id(f"panel-{name}")).to_be_visible()
+
+    async def open_menu(self, participant_id: str) -> Locator:
+        """Open the participant's action menu in the People tab; returns the menu."""
+        await self.open_tab("people")
+        await self.person(participant_id).get_by_test_id("participant-menu-button").click()
+        menu = self.page.get_by_test_id("participant-menu")
+        await expect(menu).to_be_visible()
+        return menu
+
+    async def moderate(self, participant_id: str, action: str) -> None:
+        """Pick `action` (e.g. "invite", "demote", "ban") in the participant's menu."""
+        menu = await self.open_menu(participant_id)
+        await menu.get_by_test_id(f"action-{action}").click()
+
+    async def video_of(self, participant_id: str) -> dict | None:
+        """The subscriber slot carrying `participant_id`'s video and its framesDecoded, or None."""
+        return await self.page.evaluate(_VIDEO_OF, participant_id)
+
+    async def wait_for_video_of(self, participant_id: str, frames: int = 1, timeout_s: float = 8) -> dict:
+        """Poll until the slot assigned to `participant_id`'s video has decoded `frames` frames."""
+        return await self.page.evaluate(
+            _WAIT_FOR_VIDEO_OF,
+            {"participantId": participant_id, "frames": frames, "timeoutMs": timeout_s * 1000},
+        )
+
+    async def post_comment(self, text: str) -> None:
+        await self.open_tab("chat")
+        await self.page.get_by_test_id("comment-input").fill(text)
+        await self.page.get_by_test_id("comment-send").click()
+        await expect(self.page.get_by_test_id("comment-input")).to_have_value("")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
