@@ -42,8 +42,11 @@ async def create_stage(request: web.Request) -> web.Response:
         return problem(400, "invalid_body", "id: 1-64 characters of A-Z a-z 0-9 _ -")
     if title is not None and (not isinstance(title, str) or not 1 <= len(title) <= 200):
         return problem(400, "invalid_body", "title: a string of 1-200 characters")
+    state = body.get("state", "live")
+    if state not in ("live", "scheduled"):
+        return problem(400, "invalid_body", "state: live or scheduled")
     try:
-        live = node.create_stage(stage_id, title)
+        live = node.create_stage(stage_id, title, scheduled=state == "scheduled")
     except DomainError as exc:
         return problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
     return web.json_response(node.stage_info(live), status=201)

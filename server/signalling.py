@@ -47,6 +47,7 @@ class Connection:
         self._reader: asyncio.Task[None] | None = None
         self._stop_reading = False
         self._idle = False  # the reader waits in receive(), not in the middle of a request
+        self.moderator_view = False  # whether the last state this client got was a moderator's
 
     # --- output ------------------------------------------------------------------------------
 
@@ -227,6 +228,7 @@ class Connection:
         events = live.stage.join(pid, request.name, role, node.clock(), identity=request.identity)
         self.live, self.participant_id = live, pid
         live.connections[pid] = self
+        self.moderator_view = live.stage.is_moderator(pid)
         me = live.stage.participants[pid]
         self.reply(
             request,

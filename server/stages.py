@@ -31,7 +31,7 @@ from rooms.events import (
     PublishingStopped,
     StageEnded,
 )
-from rooms.stage import Stage, StageSettings
+from rooms.stage import Stage, StageSettings, StageState
 from server.config import Config
 from server.outbox import Outgoing
 
@@ -53,6 +53,7 @@ class LiveStage:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _ticker: asyncio.Task[None] | None = None
+    _sent_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- output ------------------------------------------------------------------------------
 
@@ -72,6 +73,7 @@ class LiveStage:
 
     def deliver(self, events: list[Event]) -> None:
         """Send each event to the people who may see it; make the media follow the domain."""
+        self._sent_snapshots = {}
         for event in events:
             match event:
                 case ParticipantJoined(participant=pid):
@@ -88,6 +90,7 @@ class LiveStage:
                 case ParticipantUpdated(participant=pid):
                     self._participant_event(event, "participant.updated", pid)
                     self._reconcile_media(pid)
+                    self._refresh_if_promoted(pid)
                 case PublishingStarted(participant=pid):
                     self._participant_event(event, "participant.updated", pid)
                 case PublishingStopped(participant=pid):
@@ -106,12 +109,16 @@ class LiveStage:
         person = self.stage.participants.get(pid)
         if person is None:
             return
+        snapshot = person.snapshot()
+        if type_ == "participant.updated" and self._sent_snapshots.get(pid) == snapshot:
+            return  # e.g. a demotion: role and publishing change in one command, one update
+        self._sent_snapshots[pid] = snapshot
         message = {
             "type": type_,
             "stage_id": event.stage,
             "seq": event.seq,
             "at": event.at,
-            "participant": person.snapshot(),
+            "participant": snapshot,
         }
         self.broadcast(message, exclude=exclude)
 
@@ -125,6 +132,17 @@ class LiveStage:
                 or (audience.moderators and self.stage.is_moderator(pid))
             ):
                 conn.send(outgoing)
+
+    def _refresh_if_promoted(self, pid: str) -> None:
+        """Someone who just became (or stopped being) a moderator gets the stage as they may now
+        see it: drafts, live counts and voters were never sent to them as events."""
+        conn = self.connections.get(pid)
+        if conn is None:
+            return
+        moderator = self.stage.is_moderator(pid)
+        if moderator != conn.moderator_view:
+            conn.moderator_view = moderator
+            conn.send({"type": "state", "state": self.stage.snapshot_for(pid)})
 
     def _reconcile_media(self, pid: str) -> None:
         """Forwarding follows the domain: paused while the speaker or a moderator muted it."""
@@ -202,11 +220,12 @@ class Node:
             comment_rate_window_s=config.comment_rate_window_s,
         )
 
-    def create_stage(self, stage_id: str | None, title: str | None) -> LiveStage:
+    def create_stage(self, stage_id: str | None, title: str | None, scheduled: bool = False) -> LiveStage:
         stage_id = stage_id or secrets.token_urlsafe(6).replace("_", "x").replace("-", "y")
         if stage_id in self.stages:
             raise StageExists(f"stage {stage_id} already exists")
-        stage = Stage(stage_id, title or stage_id, self.clock(), settings=self.settings)
+        state = StageState.SCHEDULED if scheduled else StageState.LIVE
+        stage = Stage(stage_id, title or stage_id, self.clock(), settings=self.settings, state=state)
         live: LiveStage
 
         def notify(participant_id: str, message: dict[str, Any]) -> None:

@@ -398,3 +398,40 @@ async def test_events_come_in_msgpack_to_a_msgpack_client(join: Join, node: Runn
                 if frame["type"] == "comment.posted":
                     assert frame["comment"]["text"] == "binary?"
                     break
+
+
+async def test_a_demotion_sends_one_update_and_a_new_moderator_gets_the_moderator_view(join: Join) -> None:
+    host = await join("host")
+    alice = await join("audience", "Dr Alice")
+    bob = await join("audience", "Dr Bob")
+    draft = {"type": "poll.create", "question": "Draft?", "options": ["a", "b"]}
+    poll_id = (await ok(host, draft))["poll_id"]
+    await ok(host, {"type": "speaker.invite", "participant_id": alice.pid})  # type: ignore[attr-defined]
+    await ok(alice, {"type": "invitation.accept"})
+    await bob.sync()
+    await ok(host, {"type": "speaker.demote", "participant_id": alice.pid})  # type: ignore[attr-defined]
+    updates = [
+        u for u in of_type(await bob.sync(), "participant.updated") if u["participant"]["id"] == alice.pid
+    ]  # type: ignore[attr-defined]
+    assert len(updates) == 1 and updates[0]["participant"]["role"] == "audience"
+
+    await ok(host, {"type": "role.set", "participant_id": bob.pid, "role": "moderator"})  # type: ignore[attr-defined]
+    state = of_type(await bob.sync(), "state")
+    assert state, "a promoted moderator gets the moderator view"
+    assert poll_id in [p["id"] for p in state[0]["state"]["polls"]], "including drafts"
+
+
+async def test_a_scheduled_stage_admits_people_but_nobody_publishes_until_it_starts(
+    node: RunningNode,
+) -> None:
+    stage = "s-" + uuid.uuid4().hex[:8]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(node.url + "/api/stages", json={"id": stage, "state": "scheduled"}) as r:
+            assert r.status == 201 and (await r.json())["state"] == "scheduled"
+        host = Socket(await session.ws_connect(node.ws_url))
+        joined = await host.request({"type": "join", "id": 1, "stage": stage, "name": "H", "role": "host"})
+        assert joined["stage"]["state"] == "scheduled"
+        await refused(host, {"type": "publish.offer", "sdp": "v=0\r\n"}, "stage_not_live")
+        await ok(host, {"type": "stage.start"})
+        updated = await host.recv_type("stage.updated")
+        assert updated["stage"]["state"] == "live"
