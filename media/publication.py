@@ -53,6 +53,9 @@ class Publication:
         self.closed = False
         self.active: list[Slot] = []
         self.waiting: list[Slot] = []  # attached, but starting only at the next keyframe
+        # Frame consumers beside the slots (the recorder): called with every forwarded frame; they
+        # must only queue (TrackWriter.write never blocks).
+        self.taps: list[Callable[[Frame], None]] = []
         self.assembler: FrameAssembler | AudioPassthrough
         if kind == "audio":
             self.assembler = AudioPassthrough()
@@ -97,6 +100,8 @@ class Publication:
             self.keyframes.keyframe_received()
             if self.waiting:
                 self._activate_waiting(frame)
+        for tap in self.taps:
+            tap(frame)
         active = self.active
         is_video = self.assembler.is_video
         ring = self.ring
@@ -186,6 +191,16 @@ class Publication:
         self.waiting.append(slot)
         if self.kind == "video":
             self.request_keyframe()
+
+    def add_tap(self, tap: Callable[[Frame], None]) -> None:
+        """Start feeding ``tap``; for video, from the next keyframe (asked for now)."""
+        self.taps.append(tap)
+        if self.kind == "video":
+            self.request_keyframe()
+
+    def remove_tap(self, tap: Callable[[Frame], None]) -> None:
+        if tap in self.taps:
+            self.taps.remove(tap)
 
     def detach(self, slot: Slot) -> None:
         if slot in self.active:

@@ -116,3 +116,33 @@ class RateLimited(_RetryLater):
     """Over the per-person comment rate; ``retry_after`` seconds until the window has room."""
 
     code = "rate_limited"
+
+
+# --- consent and recording (issue 4) -------------------------------------------------------------
+
+
+class ConsentRequired(DomainError):
+    """The stage requires consent to record one's media for this (accepting an invitation, publishing
+    while recording)."""
+
+    code = "consent_required"
+
+
+class PolicyMismatch(DomainError):
+    """The decision was given under another consent policy version than the stage's current one."""
+
+    code = "policy_mismatch"
+
+
+class NoConsent(DomainError):
+    """A withdrawal without any granted scope to withdraw."""
+
+    code = "no_consent"
+
+
+class AlreadyRecording(DomainError):
+    code = "already_recording"
+
+
+class NotRecording(DomainError):
+    code = "not_recording"

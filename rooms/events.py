@@ -12,6 +12,7 @@ from typing import ClassVar, Union
 
 import msgspec
 
+from rooms.consent import ConsentRecord
 from rooms.views import (
     CommentView,
     InvitationView,
@@ -32,6 +33,9 @@ __all__ = [
     "CommentPinned",
     "CommentPosted",
     "CommentView",
+    "ConsentRecord",
+    "ConsentRecorded",
+    "ConsentRequested",
     "Event",
     "EventLog",
     "HandsUpdated",
@@ -58,6 +62,8 @@ __all__ = [
     "QuizLeaderboard",
     "QuizResult",
     "Reactions",
+    "RecordingStarted",
+    "RecordingStopped",
     "StageEnded",
     "StageUpdated",
     "StageView",
@@ -265,6 +271,44 @@ class QuizLeaderboard(Event, frozen=True, kw_only=True, tag="quiz.leaderboard"):
     entries: tuple[LeaderboardEntry, ...]
 
 
+# --- consent and recording -----------------------------------------------------------------------
+
+
+class ConsentRecorded(Event, frozen=True, kw_only=True, tag="consent.recorded"):
+    """A decision, change or withdrawal: to the person it is about and to moderators."""
+
+    record: ConsentRecord
+
+    def audience(self) -> Audience:
+        return Audience(moderators=True, persons=frozenset({self.record.participant_id}))
+
+
+class ConsentRequested(Event, frozen=True, kw_only=True, tag="consent.requested"):
+    """Recording started and this person has not decided under the current policy: ask them."""
+
+    participant_id: str
+    policy_version: str
+    session_id: str
+
+    def audience(self) -> Audience:
+        return Audience(persons=frozenset({self.participant_id}))
+
+
+class RecordingStarted(Event, frozen=True, kw_only=True, tag="recording.started"):
+    """``by`` is the host or moderator who started it, or null when the stage started it by itself."""
+
+    session_id: str
+    by: str | None
+
+
+class RecordingStopped(Event, frozen=True, kw_only=True, tag="recording.stopped"):
+    """``by`` is null and ``reason`` says why when the recorder stopped by itself (a full disk...)."""
+
+    session_id: str
+    by: str | None
+    reason: str | None = None
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     ParticipantJoined,
     ParticipantLeft,
@@ -291,6 +335,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PollVoters,
     QuizResult,
     QuizLeaderboard,
+    ConsentRecorded,
+    ConsentRequested,
+    RecordingStarted,
+    RecordingStopped,
 )
 
 _DECODER: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[EVENT_TYPES])  # noqa: UP007

@@ -35,6 +35,7 @@ class Permission(enum.StrEnum):
     SLOW_MODE = "set slow mode"
     ANSWER_QUESTIONS = "answer or dismiss questions"
     MANAGE_POLLS = "create, open or close polls"
+    RECORD = "record"
     RAISE_HAND = "raise a hand"
     ANSWER_INVITATION = "answer an invitation"
     COMMENT = "comment"
@@ -66,6 +67,7 @@ _MODERATION = frozenset(
         Permission.SLOW_MODE,
         Permission.ANSWER_QUESTIONS,
         Permission.MANAGE_POLLS,
+        Permission.RECORD,
     }
 )
 

@@ -15,9 +15,11 @@ from typing import Any
 import msgspec
 
 from rooms.comments import Author, Chat
+from rooms.consent import SCOPES, ConsentBook, ConsentState, Recording, Scope, Subject
 from rooms.errors import (
     Banned,
     ChatMuted,
+    ConsentRequired,
     HandNotRaised,
     InvalidMessage,
     ModeratorMuted,
@@ -32,6 +34,8 @@ from rooms.errors import (
 )
 from rooms.events import (
     ChatUpdated,
+    ConsentRecorded,
+    ConsentRequested,
     Event,
     EventLog,
     HandsUpdated,
@@ -44,6 +48,8 @@ from rooms.events import (
     PublishingStarted,
     PublishingStopped,
     Reactions,
+    RecordingStarted,
+    RecordingStopped,
     StageUpdated,
 )
 from rooms.events import StageEnded as StageEndedEvent
@@ -54,7 +60,7 @@ from rooms.reactions import ReactionCounter, normalise
 from rooms.roles import Permission, Role, allows, require
 from rooms.roles import is_moderator as role_is_moderator
 from rooms.settings import StageSettings
-from rooms.views import InvitationView, StageView
+from rooms.views import InvitationView, RecordingView, StageView
 
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
 
@@ -104,7 +110,7 @@ class Participant:
 @dataclass(init=False, repr=False)
 class Stage:
     """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
-    polls, and the ordered log of everything that happened."""
+    polls, consent and recording, and the ordered log of everything that happened."""
 
     id: str
     title: str
@@ -121,6 +127,8 @@ class Stage:
     reactions: ReactionCounter
     questions: Questions
     polls: Polls
+    consent: ConsentBook
+    recording: Recording
 
     def __init__(
         self,
@@ -145,6 +153,8 @@ class Stage:
         self.reactions = ReactionCounter(settings.reaction_window_s)
         self.questions = Questions(id, settings.comment_max_chars)
         self.polls = Polls(id, settings.leaderboard_size)
+        self.consent = ConsentBook(id)
+        self.recording = Recording()
 
     def __repr__(self) -> str:
         return f"Stage({self.id!r}, {self.state}, {len(self.participants)} participants)"
@@ -210,7 +220,24 @@ class Stage:
             "invitation": msgspec.to_builtins(invitation),
             "polls": polls,
             "leaderboard": msgspec.to_builtins(list(self.polls.leaderboard())),
+            "recording": msgspec.to_builtins(self._recording_view()),
+            "consent": self._consent_snapshot(person, moderator),
         }
+
+    def _recording_view(self) -> RecordingView:
+        mode, session_id = self.settings.recording_mode, self.recording.session_id
+        return RecordingView(mode=mode, active=session_id is not None, session_id=session_id)
+
+    def _consent_snapshot(self, person: Participant, moderator: bool) -> dict[str, object]:
+        policy = self.settings.consent_policy_version
+        snapshot: dict[str, object] = {
+            "policy_version": policy,
+            "mine": self.consent.mine(person.identity, policy),
+        }
+        if moderator:
+            present = {p.identity for p in self.participants.values()}
+            snapshot["summary"] = self.consent.summary(present, policy)
+        return msgspec.to_builtins(snapshot)  # type: ignore[no-any-return]
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -318,6 +345,8 @@ class Stage:
         events = self.polls.close_all(now)
         for person in self.participants.values():
             events += self._stop_media(person, now)
+        if self.recording.active:
+            events.append(RecordingStopped(stage=self.id, at=now, session_id=self.recording.stop(), by=actor))
         self.reactions.clear()
         self.state = StageState.ENDED
         return self._emit([*events, StageEndedEvent(stage=self.id, at=now)])
@@ -386,6 +415,8 @@ class Stage:
         if self.invitations.get(actor) is None:
             raise NotInvited("you have no pending invitation")
         require(person.role, Permission.ANSWER_INVITATION)
+        if self.settings.speaking_requires_consent and not self._covers_media(person):
+            raise ConsentRequired("this stage lets people speak only with consent to record their media")
         self.invitations.pop(actor)
         events = self._lower_hand(person, now)
         person.role = Role.SPEAKER
@@ -557,6 +588,12 @@ class Stage:
         if self.state is not StageState.LIVE:
             raise StageNotLive(f"stage {self.id} has not started")
         require(person.role, Permission.PUBLISH)
+        if (
+            self.settings.speaking_requires_consent
+            and self.recording.active
+            and not self._covers_media(person)
+        ):
+            raise ConsentRequired("the stage is recording: publishing needs consent to record your media")
         if not person.publishing and len(self.publishers) >= self.max_publishers:
             raise StageFull(f"stage {self.id} already has {self.max_publishers} publishers")
 
@@ -579,6 +616,119 @@ class Stage:
         else:
             person.muted.discard(kind)
         return self._emit([self._updated(person, now)])
+
+    # --- consent and recording -----------------------------------------------------------------
+
+    def consent_of(self, participant_id: str) -> ConsentState | None:
+        """This person's effective consent (their identity's last record), or None (no decision, or
+        not present)."""
+        person = self.participants.get(participant_id)
+        return None if person is None else self.consent.state(person.identity)
+
+    def covers(self, participant_id: str, scope: str) -> bool:
+        """Whether this person's current consent, under the stage's policy, grants ``scope``."""
+        if scope not in SCOPES:
+            raise ValueError(f"unknown consent scope {scope!r}")
+        person = self.participants.get(participant_id)
+        return person is not None and self.consent.covers(
+            person.identity, scope, self.settings.consent_policy_version
+        )
+
+    def _covers_media(self, person: Participant) -> bool:
+        return self.consent.covers(person.identity, Scope.MEDIA, self.settings.consent_policy_version)
+
+    def give_consent(
+        self,
+        actor: str,
+        scopes: frozenset[str],
+        policy_version: str,
+        method: str,
+        now: float,
+        record_id: str,
+    ) -> list[Event]:
+        """Record the actor's own decision (no scope: declined). A record is always about the actor."""
+        person = self._actor(actor)
+        record = self.consent.give(
+            Subject(person.id, person.identity, person.name),
+            scopes,
+            policy_version,
+            method,
+            current_policy=self.settings.consent_policy_version,
+            session_id=self.recording.session_id,
+            record_id=record_id,
+            now=now,
+        )
+        return self._emit([ConsentRecorded(stage=self.id, at=now, record=record)])
+
+    def withdraw_consent(self, actor: str, now: float, record_id: str) -> list[Event]:
+        """Take back every scope the actor granted (``no_consent`` when there is none)."""
+        person = self._actor(actor)
+        record = self.consent.withdraw(
+            Subject(person.id, person.identity, person.name),
+            current_policy=self.settings.consent_policy_version,
+            session_id=self.recording.session_id,
+            record_id=record_id,
+            now=now,
+        )
+        return self._emit([ConsentRecorded(stage=self.id, at=now, record=record)])
+
+    @property
+    def recording_due(self) -> bool:
+        """``recording_mode == "auto"``, the stage is live and has never recorded: the shell should call
+        ``start_auto_recording`` with a fresh session id (after creating or starting the stage)."""
+        return (
+            self.settings.recording_mode == "auto"
+            and self.state is StageState.LIVE
+            and not self.recording.sessions
+        )
+
+    def start_recording(self, actor: str, session_id: str, now: float) -> list[Event]:
+        """The host or a moderator starts a recording session (``session_id`` comes from the shell)."""
+        me = self._actor(actor, Permission.RECORD)
+        return self._emit(self._start_recording(session_id, me.id, now))
+
+    def start_auto_recording(self, session_id: str, now: float) -> list[Event]:
+        """The stage starts recording by itself (``recording_mode == "auto"``); ``by`` is null."""
+        self._require_not_ended()
+        if self.settings.recording_mode != "auto":
+            raise NotAllowed(f"stage {self.id} does not record by itself")
+        if self.recording.sessions and not self.recording.active:
+            raise NotAllowed(f"stage {self.id} has recorded already: only a moderator restarts it")
+        return self._emit(self._start_recording(session_id, None, now))
+
+    def _start_recording(self, session_id: str, by: str | None, now: float) -> list[Event]:
+        """Start, and ask everyone present who has not decided under the current policy."""
+        if self.settings.recording_mode == "off":
+            raise NotAllowed(f"recording is off on stage {self.id}")
+        if self.state is not StageState.LIVE:
+            raise StageNotLive(f"stage {self.id} has not started")
+        self.recording.start(session_id)
+        policy = self.settings.consent_policy_version
+        asks = [
+            ConsentRequested(
+                stage=self.id, at=now, participant_id=p.id, policy_version=policy, session_id=session_id
+            )
+            for p in self.participants.values()
+            if not self.consent.decided(p.identity, policy)
+        ]
+        return [RecordingStarted(stage=self.id, at=now, session_id=session_id, by=by), *asks]
+
+    def stop_recording(self, actor: str, now: float) -> list[Event]:
+        """The host or a moderator ends the recording session."""
+        me = self._actor(actor, Permission.RECORD)
+        if self.settings.recording_mode == "off":
+            raise NotAllowed(f"recording is off on stage {self.id}")
+        session_id = self.recording.stop()
+        return self._emit([RecordingStopped(stage=self.id, at=now, session_id=session_id, by=me.id)])
+
+    def recording_failed(self, session_id: str, reason: str, now: float) -> list[Event]:
+        """The recorder had to stop by itself (a full disk...): the stage stops recording and everyone
+        is told (``by`` null, ``reason``). Nothing happens if that session is not the one running."""
+        if self.recording.session_id != session_id:
+            return []
+        self.recording.stop()
+        stopped = RecordingStopped(stage=self.id, at=now, session_id=session_id, by=None, reason=reason)
+        return self._emit([stopped])
 
 
 def _check_kind(kind: str) -> None:

@@ -79,3 +79,28 @@ class InvitationView(View, frozen=True, kw_only=True):
     by: str
     by_name: str
     at: float
+
+
+class RecordingView(View, frozen=True, kw_only=True):
+    """Whether the stage records now (``mode``: off, manual or auto)."""
+
+    mode: str
+    active: bool
+    session_id: str | None
+
+
+class ConsentView(View, frozen=True, kw_only=True):
+    """A person's own current decision, as their snapshot shows it."""
+
+    scopes: tuple[str, ...]
+    decision: str
+    at: float
+
+
+class ConsentSummary(View, frozen=True, kw_only=True):
+    """For moderators: people present (by identity) who granted a scope, declined or withdrew, or have
+    not decided under the current policy."""
+
+    granted: int
+    declined: int
+    none: int

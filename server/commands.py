@@ -48,6 +48,22 @@ def _create_poll(live: LiveStage, pid: str, m: wire.PollCreate, now: float) -> R
     return live.stage.create_poll(pid, poll_id, spec, now), {"poll_id": poll_id}
 
 
+def _give_consent(live: LiveStage, pid: str, m: wire.ConsentGive, now: float) -> Result:
+    record_id = live.next_id("consent")
+    events = live.stage.give_consent(pid, frozenset(m.scopes), m.policy_version, m.method, now, record_id)
+    return events, {"record_id": record_id}
+
+
+def _withdraw_consent(live: LiveStage, pid: str, m: wire.ConsentWithdraw, now: float) -> Result:
+    record_id = live.next_id("consent")
+    return live.stage.withdraw_consent(pid, now, record_id), {"record_id": record_id}
+
+
+def _start_recording(live: LiveStage, pid: str, m: wire.RecordingStart, now: float) -> Result:
+    session_id = live.new_session_id(now)
+    return live.stage.start_recording(pid, session_id, now), {"session_id": session_id}
+
+
 HANDLERS: dict[type[wire.StageCommand], Handler] = {
     wire.StageStart: _plain(lambda live, pid, m, now: live.stage.start(pid, now)),
     wire.StageEnd: _plain(lambda live, pid, m, now: live.stage.end(pid, now)),
@@ -93,6 +109,10 @@ HANDLERS: dict[type[wire.StageCommand], Handler] = {
     wire.PollCreate: _create_poll,
     wire.PollOpen: _plain(lambda live, pid, m, now: live.stage.open_poll(pid, m.poll_id, now)),
     wire.PollClose: _plain(lambda live, pid, m, now: live.stage.close_poll(pid, m.poll_id, now)),
+    wire.ConsentGive: _give_consent,
+    wire.ConsentWithdraw: _withdraw_consent,
+    wire.RecordingStart: _start_recording,
+    wire.RecordingStop: _plain(lambda live, pid, m, now: live.stage.stop_recording(pid, now)),
     wire.PollVote: _plain(lambda live, pid, m, now: live.stage.vote(pid, m.poll_id, list(m.choices), now)),
 }
 

@@ -21,6 +21,15 @@ class ConfigError(ValueError):
     pass
 
 
+DEFAULT_POLICY_TEXT = (
+    "This session may be recorded. You decide, and may change your mind at any time, whether the "
+    "recording keeps (1) your camera and microphone, (2) your comments, questions and votes, and "
+    "(3) whether the recording may be shared with the attendees of this session. Nothing you did not "
+    "agree to is stored: without consent your media is not captured and your comments are kept only "
+    "as anonymous placeholders. Every decision is recorded with its time and this policy's version."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     host: str = "0.0.0.0"
@@ -37,6 +46,11 @@ class Config:
     comment_rate: int = 5
     comment_rate_window_s: float = 10.0
     outbox_limit: int = 512
+    recordings_dir: str = "data/recordings"
+    recording_mode: str = "manual"
+    consent_policy_version: str = "2026-11"
+    consent_policy_file: str = ""
+    speaking_requires_consent: bool = False
     shutdown_timeout_s: float = 5.0
     log_format: str = "auto"
     log_level: str = "info"
@@ -49,6 +63,12 @@ class Config:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def consent_policy_text(self) -> str:
+        if self.consent_policy_file:
+            return Path(self.consent_policy_file).read_text(encoding="utf-8")
+        return DEFAULT_POLICY_TEXT
 
     @property
     def media(self) -> MediaConfig:
@@ -161,6 +181,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("comment_history >= 0, comment_rate >= 1, comment_rate_window_s > 0")
     if config.outbox_limit < 16:
         raise ConfigError("outbox_limit must be at least 16")
+    if config.recording_mode not in ("off", "manual", "auto"):
+        raise ConfigError("recording_mode must be off, manual or auto")
+    if not config.consent_policy_version.strip():
+        raise ConfigError("consent_policy_version must not be empty")
+    if config.consent_policy_file and not Path(config.consent_policy_file).is_file():
+        raise ConfigError(f"consent_policy_file {config.consent_policy_file}: no such file")
     if config.log_format not in ("auto", "json", "text"):
         raise ConfigError("log_format must be auto, json or text")
     if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:

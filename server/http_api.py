@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +17,7 @@ from server.stages import Node
 from server.wire import StageId
 
 _STATUS = {StageNotFound: 404, StageExists: 409}
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def problem(status: int, code: str, detail: str) -> web.Response:
@@ -49,7 +53,7 @@ async def create_stage(request: web.Request) -> web.Response:
         live = node.create_stage(stage_id, title, scheduled=state == "scheduled")
     except DomainError as exc:
         return problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
-    return web.json_response(node.stage_info(live), status=201)
+    return web.json_response({**node.stage_info(live), "recordings_key": live.access_key}, status=201)
 
 
 async def get_stage(request: web.Request) -> web.Response:
@@ -87,4 +91,82 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/stages/{stage_id}", get_stage),
         web.get("/healthz", healthz),
         web.get("/metrics", metrics_handler),
+        *recording_routes(),
+    ]
+
+
+# --- recordings: hosts and moderators only ---------------------------------------------------
+# Until access tokens exist (issue 6), the credential is the stage's access key: returned by
+# POST /api/stages and given to hosts and moderators in `joined.recordings_key`.
+
+
+def _authorized(request: web.Request) -> tuple[Any, web.Response | None]:
+    node: Node = request.app["node"]
+    try:
+        live = node.get(request.match_info["stage_id"])
+    except StageNotFound as exc:
+        return None, problem(404, exc.code, exc.message)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None, problem(401, "unauthorized", "send Authorization: Bearer <the stage's recordings key>")
+    if not secrets.compare_digest(header.removeprefix("Bearer ").strip(), live.access_key):
+        return None, problem(403, "forbidden", "this key does not open this stage's recordings")
+    return live, None
+
+
+def _session_dir(request: web.Request, live: Any) -> Path | None:
+    session_id = request.match_info["session_id"]
+    if not _SESSION_ID.fullmatch(session_id):
+        return None
+    path = Path(request.app["config"].recordings_dir) / live.stage.id / session_id
+    return path if (path / "manifest.json").is_file() else None
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    root = Path(request.app["config"].recordings_dir) / live.stage.id
+    sessions = []
+    for manifest in sorted(root.glob("*/manifest.json")):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        sessions.append(
+            {k: data.get(k) for k in ("session_id", "status", "started_at", "stopped_at")}
+            | {"tracks": len(data.get("tracks") or [])}
+        )
+    return web.json_response({"stage_id": live.stage.id, "sessions": sessions})
+
+
+async def get_recording(request: web.Request) -> web.StreamResponse:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    directory = _session_dir(request, live)
+    if directory is None:
+        return problem(404, "not_found", "no such recording session")
+    return web.FileResponse(directory / "manifest.json")
+
+
+async def get_recording_file(request: web.Request) -> web.StreamResponse:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    directory = _session_dir(request, live)
+    if directory is None:
+        return problem(404, "not_found", "no such recording session")
+    name = request.match_info["name"]
+    target = (directory / name).resolve()
+    if directory.resolve() not in target.parents or not target.is_file() or target.suffix == ".partial":
+        return problem(404, "not_found", "no such file in this session")
+    return web.FileResponse(target)
+
+
+def recording_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/stages/{stage_id}/recordings", list_recordings),
+        web.get("/api/stages/{stage_id}/recordings/{session_id}", get_recording),
+        web.get("/api/stages/{stage_id}/recordings/{session_id}/files/{name:.+}", get_recording_file),
     ]

@@ -239,6 +239,11 @@ class Connection:
                 "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
                 "ice_servers": [s.to_browser() for s in node.config.ice_servers],
                 "state": live.stage.snapshot_for(pid),
+                "policy": {
+                    "version": live.stage.settings.consent_policy_version,
+                    "text": node.config.consent_policy_text,
+                },
+                **({"recordings_key": live.access_key} if live.stage.is_moderator(pid) else {}),
             },
         )
         live.deliver(events)

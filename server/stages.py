@@ -15,11 +15,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from media.room import MediaRoom
+from recording.session import SessionRecorder
 from rooms.errors import StageExists, StageNotFound
 from rooms.events import (
     Event,
@@ -29,6 +31,8 @@ from rooms.events import (
     ParticipantUpdated,
     PublishingStarted,
     PublishingStopped,
+    RecordingStarted,
+    RecordingStopped,
     StageEnded,
 )
 from rooms.stage import Stage, StageSettings, StageState
@@ -49,7 +53,11 @@ TICK_S = 0.25  # reactions are aggregated per second; poll timers need no finer 
 class LiveStage:
     stage: Stage
     media: MediaRoom
+    recordings_root: Path
+    access_key: str  # interim credential for the recordings API (tokens come with issue 6)
+    clock: Callable[[], float] = time.time
     connections: dict[str, Connection] = field(default_factory=dict)
+    recorder: SessionRecorder | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _ticker: asyncio.Task[None] | None = None
@@ -70,6 +78,10 @@ class LiveStage:
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self._ids)}"
+
+    def new_session_id(self, now: float) -> str:
+        """Sortable and unique: ``20261126T140305Z-3f2a``."""
+        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
 
     def deliver(self, events: list[Event]) -> None:
         """Send each event to the people who may see it; make the media follow the domain."""
@@ -102,8 +114,37 @@ class LiveStage:
                 case StageEnded():
                     self._to_audience(event)
                     self._end()
+                case RecordingStarted(session_id=session_id):
+                    self._to_audience(event)
+                    self._start_recorder(session_id, event.at)
                 case _:
                     self._to_audience(event)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.on_events(events)
+            if any(isinstance(e, RecordingStopped) for e in events):
+                self.recorder = None
+                self._spawn(recorder.stop(self.clock()))
+        if self.stage.recording_due:
+            self.deliver(self.stage.start_auto_recording(self.new_session_id(self.clock()), self.clock()))
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def _start_recorder(self, session_id: str, now: float) -> None:
+        def failed(reason: str) -> None:
+            # The recorder stopped by itself (a full disk...): the stage stops recording and
+            # everyone, moderators included, is told why; the live stage goes on.
+            self.deliver(self.stage.recording_failed(session_id, reason, self.clock()))
+
+        try:
+            self.recorder = SessionRecorder(
+                self.recordings_root, self.stage, self.media, session_id, now, failed, clock=self.clock
+            )
+        except OSError as exc:
+            log.error("recording could not start", exc_info=exc, extra={"stage": self.stage.id})
+            self.deliver(
+                self.stage.recording_failed(session_id, f"cannot write recordings: {exc}", self.clock())
+            )
 
     def _participant_event(self, event: Event, type_: str, pid: str, exclude: str | None = None) -> None:
         person = self.stage.participants.get(pid)
@@ -179,6 +220,8 @@ class LiveStage:
             try:
                 now = clock()
                 self.deliver(self.stage.flush_reactions(now) + self.stage.tick(now))
+                if self.recorder is not None:
+                    self.recorder.sync()  # a publication that just got its codec starts recording
             except Exception:
                 log.exception("stage tick failed", extra={"stage": self.stage.id})
 
@@ -197,6 +240,9 @@ class LiveStage:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.recorder is not None:
+            await self.recorder.stop(self.clock())
+            self.recorder = None
         for conn in list(self.connections.values()):
             await conn.close(1001, "node shutting down")
         await self.media.close()
@@ -212,7 +258,11 @@ class Node:
         self.config = config
         self.clock = clock
         self.stages: dict[str, LiveStage] = {}
+        self.recordings_root = Path(config.recordings_dir)
         self.settings = StageSettings(
+            recording_mode=config.recording_mode,
+            consent_policy_version=config.consent_policy_version,
+            speaking_requires_consent=config.speaking_requires_consent,
             max_publishers=config.media_slots,
             comment_max_chars=config.comment_max_chars,
             comment_history=config.comment_history,
@@ -231,9 +281,12 @@ class Node:
         def notify(participant_id: str, message: dict[str, Any]) -> None:
             live.send(participant_id, message)
 
-        live = LiveStage(stage, MediaRoom(stage_id, self.config.media, notify))
+        media = MediaRoom(stage_id, self.config.media, notify)
+        live = LiveStage(stage, media, self.recordings_root, secrets.token_urlsafe(24), self.clock)
         live.start_ticker(self.clock)
         self.stages[stage_id] = live
+        if stage.recording_due:
+            live.deliver(stage.start_auto_recording(live.new_session_id(self.clock()), self.clock()))
         log.info("stage created", extra={"stage": stage_id})
         return live
 

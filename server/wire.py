@@ -189,6 +189,24 @@ class PollCreate(StageCommand, tag="poll.create", kw_only=True):
     correct: Annotated[list[Annotated[int, Meta(ge=0, le=9)]], Meta(max_length=10)] = []
 
 
+class ConsentGive(StageCommand, tag="consent.give", kw_only=True):
+    scopes: Annotated[list[Literal["media", "comments", "share"]], Meta(max_length=3)]
+    policy_version: Annotated[str, Meta(min_length=1, max_length=64)]
+    method: Literal["join_prompt", "recording_prompt", "settings", "invitation"] = "settings"
+
+
+class ConsentWithdraw(StageCommand, tag="consent.withdraw", kw_only=True):
+    pass
+
+
+class RecordingStart(StageCommand, tag="recording.start", kw_only=True):
+    pass
+
+
+class RecordingStop(StageCommand, tag="recording.stop", kw_only=True):
+    pass
+
+
 class PollOpen(StageCommand, tag="poll.open", kw_only=True):
     poll_id: ItemId
 
@@ -238,6 +256,10 @@ Request = (
     | PollOpen
     | PollClose
     | PollVote
+    | ConsentGive
+    | ConsentWithdraw
+    | RecordingStart
+    | RecordingStop
 )
 TYPES: dict[str, type[Message]] = {cls.__struct_config__.tag: cls for cls in Request.__args__}
 

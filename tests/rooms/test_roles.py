@@ -38,6 +38,7 @@ ROWS: dict[str, tuple[Permission, ...]] = {
     ),
     "`question.answer`, `question.dismiss`": (Permission.ANSWER_QUESTIONS,),
     "`poll.create`, `poll.open`, `poll.close`": (Permission.MANAGE_POLLS,),
+    "`recording.start`, `recording.stop`": (Permission.RECORD,),  # commands: tests/rooms/test_consent.py
     "`hand.raise`, `hand.lower` (own)": (Permission.RAISE_HAND,),
     "`invitation.accept`, `invitation.decline`": (Permission.ANSWER_INVITATION,),
     "`comment.post`, `comment.delete` (own), `reaction.send`, `question.ask`, `question.upvote`, "

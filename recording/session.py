@@ -1,0 +1,271 @@
+"""One recording session of a stage: consent-gated track writers, the timeline, the ledger, the manifest.
+
+Layout of a session directory (``<root>/<stage>/<session>/``)::
+
+    manifest.json      participants, tracks, files, start times for A/V alignment, consent status
+    consent.jsonl      the hash-chained consent ledger (recording/ledger.py)
+    timeline.msgpack   the stage's events as recorded (redacted where consent is missing)
+    timeline.json      its JSON export, written when the session ends
+    tracks/<participant>-<kind>-<n>.webm|.mkv   one file per participant per track per capture
+
+Capture follows consent: a track is recorded only while its publisher's consent covers ``media``,
+and the recorder re-checks after every event batch, so a withdrawal stops the capture in the same
+loop iteration that recorded it in the ledger (well within a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from media.assembler import Frame
+from media.publication import Publication
+from media.room import MediaRoom
+from recording.ledger import Ledger
+from recording.timeline import TimelineWriter, export_json, redact
+from recording.writer import TrackWriter
+from rooms.events import ConsentRecorded, Event
+from rooms.stage import Stage
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class _Capture:
+    participant_id: str
+    kind: str
+    publication: Publication
+    writer: TrackWriter
+    tap: Callable[[Frame], None]
+    started_at: float
+    ended_at: float | None = None
+    failed: str | None = None
+    noted: bool = False  # the manifest has its first frame's time
+
+    def entry(self, root: Path) -> dict[str, Any]:
+        w = self.writer
+        return {
+            "participant_id": self.participant_id,
+            "kind": self.kind,
+            "codec": w.codec.name,
+            "file": os.path.relpath(w.path, root),
+            "capture_started_at": self.started_at,
+            "capture_ended_at": self.ended_at,
+            # pts 0 of the file is this wall-clock time: align tracks with it.
+            "first_frame_at": w.first_wall_time,
+            "duration_s": round(w.written_duration, 3),
+            "frames": w.stats.frames_written,
+            "bytes": w.stats.bytes_written,
+            "dropped_frames": w.stats.dropped,
+            "finalized": w.finalized is not None,
+            "error": self.failed,
+        }
+
+
+@dataclass
+class SessionRecorder:
+    root: Path
+    stage: Stage
+    media: MediaRoom
+    session_id: str
+    started_at: float
+    on_failure: Callable[[str], None]  # the recording had to stop: tell moderators, stop in the domain
+    clock: Callable[[], float] = time.time
+    dir: Path = field(init=False)
+    captures: dict[tuple[str, str], _Capture] = field(default_factory=dict)
+    finished: list[_Capture] = field(default_factory=list)
+    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    consent: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant -> last record
+    stopped_at: float | None = None
+    status: str = "recording"
+    _parts: dict[tuple[str, str], int] = field(default_factory=dict)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.dir = self.root / self.stage.id / self.session_id
+        (self.dir / "tracks").mkdir(parents=True, exist_ok=True)
+        (self.dir / "consent.jsonl").touch()  # a session with no decision yet still has its ledger
+        self.ledger = Ledger(self.dir / "consent.jsonl")
+        loop = asyncio.get_running_loop()
+        self.timeline = TimelineWriter(
+            self.dir / "timeline.msgpack",
+            on_error=lambda exc: loop.call_soon_threadsafe(self._fail, f"timeline: {exc}"),
+        )
+        # The consent in force when recording starts is part of the recording's ledger.
+        for pid in list(self.stage.participants):
+            state = self.stage.consent_of(pid)
+            if state is not None and state.record is not None:
+                self._ledger_append(state.record)
+                self.consent[pid] = msgspec.to_builtins(state.record)
+            self._note_participant(pid)
+        self.write_manifest()
+        self.sync()
+
+    # --- events --------------------------------------------------------------------------------
+
+    def on_events(self, events: list[Event]) -> None:
+        """Called by the stage after each batch of domain events (already delivered)."""
+        if self.status != "recording":
+            return
+        covers = self.stage.covers
+        for event in events:
+            if isinstance(event, ConsentRecorded):
+                self._ledger_append(event.record)
+                self.consent[event.record.participant_id] = msgspec.to_builtins(event.record)
+            data = msgspec.to_builtins(event)
+            if data.get("type") == "participant.joined":
+                self._note_participant(data.get("participant_id") or data.get("participant", ""))
+            self.timeline.append(redact(data, lambda pid: covers(pid, "comments")))
+        self.sync()
+
+    def sync(self) -> None:
+        """Capture exactly the tracks that are published and covered by their publisher's consent."""
+        if self.status != "recording":
+            return
+        wanted: dict[tuple[str, str], Publication] = {}
+        for pid, publisher in self.media.publishers.items():
+            person = self.stage.participants.get(pid)
+            if person is None or not self.stage.covers(pid, "media"):
+                continue
+            for kind, pub in publisher.publications.items():
+                if kind in person.publishing and pub.mime and not pub.closed:
+                    wanted[(pid, kind)] = pub
+        for key in [k for k, c in self.captures.items() if wanted.get(k) is not c.publication]:
+            self._stop_capture(key)
+        for key, pub in wanted.items():
+            if key not in self.captures:
+                self._start_capture(key, pub)
+        # A capture's first frame fixes its A/V alignment: note it in the manifest as soon as it is
+        # known, so even a crashed session says when each file starts.
+        fresh = [c for c in self.captures.values() if c.writer.first_wall_time is not None and not c.noted]
+        if fresh:
+            for capture in fresh:
+                capture.noted = True
+            self.write_manifest()
+
+    # --- captures ------------------------------------------------------------------------------
+
+    def _start_capture(self, key: tuple[str, str], pub: Publication) -> None:
+        pid, kind = key
+        part = self._parts.get(key, 0) + 1
+        self._parts[key] = part
+        loop = asyncio.get_running_loop()
+        writer = TrackWriter(
+            self.dir / "tracks" / f"{pid}-{kind}-{part}",
+            pub.mime,
+            on_error=lambda w, exc: loop.call_soon_threadsafe(self._on_writer_error, key, exc),
+        )
+
+        def tap(frame: Frame) -> None:
+            writer.write([p._data for p in frame.packets], frame.timestamp, frame.keyframe)
+
+        self.captures[key] = _Capture(pid, kind, pub, writer, tap, self.clock())
+        pub.add_tap(tap)
+        self.write_manifest()
+        self._note_participant(pid)
+        log.info("capture started", extra={"stage": self.stage.id, "participant": pid, "kind": kind})
+
+    def _stop_capture(self, key: tuple[str, str]) -> None:
+        capture = self.captures.pop(key)
+        capture.publication.remove_tap(capture.tap)
+        capture.ended_at = self.clock()
+        self.finished.append(capture)
+        task = asyncio.ensure_future(self._close_writer(capture))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_writer(self, capture: _Capture) -> None:
+        await capture.writer.aclose()
+        self.write_manifest()
+
+    def _on_writer_error(self, key: tuple[str, str], exc: BaseException) -> None:
+        self._fail(f"writing {key[0]}'s {key[1]}: {exc}")
+
+    def _fail(self, reason: str) -> None:
+        """A write failed (a full disk...): stop the whole recording cleanly, keep the stage going."""
+        if self.status != "recording":
+            return
+        log.error("recording failed", extra={"stage": self.stage.id, "reason": reason})
+        self.status = "failed"
+        for capture in self.captures.values():
+            capture.failed = capture.failed or reason
+        self.on_failure(reason)
+
+    def _ledger_append(self, record: Any) -> None:
+        try:
+            self.ledger.append(record)
+        except OSError as exc:
+            self._fail(f"consent ledger: {exc}")
+            return
+        if hasattr(self, "timeline"):  # after start-up: keep the manifest's anchor current
+            self.write_manifest()
+
+    def _note_participant(self, pid: str) -> None:
+        person = self.stage.participants.get(pid)
+        if person is None:
+            return
+        self.participants[pid] = {"participant_id": pid, "name": person.name, "role": str(person.role)}
+
+    # --- manifest and stop ---------------------------------------------------------------------
+
+    def manifest(self) -> dict[str, Any]:
+        participants = []
+        for pid, info in self.participants.items():
+            participants.append({**info, "consent": self.consent.get(pid)})
+        captures = [*self.finished, *self.captures.values()]
+        return {
+            "version": MANIFEST_VERSION,
+            "stage_id": self.stage.id,
+            "title": self.stage.title,
+            "session_id": self.session_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "policy_version": self.stage.settings.consent_policy_version,
+            "participants": participants,
+            "tracks": [c.entry(self.dir) for c in captures],
+            "timeline": "timeline.msgpack",
+            "timeline_json": "timeline.json",
+            "ledger": "consent.jsonl",
+            # The chain's length and last hash: verify() detects records removed from the end.
+            "ledger_count": self.ledger.count,
+            "ledger_head": self.ledger.head,
+        }
+
+    def write_manifest(self) -> None:
+        tmp = self.dir / "manifest.json.tmp"
+        try:
+            tmp.write_text(json.dumps(self.manifest(), indent=1, ensure_ascii=False, default=str))
+            tmp.replace(self.dir / "manifest.json")
+        except OSError as exc:
+            log.error("manifest write failed", exc_info=exc, extra={"stage": self.stage.id})
+
+    async def stop(self, now: float) -> None:
+        """Stop capturing at once; finalize every file; export the timeline; complete the manifest."""
+        if self.stopped_at is not None:
+            return
+        if self.status == "recording":
+            self.status = "complete"
+        for key in list(self.captures):
+            self._stop_capture(key)
+        self.stopped_at = now
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        await asyncio.to_thread(self.timeline.close)
+        try:
+            await asyncio.to_thread(export_json, self.dir / "timeline.msgpack")
+        except OSError as exc:
+            log.error("timeline export failed", exc_info=exc, extra={"stage": self.stage.id})
+        self.write_manifest()
+        log.info("recording stopped", extra={"stage": self.stage.id, "session": self.session_id})
