@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rooms.errors import NotAllowed
 from rooms.events import Event
 from rooms.polls import PollSpec
 from rooms.roles import Role
@@ -49,6 +50,8 @@ def _create_poll(live: LiveStage, pid: str, m: wire.PollCreate, now: float) -> R
 
 
 def _give_consent(live: LiveStage, pid: str, m: wire.ConsentGive, now: float) -> Result:
+    if m.participant_id is not None and m.participant_id != pid:
+        raise NotAllowed("a consent record is always about its sender: nobody consents for another")
     record_id = live.next_id("consent")
     events = live.stage.give_consent(pid, frozenset(m.scopes), m.policy_version, m.method, now, record_id)
     return events, {"record_id": record_id}

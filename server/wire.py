@@ -193,6 +193,8 @@ class ConsentGive(StageCommand, tag="consent.give", kw_only=True):
     scopes: Annotated[list[Literal["media", "comments", "share"]], Meta(max_length=3)]
     policy_version: Annotated[str, Meta(min_length=1, max_length=64)]
     method: Literal["join_prompt", "recording_prompt", "settings", "invitation"] = "settings"
+    # A record is always about the sender; naming someone else is refused, not ignored.
+    participant_id: ParticipantId | None = None
 
 
 class ConsentWithdraw(StageCommand, tag="consent.withdraw", kw_only=True):

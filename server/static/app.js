@@ -13,6 +13,8 @@ import { ReactionBar, ReactionLayer } from './reactions.js';
 import { StageControls, runAction } from './moderation.js';
 import { Dialog } from './dialogs.js';
 import { Tabs } from './tabs.js';
+import { ConsentPrompt, PrivacyPanel } from './consent.js';
+import { RecordingControls, RecordingIndicator } from './recording.js';
 
 const STAGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_KEY = 'medstage.name';
@@ -31,6 +33,7 @@ let session = null;
 let stageTitle = stageId;
 let invitationDialog = null;
 let lastModeratorMuted = { audio: false, video: false };
+let consentPrompt = null; // the open consent prompt: {prompt, promise, session}
 
 /** Test hook: the live objects a test may inspect (e.g. `await medstage.subscriberPc.getStats()`). */
 window.medstage = {
@@ -45,7 +48,11 @@ window.medstage = {
   get reactions() { return { ...reactionLayer.received }; },
   /** The participant each subscriber slot currently carries: [{slot, mid, kind, participantId}]. */
   get slots() { return session?.slotOwners() ?? []; },
-  events: [], // slot and role events with performance.now(), for timing assertions
+  /** Recording and consent as the page knows them: {recording, consent, policy, consentOf}. */
+  get recording() { return session?.model ? { ...session.model.recording } : null; },
+  get consent() { return session?.model ? { ...session.model.consent } : null; },
+  // slot, role, consent.* and recording.* events with performance.now() (`at`; the server's is `serverAt`)
+  events: [],
 };
 
 /** Who this browser is across visits (bans apply to it): generated once, kept in localStorage. */
@@ -72,6 +79,11 @@ function describeError(err) {
     moderator_muted: 'A moderator muted this; only a moderator can allow it again.',
     timeout: 'The server did not answer. Check your connection.',
     disconnected: 'You are not connected to the stage.',
+    consent_required: 'Speaking on this stage needs your consent to record your camera and microphone.',
+    policy_mismatch: 'The recording policy has changed. Rejoin the stage to read the new version.',
+    no_consent: 'You have not granted anything to withdraw.',
+    already_recording: 'The session is already being recorded.',
+    not_recording: 'The session is not being recorded.',
   };
   return messages[err?.code] ?? err?.message ?? 'Something went wrong.';
 }
@@ -105,6 +117,18 @@ const stageControls = new StageControls({
   root: $('stage-controls'), state: $('stage-state'), start: $('stage-start'), lock: $('stage-lock'),
   slowMode: $('slow-mode-select'), end: $('stage-end'),
 }, { onError: showError, onInfo: info });
+const recordingControls = new RecordingControls({
+  root: $('recording-controls'), status: $('recording-status'), start: $('recording-start'), stop: $('recording-stop'),
+  summary: $('consent-summary'),
+}, { onError: showError, onInfo: info });
+const recordingIndicator = new RecordingIndicator({ root: $('chip-rec'), elapsed: $('rec-elapsed') });
+const privacy = new PrivacyPanel({
+  getModel: () => (session?.state === 'joined' ? session.model : null),
+  give: (scopes) => session.giveConsent(scopes, 'settings'),
+  withdraw: () => session.withdrawConsent(),
+  onInfo: info,
+  onClose: () => $('privacy-button').setAttribute('aria-expanded', 'false'),
+});
 new ReactionBar($('reaction-bar'), { onReact: (emoji) => session?.react(emoji) });
 
 const tabs = new Tabs({ onSelect: (name) => { if (name === 'chat') $('comments').scrollTop = $('comments').scrollHeight; } });
@@ -193,10 +217,16 @@ function renderRoster() {
     muted: session.muted,
   };
   const model = session.model;
+  let consent = null;
+  if (canModerate(session.role) && model?.mayRecord) {
+    consent = new Map(model.consentOf);
+    if (model.consent.mine) consent.set(session.participantId, model.consent.mine);
+  }
   people.render([self, ...session.participants.values()], {
     role: session.role,
     hands: model?.hands ?? [],
     invited: new Set(model?.invitations.keys() ?? []),
+    consent,
   });
 }
 
@@ -257,6 +287,23 @@ function renderChips() {
     role.className = `chip chip-role badge-${session.role}`;
   }
   if (joined && stage?.title) setTitle(stage.title);
+  renderRecording();
+}
+
+/** The REC indicator, the Privacy button and the moderators' recording card. */
+function renderRecording() {
+  const joined = session?.state === 'joined';
+  const model = joined ? session.model : null;
+  recordingIndicator.render(model);
+  const button = $('privacy-button');
+  button.hidden = !(model?.mayRecord);
+  if (!button.hidden) {
+    const mine = model.consent.mine;
+    button.dataset.decision = mine?.decision ?? 'none';
+    button.title = mine ? 'Your recording consent: see or change it' : 'You have not decided about recording yet';
+  }
+  recordingControls.render();
+  privacy.render();
 }
 
 const CONNECTION_LABELS = {
@@ -299,7 +346,11 @@ function renderState() {
   $('join-screen').hidden = !(state === 'idle' || state === 'failed' || (state === 'connecting' && !session?.rejoining));
   $('join-button').disabled = state === 'connecting';
   renderEndScreen(state);
-  if (state !== 'joined') closeInvitation();
+  if (state !== 'joined') {
+    closeInvitation();
+    closeConsentPrompt();
+    privacy.close();
+  }
   renderAll();
 }
 
@@ -327,7 +378,8 @@ function syncInvitation() {
     closeInvitation();
     return;
   }
-  if (invitationDialog) return;
+  if (invitationDialog || consentPrompt) return; // after the consent prompt is answered
+
   const who = invitation.byName ?? nameOf(invitation.by, 'A moderator');
   const dialog = new Dialog({
     title: `${who} invites you on stage`,
@@ -347,9 +399,108 @@ function syncInvitation() {
       await current.answerInvitation(action === 'accept');
       if (action === 'accept') info('You are joining the stage: starting your camera and microphone.');
     } catch (err) {
-      showError(err);
+      if (err.code === 'consent_required' && action === 'accept') acceptWithConsent(current);
+      else showError(err);
     }
   });
+}
+
+/** The stage lets people speak only with consent to record their media: ask, then accept again. */
+async function acceptWithConsent(current) {
+  const scopes = await askConsent('invitation');
+  if (current !== session || current.state !== 'joined' || !current.model?.invitation) return;
+  if (scopes?.includes('media')) {
+    try {
+      await current.answerInvitation(true);
+      info('You are joining the stage: starting your camera and microphone.');
+    } catch (err) {
+      showError(err);
+    }
+  } else if (scopes) {
+    toasts.show('Speaking on this stage needs your consent to record your camera and microphone. You may still decline the invitation.');
+    syncInvitation(); // the invitation is still open: answer it again
+  }
+}
+
+// --- consent and recording -------------------------------------------------------------------
+
+/** Keep the stage out of reach (focus, clicks, screen readers) while the consent prompt is open. */
+function setStageInert(inert) {
+  for (const el of [document.querySelector('.topbar'), document.querySelector('.layout')]) {
+    if (el) el.inert = inert;
+  }
+}
+
+/**
+ * Show the consent prompt (`method`: join_prompt, recording_prompt, invitation) unless one is open;
+ * resolves with the scopes granted ([] declined), or null if the session ended first.
+ */
+function askConsent(method) {
+  if (consentPrompt && consentPrompt.session === session) return consentPrompt.promise;
+  closeConsentPrompt();
+  const current = session;
+  const model = current.model;
+  closeInvitation();
+  privacy.close();
+  const prompt = new ConsentPrompt({
+    policy: model.policy,
+    method,
+    stageTitle,
+    recording: model.recording.active,
+    answer: async (scopes) => {
+      try {
+        await current.giveConsent(scopes, method);
+      } catch (err) {
+        throw new Error(describeError(err));
+      }
+    },
+  });
+  setStageInert(true);
+  const promise = prompt.show().then((scopes) => {
+    if (consentPrompt?.prompt === prompt) {
+      consentPrompt = null;
+      setStageInert(false);
+    }
+    if (scopes && current === session) {
+      info(scopes.length ? 'Thank you. You can change your decision at any time under Privacy.'
+        : 'Nothing about you will be recorded. You can change this at any time under Privacy.');
+      syncInvitation();
+    }
+    return scopes;
+  });
+  consentPrompt = { prompt, promise, session: current };
+  return promise;
+}
+
+function closeConsentPrompt() {
+  const open = consentPrompt;
+  consentPrompt = null;
+  setStageInert(false);
+  open?.prompt.dismiss();
+}
+
+/** Ask when the stage may record and we have not decided, or when the server asks (recording started). */
+function syncConsent() {
+  const model = session?.model;
+  if (session?.state !== 'joined' || !model) return;
+  if (model.needsConsent) {
+    askConsent(model.consentRequest ? 'recording_prompt' : 'join_prompt');
+  } else if (model.consentRequest) {
+    model.consentRequest = null; // already decided meanwhile (another tab, a reconnect)
+  }
+}
+
+function onRecordingEvent(frame) {
+  const me = session.participantId;
+  if (frame.type === 'recording.started') {
+    if (frame.by === me) info('Recording started. Everyone sees the REC indicator.');
+    else if (frame.by) info(`${nameOf(frame.by, 'A moderator')} started recording this session.`);
+    else info('Recording started automatically.');
+  } else if (frame.type === 'recording.stopped') {
+    if (frame.reason) toasts.show(`Recording stopped: ${frame.reason}. The stage goes on.`, { timeoutMs: 10000, iconName: 'rec' });
+    else if (frame.by === me) info('Recording stopped.');
+    else info('Recording stopped.');
+  }
 }
 
 function closeInvitation() {
@@ -376,7 +527,15 @@ function onModel({ areas, frame }) {
     syncInvitation();
   }
   if (has('polls') || has('leaderboard')) polls.render();
+  if (has('recording') || has('consent')) {
+    renderRecording();
+    if (has('consent')) renderRoster();
+    if (has('consent') || !frame) syncConsent();
+  }
   if (!frame) return;
+  if (frame.type.startsWith('consent.') || frame.type.startsWith('recording.')) {
+    window.medstage.events.push({ ...frame, serverAt: frame.at, at: performance.now() });
+  }
   switch (frame.type) {
     case 'comment.posted': tabs.bump('chat'); break;
     case 'question.asked': tabs.bump('qa'); break;
@@ -385,6 +544,10 @@ function onModel({ areas, frame }) {
       if (!canModerate(session.role)) info(`New poll: ${frame.poll?.question ?? ''}`);
       break;
     case 'quiz.result': tabs.bump('polls'); break;
+    case 'recording.started':
+    case 'recording.stopped':
+      onRecordingEvent(frame);
+      break;
     case 'invitation.answered':
       if (frame.participant_id !== session.participantId && canModerate(session.role)) {
         const who = nameOf(frame.participant_id, 'The participant');
@@ -406,6 +569,21 @@ function onRole({ from, to }) {
   }
   renderAll();
   syncInvitation();
+}
+
+function onNotice({ message, code, kind }) {
+  if (code === 'consent_required' && session?.canPublish) {
+    // Publishing while the stage records needs consent to record our media: ask, then go on stage.
+    const current = session;
+    askConsent('recording_prompt').then((scopes) => {
+      if (current !== session) return;
+      if (scopes?.includes('media')) current.publish();
+      else if (scopes) toasts.show('Going on stage while this session is recorded needs your consent to record your camera and microphone.');
+    });
+    return;
+  }
+  if (kind === 'info') info(message);
+  else toasts.show(message);
 }
 
 function onRoster() {
@@ -458,6 +636,7 @@ async function join(name, role, { rejoining = false } = {}) {
   questions.attach(current);
   polls.attach(current);
   stageControls.attach(current);
+  recordingControls.attach(current);
   const onlyCurrent = (fn) => (event) => { if (session === current) fn(event.detail); };
   current.addEventListener('state', onlyCurrent(renderState));
   current.addEventListener('roster', onlyCurrent(onRoster));
@@ -467,9 +646,10 @@ async function join(name, role, { rejoining = false } = {}) {
   current.addEventListener('model', onlyCurrent(onModel));
   current.addEventListener('reactions', onlyCurrent(({ counts }) => reactionLayer.show(counts)));
   current.addEventListener('slot', onlyCurrent((detail) => window.medstage.events.push({ ...detail, at: performance.now() })));
-  current.addEventListener('notice', onlyCurrent(({ message, kind }) => (kind === 'info' ? info(message) : toasts.show(message))));
+  current.addEventListener('notice', onlyCurrent(onNotice));
   try {
     await current.join();
+    syncConsent();
     syncInvitation();
   } catch (err) {
     if (session !== current) return;
@@ -556,6 +736,10 @@ function setUpControls() {
   $('stop-button').addEventListener('click', () => session?.stopPublishing());
   $('hand-button').addEventListener('click', toggleHand);
   $('leave-button').addEventListener('click', () => session?.leave());
+  $('privacy-button').addEventListener('click', () => {
+    privacy.open();
+    $('privacy-button').setAttribute('aria-expanded', String(privacy.isOpen));
+  });
   $('sound-button').addEventListener('click', () => {
     grid.enableSound();
     $('sound-button').hidden = true;

@@ -45,6 +45,11 @@ const paths = {
   chatOff: '<path d="M20 12.5a7.5 7.5 0 0 1-1.2 4.1M16.3 18.6A7.5 7.5 0 0 1 9 19.1L4 20.5l1.4-4.6A7.5 7.5 0 0 1 7.7 6.4M11 5.1a7.5 7.5 0 0 1 1.5-.1M3 3l18 18"/>',
   smile: '<circle cx="12" cy="12" r="9"/><path d="M8.5 14a4 4 0 0 0 7 0M9 9.5h.01M15 9.5h.01"/>',
   alert: '<circle cx="12" cy="12" r="9"/><path d="M12 7.5v5.5M12 16.5h.01"/>',
+  rec: '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="4.5" fill="currentColor" stroke="none"/>',
+  shieldCheck: '<path d="M12 3 5 6v5.5c0 4.4 2.9 8 7 9.5 4.1-1.5 7-5.1 7-9.5V6z"/><path d="m9 12 2.2 2.2L15.5 10"/>',
+  shieldOff: '<path d="M12 3 5 6v5.5c0 4.4 2.9 8 7 9.5 4.1-1.5 7-5.1 7-9.5V6z"/><path d="M9.5 9.5l5 5M14.5 9.5l-5 5"/>',
+  shieldQuestion: '<path d="M12 3 5 6v5.5c0 4.4 2.9 8 7 9.5 4.1-1.5 7-5.1 7-9.5V6z"/><path d="M10.2 10a1.9 1.9 0 1 1 2.6 1.8c-.5.2-.8.6-.8 1.1v.3M12 15.8h.01"/>',
+  document: '<path d="M7 3h7l4 4v14H7z"/><path d="M14 3v4h4M9.5 11.5h5M9.5 15h5"/>',
 };
 
 /** The SVG markup of icon `name`, decorative (hidden from assistive technology). */

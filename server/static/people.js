@@ -1,6 +1,7 @@
 // The People tab: raised hands in queue order, who is on stage, the audience, and for moderators a
 // menu of actions on each person (the server enforces the same rules; see roles.js).
 
+import { consentBadge } from './consent.js';
 import { icon } from './icons.js';
 import { actionsOn, canModerate } from './roles.js';
 import { element, initials, roleBadge } from './ui.js';
@@ -30,7 +31,7 @@ const STAGE_ORDER = { host: 0, moderator: 1, speaker: 2 };
 export class PeoplePanel {
   #menu = null; // {el, personId, anchor}
   #people = new Map();
-  #view = { role: 'audience', hands: [], invited: new Set() };
+  #view = { role: 'audience', hands: [], invited: new Set(), consent: null };
 
   constructor(root, countEl, { onAction }) {
     this.root = root;
@@ -48,7 +49,10 @@ export class PeoplePanel {
     });
   }
 
-  /** people: everyone including us; view: {role (ours), hands (queue), invited (Set of ids)}. */
+  /**
+   * people: everyone including us; view: {role (ours), hands (queue), invited (Set of ids),
+   * consent (moderators: Map participant id -> last consent decision seen, or null)}.
+   */
   render(people, view) {
     this.#view = view;
     this.#people = new Map(people.map((p) => [p.id, p]));
@@ -150,6 +154,8 @@ export class PeoplePanel {
     if (live && (person.muted?.audio || modMuted.audio)) flags.append(flag('micOff', 'Microphone muted'));
     if (live && (person.muted?.video || modMuted.video)) flags.append(flag('cameraOff', 'Camera off'));
     if (person.chat_muted) flags.append(flag('chatOff', 'Muted in chat'));
+    const consent = this.#view.consent?.get(person.id);
+    if (consent) flags.append(consentBadge(consent));
     li.append(avatar, text, flags);
     const actions = actionsOn(this.#view.role, person, { invited: this.#view.invited.has(person.id) });
     if (actions.length) {

@@ -148,14 +148,43 @@ export class StageSession extends EventTarget {
     this.#emit('model', { areas: ['questions'] });
   }
 
-  /** Accept or decline the invitation to go on stage. */
+  /**
+   * Accept or decline the invitation to go on stage. A `consent_required` refusal keeps the invitation
+   * open: the page asks for consent, then accepts again.
+   */
   async answerInvitation(accept) {
     try {
       await this.command(accept ? 'invitation.accept' : 'invitation.decline');
-    } finally {
-      if (this.model) this.model.invitation = null;
-      this.#emit('model', { areas: ['invitations'] });
+    } catch (err) {
+      if (err.code !== 'consent_required') this.#invitationAnswered();
+      throw err;
     }
+    this.#invitationAnswered();
+  }
+
+  #invitationAnswered() {
+    if (this.model) this.model.invitation = null;
+    this.#emit('model', { areas: ['invitations'] });
+  }
+
+  /** Our decision about recording (`scopes` may be empty: declined), under the policy we were shown. */
+  async giveConsent(scopes, method) {
+    const version = this.model?.policy.version ?? this.model?.consent.policyVersion;
+    const reply = await this.command('consent.give', { scopes: [...scopes], policy_version: version, method });
+    this.#consentAnswered({ scopes, method, recordId: reply.record_id });
+    return reply;
+  }
+
+  /** Take back every scope we granted. */
+  async withdrawConsent() {
+    const reply = await this.command('consent.withdraw');
+    this.#consentAnswered({ scopes: [], method: 'withdrawal', recordId: reply.record_id, withdrawn: true });
+    return reply;
+  }
+
+  // The reply comes just before our `consent.recorded`: the page must not ask again in between.
+  #consentAnswered(answer) {
+    if (this.model?.consentAnswered(answer)) this.#emit('model', { areas: ['consent'] });
   }
 
   /** Which participant each subscriber slot carries now: [{slot, kind, mid, participantId}]. */

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -264,3 +265,56 @@ async def test_recording_commands_need_a_moderator_and_recordings_need_the_key(
             headers={"Authorization": f"Bearer {key}"},
         ) as r:
             assert r.status == 404
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 384 KiB tmpfs: a recording fills it in a few seconds."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path = tmp_path / "small"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+async def test_a_full_disk_stops_the_recording_cleanly_and_the_stage_goes_on(
+    tmp_path: Path,
+    small_disk: Path,
+    clip,  # type: ignore[no-untyped-def]
+) -> None:
+    node = start_node(
+        tmp_path, {"MEDSTAGE_RECORDING_MODE": "manual", "MEDSTAGE_RECORDINGS_DIR": str(small_disk)}
+    )
+    try:
+        stage = "rec-" + uuid.uuid4().hex[:6]
+        async with (
+            MedstageClient(node.url) as host,
+            MedstageClient(node.url) as speaker,
+            MedstageClient(node.url) as viewer,
+        ):
+            await host.join(stage, "Dr Host", "host")
+            await speaker.join(stage, "Dr Speaker", "speaker")
+            await viewer.join(stage, "Dr Viewer", "audience")
+            await consent(speaker, ["media", "comments"])
+            await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+            started = await host.request({"type": "recording.start"})
+            stopped = await host.wait_for("recording.stopped", timeout=30)
+            assert stopped["session_id"] == started["session_id"]
+            assert stopped["by"] is None and "No space left" in stopped["reason"], stopped
+            # The live stage goes on: comments and media still flow.
+            await speaker.request({"type": "comment.post", "text": "still here"})
+            v = viewer.received("video").frames_complete
+            await eventually(lambda: viewer.received("video").frames_complete > v + 10, 5)
+        session = small_disk / stage / started["session_id"]
+        for track in manifest(session)["tracks"]:
+            path = session / track["file"]
+            if path.is_file() and path.stat().st_size > 0:
+                frames, _ = decode_all(path)  # what was written stays readable
+                assert frames > 0
+        assert recording_cli("verify", str(session)).returncode == 0
+    finally:
+        assert node.stop() == 0

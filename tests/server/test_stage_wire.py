@@ -435,3 +435,23 @@ async def test_a_scheduled_stage_admits_people_but_nobody_publishes_until_it_sta
         await ok(host, {"type": "stage.start"})
         updated = await host.recv_type("stage.updated")
         assert updated["stage"]["state"] == "live"
+
+
+async def test_nobody_gives_consent_for_another_person(join: Join) -> None:
+    host = await join("host")
+    viewer = await join("audience")
+    policy = host.joined["policy"]["version"]  # type: ignore[attr-defined]
+    await refused(
+        host,
+        {"type": "consent.give", "scopes": ["media"], "policy_version": policy, "participant_id": viewer.pid},
+        "not_allowed",
+    )  # type: ignore[attr-defined]
+    assert await viewer.sync() == []
+    await refused(
+        viewer, {"type": "consent.give", "scopes": ["media"], "policy_version": "1999-01"}, "policy_mismatch"
+    )
+    await refused(viewer, {"type": "consent.withdraw"}, "no_consent")
+    await ok(
+        viewer,
+        {"type": "consent.give", "scopes": ["media"], "policy_version": policy, "participant_id": viewer.pid},
+    )  # type: ignore[attr-defined]
