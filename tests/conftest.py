@@ -67,6 +67,8 @@ def start_node(tmp_path: Path, env: dict[str, str] | None = None) -> RunningNode
     port = free_port()
     log_path = tmp_path / f"node-{port}.log"
     full_env = {
+        # Stages that may record ask everyone for consent first; tests about recording say so.
+        "MEDSTAGE_RECORDING_MODE": "off",
         **os.environ,
         "MEDSTAGE_ICE_ADDRESSES": "127.0.0.1",
         "MEDSTAGE_LOG_FORMAT": "json",

@@ -529,6 +529,7 @@ function onModel({ areas, frame }) {
   if (has('polls') || has('leaderboard')) polls.render();
   if (has('recording') || has('consent')) {
     renderRecording();
+    if (has('recording')) consentPrompt?.prompt.setRecording(session.model.recording.active);
     if (has('consent')) renderRoster();
     if (has('consent') || !frame) syncConsent();
   }

@@ -10,19 +10,19 @@ import { element } from './ui.js';
 export const SCOPE_TEXT = {
   media: {
     label: 'Record my camera and microphone',
-    hint: 'Only while you speak on stage. Without it, you still appear live, but nothing is captured.',
+    hint: 'While you are on stage. Without it you may still speak live.',
     short: 'camera and microphone',
     icon: 'camera',
   },
   comments: {
     label: 'Record my comments, questions and votes',
-    hint: 'Without it they are stored as anonymous placeholders.',
+    hint: 'Without it they are kept as anonymous placeholders.',
     short: 'comments, questions and votes',
     icon: 'chat',
   },
   share: {
     label: 'Share the recording with attendees',
-    hint: 'People who attended this session may watch the recording afterwards.',
+    hint: 'Attendees of this session may watch it afterwards.',
     short: 'sharing with attendees',
     icon: 'users',
   },
@@ -74,8 +74,8 @@ function formatTime(seconds) {
 }
 
 /** The three scope checkboxes, in a fieldset; `testid` prefixes each box's data-testid. */
-function scopeFieldset({ legend, checked = [], required = [], testid, onChange }) {
-  const fieldset = element('fieldset', 'consent-scopes');
+function scopeFieldset({ legend, checked = [], required = [], testid, onChange, compact = false }) {
+  const fieldset = element('fieldset', `consent-scopes${compact ? ' is-compact' : ''}`);
   const caption = element('legend', 'consent-legend');
   caption.textContent = legend;
   fieldset.append(caption);
@@ -96,9 +96,12 @@ function scopeFieldset({ legend, checked = [], required = [], testid, onChange }
       tag.textContent = 'Needed to speak';
       strong.append(tag);
     }
-    const hint = element('span', 'consent-scope-hint');
-    hint.textContent = text.hint;
-    words.append(strong, hint);
+    words.append(strong);
+    if (!compact) {
+      const hint = element('span', 'consent-scope-hint');
+      hint.textContent = text.hint;
+      words.append(hint);
+    }
     label.append(box, mark, words);
     fieldset.append(label);
     boxes.set(scope, box);
@@ -200,7 +203,7 @@ export class ConsentPrompt {
     const heading = element('h2', 'card-title', { id: 'consent-title' });
     heading.textContent = words.title;
     const sub = element('p', 'consent-sub');
-    sub.textContent = stageTitle ? `${stageTitle} · policy ${policy.version ?? '—'}` : `Policy ${policy.version ?? '—'}`;
+    sub.textContent = stageTitle || 'medstage';
     titles.append(heading, sub);
     head.append(mark, titles);
 
@@ -256,6 +259,14 @@ export class ConsentPrompt {
 
   get isOpen() {
     return this.#overlay !== null;
+  }
+
+  /** Recording started or stopped while the prompt is open: say so (the question stays the same). */
+  setRecording(recording) {
+    if (!this.#overlay || this.options.method !== 'join_prompt') return;
+    this.#overlay.querySelector('.card-icon-rec')?.classList.toggle('is-recording', recording);
+    const title = this.#overlay.querySelector('#consent-title');
+    if (title) title.textContent = recording ? 'This session is being recorded' : PROMPT_TEXT.join_prompt.title;
   }
 
   /** Close without an answer (the session ended); resolves with null. */
@@ -323,7 +334,7 @@ export class PrivacyPanel {
     const withdraw = element('button', 'btn btn-danger-outline btn-small', { type: 'button', 'data-testid': 'privacy-withdraw' });
     withdraw.innerHTML = `${icon('shieldOff')}<span class="btn-label">Withdraw consent</span>`;
     const scopes = scopeFieldset({
-      legend: 'Change what may be recorded', testid: 'privacy-scope', checked: model.myScopes,
+      legend: 'Change what may be recorded', testid: 'privacy-scope', checked: model.myScopes, compact: true,
       onChange: () => {
         this.#dirty = true;
         this.#renderButtons();
@@ -402,15 +413,10 @@ export class PrivacyPanel {
     } else {
       meta.textContent = `Policy ${model.policy.version ?? '—'}`;
     }
-    const list = element('ul', 'consent-scope-list', { 'data-testid': 'consent-scope-list' });
-    for (const scope of SCOPES) {
-      const on = (mine?.scopes ?? []).includes(scope);
-      const item = element('li', on ? 'is-on' : 'is-off', { 'data-scope': scope, 'data-granted': String(on) });
-      item.innerHTML = `${icon(on ? 'check' : 'close')}<span></span>`;
-      item.lastElementChild.textContent = SCOPE_TEXT[scope].label;
-      list.append(item);
-    }
-    status.replaceChildren(badge, text, list, meta);
+    status.dataset.scopes = (mine?.scopes ?? []).join(' ');
+    const top = element('div', 'consent-status-top');
+    top.append(badge, meta);
+    status.replaceChildren(top, text);
     if (!this.#dirty) {
       for (const [scope, box] of scopes.boxes) box.checked = (mine?.scopes ?? []).includes(scope);
     }

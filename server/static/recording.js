@@ -88,8 +88,8 @@ export class RecordingControls {
     const live = session.stage?.state === 'live';
     root.dataset.active = String(recording.active);
     status.innerHTML = `${icon('rec')}<span></span>`;
-    status.lastElementChild.textContent = recording.active ? 'Recording'
-      : recording.mode === 'auto' ? 'Not recording · starts by itself when live' : 'Not recording';
+    status.lastElementChild.textContent = recording.active ? 'In progress'
+      : recording.mode === 'auto' ? 'Off · starts by itself when live' : 'Not recording';
     start.hidden = recording.active;
     stop.hidden = !recording.active;
     start.disabled = this.#busy || !live;

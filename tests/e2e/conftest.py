@@ -350,3 +350,66 @@ def stage(node: Any) -> str:
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 201, response.status
         return json.loads(response.read())["id"]
+
+
+# --- consent and recording (issue 4) -----------------------------------------------------------
+
+CONSENT_SCOPES = ("media", "comments", "share")
+
+# Polls window.medstage.events (app.js pushes every consent.* and recording.* frame there) until one
+# of `type` matches every field of `match` (nested in `record` for consent.recorded); returns it.
+_WAIT_FOR_EVENT = """async ({type, match, timeoutMs}) => {
+  const deadline = performance.now() + timeoutMs;
+  const fits = (event) => {
+    if (event.type !== type) return false;
+    const subject = event.record ?? event;
+    const same = ([key, value]) => JSON.stringify(subject[key]) === JSON.stringify(value);
+    return Object.entries(match).every(same);
+  };
+  for (;;) {
+    const found = window.medstage.events.find(fits);
+    if (found) return found;
+    if (performance.now() > deadline) return null;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}"""
+
+
+async def wait_for_event(
+    stage_page: StagePage, type_: str, timeout_s: float = 5, **match: Any
+) -> dict[str, Any]:
+    """The first `type_` event (a frame the page received) whose fields equal `match`; fails if none."""
+    event = await stage_page.page.evaluate(
+        _WAIT_FOR_EVENT, {"type": type_, "match": match, "timeoutMs": timeout_s * 1000}
+    )
+    assert event is not None, f"{stage_page.name}: no {type_} with {match} in {timeout_s} s"
+    return event
+
+
+async def answer_consent(stage_page: StagePage, scopes: tuple[str, ...] | list[str] = CONSENT_SCOPES) -> dict:
+    """Answer the open consent prompt through its UI (no scope: "Decline all"); returns the
+    ``consent.recorded`` record the server sent back about this person."""
+    dialog = stage_page.page.get_by_test_id("consent-dialog")
+    await expect(dialog).to_be_visible(timeout=5000)
+    method = await dialog.get_attribute("data-method")
+    for scope in scopes:
+        await dialog.get_by_test_id(f"consent-scope-{scope}").check()
+    await dialog.get_by_test_id("consent-agree" if scopes else "consent-decline").click()
+    await expect(dialog).to_have_count(0)
+    event = await wait_for_event(
+        stage_page,
+        "consent.recorded",
+        participant_id=await stage_page.participant_id(),
+        method=method,
+        scopes=sorted(scopes),
+    )
+    return event["record"]
+
+
+async def join_with_consent(
+    stage_page: StagePage, scopes: tuple[str, ...] | list[str] = CONSENT_SCOPES
+) -> str:
+    """Join a stage that may record and answer the consent prompt; returns our participant id."""
+    participant_id = await stage_page.join()
+    await answer_consent(stage_page, scopes)
+    return participant_id
