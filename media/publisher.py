@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,7 @@ from media.errors import BadSdp, UnsupportedCodec
 from media.peer import MediaConfig, new_peer_connection
 from media.publication import Publication
 from media.sdp import check_publish_offer
+from media.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Publisher:
         self.pc = new_peer_connection(config)
         self.publications: dict[str, Publication] = {}
         self._on_closed = on_closed
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = OwnedTasks(log, "publisher", participant=participant_id)
         self._closed = False
 
         @self.pc.on("connectionstatechange")
@@ -72,7 +72,7 @@ class Publisher:
         def send_pli() -> None:
             ssrc = state["ssrc"]
             if ssrc is not None:
-                self._spawn(hooks.request_keyframe(receiver, ssrc))
+                self._tasks.spawn(hooks.request_keyframe(receiver, ssrc))
 
         pub = Publication(
             self.participant_id,
@@ -103,20 +103,9 @@ class Publisher:
         hooks.install_packet_sink(receiver, sink, on_parameters)
         self.publications[kind] = pub
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("publisher task failed: %r", task.exception())
-
     async def close(self) -> None:
         self._closed = True
         for pub in self.publications.values():
             pub.close()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.cancel_all()
         await self.pc.close()

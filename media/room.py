@@ -19,6 +19,7 @@ from media.publication import Publication
 from media.publisher import Publisher
 from media.sdp import parse_sdp
 from media.subscriber import Subscriber
+from media.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class MediaRoom:
         self.subscribers: dict[str, Subscriber] = {}
         self.publishers: dict[str, Publisher] = {}
         self._answer_pending: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = OwnedTasks(log, "media", stage=stage_id)
 
     # --- subscribers -------------------------------------------------------------------------
 
@@ -46,7 +47,7 @@ class MediaRoom:
         @pc.on("connectionstatechange")
         def _state() -> None:
             if pc.connectionState == "connected":
-                self._spawn(self._on_subscriber_connected(sub))
+                self._tasks.spawn(self._on_subscriber_connected(sub))
             elif pc.connectionState in ("failed", "closed"):
                 self._detach_all(sub)
                 sub.close()
@@ -141,7 +142,7 @@ class MediaRoom:
 
     def _on_publisher_closed(self, publisher: Publisher) -> None:
         if self.publishers.get(publisher.participant_id) is publisher:
-            self._spawn(self.unpublish(publisher.participant_id))
+            self._tasks.spawn(self.unpublish(publisher.participant_id))
 
     # --- slots -------------------------------------------------------------------------------
 
@@ -201,20 +202,7 @@ class MediaRoom:
     async def close(self) -> None:
         for participant_id in list(self.publishers) + list(self.subscribers):
             await self.remove(participant_id)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("media task failed", exc_info=task.exception())
+        await self._tasks.cancel_all()
 
 
 def _mid_of(pc: Any, sender: Any) -> str | None:

@@ -15,6 +15,7 @@ from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
 from media.errors import MediaError
+from media.tasks import OwnedTasks
 from rooms.errors import DomainError, StageNotFound
 from rooms.roles import Role
 from server import commands, metrics, wire
@@ -42,7 +43,7 @@ class Connection:
         self.participant_id: str | None = None
         self._busy: set[str] = set()  # "publisher" / "subscriber": an SDP exchange in progress
         self._early_candidates: dict[str, list[wire.IceCandidateInit]] = {"publisher": [], "subscriber": []}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = OwnedTasks(log, "connection")
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._stop_reading = False
@@ -63,7 +64,7 @@ class Connection:
             log.warning("outbox overflow, closing", extra=self._log_context())
             self._closing = True
             self.outbox.close()
-            self._spawn(self.close(CLOSE_TRY_LATER, "too slow: outbox overflow"))
+            self._tasks.spawn(self.close(CLOSE_TRY_LATER, "too slow: outbox overflow"))
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once every frame queued so far is sent (e.g. a removal notice, then 4003)."""
@@ -130,10 +131,7 @@ class Connection:
             await asyncio.wait([self._reader])
         finally:
             await self._leave()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.cancel_all()
             # Flush what is queued (e.g. "left") before the socket goes.
             self.outbox.close()
             try:
@@ -274,7 +272,7 @@ class Connection:
             finally:
                 self._busy.discard(pc)
 
-        self._spawn(run())
+        self._tasks.spawn(run())
 
     async def _subscriber_answer(self, request: wire.SubscriberAnswer) -> None:
         live, pid = self._joined()
@@ -361,11 +359,6 @@ class Connection:
         if self.live is None or self.participant_id is None:
             raise _NotJoined("join a stage first")
         return self.live, self.participant_id
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _log_context(self, **extra: Any) -> dict[str, Any]:
         stage = self.live.stage.id if self.live else None

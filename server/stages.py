@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from media.room import MediaRoom
+from media.tasks import OwnedTasks
 from recording.session import SessionRecorder
 from rooms.errors import StageExists, StageNotFound
 from rooms.events import (
@@ -59,7 +60,6 @@ class LiveStage:
     connections: dict[str, Connection] = field(default_factory=dict)
     recorder: SessionRecorder | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _ticker: asyncio.Task[None] | None = None
     _sent_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -107,7 +107,7 @@ class LiveStage:
                     self._participant_event(event, "participant.updated", pid)
                 case PublishingStopped(participant=pid):
                     self._participant_event(event, "participant.updated", pid)
-                    self._spawn(self.media.unpublish(pid))
+                    self._tasks.spawn(self.media.unpublish(pid))
                 case ParticipantRemoved():
                     self._to_audience(event)
                     self._disconnect_removed(event)
@@ -124,7 +124,7 @@ class LiveStage:
             recorder.on_events(events)
             if any(isinstance(e, RecordingStopped) for e in events):
                 self.recorder = None
-                self._spawn(recorder.stop(self.clock()))
+                self._tasks.spawn(recorder.stop(self.clock()))
         if self.stage.recording_due:
             self.deliver(self.stage.start_auto_recording(self.new_session_id(self.clock()), self.clock()))
 
@@ -206,7 +206,7 @@ class LiveStage:
     def _end(self) -> None:
         for conn in list(self.connections.values()):
             conn.close_after_flush(1000, "stage ended")
-        self._spawn(self.media.close())
+        self._tasks.spawn(self.media.close())
 
     # --- time --------------------------------------------------------------------------------
 
@@ -227,15 +227,8 @@ class LiveStage:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("stage task failed", exc_info=task.exception(), extra={"stage": self.stage.id})
+    def __post_init__(self) -> None:
+        self._tasks = OwnedTasks(log, "stage", stage=self.stage.id)
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -246,9 +239,9 @@ class LiveStage:
         for conn in list(self.connections.values()):
             await conn.close(1001, "node shutting down")
         await self.media.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *(t for t in [self._ticker] if t), return_exceptions=True)
+        await self._tasks.cancel_all()
+        if self._ticker is not None:
+            await asyncio.gather(self._ticker, return_exceptions=True)
 
 
 class Node:
