@@ -134,8 +134,11 @@ class Connection:
             await self._tasks.cancel_all()
             # Flush what is queued (e.g. "left") before the socket goes.
             self.outbox.close()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our own cancellation
+            # (CPython gh-86296) and a node shutting down would hang here.
             try:
-                await asyncio.wait_for(writer, 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(writer)
             except TimeoutError:
                 writer.cancel()
 

@@ -1,0 +1,90 @@
+"""What the nodes of one deployment share: one interface (``Backend``), two implementations.
+
+``MemoryBackend`` is the embedded default: in this process, nothing to set up, one node. Several
+instances may share one ``MemoryStore`` (nodes simulated in one process, for tests).
+``RedisBackend(url)`` is for several nodes on one Redis (redis.asyncio with hiredis, values in msgpack).
+Both have the same semantics and run the same tests (tests/backend/). The backend stores bytes and
+small dicts; it knows nothing of ``rooms``: the event log's payload is the event in msgpack, made and
+read by the caller.
+
+Stage registry (a lease)
+    ``claim`` is ``SET NX PX``: one node hosts a stage's media until its lease's TTL runs out, unless
+    it ``renew``s it first. Each claim gets a random token; ``renew`` and ``release`` are
+    compare-and-act scripts on that token, so a node whose lease expired (and was claimed by another)
+    gets False and can never extend or delete the new holder's lease. ``append(..., lease=...)`` is
+    fenced the same way, in one script with the XADD: a node that lost its lease cannot write even one
+    more event. ``owner`` says who holds a stage and its URL (to redirect or proxy a client).
+
+Presence (per-node heartbeat, not per-entry TTL)
+    Each node calls ``heartbeat(node_id, ttl_ms)`` periodically: one key per node with a TTL, one
+    write per beat however many people the node serves. Entries (participant -> node, info) carry no
+    TTL; ``presence`` returns only those whose node is alive, and deletes the others as it goes
+    (compare-and-delete, so an entry rewritten meanwhile stays). ``heartbeat`` returns False when the
+    node was not alive (first beat, or it lapsed, e.g. during a Redis outage): its entries may be gone,
+    so the node joins its people again (joins are idempotent). ``presence_leave`` removes an entry only
+    if it still names that node: a person who moved to another node is not removed by the old one.
+
+Event log (Redis Streams)
+    One stream per stage; the stage owner assigns ``seq`` and the entry id is ``SEQ-0``, so Redis
+    itself refuses a ``seq`` that is not above the last (``OutOfOrder``), and an XREAD from ``SEQ-0``
+    resumes exactly after ``seq``. Appending an entry that is already there, identically, is a no-op
+    (a retry after a lost reply: no duplicates). ``subscribe`` loops on ``XREAD BLOCK`` from the last
+    id it yielded; when the connection drops (CLIENT KILL, Redis restart) it retries with backoff
+    (50 ms doubling to ``reconnect_max_s``) from that id, so nothing is skipped or repeated. Trimming:
+    ``XADD MAXLEN ~ max_log_entries`` (default 100,000): at least that many entries stay, about that
+    many at most (memory: within 1%). A consumer behind the trimmed part sees ``seq`` jump.
+
+Rate limits (sliding-window log, atomic)
+    ``hit(key, window_s, limit)``: at most ``limit`` allowed hits in any ``window_s``, the same rule as
+    ``rooms.comments``. In Redis, a sorted set per key and one Lua script (prune, count, add), on
+    Redis's own clock so nodes with skewed clocks agree; refused hits are not counted; ``retry_after``
+    is when the oldest counted hit leaves the window. Memory: a deque per key.
+
+Bans and revocations
+    ``ban``/``is_banned`` per stage; ``revoke``/``is_revoked`` per identity, for every stage. Kept until
+    deleted (no TTL yet: see issue 6 for token lifetimes).
+
+Errors
+    ``OutOfOrder``, ``LeaseLost``, ``BackendUnavailable`` (the store cannot be reached: the caller
+    buffers and retries; never a redis-py exception type), ``BackendClosed``; all ``BackendError``.
+    Every operation is idempotent, which is why the Redis client may retry once after a dropped
+    connection: a claim, hit or heartbeat carries a random token that recognises its own first attempt.
+
+Redis keys (a stage's keys share the hash tag ``{stage:ID}``: one cluster slot; see ``keys.py``)
+    ms:{stage:ID}:owner       string  msgpack [node_id, node_url, token], PX = lease TTL
+    ms:{stage:ID}:presence    hash    participant_id -> msgpack [node_id, info]
+    ms:{stage:ID}:log         stream  id SEQ-0, field ``e`` = the event (msgpack), MAXLEN ~ N
+    ms:{stage:ID}:bans        hash    identity -> msgpack {reason, at}
+    ms:{node:ID}:alive        string  random beat token, PX = heartbeat TTL
+    ms:{rate:KEY}             zset    one member per allowed hit, score = Redis time in µs, PX = window
+    ms:{identity:ID}:revoked  string  msgpack {at}
+"""
+
+from server.backend.base import (
+    DEFAULT_MAX_LOG_ENTRIES,
+    Backend,
+    BackendClosed,
+    BackendError,
+    BackendUnavailable,
+    Lease,
+    LeaseLost,
+    OutOfOrder,
+    Owner,
+)
+from server.backend.memory import MemoryBackend, MemoryStore
+from server.backend.redis import RedisBackend
+
+__all__ = [
+    "DEFAULT_MAX_LOG_ENTRIES",
+    "Backend",
+    "BackendClosed",
+    "BackendError",
+    "BackendUnavailable",
+    "Lease",
+    "LeaseLost",
+    "MemoryBackend",
+    "MemoryStore",
+    "OutOfOrder",
+    "Owner",
+    "RedisBackend",
+]

@@ -1,0 +1,176 @@
+"""The backend interface: everything nodes share (see the package docstring for the design).
+
+Every operation is idempotent, so a caller (or the Redis client) may retry one whose reply was lost:
+a retried claim, append, rate-limit hit or heartbeat gives the answer the first attempt would have.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MAX_LOG_ENTRIES = 100_000
+
+
+class BackendError(Exception):
+    """Base of the errors a backend raises on purpose (never a driver's own exception type)."""
+
+
+class BackendUnavailable(BackendError):
+    """The shared store cannot be reached right now (Redis down, connection lost); retry later."""
+
+
+class BackendClosed(BackendError):
+    """The backend was closed by its owner."""
+
+
+class OutOfOrder(BackendError):
+    """An append whose ``seq`` is not above the log's last one (and is not a repeat of that entry)."""
+
+
+class LeaseLost(BackendError):
+    """A fenced append by a node that no longer holds the stage's lease: it must stop writing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A node's hold on a stage. ``token`` is unique per claim, so an old lease never matches a new one."""
+
+    stage_id: str
+    node_id: str
+    node_url: str
+    token: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who hosts a stage's media, and until when (unix seconds, unless renewed)."""
+
+    node_id: str
+    node_url: str
+    expires_at: float
+
+
+class Backend(abc.ABC):
+    """Stage registry, presence, event log, rate limits, bans and revocations, shared by all nodes."""
+
+    # --- stage registry ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(self, stage_id: str, node_id: str, node_url: str, ttl_ms: int) -> Lease | None:
+        """Take the stage for ``ttl_ms`` if nobody holds it (``SET NX PX``); None if someone does,
+        this node included: a holder renews, it does not claim again."""
+
+    @abc.abstractmethod
+    async def renew(self, lease: Lease) -> bool:
+        """Extend the lease by its ``ttl_ms``; False if it was lost (expired, or another claim since)."""
+
+    @abc.abstractmethod
+    async def release(self, lease: Lease) -> bool:
+        """Give the stage up, only if this lease still holds it (compare-and-delete)."""
+
+    @abc.abstractmethod
+    async def owner(self, stage_id: str) -> Owner | None:
+        """The node holding the stage's lease, or None."""
+
+    # --- presence ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, node_id: str, ttl_ms: int) -> bool:
+        """Keep this node's presence entries alive for ``ttl_ms``. False when the node was not alive
+        (first beat, or it lapsed): its entries may have been dropped, so it joins its people again."""
+
+    @abc.abstractmethod
+    async def presence_join(
+        self, stage_id: str, participant_id: str, node_id: str, info: dict[str, Any]
+    ) -> None:
+        """Record that ``participant_id`` is on ``node_id`` (replacing any entry for them). The entry
+        counts while ``node_id``'s heartbeat is alive: beat before joining."""
+
+    @abc.abstractmethod
+    async def presence_leave(self, stage_id: str, participant_id: str, node_id: str) -> bool:
+        """Remove the entry if it is still ``node_id``'s (a person who moved to another node stays)."""
+
+    @abc.abstractmethod
+    async def presence(self, stage_id: str) -> dict[str, dict[str, Any]]:
+        """Everyone present on nodes whose heartbeat is alive: participant id -> info."""
+
+    # --- event log -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append(self, stage_id: str, seq: int, payload: bytes, *, lease: Lease | None = None) -> None:
+        """Add ``(seq, payload)`` to the stage's log. ``seq`` must be above the last one (OutOfOrder);
+        repeating an entry still in the log, identically, is accepted and changes nothing (a retry after
+        a lost reply). With ``lease``, the append happens only while that lease holds the stage
+        (LeaseLost), atomically: a node that lost its lease cannot write even one more event."""
+
+    @abc.abstractmethod
+    async def read(self, stage_id: str, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """At most ``limit`` entries with ``seq > after_seq``, in order."""
+
+    @abc.abstractmethod
+    async def last_seq(self, stage_id: str) -> int:
+        """The highest ``seq`` in the log, 0 when it is empty."""
+
+    @abc.abstractmethod
+    def subscribe(self, stage_id: str, after_seq: int = 0) -> AsyncGenerator[tuple[int, bytes], None]:
+        """Every entry after ``after_seq``, then live ones as they are appended, for ever.
+
+        Resumes from the last entry it yielded when its connection is lost (retrying for as long as
+        the store is unavailable), so nothing is skipped or repeated; ends when the backend closes;
+        any other BackendError ends it with that error. A consumer that sees ``seq`` jump by more than one
+        missed entries that were trimmed. Close it with ``contextlib.aclosing`` or by cancelling."""
+
+    # --- rate limits ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def hit(self, key: str, window_s: float, limit: int) -> tuple[bool, float]:
+        """Count one action under ``key``: at most ``limit`` in any ``window_s`` (sliding window).
+        Refused hits are not counted; ``retry_after`` (seconds) says when the next one may pass."""
+
+    # --- bans and revocations ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def ban(self, stage_id: str, identity: str, reason: str) -> None:
+        """The identity may not join this stage again."""
+
+    @abc.abstractmethod
+    async def is_banned(self, stage_id: str, identity: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def revoke(self, identity: str) -> None:
+        """The identity's credentials are refused everywhere from now on."""
+
+    @abc.abstractmethod
+    async def is_revoked(self, identity: str) -> bool: ...
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Whether the shared store answers now (for readiness); never raises."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; subscriptions end. Further calls raise BackendClosed."""
+
+
+# --- argument checks shared by the implementations (one place, so both refuse the same things) ---
+
+
+def check_ttl(ttl_ms: int) -> None:
+    if ttl_ms < 1:
+        raise ValueError(f"ttl_ms must be at least 1, not {ttl_ms}")
+
+
+def check_seq(seq: int) -> None:
+    if seq < 1:
+        raise ValueError(f"seq starts at 1, not {seq}")
+
+
+def check_rate(window_s: float, limit: int) -> None:
+    if window_s <= 0 or limit < 1:
+        raise ValueError(f"a rate limit needs window_s > 0 and limit >= 1, not {window_s}, {limit}")

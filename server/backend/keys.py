@@ -1,0 +1,43 @@
+"""Redis key names: one function per key, so the layout is written down once (package docstring).
+
+A stage's keys share the hash tag ``{stage:ID}``: one cluster slot, so a script may touch several.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ms"
+
+
+def owner(stage_id: str) -> str:
+    """String, msgpack ``[node_id, node_url, token]``, PX = the lease's TTL."""
+    return f"{PREFIX}:{{stage:{stage_id}}}:owner"
+
+
+def presence(stage_id: str) -> str:
+    """Hash: participant id -> msgpack ``[node_id, info]``."""
+    return f"{PREFIX}:{{stage:{stage_id}}}:presence"
+
+
+def log(stage_id: str) -> str:
+    """Stream: entry id ``SEQ-0``, one field ``e`` = the event in msgpack; MAXLEN ~ max_log_entries."""
+    return f"{PREFIX}:{{stage:{stage_id}}}:log"
+
+
+def bans(stage_id: str) -> str:
+    """Hash: identity -> msgpack ``{reason, at}``."""
+    return f"{PREFIX}:{{stage:{stage_id}}}:bans"
+
+
+def node(node_id: str) -> str:
+    """String, a random token per beat, PX = the heartbeat TTL: the node's presence counts while it exists."""
+    return f"{PREFIX}:{{node:{node_id}}}:alive"
+
+
+def rate(key: str) -> str:
+    """Sorted set: one member per allowed hit, scored by Redis's clock in µs; PX = the window."""
+    return f"{PREFIX}:{{rate:{key}}}"
+
+
+def revoked(identity: str) -> str:
+    """String, msgpack ``{at}``: the identity's credentials are refused."""
+    return f"{PREFIX}:{{identity:{identity}}}:revoked"

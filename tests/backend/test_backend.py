@@ -1,0 +1,341 @@
+"""The backend contract, run against both implementations (memory and a real redis-server).
+
+Each test gets a ``cluster``: ``cluster.node()`` is one more node on the same shared state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncGenerator
+from typing import Union
+
+import msgspec
+import pytest
+
+from rooms.events import EVENT_TYPES, CommentPosted, CommentView, Event, StageEnded
+from server.backend import Backend, BackendClosed, LeaseLost, OutOfOrder
+from tests.backend.conftest import Cluster, background
+from tests.support.waiting import eventually
+
+TTL_MS = 300  # real milliseconds for Redis: long enough to be reliable, short enough to wait out
+STAGE = "s1"
+
+
+async def take(sub: AsyncGenerator[tuple[int, bytes], None], n: int) -> list[tuple[int, bytes]]:
+    """The next ``n`` entries of a subscription (which stays open for more)."""
+    out: list[tuple[int, bytes]] = []
+    async with asyncio.timeout(5):
+        async for entry in sub:
+            out.append(entry)
+            if len(out) == n:
+                break
+    return out
+
+
+def entries(*seqs: int) -> list[tuple[int, bytes]]:
+    return [(seq, f"event {seq}".encode()) for seq in seqs]
+
+
+async def append_all(backend: Backend, *seqs: int, stage: str = STAGE) -> None:
+    for seq, payload in entries(*seqs):
+        await backend.append(stage, seq, payload)
+
+
+# --- stage registry ----------------------------------------------------------------------------
+
+
+async def test_a_stage_has_one_owner_until_its_lease_expires(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    lease = await a.claim(STAGE, "node-a", "http://a", TTL_MS)
+    assert lease is not None and lease.node_id == "node-a"
+    assert await b.claim(STAGE, "node-b", "http://b", TTL_MS) is None
+    assert await a.claim(STAGE, "node-a", "http://a", TTL_MS) is None, "a holder renews, never re-claims"
+    owner = await b.owner(STAGE)
+    assert owner is not None and (owner.node_id, owner.node_url) == ("node-a", "http://a")
+    assert await b.owner("other") is None
+
+    await cluster.advance(TTL_MS / 1000 + 0.1)
+    assert await b.owner(STAGE) is None
+    taken = await b.claim(STAGE, "node-b", "http://b", TTL_MS)
+    assert taken is not None
+    assert not await a.renew(lease), "a node that lost its lease learns it from renew"
+    owner = await a.owner(STAGE)
+    assert owner is not None and owner.node_id == "node-b", "and its renew did not take the stage back"
+
+
+async def test_renewing_keeps_the_stage_past_the_first_ttl(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    lease = await a.claim(STAGE, "node-a", "http://a", TTL_MS)
+    assert lease is not None
+    first = await a.owner(STAGE)
+    for _ in range(3):
+        await cluster.advance(TTL_MS * 0.6 / 1000)
+        assert await a.renew(lease)
+    assert await b.claim(STAGE, "node-b", "http://b", TTL_MS) is None
+    owner = await b.owner(STAGE)
+    assert first is not None and owner is not None and owner.node_id == "node-a"
+    assert owner.expires_at > first.expires_at + TTL_MS / 1000
+
+
+async def test_only_the_holder_releases_a_stage(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    lease = await a.claim(STAGE, "node-a", "http://a", TTL_MS)
+    assert lease is not None
+    assert not await b.release(dataclasses.replace(lease, token="a forged token"))
+    assert (await b.owner(STAGE)) is not None
+
+    assert await a.release(lease)
+    assert await a.owner(STAGE) is None
+    assert not await a.release(lease), "a second release is a no-op"
+    taken = await b.claim(STAGE, "node-b", "http://b", TTL_MS)
+    assert taken is not None
+    assert not await a.release(lease), "an old lease never deletes the new holder's"
+    owner = await a.owner(STAGE)
+    assert owner is not None and owner.node_id == "node-b"
+
+
+async def test_a_node_without_the_lease_cannot_append(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    lease = await a.claim(STAGE, "node-a", "http://a", TTL_MS)
+    assert lease is not None
+    await a.append(STAGE, 1, b"one", lease=lease)
+    await cluster.advance(TTL_MS / 1000 + 0.1)
+    taken = await b.claim(STAGE, "node-b", "http://b", TTL_MS)
+    assert taken is not None
+    with pytest.raises(LeaseLost):
+        await a.append(STAGE, 2, b"stale owner", lease=lease)
+    await b.append(STAGE, 2, b"two", lease=taken)
+    assert await b.read(STAGE) == [(1, b"one"), (2, b"two")]
+
+
+# --- presence ------------------------------------------------------------------------------------
+
+
+async def test_presence_lists_everyone_on_every_node(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert not await a.heartbeat("node-a", TTL_MS), "the first beat: nothing was alive"
+    assert await a.heartbeat("node-a", TTL_MS)
+    await b.heartbeat("node-b", TTL_MS)
+    await a.presence_join(STAGE, "p1", "node-a", {"name": "Ana", "role": "host"})
+    await b.presence_join(STAGE, "p2", "node-b", {"name": "Bo", "kinds": ("audio", "video")})
+    assert await a.presence(STAGE) == {
+        "p1": {"name": "Ana", "role": "host"},
+        "p2": {"name": "Bo", "kinds": ["audio", "video"]},  # msgpack: tuples come back as lists
+    }
+    assert await a.presence("other") == {}
+
+    assert await a.presence_leave(STAGE, "p1", "node-a")
+    assert not await a.presence_leave(STAGE, "p1", "node-a")
+    assert await b.presence(STAGE) == {"p2": {"name": "Bo", "kinds": ["audio", "video"]}}
+
+
+async def test_a_person_who_moved_is_not_removed_by_the_old_node(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await a.heartbeat("node-a", TTL_MS)
+    await b.heartbeat("node-b", TTL_MS)
+    await a.presence_join(STAGE, "p1", "node-a", {"name": "Ana"})
+    await b.presence_join(STAGE, "p1", "node-b", {"name": "Ana", "moved": True})
+    assert not await a.presence_leave(STAGE, "p1", "node-a")
+    assert await a.presence(STAGE) == {"p1": {"name": "Ana", "moved": True}}
+
+
+async def test_a_dead_nodes_people_disappear_and_return_when_it_joins_them_again(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await a.heartbeat("node-a", TTL_MS)
+    await b.heartbeat("node-b", TTL_MS)
+    await a.presence_join(STAGE, "p1", "node-a", {"name": "Ana"})
+    await b.presence_join(STAGE, "p2", "node-b", {"name": "Bo"})
+
+    await cluster.advance(TTL_MS * 0.6 / 1000)
+    assert await b.heartbeat("node-b", TTL_MS)
+    await cluster.advance(TTL_MS * 0.6 / 1000)  # node-a's beat is 1.2 TTL old, node-b's 0.6
+    assert await b.presence(STAGE) == {"p2": {"name": "Bo"}}
+
+    assert not await a.heartbeat("node-a", TTL_MS), "node-a learns that it lapsed"
+    assert await b.presence(STAGE) == {"p2": {"name": "Bo"}}, "its entries were dropped, not revived"
+    await a.presence_join(STAGE, "p1", "node-a", {"name": "Ana"})
+    assert await b.presence(STAGE) == {"p1": {"name": "Ana"}, "p2": {"name": "Bo"}}
+
+
+# --- event log -----------------------------------------------------------------------------------
+
+
+async def test_the_log_reads_in_order_after_any_seq(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await b.last_seq(STAGE) == 0
+    assert await b.read(STAGE) == []
+    await append_all(a, 1, 2, 3, 4, 5)
+    assert await b.read(STAGE) == entries(1, 2, 3, 4, 5)
+    assert await b.read(STAGE, after_seq=2) == entries(3, 4, 5)
+    assert await b.read(STAGE, after_seq=2, limit=2) == entries(3, 4)
+    assert await b.read(STAGE, after_seq=5) == []
+    assert await b.last_seq(STAGE) == 5
+    assert await b.read("other") == [], "stages have separate logs"
+
+
+async def test_an_append_out_of_order_is_refused_and_changes_nothing(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await append_all(a, 1, 2, 3)
+    for seq in (3, 2, 1):
+        with pytest.raises(OutOfOrder):
+            await b.append(STAGE, seq, b"another event")
+    with pytest.raises(ValueError):
+        await b.append(STAGE, 0, b"seq starts at 1")
+    await b.append(STAGE, 2, b"event 2")  # a retry of an append that landed: accepted, no duplicate
+    await b.append(STAGE, 3, b"event 3")
+    assert await a.read(STAGE) == entries(1, 2, 3)
+    await b.append(STAGE, 7, b"event 7")  # the owner numbers events; gaps are its business
+    assert await a.last_seq(STAGE) == 7
+
+
+async def test_a_real_event_survives_the_log_in_msgpack(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    comment = CommentView(id="c-1", author_id="p-1", author_name="Ana", text="Bonjour ✓", at=12.5)
+    events: list[Event] = [
+        CommentPosted(stage=STAGE, at=12.5, seq=1, comment=comment),
+        StageEnded(stage=STAGE, at=13.0, seq=2),
+    ]
+    for event in events:
+        await a.append(STAGE, event.seq, msgspec.msgpack.encode(event))
+    decoder = msgspec.msgpack.Decoder(Union[EVENT_TYPES])  # noqa: UP007
+    assert [decoder.decode(payload) for _, payload in await b.read(STAGE)] == events
+
+
+async def test_the_log_keeps_about_max_entries(cluster: Cluster) -> None:
+    a = cluster.node(max_log_entries=50)
+    await append_all(a, *range(1, 301))
+    kept = await a.read(STAGE, limit=1000)
+    # XADD MAXLEN ~ trims whole stream nodes (100 entries each): at least 50 kept, never everything.
+    assert 50 <= len(kept) <= 200
+    assert kept == entries(*range(301 - len(kept), 301))
+    assert await a.last_seq(STAGE) == 300
+
+
+async def test_a_subscription_gets_the_past_then_live_appends_in_order(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await append_all(a, 1, 2, 3)
+    received: list[tuple[int, bytes]] = []
+
+    async def consume() -> None:
+        async for entry in b.subscribe(STAGE, after_seq=1):
+            received.append(entry)
+
+    async with background(consume()):
+        await eventually(lambda: len(received) == 2, timeout=5, interval=0.005)
+        for seq in range(4, 9):
+            await cluster.wait_subscribed(STAGE)  # the subscription is waiting: this one is live
+            await append_all(a, seq)
+            await eventually(lambda: len(received) == seq - 1, timeout=5, interval=0.005)  # noqa: B023
+        assert received == entries(2, 3, 4, 5, 6, 7, 8)
+
+
+async def test_a_subscription_resumed_from_its_last_seq_misses_nothing(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await append_all(a, 1, 2, 3)
+    sub = b.subscribe(STAGE)
+    first = await take(sub, 3)
+    await sub.aclose()  # the consumer went away (a reconnecting node, a restarted recorder)
+    await append_all(a, 4, 5, 6)
+
+    last = first[-1][0]
+    async with contextlib.aclosing(b.subscribe(STAGE, after_seq=last)) as again:
+        assert await take(again, 3) == entries(4, 5, 6)
+        async with background(take(again, 2)) as waiting:
+            await cluster.wait_subscribed(STAGE)
+            await append_all(a, 7, 8)
+            assert await waiting == entries(7, 8)
+    assert first == entries(1, 2, 3)
+
+
+async def test_two_subscribers_on_two_nodes_see_the_same_order(cluster: Cluster) -> None:
+    owner, x, y = cluster.node(), cluster.node(), cluster.node()
+    async with (
+        contextlib.aclosing(x.subscribe(STAGE)) as sub_x,
+        contextlib.aclosing(y.subscribe(STAGE)) as sub_y,
+    ):
+        async with background(take(sub_x, 20)) as got_x, background(take(sub_y, 20)) as got_y:
+            await cluster.wait_subscribed(STAGE, count=2)
+            await append_all(owner, *range(1, 21))
+            assert await got_x == await got_y == entries(*range(1, 21))
+
+
+async def test_closing_the_backend_ends_its_subscriptions(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    received: list[tuple[int, bytes]] = []
+
+    async def consume() -> None:
+        async for entry in b.subscribe(STAGE):
+            received.append(entry)
+
+    async with background(consume()) as task:
+        await cluster.wait_subscribed(STAGE)
+        await b.close()
+        async with asyncio.timeout(5):
+            await task  # ends by itself, without an error
+    assert received == []
+    assert not await b.ping()
+    with pytest.raises(BackendClosed):
+        await b.read(STAGE)
+    assert await a.ping(), "closing one node's backend leaves the others working"
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+async def test_a_rate_limit_refuses_past_the_limit_and_says_when_to_retry(cluster: Cluster) -> None:
+    a = cluster.node()
+    window = 0.4
+    assert await a.hit("comment:s1:ana", window, 3) == (True, 0.0)
+    await cluster.advance(window / 2)
+    for _ in range(2):
+        assert await a.hit("comment:s1:ana", window, 3) == (True, 0.0)
+    allowed, retry_after = await a.hit("comment:s1:ana", window, 3)
+    assert not allowed and 0 < retry_after <= window / 2, "when the first hit leaves the window"
+    assert (await a.hit("comment:s1:bo", window, 3))[0], "keys are independent"
+    for _ in range(3):  # refused hits are not counted: retry_after does not move
+        allowed, again = await a.hit("comment:s1:ana", window, 3)
+        assert not allowed and again <= retry_after
+
+    await cluster.advance(retry_after + 0.02)
+    assert (await a.hit("comment:s1:ana", window, 3))[0], "the first hit left the window"
+    allowed, retry_after = await a.hit("comment:s1:ana", window, 3)
+    assert not allowed and retry_after < window / 2, "the window slid: the two later hits are still in it"
+
+
+async def test_a_rate_limit_holds_across_nodes_hitting_at_once(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    results = await asyncio.gather(*(node.hit("join:s1", 10.0, 50) for node in (a, b) for _ in range(60)))
+    assert sum(1 for allowed, _ in results if allowed) == 50
+    assert all(retry > 0 for allowed, retry in results if not allowed)
+
+
+@pytest.mark.parametrize(("window_s", "limit"), [(0.0, 1), (1.0, 0)])
+async def test_a_rate_limit_needs_a_window_and_a_limit(cluster: Cluster, window_s: float, limit: int) -> None:
+    with pytest.raises(ValueError):
+        await cluster.node().hit("k", window_s, limit)
+
+
+# --- bans and revocations ------------------------------------------------------------------------
+
+
+async def test_bans_and_revocations_are_seen_by_every_node(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert not await b.is_banned(STAGE, "id-ana")
+    await a.ban(STAGE, "id-ana", "spam")
+    assert await b.is_banned(STAGE, "id-ana")
+    assert not await b.is_banned("other", "id-ana"), "a ban is per stage"
+
+    assert not await b.is_revoked("id-bo")
+    await a.revoke("id-bo")
+    assert await b.is_revoked("id-bo")
+    assert not await b.is_revoked("id-ana")
+
+
+async def test_a_lease_needs_a_ttl(cluster: Cluster) -> None:
+    a = cluster.node()
+    with pytest.raises(ValueError):
+        await a.claim(STAGE, "node-a", "http://a", 0)
+    with pytest.raises(ValueError):
+        await a.heartbeat("node-a", 0)
