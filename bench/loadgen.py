@@ -1,9 +1,15 @@
 """Load generator for bench/forwarding.py: one publisher, or K subscribers that never decode.
 
-Driven over pipes: it writes JSON lines on stdout (``joined``, ``publishing``, ``ready``, ``stats``,
-``error``) and reads commands on stdin (``stats``, ``quit``). Runs on uvloop.
+Driven over pipes: it writes JSON lines on stdout (``consented``, ``publishing``, ``ready``,
+``stats``, ``recording``, ``error``) and reads commands on stdin (``stats``, ``quit``, and for the
+publisher, who joins as host: ``record start`` and ``record stop``, answered by a ``recording`` line
+with ``ok``, the ``action`` and the server's reply). Runs on uvloop.
 
-    python bench/loadgen.py --url http://127.0.0.1:8080 --stage bench --publish
+With ``--consent`` the publisher answers the join prompt before publishing: ``consent.give`` with
+scopes media and comments under the policy version of ``joined.policy.version``, method
+``join_prompt`` (docs/protocol.md, "Consent and recording").
+
+    python bench/loadgen.py --url http://127.0.0.1:8080 --stage bench --publish [--consent]
     python bench/loadgen.py --url http://127.0.0.1:8080 --stage bench --subscribers 25 --prefix lg0
 """
 
@@ -42,7 +48,18 @@ class LoadGen:
         client = MedstageClient(self.args.url, timeout=self.args.timeout)
         self.clients.append(client)
         await client.connect()
-        await client.join(self.args.stage, f"{self.args.prefix}-publisher", "host")
+        joined = await client.join(self.args.stage, f"{self.args.prefix}-publisher", "host")
+        if self.args.consent:
+            policy = (joined.get("policy") or {}).get("version")
+            reply = await client.request(
+                {
+                    "type": "consent.give",
+                    "scopes": ["media", "comments"],
+                    "policy_version": policy,
+                    "method": "join_prompt",
+                }
+            )
+            emit("consented", policy_version=policy, record_id=reply.get("record_id"))
         self.video, self.audio = EncodedVideoTrack(clip), EncodedAudioTrack(clip)
         await client.publish(self.audio, self.video)
         emit("publishing", participant=client.participant_id)
@@ -67,6 +84,19 @@ class LoadGen:
             for i in range(self.args.subscribers):
                 group.create_task(one(i))
         emit("ready", ready=self.ready, failed=self.failed)
+
+    async def record(self, action: str) -> None:
+        """``recording.start`` or ``recording.stop`` as the host (the publisher's connection)."""
+        try:
+            if action not in ("start", "stop"):
+                raise ValueError(f"record {action!r}: start or stop")
+            if not self.args.publish or not self.clients or self.clients[0].participant is None:
+                raise RuntimeError("only a publisher that has joined (as host) records")
+            reply = await self.clients[0].request({"type": f"recording.{action}"}, check=False)
+            ok = reply.get("type") == "ok"
+            emit("recording", action=action, ok=ok, reply=reply, at=time.time())
+        except Exception as exc:
+            emit("recording", action=action, ok=False, reply={"message": f"{type(exc).__name__}: {exc}"})
 
     def stats(self) -> dict[str, Any]:
         totals: dict[str, Any] = {
@@ -116,6 +146,7 @@ async def commands() -> asyncio.StreamReader:
 async def run(args: argparse.Namespace) -> None:
     gen = LoadGen(args)
     stdin = await commands()
+    pending: set[asyncio.Task[None]] = set()
     work = asyncio.create_task(gen.publish() if args.publish else gen.subscribe())
     work.add_done_callback(
         lambda t: (
@@ -130,6 +161,10 @@ async def run(args: argparse.Namespace) -> None:
             command = line.decode().strip()
             if command == "stats":
                 emit("stats", **gen.stats())
+            elif command.startswith("record "):
+                task = asyncio.create_task(gen.record(command.split(None, 1)[1]))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
             elif command in ("quit", ""):  # "" is EOF: our parent is gone
                 break
     finally:
@@ -144,6 +179,9 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--stage", required=True)
     parser.add_argument("--publish", action="store_true", help="be the publisher")
+    parser.add_argument(
+        "--consent", action="store_true", help="publisher: consent.give (media, comments) after joining"
+    )
     parser.add_argument("--subscribers", type=int, default=0)
     parser.add_argument("--prefix", default="lg")
     parser.add_argument("--join-concurrency", type=int, default=4)

@@ -1,0 +1,586 @@
+"""Comment fan-out benchmark: N audience WebSockets on one node receiving R comments/s.
+
+Starts the node itself (``python -m server``, fd limit raised with prlimit, ``MEDSTAGE_COMMENT_RATE``
+raised so that the per-person limiter never refuses a bench comment: this measures fan-out, not the
+limiter), creates a stage, joins the posters (a host and moderators) and N audience sockets spread
+over client processes (bench/fanout_client.py, no WebRTC), posts R comments/s for D seconds, and
+reports the delivery latency (receive - send, one clock) p50/p90/p99/max, delivered/expected, the
+server's CPU over the posting window (/proc utime+stime), its RSS per connection and the time to join.
+Prints one Markdown table row per N (docs/benchmarks.md, "Comment fan-out").
+
+    unshare --net sh -c 'ip link set lo up && exec python bench/fanout.py --connections 250 500 1000'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Process handling and /proc readings are shared with the forwarding benchmark.
+from forwarding import (
+    ROOT,
+    cpu_seconds,
+    free_port,
+    kill_all_children,
+    log,
+    machine,
+    machine_busy_seconds,
+    rss_bytes,
+    spawn,
+    stop,
+)
+
+STAGE = "fanout"
+TARGET_P99_S = 0.150
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def server_fd_limit() -> int:
+    """What the node gets: 65536, or our hard limit when we may not raise it (no CAP_SYS_RESOURCE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= 65536:
+        return 65536
+    try:  # raising our own hard limit tells whether the node's can be raised
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, 65536))
+    except (ValueError, OSError):
+        return hard
+    return 65536
+
+
+def fd_limit_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return line.split()[3]
+    return "?"
+
+
+@dataclass
+class Node:
+    port: int
+    proc: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def start_node(args: argparse.Namespace, logdir: Path, tag: str) -> Node:
+    port = free_port()
+    limit = server_fd_limit()
+    cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
+    if shutil.which("prlimit"):
+        # prlimit sets the limit on itself and execs: the pid we hold is the node's.
+        cmd = ["prlimit", f"--nofile={limit}:{limit}", *cmd]
+    env = dict(
+        os.environ,
+        MEDSTAGE_ICE_ADDRESSES="127.0.0.1",
+        MEDSTAGE_COMMENT_RATE=str(args.comment_rate),
+        PYTHONUNBUFFERED="1",
+    )
+    for item in args.server_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    log_path = logdir / f"server-{tag}.log"
+    with log_path.open("wb") as out:
+        proc = await spawn(*cmd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
+    node = Node(port, proc, log_path)
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{node.base}/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer /healthz in 30 s; see {log_path}")
+            await asyncio.sleep(0.1)
+        async with http.post(f"{node.base}/api/stages", json={"id": STAGE}) as resp:
+            if resp.status != 201:
+                raise RuntimeError(f"POST /api/stages: {resp.status} {await resp.text()}")
+    return node
+
+
+@dataclass
+class Client:
+    """One bench/fanout_client.py process, driven over its pipes."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+
+    async def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def next_event(self, wanted: str, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"{self.name} exited ({self.proc.returncode})")
+                event: dict[str, Any] = json.loads(line)
+                if event["event"] == "error":
+                    raise RuntimeError(f"{self.name}: {event['message']}")
+                if event["event"] == wanted:
+                    return event
+
+    async def ask(self, command: str, wanted: str, timeout: float = 30) -> dict[str, Any]:
+        await self.send(command)
+        return await self.next_event(wanted, timeout)
+
+
+async def start_client(name: str, node: Node, logdir: Path, *extra: str) -> Client:
+    with (logdir / f"{name}.log").open("wb") as stderr:
+        proc = await spawn(
+            sys.executable,
+            str(ROOT / "bench" / "fanout_client.py"),
+            "--url",
+            node.base,
+            "--stage",
+            STAGE,
+            "--prefix",
+            name,
+            "--out",
+            str(logdir),
+            *extra,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    client = Client(name, proc)
+    await client.next_event("up", timeout=30)
+    return client
+
+
+# --- one measurement ---------------------------------------------------------------------------
+
+
+def percentile(ordered: list[float] | array[float], q: float) -> float:
+    """Nearest rank: the smallest sample with at least q of the samples at or below it."""
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass
+class Result:
+    n: int
+    rate: float
+    duration: float
+    joined: int = 0
+    offered: int = 0
+    join_s: float = math.nan  # "join" sent to every client → the last `joined` reply
+    offers_s: float = math.nan  # ... → the last `subscriber.offer`
+    sent: int = 0
+    accepted: int = 0  # sent - refused (error replies)
+    replies: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, Any] = field(default_factory=dict)
+    ack_p50: float | None = None
+    ack_max: float | None = None
+    max_lateness: float = 0.0  # how far the posters fell behind their schedule, s
+    delivered: int = 0
+    duplicates: int = 0
+    per_socket_min: int = 0
+    per_socket_max: int = 0
+    latency: dict[str, float] = field(default_factory=dict)  # receive - send
+    per_comment: list[tuple[int, float, float]] = field(default_factory=list)  # seq, median, max
+    fanout: dict[str, float] = field(default_factory=dict)  # receive - the event's server `at`
+    window_s: float = 0.0
+    server_cpu_s: float = 0.0
+    idle_window_s: float = 0.0
+    idle_cpu_s: float = 0.0
+    clients_cpu_s: float = 0.0
+    client_cpu_max: float = 0.0  # the busiest client process, share of a core
+    machine_busy_s: float = 0.0
+    rss0: int = 0  # node with the posters, before the audience joins
+    rss_joined: int = 0
+    rss_end: int = 0
+    server_fd_limit: str = ""
+    server_fds: int = 0  # open by the node once everyone joined
+    closed: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    stage_start: dict[str, Any] = field(default_factory=dict)
+    poster_roles: list[str] = field(default_factory=list)
+
+    @property
+    def expected(self) -> int:
+        return self.accepted * self.joined
+
+    @property
+    def cpu_share(self) -> float:
+        return self.server_cpu_s / self.window_s if self.window_s else math.nan
+
+    @property
+    def idle_cpu_share(self) -> float:
+        return self.idle_cpu_s / self.idle_window_s if self.idle_window_s else math.nan
+
+    @property
+    def us_per_delivery(self) -> float:
+        return self.server_cpu_s * 1e6 / self.delivered if self.delivered else math.nan
+
+    @property
+    def rss_per_connection(self) -> float:
+        return (self.rss_joined - self.rss0) / self.joined if self.joined else math.nan
+
+    @property
+    def other_cpu_share(self) -> float:
+        """CPU used outside the node and the bench clients during the window (1.0 = one core)."""
+        other = self.machine_busy_s - self.server_cpu_s - self.clients_cpu_s
+        return max(0.0, other) / self.window_s if self.window_s else math.nan
+
+
+def read_samples(path: str) -> array[float]:
+    """One client process's samples: float64 in native byte order (bench/fanout_client.py)."""
+    samples = array("d")
+    samples.frombytes(Path(path).read_bytes())
+    return samples
+
+
+def per_comment(seqs: array[float], latency: array[float]) -> list[tuple[int, float, float]]:
+    """(seq, median, max latency over the audience) of every comment, in posting order: shows
+    when a stall happened."""
+    by_seq: dict[int, list[float]] = {}
+    for seq, value in zip(seqs, latency, strict=True):
+        by_seq.setdefault(int(seq), []).append(value)
+    out = []
+    for seq in sorted(by_seq):
+        values = sorted(by_seq[seq])
+        out.append((seq, percentile(values, 0.5), values[-1]))
+    return out
+
+
+def summarize(samples: array[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50": percentile(ordered, 0.50),
+        "p90": percentile(ordered, 0.90),
+        "p99": percentile(ordered, 0.99),
+        "max": ordered[-1] if ordered else math.nan,
+        "n": len(ordered),
+    }
+
+
+async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
+    tag = f"{n}"
+    result = Result(n, args.rate, args.duration)
+    node = await start_node(args, logdir, tag)
+    result.server_fd_limit = fd_limit_of(node.proc.pid)
+    clients: list[Client] = []
+    try:
+        poster = await start_client(
+            f"posters-{tag}",
+            node,
+            logdir,
+            "--posters",
+            str(args.posters),
+            "--poster-role",
+            args.poster_role,
+            "--rate",
+            str(args.rate),
+            "--duration",
+            str(args.duration),
+        )
+        clients.append(poster)
+        joined = await poster.ask("join", "joined")
+        result.poster_roles, result.stage_start = joined["roles"], joined["stage_start"]
+        await asyncio.sleep(args.settle)
+        result.rss0 = rss_bytes(node.proc.pid)
+
+        count = max(1, math.ceil(n / args.per_process))
+        sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
+        audience = list(
+            await asyncio.gather(
+                *(
+                    start_client(f"audience{i}-{tag}", node, logdir, "--audience", str(size))
+                    for i, size in enumerate(sizes)
+                )
+            )
+        )
+        clients.extend(audience)
+        log(f"N={n}: {n} audience sockets over {count} processes, joining")
+        started = time.time()
+        await asyncio.gather(*(c.send("join") for c in audience))
+        done = await asyncio.gather(*(c.next_event("joined", timeout=120 + 0.5 * n) for c in audience))
+        result.joined = sum(d["joined"] for d in done)
+        result.offered = sum(d["offered"] for d in done)
+        result.join_s = max(d["last_joined"] for d in done) - started
+        result.offers_s = max(d["last_offered"] for d in done) - started
+        for d in done:
+            for reason, k in d["failures"].items():
+                result.failures[reason] = result.failures.get(reason, 0) + k
+        log(
+            f"N={n}: {result.joined} joined in {result.join_s:.1f} s, "
+            f"{result.offered} subscriber offers in {result.offers_s:.1f} s"
+        )
+        await asyncio.sleep(args.settle)
+        result.rss_joined = rss_bytes(node.proc.pid)
+        with contextlib.suppress(OSError):
+            result.server_fds = len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+        # Idle cost of N joined sockets (heartbeats, timers), to tell it from the fan-out.
+        t0, cpu0 = time.monotonic(), cpu_seconds(node.proc.pid)
+        await asyncio.sleep(args.idle)
+        result.idle_window_s, result.idle_cpu_s = time.monotonic() - t0, cpu_seconds(node.proc.pid) - cpu0
+
+        async def snapshot() -> tuple[float, float, float, list[dict[str, Any]]]:
+            stats = await asyncio.gather(*(c.ask("stats", "stats") for c in audience))
+            return time.monotonic(), cpu_seconds(node.proc.pid), machine_busy_seconds(), stats
+
+        log(f"N={n}: posting {args.rate:g} comments/s for {args.duration:g} s")
+        t0, cpu0, busy0, s0 = await snapshot()
+        posted = await poster.ask("post", "posted", timeout=args.duration + 60)
+        result.sent = posted["sent"]
+        result.replies, result.error_examples = posted["replies"], posted["error_examples"]
+        refused = sum(k for reply, k in result.replies.items() if reply.startswith(("error", "failed")))
+        result.accepted = result.sent - refused
+        result.ack_p50, result.ack_max = posted["ack_p50"], posted["ack_max"]
+        result.max_lateness = posted["max_lateness"]
+
+        # The window ends when the last delivery arrived (or, if some never arrive, when the last
+        # one did), so the CPU spent on a backlog after the last post counts.
+        deadline = time.monotonic() + args.drain
+        end = await snapshot()
+        while sum(s["received"] for s in end[3]) < result.expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            latest = await snapshot()
+            if sum(s["received"] for s in latest[3]) > sum(s["received"] for s in end[3]):
+                end = latest
+            elif latest[0] - end[0] > 3:
+                break  # nothing arrived for 3 s: the rest is lost
+        t1, cpu1, busy1, s1 = end
+        result.window_s, result.server_cpu_s, result.machine_busy_s = t1 - t0, cpu1 - cpu0, busy1 - busy0
+        for a, b in zip(s0, s1, strict=True):
+            cpu = b["cpu_s"] - a["cpu_s"]
+            result.clients_cpu_s += cpu
+            result.client_cpu_max = max(result.client_cpu_max, cpu / (b["time"] - a["time"]))
+        # The posters' CPU is not in the stats; it is small (R frames/s) and lands in "other".
+
+        reports = await asyncio.gather(*(c.ask("report", "report") for c in audience))
+        result.rss_end = rss_bytes(node.proc.pid)
+        samples = array("d")
+        for r in reports:
+            samples.extend(read_samples(r["samples_file"]))
+            result.delivered += r["received"]
+            result.duplicates += r["duplicates"]
+            for key, target in (("closed", result.closed), ("errors", result.errors)):
+                for code, k in r[key].items():
+                    target[code] = target.get(code, 0) + k
+        result.per_socket_min = min(r["per_socket_min"] for r in reports)
+        result.per_socket_max = max(r["per_socket_max"] for r in reports)
+        seqs, latency, fanout = samples[0::3], samples[1::3], samples[2::3]
+        result.latency = summarize(latency)
+        result.fanout = summarize(array("d", (x for x in fanout if not math.isnan(x))))
+        result.per_comment = per_comment(seqs, latency)
+        return result
+    finally:
+        for client in clients:
+            if client.proc.returncode is None:
+                with contextlib.suppress(Exception):
+                    await client.send("quit")
+        await stop(node.proc, grace=10)
+        await asyncio.gather(*(stop(c.proc, grace=5) for c in clients))
+
+
+# --- output ------------------------------------------------------------------------------------
+
+HEADER = (
+    "| connections | comments/s | join all | p50 | p90 | p99 | max | delivered / expected | "
+    "server CPU (posting) | server CPU (idle) | µs server CPU per delivery | RSS per connection | "
+    "p99 ≤ 150 ms |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+)
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds * 1e3:.1f} ms"
+
+
+def _f(value: float, fmt: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, fmt)
+
+
+def row(r: Result) -> str:
+    lat = r.latency
+    p99 = lat.get("p99", math.nan)
+    verdict = "n/a" if math.isnan(p99) or not r.delivered else ("yes" if p99 <= TARGET_P99_S else "**no**")
+    return (
+        f"| {r.n} | {r.rate:g} | {_f(r.join_s, '.1f')} s | {_ms(lat.get('p50'))} | {_ms(lat.get('p90'))} | "
+        f"{_ms(p99)} | {_ms(lat.get('max'))} | {r.delivered}/{r.expected} | "
+        f"{_f(r.cpu_share * 100, '.0f')} % | {_f(r.idle_cpu_share * 100, '.0f')} % | "
+        f"{_f(r.us_per_delivery, '.1f')} | {_f(r.rss_per_connection / 2**10, '.0f')} KiB | {verdict} |"
+    )
+
+
+def details(r: Result) -> str:
+    fan = r.fanout
+    lines = [
+        f"N={r.n}: joined {r.joined}/{r.n} (`joined` in {r.join_s:.1f} s, `subscriber.offer` "
+        f"{r.offered}/{r.n} in {r.offers_s:.1f} s); posters {r.poster_roles}, stage.start → "
+        f"{r.stage_start.get('type')} {r.stage_start.get('message', '')}".rstrip(),
+        f"  comments sent {r.sent} in {r.window_s:.1f} s (posters at most {r.max_lateness * 1e3:.1f} ms "
+        f"behind schedule), replies {r.replies}, ack p50 {_ms(r.ack_p50)} max {_ms(r.ack_max)}",
+        f"  delivered {r.delivered}/{r.expected}, duplicates {r.duplicates}, per socket "
+        f"{r.per_socket_min}-{r.per_socket_max} of {r.accepted}; receive - server `at`: p50 "
+        f"{_ms(fan.get('p50'))}, p99 {_ms(fan.get('p99'))}, max {_ms(fan.get('max'))}",
+        f"  server CPU {r.server_cpu_s:.2f} s over {r.window_s:.1f} s, idle {r.idle_cpu_s:.2f} s over "
+        f"{r.idle_window_s:.1f} s; RSS {r.rss0 / 2**20:.1f} → {r.rss_joined / 2**20:.1f} MB joined → "
+        f"{r.rss_end / 2**20:.1f} MB after posting; server fds {r.server_fds} (limit {r.server_fd_limit})",
+        f"  busiest audience process {r.client_cpu_max * 100:.0f} % of a core, all audience processes "
+        f"{r.clients_cpu_s / r.window_s * 100 if r.window_s else math.nan:.0f} %, other processes "
+        f"{r.other_cpu_share * 100:.0f} % of a core",
+    ]
+    slow = [c for c in r.per_comment if c[1] > TARGET_P99_S]
+    if r.per_comment:
+        worst = max(r.per_comment, key=lambda c: c[1])
+        lines.append(
+            f"  comments whose median delivery exceeded {TARGET_P99_S * 1e3:.0f} ms: {len(slow)}/"
+            f"{len(r.per_comment)}; slowest: #{worst[0]} (median {_ms(worst[1])}, max {_ms(worst[2])}), "
+            f"posted {worst[0] / r.rate:.1f} s into the window"
+        )
+    if r.error_examples:
+        lines.append(f"  refused comments, e.g. {json.dumps(r.error_examples, ensure_ascii=False)}")
+    if r.closed or r.errors or r.failures:
+        lines.append(f"  audience sockets closed {r.closed}, errors {r.errors}, join failures {r.failures}")
+    return "\n".join(lines)
+
+
+def tree_state() -> str:
+    """The server under test: commit, and how many files under server/ rooms/ media/ differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "server", "rooms", "media"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (
+        f" + {len(status)} uncommitted files under server/ rooms/ media/" if status else ""
+    )
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, logdir: Path) -> list[Result]:
+    results: list[Result] = []
+    for n in args.connections:
+        log(f"=== {n} audience connections")
+        try:
+            r = await measure(n, args, logdir)
+        except Exception as exc:
+            log(f"N={n} failed: {type(exc).__name__}: {exc}")
+            continue
+        results.append(r)
+        log(details(r))
+        if r.other_cpu_share > 0.2:
+            log(f"warning: other processes used {r.other_cpu_share * 100:.0f} % of a core: figures are noisy")
+        log(row(r))
+    print(
+        f"\nMachine: {machine()}. {args.rate:g} comments/s for {args.duration:g} s from {args.posters} "
+        f"posters (host + {args.poster_role}), ≤{args.per_process} audience sockets per client process, "
+        f"server env MEDSTAGE_COMMENT_RATE={args.comment_rate} (the per-person limiter is not under test)"
+        + (f", {' '.join(args.server_env)}" if args.server_env else "")
+        + f". Server: {tree_state()}. Logs: {logdir}\n"
+    )
+    print(HEADER)
+    for r in results:
+        print(row(r))
+    print()
+    for r in results:
+        print(details(r))
+    return results
+
+
+def write_json(path: str | None, args: argparse.Namespace, results: list[Result]) -> None:
+    if not path:
+        return
+    runs = [
+        dict(
+            asdict(r),
+            expected=r.expected,
+            cpu_share=r.cpu_share,
+            idle_cpu_share=r.idle_cpu_share,
+            us_per_delivery=r.us_per_delivery,
+            rss_per_connection=r.rss_per_connection,
+            other_cpu_share=r.other_cpu_share,
+        )
+        for r in results
+    ]
+    options = {k: v for k, v in vars(args).items()}
+    Path(path).write_text(
+        json.dumps({"machine": machine(), "server": tree_state(), "options": options, "runs": runs}, indent=2)
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1000], help="audience sockets")
+    parser.add_argument("--rate", type=float, default=20.0, help="comments/s, all posters together")
+    parser.add_argument("--duration", type=float, default=30.0, help="posting time, s")
+    parser.add_argument("--posters", type=int, default=4, help="poster sockets (the first is the host)")
+    parser.add_argument("--poster-role", default="moderator", help="role of the other posters")
+    parser.add_argument("--per-process", type=int, default=250, help="audience sockets per client process")
+    parser.add_argument("--comment-rate", type=int, default=1000, help="server MEDSTAGE_COMMENT_RATE")
+    parser.add_argument(
+        "--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment"
+    )
+    parser.add_argument("--settle", type=float, default=2.0, help="wait after joins, s")
+    parser.add_argument("--idle", type=float, default=5.0, help="idle CPU window before posting, s")
+    parser.add_argument("--drain", type=float, default=15.0, help="longest wait for late deliveries, s")
+    parser.add_argument("--logdir", default=None)
+    parser.add_argument("--json", default=None, help="also write the raw results here")
+    args = parser.parse_args()
+
+    import atexit
+
+    import uvloop
+
+    atexit.register(kill_all_children)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    logdir = Path(args.logdir or ROOT / "bench" / ".cache" / "fanout" / time.strftime("%Y%m%d-%H%M%S"))
+    logdir.mkdir(parents=True, exist_ok=True)
+    log(f"logs: {logdir}")
+    try:
+        results = uvloop.run(run(args, logdir))
+        write_json(args.json, args, results)
+        return 0 if len(results) == len(args.connections) else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        kill_all_children()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
