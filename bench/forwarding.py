@@ -15,7 +15,7 @@ it stops recording and checks the manifest (the publisher's audio and video, fin
 files) and the consent ledger (``python -m recording verify``). ``--record both`` runs every N
 without and with recording, in pairs (``--repeat`` pairs, alternating which goes first), and prints
 the extra server CPU. ``--soak [SECONDS]`` (600) makes the window that long and samples the server's
-RSS and CPU every ``--sample`` seconds (10): first, last and max RSS and its slope in MB per minute.
+RSS and CPU every ``--sample`` seconds (10): first, last and max RSS and its slope in MiB per minute.
 
     unshare --net sh -c 'ip link set lo up && exec python bench/forwarding.py --subscribers 25 50'
     unshare --net sh -c 'ip link set lo up && exec python bench/forwarding.py --subscribers 25 100 \
@@ -896,7 +896,7 @@ def recording_comparison(results: list[Result], max_other: float | None = None) 
 
 
 def soak_summary(r: Result) -> str:
-    """RSS over the soak: first, last, max, and the least-squares slope (MB per minute), over all
+    """RSS over the soak: first, last, max, and the least-squares slope (MiB per minute), over all
     samples and after the first minute (warm-up: buffers, caches and the allocator settle)."""
     samples = r.samples
     if len(samples) < 3:
@@ -915,12 +915,12 @@ def soak_summary(r: Result) -> str:
     late = [p for p in samples if p["t"] >= 60]
     lines = [
         f"\nSoak, {r.label}, N={r.n}, {samples[-1]['t']:.0f} s, a sample every "
-        f"{samples[1]['t'] - samples[0]['t']:.0f} s: RSS first {rss[0]:.1f} MB, last {rss[-1]:.1f} MB, "
-        f"max {max(rss):.1f} MB (at {samples[rss.index(max(rss))]['t']:.0f} s), min {min(rss):.1f} MB; "
-        f"slope {slope(samples):+.3f} MB/min over all samples, {slope(late):+.3f} MB/min after the "
-        f"first minute; last - first {rss[-1] - rss[0]:+.1f} MB.",
+        f"{samples[1]['t'] - samples[0]['t']:.0f} s: RSS first {rss[0]:.1f} MiB, last {rss[-1]:.1f} MiB, "
+        f"max {max(rss):.1f} MiB (at {samples[rss.index(max(rss))]['t']:.0f} s), min {min(rss):.1f} MiB; "
+        f"slope {slope(samples):+.3f} MiB/min over all samples, {slope(late):+.3f} MiB/min after the "
+        f"first minute; last - first {rss[-1] - rss[0]:+.1f} MiB.",
         "",
-        "| minute | RSS at end, MB | server CPU | RTP pkt/s sent | RTP pkt/s received | recorded MB | "
+        "| minute | RSS at end, MiB | server CPU | RTP pkt/s sent | RTP pkt/s received | recorded MiB | "
         "other load |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
