@@ -30,8 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Process handling and /proc readings are shared with the forwarding benchmark.
@@ -46,6 +44,7 @@ from forwarding import (
     rss_bytes,
     spawn,
     stop,
+    wait_ready_and_create_stage,
 )
 
 STAGE = "fanout"
@@ -105,21 +104,7 @@ async def start_node(args: argparse.Namespace, logdir: Path, tag: str) -> Node:
     with log_path.open("wb") as out:
         proc = await spawn(*cmd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
     node = Node(port, proc, log_path)
-    async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.returncode is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{node.base}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer /healthz in 30 s; see {log_path}")
-            await asyncio.sleep(0.1)
-        async with http.post(f"{node.base}/api/stages", json={"id": STAGE}) as resp:
-            if resp.status != 201:
-                raise RuntimeError(f"POST /api/stages: {resp.status} {await resp.text()}")
+    await wait_ready_and_create_stage(proc, node.base, log_path, "server", STAGE)
     return node
 
 

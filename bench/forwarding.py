@@ -252,22 +252,29 @@ async def start_server(impl: str, logdir: Path, tag: str, extra_env: dict[str, s
     with log_path.open("wb") as out:
         proc = await spawn(*cmd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
     server = Server(impl, port, proc, log_path)
+    await wait_ready_and_create_stage(proc, server.base, log_path, impl, STAGE)
+    return server
+
+
+async def wait_ready_and_create_stage(
+    proc: asyncio.subprocess.Process, base: str, log_path: Path, label: str, stage: str
+) -> None:
+    """Wait until the server answers /healthz (30 s at most), then create the bench's stage."""
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 30
         while True:
             if proc.returncode is not None:
-                raise RuntimeError(f"{impl} exited with {proc.returncode}; see {log_path}")
+                raise RuntimeError(f"{label} exited with {proc.returncode}; see {log_path}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{server.base}/healthz") as resp:
+                async with http.get(f"{base}/healthz") as resp:
                     if resp.status == 200:
                         break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{impl} did not answer /healthz in 30 s; see {log_path}")
+                raise RuntimeError(f"{label} did not answer /healthz in 30 s; see {log_path}")
             await asyncio.sleep(0.1)
-        async with http.post(f"{server.base}/api/stages", json={"id": STAGE}) as resp:
+        async with http.post(f"{base}/api/stages", json={"id": stage}) as resp:
             if resp.status != 201:
                 raise RuntimeError(f"POST /api/stages: {resp.status} {await resp.text()}")
-    return server
 
 
 # --- load generators -------------------------------------------------------------------------
