@@ -15,6 +15,13 @@ Stage registry (a lease)
     fenced the same way, in one script with the XADD: a node that lost its lease cannot write even one
     more event. ``owner`` says who holds a stage and its URL (to redirect or proxy a client).
 
+Stage state (a snapshot, fenced by the lease)
+    ``save_state(stage_id, payload, lease=...)`` replaces the stage's snapshot (bytes made by the
+    caller) only while that lease holds the stage: the same compare as the fenced append, in one
+    script with the SET, so a node that lost its lease cannot overwrite its successor's snapshot
+    (LeaseLost, nothing written). No TTL: the snapshot outlives its writer's lease, so the next owner
+    ``load_state``s it and replays the log after it.
+
 Presence (per-node heartbeat, not per-entry TTL)
     Each node calls ``heartbeat(node_id, ttl_ms)`` periodically: one key per node with a TTL, one
     write per beat however many people the node serves. Entries (participant -> node, info) carry no
@@ -23,6 +30,22 @@ Presence (per-node heartbeat, not per-entry TTL)
     node was not alive (first beat, or it lapsed, e.g. during a Redis outage): its entries may be gone,
     so the node joins its people again (joins are idempotent). ``presence_leave`` removes an entry only
     if it still names that node: a person who moved to another node is not removed by the old one.
+    ``alive_nodes(ids)`` says which nodes' heartbeats are alive, in one round trip (a pipeline of
+    EXISTS: each node key has its own hash tag, so no MGET across slots).
+
+Node messaging (Pub/Sub: at most once, in order per sender)
+    ``send(node_id, payload)`` is a PUBLISH to the node's channel; ``open_inbox(node_id)`` SUBSCRIBEs
+    on a dedicated connection and returns once Redis confirmed it, so anything sent after that is
+    received. Messages from one sender arrive in the order its sends returned. Nothing is stored: a
+    message to a node with no open inbox is dropped. Both go over a client that never retries: a
+    retried PUBLISH could deliver twice, and a connection that redis-py silently re-subscribed would
+    hide a gap. So every loss shows: after yielding what it had received, an inbox raises
+    BackendUnavailable when its connection drops (CLIENT KILL or a dead Redis: at once; a silent peer:
+    after ``2 * inbox_ping_s``, 2 s by default, because it PINGs after ``inbox_ping_s`` of silence) or
+    when more than ``inbox_limit`` (10,000) messages wait unread, as Redis drops a subscriber past its
+    output buffer limit. The node then resynchronises by other means and opens a new inbox. Closing
+    the inbox or the backend ends iteration (StopAsyncIteration) and drops what was not read. Memory:
+    ``send`` delivers synchronously to the inboxes open on the same ``MemoryStore``.
 
 Event log (Redis Streams)
     One stream per stage; the stage owner assigns ``seq`` and the entry id is ``SEQ-0``, so Redis
@@ -47,25 +70,30 @@ Bans and revocations
 Errors
     ``OutOfOrder``, ``LeaseLost``, ``BackendUnavailable`` (the store cannot be reached: the caller
     buffers and retries; never a redis-py exception type), ``BackendClosed``; all ``BackendError``.
-    Every operation is idempotent, which is why the Redis client may retry once after a dropped
-    connection: a claim, hit or heartbeat carries a random token that recognises its own first attempt.
+    Every operation but ``send`` is idempotent, which is why the Redis client may retry once after a
+    dropped connection: a claim, hit or heartbeat carries a random token that recognises its own first
+    attempt. ``send`` and inboxes are never retried (at most once, above).
 
 Redis keys (a stage's keys share the hash tag ``{stage:ID}``: one cluster slot; see ``keys.py``)
     ms:{stage:ID}:owner       string  msgpack [node_id, node_url, token], PX = lease TTL
     ms:{stage:ID}:presence    hash    participant_id -> msgpack [node_id, info]
     ms:{stage:ID}:log         stream  id SEQ-0, field ``e`` = the event (msgpack), MAXLEN ~ N
+    ms:{stage:ID}:state       string  the stage's snapshot (bytes made by the caller), no TTL
     ms:{stage:ID}:bans        hash    identity -> msgpack {reason, at}
     ms:{node:ID}:alive        string  random beat token, PX = heartbeat TTL
+    ms:{node:ID}:inbox        channel Pub/Sub channel (not a key): messages to the node
     ms:{rate:KEY}             zset    one member per allowed hit, score = Redis time in µs, PX = window
     ms:{identity:ID}:revoked  string  msgpack {at}
 """
 
 from server.backend.base import (
+    DEFAULT_INBOX_LIMIT,
     DEFAULT_MAX_LOG_ENTRIES,
     Backend,
     BackendClosed,
     BackendError,
     BackendUnavailable,
+    Inbox,
     Lease,
     LeaseLost,
     OutOfOrder,
@@ -75,11 +103,13 @@ from server.backend.memory import MemoryBackend, MemoryStore
 from server.backend.redis import RedisBackend
 
 __all__ = [
+    "DEFAULT_INBOX_LIMIT",
     "DEFAULT_MAX_LOG_ENTRIES",
     "Backend",
     "BackendClosed",
     "BackendError",
     "BackendUnavailable",
+    "Inbox",
     "Lease",
     "LeaseLost",
     "MemoryBackend",

@@ -1,17 +1,22 @@
 """The backend interface: everything nodes share (see the package docstring for the design).
 
-Every operation is idempotent, so a caller (or the Redis client) may retry one whose reply was lost:
-a retried claim, append, rate-limit hit or heartbeat gives the answer the first attempt would have.
+Every operation but ``send`` is idempotent, so a caller (or the Redis client) may retry one whose reply
+was lost: a retried claim, append, rate-limit hit or heartbeat gives the answer the first attempt would
+have. ``send`` is at most once: it is never retried, a message is delivered once or lost.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 DEFAULT_MAX_LOG_ENTRIES = 100_000
+# Unread messages an inbox holds before it fails (BackendUnavailable), as Redis drops a subscriber
+# past its output buffer limit: a stalled reader costs bounded memory, and learns that it lost some.
+DEFAULT_INBOX_LIMIT = 10_000
 
 
 class BackendError(Exception):
@@ -31,7 +36,8 @@ class OutOfOrder(BackendError):
 
 
 class LeaseLost(BackendError):
-    """A fenced append by a node that no longer holds the stage's lease: it must stop writing."""
+    """A fenced write (append, save_state) by a node that no longer holds the stage's lease: it must
+    stop writing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +60,39 @@ class Owner:
     expires_at: float
 
 
+class Inbox(abc.ABC):
+    """The messages sent to one node (``Backend.open_inbox``): an async iterator of ``bytes``.
+
+    Messages from one sender come in the order its sends returned, each at most once. Iteration raises
+    BackendUnavailable when the subscription is lost (connection dropped, Redis restarted, or more than
+    the backend's ``inbox_limit`` messages left unread): messages sent meanwhile are lost, so the caller
+    resynchronises by other means and opens a new inbox; messages received before the loss are yielded
+    first. Iteration ends (StopAsyncIteration) once the inbox or its backend is closed, dropping what
+    was not read. One task reads an inbox at a time. Close it with ``aclose`` or ``async with``.
+    """
+
+    def __aiter__(self) -> Inbox:
+        return self
+
+    @abc.abstractmethod
+    async def __anext__(self) -> bytes: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Unsubscribe and release the connection; a reader waiting in ``__anext__`` stops. Idempotent."""
+
+    async def __aenter__(self) -> Inbox:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
 class Backend(abc.ABC):
-    """Stage registry, presence, event log, rate limits, bans and revocations, shared by all nodes."""
+    """Stage registry, presence, event log, stage state, node messaging, rate limits, bans and
+    revocations, shared by all nodes."""
 
     # --- stage registry ------------------------------------------------------------------------
 
@@ -82,6 +119,10 @@ class Backend(abc.ABC):
     async def heartbeat(self, node_id: str, ttl_ms: int) -> bool:
         """Keep this node's presence entries alive for ``ttl_ms``. False when the node was not alive
         (first beat, or it lapsed): its entries may have been dropped, so it joins its people again."""
+
+    @abc.abstractmethod
+    async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
+        """Those of ``node_ids`` whose heartbeat is alive now (one round trip)."""
 
     @abc.abstractmethod
     async def presence_join(
@@ -124,6 +165,29 @@ class Backend(abc.ABC):
         any other BackendError ends it with that error. A consumer that sees ``seq`` jump by more than one
         missed entries that were trimmed. Close it with ``contextlib.aclosing`` or by cancelling."""
 
+    # --- stage state -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def save_state(self, stage_id: str, payload: bytes, *, lease: Lease) -> None:
+        """Replace the stage's snapshot with ``payload``, only while ``lease`` holds the stage (LeaseLost
+        otherwise, and nothing is written), atomically like a fenced append. Kept until overwritten."""
+
+    @abc.abstractmethod
+    async def load_state(self, stage_id: str) -> bytes | None:
+        """The stage's last saved snapshot, or None; it outlives the lease that wrote it."""
+
+    # --- node messaging ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(self, node_id: str, payload: bytes) -> None:
+        """Deliver ``payload`` to every inbox open for ``node_id`` now, at most once; with none open
+        it is dropped. Never retried (a retry could deliver twice)."""
+
+    @abc.abstractmethod
+    async def open_inbox(self, node_id: str) -> Inbox:
+        """Subscribe to ``node_id``'s messages; returns once the subscription is active, so a message
+        sent after this returns is received (see ``Inbox`` for what ends one)."""
+
     # --- rate limits ---------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -155,7 +219,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Release connections; subscriptions end. Further calls raise BackendClosed."""
+        """Release connections; subscriptions and inboxes end. Further calls raise BackendClosed."""
 
 
 # --- argument checks shared by the implementations (one place, so both refuse the same things) ---
@@ -169,6 +233,11 @@ def check_ttl(ttl_ms: int) -> None:
 def check_seq(seq: int) -> None:
     if seq < 1:
         raise ValueError(f"seq starts at 1, not {seq}")
+
+
+def check_inbox_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"inbox_limit must be at least 1, not {limit}")
 
 
 def check_rate(window_s: float, limit: int) -> None:

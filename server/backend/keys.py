@@ -23,6 +23,11 @@ def log(stage_id: str) -> str:
     return f"{PREFIX}:{{stage:{stage_id}}}:log"
 
 
+def state(stage_id: str) -> str:
+    """String: the stage's latest snapshot (bytes made by the caller), written under the lease; no TTL."""
+    return f"{PREFIX}:{{stage:{stage_id}}}:state"
+
+
 def bans(stage_id: str) -> str:
     """Hash: identity -> msgpack ``{reason, at}``."""
     return f"{PREFIX}:{{stage:{stage_id}}}:bans"
@@ -31,6 +36,11 @@ def bans(stage_id: str) -> str:
 def node(node_id: str) -> str:
     """String, a random token per beat, PX = the heartbeat TTL: the node's presence counts while it exists."""
     return f"{PREFIX}:{{node:{node_id}}}:alive"
+
+
+def inbox(node_id: str) -> str:
+    """Pub/Sub channel (not a key): messages to the node, read by its open inboxes."""
+    return f"{PREFIX}:{{node:{node_id}}}:inbox"
 
 
 def rate(key: str) -> str:

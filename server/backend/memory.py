@@ -1,8 +1,8 @@
 """The embedded backend: the same semantics as Redis, in this process, with nothing to set up.
 
 State lives in a ``MemoryStore``; several ``MemoryBackend`` instances may share one store (the
-"nodes" of an in-process test), each closing only its own subscriptions. Every method runs to
-completion without awaiting, so each is atomic on the event loop. Time is the store's ``clock``
+"nodes" of an in-process test), each closing only its own subscriptions and inboxes. Every method
+runs to completion without awaiting, so each is atomic on the event loop. Time is the store's ``clock``
 (injectable: tests move it instead of sleeping). Values are msgpack round-tripped as in Redis, so
 what comes back is what Redis would give back (tuples become lists, unserializable info fails).
 """
@@ -14,24 +14,28 @@ import bisect
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from server.backend.base import (
+    DEFAULT_INBOX_LIMIT,
     DEFAULT_MAX_LOG_ENTRIES,
     Backend,
     BackendClosed,
+    Inbox,
     Lease,
     LeaseLost,
     OutOfOrder,
     Owner,
+    check_inbox_limit,
     check_rate,
     check_seq,
     check_ttl,
 )
+from server.backend.inbox import QueuedInbox
 
 _BATCH = 256  # entries a subscription copies out of the log at a time
 _SWEEP_S = 60.0  # how often idle rate-limit keys are forgotten
@@ -65,6 +69,16 @@ class _Held:
     deadline: float
 
 
+class _MemoryInbox(QueuedInbox):
+    def __init__(self, backend: MemoryBackend, node_id: str, limit: int) -> None:
+        super().__init__(limit)
+        self._backend = backend
+        self.node_id = node_id
+
+    async def aclose(self) -> None:
+        self._backend._forget(self)
+
+
 class MemoryStore:
     """The shared state of in-process backends. Not thread-safe: one event loop."""
 
@@ -85,6 +99,13 @@ class MemoryStore:
         self.next_sweep = 0.0
         self.bans: dict[str, dict[str, bytes]] = {}
         self.revoked: dict[str, bytes] = {}
+        self.states: dict[str, bytes] = {}
+        self.inboxes: dict[str, set[_MemoryInbox]] = {}  # node id -> its open inboxes (any backend's)
+
+    def holds(self, stage_id: str, lease: Lease) -> bool:
+        """Whether ``lease`` is the one holding ``stage_id`` now (the fence of a write)."""
+        held = self.held(stage_id)
+        return held is not None and held.lease.token == lease.token
 
     def held(self, stage_id: str) -> _Held | None:
         held = self.leases.get(stage_id)
@@ -105,12 +126,16 @@ class MemoryStore:
 
 
 class MemoryBackend(Backend):
-    """In-process backend (the embedded default). ``MemoryBackend(store)`` shares ``store``'s state."""
+    """In-process backend (the embedded default). ``MemoryBackend(store)`` shares ``store``'s state;
+    ``inbox_limit`` bounds each of its inboxes' unread messages."""
 
-    def __init__(self, store: MemoryStore | None = None) -> None:
+    def __init__(self, store: MemoryStore | None = None, *, inbox_limit: int = DEFAULT_INBOX_LIMIT) -> None:
+        check_inbox_limit(inbox_limit)
         self.store = store if store is not None else MemoryStore()
+        self.inbox_limit = inbox_limit
         self._closed = False
         self._waiters: set[asyncio.Future[None]] = set()
+        self._inboxes: set[_MemoryInbox] = set()
 
     def _open(self) -> MemoryStore:
         if self._closed:
@@ -159,6 +184,10 @@ class MemoryBackend(Backend):
         store.heartbeats[node_id] = store.clock() + ttl_ms / 1000
         return was_alive
 
+    async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
+        store = self._open()
+        return {node_id for node_id in node_ids if store.alive(node_id)}
+
     async def presence_join(
         self, stage_id: str, participant_id: str, node_id: str, info: dict[str, Any]
     ) -> None:
@@ -186,10 +215,8 @@ class MemoryBackend(Backend):
     async def append(self, stage_id: str, seq: int, payload: bytes, *, lease: Lease | None = None) -> None:
         check_seq(seq)
         store = self._open()
-        if lease is not None:
-            held = store.held(stage_id)
-            if held is None or held.lease.token != lease.token:
-                raise LeaseLost(f"lease on stage {stage_id} lost: append of seq {seq} refused")
+        if lease is not None and not store.holds(stage_id, lease):
+            raise LeaseLost(f"lease on stage {stage_id} lost: append of seq {seq} refused")
         log = store.log(stage_id)
         if seq <= log.last:
             i = log.index_after(seq) - 1
@@ -235,6 +262,45 @@ class MemoryBackend(Backend):
         finally:
             log.waiters.discard(waiter)
             self._waiters.discard(waiter)
+
+    # --- stage state -----------------------------------------------------------------------------
+
+    async def save_state(self, stage_id: str, payload: bytes, *, lease: Lease) -> None:
+        store = self._open()
+        if not store.holds(stage_id, lease):
+            raise LeaseLost(f"lease on stage {stage_id} lost: state not saved")
+        store.states[stage_id] = bytes(payload)
+
+    async def load_state(self, stage_id: str) -> bytes | None:
+        return self._open().states.get(stage_id)
+
+    # --- node messaging ------------------------------------------------------------------------
+
+    async def send(self, node_id: str, payload: bytes) -> None:
+        inboxes = self._open().inboxes.get(node_id)
+        if not inboxes:
+            return
+        payload = bytes(payload)  # the caller may reuse its buffer; Redis would have copied it
+        for inbox in list(inboxes):
+            inbox.deliver(payload)
+            if inbox.broken:  # overflowed: Redis would have dropped this subscriber
+                inboxes.discard(inbox)
+
+    async def open_inbox(self, node_id: str) -> Inbox:
+        store = self._open()
+        inbox = _MemoryInbox(self, node_id, self.inbox_limit)
+        store.inboxes.setdefault(node_id, set()).add(inbox)
+        self._inboxes.add(inbox)
+        return inbox
+
+    def _forget(self, inbox: _MemoryInbox) -> None:
+        inbox.finish()
+        self._inboxes.discard(inbox)
+        inboxes = self.store.inboxes.get(inbox.node_id)
+        if inboxes is not None:
+            inboxes.discard(inbox)
+            if not inboxes:
+                del self.store.inboxes[inbox.node_id]
 
     # --- rate limits ---------------------------------------------------------------------------
 
@@ -282,3 +348,5 @@ class MemoryBackend(Backend):
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        for inbox in list(self._inboxes):
+            self._forget(inbox)

@@ -4,7 +4,8 @@ Key layout and the reasons for it are in the package docstring. Every script tou
 hash tag only, so all of this works on a Redis Cluster slot by slot. Connection errors become
 ``BackendUnavailable``; the client retries a command once on a dropped connection, which is safe
 because every operation is idempotent (a claim, hit or heartbeat carries a token that recognises
-its own earlier attempt).
+its own earlier attempt). Node messages are the exception: they go over a second client, the bus,
+that never retries (at most once; see ``redis_inbox.py``).
 """
 
 from __future__ import annotations
@@ -14,37 +15,38 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.backend import keys
 from server.backend.base import (
+    DEFAULT_INBOX_LIMIT,
     DEFAULT_MAX_LOG_ENTRIES,
     Backend,
     BackendClosed,
     BackendError,
     BackendUnavailable,
+    Inbox,
     Lease,
     LeaseLost,
     OutOfOrder,
     Owner,
+    check_inbox_limit,
     check_rate,
     check_seq,
     check_ttl,
 )
+from server.backend.redis_inbox import UNAVAILABLE, RedisInbox
 
 log = logging.getLogger(__name__)
 
 _FIELD = b"e"  # the one field of a log entry: the payload
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # SET NX PX, or recognise our own claim (a retry whose first attempt succeeded but whose reply was lost).
 _CLAIM = """
@@ -70,6 +72,12 @@ if not string.find(added.err, 'equal or smaller', 1, true) then return redis.err
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 1 and found[1][2][2] == ARGV[2] then return 0 end
 return -2
+"""
+# KEYS: state, owner. ARGV: payload, lease value. 1 saved, 0 lease lost.
+_SAVE_STATE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 """
 # Compare-and-HDEL: ARGV is field, expected value, field, expected value...
 _PRESENCE_LEAVE = """
@@ -109,7 +117,8 @@ class RedisBackend(Backend):
 
     ``block_ms`` is how long a subscription's XREAD waits before asking again; ``command_timeout``
     bounds every other call (and XREAD beyond its block). ``name`` is every connection's CLIENT
-    SETNAME (to find them in CLIENT LIST).
+    SETNAME (to find them in CLIENT LIST). An inbox holds at most ``inbox_limit`` unread messages, and
+    counts its connection lost after ``2 * inbox_ping_s`` without hearing from Redis.
     """
 
     def __init__(
@@ -121,14 +130,22 @@ class RedisBackend(Backend):
         block_ms: int = 2000,
         command_timeout: float = 5.0,
         reconnect_max_s: float = 1.0,
+        inbox_limit: int = DEFAULT_INBOX_LIMIT,
+        inbox_ping_s: float = 1.0,
     ) -> None:
         if max_log_entries < 1:
             raise ValueError("max_log_entries must be at least 1")
+        check_inbox_limit(inbox_limit)
+        if inbox_ping_s <= 0:
+            raise ValueError(f"inbox_ping_s must be above 0, not {inbox_ping_s}")
         self.max_log_entries = max_log_entries
         self.block_ms = block_ms
         self.command_timeout = command_timeout
         self.reconnect_max_s = reconnect_max_s
+        self.inbox_limit = inbox_limit
+        self.inbox_ping_s = inbox_ping_s
         self._closed = asyncio.Event()
+        self._inboxes: set[RedisInbox] = set()
         # No socket_timeout: with one, redis-py (8.1) sends through asyncio.wait_for, which before
         # Python 3.12 can swallow a cancellation that arrives as the send completes (CPython gh-86296):
         # a cancelled subscription then read on for ever (tests/backend/test_redis.py). Timeouts are
@@ -141,12 +158,24 @@ class RedisBackend(Backend):
             socket_keepalive=True,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
         )
+        # Node messages: no retry at all (no supported errors, so not even the reconnect redis-py
+        # makes before giving up). A retried PUBLISH whose first attempt landed would deliver twice;
+        # a Pub/Sub connection re-subscribed behind our back would hide the messages lost meanwhile.
+        self._bus: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            client_name=name,
+            socket_timeout=None,
+            socket_connect_timeout=min(command_timeout, 2.0),
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), retries=0, supported_errors=()),
+        )
         register = self._redis.register_script
         self._claim = register(_CLAIM)
         self._renew = register(_RENEW)
         self._release = register(_RELEASE)
         self._append = register(_APPEND)
         self._presence_leave = register(_PRESENCE_LEAVE)
+        self._save_state = register(_SAVE_STATE)
         self._hit = register(_HIT)
 
     @contextlib.asynccontextmanager
@@ -158,7 +187,7 @@ class RedisBackend(Backend):
         try:
             async with asyncio.timeout(seconds or self.command_timeout):
                 yield
-        except _UNAVAILABLE as exc:  # asyncio's TimeoutError is an OSError
+        except UNAVAILABLE as exc:  # asyncio's TimeoutError is an OSError
             raise BackendUnavailable(f"redis unavailable: {exc!r}") from exc
         except RedisError as exc:
             raise BackendError(f"redis refused: {exc}") from exc
@@ -205,6 +234,21 @@ class RedisBackend(Backend):
         # ``previous == beat``: a retry whose first attempt landed; we cannot tell what was there.
         return previous is not None and previous != beat
 
+    async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
+        async with self._call():
+            return await self._alive(set(node_ids))
+
+    async def _alive(self, node_ids: set[str]) -> set[str]:
+        """One round trip; a pipeline, not MGET: each node's key has its own hash tag (slot)."""
+        if not node_ids:
+            return set()
+        nodes = sorted(node_ids)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node_id in nodes:
+                pipe.exists(keys.node(node_id))
+            found = await pipe.execute()
+        return {node_id for node_id, exists in zip(nodes, found, strict=True) if exists}
+
     async def presence_join(
         self, stage_id: str, participant_id: str, node_id: str, info: dict[str, Any]
     ) -> None:
@@ -226,15 +270,11 @@ class RedisBackend(Backend):
         async with self._call():
             raw: Any = await self._redis.hgetall(key)  # redis-py's stubs do not know decode_responses
             entries = {pid.decode(): (value, msgpack.unpackb(value)) for pid, value in raw.items()}
-            nodes = sorted({node_id for _, (node_id, _) in entries.values()})
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for node_id in nodes:
-                    pipe.exists(keys.node(node_id))
-                alive = dict(zip(nodes, await pipe.execute(), strict=True))
-            stale = [(pid, value) for pid, (value, (node_id, _)) in entries.items() if not alive[node_id]]
+            alive = await self._alive({node_id for _, (node_id, _) in entries.values()})
+            stale = [(pid, value) for pid, (value, (node_id, _)) in entries.items() if node_id not in alive]
             if stale:  # the node's heartbeat lapsed: drop its entries unless they changed meanwhile
                 await self._presence_leave(keys=[key], args=[x for pair in stale for x in pair])
-        return {pid: info for pid, (_, (node_id, info)) in entries.items() if alive[node_id]}
+        return {pid: info for pid, (_, (node_id, info)) in entries.items() if node_id in alive}
 
     # --- event log -----------------------------------------------------------------------------
 
@@ -311,6 +351,47 @@ class RedisBackend(Backend):
             async with asyncio.timeout(seconds):
                 await self._closed.wait()
 
+    # --- stage state -----------------------------------------------------------------------------
+
+    async def save_state(self, stage_id: str, payload: bytes, *, lease: Lease) -> None:
+        async with self._call():
+            saved = await self._save_state(
+                keys=[keys.state(stage_id), keys.owner(stage_id)], args=[payload, _lease_value(lease)]
+            )
+        if saved != 1:
+            raise LeaseLost(f"lease on stage {stage_id} lost: state not saved")
+
+    async def load_state(self, stage_id: str) -> bytes | None:
+        async with self._call():
+            value: Any = await self._redis.get(keys.state(stage_id))  # bytes: no decode_responses
+        return None if value is None else bytes(value)
+
+    # --- node messaging ------------------------------------------------------------------------
+
+    async def send(self, node_id: str, payload: bytes) -> None:
+        async with self._call():
+            await self._bus.publish(keys.inbox(node_id), payload)
+
+    async def open_inbox(self, node_id: str) -> Inbox:
+        try:
+            async with self._call():
+                inbox = await RedisInbox.open(
+                    self._bus,
+                    keys.inbox(node_id),
+                    limit=self.inbox_limit,
+                    ping_s=self.inbox_ping_s,
+                    on_close=self._inboxes.discard,
+                )
+        except BackendUnavailable:
+            if self._closed.is_set():  # close() dropped the connection under us
+                raise BackendClosed("backend is closed") from None
+            raise
+        if self._closed.is_set():  # closed while we subscribed: close() did not see this inbox
+            await inbox.aclose()
+            raise BackendClosed("backend is closed")
+        self._inboxes.add(inbox)
+        return inbox
+
     # --- rate limits ---------------------------------------------------------------------------
 
     async def hit(self, key: str, window_s: float, limit: int) -> tuple[bool, float]:
@@ -348,13 +429,16 @@ class RedisBackend(Backend):
             return False
         try:
             return bool(await self._redis.ping())
-        except _UNAVAILABLE:
+        except UNAVAILABLE:
             return False
 
     async def close(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
+        for inbox in list(self._inboxes):
+            await inbox.aclose()
+        await self._bus.aclose()
         await self._redis.aclose()
 
 

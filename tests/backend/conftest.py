@@ -1,4 +1,5 @@
-"""A real redis-server on a free loopback port, and "clusters" of backends that share one store.
+"""A real redis-server for the package (tests/support/redis_server.py), and "clusters" of backends
+that share one store.
 
 A cluster is what several nodes see: for Redis, backends on the same server; for memory, backends on
 the same ``MemoryStore``. ``advance`` lets time pass: the memory store's clock moves, Redis sleeps.
@@ -8,85 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import signal
-import subprocess
-import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import redis
 
-from server.backend import Backend, MemoryBackend, MemoryStore, RedisBackend
-from tests.conftest import free_port
+from server.backend import Backend, Inbox, MemoryBackend, MemoryStore, RedisBackend
+from server.backend.inbox import QueuedInbox
+from tests.support.redis_server import RedisServer, running_redis
 from tests.support.waiting import eventually
 
 T = TypeVar("T")
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when pytest dies without its teardown (killed by a timeout), so no
-    redis-server outlives the run. Linux PR_SET_PDEATHSIG; elsewhere teardown alone stops it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-class RedisServer:
-    """``redis-server`` without persistence, started and stopped by PID."""
-
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
-                "--logfile", str(self.directory / f"redis-{self.port}.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            try:
-                with self.admin() as client:
-                    if client.ping():
-                        return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.asynccontextmanager
@@ -102,12 +36,8 @@ async def background(coro: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task
 
 @pytest.fixture(scope="package")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class FakeClock:
@@ -128,17 +58,21 @@ class Cluster:
     nodes: list[Backend] = field(default_factory=list)
     store: MemoryStore | None = None
 
-    def node(self, *, max_log_entries: int | None = None) -> Backend:
-        """One more node; ``max_log_entries`` gives it (memory: and a fresh store) that log limit."""
+    def node(self, *, max_log_entries: int | None = None, inbox_limit: int | None = None) -> Backend:
+        """One more node; ``max_log_entries`` gives it (memory: and a fresh store) that log limit,
+        ``inbox_limit`` that bound on its inboxes."""
         backend: Backend
+        inbox = {} if inbox_limit is None else {"inbox_limit": inbox_limit}
         if self.redis_server is not None:
             extra = {} if max_log_entries is None else {"max_log_entries": max_log_entries}
-            backend = RedisBackend(self.redis_server.url, name=f"medstage-test-{len(self.nodes)}", **extra)
+            backend = RedisBackend(
+                self.redis_server.url, name=f"medstage-test-{len(self.nodes)}", **extra, **inbox
+            )
         else:
             if self.store is None or max_log_entries is not None:
                 kwargs = {} if max_log_entries is None else {"max_log_entries": max_log_entries}
                 self.store = MemoryStore(clock=self.clock, **kwargs)
-            backend = MemoryBackend(self.store)
+            backend = MemoryBackend(self.store, **inbox)
         self.nodes.append(backend)
         return backend
 
@@ -163,6 +97,12 @@ class Cluster:
                 return sum(1 for c in clients if c["cmd"] == "xread" and "b" in c["flags"]) >= count
 
             await eventually(blocked, timeout=5, interval=0.01)
+
+
+async def wait_broken(inbox: Inbox) -> None:
+    """Until the inbox receives nothing more (lost or overflowed): Redis delivers on its own time."""
+    assert isinstance(inbox, QueuedInbox)
+    await eventually(lambda: inbox.broken, timeout=5, interval=0.005)
 
 
 @pytest.fixture(params=["memory", "redis"])

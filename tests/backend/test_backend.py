@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from rooms.events import EVENT_TYPES, CommentPosted, CommentView, Event, StageEnded
-from server.backend import Backend, BackendClosed, LeaseLost, OutOfOrder
-from tests.backend.conftest import Cluster, background
+from server.backend import Backend, BackendClosed, BackendUnavailable, Inbox, LeaseLost, OutOfOrder
+from tests.backend.conftest import Cluster, background, wait_broken
 from tests.support.waiting import eventually
 
 TTL_MS = 300  # real milliseconds for Redis: long enough to be reliable, short enough to wait out
@@ -41,6 +41,17 @@ def entries(*seqs: int) -> list[tuple[int, bytes]]:
 async def append_all(backend: Backend, *seqs: int, stage: str = STAGE) -> None:
     for seq, payload in entries(*seqs):
         await backend.append(stage, seq, payload)
+
+
+async def receive(inbox: Inbox, n: int) -> list[bytes]:
+    """The next ``n`` messages of an inbox (which stays open for more)."""
+    out: list[bytes] = []
+    async with asyncio.timeout(5):
+        async for message in inbox:
+            out.append(message)
+            if len(out) == n:
+                break
+    return out
 
 
 # --- stage registry ----------------------------------------------------------------------------
@@ -157,6 +168,161 @@ async def test_a_dead_nodes_people_disappear_and_return_when_it_joins_them_again
     assert await b.presence(STAGE) == {"p2": {"name": "Bo"}}, "its entries were dropped, not revived"
     await a.presence_join(STAGE, "p1", "node-a", {"name": "Ana"})
     assert await b.presence(STAGE) == {"p1": {"name": "Ana"}, "p2": {"name": "Bo"}}
+
+
+async def test_alive_nodes_are_those_whose_heartbeat_has_not_lapsed(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await a.alive_nodes([]) == set()
+    assert await a.alive_nodes(["node-a"]) == set(), "no beat yet"
+    await a.heartbeat("node-a", TTL_MS)
+    await b.heartbeat("node-b", TTL_MS)
+    assert await a.alive_nodes(["node-a", "node-b", "node-c"]) == {"node-a", "node-b"}
+
+    await cluster.advance(TTL_MS / 1000 + 0.1)
+    assert await b.alive_nodes({"node-a", "node-b"}) == set(), "both beats lapsed"
+    await b.heartbeat("node-b", TTL_MS)
+    assert await b.alive_nodes({"node-a", "node-b"}) == {"node-b"}
+    await a.heartbeat("node-a", TTL_MS)
+    assert await b.alive_nodes(("node-a", "node-b", "node-a")) == {"node-a", "node-b"}
+
+
+# --- stage state ---------------------------------------------------------------------------------
+
+
+async def test_the_stage_state_saved_under_the_lease_is_what_every_node_loads(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await b.load_state(STAGE) is None
+    lease = await a.claim(STAGE, "node-a", "http://a", TTL_MS)
+    assert lease is not None
+    snapshot = bytes(range(256))  # any bytes, as the caller encoded them
+    await a.save_state(STAGE, snapshot, lease=lease)
+    assert await b.load_state(STAGE) == snapshot
+    await a.save_state(STAGE, b"v2", lease=lease)
+    assert await b.load_state(STAGE) == b"v2", "a save replaces the snapshot"
+    assert await b.load_state("other") is None, "stages have separate states"
+
+
+async def test_a_node_that_lost_its_lease_cannot_save_the_state(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    lease = await a.claim(STAGE, "node-a", "http://a", TTL_MS)
+    assert lease is not None
+    await a.save_state(STAGE, b"a's", lease=lease)
+    await cluster.advance(TTL_MS / 1000 + 0.1)
+    assert await b.load_state(STAGE) == b"a's", "the snapshot outlives the lease that wrote it"
+    with pytest.raises(LeaseLost):
+        await a.save_state(STAGE, b"stale, nobody holds it", lease=lease)
+
+    taken = await b.claim(STAGE, "node-b", "http://b", TTL_MS)
+    assert taken is not None
+    with pytest.raises(LeaseLost):
+        await a.save_state(STAGE, b"stale, b holds it", lease=lease)
+    assert await b.load_state(STAGE) == b"a's", "a refused save writes nothing"
+    with pytest.raises(LeaseLost):
+        await b.save_state("other", b"not b's stage", lease=taken)
+    assert await b.load_state("other") is None
+
+    await b.save_state(STAGE, b"b's", lease=taken)
+    assert await a.load_state(STAGE) == b"b's"
+    assert await b.release(taken)
+    with pytest.raises(LeaseLost):
+        await b.save_state(STAGE, b"after release", lease=taken)
+    assert await a.load_state(STAGE) == b"b's"
+
+
+# --- node messaging ------------------------------------------------------------------------------
+
+
+async def test_an_inbox_gets_one_senders_messages_in_order(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    async with await b.open_inbox("node-b") as inbox:
+        sent = [f"message {i}".encode() for i in range(1000)]
+        for message in sent:  # the first one right after open_inbox returned: it is subscribed
+            await a.send("node-b", message)
+        assert await receive(inbox, 1000) == sent
+
+
+async def test_a_message_to_a_node_without_an_inbox_is_dropped(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await a.send("node-b", b"nobody is listening")
+    async with await b.open_inbox("node-b") as inbox:
+        await a.send("node-b", b"after open")
+        assert await receive(inbox, 1) == [b"after open"]
+    await a.send("node-b", b"closed again")  # still no error
+
+
+async def test_each_node_reads_only_its_own_inbox(cluster: Cluster) -> None:
+    a, b, sender = cluster.node(), cluster.node(), cluster.node()
+    async with await a.open_inbox("node-a") as inbox_a, await b.open_inbox("node-b") as inbox_b:
+        await sender.send("node-a", b"to a, 1")
+        await sender.send("node-b", b"to b, 1")
+        await sender.send("node-a", b"to a, 2")
+        assert await receive(inbox_a, 2) == [b"to a, 1", b"to a, 2"]
+        assert await receive(inbox_b, 1) == [b"to b, 1"]
+        await sender.send("node-b", b"to b, 2")
+        assert await receive(inbox_b, 1) == [b"to b, 2"], "nothing of a's came in between"
+
+
+async def test_every_open_inbox_of_a_node_gets_a_copy(cluster: Cluster) -> None:
+    a, b, sender = cluster.node(), cluster.node(), cluster.node()
+    async with await a.open_inbox("node-x") as first, await b.open_inbox("node-x") as second:
+        await sender.send("node-x", b"hello")
+        assert await receive(first, 1) == await receive(second, 1) == [b"hello"]
+
+
+async def test_an_inbox_left_unread_past_its_limit_fails_after_what_it_holds(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node(inbox_limit=5)
+    async with await b.open_inbox("node-b") as inbox:
+        sent = [f"message {i}".encode() for i in range(8)]
+        for message in sent:
+            await a.send("node-b", message)  # the sender is never held back by a slow reader
+        await wait_broken(inbox)
+        assert await receive(inbox, 5) == sent[:5], "what it received before the overflow, in order"
+        with pytest.raises(BackendUnavailable):
+            await anext(inbox)
+        with pytest.raises(StopAsyncIteration):
+            await anext(inbox)  # like a generator that raised: done; the node opens a new inbox
+    async with await b.open_inbox("node-b") as again:
+        await a.send("node-b", b"fresh")
+        assert await receive(again, 1) == [b"fresh"]
+
+
+async def test_closing_an_inbox_ends_its_reader(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    inbox = await b.open_inbox("node-b")
+    received: list[bytes] = []
+
+    async def consume() -> None:
+        async for message in inbox:
+            received.append(message)
+
+    async with background(consume()) as task:
+        await a.send("node-b", b"one")
+        await eventually(lambda: received == [b"one"], timeout=5, interval=0.005)
+        await inbox.aclose()
+        async with asyncio.timeout(5):
+            await task  # ends by itself, without an error
+    await inbox.aclose()  # idempotent
+    await a.send("node-b", b"to nobody")
+    assert await b.ping(), "the backend is still open"
+
+
+async def test_closing_the_backend_ends_its_inboxes(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    inbox = await b.open_inbox("node-b")
+
+    async def consume() -> list[bytes]:
+        return [message async for message in inbox]
+
+    async with background(consume()) as task:
+        await a.send("node-b", b"one")
+        await b.close()
+        async with asyncio.timeout(5):
+            assert await task in ([], [b"one"])  # ends, without an error; unread messages dropped
+    with pytest.raises(BackendClosed):
+        await b.open_inbox("node-b")
+    with pytest.raises(BackendClosed):
+        await b.send("node-a", b"from a closed backend")
+    await a.send("node-b", b"to nobody")  # the other nodes go on
 
 
 # --- event log -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Redis only: the key layout, and what a network gives that memory does not (lost connections,
-a restarted server, retried commands, cancellation racing a reply)."""
+a restarted, killed or silent server, retried commands, cancellation racing a reply)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 from redis.crc import key_slot
 
 from server.backend import BackendError, BackendUnavailable, OutOfOrder, RedisBackend, keys
-from tests.backend.conftest import RedisServer, background
-from tests.backend.test_backend import append_all, entries, take
+from tests.backend.conftest import background
+from tests.backend.test_backend import append_all, entries, receive, take
+from tests.support.redis_server import RedisServer, running_redis
 from tests.support.waiting import eventually
 
 STAGE = "s1"
@@ -52,15 +53,23 @@ def blocked_readers(server: RedisServer, name: str) -> list[int]:
 
 
 def test_a_stages_keys_share_one_cluster_slot() -> None:
-    stage_keys = [keys.owner(STAGE), keys.presence(STAGE), keys.log(STAGE), keys.bans(STAGE)]
+    stage_keys = [
+        keys.owner(STAGE),
+        keys.presence(STAGE),
+        keys.log(STAGE),
+        keys.state(STAGE),
+        keys.bans(STAGE),
+    ]
     assert stage_keys == [
         "ms:{stage:s1}:owner",
         "ms:{stage:s1}:presence",
         "ms:{stage:s1}:log",
+        "ms:{stage:s1}:state",
         "ms:{stage:s1}:bans",
     ]
     assert len({key_slot(k.encode()) for k in stage_keys}) == 1
     assert key_slot(keys.log("s2").encode()) != key_slot(keys.log(STAGE).encode())
+    assert [keys.node("n1"), keys.inbox("n1")] == ["ms:{node:n1}:alive", "ms:{node:n1}:inbox"]
 
 
 async def test_log_entries_are_stream_entries_with_the_seq_as_id(
@@ -174,3 +183,133 @@ async def test_other_refusals_are_backend_errors_not_out_of_order(
     with pytest.raises(BackendError) as refused:
         await backend.append(STAGE, 1, b"event 1")
     assert not isinstance(refused.value, OutOfOrder) and "WRONGTYPE" in str(refused.value)
+
+
+# --- inboxes: a lost connection is an error, never a silent gap -----------------------------------
+
+
+def inbox_subscribers(server: RedisServer, node_id: str) -> int:
+    with server.admin() as admin:
+        [(_channel, count)] = admin.pubsub_numsub(keys.inbox(node_id))
+    return int(count)
+
+
+async def test_an_inbox_fails_at_once_when_redis_is_killed_and_a_new_one_works_after_restart(
+    tmp_path: Path,
+) -> None:
+    clock = asyncio.get_running_loop().time
+    with running_redis(tmp_path) as server:
+        sender = RedisBackend(server.url, name="medstage-sender", command_timeout=1.0)
+        node = RedisBackend(server.url, name="medstage-node", command_timeout=1.0)
+        try:
+            inbox = await node.open_inbox("node-b")
+            await sender.send("node-b", b"before")
+            assert await receive(inbox, 1) == [b"before"]
+
+            server.kill()
+            killed_at = clock()
+            with pytest.raises(BackendUnavailable):
+                async with asyncio.timeout(5):
+                    await anext(inbox)
+            assert clock() - killed_at < 1.0, "the closed socket is seen at once, not at the next ping"
+            with pytest.raises(BackendUnavailable):
+                await sender.send("node-b", b"lost")
+            with pytest.raises(BackendUnavailable):
+                await node.open_inbox("node-b")
+
+            server.start()  # same port, empty
+            async with await node.open_inbox("node-b") as again:
+                await sender.send("node-b", b"after")
+                assert await receive(again, 1) == [b"after"]
+            await inbox.aclose()
+        finally:
+            await sender.close()
+            await node.close()
+
+
+async def test_an_inbox_whose_connection_is_killed_fails_instead_of_resubscribing(
+    redis_server: RedisServer, make: Make
+) -> None:
+    """redis-py would reconnect and re-subscribe by itself, hiding the messages lost meanwhile."""
+    node, sender = make(name="medstage-node"), make(name="medstage-sender")
+    inbox = await node.open_inbox("node-b")
+    assert inbox_subscribers(redis_server, "node-b") == 1
+    with redis_server.admin() as admin:
+        assert admin.client_kill_filter(_type="pubsub") == 1
+    with pytest.raises(BackendUnavailable):
+        async with asyncio.timeout(5):
+            await anext(inbox)
+    assert inbox_subscribers(redis_server, "node-b") == 0
+    await sender.send("node-b", b"nobody is listening now")  # Redis is fine: only the inbox was lost
+    await inbox.aclose()
+
+
+async def test_a_silent_redis_fails_an_inbox_within_two_ping_intervals(tmp_path: Path) -> None:
+    """A host that vanishes sends no FIN: only the inbox's own PING notices."""
+    clock = asyncio.get_running_loop().time
+    with running_redis(tmp_path) as server:
+        node = RedisBackend(server.url, name="medstage-node", inbox_ping_s=0.2)
+        try:
+            inbox = await node.open_inbox("node-b")
+            server.pause()
+            paused_at = clock()
+            try:
+                with pytest.raises(BackendUnavailable, match="PING"):
+                    async with asyncio.timeout(5):
+                        await anext(inbox)
+                assert clock() - paused_at < 0.2 * 2 + 0.6, "two ping intervals, not TCP's minutes"
+            finally:
+                server.resume()
+            await inbox.aclose()
+        finally:
+            await node.close()
+
+
+async def test_an_idle_inbox_on_a_healthy_redis_stays_open(redis_server: RedisServer, make: Make) -> None:
+    node, sender = make(inbox_ping_s=0.2), make()
+    async with await node.open_inbox("node-b") as inbox:
+        await asyncio.sleep(1.0)  # five ping intervals of silence: each PING is answered
+        await sender.send("node-b", b"still here")
+        assert await receive(inbox, 1) == [b"still here"]
+
+
+async def test_cancelling_open_inbox_leaves_no_subscription(redis_server: RedisServer, make: Make) -> None:
+    node = make(name="medstage-opener")
+    for i in range(100):
+        task = asyncio.create_task(node.open_inbox("node-b"))
+        for _ in range(i % 10):
+            await asyncio.sleep(0)
+        task.cancel()
+        async with asyncio.timeout(2):
+            await asyncio.wait([task])
+        if not task.cancelled():  # it was done before the cancellation landed
+            await task.result().aclose()
+
+    def pubsub_clients() -> list[dict[str, Any]]:
+        with redis_server.admin() as admin:
+            return [c for c in admin.client_list() if c["name"] == "medstage-opener" and "P" in c["flags"]]
+
+    await eventually(lambda: not pubsub_clients(), timeout=5)
+    assert inbox_subscribers(redis_server, "node-b") == 0
+
+
+# --- a persistent server (tests/support/redis_server.py) ------------------------------------------
+
+
+async def test_a_persistent_redis_keeps_acknowledged_writes_across_sigkill(tmp_path: Path) -> None:
+    with running_redis(tmp_path, persistent=True) as server:
+        backend = RedisBackend(server.url, command_timeout=2.0)
+        try:
+            lease = await backend.claim(STAGE, "node-a", "http://a", 60_000)
+            assert lease is not None
+            await append_all(backend, *range(1, 201))
+            await backend.save_state(STAGE, b"snapshot at 200", lease=lease)
+
+            server.kill()  # no shutdown, no final save: only what was fsynced survives
+            server.start()
+            assert await backend.read(STAGE, limit=1000) == entries(*range(1, 201))
+            assert await backend.load_state(STAGE) == b"snapshot at 200"
+            owner = await backend.owner(STAGE)
+            assert owner is not None and owner.node_id == "node-a"
+        finally:
+            await backend.close()
