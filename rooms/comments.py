@@ -102,6 +102,28 @@ class Chat:
             raise InvalidMessage("slow mode is 0 (off) to 3600 seconds")
         self.slow_mode_s = seconds
 
+    def restore(
+        self,
+        comments: list[tuple[CommentView, str]],
+        pinned: tuple[CommentView, str] | None,
+        deleted: set[str],
+        slow_mode_s: int,
+    ) -> None:
+        """Refill a new chat from a stage's durable state (``rooms/durable.py``): the comments with their
+        authors' identities, oldest first, the pin, the ids never to reuse, and slow mode."""
+        self.set_slow_mode(slow_mode_s)
+        kept = comments[-2 * self.settings.comment_history :] if self.settings.comment_history else []
+        self.comments = {view.id: _Comment(view, identity) for view, identity in kept}
+        self.deleted = set(deleted)
+        self.pinned = None
+        if pinned is not None:  # the same object as in ``comments``, as ``delete`` compares them by identity
+            view, identity = pinned
+            self.pinned = self.comments.get(view.id) or _Comment(view, identity)
+
+    def stored(self) -> list[tuple[CommentView, str]]:
+        """Every comment kept, oldest first, with its author's identity (what ``restore`` takes)."""
+        return [(c.view, c.identity) for c in self.comments.values()]
+
     # --- views ---------------------------------------------------------------------------------
 
     def history(self) -> list[CommentView]:

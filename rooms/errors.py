@@ -146,3 +146,13 @@ class AlreadyRecording(DomainError):
 
 class NotRecording(DomainError):
     code = "not_recording"
+
+
+# --- several nodes (issue 5) ---------------------------------------------------------------------
+
+
+class InvalidDurableState(DomainError):
+    """A stage's saved state (``rooms/durable.py``) that this node cannot read: corrupt, or written in
+    a format version it does not know. The stage cannot be taken over from it."""
+
+    code = "invalid_durable_state"

@@ -350,16 +350,22 @@ def decode_event(data: bytes | str) -> Event:
 
 
 class EventLog:
-    """The stage's ordered log: every event gets the next ``seq`` (1, 2, 3, ... with no gaps)."""
+    """The stage's ordered log: every event gets the next ``seq`` (1, 2, 3, ... with no gaps).
 
-    __slots__ = ("events",)
+    A stage another node took over continues the shared log: its first event is ``start_seq + 1``.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("events", "start_seq")
+
+    def __init__(self, start_seq: int = 0) -> None:
+        if start_seq < 0:
+            raise ValueError("start_seq must not be negative")
+        self.start_seq = start_seq
         self.events: list[Event] = []
 
     @property
     def last_seq(self) -> int:
-        return self.events[-1].seq if self.events else 0
+        return self.events[-1].seq if self.events else self.start_seq
 
     def append(self, events: list[Event]) -> list[Event]:
         """Number ``events`` in order, keep them, and return the numbered copies."""
@@ -369,6 +375,8 @@ class EventLog:
         return numbered
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, EventLog) and self.events == other.events
+        if not isinstance(other, EventLog):
+            return False
+        return (self.start_seq, self.events) == (other.start_seq, other.events)
 
     __hash__ = None  # type: ignore[assignment]

@@ -57,6 +57,7 @@ from rooms.hands import Hands, Invitations
 from rooms.polls import Polls, PollSpec, PollStatus
 from rooms.qa import Questions, QuestionStatus
 from rooms.reactions import ReactionCounter, normalise
+from rooms.remembered import RememberedPeople
 from rooms.roles import Permission, Role, allows, require
 from rooms.roles import is_moderator as role_is_moderator
 from rooms.settings import StageSettings
@@ -110,7 +111,13 @@ class Participant:
 @dataclass(init=False, repr=False)
 class Stage:
     """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
-    polls, consent and recording, and the ordered log of everything that happened."""
+    polls, consent and recording, and the ordered log of everything that happened.
+
+    It remembers, by identity, the role and name of people who left (not removed or banned) and, when
+    restored on another node (``rooms/durable.py``), of everyone who was present: an identity it
+    remembers gets that role back on joining instead of the requested one, unless it was host and the
+    stage has another host now. Only explicit identities are remembered (``rooms/remembered.py``).
+    """
 
     id: str
     title: str
@@ -120,6 +127,7 @@ class Stage:
     locked: bool
     participants: dict[str, Participant]
     banned_identities: set[str]
+    remembered: RememberedPeople
     log: EventLog
     hands: Hands
     invitations: Invitations
@@ -146,6 +154,7 @@ class Stage:
         self.settings, self.state, self.locked = settings, state, False
         self.participants = {}
         self.banned_identities = set()
+        self.remembered = RememberedPeople()
         self.log = EventLog()
         self.hands = Hands()
         self.invitations = Invitations()
@@ -298,6 +307,8 @@ class Stage:
             *self._drop_invitation(person, now),
         ]
         del self.participants[person.id]
+        if person.identity != person.id:  # explicit: they may come back (``_remove`` forgets them)
+            self.remembered.remember(person.identity, person.role, person.name)
         return [*events, ParticipantLeft(stage=self.id, at=now, participant=person.id)]
 
     # --- joining and leaving -------------------------------------------------------------------
@@ -311,10 +322,15 @@ class Stage:
             raise Banned(f"this identity is banned from stage {self.id}")
         if self.locked:
             raise StageLocked(f"stage {self.id} is locked")
+        # Someone coming back gets the role they had (a dropped speaker speaks again, a demoted person
+        # stays demoted), whatever their client asks for: continuity, as roles are self-declared.
+        role = self.remembered.role_for(identity, role, host_present=self.host is not None)
         if role is Role.HOST and self.host is not None:
             raise NotAllowed(f"stage {self.id} already has a host")
         if participant_id in self.participants:
             raise NotAllowed(f"{participant_id} is already on stage {self.id}")
+        # Present again, their current role is the truth: a second tab must not get a stale one.
+        self.remembered.forget(identity)
         self.participants[participant_id] = Participant(participant_id, name, role, now, identity=identity)
         return self._emit([ParticipantJoined(stage=self.id, at=now, participant=participant_id)])
 
@@ -473,6 +489,7 @@ class Stage:
                 )
             )
             events += self._drop(victim, now)
+        self.remembered.forget(person.identity)  # removed or banned: a rejoin starts afresh
         return self._emit(events)
 
     def chat_mute(self, actor: str, target: str, muted: bool, now: float) -> list[Event]:

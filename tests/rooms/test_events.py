@@ -116,6 +116,15 @@ def test_the_log_numbers_events_from_one_without_gaps() -> None:
     assert log.append([]) == [] and log.last_seq == 3
 
 
+def test_a_log_started_after_a_seq_continues_from_it() -> None:
+    log = EventLog(start_seq=41)
+    assert log.last_seq == 41
+    assert [e.seq for e in log.append([ParticipantLeft(stage="s", at=0, participant="a")])] == [42]
+    assert log.last_seq == 42 and log != EventLog()
+    with pytest.raises(ValueError):
+        EventLog(start_seq=-1)
+
+
 def test_logged_events_are_copies_the_originals_stay_unnumbered() -> None:
     log = EventLog()
     original = ParticipantLeft(stage="s", at=0, participant="a")
