@@ -56,6 +56,11 @@ def create_app(config: Config) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         addresses = peer.setup(config.media)
         log.info("media ready", extra={"ice_addresses": ",".join(addresses)})
+        await node.start()
+        log.info(
+            "node ready",
+            extra={"node": node.cluster.node_id, "backend": "redis" if config.redis_url else "memory"},
+        )
         yield
         await node.close()
 
@@ -65,6 +70,10 @@ def create_app(config: Config) -> web.Application:
         # Close sockets first (clients see 1001), then cleanup_ctx closes the peers.
         for live in list(node.stages.values()):
             for conn in list(live.connections.values()):
+                await conn.close(1001, "node shutting down")
+        relay = node.cluster.relay
+        if relay is not None:  # clients here of stages hosted elsewhere
+            for conn in list(relay.fronted.values()):
                 await conn.close(1001, "node shutting down")
 
     app.on_shutdown.append(on_shutdown)

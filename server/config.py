@@ -52,6 +52,10 @@ class Config:
     consent_policy_file: str = ""
     speaking_requires_consent: bool = False
     shutdown_timeout_s: float = 5.0
+    redis_url: str = ""
+    node_id: str = ""
+    lease_ttl_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -187,6 +191,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("consent_policy_version must not be empty")
     if config.consent_policy_file and not Path(config.consent_policy_file).is_file():
         raise ConfigError(f"consent_policy_file {config.consent_policy_file}: no such file")
+    if config.redis_url and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
+    if config.lease_ttl_ms < 500 or config.heartbeat_interval_ms < 100:
+        raise ConfigError("lease_ttl_ms must be >= 500 and heartbeat_interval_ms >= 100")
+    if config.node_id and not config.node_id.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError("node_id: letters, digits, - and _ only")
     if config.log_format not in ("auto", "json", "text"):
         raise ConfigError("log_format must be auto, json or text")
     if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:

@@ -13,10 +13,12 @@ from aiohttp import web
 
 from rooms.errors import DomainError, StageExists, StageNotFound
 from server import metrics
+from server.backend import BackendError
+from server.cluster import StageUnavailable
 from server.stages import Node
 from server.wire import StageId
 
-_STATUS = {StageNotFound: 404, StageExists: 409}
+_STATUS = {StageNotFound: 404, StageExists: 409, StageUnavailable: 503}
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -50,23 +52,51 @@ async def create_stage(request: web.Request) -> web.Response:
     if state not in ("live", "scheduled"):
         return problem(400, "invalid_body", "state: live or scheduled")
     try:
-        live = node.create_stage(stage_id, title, scheduled=state == "scheduled")
+        live = await node.create_stage(stage_id, title, scheduled=state == "scheduled")
     except DomainError as exc:
-        return problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
+        response = problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
+        if isinstance(exc, StageUnavailable):
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
     return web.json_response({**node.stage_info(live), "recordings_key": live.access_key}, status=201)
 
 
 async def get_stage(request: web.Request) -> web.Response:
     node: Node = request.app["node"]
-    try:
-        live = node.get(request.match_info["stage_id"])
-    except StageNotFound as exc:
-        return problem(404, exc.code, exc.message)
-    return web.json_response(node.stage_info(live))
+    stage_id = request.match_info["stage_id"]
+    live = node.stages.get(stage_id)
+    if live is not None:
+        return web.json_response(node.stage_info(live))
+    try:  # hosted by another node: say which (its clients may join through any node)
+        owner = await node.cluster.backend.owner(stage_id)
+        present = await node.cluster.backend.presence(stage_id) if owner is not None else {}
+    except BackendError:
+        owner = None
+    if owner is None:
+        return problem(404, "stage_not_found", f"stage {stage_id} is not live on any node")
+    return web.json_response(
+        {
+            "id": stage_id,
+            "node": owner.node_id,
+            "node_url": owner.node_url,
+            "participants": len(present),
+            "url": f"{node.config.url}/s/{stage_id}",
+        }
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving (a Redis outage does not make it unhealthy)."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Whether this node can take new work: the backend answers, its relay inbox is open, and no
+    events wait to be written. A load balancer sends new clients elsewhere while this is 503."""
+    node: Node = request.app["node"]
+    ready, reason = await node.cluster.readiness()
+    body = {"status": "ready" if ready else "not_ready", "reason": reason, "node": node.cluster.node_id}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -90,6 +120,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/stages", create_stage),
         web.get("/api/stages/{stage_id}", get_stage),
         web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
         web.get("/metrics", metrics_handler),
         *recording_routes(),
     ]

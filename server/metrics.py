@@ -64,10 +64,20 @@ class _NodeCollector(Collector):
                     for p in pub.publications.values()
                 ),
             ),
+            ("log_backlog", "Stage events not yet written to the backend", self._backlog()),
+            ("relayed_out", "Clients here of stages hosted by other nodes", self._relayed("fronted")),
+            ("relayed_in", "Clients on other nodes of stages hosted here", self._relayed("remotes")),
         ):
             gauge = GaugeMetricFamily(f"medstage_{name}", help_)
             gauge.add_metric([], value)
             yield gauge
+
+    def _backlog(self) -> int:
+        return sum(log.backlog for log in self.node.cluster.logs.values())
+
+    def _relayed(self, side: str) -> int:
+        relay = self.node.cluster.relay
+        return 0 if relay is None else len(getattr(relay, side))
 
 
 _collector: _NodeCollector | None = None

@@ -31,6 +31,14 @@ class Outgoing:
         self._json: str | None = None
         self._msgpack: bytes | None = None
 
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> Outgoing:
+        """A message that arrives encoded (relayed from another node): decoded once, and its binary
+        framing is the bytes themselves."""
+        outgoing = cls(wire.decode_builtins(data))
+        outgoing._msgpack = data
+        return outgoing
+
     @property
     def type(self) -> str:
         return str(self.message.get("type"))

@@ -16,9 +16,11 @@ from aiortc.sdp import candidate_from_sdp
 
 from media.errors import MediaError
 from media.tasks import OwnedTasks
-from rooms.errors import DomainError, StageNotFound
+from rooms.errors import DomainError
 from rooms.roles import Role
 from server import commands, metrics, wire
+from server.backend import Owner
+from server.cluster import CLOSE_STAGE_MOVED, StageUnavailable
 from server.outbox import Close, Outbox, Outgoing, Overflow
 from server.stages import LiveStage, Node
 
@@ -34,8 +36,8 @@ CLOSE_TRY_LATER = 1013
 class Connection:
     """One participant's signalling socket and everything it owns."""
 
-    def __init__(self, ws: web.WebSocketResponse, node: Node) -> None:
-        self.ws = ws
+    def __init__(self, ws: web.WebSocketResponse | None, node: Node) -> None:
+        self.ws: Any = ws  # None for a RemoteConnection (server/relay.py), which overrides the I/O
         self.node = node
         self.binary = False  # reply in the framing the client last used
         self.outbox = Outbox(node.config.outbox_limit)
@@ -49,6 +51,10 @@ class Connection:
         self._stop_reading = False
         self._idle = False  # the reader waits in receive(), not in the middle of a request
         self.moderator_view = False  # whether the last state this client got was a moderator's
+        self.remote = False  # a RemoteConnection: its socket is on another node
+        self.upstream: str | None = None  # the node hosting this client's stage, when it is not this one
+        self.relay_id: str | None = None
+        self._frame: str | bytes = ""
 
     # --- output ------------------------------------------------------------------------------
 
@@ -164,6 +170,12 @@ class Connection:
         if len(data) > limit:  # characters for text frames: close enough, and cheaper than encoding
             self.error("frame_too_large", f"frames are limited to {limit} bytes")
             return
+        if self.upstream is not None:
+            relay = self.node.cluster.relay
+            if relay is not None:
+                relay.forward(self, data)
+            return
+        self._frame = data
         try:
             request = wire.decode(data)
         except wire.WireError as exc:
@@ -219,12 +231,13 @@ class Connection:
             raise _AlreadyJoined("this connection has already joined a stage")
         node = self.node
         role = Role(request.role)
-        try:
-            live = node.get(request.stage)
-        except StageNotFound:
-            if role is not Role.HOST:
-                raise
-            live = node.create_stage(request.stage, None)
+        found = await node.locate(request.stage, create=role is Role.HOST)
+        if isinstance(found, Owner):
+            self._serve_through(found)
+            return
+        live = found
+        if self._closing:
+            return  # the client went away while the stage was being found
         pid = node.new_participant_id(live)
         events = live.stage.join(pid, request.name, role, node.clock(), identity=request.identity)
         self.live, self.participant_id = live, pid
@@ -255,6 +268,19 @@ class Connection:
         finally:
             self._busy.discard("subscriber")
         self.send(offer)
+
+    def _serve_through(self, owner: Owner) -> None:
+        """The stage is hosted by another node: from now on this connection relays to it."""
+        relay = self.node.cluster.relay
+        if self.remote or relay is None:
+            # Relayed to us, but the stage has moved on: the client starts again from its front node.
+            self.close_after_flush(CLOSE_STAGE_MOVED, "the stage moved to another node; reconnect")
+            return
+        if not relay.connected:
+            raise StageUnavailable("this node cannot reach the stage's node right now", 1.0)
+        relay.attach(self, owner.node_id)
+        relay.forward(self, self._frame)
+        log.info("served through", extra=self._log_context(host=owner.node_id))
 
     def _exclusive(self, pc: str, request: wire.Message, work: Any) -> None:
         """Run an SDP exchange in the background; a second one on the same connection is refused."""
@@ -346,6 +372,9 @@ class Connection:
         return publisher.pc if publisher is not None else None
 
     async def _leave(self) -> None:
+        relay = self.node.cluster.relay
+        if self.upstream is not None and relay is not None:
+            relay.detach(self)
         live, pid = self.live, self.participant_id
         if live is None or pid is None:
             return

@@ -23,6 +23,7 @@ import msgspec
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from recording.session import SessionRecorder
+from rooms import durable
 from rooms.errors import StageExists, StageNotFound
 from rooms.events import (
     Event,
@@ -37,6 +38,8 @@ from rooms.events import (
     StageEnded,
 )
 from rooms.stage import Stage, StageSettings, StageState
+from server.backend import Lease, Owner
+from server.cluster import CLOSE_STAGE_MOVED, Cluster, StageLog
 from server.config import Config
 from server.outbox import Outgoing
 
@@ -59,6 +62,7 @@ class LiveStage:
     clock: Callable[[], float] = time.time
     connections: dict[str, Connection] = field(default_factory=dict)
     recorder: SessionRecorder | None = None
+    stage_log: StageLog | None = None  # where events go to the shared log (set once hosted)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ticker: asyncio.Task[None] | None = None
     _sent_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -85,6 +89,8 @@ class LiveStage:
 
     def deliver(self, events: list[Event]) -> None:
         """Send each event to the people who may see it; make the media follow the domain."""
+        if events and self.stage_log is not None:
+            self.stage_log.push(events)
         self._sent_snapshots = {}
         for event in events:
             match event:
@@ -230,14 +236,14 @@ class LiveStage:
     def __post_init__(self) -> None:
         self._tasks = OwnedTasks(log, "stage", stage=self.stage.id)
 
-    async def close(self) -> None:
+    async def close(self, code: int = 1001, reason: str = "node shutting down") -> None:
         if self._ticker is not None:
             self._ticker.cancel()
         if self.recorder is not None:
             await self.recorder.stop(self.clock())
             self.recorder = None
         for conn in list(self.connections.values()):
-            await conn.close(1001, "node shutting down")
+            await conn.close(code, reason)
         await self.media.close()
         await self._tasks.cancel_all()
         if self._ticker is not None:
@@ -245,12 +251,15 @@ class LiveStage:
 
 
 class Node:
-    """All stages on this node (in memory: the embedded default)."""
+    """The stages this node hosts, and its place among the nodes (``Cluster``)."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
         self.stages: dict[str, LiveStage] = {}
+        self.cluster = Cluster(self, config)
+        self._tasks = OwnedTasks(log, "node")
+        self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
@@ -263,12 +272,62 @@ class Node:
             comment_rate_window_s=config.comment_rate_window_s,
         )
 
-    def create_stage(self, stage_id: str | None, title: str | None, scheduled: bool = False) -> LiveStage:
+    async def start(self) -> None:
+        await self.cluster.start()
+
+    def spawn(self, work: Any) -> None:
+        self._tasks.spawn(work)
+
+    async def create_stage(
+        self, stage_id: str | None, title: str | None, scheduled: bool = False
+    ) -> LiveStage:
         stage_id = stage_id or secrets.token_urlsafe(6).replace("_", "x").replace("-", "y")
         if stage_id in self.stages:
             raise StageExists(f"stage {stage_id} already exists")
+        lease = await self.cluster.claim_new(stage_id)
+        if stage_id in self.stages:  # created here meanwhile
+            raise StageExists(f"stage {stage_id} already exists")
         state = StageState.SCHEDULED if scheduled else StageState.LIVE
         stage = Stage(stage_id, title or stage_id, self.clock(), settings=self.settings, state=state)
+        live = self._host(stage, lease)
+        if stage.recording_due:
+            live.deliver(stage.start_auto_recording(live.new_session_id(self.clock()), self.clock()))
+        log.info("stage created", extra={"stage": stage_id, "node": self.cluster.node_id})
+        return live
+
+    async def locate(self, stage_id: str, *, create: bool = False) -> LiveStage | Owner:
+        """The stage if this node hosts it (taking it over if its host is gone), else its host.
+        With ``create``, a stage that never existed is created here."""
+        live = self.stages.get(stage_id)
+        if live is not None:
+            return live
+        lock = self._locating.setdefault(stage_id, asyncio.Lock())
+        try:
+            async with lock:  # two joins racing for a stage restore it once
+                live = self.stages.get(stage_id)
+                if live is not None:
+                    return live
+                try:
+                    found = await self.cluster.find(stage_id)
+                except StageNotFound:
+                    if not create:
+                        raise
+                    return await self.create_stage(stage_id, None)
+                if isinstance(found, Owner):
+                    return found
+                lease, state, last_seq = found
+                stage = durable.restore(state, last_seq=last_seq, now=self.clock())
+                log.warning(
+                    "stage taken over",
+                    extra={"stage": stage_id, "node": self.cluster.node_id, "seq": last_seq},
+                )
+                return self._host(stage, lease)
+        finally:
+            if not lock.locked() and self._locating.get(stage_id) is lock:
+                del self._locating[stage_id]
+
+    def _host(self, stage: Stage, lease: Lease) -> LiveStage:
+        stage_id = stage.id
         live: LiveStage
 
         def notify(participant_id: str, message: dict[str, Any]) -> None:
@@ -276,12 +335,18 @@ class Node:
 
         media = MediaRoom(stage_id, self.config.media, notify)
         live = LiveStage(stage, media, self.recordings_root, secrets.token_urlsafe(24), self.clock)
+        live.stage_log = self.cluster.hosting(live, lease)
         live.start_ticker(self.clock)
         self.stages[stage_id] = live
-        if stage.recording_due:
-            live.deliver(stage.start_auto_recording(live.new_session_id(self.clock()), self.clock()))
-        log.info("stage created", extra={"stage": stage_id})
         return live
+
+    async def let_go(self, live: LiveStage) -> None:
+        """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""
+        if self.stages.get(live.stage.id) is not live:
+            return
+        del self.stages[live.stage.id]
+        await self.cluster.stop_hosting(live.stage.id, release=False)
+        await live.close(CLOSE_STAGE_MOVED, "the stage moved to another node; reconnect")
 
     def get(self, stage_id: str) -> LiveStage:
         live = self.stages.get(stage_id)
@@ -306,3 +371,5 @@ class Node:
     async def close(self) -> None:
         for live in list(self.stages.values()):
             await live.close()
+        await self.cluster.close()
+        await self._tasks.cancel_all()

@@ -389,6 +389,9 @@ async def test_events_come_in_msgpack_to_a_msgpack_client(join: Join, node: Runn
         await ws.send_bytes(
             msgpack.packb({"type": "join", "id": 1, "stage": stage, "name": "B", "role": "audience"})
         )
+        # Joined before the comment is posted (two sockets: nothing orders them otherwise).
+        joined = msgpack.unpackb((await ws.receive(timeout=5)).data)
+        assert joined["type"] == "joined", joined
         await ok(host, {"type": "comment.post", "text": "binary?"})
         async with asyncio.timeout(5):
             while True:
