@@ -369,8 +369,20 @@ class RedisBackend(Backend):
     # --- node messaging ------------------------------------------------------------------------
 
     async def send(self, node_id: str, payload: bytes) -> None:
-        async with self._call():
-            await self._bus.publish(keys.inbox(node_id), payload)
+        try:
+            async with self._call():
+                await self._bus.publish(keys.inbox(node_id), payload)
+        except BackendUnavailable:
+            await self._drop_idle_bus_connections()
+            raise
+
+    async def _drop_idle_bus_connections(self) -> None:
+        """After an outage the pool's idle connections point at a Redis that is gone, and redis-py's
+        check on checkout does not see it: the first PUBLISH on each would fail (and is never retried).
+        Dropping them makes the next send connect afresh. Called when an inbox (re)opens, which is
+        how a node learns that Redis is back, and after a failed send."""
+        with contextlib.suppress(Exception):
+            await self._bus.connection_pool.disconnect(inuse_connections=False)
 
     async def open_inbox(self, node_id: str) -> Inbox:
         try:
@@ -390,6 +402,7 @@ class RedisBackend(Backend):
             await inbox.aclose()
             raise BackendClosed("backend is closed")
         self._inboxes.add(inbox)
+        await self._drop_idle_bus_connections()
         return inbox
 
     # --- rate limits ---------------------------------------------------------------------------

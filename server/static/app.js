@@ -38,6 +38,8 @@ let consentPrompt = null; // the open consent prompt: {prompt, promise, session}
 /** Test hook: the live objects a test may inspect (e.g. `await medstage.subscriberPc.getStats()`). */
 window.medstage = {
   get state() { return session?.state ?? 'idle'; },
+  /** While a lost connection comes back by itself: {since, attempt, trying, nextAt, error}, else null. */
+  get reconnecting() { return session?.reconnecting ? { ...session.reconnecting } : null; },
   get participantId() { return session?.participantId ?? null; },
   get role() { return session?.role ?? null; },
   get subscriberPc() { return session?.subscriberPc ?? null; },
@@ -308,12 +310,51 @@ function renderRecording() {
 
 const CONNECTION_LABELS = {
   idle: 'Not connected', connecting: 'Connecting…', joined: 'Connected', leaving: 'Leaving…',
-  left: 'Left', disconnected: 'Disconnected', ended: 'Ended', failed: 'Not connected',
+  left: 'Left', disconnected: 'Disconnected', ended: 'Ended', failed: 'Not connected', reconnecting: 'Reconnecting…',
 };
+
+let reconnectTicker = null; // re-renders the banner's countdown every second while reconnecting
+
+/** A lost connection that comes back by itself: a banner over the stage (not a modal), with a countdown. */
+function renderReconnecting() {
+  const reconnecting = session?.reconnecting;
+  const screen = $('ended-screen');
+  const banner = Boolean(reconnecting) && session.state === 'disconnected';
+  screen.classList.toggle('is-banner', banner);
+  screen.setAttribute('role', banner ? 'status' : 'dialog');
+  screen.setAttribute('aria-modal', String(!banner));
+  if (banner && !reconnectTicker) reconnectTicker = setInterval(renderReconnecting, 1000);
+  if (!banner) {
+    clearInterval(reconnectTicker);
+    reconnectTicker = null;
+    return false;
+  }
+  const seconds = reconnecting.nextAt ? Math.ceil((reconnecting.nextAt - Date.now()) / 1000) : 0;
+  const when = reconnecting.trying || seconds <= 0 ? 'Trying now…' : `Next try in ${seconds} s.`;
+  // A refusal is worth showing (the stage is moving, not opened again yet...); a node not answering is not.
+  const error = reconnecting.error;
+  const refused = error?.code && !['unreachable', 'disconnected', 'timeout'].includes(error.code) ? joinErrorMessage(error) : '';
+  screen.hidden = false;
+  screen.dataset.reason = 'reconnecting';
+  $('ended-heading').textContent = 'Reconnecting…';
+  $('ended-text').textContent = `The connection to the stage was interrupted; medstage reconnects by itself. ${when}`;
+  $('ended-icon').innerHTML = icon('rejoin');
+  const reason = $('ended-reason');
+  reason.hidden = !refused;
+  reason.textContent = refused;
+  const button = $('rejoin-button');
+  button.hidden = false;
+  button.querySelector('.btn-label').textContent = 'Reconnect now';
+  button.disabled = Boolean(reconnecting.trying);
+  return true;
+}
 
 function renderEndScreen(state) {
   const shown = state === 'disconnected' || state === 'left' || state === 'ended';
+  if (renderReconnecting()) return;
   $('ended-screen').hidden = !shown;
+  $('rejoin-button').disabled = false;
+  $('rejoin-button').querySelector('.btn-label').textContent = 'Rejoin';
   if (!shown) return;
   const end = state === 'ended' ? session.end : null;
   const screens = {
@@ -338,9 +379,10 @@ function renderEndScreen(state) {
 
 function renderState() {
   const state = session?.state ?? 'idle';
+  const shown = session?.reconnecting && state === 'disconnected' ? 'reconnecting' : state;
   const connection = $('connection');
-  connection.dataset.state = state;
-  connection.textContent = CONNECTION_LABELS[state] ?? state;
+  connection.dataset.state = shown;
+  connection.textContent = CONNECTION_LABELS[shown] ?? shown;
   document.body.dataset.state = state;
   document.body.dataset.role = session?.role ?? '';
   $('join-screen').hidden = !(state === 'idle' || state === 'failed' || (state === 'connecting' && !session?.rejoining));
@@ -603,6 +645,14 @@ function onRoster() {
   questions.render();
 }
 
+/** Back after a lost connection: the session rebuilt its lists from the new `joined`; so do the panels. */
+function onRejoined() {
+  lastModeratorMuted = session.moderatorMuted;
+  chat.reload();
+  polls.attach(session);
+  info('Reconnected to the stage.');
+}
+
 function joinErrorMessage(err) {
   switch (err.code) {
     case 'stage_not_found':
@@ -640,6 +690,8 @@ async function join(name, role, { rejoining = false } = {}) {
   recordingControls.attach(current);
   const onlyCurrent = (fn) => (event) => { if (session === current) fn(event.detail); };
   current.addEventListener('state', onlyCurrent(renderState));
+  current.addEventListener('reconnecting', onlyCurrent(renderState));
+  current.addEventListener('rejoined', onlyCurrent(onRejoined));
   current.addEventListener('roster', onlyCurrent(onRoster));
   current.addEventListener('slots', onlyCurrent(renderStage));
   current.addEventListener('publishing', onlyCurrent(() => { renderControls(); renderStage(); renderRoster(); }));
@@ -746,9 +798,11 @@ function setUpControls() {
     $('sound-button').hidden = true;
   });
   $('rejoin-button').addEventListener('click', () => {
-    if (session) join(session.name, session.end ? initialRoleFor(session) : session.role, { rejoining: true });
+    if (session?.reconnecting) session.reconnectNow();
+    else if (session) join(session.name, session.end ? initialRoleFor(session) : session.role, { rejoining: true });
   });
   window.addEventListener('pagehide', () => session?.abandon());
+  window.addEventListener('online', () => session?.reconnectNow());
 }
 
 /** After a removal, come back with the role one joined with at first, not one granted since. */

@@ -81,6 +81,13 @@ export class ChatPanel {
     this.render();
   }
 
+  /** The comments were replaced wholesale (back after a lost connection): rebuild every item, keep the draft. */
+  reload() {
+    this.#items.clear();
+    this.els.list.replaceChildren();
+    this.render();
+  }
+
   render() {
     this.#renderList();
     this.#renderPinned();

@@ -3,6 +3,8 @@
 //
 // Events (CustomEvent, details in parentheses):
 //   state       the session state changed (state: idle|connecting|joined|leaving|left|disconnected|ended|failed)
+//   reconnecting  the connection was lost and comes back by itself: waiting or dialling (see `reconnecting`)
+//   rejoined    back on the stage after a lost connection: everything was rebuilt from the new `joined`
 //   roster      a participant joined, changed or left
 //   slots       a subscriber slot was assigned or released, or got its tracks
 //   slot        one slot.assigned or slot.released (type, slot, kind, mid, participantId)
@@ -13,11 +15,16 @@
 //   notice      something for the user (message, code, kind: error|info)
 
 import { Signalling, SignallingError, signallingUrl } from './signalling.js';
+import { Backoff, afterFailure, reconnects } from './reconnect.js';
 import { CandidateTrickle, waitForGathering } from './peer.js';
 import { AREAS, StageModel } from './model.js';
 import { canModerate, canPublish } from './roles.js';
 
 const KEEPALIVE_MS = 20000;
+// A node that died without closing (power, network) leaves the socket open: no pong in this time
+// counts as a lost connection (1006), and the session reconnects.
+const KEEPALIVE_TIMEOUT_MS = 10000;
+const CLOSE_ABNORMAL = 1006;
 const CLOSE_REMOVED = 4003;
 const CLOSE_BANNED = 4004;
 
@@ -36,6 +43,10 @@ export class StageSession extends EventTarget {
   model = null; // StageModel once joined
   end = null; // why the server ended our session: {kind: removed|banned|ended, reason, by}
   marks = {}; // performance.now() at milestones, for diagnostics and tests
+  // While a lost connection comes back by itself (the state is then "disconnected"):
+  // {since, attempt, trying, nextAt (Date.now() of the next attempt, null while trying), error}, else null.
+  reconnecting = null;
+  rejoins = 0; // how many times the session came back after a lost connection
 
   #sig = null;
   #slots = new Map(); // slot index -> {slot, streamId, media: MediaStream, owners: Map kind -> participant id}
@@ -45,6 +56,10 @@ export class StageSession extends EventTarget {
   #offerChain = Promise.resolve();
   #keepalive = null;
   #publishRun = 0; // bumped whenever a publication starts or is torn down: stale starts give up
+  #reconnectRun = 0; // bumped when reconnection starts or stops: a stale loop gives up
+  #wake = null; // ends the current wait between two attempts early
+  #attemptClose = null; // how the socket of the attempt in progress closed, if it did
+  #resume = null; // what to restore after a rejoin: {publish, muted}
 
   constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location) }) {
     super();
@@ -68,50 +83,82 @@ export class StageSession extends EventTarget {
   /** Connect and join; resolves once `joined` arrived, rejects (state "failed") if refused. */
   async join() {
     this.#setState('connecting');
-    const sig = new Signalling();
-    this.#sig = sig;
-    sig.on('subscriber.offer', (frame) => {
-      this.#offerChain = this.#offerChain.then(() => this.#answerSubscriber(frame));
-    });
-    sig.on('slot.assigned', (frame) => this.#slotAssigned(frame));
-    sig.on('slot.released', (frame) => this.#slotReleased(frame));
-    sig.on('participant.joined', ({ participant }) => this.#upsert(participant));
-    sig.on('participant.updated', ({ participant }) => this.#upsert(participant));
-    sig.on('participant.left', ({ participant_id: id }) => this.#removeParticipant(id));
-    sig.on('participant.removed', (frame) => this.#removed(frame));
-    sig.on('stage.ended', () => { this.end ??= { kind: 'ended', reason: '', by: null }; });
-    sig.on('reactions', ({ counts }) => this.#emit('reactions', { counts: counts ?? {} }));
-    sig.on('error', (frame) => this.#notice(frame.message || frame.code, frame.code));
-    sig.on('*', (frame) => {
-      const areas = this.model?.apply(frame) ?? [];
-      if (areas.length === 0) return;
-      if (areas.includes('stage')) this.stage = this.model.stage;
-      this.#emit('model', { areas, frame });
-    });
     try {
-      await sig.connect(this.url);
-      sig.onclose = (event) => this.#closed(event);
-      const fields = { stage: this.stageId, name: this.name, role: this.role };
-      if (this.identity) fields.identity = this.identity;
-      const joined = await sig.request('join', fields);
-      this.marks.joined = performance.now();
-      this.participantId = joined.participant.id;
-      this.self = joined.participant;
-      this.role = joined.participant.role ?? this.role;
-      this.model = new StageModel(this.participantId);
-      this.model.load(joined);
-      this.stage = this.model.stage;
-      this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
-      for (const participant of joined.participants ?? []) this.participants.set(participant.id, participant);
-      this.#keepalive = setInterval(() => this.#sig?.request('ping').catch(() => {}), KEEPALIVE_MS);
-      this.#setState('joined');
-      this.#emit('roster');
-      this.#emit('model', { areas: [...AREAS] });
+      await this.#enter();
     } catch (err) {
       this.#teardown();
       this.#setState('failed');
       throw err;
     }
+    this.#setState('joined');
+    this.#emit('roster');
+    this.#emit('model', { areas: [...AREAS] });
+  }
+
+  /** Ask again at once instead of waiting for the next attempt (a click, the browser back online). */
+  reconnectNow() {
+    if (this.reconnecting && !this.reconnecting.trying) this.#wake?.();
+  }
+
+  /** Open a signalling connection, join the stage and load what `joined` says; the state is the caller's. */
+  async #enter() {
+    const sig = new Signalling();
+    this.#sig = sig;
+    this.#attemptClose = null;
+    this.#listen(sig);
+    await sig.connect(this.url);
+    sig.onclose = (event) => this.#closed(sig, event);
+    const fields = { stage: this.stageId, name: this.name, role: this.role };
+    if (this.identity) fields.identity = this.identity;
+    const joined = await sig.request('join', fields);
+    if (this.#sig !== sig) throw new SignallingError('disconnected', 'The connection was closed.');
+    this.marks.joined = performance.now();
+    this.#load(joined);
+    this.#keepalive = setInterval(() => this.#ping(sig), KEEPALIVE_MS);
+  }
+
+  // Frames of an older connection (one we gave up on) are ignored.
+  #listen(sig) {
+    const on = (type, fn) => sig.on(type, (frame) => { if (this.#sig === sig) fn(frame); });
+    on('subscriber.offer', (frame) => {
+      this.#offerChain = this.#offerChain.then(() => this.#answerSubscriber(sig, frame));
+    });
+    on('slot.assigned', (frame) => this.#slotAssigned(frame));
+    on('slot.released', (frame) => this.#slotReleased(frame));
+    on('participant.joined', ({ participant }) => this.#upsert(participant));
+    on('participant.updated', ({ participant }) => this.#upsert(participant));
+    on('participant.left', ({ participant_id: id }) => this.#removeParticipant(id));
+    on('participant.removed', (frame) => this.#removed(frame));
+    on('stage.ended', () => { this.end ??= { kind: 'ended', reason: '', by: null }; });
+    on('reactions', ({ counts }) => this.#emit('reactions', { counts: counts ?? {} }));
+    on('error', (frame) => this.#notice(frame.message || frame.code, frame.code));
+    on('*', (frame) => {
+      const areas = this.model?.apply(frame) ?? [];
+      if (areas.length === 0) return;
+      if (areas.includes('stage')) this.stage = this.model.stage;
+      this.#emit('model', { areas, frame });
+    });
+  }
+
+  /** Everything we know about the stage comes from `joined`: after a rejoin nothing older is kept. */
+  #load(joined) {
+    this.participantId = joined.participant.id;
+    this.self = joined.participant;
+    this.role = joined.participant.role ?? this.role;
+    this.model = new StageModel(this.participantId);
+    this.model.load(joined);
+    this.stage = this.model.stage;
+    this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
+    this.participants = new Map();
+    for (const participant of joined.participants ?? []) this.participants.set(participant.id, participant);
+  }
+
+  #ping(sig) {
+    sig.request('ping', {}, KEEPALIVE_TIMEOUT_MS).catch((err) => {
+      if (err.code !== 'timeout' || this.#sig !== sig || this.state !== 'joined') return;
+      sig.close();
+      this.#closed(sig, { code: CLOSE_ABNORMAL, reason: 'no answer to ping' });
+    });
   }
 
   /**
@@ -215,10 +262,14 @@ export class StageSession extends EventTarget {
     return [...tiles.values()];
   }
 
-  /** Start camera and microphone and publish them on a new publisher connection. */
-  async publish() {
+  /**
+   * Start camera and microphone and publish them on a new publisher connection. `muted` ({audio, video})
+   * publishes those tracks muted from the first frame (coming back after a lost connection).
+   */
+  async publish({ muted = null } = {}) {
     if (!this.canPublish || this.publishing !== 'off' || this.state !== 'joined') return;
     const run = ++this.#publishRun;
+    const sig = this.#sig;
     this.#setPublishing('starting');
     try {
       const stream = await openCameraAndMicrophone();
@@ -229,20 +280,26 @@ export class StageSession extends EventTarget {
       this.localStream = stream;
       const pc = new RTCPeerConnection({ iceServers: this.iceServers });
       this.publisherPc = pc;
-      this.#publisherTrickle = new CandidateTrickle(pc, 'publisher', (frame) => this.#sig?.send(frame));
+      const trickle = new CandidateTrickle(pc, 'publisher', (frame) => { if (this.#sig === sig) sig.send(frame); });
+      this.#publisherTrickle = trickle;
       for (const track of this.localStream.getTracks()) {
+        if (muted?.[track.kind]) track.enabled = false;
         pc.addTransceiver(track, { direction: 'sendonly', streams: [this.localStream] });
       }
       await pc.setLocalDescription(await pc.createOffer());
       await waitForGathering(pc);
-      const answer = await this.#sig.request('publish.offer', { sdp: this.#publisherTrickle.takeSdp() });
-      if (this.publisherPc !== pc) return; // stopped meanwhile
+      if (this.publisherPc !== pc) return; // stopped or torn down meanwhile
+      const answer = await sig.request('publish.offer', { sdp: trickle.takeSdp() });
+      if (this.publisherPc !== pc) return;
       await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
       if (this.publisherPc !== pc) return;
-      this.#publisherTrickle.acknowledged();
-      this.muted = { audio: false, video: false };
+      trickle.acknowledged();
+      this.muted = { audio: Boolean(muted?.audio), video: Boolean(muted?.video) };
       this.marks.published = performance.now();
       this.#setPublishing('live');
+      for (const kind of ['audio', 'video']) {
+        if (this.muted[kind]) sig.request('publish.mute', { kind, muted: true }).catch((err) => this.#notice(err.message, err.code));
+      }
     } catch (err) {
       if (run !== this.#publishRun) return; // torn down meanwhile (demoted, stopped, left)
       this.#closePublisher();
@@ -283,6 +340,7 @@ export class StageSession extends EventTarget {
 
   /** Leave the stage (the server replies `left` and closes the socket). */
   async leave() {
+    this.#stopReconnecting();
     if (this.state !== 'joined') {
       this.#teardown();
       return;
@@ -299,32 +357,37 @@ export class StageSession extends EventTarget {
 
   /** Close everything without a word to the server (page unload). */
   abandon() {
+    this.#stopReconnecting();
     this.#sig?.send({ type: 'leave' });
     this.#teardown();
   }
 
-  async #answerSubscriber({ sdp, slots }) {
+  async #answerSubscriber(sig, { sdp, slots }) {
+    if (this.#sig !== sig) return; // an offer of a connection we have given up on
     try {
-      if (!this.subscriberPc) this.#createSubscriber();
+      if (!this.subscriberPc) this.#createSubscriber(sig);
       const pc = this.subscriberPc;
+      const trickle = this.#subscriberTrickle;
       this.#defineSlots(slots ?? []);
       this.marks.subscriberOffer = performance.now();
       await pc.setRemoteDescription({ type: 'offer', sdp });
       await pc.setLocalDescription(await pc.createAnswer());
       await waitForGathering(pc);
-      await this.#sig.request('subscriber.answer', { sdp: this.#subscriberTrickle.takeSdp() });
-      this.#subscriberTrickle.acknowledged();
+      if (this.#sig !== sig) return;
+      await sig.request('subscriber.answer', { sdp: trickle.takeSdp() });
+      trickle.acknowledged();
       this.marks.subscriberReady = performance.now();
     } catch (err) {
       if (err instanceof SignallingError && err.code === 'disconnected') return;
+      if (this.#sig !== sig || this.state !== 'joined') return; // torn down while answering
       this.#notice(`Could not receive the stage: ${err.message}`, err.code);
     }
   }
 
-  #createSubscriber() {
+  #createSubscriber(sig) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     this.subscriberPc = pc;
-    this.#subscriberTrickle = new CandidateTrickle(pc, 'subscriber', (frame) => this.#sig?.send(frame));
+    this.#subscriberTrickle = new CandidateTrickle(pc, 'subscriber', (frame) => { if (this.#sig === sig) sig.send(frame); });
     pc.addEventListener('track', (event) => {
       const mid = event.transceiver?.mid;
       let index = this.#midToSlot.get(mid);
@@ -447,15 +510,126 @@ export class StageSession extends EventTarget {
     this.muted = { audio: false, video: false };
   }
 
-  #closed(event) {
+  #closed(sig, event) {
+    if (this.#sig !== sig) return;
+    if (this.state === 'connecting' || this.reconnecting) {
+      // Closed while joining: the pending `join` fails, and whoever waits for it decides.
+      this.closeCode = event.code;
+      this.#attemptClose = event;
+      return;
+    }
     const wasLeaving = this.state === 'leaving' || this.state === 'left';
+    const resume = { publish: this.publishing !== 'off', muted: { ...this.muted } };
     this.#teardown();
     if (wasLeaving) return;
     this.closeCode = event.code;
     if (event.code === CLOSE_REMOVED) this.end ??= { kind: 'removed', reason: event.reason ?? '', by: null };
     if (event.code === CLOSE_BANNED) this.end ??= { kind: 'banned', reason: event.reason ?? '', by: null };
     if (this.end && !this.end.reason && event.reason) this.end.reason = event.reason;
+    if (!this.end && reconnects(event.code)) {
+      this.#resume = resume;
+      this.#reconnect().catch((err) => console.error('medstage: reconnecting failed', err));
+      return;
+    }
     this.#setState(this.end ? 'ended' : 'disconnected');
+  }
+
+  /**
+   * Come back after a lost connection: the same URL, identity, name and last role, with backoff
+   * (reconnect.js), for as long as the page is open or until a final answer. The server decides the
+   * role in the end (it remembers it by identity); what we were publishing is published again.
+   */
+  async #reconnect() {
+    const run = ++this.#reconnectRun;
+    const backoff = new Backoff();
+    const previousRole = this.role;
+    this.reconnecting = { since: Date.now(), attempt: 0, trying: false, nextAt: null, error: null };
+    this.#setState('disconnected');
+    let wait = backoff.next();
+    for (;;) {
+      this.#updateReconnecting({ trying: false, nextAt: Date.now() + wait });
+      await this.#pause(wait);
+      if (run !== this.#reconnectRun) return;
+      this.#updateReconnecting({ trying: true, nextAt: null, attempt: this.reconnecting.attempt + 1 });
+      this.#resetMedia();
+      try {
+        await this.#enter();
+      } catch (err) {
+        if (run !== this.#reconnectRun) return; // left or closed meanwhile
+        const closeCode = this.#attemptClose?.code ?? null;
+        this.#teardown();
+        const next = afterFailure(err, closeCode, backoff);
+        if (next.final) {
+          this.#gaveUp(next.final, err);
+          return;
+        }
+        this.reconnecting.error = { code: err.code ?? null, message: err.message ?? '' };
+        wait = next.wait;
+        continue;
+      }
+      if (run !== this.#reconnectRun) return;
+      this.#rejoined(previousRole);
+      return;
+    }
+  }
+
+  #rejoined(previousRole) {
+    this.reconnecting = null;
+    this.rejoins += 1;
+    this.marks.rejoined = performance.now();
+    const resume = this.#resume;
+    this.#resume = null;
+    this.#setState('joined');
+    this.#emit('rejoined');
+    this.#emit('roster');
+    this.#emit('model', { areas: [...AREAS] });
+    if (this.role !== previousRole) this.#emit('role', { from: previousRole, to: this.role });
+    if (resume?.publish && this.canPublish) this.publish({ muted: resume.muted });
+  }
+
+  /** A final answer while coming back: banned, stage ended, or a close that says not to return. */
+  #gaveUp(kind, err) {
+    this.reconnecting = null;
+    this.#resume = null;
+    if (kind === 'banned') this.end = { kind: 'banned', reason: '', by: null };
+    if (kind === 'ended') this.end = { kind: 'ended', reason: '', by: null };
+    this.#setState(this.end ? 'ended' : 'disconnected');
+    if (!this.end) this.#notice(`Could not reconnect: ${err.message}`, err.code);
+  }
+
+  #updateReconnecting(fields) {
+    this.reconnecting = { ...this.reconnecting, ...fields };
+    this.#emit('reconnecting', { ...this.reconnecting });
+  }
+
+  /** Wait `ms`, or less if reconnectNow() or #stopReconnecting() wakes us. */
+  #pause(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.#wake === done) this.#wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+
+  #stopReconnecting() {
+    if (!this.reconnecting) return;
+    this.#reconnectRun += 1;
+    this.reconnecting = null;
+    this.#resume = null;
+    this.#wake?.();
+  }
+
+  /** The old connections are closed: a rejoin negotiates new ones from the new offer. */
+  #resetMedia() {
+    this.subscriberPc = null;
+    this.#subscriberTrickle = null;
+    this.#slots = new Map();
+    this.#midToSlot = new Map();
+    this.#offerChain = Promise.resolve();
   }
 
   #teardown() {

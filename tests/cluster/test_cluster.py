@@ -103,6 +103,32 @@ async def ok(sock: Socket, message: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+async def rejoin(
+    session: aiohttp.ClientSession, node: RunningNode, stage: str, name: str, role: str, identity: str
+) -> Socket:
+    """Join as a reconnecting client does: again after ``retry_after`` while the stage is unavailable."""
+    while True:
+        sock = Socket(await session.ws_connect(node.ws_url))
+        reply = await sock.request(
+            {"type": "join", "id": "j", "stage": stage, "name": name, "role": role, "identity": identity}
+        )
+        if reply["type"] == "joined":
+            sock.joined = reply  # type: ignore[attr-defined]
+            return sock
+        assert reply["code"] == "stage_unavailable", reply
+        assert reply["retry_after"] > 0
+        await sock.ws.close()
+        await asyncio.sleep(min(reply["retry_after"], 0.5))
+
+
+async def closed_with(sock: Socket, timeout: float = 10) -> int | None:
+    """Read (and drop) what comes until the socket closes; its close code."""
+    async with asyncio.timeout(timeout):
+        while not (await sock.ws.receive()).type.name.startswith("CLOS"):
+            pass
+    return sock.ws.close_code
+
+
 def stage_id() -> str:
     return "c-" + uuid.uuid4().hex[:10]
 
@@ -246,28 +272,11 @@ async def test_the_stage_is_hosted_again_when_its_node_dies(
     killed = time.monotonic()
 
     # Node b notices (heartbeat) and tells its relayed clients to reconnect.
-    async with asyncio.timeout(10):
-        while not (await viewer.ws.receive()).type.name.startswith("CLOS"):
-            pass  # events sent before the crash
-    assert viewer.ws.close_code == 1012, viewer.ws.close_code
+    assert await closed_with(viewer) == 1012
 
     # Rejoining through node b: refused with retry_after until the dead node's lease runs out,
     # then node b hosts the stage, restored.
-    async def rejoin(name: str, role: str, identity: str) -> Socket:
-        while True:
-            sock = Socket(await session.ws_connect(b.ws_url))
-            reply = await sock.request(
-                {"type": "join", "id": "j", "stage": stage, "name": name, "role": role, "identity": identity}
-            )
-            if reply["type"] == "joined":
-                sock.joined = reply  # type: ignore[attr-defined]
-                return sock
-            assert reply["code"] == "stage_unavailable", reply
-            assert reply["retry_after"] > 0
-            await sock.ws.close()
-            await asyncio.sleep(min(reply["retry_after"], 0.5))
-
-    back = await asyncio.wait_for(rejoin("Viewer", "audience", "dr-viewer"), 20)
+    back = await asyncio.wait_for(rejoin(session, b, stage, "Viewer", "audience", "dr-viewer"), 20)
     hosted_again = time.monotonic() - killed
     assert hosted_again < LEASE_MS / 1000 + 3, hosted_again
     me = back.joined["participant"]  # type: ignore[attr-defined]
@@ -307,12 +316,13 @@ def _healthy(node: RunningNode) -> int:
 async def test_a_redis_outage_loses_and_repeats_nothing(
     nodes: StartNode, redis: RedisServer, session: aiohttp.ClientSession
 ) -> None:
-    a = nodes()
+    a, b = nodes(), nodes()
     stage = stage_id()
     clip = load_clip()
     assert http("POST", a.url + "/api/stages", {"id": stage})[0] == 201
     host = await join(session, a, stage, "moderator", "Mod")
     watcher = await join(session, a, stage, "moderator", "Watcher")  # no comment rate limit
+    relayed = await join(session, b, stage, "audience", "Relayed", identity="dr-relayed")
     async with MedstageClient(a.url) as speaker, MedstageClient(a.url) as viewer:
         await speaker.join(stage, "Speaker", "host")
         await viewer.join(stage, "Viewer", "audience")
@@ -324,6 +334,7 @@ async def test_a_redis_outage_loses_and_repeats_nothing(
         redis.kill()
         await eventually(lambda: _ready(a) == 503, timeout=10)
         assert _healthy(a) == 200
+        assert await closed_with(relayed) == 1012  # its relay went with Redis: it must reconnect
         # The stage goes on: comments, media.
         for i in range(3):  # the comment rate limit is 5 per 10 s
             await ok(watcher, {"type": "comment.post", "text": f"during {i}"})
@@ -332,8 +343,12 @@ async def test_a_redis_outage_loses_and_repeats_nothing(
         assert viewer.received("video").frames_complete > frames_before + 10
 
         redis.start()
-        await eventually(lambda: _ready(a) == 200, timeout=15)
+        await eventually(lambda: _ready(a) == 200 and _ready(b) == 200, timeout=15)
+        relayed = await asyncio.wait_for(rejoin(session, b, stage, "Relayed", "audience", "dr-relayed"), 10)
         await ok(watcher, {"type": "comment.post", "text": "after"})
+        assert "after" in [
+            f["comment"]["text"] for f in await relayed.sync() if f["type"] == "comment.posted"
+        ]
         seen = events(await host.sync())
 
     await asyncio.sleep(0.5)
