@@ -31,6 +31,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_SERVER_FAULT = 1011
 CLOSE_TRY_LATER = 1013
+CLOSE_REPLACED = 4011
 
 
 class Connection:
@@ -238,6 +239,8 @@ class Connection:
         live = found
         if self._closing:
             return  # the client went away while the stage was being found
+        if role is Role.HOST:
+            await self._replace_own_host_connection(live, request.identity)
         pid = node.new_participant_id(live)
         events = live.stage.join(pid, request.name, role, node.clock(), identity=request.identity)
         self.live, self.participant_id = live, pid
@@ -268,6 +271,19 @@ class Connection:
         finally:
             self._busy.discard("subscriber")
         self.send(offer)
+
+    async def _replace_own_host_connection(self, live: LiveStage, identity: str | None) -> None:
+        """The host reconnecting (a network change, a reload) before the node noticed its old socket
+        died: the new connection takes over and the old one is closed (4011), rather than the host
+        being refused for a stage that "already has a host" until the old socket times out."""
+        host = live.stage.host
+        if identity is None or host is None or host.identity != identity:
+            return
+        old = live.connections.get(host.id)
+        if old is None or old is self:
+            return
+        await old._leave()
+        old.close_after_flush(CLOSE_REPLACED, "replaced by a new connection of the same identity")
 
     def _serve_through(self, owner: Owner) -> None:
         """The stage is hosted by another node: from now on this connection relays to it."""

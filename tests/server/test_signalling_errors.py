@@ -181,6 +181,31 @@ async def test_a_second_host_is_refused(connect: Any, stage_id: str) -> None:
     )
 
 
+async def test_the_host_rejoining_with_its_identity_replaces_its_old_connection(
+    connect: Any, stage_id: str
+) -> None:
+    """A host whose network changed comes back before the node noticed the old socket died."""
+    join = {"type": "join", "id": "j", "stage": stage_id, "name": "H", "role": "host", "identity": "dr-h"}
+    old = await connect()
+    assert (await old.request(join))["type"] == "joined"
+    viewer = await joined(connect, stage_id, "audience")
+    new = await connect()
+    reply = await new.request(join)
+    assert reply["type"] == "joined" and reply["participant"]["role"] == "host", reply
+    async with asyncio.timeout(5):
+        while not (msg := await old.ws.receive()).type.name.startswith("CLOS"):
+            pass
+    assert old.ws.close_code == 4011, (msg, old.ws.close_code)
+    # Someone else claiming the host's place with another identity is still refused.
+    intruder = await connect()
+    await expect_error(intruder, {**join, "identity": "someone-else"}, "not_allowed")
+    frames = await viewer.sync()
+    assert [f["type"] for f in frames if f["type"].startswith("participant.")] == [
+        "participant.left",
+        "participant.joined",
+    ]
+
+
 async def test_an_audience_offer_that_sends_media_is_refused(
     stage_with_bystander: tuple[Socket, Socket], node: RunningNode
 ) -> None:
