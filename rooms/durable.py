@@ -70,6 +70,7 @@ class _State(msgspec.Struct, frozen=True, kw_only=True):
     people: dict[str, _Person]  # identity -> role and name
     chat: _Chat
     last_seq: Annotated[int, msgspec.Meta(ge=0)]
+    club_id: str | None = None
 
 
 def durable_state(stage: Stage) -> dict[str, Any]:
@@ -94,6 +95,7 @@ def durable_state(stage: Stage) -> dict[str, Any]:
             slow_mode_s=chat.slow_mode_s,
         ),
         last_seq=stage.log.last_seq,
+        club_id=stage.club_id,
     )
     # Through msgpack rather than ``to_builtins``, which keeps tuples (consent scopes): lists only.
     return msgspec.msgpack.decode(msgspec.msgpack.encode(state))  # type: ignore[no-any-return]
@@ -119,7 +121,14 @@ def restore(state: dict[str, Any], *, last_seq: int, now: float) -> Stage:
     ``InvalidDurableState`` on input this node cannot read (corrupt, or another format version).
     """
     saved = _decode(state)
-    stage = Stage(saved.id, saved.title, saved.created_at, settings=saved.settings, state=saved.state)
+    stage = Stage(
+        saved.id,
+        saved.title,
+        saved.created_at,
+        settings=saved.settings,
+        state=saved.state,
+        club_id=saved.club_id,
+    )
     stage.locked = saved.locked
     stage.banned_identities = set(saved.banned)
     stage.consent.last = dict(saved.consent.last)

@@ -82,14 +82,29 @@ _MATRIX: dict[Role, frozenset[Permission]] = {
 
 MODERATOR_ROLES = frozenset({Role.HOST, Role.MODERATOR})
 
+# An access token's grants narrow what its role allows (server/auth.py): each permission needs one.
+GRANT_OF: dict[Permission, str] = {
+    **{p: "comment" for p in (Permission.COMMENT, Permission.REACT, Permission.ASK, Permission.UPVOTE)},
+    Permission.VOTE: "comment",
+    Permission.SUBSCRIBE: "subscribe",
+    Permission.PUBLISH: "publish",
+    Permission.RAISE_HAND: "publish",  # asking to speak
+    Permission.ANSWER_INVITATION: "publish",
+    **{p: "moderate" for p in _MODERATION | _HOST_ONLY},
+    Permission.RECORD: "record",
+}
 
-def allows(role: Role, permission: Permission) -> bool:
-    return permission in _MATRIX[role]
+
+def allows(role: Role, permission: Permission, grants: frozenset[str] | None = None) -> bool:
+    """``grants`` None: everything the role allows (no token, e.g. tests of the domain)."""
+    return permission in _MATRIX[role] and (grants is None or GRANT_OF[permission] in grants)
 
 
-def require(role: Role, permission: Permission) -> None:
-    if not allows(role, permission):
+def require(role: Role, permission: Permission, grants: frozenset[str] | None = None) -> None:
+    if permission not in _MATRIX[role]:
         raise NotAllowed(f"role {role} may not {permission}")
+    if grants is not None and GRANT_OF[permission] not in grants:
+        raise NotAllowed(f"your access token has no {GRANT_OF[permission]!r} grant: you may not {permission}")
 
 
 def is_moderator(role: Role) -> bool:

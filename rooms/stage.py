@@ -87,6 +87,7 @@ class Participant:
     moderator_muted: set[str] = field(default_factory=set)  # by a moderator: only one may lift it
     chat_muted: bool = False
     hand_raised: bool = False
+    grants: frozenset[str] | None = None  # from the access token; None: all the role allows
 
     def __post_init__(self) -> None:
         self.identity = self.identity or self.id
@@ -122,6 +123,7 @@ class Stage:
     id: str
     title: str
     created_at: float
+    club_id: str | None
     settings: StageSettings
     state: StageState
     locked: bool
@@ -147,11 +149,13 @@ class Stage:
         settings: StageSettings = DEFAULT_SETTINGS,
         state: StageState = StageState.LIVE,
         max_publishers: int | None = None,
+        club_id: str | None = None,
     ) -> None:
         if max_publishers is not None:  # the keyword of issue 2, kept for callers that use it
             settings = replace(settings, max_publishers=max_publishers)
         self.id, self.title, self.created_at = id, title, created_at
         self.settings, self.state, self.locked = settings, state, False
+        self.club_id = club_id  # the club the stage belongs to (its members' tokens may open it)
         self.participants = {}
         self.banned_identities = set()
         self.remembered = RememberedPeople()
@@ -262,7 +266,7 @@ class Stage:
         self._require_not_ended()
         person = self.get(participant_id)
         if permission is not None:
-            require(person.role, permission)
+            require(person.role, permission, person.grants)
         return person
 
     def _updated(self, person: Participant, now: float) -> ParticipantUpdated:
@@ -314,7 +318,13 @@ class Stage:
     # --- joining and leaving -------------------------------------------------------------------
 
     def join(
-        self, participant_id: str, name: str, role: Role, now: float, identity: str | None = None
+        self,
+        participant_id: str,
+        name: str,
+        role: Role,
+        now: float,
+        identity: str | None = None,
+        grants: frozenset[str] | None = None,
     ) -> list[Event]:
         self._require_not_ended()
         identity = identity or participant_id
@@ -331,7 +341,9 @@ class Stage:
             raise NotAllowed(f"{participant_id} is already on stage {self.id}")
         # Present again, their current role is the truth: a second tab must not get a stale one.
         self.remembered.forget(identity)
-        self.participants[participant_id] = Participant(participant_id, name, role, now, identity=identity)
+        self.participants[participant_id] = Participant(
+            participant_id, name, role, now, identity=identity, grants=grants
+        )
         return self._emit([ParticipantJoined(stage=self.id, at=now, participant=participant_id)])
 
     def leave(self, participant_id: str, now: float) -> list[Event]:
@@ -355,9 +367,13 @@ class Stage:
         self.locked = locked
         return self._emit([StageUpdated(stage=self.id, at=now, info=self._view())])
 
-    def end(self, actor: str, now: float) -> list[Event]:
-        """Final: open polls close (results go out), media stops, then ``stage.ended``."""
-        self._actor(actor, Permission.END_STAGE)
+    def end(self, actor: str | None, now: float) -> list[Event]:
+        """Final: open polls close (results go out), media stops, then ``stage.ended``.
+        ``actor`` None: the platform ends it (its API checked the caller)."""
+        if actor is None:
+            self._require_not_ended()
+        else:
+            self._actor(actor, Permission.END_STAGE)
         events = self.polls.close_all(now)
         for person in self.participants.values():
             events += self._stop_media(person, now)
@@ -604,7 +620,7 @@ class Stage:
         self._require_not_ended()
         if self.state is not StageState.LIVE:
             raise StageNotLive(f"stage {self.id} has not started")
-        require(person.role, Permission.PUBLISH)
+        require(person.role, Permission.PUBLISH, person.grants)
         if (
             self.settings.speaking_requires_consent
             and self.recording.active

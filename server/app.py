@@ -10,6 +10,7 @@ from aiohttp import web
 
 from media import peer
 from server import http_api, metrics
+from server.auth import AuthError
 from server.config import Config
 from server.signalling import websocket_handler
 from server.stages import Node
@@ -26,6 +27,13 @@ async def _problem_middleware(
     """Unhandled HTTP errors become problem documents too (404 on an unknown API path...)."""
     try:
         return await handler(request)
+    except AuthError as exc:
+        response = http_api.problem(exc.status, exc.code, exc.message)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="invalid_token", error_description="{exc.code}"'
+            )
+        return response
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
             return http_api.problem(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from media.peer import IceServer, MediaConfig
+from server.auth import parse_keys
 
 
 class ConfigError(ValueError):
@@ -52,12 +54,17 @@ class Config:
     consent_policy_file: str = ""
     speaking_requires_consent: bool = False
     shutdown_timeout_s: float = 5.0
+    api_keys: str = ""
     redis_url: str = ""
     node_id: str = ""
     lease_ttl_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     log_format: str = "auto"
     log_level: str = "info"
+    webhook_urls: list[str] = field(default_factory=list)
+    webhook_secret: str = ""
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
 
     @property
     def url(self) -> str:
@@ -125,10 +132,12 @@ def _parse_ice_servers(value: Any) -> list[IceServer]:
 def _coerce(name: str, value: Any) -> Any:
     default = Config.__dataclass_fields__[name].default
     try:
-        if name == "ice_addresses":
+        if name in ("ice_addresses", "webhook_urls"):
             return _parse_list(value)
         if name == "ice_servers":
             return _parse_ice_servers(value)
+        if name == "api_keys" and isinstance(value, dict):  # a TOML table: key = "secret"
+            return ",".join(f"{k}:{v}" for k, v in value.items())
         if isinstance(default, bool):
             return str(value).lower() in ("1", "true", "yes", "on")
         if isinstance(default, int):
@@ -191,6 +200,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("consent_policy_version must not be empty")
     if config.consent_policy_file and not Path(config.consent_policy_file).is_file():
         raise ConfigError(f"consent_policy_file {config.consent_policy_file}: no such file")
+    try:
+        parse_keys(config.api_keys)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if config.redis_url and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
     if config.lease_ttl_ms < 500 or config.heartbeat_interval_ms < 100:
@@ -201,3 +214,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("log_format must be auto, json or text")
     if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:
         raise ConfigError("loss_timeout_ms must be >= 0 and pli_interval_ms >= 50")
+    for url in config.webhook_urls:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a bad IPv6 literal or port
+            valid = False
+        if not valid:
+            raise ConfigError(f"webhook_urls: {url!r} is not an http:// or https:// URL")
+    if config.webhook_urls and len(config.webhook_secret) < 16:
+        raise ConfigError("webhook_secret (at least 16 characters) is required with webhook_urls")
+    if config.webhook_timeout_s <= 0 or config.webhook_max_attempts < 1:
+        raise ConfigError("webhook_timeout_s must be > 0 and webhook_max_attempts >= 1")

@@ -1,4 +1,7 @@
-"""The HTTP API: stages, health, metrics. Errors are RFC 9457 problem documents with a code."""
+"""The HTTP API: stages, recordings, tokens, health, metrics. Errors are RFC 9457 problem documents
+with a code. Every /api call needs ``Authorization: Bearer <access token>`` (server/auth.py): a
+platform token (``admin``) for the platform's calls, a stage token for what a participant may see;
+health, readiness and metrics are open (for load balancers and scrapers on the operator's network)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from aiohttp import web
 
 from rooms.errors import DomainError, StageExists, StageNotFound
 from server import metrics
+from server.auth import Claims
 from server.backend import BackendError
 from server.cluster import StageUnavailable
 from server.stages import Node
@@ -33,8 +37,26 @@ def problem(status: int, code: str, detail: str) -> web.Response:
     return web.json_response(body, status=status, content_type="application/problem+json")
 
 
+def bearer(request: web.Request) -> Claims:
+    """The caller's verified token (AuthError otherwise: the middleware makes it a 401/403)."""
+    node: Node = request.app["node"]
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+    return node.auth.verify(token or request.query.get("access_token"))
+
+
+def stage_caller(request: web.Request, live: Any, grant: str | None = None) -> Claims:
+    """A platform token, or a token for this stage (with ``grant``)."""
+    claims = bearer(request)
+    claims.require_stage(live.stage.id, live.stage.club_id)
+    if grant is not None:
+        claims.require(grant)
+    return claims
+
+
 async def create_stage(request: web.Request) -> web.Response:
     node: Node = request.app["node"]
+    bearer(request).require_admin()
     body: Any = {}
     if request.can_read_body:
         try:
@@ -51,14 +73,17 @@ async def create_stage(request: web.Request) -> web.Response:
     state = body.get("state", "live")
     if state not in ("live", "scheduled"):
         return problem(400, "invalid_body", "state: live or scheduled")
+    club = body.get("club")
+    if club is not None and not _valid_stage_id(club):
+        return problem(400, "invalid_body", "club: 1-64 characters of A-Z a-z 0-9 _ -")
     try:
-        live = await node.create_stage(stage_id, title, scheduled=state == "scheduled")
+        live = await node.create_stage(stage_id, title, scheduled=state == "scheduled", club_id=club)
     except DomainError as exc:
         response = problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
         if isinstance(exc, StageUnavailable):
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response
-    return web.json_response({**node.stage_info(live), "recordings_key": live.access_key}, status=201)
+    return web.json_response(node.stage_info(live), status=201)
 
 
 async def get_stage(request: web.Request) -> web.Response:
@@ -66,7 +91,11 @@ async def get_stage(request: web.Request) -> web.Response:
     stage_id = request.match_info["stage_id"]
     live = node.stages.get(stage_id)
     if live is not None:
+        stage_caller(request, live)
         return web.json_response(node.stage_info(live))
+    claims = bearer(request)
+    if not claims.admin and claims.stage != stage_id:
+        claims.require_stage(stage_id, None)
     try:  # hosted by another node: say which (its clients may join through any node)
         owner = await node.cluster.backend.owner(stage_id)
         present = await node.cluster.backend.presence(stage_id) if owner is not None else {}
@@ -83,6 +112,85 @@ async def get_stage(request: web.Request) -> web.Response:
             "url": f"{node.config.url}/s/{stage_id}",
         }
     )
+
+
+async def list_stages(request: web.Request) -> web.Response:
+    """The stages this node hosts (the platform asks each node, or its load balancer, in turn)."""
+    node: Node = request.app["node"]
+    bearer(request).require_admin()
+    return web.json_response(
+        {"node": node.cluster.node_id, "stages": [node.stage_info(live) for live in node.stages.values()]}
+    )
+
+
+async def end_stage(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    live = _hosted(request)
+    stage_caller(request, live, "moderate")
+    try:
+        events = live.stage.end(None, node.clock())
+    except DomainError as exc:
+        return problem(409, exc.code, exc.message)
+    live.deliver(events)
+    return web.json_response(node.stage_info(live))
+
+
+async def list_participants(request: web.Request) -> web.Response:
+    live = _hosted(request)
+    claims = stage_caller(request, live)
+    moderator = claims.has("moderate")
+    people = [
+        {**p.snapshot(), **({"identity": p.identity, "joined_at": p.joined_at} if moderator else {})}
+        for p in live.stage.participants.values()
+    ]
+    return web.json_response({"stage_id": live.stage.id, "participants": people})
+
+
+def _hosted(request: web.Request) -> Any:
+    node: Node = request.app["node"]
+    live = node.stages.get(request.match_info["stage_id"])
+    if live is None:
+        raise web.HTTPNotFound(reason="Stage not hosted by this node")
+    return live
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    """Development mode only: a token for whoever asks (the browser client uses it)."""
+    node: Node = request.app["node"]
+    if not node.auth.dev:
+        return problem(403, "dev_mode_off", "API keys are configured: tokens come from the platform")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return problem(400, "invalid_body", "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return problem(400, "invalid_body", "the body must be a JSON object")
+    identity = body.get("identity") or "dev-" + secrets.token_hex(6)
+    try:
+        token = node.auth.mint(
+            str(identity)[:64],
+            name=body.get("name") or None,
+            role=body.get("role") or None,
+            stage=body.get("stage") or None,
+            club=body.get("club") or None,
+            grants=body.get("grants"),
+            admin=body.get("admin") is True,
+            ttl_s=12 * 3600,
+        )
+    except (ValueError, TypeError) as exc:
+        return problem(400, "invalid_body", str(exc))
+    return web.json_response({"token": token, "identity": identity})
+
+
+async def revoke_identity(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    bearer(request).require_admin()
+    identity = request.match_info["identity"]
+    try:
+        closed = await node.revoke(identity)
+    except BackendError as exc:
+        return problem(503, "unavailable", f"the shared store is unreachable: {exc}")
+    return web.json_response({"identity": identity, "revoked": True, "disconnected": closed})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -118,7 +226,12 @@ def _valid_stage_id(value: Any) -> bool:
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/api/stages", create_stage),
+        web.get("/api/stages", list_stages),
         web.get("/api/stages/{stage_id}", get_stage),
+        web.post("/api/stages/{stage_id}/end", end_stage),
+        web.get("/api/stages/{stage_id}/participants", list_participants),
+        web.post("/api/dev/token", dev_token),
+        web.post("/api/identities/{identity}/revoke", revoke_identity),
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics_handler),
@@ -126,9 +239,7 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-# --- recordings: hosts and moderators only ---------------------------------------------------
-# Until access tokens exist (issue 6), the credential is the stage's access key: returned by
-# POST /api/stages and given to hosts and moderators in `joined.recordings_key`.
+# --- recordings: the platform, and hosts and moderators of the stage (the "record" grant) ---------
 
 
 def _authorized(request: web.Request) -> tuple[Any, web.Response | None]:
@@ -137,11 +248,7 @@ def _authorized(request: web.Request) -> tuple[Any, web.Response | None]:
         live = node.get(request.match_info["stage_id"])
     except StageNotFound as exc:
         return None, problem(404, exc.code, exc.message)
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        return None, problem(401, "unauthorized", "send Authorization: Bearer <the stage's recordings key>")
-    if not secrets.compare_digest(header.removeprefix("Bearer ").strip(), live.access_key):
-        return None, problem(403, "forbidden", "this key does not open this stage's recordings")
+    stage_caller(request, live, "record")
     return live, None
 
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
+import msgspec
 from aiohttp import WSMsgType, web
 from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
@@ -19,6 +20,7 @@ from media.tasks import OwnedTasks
 from rooms.errors import DomainError
 from rooms.roles import Role
 from server import commands, metrics, wire
+from server.auth import AuthError, Claims, Forbidden
 from server.backend import Owner
 from server.cluster import CLOSE_STAGE_MOVED, StageUnavailable
 from server.outbox import Close, Outbox, Outgoing, Overflow
@@ -55,6 +57,8 @@ class Connection:
         self.remote = False  # a RemoteConnection: its socket is on another node
         self.upstream: str | None = None  # the node hosting this client's stage, when it is not this one
         self.relay_id: str | None = None
+        self.query_token: str | None = None  # ?access_token= on the socket's URL
+        self.claims: Claims | None = None
         self._frame: str | bytes = ""
 
     # --- output ------------------------------------------------------------------------------
@@ -184,6 +188,9 @@ class Connection:
             return
         try:
             await self._dispatch(request)
+        except AuthError as exc:
+            self.error(exc.code, exc.message, request.id)
+            self.close_after_flush(exc.close_code, exc.message[:120])
         except (DomainError, MediaError) as exc:
             self.error(exc.code, exc.message, request.id, getattr(exc, "retry_after", None))
         except Exception:
@@ -231,18 +238,28 @@ class Connection:
         if self.live is not None:
             raise _AlreadyJoined("this connection has already joined a stage")
         node = self.node
-        role = Role(request.role)
+        claims = node.auth.verify(request.token or self.query_token)
+        if not claims.admin and claims.stage is None and claims.club is None:
+            raise Forbidden("token_wrong_stage", "this token opens no stage")
+        if not claims.admin and claims.stage is not None and claims.stage != request.stage:
+            claims.require_stage(request.stage, None)  # refused before anything is looked up
+        await node.check_not_revoked(claims.identity)
+        role = Role(claims.role or "audience")
         found = await node.locate(request.stage, create=role is Role.HOST)
         if isinstance(found, Owner):
-            self._serve_through(found)
+            self._serve_through(found, request)
             return
         live = found
+        claims.require_stage(live.stage.id, live.stage.club_id)
         if self._closing:
             return  # the client went away while the stage was being found
         if role is Role.HOST:
-            await self._replace_own_host_connection(live, request.identity)
+            await self._replace_own_host_connection(live, claims.identity)
         pid = node.new_participant_id(live)
-        events = live.stage.join(pid, request.name, role, node.clock(), identity=request.identity)
+        name = claims.name or request.name or claims.identity
+        grants = None if claims.admin else claims.grants
+        events = live.stage.join(pid, name, role, node.clock(), identity=claims.identity, grants=grants)
+        self.claims = claims
         self.live, self.participant_id = live, pid
         live.connections[pid] = self
         self.moderator_view = live.stage.is_moderator(pid)
@@ -260,7 +277,6 @@ class Connection:
                     "version": live.stage.settings.consent_policy_version,
                     "text": node.config.consent_policy_text,
                 },
-                **({"recordings_key": live.access_key} if live.stage.is_moderator(pid) else {}),
             },
         )
         live.deliver(events)
@@ -285,7 +301,7 @@ class Connection:
         await old._leave()
         old.close_after_flush(CLOSE_REPLACED, "replaced by a new connection of the same identity")
 
-    def _serve_through(self, owner: Owner) -> None:
+    def _serve_through(self, owner: Owner, request: wire.Join) -> None:
         """The stage is hosted by another node: from now on this connection relays to it."""
         relay = self.node.cluster.relay
         if self.remote or relay is None:
@@ -295,8 +311,11 @@ class Connection:
         if not relay.connected:
             raise StageUnavailable("this node cannot reach the stage's node right now", 1.0)
         relay.attach(self, owner.node_id)
-        relay.forward(self, self._frame)
-        log.info("served through", extra=self._log_context(host=owner.node_id))
+        frame = self._frame
+        if request.token is None and self.query_token:  # the host sees frames, not our URL
+            frame = wire.encode({**msgspec.to_builtins(request), "token": self.query_token}, False)
+        relay.forward(self, frame)
+        log.info("served through", extra=self._log_context(stage=request.stage, host=owner.node_id))
 
     def _exclusive(self, pc: str, request: wire.Message, work: Any) -> None:
         """Run an SDP exchange in the background; a second one on the same connection is refused."""
@@ -436,6 +455,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=4 * node.config.max_frame_bytes, heartbeat=20.0)
     await ws.prepare(request)
     conn = Connection(ws, node)
+    conn.query_token = request.query.get("access_token")
     metrics.connections.inc()
     try:
         await conn.run()

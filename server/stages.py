@@ -36,12 +36,15 @@ from rooms.events import (
     RecordingStarted,
     RecordingStopped,
     StageEnded,
+    StageUpdated,
 )
 from rooms.stage import Stage, StageSettings, StageState
-from server.backend import Lease, Owner
+from server.auth import CLOSE_FORBIDDEN, Authenticator, Forbidden, parse_keys
+from server.backend import BackendError, Lease, Owner
 from server.cluster import CLOSE_STAGE_MOVED, Cluster, StageLog
 from server.config import Config
 from server.outbox import Outgoing
+from server.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from server.signalling import Connection
@@ -58,11 +61,13 @@ class LiveStage:
     stage: Stage
     media: MediaRoom
     recordings_root: Path
-    access_key: str  # interim credential for the recordings API (tokens come with issue 6)
     clock: Callable[[], float] = time.time
     connections: dict[str, Connection] = field(default_factory=dict)
     recorder: SessionRecorder | None = None
     stage_log: StageLog | None = None  # where events go to the shared log (set once hosted)
+    webhooks: Webhooks | None = None
+    _people: dict[str, dict[str, str]] = field(default_factory=dict)  # for participant.left hooks
+    _announced: bool = False  # stage.started sent
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ticker: asyncio.Task[None] | None = None
     _sent_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -91,6 +96,8 @@ class LiveStage:
         """Send each event to the people who may see it; make the media follow the domain."""
         if events and self.stage_log is not None:
             self.stage_log.push(events)
+        if events and self.webhooks is not None:
+            self._hooks(events)
         self._sent_snapshots = {}
         for event in events:
             match event:
@@ -130,9 +137,60 @@ class LiveStage:
             recorder.on_events(events)
             if any(isinstance(e, RecordingStopped) for e in events):
                 self.recorder = None
-                self._tasks.spawn(recorder.stop(self.clock()))
+                self._tasks.spawn(self._stop_recorder(recorder))
         if self.stage.recording_due:
             self.deliver(self.stage.start_auto_recording(self.new_session_id(self.clock()), self.clock()))
+
+    # --- webhooks (the hosting node sends them: one delivery per event across the nodes) -------
+
+    def announce(self) -> None:
+        """``stage.started`` once the stage is live (at creation, or when its host starts it)."""
+        if self.webhooks is not None and not self._announced and self.stage.state is StageState.LIVE:
+            self._announced = True
+            self.webhooks.emit(
+                "stage.started",
+                {"stage_id": self.stage.id, "title": self.stage.title, "club_id": self.stage.club_id},
+            )
+
+    def _hooks(self, events: list[Event]) -> None:
+        assert self.webhooks is not None
+        for event in events:
+            match event:
+                case ParticipantJoined(participant=pid):
+                    person = self.stage.participants.get(pid)
+                    if person is not None:
+                        info = {"identity": person.identity, "name": person.name, "role": str(person.role)}
+                        self._people[pid] = info
+                        self.webhooks.emit(
+                            "participant.joined", {"stage_id": self.stage.id, "participant_id": pid, **info}
+                        )
+                case ParticipantLeft(participant=pid):
+                    info = self._people.pop(pid, {})
+                    self.webhooks.emit(
+                        "participant.left", {"stage_id": self.stage.id, "participant_id": pid, **info}
+                    )
+                case StageEnded():
+                    self.webhooks.emit("stage.ended", {"stage_id": self.stage.id, "title": self.stage.title})
+                case StageUpdated():
+                    self.announce()
+                case _:
+                    pass
+
+    async def _stop_recorder(self, recorder: SessionRecorder) -> None:
+        await recorder.stop(self.clock())
+        if self.webhooks is not None:
+            manifest = recorder.manifest()
+            self.webhooks.emit(
+                "recording.ready",
+                {
+                    "stage_id": self.stage.id,
+                    "session_id": recorder.session_id,
+                    "status": manifest["status"],
+                    "manifest": f"/api/stages/{self.stage.id}/recordings/{recorder.session_id}",
+                    "files": [t["file"] for t in manifest["tracks"]]
+                    + ["timeline.json", "consent.jsonl", "manifest.json"],
+                },
+            )
 
     # --- recording ---------------------------------------------------------------------------
 
@@ -240,7 +298,7 @@ class LiveStage:
         if self._ticker is not None:
             self._ticker.cancel()
         if self.recorder is not None:
-            await self.recorder.stop(self.clock())
+            await self._stop_recorder(self.recorder)
             self.recorder = None
         for conn in list(self.connections.values()):
             await conn.close(code, reason)
@@ -258,6 +316,8 @@ class Node:
         self.clock = clock
         self.stages: dict[str, LiveStage] = {}
         self.cluster = Cluster(self, config)
+        self.auth = Authenticator(parse_keys(config.api_keys), clock)
+        self.webhooks = Webhooks.from_config(config, self.cluster.node_id)
         self._tasks = OwnedTasks(log, "node")
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
@@ -273,13 +333,41 @@ class Node:
         )
 
     async def start(self) -> None:
+        if self.auth.dev:
+            log.warning(
+                "DEVELOPMENT MODE: no API keys configured, anyone may mint access tokens at "
+                "/api/dev/token; set MEDSTAGE_API_KEYS for anything real"
+            )
         await self.cluster.start()
+        await self.webhooks.start()
+
+    async def check_not_revoked(self, identity: str) -> None:
+        """Revocations are shared by all nodes; during a backend outage they cannot be read, and
+        joins on the node hosting the stage go on (its own stage bans still hold)."""
+        try:
+            revoked = await self.cluster.backend.is_revoked(identity)
+        except BackendError:
+            log.warning("revocations unreadable: join allowed", extra={"identity": identity})
+            return
+        if revoked:
+            raise Forbidden("identity_revoked", "this identity's access has been revoked")
+
+    async def revoke(self, identity: str) -> int:
+        """Refuse the identity everywhere from now on, and disconnect it from this node's stages."""
+        await self.cluster.backend.revoke(identity)
+        closed = 0
+        for live in self.stages.values():
+            for pid, person in list(live.stage.participants.items()):
+                if person.identity == identity and pid in live.connections:
+                    live.connections[pid].close_after_flush(CLOSE_FORBIDDEN, "access revoked")
+                    closed += 1
+        return closed
 
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)
 
     async def create_stage(
-        self, stage_id: str | None, title: str | None, scheduled: bool = False
+        self, stage_id: str | None, title: str | None, scheduled: bool = False, club_id: str | None = None
     ) -> LiveStage:
         stage_id = stage_id or secrets.token_urlsafe(6).replace("_", "x").replace("-", "y")
         if stage_id in self.stages:
@@ -288,7 +376,9 @@ class Node:
         if stage_id in self.stages:  # created here meanwhile
             raise StageExists(f"stage {stage_id} already exists")
         state = StageState.SCHEDULED if scheduled else StageState.LIVE
-        stage = Stage(stage_id, title or stage_id, self.clock(), settings=self.settings, state=state)
+        stage = Stage(
+            stage_id, title or stage_id, self.clock(), settings=self.settings, state=state, club_id=club_id
+        )
         live = self._host(stage, lease)
         if stage.recording_due:
             live.deliver(stage.start_auto_recording(live.new_session_id(self.clock()), self.clock()))
@@ -334,8 +424,10 @@ class Node:
             live.send(participant_id, message)
 
         media = MediaRoom(stage_id, self.config.media, notify)
-        live = LiveStage(stage, media, self.recordings_root, secrets.token_urlsafe(24), self.clock)
+        live = LiveStage(stage, media, self.recordings_root, self.clock)
         live.stage_log = self.cluster.hosting(live, lease)
+        live.webhooks = self.webhooks
+        live.announce()
         live.start_ticker(self.clock)
         self.stages[stage_id] = live
         return live
@@ -372,4 +464,5 @@ class Node:
         for live in list(self.stages.values()):
             await live.close()
         await self.cluster.close()
+        await self.webhooks.close(drain_s=self.config.shutdown_timeout_s / 2)
         await self._tasks.cancel_all()

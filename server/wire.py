@@ -30,8 +30,10 @@ class Message(Struct, tag_field="type", kw_only=True, forbid_unknown_fields=Fals
 
 class Join(Message, tag="join", kw_only=True):
     stage: StageId
-    name: DisplayName
-    role: Literal["host", "moderator", "speaker", "audience"]
+    token: Annotated[str, Meta(max_length=4096)] | None = None  # or ?access_token= on the socket's URL
+    name: DisplayName | None = None  # shown when the token carries no name
+    # Role and identity come from the token; these are accepted (older clients send them) and ignored.
+    role: Literal["host", "moderator", "speaker", "audience"] | None = None
     identity: Identity | None = None
 
 

@@ -3,6 +3,7 @@
 
 import { hydrateIcons, icon } from './icons.js';
 import { StageSession } from './session.js';
+import { SignallingError } from './signalling.js';
 import { ROLES, ROLE_LABELS, canModerate, isAudience } from './roles.js';
 import { TileGrid, Toasts } from './ui.js';
 import { PeoplePanel } from './people.js';
@@ -56,6 +57,37 @@ window.medstage = {
   // slot, role, consent.* and recording.* events with performance.now() (`at`; the server's is `serverAt`)
   events: [],
 };
+
+/**
+ * The access token for a (re)join: the one in the link the platform gave (`?token=`), else, on a node
+ * in development mode, one it hands out (`POST /api/dev/token`) for this stage, name, role and identity.
+ */
+let devToken = null; // the last one handed out: reused while the node that hands them out is unreachable
+
+async function accessToken(current) {
+  const fromLink = query.get('token');
+  if (fromLink) return fromLink;
+  let response;
+  try {
+    response = await fetch('/api/dev/token', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ stage: stageId, name: current.name, role: current.role, identity: current.identity }),
+    });
+  } catch (err) {
+    if (devToken) return devToken; // tokens last hours: the signalling socket decides
+    throw err;
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok || !body.token) {
+    throw new SignallingError(
+      body.code || 'token_missing',
+      response.status === 403 ? 'This link has no access token: ask the organiser for your personal link.' : (body.detail || `No access token (${response.status}).`),
+    );
+  }
+  devToken = body.token;
+  return body.token;
+}
 
 /** Who this browser is across visits (bans apply to it): generated once, kept in localStorage. */
 function identity() {
@@ -663,6 +695,15 @@ function joinErrorMessage(err) {
       return 'The stage is locked: nobody new can join right now. Try again later.';
     case 'banned':
       return 'You have been banned from this stage.';
+    case 'token_expired':
+      return 'Your access link has expired: ask the organiser for a new one.';
+    case 'token_missing':
+    case 'token_invalid':
+      return 'This link does not carry a valid access token: ask the organiser for your personal link.';
+    case 'token_wrong_stage':
+      return 'Your access link is for another stage.';
+    case 'identity_revoked':
+      return 'Your access has been revoked.';
     case 'not_allowed':
       return err.message || 'You may not join with this role.';
     default:
@@ -677,7 +718,7 @@ async function join(name, role, { rejoining = false } = {}) {
   closeInvitation();
   $('sound-button').hidden = true;
   $('join-error').textContent = '';
-  const current = new StageSession({ stageId, name, role, identity: identity() });
+  const current = new StageSession({ stageId, name, role, identity: identity(), getToken: accessToken });
   current.marks.joinClicked = clickedAt;
   current.rejoining = rejoining;
   session = current;

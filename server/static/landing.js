@@ -23,9 +23,20 @@ async function createStage(event) {
   }
   button.disabled = true;
   try {
-    const response = await fetch('/api/stages', {
+    // Development mode: the node hands out a platform token; otherwise stages come from the platform.
+    const minted = await fetch('/api/dev/token', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ admin: true, identity: 'landing-page' }),
+    });
+    const grant = await minted.json().catch(() => ({}));
+    if (!minted.ok || !grant.token) {
+      error.textContent = 'This server creates stages through its platform (development mode is off).';
+      return;
+    }
+    const response = await fetch('/api/stages', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json', Authorization: `Bearer ${grant.token}` },
       body: JSON.stringify({ title }),
     });
     const body = await response.json().catch(() => ({}));

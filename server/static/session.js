@@ -61,8 +61,9 @@ export class StageSession extends EventTarget {
   #attemptClose = null; // how the socket of the attempt in progress closed, if it did
   #resume = null; // what to restore after a rejoin: {publish, muted}
 
-  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location) }) {
+  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location), getToken = null }) {
     super();
+    this.getToken = getToken; // async (session) => access token; asked again at every (re)join
     this.stageId = stageId;
     this.name = name;
     this.role = role;
@@ -110,6 +111,7 @@ export class StageSession extends EventTarget {
     sig.onclose = (event) => this.#closed(sig, event);
     const fields = { stage: this.stageId, name: this.name, role: this.role };
     if (this.identity) fields.identity = this.identity;
+    if (this.getToken) fields.token = await this.getToken(this);
     const joined = await sig.request('join', fields);
     if (this.#sig !== sig) throw new SignallingError('disconnected', 'The connection was closed.');
     this.marks.joined = performance.now();

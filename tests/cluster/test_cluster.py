@@ -25,6 +25,7 @@ from tests.conftest import RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.redis_server import RedisServer
+from tests.support.tokens import bearer, signed
 from tests.support.waiting import eventually
 from tests.support.ws import Socket
 
@@ -69,7 +70,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers={"Content-Type": "application/json", **bearer()}
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -87,10 +88,12 @@ async def join(
     identity: str | None = None,
 ) -> Socket:
     sock = Socket(await session.ws_connect(node.ws_url))
-    message: dict[str, Any] = {"type": "join", "id": "join", "stage": stage, "name": name, "role": role}
+    message: dict[str, Any] = signed(
+        {"type": "join", "id": "join", "stage": stage, "name": name, "role": role}
+    )
     if identity:
         message["identity"] = identity
-    reply = await sock.request(message)
+    reply = await sock.request(signed(message))
     assert reply["type"] == "joined", reply
     sock.joined = reply  # type: ignore[attr-defined]
     sock.pid = reply["participant"]["id"]  # type: ignore[attr-defined]
@@ -110,7 +113,9 @@ async def rejoin(
     while True:
         sock = Socket(await session.ws_connect(node.ws_url))
         reply = await sock.request(
-            {"type": "join", "id": "j", "stage": stage, "name": name, "role": role, "identity": identity}
+            signed(
+                {"type": "join", "id": "j", "stage": stage, "name": name, "role": role, "identity": identity}
+            )
         )
         if reply["type"] == "joined":
             sock.joined = reply  # type: ignore[attr-defined]

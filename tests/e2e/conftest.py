@@ -20,6 +20,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
+from tests.support.tokens import bearer
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -344,7 +346,7 @@ def stage(node: Any) -> str:
     request = urllib.request.Request(
         f"{node.url}/api/stages",
         data=json.dumps({"id": stage_id, "title": "E2E grand rounds"}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **bearer()},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as response:

@@ -21,6 +21,7 @@ from tests.conftest import RunningNode, start_node
 from tests.e2e.test_reconnect import _REMEMBER_PCS, expect_live_again, identity_script
 from tests.support.client import MedstageClient, RequestError
 from tests.support.redis_server import RedisServer
+from tests.support.tokens import bearer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -53,7 +54,10 @@ def node(pair: tuple[RunningNode, RunningNode]) -> RunningNode:
 def create_stage(node: RunningNode, stage: str) -> int:
     body = json.dumps({"id": stage}).encode()
     request = urllib.request.Request(
-        f"{node.url}/api/stages", data=body, method="POST", headers={"Content-Type": "application/json"}
+        f"{node.url}/api/stages",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **bearer()},
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         return int(response.status)

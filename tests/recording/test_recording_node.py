@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
+from tests.support.tokens import token
 from tests.support.waiting import eventually
 
 POLICY = "2026-11"
@@ -241,14 +242,20 @@ async def test_recording_commands_need_a_moderator_and_recordings_need_the_key(
         started = await host.request({"type": "recording.start"})
         await host.request({"type": "recording.stop"})
         await wait_status(rec_root / stage / started["session_id"], "complete")
-        key = host.joined["recordings_key"]
+        key = token(stage, "host")  # the "record" grant, for this stage
+        viewer_key = token(stage, "audience")
+        other_stage_key = token("elsewhere", "host")
 
     async with aiohttp.ClientSession() as http:
         url = f"{node.url}/api/stages/{stage}/recordings"
         async with http.get(url) as r:
             assert r.status == 401
         async with http.get(url, headers={"Authorization": "Bearer wrong"}) as r:
-            assert r.status == 403
+            assert r.status == 401  # not a token at all
+        async with http.get(url, headers={"Authorization": f"Bearer {viewer_key}"}) as r:
+            assert r.status == 403 and (await r.json())["code"] == "missing_grant"
+        async with http.get(url, headers={"Authorization": f"Bearer {other_stage_key}"}) as r:
+            assert r.status == 403 and (await r.json())["code"] == "token_wrong_stage"
         async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as r:
             listing = await r.json()
         assert [s["session_id"] for s in listing["sessions"]] == [started["session_id"]]

@@ -17,6 +17,7 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from tests.conftest import RunningNode
 from tests.support.client import use_host_addresses
+from tests.support.tokens import signed
 from tests.support.ws import Socket
 
 
@@ -49,7 +50,9 @@ async def connect(node: RunningNode) -> AsyncIterator[Any]:
 
 async def joined(connect: Any, stage: str, role: str, name: str = "Dr Test") -> Socket:
     sock = await connect()
-    reply = await sock.request({"type": "join", "id": "j", "stage": stage, "name": name, "role": role})
+    reply = await sock.request(
+        signed({"type": "join", "id": "j", "stage": stage, "name": name, "role": role})
+    )
     assert reply["type"] == "joined", reply
     await sock.recv_type("subscriber.offer")
     return sock
@@ -138,12 +141,16 @@ async def test_unknown_message_type_is_refused_with_its_id(
 
 async def test_missing_or_mistyped_fields_are_invalid_messages(connect: Any) -> None:
     sock = await connect()
-    await expect_error(sock, {"type": "join", "id": 1, "stage": "x", "role": "host"}, "invalid_message")
     await expect_error(
-        sock, {"type": "join", "id": 2, "stage": "x", "name": "A", "role": "king"}, "invalid_message"
+        sock, signed({"type": "join", "id": 1, "stage": "x", "name": "", "role": "host"}), "invalid_message"
     )
     await expect_error(
-        sock, {"type": "join", "id": 3, "stage": "../etc", "name": "A", "role": "host"}, "invalid_message"
+        sock, signed({"type": "join", "id": 2, "stage": "x", "name": "A", "role": "king"}), "invalid_message"
+    )
+    await expect_error(
+        sock,
+        signed({"type": "join", "id": 3, "stage": "../etc", "name": "A", "role": "host"}),
+        "invalid_message",
     )
     await sock.assert_usable_and_quiet()
 
@@ -158,7 +165,7 @@ async def test_joining_a_missing_stage_as_audience_is_refused(connect: Any) -> N
     sock = await connect()
     await expect_error(
         sock,
-        {"type": "join", "id": 1, "stage": "nowhere", "name": "A", "role": "audience"},
+        signed({"type": "join", "id": 1, "stage": "nowhere", "name": "A", "role": "audience"}),
         "stage_not_found",
     )
     await sock.assert_usable_and_quiet()
@@ -168,7 +175,7 @@ async def test_a_second_join_on_one_connection_is_refused(connect: Any, stage_id
     sock = await joined(connect, stage_id, "host")
     await expect_error(
         sock,
-        {"type": "join", "id": 9, "stage": stage_id, "name": "A", "role": "audience"},
+        signed({"type": "join", "id": 9, "stage": stage_id, "name": "A", "role": "audience"}),
         "already_joined",
     )
 
@@ -177,7 +184,9 @@ async def test_a_second_host_is_refused(connect: Any, stage_id: str) -> None:
     await joined(connect, stage_id, "host")
     other = await connect()
     await expect_error(
-        other, {"type": "join", "id": 1, "stage": stage_id, "name": "B", "role": "host"}, "not_allowed"
+        other,
+        signed({"type": "join", "id": 1, "stage": stage_id, "name": "B", "role": "host"}),
+        "not_allowed",
     )
 
 
@@ -185,7 +194,8 @@ async def test_the_host_rejoining_with_its_identity_replaces_its_old_connection(
     connect: Any, stage_id: str
 ) -> None:
     """A host whose network changed comes back before the node noticed the old socket died."""
-    join = {"type": "join", "id": "j", "stage": stage_id, "name": "H", "role": "host", "identity": "dr-h"}
+    base = {"type": "join", "id": "j", "stage": stage_id, "name": "H", "role": "host", "identity": "dr-h"}
+    join = signed(base)
     old = await connect()
     assert (await old.request(join))["type"] == "joined"
     viewer = await joined(connect, stage_id, "audience")
@@ -198,7 +208,7 @@ async def test_the_host_rejoining_with_its_identity_replaces_its_old_connection(
     assert old.ws.close_code == 4011, (msg, old.ws.close_code)
     # Someone else claiming the host's place with another identity is still refused.
     intruder = await connect()
-    await expect_error(intruder, {**join, "identity": "someone-else"}, "not_allowed")
+    await expect_error(intruder, signed({**base, "identity": "someone-else"}), "not_allowed")
     frames = await viewer.sync()
     assert [f["type"] for f in frames if f["type"].startswith("participant.")] == [
         "participant.left",
@@ -276,7 +286,7 @@ async def test_a_second_offer_while_one_is_pending_is_refused(
 
 async def test_a_bad_answer_is_refused_and_a_later_good_one_still_works(connect: Any, stage_id: str) -> None:
     sock = await connect()
-    await sock.request({"type": "join", "id": "j", "stage": stage_id, "name": "A", "role": "host"})
+    await sock.request(signed({"type": "join", "id": "j", "stage": stage_id, "name": "A", "role": "host"}))
     offer = await sock.recv_type("subscriber.offer")
     await expect_error(sock, {"type": "subscriber.answer", "id": 1, "sdp": "nonsense"}, "bad_sdp")
     use_host_addresses(["127.0.0.1"])

@@ -13,6 +13,7 @@ import msgpack
 import pytest
 
 from tests.conftest import RunningNode
+from tests.support.tokens import bearer, signed
 from tests.support.ws import Socket
 
 Join = Callable[..., Awaitable[Socket]]
@@ -28,7 +29,7 @@ async def join(node: RunningNode) -> AsyncIterator[Join]:
     """``await join(role, name=..., stage=..., identity=...)``: a joined socket, its backlog read."""
     session = aiohttp.ClientSession()
     stage = "w-" + uuid.uuid4().hex[:10]
-    async with session.post(node.url + "/api/stages", json={"id": stage}) as response:
+    async with session.post(node.url + "/api/stages", json={"id": stage}, headers=bearer()) as response:
         assert response.status == 201
     sockets: list[Socket] = []
 
@@ -45,7 +46,7 @@ async def join(node: RunningNode) -> AsyncIterator[Join]:
         }
         if identity is not None:
             message["identity"] = identity
-        reply = await sock.request(message)
+        reply = await sock.request(signed(message))
         assert reply["type"] == "joined", reply
         sock.joined = reply  # type: ignore[attr-defined]
         sock.pid = reply["participant"]["id"]  # type: ignore[attr-defined]
@@ -358,7 +359,9 @@ async def test_a_banned_identity_never_rejoins(join: Join, node: RunningNode) ->
         stage = host.joined["stage"]["id"]  # type: ignore[attr-defined]
         await refused(
             sock,
-            {"type": "join", "stage": stage, "name": "New name", "role": "audience", "identity": "id-ban"},
+            signed(
+                {"type": "join", "stage": stage, "name": "New name", "role": "audience", "identity": "id-ban"}
+            ),
             "banned",
         )
 
@@ -378,7 +381,9 @@ async def test_a_locked_stage_admits_nobody_new(join: Join, node: RunningNode) -
     async with aiohttp.ClientSession() as session:
         sock = Socket(await session.ws_connect(node.ws_url))
         stage = host.joined["stage"]["id"]  # type: ignore[attr-defined]
-        await refused(sock, {"type": "join", "stage": stage, "name": "A", "role": "audience"}, "stage_locked")
+        await refused(
+            sock, signed({"type": "join", "stage": stage, "name": "A", "role": "audience"}), "stage_locked"
+        )
 
 
 async def test_events_come_in_msgpack_to_a_msgpack_client(join: Join, node: RunningNode) -> None:
@@ -387,7 +392,7 @@ async def test_events_come_in_msgpack_to_a_msgpack_client(join: Join, node: Runn
         ws = await session.ws_connect(node.ws_url)
         stage = host.joined["stage"]["id"]  # type: ignore[attr-defined]
         await ws.send_bytes(
-            msgpack.packb({"type": "join", "id": 1, "stage": stage, "name": "B", "role": "audience"})
+            msgpack.packb(signed({"type": "join", "id": 1, "stage": stage, "name": "B", "role": "audience"}))
         )
         # Joined before the comment is posted (two sockets: nothing orders them otherwise).
         joined = msgpack.unpackb((await ws.receive(timeout=5)).data)
@@ -429,10 +434,14 @@ async def test_a_scheduled_stage_admits_people_but_nobody_publishes_until_it_sta
 ) -> None:
     stage = "s-" + uuid.uuid4().hex[:8]
     async with aiohttp.ClientSession() as session:
-        async with session.post(node.url + "/api/stages", json={"id": stage, "state": "scheduled"}) as r:
+        async with session.post(
+            node.url + "/api/stages", json={"id": stage, "state": "scheduled"}, headers=bearer()
+        ) as r:
             assert r.status == 201 and (await r.json())["state"] == "scheduled"
         host = Socket(await session.ws_connect(node.ws_url))
-        joined = await host.request({"type": "join", "id": 1, "stage": stage, "name": "H", "role": "host"})
+        joined = await host.request(
+            signed({"type": "join", "id": 1, "stage": stage, "name": "H", "role": "host"})
+        )
         assert joined["stage"]["state"] == "scheduled"
         await refused(host, {"type": "publish.offer", "sdp": "v=0\r\n"}, "stage_not_live")
         await ok(host, {"type": "stage.start"})

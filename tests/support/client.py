@@ -277,9 +277,25 @@ class MedstageClient:
         return await self.request({"type": "ping"})
 
     # joining and the subscriber connection
-    async def join(self, stage: str, name: str, role: str, *, answer: bool = True) -> Message:
-        """Send `join`; with ``answer`` (default) also answer the `subscriber.offer`."""
-        reply = await self.request({"type": "join", "stage": stage, "name": name, "role": role})
+    async def join(
+        self,
+        stage: str,
+        name: str,
+        role: str,
+        *,
+        answer: bool = True,
+        token: str | None = None,
+        identity: str | None = None,
+    ) -> Message:
+        """Send `join`; with ``answer`` (default) also answer the `subscriber.offer`. Without ``token``,
+        one is minted with the development key (nodes without configured API keys accept it)."""
+        if token is None:
+            from .tokens import token as mint
+
+            token = mint(stage, role, identity, name)
+        reply = await self.request(
+            {"type": "join", "stage": stage, "name": name, "role": role, "token": token}
+        )
         self.joined = reply
         self.participant = reply.get("participant")
         if answer:
