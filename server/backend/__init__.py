@@ -22,6 +22,16 @@ Stage state (a snapshot, fenced by the lease)
     (LeaseLost, nothing written). No TTL: the snapshot outlives its writer's lease, so the next owner
     ``load_state``s it and replays the log after it.
 
+Clubs (a document per club, optimistic concurrency)
+    ``load_club`` gives the club's payload (bytes made by the caller: server/clubs.py) and its version;
+    ``save_club(club_id, payload, expected_version=...)`` writes only if the stored version is still
+    the expected one (None: the club must not exist), in one compare-and-set script, and returns the
+    new version (1, 2, ...); otherwise ``Conflict`` and nothing is written: the caller loads, applies
+    its change again and saves again. A retried save whose first attempt landed (the stored version is
+    the one it made, with its payload) returns that version instead of a Conflict. ``list_clubs``
+    reads a set that each successful save adds to, after the script (another slot): a save whose
+    SADD was lost is listed again by the club's next save.
+
 Presence (per-node heartbeat, not per-entry TTL)
     Each node calls ``heartbeat(node_id, ttl_ms)`` periodically: one key per node with a TTL, one
     write per beat however many people the node serves. Entries (participant -> node, info) carry no
@@ -68,8 +78,9 @@ Bans and revocations
     deleted (no TTL yet: see issue 6 for token lifetimes).
 
 Errors
-    ``OutOfOrder``, ``LeaseLost``, ``BackendUnavailable`` (the store cannot be reached: the caller
-    buffers and retries; never a redis-py exception type), ``BackendClosed``; all ``BackendError``.
+    ``OutOfOrder``, ``LeaseLost``, ``Conflict``, ``BackendUnavailable`` (the store cannot be reached:
+    the caller buffers and retries; never a redis-py exception type), ``BackendClosed``; all
+    ``BackendError``.
     Every operation but ``send`` is idempotent, which is why the Redis client may retry once after a
     dropped connection: a claim, hit or heartbeat carries a random token that recognises its own first
     attempt. ``send`` and inboxes are never retried (at most once, above).
@@ -84,6 +95,8 @@ Redis keys (a stage's keys share the hash tag ``{stage:ID}``: one cluster slot; 
     ms:{node:ID}:inbox        channel Pub/Sub channel (not a key): messages to the node
     ms:{rate:KEY}             zset    one member per allowed hit, score = Redis time in µs, PX = window
     ms:{identity:ID}:revoked  string  msgpack {at}
+    ms:{club:ID}              hash    v = the version, data = the club (bytes made by the caller)
+    ms:clubs                  set     every stored club's id
 """
 
 from server.backend.base import (
@@ -93,6 +106,7 @@ from server.backend.base import (
     BackendClosed,
     BackendError,
     BackendUnavailable,
+    Conflict,
     Inbox,
     Lease,
     LeaseLost,
@@ -109,6 +123,7 @@ __all__ = [
     "BackendClosed",
     "BackendError",
     "BackendUnavailable",
+    "Conflict",
     "Inbox",
     "Lease",
     "LeaseLost",

@@ -35,6 +35,11 @@ class OutOfOrder(BackendError):
     """An append whose ``seq`` is not above the log's last one (and is not a repeat of that entry)."""
 
 
+class Conflict(BackendError):
+    """A compare-and-set (``save_club``) whose expected version is no longer the stored one: someone
+    else wrote first. Load again, apply the change again, save again."""
+
+
 class LeaseLost(BackendError):
     """A fenced write (append, save_state) by a node that no longer holds the stage's lease: it must
     stop writing."""
@@ -91,7 +96,7 @@ class Inbox(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """Stage registry, presence, event log, stage state, node messaging, rate limits, bans and
+    """Stage registry, presence, event log, stage state, clubs, node messaging, rate limits, bans and
     revocations, shared by all nodes."""
 
     # --- stage registry ------------------------------------------------------------------------
@@ -176,6 +181,23 @@ class Backend(abc.ABC):
     async def load_state(self, stage_id: str) -> bytes | None:
         """The stage's last saved snapshot, or None; it outlives the lease that wrote it."""
 
+    # --- clubs ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def load_club(self, club_id: str) -> tuple[bytes, int] | None:
+        """The club's stored payload and its version (1 for the first save), or None."""
+
+    @abc.abstractmethod
+    async def save_club(self, club_id: str, payload: bytes, *, expected_version: int | None) -> int:
+        """Store ``payload`` if the club's version is still ``expected_version`` (None: the club must
+        not exist yet), atomically; returns the new version. Conflict otherwise, and nothing is
+        written. Repeating a save that succeeded, identically, returns its version (a retry after a
+        lost reply is not a conflict)."""
+
+    @abc.abstractmethod
+    async def list_clubs(self) -> list[str]:
+        """Every stored club's id, sorted."""
+
     # --- node messaging ------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -243,3 +265,8 @@ def check_inbox_limit(limit: int) -> None:
 def check_rate(window_s: float, limit: int) -> None:
     if window_s <= 0 or limit < 1:
         raise ValueError(f"a rate limit needs window_s > 0 and limit >= 1, not {window_s}, {limit}")
+
+
+def check_version(expected_version: int | None) -> None:
+    if expected_version is not None and expected_version < 1:
+        raise ValueError(f"versions start at 1 (None: not stored yet), not {expected_version}")

@@ -51,3 +51,14 @@ def rate(key: str) -> str:
 def revoked(identity: str) -> str:
     """String, msgpack ``{at}``: the identity's credentials are refused."""
     return f"{PREFIX}:{{identity:{identity}}}:revoked"
+
+
+def club(club_id: str) -> str:
+    """Hash ``{v, data}``: the club's version (1, 2, ...) and its payload (bytes made by the caller),
+    replaced together by a compare-and-set script; no TTL."""
+    return f"{PREFIX}:{{club:{club_id}}}"
+
+
+def clubs() -> str:
+    """Set of every stored club's id (its own slot: added to after each save, never in the script)."""
+    return f"{PREFIX}:clubs"

@@ -25,6 +25,7 @@ from server.backend.base import (
     DEFAULT_MAX_LOG_ENTRIES,
     Backend,
     BackendClosed,
+    Conflict,
     Inbox,
     Lease,
     LeaseLost,
@@ -34,6 +35,7 @@ from server.backend.base import (
     check_rate,
     check_seq,
     check_ttl,
+    check_version,
 )
 from server.backend.inbox import QueuedInbox
 
@@ -100,6 +102,7 @@ class MemoryStore:
         self.bans: dict[str, dict[str, bytes]] = {}
         self.revoked: dict[str, bytes] = {}
         self.states: dict[str, bytes] = {}
+        self.clubs: dict[str, tuple[int, bytes]] = {}  # club id -> (version, payload)
         self.inboxes: dict[str, set[_MemoryInbox]] = {}  # node id -> its open inboxes (any backend's)
 
     def holds(self, stage_id: str, lease: Lease) -> bool:
@@ -273,6 +276,27 @@ class MemoryBackend(Backend):
 
     async def load_state(self, stage_id: str) -> bytes | None:
         return self._open().states.get(stage_id)
+
+    # --- clubs ---------------------------------------------------------------------------------
+
+    async def load_club(self, club_id: str) -> tuple[bytes, int] | None:
+        stored = self._open().clubs.get(club_id)
+        return None if stored is None else (stored[1], stored[0])
+
+    async def save_club(self, club_id: str, payload: bytes, *, expected_version: int | None) -> int:
+        check_version(expected_version)
+        store = self._open()
+        stored = store.clubs.get(club_id)
+        version = 0 if stored is None else stored[0]
+        if version != (expected_version or 0):
+            if stored is not None and version == (expected_version or 0) + 1 and stored[1] == payload:
+                return version  # a retry of a save that succeeded
+            raise Conflict(f"club {club_id} is at version {version or None}, not {expected_version}")
+        store.clubs[club_id] = (version + 1, bytes(payload))
+        return version + 1
+
+    async def list_clubs(self) -> list[str]:
+        return sorted(self._open().clubs)
 
     # --- node messaging ------------------------------------------------------------------------
 

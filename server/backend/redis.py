@@ -32,6 +32,7 @@ from server.backend.base import (
     BackendClosed,
     BackendError,
     BackendUnavailable,
+    Conflict,
     Inbox,
     Lease,
     LeaseLost,
@@ -41,6 +42,7 @@ from server.backend.base import (
     check_rate,
     check_seq,
     check_ttl,
+    check_version,
 )
 from server.backend.redis_inbox import UNAVAILABLE, RedisInbox
 
@@ -78,6 +80,18 @@ _SAVE_STATE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
+"""
+# Compare-and-set of a club. KEYS: club. ARGV: expected version (0: must not exist), payload.
+# {1, new version} saved (or a retry of the save that made the stored version), {0, stored version}.
+_SAVE_CLUB = """
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+local expected = tonumber(ARGV[1])
+if v ~= expected then
+  if v == expected + 1 and redis.call('HGET', KEYS[1], 'data') == ARGV[2] then return {1, v} end
+  return {0, v}
+end
+redis.call('HSET', KEYS[1], 'v', v + 1, 'data', ARGV[2])
+return {1, v + 1}
 """
 # Compare-and-HDEL: ARGV is field, expected value, field, expected value...
 _PRESENCE_LEAVE = """
@@ -176,6 +190,7 @@ class RedisBackend(Backend):
         self._append = register(_APPEND)
         self._presence_leave = register(_PRESENCE_LEAVE)
         self._save_state = register(_SAVE_STATE)
+        self._save_club = register(_SAVE_CLUB)
         self._hit = register(_HIT)
 
     @contextlib.asynccontextmanager
@@ -365,6 +380,34 @@ class RedisBackend(Backend):
         async with self._call():
             value: Any = await self._redis.get(keys.state(stage_id))  # bytes: no decode_responses
         return None if value is None else bytes(value)
+
+    # --- clubs ---------------------------------------------------------------------------------
+
+    async def load_club(self, club_id: str) -> tuple[bytes, int] | None:
+        async with self._call():
+            found: Any = await self._redis.hmget(keys.club(club_id), ["v", "data"])  # bytes: no decoding
+        version, data = found
+        if version is None or data is None:
+            return None
+        return bytes(data), int(version)
+
+    async def save_club(self, club_id: str, payload: bytes, *, expected_version: int | None) -> int:
+        check_version(expected_version)
+        async with self._call():
+            saved, version = await self._save_club(
+                keys=[keys.club(club_id)], args=[expected_version or 0, payload]
+            )
+            if saved:
+                # Another slot, so not in the script: a save that fails here is listed by the next one.
+                await self._redis.sadd(keys.clubs(), club_id)
+        if not saved:
+            raise Conflict(f"club {club_id} is at version {version or None}, not {expected_version}")
+        return int(version)
+
+    async def list_clubs(self) -> list[str]:
+        async with self._call():
+            ids: Any = await self._redis.smembers(keys.clubs())
+        return sorted(i.decode() for i in ids)
 
     # --- node messaging ------------------------------------------------------------------------
 

@@ -15,7 +15,15 @@ import msgspec
 import pytest
 
 from rooms.events import EVENT_TYPES, CommentPosted, CommentView, Event, StageEnded
-from server.backend import Backend, BackendClosed, BackendUnavailable, Inbox, LeaseLost, OutOfOrder
+from server.backend import (
+    Backend,
+    BackendClosed,
+    BackendUnavailable,
+    Conflict,
+    Inbox,
+    LeaseLost,
+    OutOfOrder,
+)
 from tests.backend.conftest import Cluster, background, wait_broken
 from tests.support.waiting import eventually
 
@@ -227,6 +235,81 @@ async def test_a_node_that_lost_its_lease_cannot_save_the_state(cluster: Cluster
     with pytest.raises(LeaseLost):
         await b.save_state(STAGE, b"after release", lease=taken)
     assert await a.load_state(STAGE) == b"b's"
+
+
+# --- clubs -----------------------------------------------------------------------------------------
+
+
+async def test_a_club_saved_on_one_node_is_loaded_with_its_version_on_another(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await b.load_club("c1") is None
+    assert await b.list_clubs() == []
+    payload = bytes(range(256))  # any bytes, as the caller encoded them
+    assert await a.save_club("c1", payload, expected_version=None) == 1
+    assert await b.load_club("c1") == (payload, 1)
+    assert await b.save_club("c1", b"v2", expected_version=1) == 2
+    assert await a.load_club("c1") == (b"v2", 2)
+    assert await a.load_club("c2") is None, "clubs are stored apart"
+
+
+async def test_a_save_from_a_stale_version_is_a_conflict_and_writes_nothing(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    await a.save_club("c1", b"first", expected_version=None)
+    with pytest.raises(Conflict):
+        await b.save_club("c1", b"created twice", expected_version=None)
+    await a.save_club("c1", b"a's", expected_version=1)
+    with pytest.raises(Conflict):
+        await b.save_club("c1", b"b's, from version 1", expected_version=1)
+    with pytest.raises(Conflict):
+        await b.save_club("c1", b"b's, from a version never stored", expected_version=7)
+    with pytest.raises(Conflict):
+        await b.save_club("nobody", b"an update of no club", expected_version=1)
+    assert await b.load_club("c1") == (b"a's", 2)
+    assert await b.load_club("nobody") is None
+    assert await b.save_club("c1", b"b's, reloaded", expected_version=2) == 3
+
+
+async def test_a_repeated_save_that_landed_returns_its_version_instead_of_a_conflict(
+    cluster: Cluster,
+) -> None:
+    """A retry after a lost reply: the stored version is the one the save made, with its payload."""
+    a = cluster.node()
+    assert await a.save_club("c1", b"made", expected_version=None) == 1
+    assert await a.save_club("c1", b"made", expected_version=None) == 1
+    assert await a.save_club("c1", b"changed", expected_version=1) == 2
+    assert await a.save_club("c1", b"changed", expected_version=1) == 2
+    with pytest.raises(Conflict):
+        await a.save_club("c1", b"something else", expected_version=1)
+    assert await a.load_club("c1") == (b"changed", 2)
+
+
+async def test_concurrent_saves_from_one_version_let_exactly_one_through(cluster: Cluster) -> None:
+    nodes = [cluster.node() for _ in range(4)]
+    await nodes[0].save_club("c1", b"v1", expected_version=None)
+    results = await asyncio.gather(
+        *(n.save_club("c1", f"from node {i}".encode(), expected_version=1) for i, n in enumerate(nodes)),
+        return_exceptions=True,
+    )
+    assert sum(1 for r in results if r == 2) == 1
+    assert sum(1 for r in results if isinstance(r, Conflict)) == 3
+    winner = results.index(2)
+    assert await nodes[1].load_club("c1") == (f"from node {winner}".encode(), 2)
+
+
+async def test_every_saved_club_is_listed_once(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    for club_id in ("zeta", "alpha", "mid"):
+        await a.save_club(club_id, b"x", expected_version=None)
+    await a.save_club("alpha", b"y", expected_version=1)
+    with pytest.raises(Conflict):
+        await b.save_club("never", b"x", expected_version=3)
+    assert await b.list_clubs() == ["alpha", "mid", "zeta"]
+
+
+@pytest.mark.parametrize("version", [0, -1])
+async def test_a_club_version_starts_at_one(cluster: Cluster, version: int) -> None:
+    with pytest.raises(ValueError):
+        await cluster.node().save_club("c1", b"x", expected_version=version)
 
 
 # --- node messaging ------------------------------------------------------------------------------

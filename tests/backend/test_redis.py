@@ -70,6 +70,22 @@ def test_a_stages_keys_share_one_cluster_slot() -> None:
     assert len({key_slot(k.encode()) for k in stage_keys}) == 1
     assert key_slot(keys.log("s2").encode()) != key_slot(keys.log(STAGE).encode())
     assert [keys.node("n1"), keys.inbox("n1")] == ["ms:{node:n1}:alive", "ms:{node:n1}:inbox"]
+    assert [keys.club("c1"), keys.clubs()] == ["ms:{club:c1}", "ms:clubs"]
+
+
+async def test_a_club_is_a_hash_of_its_version_and_payload_and_listed_in_a_set(
+    redis_server: RedisServer, make: Make
+) -> None:
+    backend = make()
+    await backend.save_club("c1", b"\x00payload", expected_version=None)
+    await backend.save_club("c1", b"\x00payload 2", expected_version=1)
+    with redis_server.admin() as admin:
+        assert admin.hgetall("ms:{club:c1}") == {b"v": b"2", b"data": b"\x00payload 2"}
+        assert admin.smembers("ms:clubs") == {b"c1"}
+        admin.srem("ms:clubs", "c1")  # as if the SADD after the script had been lost
+    assert await backend.list_clubs() == []
+    await backend.save_club("c1", b"payload 3", expected_version=2)
+    assert await backend.list_clubs() == ["c1"], "the next save lists it again"
 
 
 async def test_log_entries_are_stream_entries_with_the_seq_as_id(
