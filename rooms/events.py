@@ -43,6 +43,9 @@ __all__ = [
     "InvitationAnswered",
     "InvitationView",
     "LeaderboardEntry",
+    "ModerationAudit",
+    "ObserverJoined",
+    "ObserverLeft",
     "ParticipantJoined",
     "ParticipantLeft",
     "ParticipantRemoved",
@@ -143,6 +146,51 @@ class ParticipantRemoved(Event, frozen=True, kw_only=True, tag="participant.remo
 
     def audience(self) -> Audience:
         return Audience(everyone=True, persons=frozenset({self.participant_id}))
+
+
+class ObserverJoined(Event, frozen=True, kw_only=True, tag="observer.joined"):
+    """A moderator console (an observer: not on the stage, not in participant lists) joined."""
+
+    participant_id: str
+    name: str
+    role: str
+
+    def audience(self) -> Audience:
+        return MODERATORS
+
+
+class ObserverLeft(Event, frozen=True, kw_only=True, tag="observer.left"):
+    participant_id: str
+
+    def audience(self) -> Audience:
+        return MODERATORS
+
+
+# --- moderation ----------------------------------------------------------------------------------
+
+AuditDetail = str | int | bool | None
+
+
+class ModerationAudit(Event, frozen=True, kw_only=True, tag="moderation.audit"):
+    """One moderator action (``action``: its wire command type), logged in the batch of its effects.
+
+    ``target`` is a participant, comment, question, poll or recording session id, or null (the stage
+    itself); ``target_identity`` and ``target_name`` are set when it is a person. ``details`` holds
+    the command's parameters (``{"kind": "audio", "muted": true}``, ``{"seconds": 30}``...).
+    """
+
+    actor: str
+    actor_identity: str
+    actor_name: str
+    action: str
+    target: str | None = None
+    target_identity: str | None = None
+    target_name: str | None = None
+    reason: str | None = None
+    details: dict[str, AuditDetail] = {}
+
+    def audience(self) -> Audience:
+        return MODERATORS
 
 
 # --- the stage -----------------------------------------------------------------------------------
@@ -316,6 +364,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PublishingStarted,
     PublishingStopped,
     ParticipantRemoved,
+    ObserverJoined,
+    ObserverLeft,
+    ModerationAudit,
     StageUpdated,
     StageEnded,
     HandsUpdated,

@@ -40,7 +40,7 @@ def test_a_comment_id_is_never_reused() -> None:
 
 def test_slow_mode_spaces_each_persons_comments() -> None:
     stage = populated()
-    (chat,) = stage.set_slow_mode(MOD, 10, 0)
+    (_audit, chat) = stage.set_slow_mode(MOD, 10, 0)
     assert types([chat]) == ["chat.updated"] and stage.snapshot_for(ALICE)["slow_mode_s"] == 10
     stage.post_comment(ALICE, "c1", "one", 1)
     error = refused(stage, SlowMode, lambda: stage.post_comment(ALICE, "c2", "two", 4))
@@ -116,18 +116,18 @@ def test_others_may_not_delete_a_comment_but_moderators_may() -> None:
     stage.post_comment(ALICE, "c1", "hi", 1)
     for pid in (BOB, SPEAKER):
         refused(stage, NotAllowed, stage.delete_comment, pid, "c1", 2)
-    assert types(stage.delete_comment(MOD, "c1", 2)) == ["comment.deleted"]
+    assert types(stage.delete_comment(MOD, "c1", 2)) == ["moderation.audit", "comment.deleted"]
 
 
 def test_pinning_shows_the_comment_to_everyone_and_null_unpins() -> None:
     stage = populated()
     stage.post_comment(ALICE, "c1", "key point", 1)
-    (pinned,) = stage.pin_comment(MOD, "c1", 2)
+    (_audit, pinned) = stage.pin_comment(MOD, "c1", 2)
     assert isinstance(pinned, CommentPinned) and pinned.comment is not None and pinned.comment.id == "c1"
     assert stage.snapshot_for(BOB)["pinned"] == {
         "id": "c1", "author_id": ALICE, "author_name": "Alice", "text": "key point", "at": 1
     }  # fmt: skip
-    (unpinned,) = stage.pin_comment(MOD, None, 3)
+    (_audit, unpinned) = stage.pin_comment(MOD, None, 3)
     assert isinstance(unpinned, CommentPinned) and unpinned.comment is None
     assert stage.snapshot_for(BOB)["pinned"] is None
     refused(stage, NotFound, lambda: stage.pin_comment(MOD, "nope", 4))

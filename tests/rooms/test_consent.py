@@ -247,14 +247,17 @@ def test_the_host_and_moderators_start_and_stop_recording(mode: str, actor: str,
         refused(stage, NotAllowed, stage.stop_recording, actor, 2.0)
         return
     started = stage.start_recording(actor, "rec-1", 1.0)
-    assert started[0] == RecordingStarted(
-        stage="s1", at=1.0, seq=started[0].seq, session_id="rec-1", by=actor
+    assert types(started[:1]) == ["moderation.audit"]
+    assert started[1] == RecordingStarted(
+        stage="s1", at=1.0, seq=started[1].seq, session_id="rec-1", by=actor
     )
-    assert started[0].audience().everyone
+    assert started[1].audience().everyone
     assert stage.recording.active and stage.recording.session_id == "rec-1"
     stopped = stage.stop_recording(actor, 2.0)
-    assert stopped == [RecordingStopped(stage="s1", at=2.0, seq=stopped[0].seq, session_id="rec-1", by=actor)]
-    assert stopped[0].audience().everyone
+    assert stopped[1:] == [
+        RecordingStopped(stage="s1", at=2.0, seq=stopped[1].seq, session_id="rec-1", by=actor)
+    ]
+    assert types(stopped[:1]) == ["moderation.audit"] and stopped[1].audience().everyone
     assert not stage.recording.active and stage.recording.session_id is None
 
 
@@ -298,7 +301,7 @@ def test_recording_asks_everyone_present_who_has_not_decided() -> None:
     give(stage, ALICE, MEDIA)
     give(stage, BOB, NONE)  # declining is a decision: Bob is not asked again
     events = stage.start_recording(MOD, "rec-1", 2.0)
-    assert types(events) == ["recording.started"] + ["consent.requested"] * 3
+    assert types(events) == ["moderation.audit", "recording.started"] + ["consent.requested"] * 3
     asked = [e for e in events if isinstance(e, ConsentRequested)]
     assert [e.participant_id for e in asked] == [HOST, MOD, SPEAKER]
     for event in asked:
@@ -314,10 +317,15 @@ def test_ending_the_stage_stops_the_recording_before_the_end() -> None:
     stage = recording_stage()
     stage.start_publishing(SPEAKER, ("audio",), 1.0)
     stage.start_recording(HOST, "rec-1", 1.0)
-    assert types(stage.end(HOST, 2.0)) == ["publishing.stopped", "recording.stopped", "stage.ended"]
+    assert types(stage.end(HOST, 2.0)) == [
+        "moderation.audit",
+        "publishing.stopped",
+        "recording.stopped",
+        "stage.ended",
+    ]
     assert last(stage, RecordingStopped).by == HOST and not stage.recording.active
     refused(stage, StageEnded, stage.start_recording, HOST, "rec-2", 3.0)
-    assert types(recording_stage().end(HOST, 2.0)) == ["stage.ended"]
+    assert types(recording_stage().end(HOST, 2.0)) == ["moderation.audit", "stage.ended"]
 
 
 def test_a_recorder_that_fails_stops_the_recording_and_everyone_is_told() -> None:

@@ -26,6 +26,7 @@ from rooms.events import (
     ConsentRequested,
     Event,
     InvitationAnswered,
+    ModerationAudit,
     PublishingStarted,
     RecordingStarted,
     RecordingStopped,
@@ -180,10 +181,11 @@ class ConsentMachine(StageMachine):
         events = self.run(lambda: stage.start_recording(actor, session_id, self.now))
         assert (events is not None) == valid
         if events is not None:
-            assert events[0] == RecordingStarted(
-                stage=stage.id, at=self.now, seq=events[0].seq, session_id=session_id, by=actor
+            assert isinstance(events[0], ModerationAudit) and events[0].action == "recording.start"
+            assert events[1] == RecordingStarted(
+                stage=stage.id, at=self.now, seq=events[1].seq, session_id=session_id, by=actor
             )
-            assert [e.participant_id for e in events[1:]] == undecided  # type: ignore[attr-defined]
+            assert [e.participant_id for e in events[2:]] == undecided  # type: ignore[attr-defined]
 
     @rule(actor=MODS)
     def stop_recording(self, actor: str) -> None:

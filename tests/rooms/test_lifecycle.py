@@ -37,8 +37,9 @@ def test_the_host_starts_a_scheduled_stage_and_everyone_is_told() -> None:
     stage = populated(state=StageState.SCHEDULED)
     events = stage.start(HOST, 5.0)
     view = StageView(id="s1", title="Grand rounds", state="live", locked=False)
-    assert events == [StageUpdated(stage="s1", at=5.0, seq=stage.log.last_seq, info=view)]
-    assert events[0].audience().everyone
+    assert types(events[:1]) == ["moderation.audit"]
+    assert events[1:] == [StageUpdated(stage="s1", at=5.0, seq=stage.log.last_seq, info=view)]
+    assert events[1].audience().everyone
     assert stage.state is StageState.LIVE
 
 
@@ -58,7 +59,7 @@ def test_publishing_needs_a_live_stage() -> None:
 
 def test_a_locked_stage_admits_nobody_new_until_unlocked() -> None:
     stage = populated()
-    assert stage.lock(MOD, True, 1)[0].info.locked  # type: ignore[attr-defined]
+    assert stage.lock(MOD, True, 1)[1].info.locked  # type: ignore[attr-defined]
     refused(stage, StageLocked, lambda: stage.join("c", "Carol", Role.AUDIENCE, 2))
     stage.lock(HOST, False, 3)
     assert types(stage.join("c", "Carol", Role.AUDIENCE, 4)) == ["participant.joined"]
@@ -70,9 +71,9 @@ def test_ending_closes_open_polls_stops_media_then_says_ended() -> None:
     stage.create_poll(HOST, "p", PollSpec(question="Q", options=("A", "B")), 1)
     stage.open_poll(HOST, "p", 1)
     events = stage.end(HOST, 2)
-    assert types(events) == ["poll.closed", "publishing.stopped", "stage.ended"]
-    assert isinstance(events[0], PollClosed) and events[0].poll.status == "closed"
-    assert events[1] == PublishingStopped(stage="s1", at=2, seq=events[1].seq, participant=SPEAKER)
+    assert types(events) == ["moderation.audit", "poll.closed", "publishing.stopped", "stage.ended"]
+    assert isinstance(events[1], PollClosed) and events[1].poll.status == "closed"
+    assert events[2] == PublishingStopped(stage="s1", at=2, seq=events[2].seq, participant=SPEAKER)
     assert isinstance(events[-1], StageEndedEvent)
     assert stage.state is StageState.ENDED and not stage.publishers
 

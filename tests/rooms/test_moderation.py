@@ -11,8 +11,8 @@ from tests.rooms.support import ALICE, BOB, HOST, MOD, SPEAKER, populated, refus
 def test_removing_takes_the_person_off_and_tells_them_and_everyone() -> None:
     stage = populated()
     events = stage.remove(MOD, BOB, "off topic", 1)
-    assert types(events) == ["participant.removed", "participant.left"]
-    removed, left = events
+    assert types(events) == ["moderation.audit", "participant.removed", "participant.left"]
+    _audit, removed, left = events
     assert removed == ParticipantRemoved(
         stage="s1", at=1, seq=removed.seq, participant_id=BOB, banned=False, reason="off topic", by=MOD
     )
@@ -32,11 +32,13 @@ def test_removing_a_publishing_speaker_with_a_raised_hand_cleans_up_first() -> N
     stage.start_publishing(SPEAKER, ("audio",), 1)
     stage.raise_hand(BOB, 1)
     assert types(stage.remove(HOST, SPEAKER, "", 2)) == [
+        "moderation.audit",
         "participant.removed",
         "publishing.stopped",
         "participant.left",
     ]
     assert types(stage.remove(HOST, BOB, "", 3)) == [
+        "moderation.audit",
         "participant.removed",
         "hands.updated",
         "participant.left",
@@ -48,8 +50,8 @@ def test_a_ban_records_the_identity_and_refuses_it_for_good() -> None:
     stage = populated()
     stage.join("c", "Carol", Role.AUDIENCE, 1, identity="carol")
     events = stage.ban(MOD, "c", "abusive", 2)
-    assert types(events) == ["participant.removed", "participant.left"]
-    assert isinstance(events[0], ParticipantRemoved) and events[0].banned and events[0].reason == "abusive"
+    assert types(events) == ["moderation.audit", "participant.removed", "participant.left"]
+    assert isinstance(events[1], ParticipantRemoved) and events[1].banned and events[1].reason == "abusive"
     assert stage.banned_identities == {"carol"}
     refused(stage, Banned, lambda: stage.join("c", "Carol", Role.AUDIENCE, 3, identity="carol"))
     refused(stage, Banned, lambda: stage.join("c9", "Not Carol", Role.HOST, 3, identity="carol"))
@@ -60,7 +62,7 @@ def test_a_ban_takes_every_connection_of_that_identity() -> None:
     stage.join("c1", "Carol", Role.AUDIENCE, 1, identity="carol")
     stage.join("c2", "Carol (phone)", Role.AUDIENCE, 1, identity="carol")
     events = stage.ban(MOD, "c2", "", 2)
-    assert types(events) == ["participant.removed", "participant.left"] * 2
+    assert types(events) == ["moderation.audit"] + ["participant.removed", "participant.left"] * 2
     assert {e.participant_id for e in events if isinstance(e, ParticipantRemoved)} == {"c1", "c2"}
     assert not any(p.identity == "carol" for p in stage.participants.values())
 
@@ -90,7 +92,7 @@ def test_removing_someone_absent_is_not_found() -> None:
 
 def test_a_chat_muted_person_may_not_comment_ask_or_react_until_unmuted() -> None:
     stage = populated()
-    (updated,) = stage.chat_mute(MOD, BOB, True, 1)
+    (_audit, updated) = stage.chat_mute(MOD, BOB, True, 1)
     assert (
         isinstance(updated, ParticipantUpdated) and stage.participants[BOB].snapshot()["chat_muted"] is True
     )

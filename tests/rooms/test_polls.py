@@ -78,7 +78,7 @@ def test_valid_edge_polls_are_accepted() -> None:
 
 def test_a_draft_is_for_moderators_only() -> None:
     stage = populated()
-    (created,) = stage.create_poll(MOD, "p", QUIZ, 1)
+    (_audit, created) = stage.create_poll(MOD, "p", QUIZ, 1)
     assert isinstance(created, PollCreated) and created.audience() == MODERATORS
     assert created.poll.status == "draft" and created.poll.correct == (0,)
     assert "p" in polls(stage, HOST) and "p" not in polls(stage, ALICE)
@@ -89,7 +89,7 @@ def test_a_draft_is_for_moderators_only() -> None:
 def test_opening_shows_the_poll_to_everyone_without_the_answers() -> None:
     stage = populated()
     stage.create_poll(MOD, "p", replace(QUIZ, duration_s=60), 1)
-    (event,) = stage.open_poll(MOD, "p", 10)
+    (_audit, event) = stage.open_poll(MOD, "p", 10)
     assert isinstance(event, PollOpened) and event.audience().everyone
     assert event.poll.status == "open" and event.poll.closes_at == 70
     assert event.poll.correct is None and event.poll.results is None
@@ -169,7 +169,7 @@ def test_closing_gives_everyone_the_results() -> None:
     stage = opened()
     stage.vote(ALICE, "p", [0], 3)
     stage.vote(BOB, "p", [2], 3)
-    (closed,) = stage.close_poll(MOD, "p", 4)
+    (_audit, closed) = stage.close_poll(MOD, "p", 4)
     assert isinstance(closed, PollClosedEvent) and closed.audience().everyone
     assert closed.poll.status == "closed"
     assert closed.poll.results == PollResults(counts=(1, 0, 1), ballots=2)
@@ -181,8 +181,8 @@ def test_a_named_poll_reveals_its_voters_to_moderators_only() -> None:
     stage.vote(ALICE, "p", [0], 3)
     stage.vote(BOB, "p", [1], 3)
     events = stage.close_poll(MOD, "p", 4)
-    assert types(events) == ["poll.closed", "poll.voters"]
-    voters = events[1]
+    assert types(events) == ["moderation.audit", "poll.closed", "poll.voters"]
+    voters = events[2]
     assert isinstance(voters, PollVoters) and voters.audience() == MODERATORS
     assert voters.voters == {ALICE: (0,), BOB: (1,)}
     assert polls(stage, MOD)["p"]["voters"] == {ALICE: [0], BOB: [1]}
@@ -192,7 +192,7 @@ def test_a_named_poll_reveals_its_voters_to_moderators_only() -> None:
 def test_an_anonymous_poll_reveals_no_voters() -> None:
     stage = opened()
     stage.vote(ALICE, "p", [0], 3)
-    assert types(stage.close_poll(MOD, "p", 4)) == ["poll.closed"]
+    assert types(stage.close_poll(MOD, "p", 4)) == ["moderation.audit", "poll.closed"]
     assert "voters" not in polls(stage, MOD)["p"]
 
 
@@ -222,8 +222,14 @@ def test_a_quiz_tells_each_voter_whether_they_were_right_and_ranks_everyone() ->
     stage.vote(ALICE, "p", [0], 3)
     stage.vote(BOB, "p", [1], 3)
     events = stage.close_poll(MOD, "p", 4)
-    assert types(events) == ["poll.closed", "quiz.result", "quiz.result", "quiz.leaderboard"]
-    closed = events[0]
+    assert types(events) == [
+        "moderation.audit",
+        "poll.closed",
+        "quiz.result",
+        "quiz.result",
+        "quiz.leaderboard",
+    ]
+    closed = events[1]
     assert isinstance(closed, PollClosedEvent) and closed.poll.results is not None
     assert closed.poll.results.correct == (0,)
     results = {e.participant_id: e for e in events if isinstance(e, QuizResult)}

@@ -73,9 +73,9 @@ def test_moderators_answer_or_dismiss_and_upvotes_stop() -> None:
     stage = populated()
     stage.ask_question(ALICE, "q1", "why?", 1)
     stage.ask_question(ALICE, "q2", "spam", 1)
-    (answered,) = stage.answer_question(MOD, "q1", 2)
+    (_audit, answered) = stage.answer_question(MOD, "q1", 2)
     assert isinstance(answered, QuestionUpdated) and answered.question.status == "answered"
-    (dismissed,) = stage.dismiss_question(HOST, "q2", 2)
+    (_audit, dismissed) = stage.dismiss_question(HOST, "q2", 2)
     assert isinstance(dismissed, QuestionUpdated) and dismissed.question.status == "dismissed"
     assert stage.answer_question(MOD, "q1", 3) == []  # already answered: nothing changes
     refused(stage, NotAllowed, lambda: stage.upvote_question(BOB, "q1", 3))

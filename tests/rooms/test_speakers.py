@@ -85,7 +85,7 @@ def test_an_unknown_participant_is_not_found() -> None:
 def test_a_moderator_invites_a_raised_hand_who_accepts_and_becomes_a_speaker() -> None:
     stage = populated()
     stage.raise_hand(BOB, 1)
-    (invited,) = stage.invite(MOD, BOB, 2)
+    (_audit, invited) = stage.invite(MOD, BOB, 2)
     assert isinstance(invited, Invitation) and (invited.participant_id, invited.by) == (BOB, MOD)
     assert invited.by_name == "Dr Mod"
     assert invited.audience() == Audience(moderators=True, persons=frozenset({BOB}))
@@ -162,7 +162,7 @@ def test_moving_a_publishing_speaker_to_the_audience_stops_their_media_first() -
     stage.start_publishing(SPEAKER, ("audio", "video"), 1)
     stage.set_muted(SPEAKER, "video", True, 1)
     events = stage.move_to_audience(MOD, SPEAKER, 2)
-    assert types(events) == ["publishing.stopped", "participant.updated"]
+    assert types(events) == ["moderation.audit", "publishing.stopped", "participant.updated"]
     person = stage.participants[SPEAKER]
     assert person.role is Role.AUDIENCE and not person.publishing and not person.muted
     refused(stage, NotAllowed, lambda: stage.start_publishing(SPEAKER, ("audio",), 3))
@@ -170,7 +170,7 @@ def test_moving_a_publishing_speaker_to_the_audience_stops_their_media_first() -
 
 def test_a_silent_speaker_moved_to_the_audience_emits_only_the_update() -> None:
     stage = populated()
-    assert types(stage.move_to_audience(HOST, SPEAKER, 1)) == ["participant.updated"]
+    assert types(stage.move_to_audience(HOST, SPEAKER, 1)) == ["moderation.audit", "participant.updated"]
 
 
 def test_only_speakers_are_moved_to_the_audience() -> None:
@@ -188,11 +188,16 @@ def test_the_host_makes_an_audience_member_moderator_and_back() -> None:
     stage.invite(MOD, BOB, 1)
     stage.chat_mute(MOD, BOB, True, 1)
     events = stage.set_role(HOST, BOB, Role.MODERATOR, 2)
-    assert types(events) == ["hands.updated", "invitation.answered", "participant.updated"]
+    assert types(events) == [
+        "moderation.audit",
+        "hands.updated",
+        "invitation.answered",
+        "participant.updated",
+    ]
     bob = stage.participants[BOB]
     assert (bob.role, bob.hand_raised, bob.chat_muted) == (Role.MODERATOR, False, False)
     assert stage.is_moderator(BOB)
-    assert types(stage.set_role(HOST, BOB, Role.AUDIENCE, 3)) == ["participant.updated"]
+    assert types(stage.set_role(HOST, BOB, Role.AUDIENCE, 3)) == ["moderation.audit", "participant.updated"]
     assert stage.participants[BOB].role == Role.AUDIENCE and not stage.is_moderator(BOB)
 
 
@@ -200,6 +205,7 @@ def test_setting_a_speaker_to_audience_is_a_demotion() -> None:
     stage = populated()
     stage.start_publishing(SPEAKER, ("audio",), 1)
     assert types(stage.set_role(HOST, SPEAKER, Role.AUDIENCE, 2)) == [
+        "moderation.audit",
         "publishing.stopped",
         "participant.updated",
     ]
@@ -244,7 +250,7 @@ def test_one_role_per_person() -> None:
 def test_a_moderator_mute_cannot_be_undone_by_the_speaker() -> None:
     stage = populated()
     stage.start_publishing(SPEAKER, ("audio", "video"), 1)
-    (updated,) = stage.moderator_mute(MOD, SPEAKER, "audio", True, 2)
+    (_audit, updated) = stage.moderator_mute(MOD, SPEAKER, "audio", True, 2)
     assert isinstance(updated, ParticipantUpdated) and updated.participant == SPEAKER
     snapshot = stage.participants[SPEAKER].snapshot()
     assert snapshot["moderator_muted"] == {"audio": True, "video": False}
