@@ -7,6 +7,7 @@ from __future__ import annotations
 
 rtp_packets_received = 0
 rtp_packets_sent = 0
+rtp_sent_bytes = 0  # RTP header + payload, before SRTP: see Publication._forward
 retransmissions = 0
 keyframe_requests_upstream = 0  # PLIs we sent to publishers
 keyframe_requests_downstream = 0  # PLI/FIR we received from subscribers
@@ -19,6 +20,7 @@ def snapshot() -> dict[str, int]:
     return {
         "rtp_packets_received": rtp_packets_received,
         "rtp_packets_sent": rtp_packets_sent,
+        "rtp_sent_bytes": rtp_sent_bytes,
         "retransmissions": retransmissions,
         "keyframe_requests_upstream": keyframe_requests_upstream,
         "keyframe_requests_downstream": keyframe_requests_downstream,

@@ -36,6 +36,7 @@ import av
 from av.container import OutputContainer
 from av.stream import Stream
 
+from recording import stats as recording_stats
 from recording.repair import FinalizeResult, marker_path
 from recording.repair import finalize as finalize_file
 
@@ -278,6 +279,7 @@ class TrackWriter:
         self._last_duration = duration
         self.stats.frames_written += 1
         self.stats.bytes_written += len(data)
+        recording_stats.add_media_bytes(len(data))  # the node's metric (recording/stats.py)
 
     def _open(self, first: bytes, keyframe: bool) -> bool:
         """Create the file once the codec's parameters are known: False if ``first`` cannot start it."""

@@ -1,5 +1,6 @@
-"""Prometheus metrics. Media counters live in media.stats (plain ints on the hot path) and are read
-at scrape time by a collector; signalling counters are ordinary prometheus-client metrics."""
+"""Prometheus metrics (listed in docs/operations.md). Media and recording counters live in media.stats
+and recording.stats (plain ints: the hot path and the writer threads never touch prometheus-client) and
+are read at scrape time by a collector; signalling counters are ordinary prometheus-client metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from media import stats
+from recording import stats as recording_stats
 
 if TYPE_CHECKING:
     from server.stages import Node
@@ -25,14 +27,16 @@ signalling_errors = Counter(
     "medstage_signalling_errors", "Error frames sent, by code", ["code"], registry=REGISTRY
 )
 
-_MEDIA_COUNTERS = {
+_COUNTERS = {
     "rtp_packets_received": "RTP packets received from publishers",
     "rtp_packets_sent": "RTP packets forwarded to subscribers",
+    "rtp_sent_bytes": "RTP bytes (header and payload, before SRTP) forwarded to subscribers",
     "retransmissions": "RTP packets resent on a subscriber's NACK",
     "keyframe_requests_upstream": "PLIs sent to publishers",
     "keyframe_requests_downstream": "PLI/FIR received from subscribers",
     "send_errors": "Failed sends to subscribers",
     "decoded_frames": "Frames decoded by this process (an SFU decodes none)",
+    "recording_written_bytes": "Encoded media bytes written to recording track files (no container framing)",
 }
 
 
@@ -41,10 +45,8 @@ class _NodeCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        for name, value in stats.snapshot().items():
-            family = CounterMetricFamily(f"medstage_{name}", _MEDIA_COUNTERS[name])
-            family.add_metric([], value)
-            yield family
+        for name, value in (*stats.snapshot().items(), *recording_stats.snapshot().items()):
+            yield _counter(name, _COUNTERS[name], value)
         stages = self.node.stages.values()
         for name, help_, value in (
             ("stages", "Stages on this node", len(self.node.stages)),
@@ -78,6 +80,14 @@ class _NodeCollector(Collector):
     def _relayed(self, side: str) -> int:
         relay = self.node.cluster.relay
         return 0 if relay is None else len(getattr(relay, side))
+
+
+def _counter(name: str, help_: str, value: int) -> CounterMetricFamily:
+    """``medstage_<name>_total``; a name ending in ``_bytes`` declares its unit (OpenMetrics)."""
+    unit = "bytes" if name.endswith("_bytes") else ""
+    family = CounterMetricFamily(f"medstage_{name}", help_, unit=unit)
+    family.add_metric([], value)
+    return family
 
 
 _collector: _NodeCollector | None = None

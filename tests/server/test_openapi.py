@@ -1,0 +1,234 @@
+"""The OpenAPI document a node serves (server/openapi.py, with whatever paths the app merges in): valid
+OpenAPI 3.1, matching the app's routes one to one, served without a token, and describing what a real
+node answers (statuses, content types and bodies checked against the document's own schemas)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+from openapi_spec_validator import validate
+
+from server import openapi
+from server.app import create_app
+from server.config import Config
+from tests.conftest import RunningNode, start_node
+from tests.support.tokens import bearer, token
+
+METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method.upper(), operation
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(path template, method) of every route of the app; HEAD comes with every GET."""
+    app = create_app(Config(recordings_dir="/nonexistent"))
+    return {
+        (route.resource.canonical, route.method)
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+
+
+@pytest.fixture(scope="module")
+def api_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    running = start_node(tmp_path_factory.mktemp("openapi"))
+    try:
+        yield running
+    finally:
+        assert running.stop() == 0, running.log()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def served(api_node: RunningNode) -> dict[str, Any]:
+    """The document as the node serves it, without a token."""
+    with urllib.request.urlopen(api_node.url + "/api/openapi.json", timeout=5) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("application/json")
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_the_document_is_valid_openapi_3_1_with_bearer_jwt_security(served: dict[str, Any]) -> None:
+    doc = served
+    validate(doc)  # raises on any violation of the OpenAPI 3.1 schema
+    assert doc["openapi"].startswith("3.1.")
+    assert doc["info"]["title"] and doc["info"]["version"]
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        **doc["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+    assert {"bearer": []} in doc["security"]
+    problem = doc["components"]["schemas"]["Problem"]
+    assert "code" in problem["required"] and problem["properties"]["code"]["type"] == "string"
+
+
+def test_every_documented_operation_is_a_route_and_every_api_route_is_documented(
+    served: dict[str, Any],
+) -> None:
+    documented = {(path, method) for path, method, _ in operations(served)}
+    routes = app_routes()
+    assert documented - routes == set(), "documented, but no such route"
+    api_routes = {(path, method) for path, method in routes if path.startswith("/api/")}
+    assert api_routes - documented == set(), "routes missing from server/openapi.py"
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (path, "GET") in documented
+
+
+def test_every_path_parameter_is_declared_and_every_operation_has_responses(served: dict[str, Any]) -> None:
+    ids = set()
+    for path, method, operation in operations(served):
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == set(re.findall(r"{(\w+)}", path)), (method, path)
+        assert operation["responses"], (method, path)
+        ids.add(operation["operationId"])
+        secured = operation.get("security") != []
+        assert ("401" in operation["responses"]) == secured, f"{method} {path}: 401 iff a token is needed"
+    assert len(ids) == len(list(operations(served))), "operationIds are unique"
+
+
+def test_extra_paths_are_merged_into_a_fresh_copy() -> None:
+    extra = {"/api/clubs/{club_id}/stages": {"get": {"responses": {"200": {"description": "ok"}}}}}
+    doc = openapi.document(extra)
+    assert "/api/clubs/{club_id}/stages" in doc["paths"] and "/api/stages" in doc["paths"]
+    doc["paths"].clear()
+    assert "/api/clubs/{club_id}/stages" not in openapi.document()["paths"]
+    assert openapi.document()["paths"], "the built document is never changed by a caller"
+
+
+# --- against a running node ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def http(api_node: RunningNode) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(api_node.url) as session:
+        yield session
+
+
+class Conformance:
+    """Checks a real response against the operation the document gives for it."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.seen: set[tuple[str, str, str]] = set()
+
+    async def check(self, response: aiohttp.ClientResponse, template: str) -> Any:
+        method = response.method.lower()
+        operation = self.doc["paths"][template][method]
+        status = str(response.status)
+        assert status in operation["responses"], f"{method.upper()} {template}: undocumented {status}"
+        documented = operation["responses"][status]
+        if "$ref" in documented:
+            documented = self.doc["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
+        self.seen.add((template, method, status))
+        content_type = response.content_type
+        assert content_type in documented.get("content", {}), (template, status, content_type)
+        if not content_type.endswith("json"):
+            return await response.read()
+        body = await response.json(content_type=None)
+        schema = {**documented["content"][content_type]["schema"], "components": self.doc["components"]}
+        jsonschema.Draft202012Validator(schema).validate(body)
+        if content_type == "application/problem+json":
+            assert f"`{body['code']}`" in documented["description"], f"undocumented code {body['code']}"
+        return body
+
+
+async def test_a_node_answers_as_its_document_says(
+    http: aiohttp.ClientSession, served: dict[str, Any]
+) -> None:
+    api = Conformance(served)
+    async with http.get("/api/openapi.json") as r:  # no token
+        assert r.status == 200
+        assert await api.check(r, "/api/openapi.json") == served
+
+    stage = "oa-" + uuid.uuid4().hex[:8]
+    stage_path = f"/api/stages/{stage}"
+    async with http.post("/api/stages", json={"id": stage, "title": "Grand rounds"}) as r:
+        assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+        await api.check(r, "/api/stages")
+    async with http.post("/api/stages", json={"id": stage}, headers=bearer(token(stage, "host"))) as r:
+        assert r.status == 403
+        await api.check(r, "/api/stages")
+    async with http.post("/api/stages", json={"id": "bad id!"}, headers=bearer()) as r:
+        assert r.status == 400
+        await api.check(r, "/api/stages")
+    async with http.post("/api/stages", json={"id": stage, "title": "Grand rounds"}, headers=bearer()) as r:
+        assert r.status == 201
+        await api.check(r, "/api/stages")
+    async with http.post("/api/stages", json={"id": stage}, headers=bearer()) as r:
+        assert r.status == 409
+        await api.check(r, "/api/stages")
+    async with http.get("/api/stages", headers=bearer()) as r:
+        assert stage in [s["id"] for s in (await api.check(r, "/api/stages"))["stages"]]
+
+    async with http.get(stage_path, headers=bearer(token(stage, "audience"))) as r:
+        assert r.status == 200
+        await api.check(r, "/api/stages/{stage_id}")
+    async with http.get(stage_path, headers=bearer(token("elsewhere", "host"))) as r:
+        assert r.status == 403
+        await api.check(r, "/api/stages/{stage_id}")
+    async with http.get("/api/stages/never-created", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/stages/{stage_id}")
+    async with http.get(stage_path + "/participants", headers=bearer()) as r:
+        assert (await api.check(r, "/api/stages/{stage_id}/participants"))["participants"] == []
+    async with http.get("/api/stages/never-created/participants", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/stages/{stage_id}/participants")
+
+    recordings = stage_path + "/recordings"
+    async with http.get(recordings, headers=bearer(token(stage, "audience"))) as r:
+        assert r.status == 403  # no "record" grant
+        await api.check(r, "/api/stages/{stage_id}/recordings")
+    async with http.get(recordings, headers=bearer()) as r:
+        assert (await api.check(r, "/api/stages/{stage_id}/recordings"))["sessions"] == []
+    async with http.get(recordings + "/nope", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}")
+    async with http.get(recordings + "/nope/files/tracks/x.webm", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}/files/{name}")
+
+    async with http.post(stage_path + "/end", headers=bearer(token(stage, "audience"))) as r:
+        assert r.status == 403  # no "moderate" grant
+        await api.check(r, "/api/stages/{stage_id}/end")
+    async with http.post(stage_path + "/end", headers=bearer()) as r:
+        assert r.status == 200 and (await api.check(r, "/api/stages/{stage_id}/end"))["state"] == "ended"
+
+    async with http.post("/api/dev/token", json={"role": "host", "stage": stage}) as r:
+        assert r.status == 200
+        await api.check(r, "/api/dev/token")
+    async with http.post("/api/dev/token", json={"role": "emperor"}) as r:
+        assert r.status == 400
+        await api.check(r, "/api/dev/token")
+    async with http.post("/api/identities/someone/revoke", headers=bearer()) as r:
+        assert (await api.check(r, "/api/identities/{identity}/revoke"))["revoked"] is True
+    async with http.post("/api/identities/someone/revoke", headers={"Authorization": "Bearer x"}) as r:
+        assert r.status == 401
+        await api.check(r, "/api/identities/{identity}/revoke")
+
+    for path in ("/healthz", "/readyz", "/metrics"):
+        async with http.get(path) as r:
+            assert r.status == 200
+            await api.check(r, path)
+    ours = {(path, method) for path, method, _ in operations(openapi.document())}
+    assert {(t, m.upper()) for t, m, _ in api.seen} >= ours, "every operation of http_api.py was tried"
+
+
+def test_nothing_in_the_document_points_at_a_missing_component(served: dict[str, Any]) -> None:
+    doc = served
+    text = repr(doc)
+    for kind, name in re.findall(r"#/components/(\w+)/(\w+)", text):
+        assert name in doc["components"][kind], f"{kind}/{name}"
