@@ -36,6 +36,7 @@ _ROLE_RANK = {role: rank for rank, role in enumerate(reversed(Role))}  # audienc
 class _Person(msgspec.Struct, frozen=True):
     role: Role
     name: str
+    joined_as: Role | None = None
 
 
 class _Comment(msgspec.Struct, frozen=True):
@@ -105,10 +106,12 @@ def _people(stage: Stage) -> dict[str, _Person]:
     """Everyone remembered, then everyone present with an explicit identity (present wins: it is newer).
     One identity on several connections keeps its highest role, so the host's second tab (as audience)
     does not cost them the stage."""
-    people = {identity: _Person(p.role, p.name) for identity, p in stage.remembered.people.items()}
+    people = {
+        identity: _Person(p.role, p.name, p.joined_as) for identity, p in stage.remembered.people.items()
+    }
     present: list[Participant] = [p for p in stage.participants.values() if p.identity != p.id]
     present.sort(key=lambda p: _ROLE_RANK[p.role])  # stable: among equals, the last joined wins
-    people.update({p.identity: _Person(p.role, p.name) for p in present})
+    people.update({p.identity: _Person(p.role, p.name, p.joined_as) for p in present})
     banned = stage.banned_identities
     return {identity: person for identity, person in people.items() if identity not in banned}
 
@@ -135,7 +138,7 @@ def restore(state: dict[str, Any], *, last_seq: int, now: float) -> Stage:
     in_use = {r.record_id for r in saved.consent.last.values()}
     stage.consent.record_ids = set(saved.consent.record_ids) | in_use
     stage.remembered.people = {
-        identity: RememberedPerson(p.role, p.name)
+        identity: RememberedPerson(p.role, p.name, p.joined_as)
         for identity, p in saved.people.items()
         if identity not in stage.banned_identities
     }

@@ -1,9 +1,10 @@
 """People who left and may come back: by identity, the role and display name they had.
 
 A dropped connection, or a node that dies and whose stage another node takes over, must not turn a
-promoted speaker back into audience, nor let a demoted one come back promoted: on rejoin, the stage
-gives the remembered role instead of the requested one. Roles are still self-declared at join (tokens
-come later), so this is continuity across reconnects, not security.
+promoted speaker back into audience, nor let a demoted one come back promoted: on rejoin with the same
+role in the token, the stage gives the remembered role. A token with another role than the one the
+person joined with is the platform's new decision: it wins (a host the platform made audience is not
+host again because the stage remembered them).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["RememberedPeople", "RememberedPerson"]
 class RememberedPerson:
     role: Role
     name: str  # as they were last seen (the durable state keeps it for the next host)
+    joined_as: Role | None = None  # the role their token gave when they joined; None: unknown
 
 
 @dataclass(slots=True)
@@ -34,8 +36,8 @@ class RememberedPeople:
     def get(self, identity: str) -> RememberedPerson | None:
         return self.people.get(identity)
 
-    def remember(self, identity: str, role: Role, name: str) -> None:
-        self.people[identity] = RememberedPerson(role, name)
+    def remember(self, identity: str, role: Role, name: str, joined_as: Role | None = None) -> None:
+        self.people[identity] = RememberedPerson(role, name, joined_as)
 
     def forget(self, identity: str) -> None:
         self.people.pop(identity, None)
@@ -46,4 +48,6 @@ class RememberedPeople:
         known = self.people.get(identity)
         if known is None or (known.role is Role.HOST and host_present):
             return requested
+        if known.joined_as is not None and known.joined_as is not requested:
+            return requested  # the platform gave this person another role since
         return known.role

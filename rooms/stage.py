@@ -9,11 +9,13 @@ their own rules in ``comments.py``, ``qa.py`` and ``polls.py``; this class decid
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
 
+from rooms import audit
 from rooms.comments import Author, Chat
 from rooms.consent import SCOPES, ConsentBook, ConsentState, Recording, Scope, Subject
 from rooms.errors import (
@@ -33,6 +35,7 @@ from rooms.errors import (
     UnknownParticipant,
 )
 from rooms.events import (
+    AuditDetail,
     ChatUpdated,
     ConsentRecorded,
     ConsentRequested,
@@ -41,6 +44,8 @@ from rooms.events import (
     HandsUpdated,
     Invitation,
     InvitationAnswered,
+    ObserverJoined,
+    ObserverLeft,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantRemoved,
@@ -88,12 +93,16 @@ class Participant:
     chat_muted: bool = False
     hand_raised: bool = False
     grants: frozenset[str] | None = None  # from the access token; None: all the role allows
+    joined_as: Role | None = None  # the role asked for at join (the token's), before any promotion
+    observer: bool = False  # a moderator console: watches and moderates, is not on the stage
 
     def __post_init__(self) -> None:
         self.identity = self.identity or self.id
 
     def snapshot(self) -> dict[str, object]:
-        """The participant object of docs/protocol.md ("Participants")."""
+        """The participant object of docs/protocol.md ("Participants"); an observer's (which only
+        moderators see) says ``"observer": true``."""
+        extra: dict[str, object] = {"observer": True} if self.observer else {}
         return {
             "id": self.id,
             "name": self.name,
@@ -103,6 +112,7 @@ class Participant:
             "moderator_muted": {k: k in self.moderator_muted for k in KINDS},
             "chat_muted": self.chat_muted,
             "hand_raised": self.hand_raised,
+            **extra,
         }
 
     def author(self) -> Author:
@@ -118,6 +128,11 @@ class Stage:
     restored on another node (``rooms/durable.py``), of everyone who was present: an identity it
     remembers gets that role back on joining instead of the requested one, unless it was host and the
     stage has another host now. Only explicit identities are remembered (``rooms/remembered.py``).
+
+    Observers (moderator consoles) are kept apart, in ``observers``: they act with their role's
+    permissions and see what moderators see, but they are not on the stage: not in ``participants``
+    (nor its counts, lists, consent or recordings), never publish, and only moderators hear of them
+    (``observer.joined``/``observer.left``). Every moderator action is audited (``rooms/audit.py``).
     """
 
     id: str
@@ -128,6 +143,7 @@ class Stage:
     state: StageState
     locked: bool
     participants: dict[str, Participant]
+    observers: dict[str, Participant]
     banned_identities: set[str]
     remembered: RememberedPeople
     log: EventLog
@@ -157,6 +173,7 @@ class Stage:
         self.settings, self.state, self.locked = settings, state, False
         self.club_id = club_id  # the club the stage belongs to (its members' tokens may open it)
         self.participants = {}
+        self.observers = {}
         self.banned_identities = set()
         self.remembered = RememberedPeople()
         self.log = EventLog()
@@ -194,14 +211,15 @@ class Stage:
         return [p for p in self.participants.values() if p.publishing]
 
     def get(self, participant_id: str) -> Participant:
-        try:
-            return self.participants[participant_id]
-        except KeyError:
-            raise UnknownParticipant(f"no participant {participant_id} on stage {self.id}") from None
+        """A participant or an observer."""
+        person = self.participants.get(participant_id) or self.observers.get(participant_id)
+        if person is None:
+            raise UnknownParticipant(f"no participant {participant_id} on stage {self.id}")
+        return person
 
     def is_moderator(self, participant_id: str) -> bool:
-        """Host or moderator (sees moderator-only events)."""
-        person = self.participants.get(participant_id)
+        """Host or moderator, observers included (sees moderator-only events)."""
+        person = self.participants.get(participant_id) or self.observers.get(participant_id)
         return person is not None and role_is_moderator(person.role)
 
     def snapshot_for(self, participant_id: str) -> dict[str, object]:
@@ -269,6 +287,27 @@ class Stage:
             require(person.role, permission, person.grants)
         return person
 
+    def _audited(
+        self,
+        actor: Participant,
+        action: str,
+        effects: Sequence[Event],
+        now: float,
+        *,
+        target: str | None = None,
+        person: Participant | None = None,
+        reason: str | None = None,
+        **details: AuditDetail,
+    ) -> list[Event]:
+        """Log ``effects`` after the audit record of the moderator action that caused them, in one
+        batch. An action that changed nothing emits nothing and is not recorded."""
+        if not effects:
+            return []
+        entry = audit.record(
+            self.id, actor, action, now, target=target, person=person, reason=reason, details=details
+        )
+        return self._emit([entry, *effects])
+
     def _updated(self, person: Participant, now: float) -> ParticipantUpdated:
         return ParticipantUpdated(stage=self.id, at=now, participant=person.id)
 
@@ -312,7 +351,7 @@ class Stage:
         ]
         del self.participants[person.id]
         if person.identity != person.id:  # explicit: they may come back (``_remove`` forgets them)
-            self.remembered.remember(person.identity, person.role, person.name)
+            self.remembered.remember(person.identity, person.role, person.name, person.joined_as)
         return [*events, ParticipantLeft(stage=self.id, at=now, participant=person.id)]
 
     # --- joining and leaving -------------------------------------------------------------------
@@ -325,29 +364,49 @@ class Stage:
         now: float,
         identity: str | None = None,
         grants: frozenset[str] | None = None,
+        observer: bool = False,
     ) -> list[Event]:
+        """Join as ``role``; with ``observer``, as a moderator console (see the class)."""
         self._require_not_ended()
         identity = identity or participant_id
         if identity in self.banned_identities:
             raise Banned(f"this identity is banned from stage {self.id}")
+        if participant_id in self.participants or participant_id in self.observers:
+            raise NotAllowed(f"{participant_id} is already on stage {self.id}")
+        if observer:
+            return self._join_observer(participant_id, name, role, now, identity, grants)
         if self.locked:
             raise StageLocked(f"stage {self.id} is locked")
-        # Someone coming back gets the role they had (a dropped speaker speaks again, a demoted person
-        # stays demoted), whatever their client asks for: continuity, as roles are self-declared.
+        # Someone coming back with the same role in their token gets the role they had on the stage
+        # (a promoted speaker speaks again, a demoted person stays demoted); a token with another role
+        # is the platform's new decision and wins.
+        joined_as = role
         role = self.remembered.role_for(identity, role, host_present=self.host is not None)
         if role is Role.HOST and self.host is not None:
             raise NotAllowed(f"stage {self.id} already has a host")
-        if participant_id in self.participants:
-            raise NotAllowed(f"{participant_id} is already on stage {self.id}")
         # Present again, their current role is the truth: a second tab must not get a stale one.
         self.remembered.forget(identity)
         self.participants[participant_id] = Participant(
-            participant_id, name, role, now, identity=identity, grants=grants
+            participant_id, name, role, now, identity=identity, grants=grants, joined_as=joined_as
         )
         return self._emit([ParticipantJoined(stage=self.id, at=now, participant=participant_id)])
 
+    def _join_observer(
+        self, pid: str, name: str, role: Role, now: float, identity: str, grants: frozenset[str] | None
+    ) -> list[Event]:
+        """A console: the host's or a moderator's, admitted to a locked stage too (it is not on the
+        stage), beside a present host (its role comes from its token, not from the stage)."""
+        if not role_is_moderator(role):
+            raise NotAllowed("only the host or a moderator may watch a stage from a console")
+        person = Participant(pid, name, role, now, identity=identity, grants=grants, observer=True)
+        self.observers[pid] = person
+        joined = ObserverJoined(stage=self.id, at=now, participant_id=pid, name=name, role=str(role))
+        return self._emit([joined])
+
     def leave(self, participant_id: str, now: float) -> list[Event]:
         """Leaving always succeeds (an unknown participant causes nothing)."""
+        if self.observers.pop(participant_id, None) is not None:
+            return self._emit([ObserverLeft(stage=self.id, at=now, participant_id=participant_id)])
         person = self.participants.get(participant_id)
         if person is None:
             return []
@@ -356,24 +415,26 @@ class Stage:
     # --- the stage's life ----------------------------------------------------------------------
 
     def start(self, actor: str, now: float) -> list[Event]:
-        self._actor(actor, Permission.START_STAGE)
+        me = self._actor(actor, Permission.START_STAGE)
         if self.state is not StageState.SCHEDULED:
             raise NotAllowed(f"stage {self.id} is already {self.state}")
         self.state = StageState.LIVE
-        return self._emit([StageUpdated(stage=self.id, at=now, info=self._view())])
+        return self._audited(me, "stage.start", [StageUpdated(stage=self.id, at=now, info=self._view())], now)
 
     def lock(self, actor: str, locked: bool, now: float) -> list[Event]:
-        self._actor(actor, Permission.LOCK_STAGE)
+        me = self._actor(actor, Permission.LOCK_STAGE)
         self.locked = locked
-        return self._emit([StageUpdated(stage=self.id, at=now, info=self._view())])
+        updated = StageUpdated(stage=self.id, at=now, info=self._view())
+        return self._audited(me, "stage.lock", [updated], now, locked=locked)
 
     def end(self, actor: str | None, now: float) -> list[Event]:
         """Final: open polls close (results go out), media stops, then ``stage.ended``.
-        ``actor`` None: the platform ends it (its API checked the caller)."""
+        ``actor`` None: the platform ends it (its API checked the caller; no audit record)."""
+        me = None
         if actor is None:
             self._require_not_ended()
         else:
-            self._actor(actor, Permission.END_STAGE)
+            me = self._actor(actor, Permission.END_STAGE)
         events = self.polls.close_all(now)
         for person in self.participants.values():
             events += self._stop_media(person, now)
@@ -381,34 +442,40 @@ class Stage:
             events.append(RecordingStopped(stage=self.id, at=now, session_id=self.recording.stop(), by=actor))
         self.reactions.clear()
         self.state = StageState.ENDED
-        return self._emit([*events, StageEndedEvent(stage=self.id, at=now)])
+        events.append(StageEndedEvent(stage=self.id, at=now))
+        # The record comes first: once ``stage.ended`` is delivered, sockets close.
+        return self._emit(events) if me is None else self._audited(me, "stage.end", events, now)
 
     # --- roles ---------------------------------------------------------------------------------
 
     def set_role(self, actor: str, target: str, role: Role, now: float) -> list[Event]:
         """The host makes an audience member moderator, or a moderator or speaker audience again."""
-        self._actor(actor, Permission.SET_ROLE)
+        me = self._actor(actor, Permission.SET_ROLE)
         person = self.get(target)
+        if person.observer:
+            raise NotAllowed("a console's role comes from its access token")
         if role not in (Role.MODERATOR, Role.AUDIENCE) or person.role is Role.HOST:
             raise NotAllowed("the host may only make someone moderator or audience")
         if person.role is role:
             return []
         if role is Role.AUDIENCE:
-            return self._emit(self._to_audience(person, now))
+            demoted = self._to_audience(person, now)
+            return self._audited(me, "role.set", demoted, now, person=person, role=str(role))
         if person.role is not Role.AUDIENCE:
             raise NotAllowed("only an audience member can be made moderator")
         events = [*self._lower_hand(person, now), *self._drop_invitation(person, now)]
         person.role = Role.MODERATOR
         person.chat_muted = False
-        return self._emit([*events, self._updated(person, now)])
+        events.append(self._updated(person, now))
+        return self._audited(me, "role.set", events, now, person=person, role=str(role))
 
     def move_to_audience(self, actor: str, target: str, now: float) -> list[Event]:
         """``speaker.demote``: the speaker's media stops reaching anyone (``PublishingStopped``)."""
-        self._actor(actor, Permission.DEMOTE)
+        me = self._actor(actor, Permission.DEMOTE)
         person = self.get(target)
         if person.role is not Role.SPEAKER:
             raise NotAllowed(f"{target} is not a speaker")
-        return self._emit(self._to_audience(person, now))
+        return self._audited(me, "speaker.demote", self._to_audience(person, now), now, person=person)
 
     # --- hands and invitations -----------------------------------------------------------------
 
@@ -425,11 +492,14 @@ class Stage:
         me = self._actor(actor)
         person = me
         if target is not None and target != actor:
-            require(me.role, Permission.LOWER_HANDS)
+            require(me.role, Permission.LOWER_HANDS, me.grants)
             person = self.get(target)
         if not person.hand_raised:
             raise HandNotRaised(f"{person.id} has no hand raised")
-        return self._emit([*self._lower_hand(person, now), self._updated(person, now)])
+        events = [*self._lower_hand(person, now), self._updated(person, now)]
+        if person is me:
+            return self._emit(events)
+        return self._audited(me, "hand.lower", events, now, person=person)
 
     def invite(self, actor: str, target: str, now: float) -> list[Event]:
         """Invite a raised hand or any audience member to speak."""
@@ -439,14 +509,14 @@ class Stage:
             raise NotAllowed(f"{target} is not in the audience")
         self.invitations.add(InvitationView(participant_id=target, by=me.id, by_name=me.name, at=now))
         invitation = Invitation(stage=self.id, at=now, participant_id=target, by=me.id, by_name=me.name)
-        return self._emit([invitation])
+        return self._audited(me, "speaker.invite", [invitation], now, person=person)
 
     def accept_invitation(self, actor: str, now: float) -> list[Event]:
         """The invitee becomes a speaker (and may publish); their hand goes down."""
         person = self._actor(actor)
         if self.invitations.get(actor) is None:
             raise NotInvited("you have no pending invitation")
-        require(person.role, Permission.ANSWER_INVITATION)
+        require(person.role, Permission.ANSWER_INVITATION, person.grants)
         if self.settings.speaking_requires_consent and not self._covers_media(person):
             raise ConsentRequired("this stage lets people speak only with consent to record their media")
         self.invitations.pop(actor)
@@ -467,7 +537,7 @@ class Stage:
         """Server-side mute of a speaker's kind; the speaker cannot lift it, a moderator can. It holds
         across republishing and lapses when the speaker goes back to the audience."""
         _check_kind(kind)
-        self._actor(actor, Permission.MODERATE)
+        me = self._actor(actor, Permission.MODERATE)
         person = self.get(target)
         if person.role is not Role.SPEAKER:
             raise NotAllowed(f"{target} is not a speaker")
@@ -475,7 +545,8 @@ class Stage:
             person.moderator_muted.add(kind)
         else:
             person.moderator_muted.discard(kind)
-        return self._emit([self._updated(person, now)])
+        updated = [self._updated(person, now)]
+        return self._audited(me, "moderation.mute", updated, now, person=person, kind=kind, muted=muted)
 
     def remove(self, actor: str, target: str, reason: str, now: float) -> list[Event]:
         """Disconnect someone; they may rejoin."""
@@ -487,7 +558,7 @@ class Stage:
         return self._remove(actor, target, reason, True, now)
 
     def _remove(self, actor: str, target: str, reason: str, banned: bool, now: float) -> list[Event]:
-        self._actor(actor, Permission.MODERATE)
+        me = self._actor(actor, Permission.MODERATE)
         person = self.get(target)
         victims = [person]
         if banned:
@@ -506,20 +577,22 @@ class Stage:
             )
             events += self._drop(victim, now)
         self.remembered.forget(person.identity)  # removed or banned: a rejoin starts afresh
-        return self._emit(events)
+        action = "moderation.ban" if banned else "moderation.remove"
+        return self._audited(me, action, events, now, person=person, reason=reason)
 
     def chat_mute(self, actor: str, target: str, muted: bool, now: float) -> list[Event]:
-        self._actor(actor, Permission.MODERATE)
+        me = self._actor(actor, Permission.MODERATE)
         person = self.get(target)
         if role_is_moderator(person.role):
             raise NotAllowed("the host and moderators are not subject to chat mutes")
         person.chat_muted = muted
-        return self._emit([self._updated(person, now)])
+        return self._audited(me, "chat.mute", [self._updated(person, now)], now, person=person, muted=muted)
 
     def set_slow_mode(self, actor: str, seconds: int, now: float) -> list[Event]:
-        self._actor(actor, Permission.SLOW_MODE)
+        me = self._actor(actor, Permission.SLOW_MODE)
         self.chat.set_slow_mode(seconds)
-        return self._emit([ChatUpdated(stage=self.id, at=now, slow_mode_s=seconds)])
+        updated = ChatUpdated(stage=self.id, at=now, slow_mode_s=seconds)
+        return self._audited(me, "chat.slow_mode", [updated], now, seconds=seconds)
 
     # --- comments and reactions ----------------------------------------------------------------
 
@@ -530,12 +603,25 @@ class Stage:
     def delete_comment(self, actor: str, comment_id: str, now: float) -> list[Event]:
         """By its author (the same identity) or a moderator; gone for everyone, history and pin included."""
         person = self._actor(actor)
-        may_delete_any = allows(person.role, Permission.DELETE_COMMENTS)
-        return self._emit(self.chat.delete(person.author(), comment_id, may_delete_any, now))
+        own = self._author_identity(comment_id) == person.identity
+        may_delete_any = allows(person.role, Permission.DELETE_COMMENTS, person.grants)
+        events = self.chat.delete(person.author(), comment_id, may_delete_any, now)
+        if own:
+            return self._emit(events)
+        return self._audited(person, "comment.delete", events, now, target=comment_id)
+
+    def _author_identity(self, comment_id: str) -> str | None:
+        """Whose comment this is (None: no such comment; ``chat.delete`` says so)."""
+        comment = self.chat.comments.get(comment_id)
+        pinned = self.chat.pinned
+        if comment is None and pinned is not None and pinned.view.id == comment_id:
+            comment = pinned
+        return None if comment is None else comment.identity
 
     def pin_comment(self, actor: str, comment_id: str | None, now: float) -> list[Event]:
-        self._actor(actor, Permission.PIN_COMMENTS)
-        return self._emit(self.chat.pin(comment_id, now))
+        """Pin a comment, or unpin (``comment_id`` None: the audit record's target is null)."""
+        me = self._actor(actor, Permission.PIN_COMMENTS)
+        return self._audited(me, "comment.pin", self.chat.pin(comment_id, now), now, target=comment_id)
 
     def react(self, actor: str, emoji: str, now: float) -> list[Event]:
         """Counted, not sent: ``flush_reactions`` sends the counts once per window."""
@@ -565,31 +651,34 @@ class Stage:
         return self._emit(self.questions.upvote(person.identity, question_id, now))
 
     def answer_question(self, actor: str, question_id: str, now: float) -> list[Event]:
-        self._actor(actor, Permission.ANSWER_QUESTIONS)
-        return self._emit(self.questions.set_status(question_id, QuestionStatus.ANSWERED, now))
+        me = self._actor(actor, Permission.ANSWER_QUESTIONS)
+        events = self.questions.set_status(question_id, QuestionStatus.ANSWERED, now)
+        return self._audited(me, "question.answer", events, now, target=question_id)
 
     def dismiss_question(self, actor: str, question_id: str, now: float) -> list[Event]:
-        self._actor(actor, Permission.ANSWER_QUESTIONS)
-        return self._emit(self.questions.set_status(question_id, QuestionStatus.DISMISSED, now))
+        me = self._actor(actor, Permission.ANSWER_QUESTIONS)
+        events = self.questions.set_status(question_id, QuestionStatus.DISMISSED, now)
+        return self._audited(me, "question.dismiss", events, now, target=question_id)
 
     # --- polls ---------------------------------------------------------------------------------
 
     def create_poll(self, actor: str, poll_id: str, spec: PollSpec, now: float) -> list[Event]:
-        self._actor(actor, Permission.MANAGE_POLLS)
-        return self._emit(self.polls.create(poll_id, spec, now))
+        me = self._actor(actor, Permission.MANAGE_POLLS)
+        events = self.polls.create(poll_id, spec, now)
+        return self._audited(me, "poll.create", events, now, target=poll_id, question=spec.question)
 
     def open_poll(self, actor: str, poll_id: str, now: float) -> list[Event]:
         """Opens a draft; a duration starts counting now."""
-        self._actor(actor, Permission.MANAGE_POLLS)
-        return self._emit(self.polls.open(poll_id, now))
+        me = self._actor(actor, Permission.MANAGE_POLLS)
+        return self._audited(me, "poll.open", self.polls.open(poll_id, now), now, target=poll_id)
 
     def vote(self, actor: str, poll_id: str, choices: list[int], now: float) -> list[Event]:
         person = self._actor(actor, Permission.VOTE)
         return self._emit(self.polls.vote(person.identity, person.id, person.name, poll_id, choices, now))
 
     def close_poll(self, actor: str, poll_id: str, now: float) -> list[Event]:
-        self._actor(actor, Permission.MANAGE_POLLS)
-        return self._emit(self.polls.close(poll_id, now))
+        me = self._actor(actor, Permission.MANAGE_POLLS)
+        return self._audited(me, "poll.close", self.polls.close(poll_id, now), now, target=poll_id)
 
     def tick(self, now: float) -> list[Event]:
         """What time alone causes: polls whose duration ran out close."""
@@ -618,6 +707,8 @@ class Stage:
 
     def _check_may_publish(self, person: Participant) -> None:
         self._require_not_ended()
+        if person.observer:
+            raise NotAllowed("a console does not publish")
         if self.state is not StageState.LIVE:
             raise StageNotLive(f"stage {self.id} has not started")
         require(person.role, Permission.PUBLISH, person.grants)
@@ -718,7 +809,8 @@ class Stage:
     def start_recording(self, actor: str, session_id: str, now: float) -> list[Event]:
         """The host or a moderator starts a recording session (``session_id`` comes from the shell)."""
         me = self._actor(actor, Permission.RECORD)
-        return self._emit(self._start_recording(session_id, me.id, now))
+        events = self._start_recording(session_id, me.id, now)
+        return self._audited(me, "recording.start", events, now, target=session_id)
 
     def start_auto_recording(self, session_id: str, now: float) -> list[Event]:
         """The stage starts recording by itself (``recording_mode == "auto"``); ``by`` is null."""
@@ -752,7 +844,8 @@ class Stage:
         if self.settings.recording_mode == "off":
             raise NotAllowed(f"recording is off on stage {self.id}")
         session_id = self.recording.stop()
-        return self._emit([RecordingStopped(stage=self.id, at=now, session_id=session_id, by=me.id)])
+        stopped = RecordingStopped(stage=self.id, at=now, session_id=session_id, by=me.id)
+        return self._audited(me, "recording.stop", [stopped], now, target=session_id)
 
     def recording_failed(self, session_id: str, reason: str, now: float) -> list[Event]:
         """The recorder had to stop by itself (a full disk...): the stage stops recording and everyone

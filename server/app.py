@@ -9,10 +9,10 @@ from pathlib import Path
 from aiohttp import web
 
 from media import peer
-from server import http_api, metrics
+from server import clubs_api, http_api, metrics
 from server.auth import AuthError
 from server.config import Config
-from server.signalling import websocket_handler
+from server.signalling import console_handler, websocket_handler
 from server.stages import Node
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,11 @@ STATIC = Path(__file__).parent / "static"
 async def _problem_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unhandled HTTP errors become problem documents too (404 on an unknown API path...)."""
+    """Unhandled HTTP errors become problem documents too (404 on an unknown API path...); a revoked
+    identity's token opens no /api call (checked here once, for every route)."""
     try:
+        if request.path.startswith("/api/") and "Authorization" in request.headers:
+            await _refuse_revoked(request)
         return await handler(request)
     except AuthError as exc:
         response = http_api.problem(exc.status, exc.code, exc.message)
@@ -38,6 +41,15 @@ async def _problem_middleware(
         if exc.status >= 400 and request.path.startswith("/api/"):
             return http_api.problem(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
+
+
+async def _refuse_revoked(request: web.Request) -> None:
+    try:
+        claims = http_api.bearer(request)
+    except AuthError:
+        return  # the route refuses it with the precise reason (or does not need a token)
+    node: Node = request.app["node"]
+    await node.check_not_revoked(claims.identity)
 
 
 async def _index(request: web.Request) -> web.FileResponse:
@@ -55,7 +67,9 @@ def create_app(config: Config) -> web.Application:
     app["config"] = config
     metrics.bind(node)
     app.router.add_routes(http_api.routes())
+    app.router.add_routes(clubs_api.routes())
     app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/console", console_handler)
     app.router.add_get("/", _index)
     app.router.add_get("/s/{stage_id}", _stage_page)
     if STATIC.is_dir():

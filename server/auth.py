@@ -78,11 +78,12 @@ class Claims:
     key: str
 
     def has(self, grant: str) -> bool:
+        """For calls outside a stage (HTTP): what the token's role allows, narrowed by its grants;
+        a grant list never widens a role."""
         if self.admin:
             return True
-        if self.grants is not None:
-            return grant in self.grants
-        return grant in ROLE_GRANTS.get(self.role or "audience", frozenset())
+        allowed = grant in ROLE_GRANTS.get(self.role or "audience", frozenset())
+        return allowed and (self.grants is None or grant in self.grants)
 
     def require(self, grant: str) -> None:
         if not self.has(grant):

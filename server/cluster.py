@@ -22,6 +22,7 @@ Failure behaviour
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import secrets
 import time
@@ -102,7 +103,13 @@ class StageLog:
 
     def push(self, events: list[Event]) -> None:
         for event in events:
-            self.pending.append((event.seq, _ENCODER.encode(event)))
+            entry = (event.seq, _ENCODER.encode(event))
+            if self.pending and event.seq < self.pending[-1][0]:
+                # Delivered late (a bug upstream, but the log must stay in order): put it in place.
+                bisect.insort(self.pending, entry)
+                log.warning("event delivered out of order", extra={"stage": self.stage_id, "seq": event.seq})
+            else:
+                self.pending.append(entry)
             if isinstance(event, ParticipantJoined):
                 self.presence.append((event.participant, self._presence_info(event.participant)))
             elif isinstance(event, ParticipantLeft):
@@ -169,7 +176,14 @@ class StageLog:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 self._wake.set()
-            except (LeaseLost, OutOfOrder) as exc:
+            except OutOfOrder as exc:
+                # The lease is ours (the append is fenced), so this is our own ordering fault: the
+                # entry cannot go in without breaking the log. Drop it, loudly; the stage goes on.
+                seq, _ = self.pending.popleft()
+                log.error("event not written: out of order", extra={"stage": self.stage_id, "seq": seq})
+                log.debug("out of order", exc_info=exc)
+                self._wake.set()
+            except LeaseLost as exc:
                 if not await self._reclaim(str(exc)):
                     return
                 self._wake.set()

@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
-from server import metrics
+from server import metrics, openapi
 from server.auth import Claims
 from server.backend import BackendError
 from server.cluster import StageUnavailable
@@ -76,6 +77,13 @@ async def create_stage(request: web.Request) -> web.Response:
     club = body.get("club")
     if club is not None and not _valid_stage_id(club):
         return problem(400, "invalid_body", "club: 1-64 characters of A-Z a-z 0-9 _ -")
+    if club is not None:
+        try:
+            await node.clubs.get(club)
+        except ClubNotFound:
+            return problem(404, "club_not_found", f"no club {club}: create it first (POST /api/clubs)")
+        except BackendError as exc:
+            return problem(503, "unavailable", f"the shared store is unreachable: {exc}")
     try:
         live = await node.create_stage(stage_id, title, scheduled=state == "scheduled", club_id=club)
     except DomainError as exc:
@@ -207,6 +215,14 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document (server/openapi.py): public documentation, no token."""
+    # The clubs' paths are declared beside their handlers (clubs_api imports this module).
+    from server.clubs_api import OPENAPI_PATHS
+
+    return web.json_response(openapi.document(OPENAPI_PATHS))
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(
         body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
@@ -235,6 +251,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics_handler),
+        web.get("/api/openapi.json", openapi_document),
         *recording_routes(),
     ]
 

@@ -2,6 +2,10 @@
 
 A thin shell. Decoding and validation live in ``wire``; permissions in ``rooms``; media in ``media``.
 Every refused request gets one error frame, to its sender only, and changes nothing.
+
+The moderator console's socket (``GET /console``, docs/console.md) is this same connection joined as
+an *observer*: its token must carry the ``moderate`` grant for a host or moderator, it gets no media,
+and it is not on the stage (``rooms.stage.Stage.observers``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from aiortc.sdp import candidate_from_sdp
 
 from media.errors import MediaError
 from media.tasks import OwnedTasks
-from rooms.errors import DomainError
+from rooms.errors import DomainError, StageNotFound
 from rooms.roles import Role
+from rooms.roles import is_moderator as role_is_moderator
 from server import commands, metrics, wire
 from server.auth import AuthError, Claims, Forbidden
 from server.backend import Owner
@@ -59,6 +64,7 @@ class Connection:
         self.relay_id: str | None = None
         self.query_token: str | None = None  # ?access_token= on the socket's URL
         self.claims: Claims | None = None
+        self.observer = False  # a console (GET /console): joins as an observer whatever its frame says
         self._frame: str | bytes = ""
 
     # --- output ------------------------------------------------------------------------------
@@ -244,26 +250,46 @@ class Connection:
         if not claims.admin and claims.stage is not None and claims.stage != request.stage:
             claims.require_stage(request.stage, None)  # refused before anything is looked up
         await node.check_not_revoked(claims.identity)
-        role = Role(claims.role or "audience")
-        found = await node.locate(request.stage, create=role is Role.HOST)
+        observer = self.observer or request.observer
+        role = _observer_role(claims) if observer else Role(claims.role or "audience")
+        # A host's join creates its stage, with a token for that stage; a club token opens the club's
+        # existing stages only (a club is the platform's to fill).
+        create = role is Role.HOST and not observer and (claims.admin or claims.stage == request.stage)
+        try:
+            found = await node.locate(request.stage, create=create)
+        except StageNotFound:
+            if claims.stage is None and claims.club is not None:
+                raise Forbidden(
+                    "token_wrong_stage", f"stage {request.stage} is not a stage of club {claims.club}"
+                ) from None
+            raise
         if isinstance(found, Owner):
-            self._serve_through(found, request)
+            self._serve_through(found, request, observer)
             return
         live = found
         claims.require_stage(live.stage.id, live.stage.club_id)
         if self._closing:
             return  # the client went away while the stage was being found
-        if role is Role.HOST:
+        name = claims.name or request.name or claims.identity
+        await node.clubs.check_join(live.stage.club_id, claims, name, request.invite)
+        if self._closing:
+            return
+        if role is Role.HOST and not observer:
             await self._replace_own_host_connection(live, claims.identity)
         pid = node.new_participant_id(live)
-        name = claims.name or request.name or claims.identity
+        if observer:
+            name = f"Console: {name}"[:64]
         grants = None if claims.admin else claims.grants
-        events = live.stage.join(pid, name, role, node.clock(), identity=claims.identity, grants=grants)
+        events = live.stage.join(
+            pid, name, role, node.clock(), identity=claims.identity, grants=grants, observer=observer
+        )
         self.claims = claims
         self.live, self.participant_id = live, pid
         live.connections[pid] = self
         self.moderator_view = live.stage.is_moderator(pid)
-        me = live.stage.participants[pid]
+        me = live.stage.get(pid)
+        # Consoles, apart: a client that knows nothing of them keeps an accurate participant list.
+        consoles = [o.snapshot() for o in live.stage.observers.values() if o.id != pid]
         self.reply(
             request,
             {
@@ -271,6 +297,7 @@ class Connection:
                 "participant": me.snapshot(),
                 "stage": live.stage.snapshot(),
                 "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
+                **({"observers": consoles} if self.moderator_view else {}),
                 "ice_servers": [s.to_browser() for s in node.config.ice_servers],
                 "state": live.stage.snapshot_for(pid),
                 "policy": {
@@ -280,7 +307,9 @@ class Connection:
             },
         )
         live.deliver(events)
-        log.info("joined", extra=self._log_context(role=str(role)))
+        log.info("joined", extra=self._log_context(role=str(role), observer=observer))
+        if observer:
+            return  # a console gets no media
         self._busy.add("subscriber")
         try:
             offer = await live.media.subscribe(pid)
@@ -301,8 +330,9 @@ class Connection:
         await old._leave()
         old.close_after_flush(CLOSE_REPLACED, "replaced by a new connection of the same identity")
 
-    def _serve_through(self, owner: Owner, request: wire.Join) -> None:
-        """The stage is hosted by another node: from now on this connection relays to it."""
+    def _serve_through(self, owner: Owner, request: wire.Join, observer: bool) -> None:
+        """The stage is hosted by another node: from now on this connection relays to it (a console's
+        join says so to the host, which checks the token again)."""
         relay = self.node.cluster.relay
         if self.remote or relay is None:
             # Relayed to us, but the stage has moved on: the client starts again from its front node.
@@ -312,8 +342,11 @@ class Connection:
             raise StageUnavailable("this node cannot reach the stage's node right now", 1.0)
         relay.attach(self, owner.node_id)
         frame = self._frame
+        extra: dict[str, Any] = {"observer": True} if observer else {}
         if request.token is None and self.query_token:  # the host sees frames, not our URL
-            frame = wire.encode({**msgspec.to_builtins(request), "token": self.query_token}, False)
+            extra["token"] = self.query_token
+        if extra:
+            frame = wire.encode({**msgspec.to_builtins(request), **extra}, False)
         relay.forward(self, frame)
         log.info("served through", extra=self._log_context(stage=request.stage, host=owner.node_id))
 
@@ -364,8 +397,8 @@ class Connection:
     async def _stop_publishing(self) -> None:
         live, pid = self._joined()
         events = live.stage.stop_publishing(pid, self.node.clock())
+        live.deliver(events)  # before any await: events leave in seq order (clients, shared log)
         await live.media.unpublish(pid)
-        live.deliver(events)
 
     async def _candidate(self, request: wire.IceCandidate) -> None:
         if request.candidate is None or not request.candidate.candidate:
@@ -416,8 +449,8 @@ class Connection:
         self.live = self.participant_id = None
         live.connections.pop(pid, None)
         events = live.stage.leave(pid, self.node.clock())
+        live.deliver(events)  # before any await: events leave in seq order (clients, shared log)
         await live.media.remove(pid)
-        live.deliver(events)
         log.info("left", extra={"stage": live.stage.id, "participant": pid})
 
     # --- helpers -----------------------------------------------------------------------------
@@ -430,6 +463,16 @@ class Connection:
     def _log_context(self, **extra: Any) -> dict[str, Any]:
         stage = self.live.stage.id if self.live else None
         return {"stage": stage, "participant": self.participant_id, **extra}
+
+
+def _observer_role(claims: Claims) -> Role:
+    """A console's role: its token's, which must be host or moderator with the ``moderate`` grant (a
+    platform token watches as a moderator). Anything else is refused at the door (4403)."""
+    claims.require("moderate")
+    role = Role(claims.role or ("moderator" if claims.admin else "audience"))
+    if not role_is_moderator(role):
+        raise Forbidden("console_not_allowed", f"a console needs a host or moderator token, not {role}")
+    return role
 
 
 class _NotJoined(DomainError):
@@ -449,12 +492,23 @@ class _WrongStage(DomainError):
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    """``GET /ws``: a participant's signalling socket (docs/protocol.md)."""
+    return await _serve(request, observer=False)
+
+
+async def console_handler(request: web.Request) -> web.WebSocketResponse:
+    """``GET /console``: a moderator console's socket, the /ws protocol joined as an observer."""
+    return await _serve(request, observer=True)
+
+
+async def _serve(request: web.Request, observer: bool) -> web.WebSocketResponse:
     node: Node = request.app["node"]
     # Frames up to 4x the limit are read and refused with an error frame (the connection stays
     # usable); beyond that aiohttp closes with 1009 without buffering them.
     ws = web.WebSocketResponse(max_msg_size=4 * node.config.max_frame_bytes, heartbeat=20.0)
     await ws.prepare(request)
     conn = Connection(ws, node)
+    conn.observer = observer
     conn.query_token = request.query.get("access_token")
     metrics.connections.inc()
     try:

@@ -41,6 +41,7 @@ from rooms.events import (
 from rooms.stage import Stage, StageSettings, StageState
 from server.auth import CLOSE_FORBIDDEN, Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner
+from server.clubs import ClubStore
 from server.cluster import CLOSE_STAGE_MOVED, Cluster, StageLog
 from server.config import Config
 from server.outbox import Outgoing
@@ -318,6 +319,7 @@ class Node:
         self.cluster = Cluster(self, config)
         self.auth = Authenticator(parse_keys(config.api_keys), clock)
         self.webhooks = Webhooks.from_config(config, self.cluster.node_id)
+        self.clubs = ClubStore(self.cluster.backend, clock)
         self._tasks = OwnedTasks(log, "node")
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
@@ -385,7 +387,9 @@ class Node:
         log.info("stage created", extra={"stage": stage_id, "node": self.cluster.node_id})
         return live
 
-    async def locate(self, stage_id: str, *, create: bool = False) -> LiveStage | Owner:
+    async def locate(
+        self, stage_id: str, *, create: bool = False, club_id: str | None = None
+    ) -> LiveStage | Owner:
         """The stage if this node hosts it (taking it over if its host is gone), else its host.
         With ``create``, a stage that never existed is created here."""
         live = self.stages.get(stage_id)
@@ -402,7 +406,7 @@ class Node:
                 except StageNotFound:
                     if not create:
                         raise
-                    return await self.create_stage(stage_id, None)
+                    return await self.create_stage(stage_id, None, club_id=club_id)
                 if isinstance(found, Owner):
                     return found
                 lease, state, last_seq = found
@@ -455,10 +459,26 @@ class Node:
     def stage_info(self, live: LiveStage) -> dict[str, Any]:
         return {
             **live.stage.snapshot(),
+            "club_id": live.stage.club_id,
+            "node": self.cluster.node_id,
             "participants": len(live.stage.participants),
             "publishers": len(live.stage.publishers),
             "url": f"{self.config.url}/s/{live.stage.id}",
         }
+
+    def club_stages(self, club_id: str) -> list[dict[str, Any]]:
+        """The club's stages hosted here, and who is in each (for the club's admins)."""
+        return [
+            {
+                **self.stage_info(live),
+                "participants": [
+                    {"id": p.id, "name": p.name, "role": str(p.role), "identity": p.identity}
+                    for p in live.stage.participants.values()
+                ],
+            }
+            for live in self.stages.values()
+            if live.stage.club_id == club_id
+        ]
 
     async def close(self) -> None:
         for live in list(self.stages.values()):

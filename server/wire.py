@@ -35,6 +35,8 @@ class Join(Message, tag="join", kw_only=True):
     # Role and identity come from the token; these are accepted (older clients send them) and ignored.
     role: Literal["host", "moderator", "speaker", "audience"] | None = None
     identity: Identity | None = None
+    observer: bool = False  # a moderator console (docs/console.md)
+    invite: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # a private club's invite code
 
 
 class SubscriberAnswer(Message, tag="subscriber.answer", kw_only=True):

@@ -704,6 +704,10 @@ function joinErrorMessage(err) {
       return 'Your access link is for another stage.';
     case 'identity_revoked':
       return 'Your access has been revoked.';
+    case 'club_private':
+      return 'This stage belongs to a private club: you need an invitation link.';
+    case 'invite_invalid':
+      return 'This invitation link is not valid any more: ask the organiser for a new one.';
     case 'not_allowed':
       return err.message || 'You may not join with this role.';
     default:
@@ -718,7 +722,9 @@ async function join(name, role, { rejoining = false } = {}) {
   closeInvitation();
   $('sound-button').hidden = true;
   $('join-error').textContent = '';
-  const current = new StageSession({ stageId, name, role, identity: identity(), getToken: accessToken });
+  const current = new StageSession({
+    stageId, name, role, identity: identity(), getToken: accessToken, invite: query.get('invite'),
+  });
   current.marks.joinClicked = clickedAt;
   current.rejoining = rejoining;
   session = current;

@@ -61,8 +61,9 @@ export class StageSession extends EventTarget {
   #attemptClose = null; // how the socket of the attempt in progress closed, if it did
   #resume = null; // what to restore after a rejoin: {publish, muted}
 
-  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location), getToken = null }) {
+  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location), getToken = null, invite = null }) {
     super();
+    this.invite = invite; // a private club's invite code, from the link (`?invite=`)
     this.getToken = getToken; // async (session) => access token; asked again at every (re)join
     this.stageId = stageId;
     this.name = name;
@@ -112,6 +113,7 @@ export class StageSession extends EventTarget {
     const fields = { stage: this.stageId, name: this.name, role: this.role };
     if (this.identity) fields.identity = this.identity;
     if (this.getToken) fields.token = await this.getToken(this);
+    if (this.invite) fields.invite = this.invite;
     const joined = await sig.request('join', fields);
     if (this.#sig !== sig) throw new SignallingError('disconnected', 'The connection was closed.');
     this.marks.joined = performance.now();

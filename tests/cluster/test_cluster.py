@@ -401,7 +401,9 @@ async def test_the_recording_timeline_is_the_shared_log(
     shared = {int(i.split(b"-")[0]): msgpack.unpackb(f[b"e"]) for i, f in entries}
     seqs = [e["seq"] for e in timeline]
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "the timeline has every event of its span"
-    assert timeline[0]["type"] == "recording.started" and timeline[-1]["type"] == "recording.stopped"
+    # The span opens with the audit record of the start (same batch, just before its effects).
+    assert (timeline[0]["type"], timeline[0]["action"]) == ("moderation.audit", "recording.start")
+    assert timeline[1]["type"] == "recording.started" and timeline[-1]["type"] == "recording.stopped"
     for event in timeline:
         assert shared[event["seq"]]["type"] == event["type"], event
     texts = [e["comment"]["text"] for e in timeline if e["type"] == "comment.posted"]

@@ -117,14 +117,15 @@ def test_consent_answers_the_same_for_every_identity() -> None:
 def test_people_who_reconnect_keep_consent_and_role() -> None:
     restored = taken_over(session())
     restored.locked = False  # the host would unlock; joins are what is tested here
+    # Everyone comes back with the token they joined with: the role they had on the stage.
     restored.join("n-speaker", "Dr Speaker", Role.AUDIENCE, 101, identity="id-speaker")
-    restored.join("n-host", "Dr Host", Role.AUDIENCE, 101, identity="id-host")
-    restored.join("n-mod", "Dr Mod", Role.AUDIENCE, 101, identity="id-mod")
-    restored.join("n-alice", "Alice", Role.SPEAKER, 101, identity="id-alice")
-    restored.join("n-gone", "Gone", Role.MODERATOR, 101, identity="id-gone")
+    restored.join("n-host", "Dr Host", Role.HOST, 101, identity="id-host")
+    restored.join("n-mod", "Dr Mod", Role.MODERATOR, 101, identity="id-mod")
+    restored.join("n-alice", "Alice", Role.AUDIENCE, 101, identity="id-alice")
+    restored.join("n-gone", "Gone", Role.AUDIENCE, 101, identity="id-gone")
     roles = {pid: p.role for pid, p in restored.participants.items()}
     assert roles == {
-        "n-speaker": Role.SPEAKER,
+        "n-speaker": Role.SPEAKER,  # promoted on the stage: still a speaker
         "n-host": Role.HOST,
         "n-mod": Role.MODERATOR,
         "n-alice": Role.AUDIENCE,
@@ -133,6 +134,16 @@ def test_people_who_reconnect_keep_consent_and_role() -> None:
     assert restored.covers("n-speaker", "media") and restored.covers("n-alice", "share")
     assert not restored.covers("n-gone", "media")
     restored.start_publishing("n-speaker", ("audio",), 102)  # consented speaker: may publish at once
+
+
+def test_a_token_with_another_role_than_the_one_joined_with_wins() -> None:
+    """The platform's new decision (a new token) beats what the stage remembered."""
+    restored = taken_over(session())
+    restored.locked = False
+    restored.join("n-speaker", "Dr Speaker", Role.MODERATOR, 101, identity="id-speaker")
+    restored.join("n-mod", "Dr Mod", Role.AUDIENCE, 101, identity="id-mod")
+    roles = {pid: p.role for pid, p in restored.participants.items()}
+    assert roles == {"n-speaker": Role.MODERATOR, "n-mod": Role.AUDIENCE}
 
 
 def test_a_banned_identity_cannot_join_the_restored_stage() -> None:
@@ -146,11 +157,11 @@ def test_a_banned_identity_cannot_join_the_restored_stage() -> None:
 def test_only_explicit_identities_that_were_not_banned_are_remembered() -> None:
     state = durable_state(session())
     assert state["people"] == {
-        "id-host": {"role": "host", "name": "Dr Host"},
-        "id-mod": {"role": "moderator", "name": "Dr Mod"},
-        "id-speaker": {"role": "speaker", "name": "Dr Speaker"},
-        "id-alice": {"role": "audience", "name": "Alice"},
-        "id-gone": {"role": "audience", "name": "Gone"},
+        "id-host": {"role": "host", "name": "Dr Host", "joined_as": "host"},
+        "id-mod": {"role": "moderator", "name": "Dr Mod", "joined_as": "moderator"},
+        "id-speaker": {"role": "speaker", "name": "Dr Speaker", "joined_as": "audience"},
+        "id-alice": {"role": "audience", "name": "Alice", "joined_as": "audience"},
+        "id-gone": {"role": "audience", "name": "Gone", "joined_as": "audience"},
     }
 
 
@@ -158,7 +169,7 @@ def test_an_identity_on_two_connections_is_remembered_with_its_highest_role() ->
     s = Stage("s1", "T", 0.0)
     s.join("c1", "Dr Host", Role.HOST, 0, identity="id-host")
     s.join("c2", "Dr Host (audience view)", Role.AUDIENCE, 0, identity="id-host")
-    assert durable_state(s)["people"] == {"id-host": {"role": "host", "name": "Dr Host"}}
+    assert durable_state(s)["people"] == {"id-host": {"role": "host", "name": "Dr Host", "joined_as": "host"}}
 
 
 def test_the_chat_is_as_a_late_joiner_saw_it() -> None:

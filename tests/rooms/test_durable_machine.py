@@ -5,8 +5,8 @@ What must always hold, on top of the stage's own invariants:
   the same state (nobody present, everyone who was remembered by identity, with their role);
 - the restored stage answers every identity's consent as the original does, is not recording, and
   continues the log;
-- everyone remembered who joins the restored stage gets their remembered role (a remembered host
-  only while nobody else hosts), whatever role they ask for; a banned identity is never remembered;
+- everyone remembered who joins the restored stage with the token role they joined with gets their
+  remembered role (a remembered host only while nobody else hosts); a banned identity is never remembered;
 - a stage that was taken over mid-session keeps working (the stage machine's rules go on on it).
 """
 
@@ -61,7 +61,8 @@ class DurableMachine(StageMachine):
         if was_present or pid not in self.stage.participants:
             return  # refused
         expected = role
-        if remembered is not None and not (remembered.role is Role.HOST and host_present):
+        same_token = remembered is not None and remembered.joined_as in (None, role)
+        if remembered is not None and same_token and not (remembered.role is Role.HOST and host_present):
             expected = remembered.role
         assert self.stage.participants[pid].role is expected
         assert identity not in self.stage.remembered  # present: forgotten until they leave
@@ -100,10 +101,13 @@ class DurableMachine(StageMachine):
         stage.locked = False  # the joins are what is checked, not the lock
         for n, (identity, person) in enumerate(people.items()):
             host_present = stage.host is not None
-            stage.join(f"back-{n}", "Back", Role.AUDIENCE, self.now, identity=identity)
+            token_role = Role(person.get("joined_as") or "audience")  # the token they joined with
+            if token_role is Role.HOST and host_present:
+                token_role = Role.AUDIENCE
+            stage.join(f"back-{n}", "Back", token_role, self.now, identity=identity)
             role = stage.participants[f"back-{n}"].role
             if person["role"] == "host" and host_present:
-                assert role is Role.AUDIENCE
+                assert role is token_role
             else:
                 assert role == person["role"]
 

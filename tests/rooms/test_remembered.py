@@ -1,5 +1,7 @@
-"""Someone who comes back gets the role they had: a dropped speaker speaks again, a demoted person stays
-demoted, the host is host again unless someone else hosts now. Removal and bans forget."""
+"""Someone who comes back with the same token role gets the role they had: a dropped speaker speaks
+again, a demoted person stays demoted, the host is host again unless someone else hosts now. A token
+with another role than the one they joined with is the platform's new decision and wins. Removal and
+bans forget."""
 
 from __future__ import annotations
 
@@ -33,24 +35,32 @@ def test_a_promoted_speaker_who_reconnects_is_a_speaker_again() -> None:
     assert role_after_rejoin(stage(), "c-speaker", SPEAKER_ID, Role.AUDIENCE) is Role.SPEAKER
 
 
-def test_a_host_who_reconnects_is_host_again_whatever_the_client_asks() -> None:
-    assert role_after_rejoin(stage(), "c-host", HOST_ID, Role.AUDIENCE) is Role.HOST
+def test_a_host_who_reconnects_is_host_again() -> None:
+    assert role_after_rejoin(stage(), "c-host", HOST_ID, Role.HOST) is Role.HOST
+
+
+def test_a_token_with_another_role_than_the_one_joined_with_wins() -> None:
+    assert role_after_rejoin(stage(), "c-host", HOST_ID, Role.AUDIENCE) is Role.AUDIENCE
+    assert role_after_rejoin(stage(), "c-speaker", SPEAKER_ID, Role.MODERATOR) is Role.MODERATOR
 
 
 def test_a_demoted_person_stays_demoted() -> None:
     s = stage()
     s.move_to_audience("c-mod", "c-speaker", 2)
-    assert role_after_rejoin(s, "c-speaker", SPEAKER_ID, Role.SPEAKER) is Role.AUDIENCE
+    assert role_after_rejoin(s, "c-speaker", SPEAKER_ID, Role.AUDIENCE) is Role.AUDIENCE
     s = stage()
     s.set_role("c-host", "c-mod", Role.AUDIENCE, 2)
-    assert role_after_rejoin(s, "c-mod", MOD_ID, Role.MODERATOR) is Role.AUDIENCE
+    assert role_after_rejoin(s, "c-mod", MOD_ID, Role.MODERATOR) is Role.AUDIENCE  # same token
 
 
-def test_an_audience_member_does_not_come_back_as_host_of_a_hostless_stage() -> None:
+def test_an_audience_member_comes_back_as_host_only_with_a_host_token() -> None:
     s = stage()
     s.leave("c-host", 2)
-    assert role_after_rejoin(s, "c-alice", ALICE_ID, Role.HOST) is Role.AUDIENCE
+    assert role_after_rejoin(s, "c-alice", ALICE_ID, Role.AUDIENCE) is Role.AUDIENCE
     assert s.host is None
+    s = stage()
+    s.leave("c-host", 2)
+    assert role_after_rejoin(s, "c-alice", ALICE_ID, Role.HOST) is Role.HOST  # the platform's decision
 
 
 def test_a_remembered_host_gets_the_requested_role_when_another_host_took_over() -> None:
