@@ -290,6 +290,8 @@ class Relay:
                     remote = self._open_remote(sender, conn_id, frame)
                 if remote is not None:
                     remote.feed(frame)
+            case ["r", str(identity)]:
+                self.cluster.node.revoke_here(identity)
             case ["c", str(conn_id)]:
                 remote = self.remotes.get(conn_id)
                 if remote is not None:

@@ -355,11 +355,26 @@ class Node:
             raise Forbidden("identity_revoked", "this identity's access has been revoked")
 
     async def revoke(self, identity: str) -> int:
-        """Refuse the identity everywhere from now on, and disconnect it from this node's stages."""
+        """Refuse the identity everywhere from now on, and disconnect it: from this node's stages here,
+        and from every other node's stages through their inboxes (at most once: a node that misses
+        the message still refuses the identity's next join and /api call)."""
         await self.cluster.backend.revoke(identity)
+        relay = self.cluster.relay
+        if relay is not None:
+            try:
+                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+            except BackendError:
+                peers = set()
+            for peer in peers:
+                relay.enqueue(peer, ["r", identity])
+        return self.revoke_here(identity)
+
+    def revoke_here(self, identity: str) -> int:
+        """Close the identity's connections to the stages this node hosts (relayed ones included)."""
         closed = 0
         for live in self.stages.values():
-            for pid, person in list(live.stage.participants.items()):
+            people = {**live.stage.participants, **live.stage.observers}  # consoles too
+            for pid, person in people.items():
                 if person.identity == identity and pid in live.connections:
                     live.connections[pid].close_after_flush(CLOSE_FORBIDDEN, "access revoked")
                     closed += 1

@@ -126,6 +126,10 @@ class Backend(abc.ABC):
         (first beat, or it lapsed): its entries may have been dropped, so it joins its people again."""
 
     @abc.abstractmethod
+    async def nodes(self) -> set[str]:
+        """Every node whose heartbeat is alive now (to tell them all something, e.g. a revocation)."""
+
+    @abc.abstractmethod
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         """Those of ``node_ids`` whose heartbeat is alive now (one round trip)."""
 

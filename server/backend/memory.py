@@ -187,6 +187,10 @@ class MemoryBackend(Backend):
         store.heartbeats[node_id] = store.clock() + ttl_ms / 1000
         return was_alive
 
+    async def nodes(self) -> set[str]:
+        store = self._open()
+        return {node_id for node_id in store.heartbeats if store.alive(node_id)}
+
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         store = self._open()
         return {node_id for node_id in node_ids if store.alive(node_id)}

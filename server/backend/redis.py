@@ -249,6 +249,16 @@ class RedisBackend(Backend):
         # ``previous == beat``: a retry whose first attempt landed; we cannot tell what was there.
         return previous is not None and previous != beat
 
+    async def nodes(self) -> set[str]:
+        # SCAN, not KEYS: it never blocks Redis; node keys are few (one per node).
+        pattern = keys.node("*")
+        found: set[str] = set()
+        async with self._call():
+            async for key in self._redis.scan_iter(match=pattern, count=1000):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                found.add(name.split("{node:", 1)[1].split("}", 1)[0])
+        return found
+
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         async with self._call():
             return await self._alive(set(node_ids))

@@ -192,6 +192,16 @@ async def test_alive_nodes_are_those_whose_heartbeat_has_not_lapsed(cluster: Clu
     assert await b.alive_nodes({"node-a", "node-b"}) == {"node-b"}
     await a.heartbeat("node-a", TTL_MS)
     assert await b.alive_nodes(("node-a", "node-b", "node-a")) == {"node-a", "node-b"}
+    assert await a.nodes() == {"node-a", "node-b"}  # every live node, for a message to all
+
+
+async def test_nodes_lists_only_the_nodes_alive_now(cluster: Cluster) -> None:
+    a = cluster.node()
+    assert await a.nodes() == set()
+    await a.heartbeat("node-x", TTL_MS)
+    assert await a.nodes() == {"node-x"}
+    await cluster.advance(TTL_MS / 1000 + 0.1)
+    assert await a.nodes() == set()
 
 
 # --- stage state ---------------------------------------------------------------------------------

@@ -755,11 +755,6 @@ async def test_a_ban_and_a_revocation_hold_after_the_stage_moves_to_another_node
     assert ok["stage"]["id"] == stage, "the stage itself is hosted again"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/stages.py Node.revoke closes sockets only on stages this node hosts: a client of that "
-    "identity on a stage hosted by another node (or relayed through this one) stays connected",
-)
 async def test_revoking_through_any_node_closes_the_identity_s_sockets(
     cluster: tuple[RunningNode, RunningNode], session: aiohttp.ClientSession
 ) -> None:
