@@ -46,6 +46,19 @@ def bearer(request: web.Request) -> Claims:
     return node.auth.verify(token or request.query.get("access_token"))
 
 
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The body as a JSON object (empty: ``{}``), or the problem to answer."""
+    body: Any = {}
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+    if not isinstance(body, dict):
+        return problem(400, "invalid_body", "the body must be a JSON object")
+    return body
+
+
 def stage_caller(request: web.Request, live: Any, grant: str | None = None) -> Claims:
     """A platform token, or a token for this stage (with ``grant``)."""
     claims = bearer(request)
@@ -58,14 +71,9 @@ def stage_caller(request: web.Request, live: Any, grant: str | None = None) -> C
 async def create_stage(request: web.Request) -> web.Response:
     node: Node = request.app["node"]
     bearer(request).require_admin()
-    body: Any = {}
-    if request.can_read_body:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return problem(400, "invalid_body", "the body must be a JSON object")
-    if not isinstance(body, dict):
-        return problem(400, "invalid_body", "the body must be a JSON object")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
     stage_id, title = body.get("id"), body.get("title")
     if stage_id is not None and not _valid_stage_id(stage_id):
         return problem(400, "invalid_body", "id: 1-64 characters of A-Z a-z 0-9 _ -")
@@ -167,12 +175,9 @@ async def dev_token(request: web.Request) -> web.Response:
     node: Node = request.app["node"]
     if not node.auth.dev:
         return problem(403, "dev_mode_off", "API keys are configured: tokens come from the platform")
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return problem(400, "invalid_body", "the body must be a JSON object")
-    if not isinstance(body, dict):
-        return problem(400, "invalid_body", "the body must be a JSON object")
+    body = await _json_object(request)
+    if isinstance(body, web.Response):
+        return body
     identity = body.get("identity") or "dev-" + secrets.token_hex(6)
     try:
         token = node.auth.mint(

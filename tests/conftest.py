@@ -118,3 +118,23 @@ def node(tmp_path: Path) -> Iterator[RunningNode]:
 def module_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     """One node shared by a module's tests (each test uses its own stage ids)."""
     yield from _run(tmp_path_factory.mktemp("node"))
+
+
+@pytest.fixture
+def rec_root(tmp_path: Path) -> Path:
+    """Where ``recording_node`` writes its recordings."""
+    return tmp_path / "recordings"
+
+
+@pytest.fixture
+def recording_node(tmp_path: Path, rec_root: Path) -> Iterator[RunningNode]:
+    """A fresh node that records on request (manual mode) into ``rec_root``."""
+    running = start_node(
+        tmp_path, {"MEDSTAGE_RECORDING_MODE": "manual", "MEDSTAGE_RECORDINGS_DIR": str(rec_root)}
+    )
+    try:
+        yield running
+    finally:
+        code = running.stop()
+        # -SIGKILL: a test that killed the node on purpose (crash safety)
+        assert code in (0, -signal.SIGKILL), f"node exited with {code}:\n{running.log()[-4000:]}"

@@ -28,19 +28,8 @@ POLICY = "2026-11"
 
 
 @pytest.fixture
-def rec_root(tmp_path: Path) -> Path:
-    return tmp_path / "recordings"
-
-
-@pytest.fixture
-def node(tmp_path: Path, rec_root: Path) -> Iterator[RunningNode]:
-    running = start_node(
-        tmp_path, {"MEDSTAGE_RECORDING_MODE": "manual", "MEDSTAGE_RECORDINGS_DIR": str(rec_root)}
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+def node(recording_node: RunningNode) -> RunningNode:
+    return recording_node
 
 
 @pytest.fixture(scope="module")

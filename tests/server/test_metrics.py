@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.conftest import RunningNode, start_node
+from tests.conftest import RunningNode
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.waiting import eventually
@@ -22,19 +21,8 @@ POLICY = "2026-11"
 
 
 @pytest.fixture
-def rec_root(tmp_path: Path) -> Path:
-    return tmp_path / "recordings"
-
-
-@pytest.fixture
-def node(tmp_path: Path, rec_root: Path) -> Iterator[RunningNode]:
-    running = start_node(
-        tmp_path, {"MEDSTAGE_RECORDING_MODE": "manual", "MEDSTAGE_RECORDINGS_DIR": str(rec_root)}
-    )
-    try:
-        yield running
-    finally:
-        assert running.stop() == 0, running.log()[-4000:]
+def node(recording_node: RunningNode) -> RunningNode:
+    return recording_node
 
 
 class Scrape:
