@@ -72,7 +72,10 @@ class StageUnavailable(DomainError):
 
 def make_backend(config: Config) -> Backend:
     if config.redis_url:
-        return RedisBackend(config.redis_url, name=f"medstage-{config.node_id}")
+        # A dead Redis closes its sockets and is noticed at once; the PING only catches a silent one.
+        # 5 s, not 1: a node's loop can be busy for a second or two (a wave of joins), and an inbox
+        # given up on for that would send every relayed client away.
+        return RedisBackend(config.redis_url, name=f"medstage-{config.node_id}", inbox_ping_s=5.0)
     return MemoryBackend()
 
 

@@ -58,7 +58,7 @@ class Config:
     redis_url: str = ""
     node_id: str = ""
     lease_ttl_ms: int = 10_000
-    heartbeat_interval_ms: int = 1_000
+    heartbeat_interval_ms: int = 2_000
     log_format: str = "auto"
     log_level: str = "info"
     webhook_urls: list[str] = field(default_factory=list)

@@ -166,9 +166,11 @@ class Relay:
         for conn in list(self.fronted.values()):
             conn.close_after_flush(CLOSE_RELAY_LOST, "relay to the stage's node lost; reconnect")
         self.fronted.clear()
-        for remote in list(self.remotes.values()):
-            remote.drop()
         self._queues.clear()
+        for remote in list(self.remotes.values()):
+            # Tell its front (if Redis still carries messages: the inbox may have been given up on
+            # while this loop was busy): a front that is not told would keep a client that gets nothing.
+            remote.close_after_flush(CLOSE_RELAY_LOST, "relay to the stage's node lost; reconnect")
 
     async def check_peers(self) -> None:
         """Close relayed clients whose other node stopped beating (killed, or cut off)."""
