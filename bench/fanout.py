@@ -8,7 +8,15 @@ reports the delivery latency (receive - send, one clock) p50/p90/p99/max, delive
 server's CPU over the posting window (/proc utime+stime), its RSS per connection and the time to join.
 Prints one Markdown table row per N (docs/benchmarks.md, "Comment fan-out").
 
+With ``--nodes K`` (K >= 2) the run is a cluster: the script starts its own redis-server (in memory,
+no persistence), K nodes on it (``MEDSTAGE_REDIS_URL``, ``MEDSTAGE_NODE_ID=node1`` ...; every node gets
+the same settings), creates the stage on node1 (which then hosts it), keeps the posters on node1 and
+spreads the audience evenly over the K nodes: the sockets on the other nodes are served through them
+(server/relay.py). It reports the same latency figures, per node too, and the CPU and RSS of each
+node and of redis-server. ``--redis`` runs even one node on a redis-server (the backend's own cost).
+
     unshare --net sh -c 'ip link set lo up && exec python bench/fanout.py --connections 250 500 1000'
+    unshare --net sh -c 'ip link set lo up && exec python bench/fanout.py --connections 1000 --nodes 2'
 """
 
 from __future__ import annotations
@@ -33,18 +41,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Process handling and /proc readings are shared with the forwarding benchmark.
-from forwarding import (
+from common import (
     ROOT,
+    Redis,
     cpu_seconds,
+    create_stage,
     free_port,
     kill_all_children,
     log,
     machine,
     machine_busy_seconds,
+    redis_call,
     rss_bytes,
+    server_log_problems,
     spawn,
+    start_redis,
     stop,
-    wait_ready_and_create_stage,
+    wait_ready,
 )
 
 STAGE = "fanout"
@@ -75,6 +88,7 @@ def fd_limit_of(pid: int) -> str:
 
 @dataclass
 class Node:
+    name: str
     port: int
     proc: asyncio.subprocess.Process
     log_path: Path
@@ -84,7 +98,10 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def start_node(args: argparse.Namespace, logdir: Path, tag: str) -> Node:
+async def start_node(
+    args: argparse.Namespace, logdir: Path, tag: str, name: str = "node1", redis: Redis | None = None
+) -> Node:
+    """A node, ready: /healthz answers, and on a cluster /readyz (backend and relay inbox up)."""
     port = free_port()
     limit = server_fd_limit()
     cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
@@ -97,14 +114,19 @@ async def start_node(args: argparse.Namespace, logdir: Path, tag: str) -> Node:
         MEDSTAGE_COMMENT_RATE=str(args.comment_rate),
         PYTHONUNBUFFERED="1",
     )
+    if redis is not None:
+        env.update(MEDSTAGE_REDIS_URL=redis.url, MEDSTAGE_NODE_ID=name)
     for item in args.server_env:
         key, _, value = item.partition("=")
         env[key] = value
-    log_path = logdir / f"server-{tag}.log"
+    log_path = logdir / (f"server-{tag}-{name}.log" if redis is not None else f"server-{tag}.log")
     with log_path.open("wb") as out:
         proc = await spawn(*cmd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
-    node = Node(port, proc, log_path)
-    await wait_ready_and_create_stage(proc, node.base, log_path, "server", STAGE)
+    node = Node(name, port, proc, log_path)
+    label = "server" if redis is None else f"server {name}"
+    await wait_ready(proc, node.base, log_path, label)
+    if redis is not None:
+        await wait_ready(proc, node.base, log_path, label, "/readyz")
     return node
 
 
@@ -114,6 +136,7 @@ class Client:
 
     name: str
     proc: asyncio.subprocess.Process
+    node: int = 0  # index of the node its sockets are on
 
     async def send(self, command: str) -> None:
         assert self.proc.stdin is not None
@@ -138,7 +161,7 @@ class Client:
         return await self.next_event(wanted, timeout)
 
 
-async def start_client(name: str, node: Node, logdir: Path, *extra: str) -> Client:
+async def start_client(name: str, node: Node, logdir: Path, *extra: str, index: int = 0) -> Client:
     with (logdir / f"{name}.log").open("wb") as stderr:
         proc = await spawn(
             sys.executable,
@@ -156,7 +179,7 @@ async def start_client(name: str, node: Node, logdir: Path, *extra: str) -> Clie
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
         )
-    client = Client(name, proc)
+    client = Client(name, proc, index)
     await client.next_event("up", timeout=30)
     return client
 
@@ -169,6 +192,26 @@ def percentile(ordered: list[float] | array[float], q: float) -> float:
     if not ordered:
         return math.nan
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass
+class Usage:
+    """What one process of the run used: a node, or redis-server."""
+
+    name: str
+    sockets: int = 0  # audience sockets joined through it
+    delivered: int = 0  # bench comments its audience sockets received
+    posters: bool = False  # the posters' sockets are on it (node1: it also hosts the stage)
+    join_s: float = 0.0  # "join" sent → the last `joined` reply of its sockets
+    cpu_s: float = 0.0  # over the posting window
+    idle_cpu_s: float = 0.0
+    rss0: int = 0  # before the audience joins
+    rss_joined: int = 0
+    rss_end: int = 0
+    fds: int = 0
+    fd_limit: str = ""
+    latency: dict[str, float] = field(default_factory=dict)  # of its sockets: receive - send
+    problems: list[str] = field(default_factory=list)  # warnings and errors in its log
 
 
 @dataclass
@@ -211,6 +254,13 @@ class Result:
     failures: dict[str, int] = field(default_factory=dict)
     stage_start: dict[str, Any] = field(default_factory=dict)
     poster_roles: list[str] = field(default_factory=list)
+    # The server fields above (CPU, RSS, fds) are sums over the nodes; per node and redis-server here.
+    nodes: int = 1
+    redis: bool = False  # the nodes ran on a redis-server (always when nodes > 1)
+    per_node: list[Usage] = field(default_factory=list)
+    redis_usage: Usage | None = None
+    redis_commands: dict[str, dict[str, int]] = field(default_factory=dict)  # in the window: calls, usec
+    server: str = ""  # the tree under test when the nodes started (others may commit during a run)
 
     @property
     def expected(self) -> int:
@@ -233,10 +283,19 @@ class Result:
         return (self.rss_joined - self.rss0) / self.joined if self.joined else math.nan
 
     @property
+    def redis_cpu_s(self) -> float:
+        return self.redis_usage.cpu_s if self.redis_usage else 0.0
+
+    @property
     def other_cpu_share(self) -> float:
-        """CPU used outside the node and the bench clients during the window (1.0 = one core)."""
-        other = self.machine_busy_s - self.server_cpu_s - self.clients_cpu_s
+        """CPU used outside the nodes, redis-server and the bench clients during the window
+        (1.0 = one core)."""
+        other = self.machine_busy_s - self.server_cpu_s - self.redis_cpu_s - self.clients_cpu_s
         return max(0.0, other) / self.window_s if self.window_s else math.nan
+
+    def share(self, cpu_s: float) -> float:
+        """CPU seconds in the posting window as a share of one core."""
+        return cpu_s / self.window_s if self.window_s else math.nan
 
 
 def read_samples(path: str) -> array[float]:
@@ -270,16 +329,85 @@ def summarize(samples: array[float]) -> dict[str, float]:
     }
 
 
+def spread(n: int, nodes: int, per_process: int) -> list[tuple[int, int]]:
+    """(node index, sockets) of every audience process: n evenly over the nodes, then at most
+    ``per_process`` per process, evenly."""
+    plan = []
+    for i in range(nodes):
+        m = n // nodes + (1 if i < n % nodes else 0)
+        count = max(1, math.ceil(m / per_process))
+        plan += [(i, m // count + (1 if j < m % count else 0)) for j in range(count)]
+    return [(i, m) for i, m in plan if m]
+
+
+def parse_commandstats(info: str) -> dict[str, dict[str, int]]:
+    """``INFO commandstats`` → {command: {"calls": ..., "usec": ...}}."""
+    out = {}
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, values = line[len("cmdstat_") :].partition(":")
+            fields = dict(item.split("=", 1) for item in values.split(","))
+            out[name] = {"calls": int(fields["calls"]), "usec": int(fields["usec"])}
+    return out
+
+
+async def start_profilers(nodes: list[Node], args: argparse.Namespace, logdir: Path, tag: str) -> list[Any]:
+    """``py-spy record`` on every node for the posting time (collapsed stacks, one file per node)."""
+    profilers = []
+    for node in nodes:
+        out = logdir / f"profile-{tag}-{node.name}.txt"
+        with (logdir / f"py-spy-{tag}-{node.name}.log").open("wb") as err:
+            profilers.append(
+                await spawn(
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(node.proc.pid),
+                    "--duration",
+                    str(math.ceil(args.duration)),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(out),
+                    stdout=err,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+            )
+    return profilers
+
+
 async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
     tag = f"{n}"
-    result = Result(n, args.rate, args.duration)
-    node = await start_node(args, logdir, tag)
-    result.server_fd_limit = fd_limit_of(node.proc.pid)
+    clustered = args.nodes > 1 or args.redis
+    result = Result(n, args.rate, args.duration, nodes=args.nodes, redis=clustered, server=tree_state())
+    redis: Redis | None = None
+    nodes: list[Node] = []
     clients: list[Client] = []
+    profilers: list[Any] = []
     try:
+        if clustered:
+            redis = await start_redis(logdir, tag)
+            result.redis_usage = Usage("redis-server")
+        for i in range(args.nodes):
+            nodes.append(await start_node(args, logdir, tag, f"node{i + 1}", redis))
+        await create_stage(nodes[0].base, STAGE)  # node1 hosts it
+        result.per_node = [Usage(node.name, fd_limit=fd_limit_of(node.proc.pid)) for node in nodes]
+        result.per_node[0].posters = True
+        result.server_fd_limit = result.per_node[0].fd_limit
+        # Every process whose CPU and RSS we read: the nodes, then redis-server.
+        watched = [(u, node.proc.pid) for u, node in zip(result.per_node, nodes, strict=True)]
+        if redis is not None and result.redis_usage is not None:
+            watched.append((result.redis_usage, redis.proc.pid))
+
+        def read_rss(attribute: str) -> int:
+            for u, pid in watched:
+                setattr(u, attribute, rss_bytes(pid))
+            return sum(getattr(u, attribute) for u in result.per_node)
+
         poster = await start_client(
             f"posters-{tag}",
-            node,
+            nodes[0],
             logdir,
             "--posters",
             str(args.posters),
@@ -294,20 +422,26 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         joined = await poster.ask("join", "joined")
         result.poster_roles, result.stage_start = joined["roles"], joined["stage_start"]
         await asyncio.sleep(args.settle)
-        result.rss0 = rss_bytes(node.proc.pid)
+        result.rss0 = read_rss("rss0")
 
-        count = max(1, math.ceil(n / args.per_process))
-        sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
+        plan = spread(n, len(nodes), args.per_process)
         audience = list(
             await asyncio.gather(
                 *(
-                    start_client(f"audience{i}-{tag}", node, logdir, "--audience", str(size))
-                    for i, size in enumerate(sizes)
+                    start_client(f"audience{j}-{tag}", nodes[i], logdir, "--audience", str(size), index=i)
+                    for j, (i, size) in enumerate(plan)
                 )
             )
         )
         clients.extend(audience)
-        log(f"N={n}: {n} audience sockets over {count} processes, joining")
+        if clustered:
+            per_node = [sum(size for i, size in plan if i == k) for k in range(len(nodes))]
+            log(
+                f"N={n}: {n} audience sockets over {len(plan)} processes on {len(nodes)} nodes "
+                f"({' + '.join(map(str, per_node))}), posters on node1 (it hosts the stage), joining"
+            )
+        else:
+            log(f"N={n}: {n} audience sockets over {len(plan)} processes, joining")
         started = time.time()
         await asyncio.gather(*(c.send("join") for c in audience))
         done = await asyncio.gather(*(c.next_event("joined", timeout=120 + 0.5 * n) for c in audience))
@@ -315,27 +449,44 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         result.offered = sum(d["offered"] for d in done)
         result.join_s = max(d["last_joined"] for d in done) - started
         result.offers_s = max(d["last_offered"] for d in done) - started
-        for d in done:
+        for c, d in zip(audience, done, strict=True):
+            u = result.per_node[c.node]
+            u.sockets += d["joined"]
+            u.join_s = max(u.join_s, d["last_joined"] - started)
             for reason, k in d["failures"].items():
                 result.failures[reason] = result.failures.get(reason, 0) + k
         log(
             f"N={n}: {result.joined} joined in {result.join_s:.1f} s, "
             f"{result.offered} subscriber offers in {result.offers_s:.1f} s"
+            + (
+                " (per node: " + ", ".join(f"{u.sockets} in {u.join_s:.1f} s" for u in result.per_node) + ")"
+                if clustered
+                else ""
+            )
         )
         await asyncio.sleep(args.settle)
-        result.rss_joined = rss_bytes(node.proc.pid)
-        with contextlib.suppress(OSError):
-            result.server_fds = len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+        result.rss_joined = read_rss("rss_joined")
+        for u, node in zip(result.per_node, nodes, strict=True):
+            with contextlib.suppress(OSError):
+                u.fds = len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+        result.server_fds = sum(u.fds for u in result.per_node)
 
         # Idle cost of N joined sockets (heartbeats, timers), to tell it from the fan-out.
-        t0, cpu0 = time.monotonic(), cpu_seconds(node.proc.pid)
+        t0, idle0 = time.monotonic(), [cpu_seconds(pid) for _, pid in watched]
         await asyncio.sleep(args.idle)
-        result.idle_window_s, result.idle_cpu_s = time.monotonic() - t0, cpu_seconds(node.proc.pid) - cpu0
+        result.idle_window_s = time.monotonic() - t0
+        for (u, pid), cpu in zip(watched, idle0, strict=True):
+            u.idle_cpu_s = cpu_seconds(pid) - cpu
+        result.idle_cpu_s = sum(u.idle_cpu_s for u in result.per_node)
 
-        async def snapshot() -> tuple[float, float, float, list[dict[str, Any]]]:
+        async def snapshot() -> tuple[float, list[float], float, list[dict[str, Any]]]:
             stats = await asyncio.gather(*(c.ask("stats", "stats") for c in audience))
-            return time.monotonic(), cpu_seconds(node.proc.pid), machine_busy_seconds(), stats
+            return time.monotonic(), [cpu_seconds(pid) for _, pid in watched], machine_busy_seconds(), stats
 
+        if redis is not None:
+            await redis_call(redis.port, "CONFIG", "RESETSTAT")
+        if args.profile:
+            profilers = await start_profilers(nodes, args, logdir, tag)
         log(f"N={n}: posting {args.rate:g} comments/s for {args.duration:g} s")
         t0, cpu0, busy0, s0 = await snapshot()
         posted = await poster.ask("post", "posted", timeout=args.duration + 60)
@@ -358,18 +509,31 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
             elif latest[0] - end[0] > 3:
                 break  # nothing arrived for 3 s: the rest is lost
         t1, cpu1, busy1, s1 = end
-        result.window_s, result.server_cpu_s, result.machine_busy_s = t1 - t0, cpu1 - cpu0, busy1 - busy0
+        result.window_s, result.machine_busy_s = t1 - t0, busy1 - busy0
+        for (u, _), before, after in zip(watched, cpu0, cpu1, strict=True):
+            u.cpu_s = after - before
+        result.server_cpu_s = sum(u.cpu_s for u in result.per_node)
+        if redis is not None:
+            result.redis_commands = parse_commandstats(await redis_call(redis.port, "INFO", "commandstats"))
         for a, b in zip(s0, s1, strict=True):
             cpu = b["cpu_s"] - a["cpu_s"]
             result.clients_cpu_s += cpu
             result.client_cpu_max = max(result.client_cpu_max, cpu / (b["time"] - a["time"]))
         # The posters' CPU is not in the stats; it is small (R frames/s) and lands in "other".
+        for profiler in profilers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    await profiler.wait()
 
         reports = await asyncio.gather(*(c.ask("report", "report") for c in audience))
-        result.rss_end = rss_bytes(node.proc.pid)
+        result.rss_end = read_rss("rss_end")
         samples = array("d")
-        for r in reports:
-            samples.extend(read_samples(r["samples_file"]))
+        by_node = [array("d") for _ in nodes]
+        for c, r in zip(audience, reports, strict=True):
+            mine = read_samples(r["samples_file"])
+            samples.extend(mine)
+            by_node[c.node].extend(mine)
+            result.per_node[c.node].delivered += r["received"]
             result.delivered += r["received"]
             result.duplicates += r["duplicates"]
             for key, target in (("closed", result.closed), ("errors", result.errors)):
@@ -381,13 +545,19 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         result.latency = summarize(latency)
         result.fanout = summarize(array("d", (x for x in fanout if not math.isnan(x))))
         result.per_comment = per_comment(seqs, latency)
+        for u, mine, node in zip(result.per_node, by_node, nodes, strict=True):
+            u.latency = summarize(mine[1::3])
+            u.problems = server_log_problems(node.log_path)  # before the teardown's own messages
         return result
     finally:
         for client in clients:
             if client.proc.returncode is None:
                 with contextlib.suppress(Exception):
                     await client.send("quit")
-        await stop(node.proc, grace=10)
+        await asyncio.gather(*(stop(p, grace=5) for p in profilers))
+        await asyncio.gather(*(stop(node.proc, grace=10) for node in nodes))
+        if redis is not None:
+            await stop(redis.proc, grace=5)
         await asyncio.gather(*(stop(c.proc, grace=5) for c in clients))
 
 
@@ -421,12 +591,66 @@ def row(r: Result) -> str:
     )
 
 
+CLUSTER_HEADER = (
+    "| nodes | connections | sockets per node | comments/s | join all | p50 | p90 | p99 | max | "
+    "delivered / expected | CPU per node (posting) | redis CPU (posting) | RSS per node (joined) | "
+    "p99 ≤ 150 ms |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+)
+
+
+def cluster_row(r: Result) -> str:
+    """The row of a run on a redis-server: the first node hosts the stage and has the posters."""
+    lat = r.latency
+    p99 = lat.get("p99", math.nan)
+    verdict = "n/a" if math.isnan(p99) or not r.delivered else ("yes" if p99 <= TARGET_P99_S else "**no**")
+    sockets = " / ".join(str(u.sockets) for u in r.per_node)
+    cpu = " / ".join(f"{_f(r.share(u.cpu_s) * 100, '.0f')} %" for u in r.per_node)
+    rss = " / ".join(f"{u.rss_joined / 2**20:.0f}" for u in r.per_node)
+    return (
+        f"| {r.nodes} | {r.n} | {sockets} | {r.rate:g} | {_f(r.join_s, '.1f')} s | {_ms(lat.get('p50'))} | "
+        f"{_ms(lat.get('p90'))} | {_ms(p99)} | {_ms(lat.get('max'))} | {r.delivered}/{r.expected} | {cpu} | "
+        f"{_f(r.share(r.redis_cpu_s) * 100, '.0f')} % | {rss} MiB | {verdict} |"
+    )
+
+
+def usage_line(r: Result, u: Usage) -> str:
+    what = ""
+    if u.name != "redis-server":
+        what = (
+            f"{u.sockets} audience sockets (all joined after {u.join_s:.1f} s), delivered "
+            f"{u.delivered}/{r.accepted * u.sockets}"
+        )
+    if u.posters:
+        what += ", the posters, hosts the stage"
+    lat = u.latency
+    return (
+        f"  {u.name}: {what + '; ' if what else ''}CPU {_f(r.share(u.cpu_s) * 100, '.0f')} % posting, "
+        f"{_f(u.idle_cpu_s / r.idle_window_s * 100 if r.idle_window_s else math.nan, '.1f')} % idle; "
+        f"RSS {u.rss0 / 2**20:.1f} → {u.rss_joined / 2**20:.1f} → {u.rss_end / 2**20:.1f} MB"
+        + (f"; fds {u.fds} (limit {u.fd_limit})" if u.fd_limit else "")
+        + (
+            f"; its sockets: p50 {_ms(lat.get('p50'))}, p99 {_ms(lat.get('p99'))}, max {_ms(lat.get('max'))}"
+            if lat.get("n")
+            else ""
+        )
+    )
+
+
+def redis_line(r: Result, limit: int = 6) -> str:
+    top = sorted(r.redis_commands.items(), key=lambda kv: -kv[1]["usec"])[:limit]
+    return "  redis commands in the window (calls, CPU inside redis): " + ", ".join(
+        f"{name} {c['calls']} ({c['usec'] / 1e3:.0f} ms)" for name, c in top
+    )
+
+
 def details(r: Result) -> str:
     fan = r.fanout
     lines = [
         f"N={r.n}: joined {r.joined}/{r.n} (`joined` in {r.join_s:.1f} s, `subscriber.offer` "
         f"{r.offered}/{r.n} in {r.offers_s:.1f} s); posters {r.poster_roles}, stage.start → "
-        f"{r.stage_start.get('type')} {r.stage_start.get('message', '')}".rstrip(),
+        f"{r.stage_start.get('type')} {r.stage_start.get('message', '')}".rstrip()
+        + f"; server: {r.server}",
         f"  comments sent {r.sent} in {r.window_s:.1f} s (posters at most {r.max_lateness * 1e3:.1f} ms "
         f"behind schedule), replies {r.replies}, ack p50 {_ms(r.ack_p50)} max {_ms(r.ack_max)}",
         f"  delivered {r.delivered}/{r.expected}, duplicates {r.duplicates}, per socket "
@@ -447,6 +671,13 @@ def details(r: Result) -> str:
             f"{len(r.per_comment)}; slowest: #{worst[0]} (median {_ms(worst[1])}, max {_ms(worst[2])}), "
             f"posted {worst[0] / r.rate:.1f} s into the window"
         )
+    if r.redis:
+        lines += [usage_line(r, u) for u in r.per_node]
+        if r.redis_usage is not None:
+            lines += [usage_line(r, r.redis_usage), redis_line(r)]
+    for u in r.per_node:
+        if u.problems:
+            lines.append(f"  {u.name} log: " + "; ".join(u.problems))
     if r.error_examples:
         lines.append(f"  refused comments, e.g. {json.dumps(r.error_examples, ensure_ascii=False)}")
     if r.closed or r.errors or r.failures:
@@ -490,17 +721,24 @@ async def run(args: argparse.Namespace, logdir: Path) -> list[Result]:
         log(details(r))
         if r.other_cpu_share > 0.2:
             log(f"warning: other processes used {r.other_cpu_share * 100:.0f} % of a core: figures are noisy")
-        log(row(r))
+        log(cluster_row(r) if r.redis else row(r))
+    clustered = args.nodes > 1 or args.redis
     print(
         f"\nMachine: {machine()}. {args.rate:g} comments/s for {args.duration:g} s from {args.posters} "
         f"posters (host + {args.poster_role}), ≤{args.per_process} audience sockets per client process, "
         f"server env MEDSTAGE_COMMENT_RATE={args.comment_rate} (the per-person limiter is not under test)"
         + (f", {' '.join(args.server_env)}" if args.server_env else "")
+        + (
+            f". {args.nodes} node(s) on one redis-server (every node with the same settings): node1 hosts "
+            f"the stage and has the posters, the audience is spread evenly over the nodes"
+            if clustered
+            else ""
+        )
         + f". Server: {tree_state()}. Logs: {logdir}\n"
     )
-    print(HEADER)
+    print(CLUSTER_HEADER if clustered else HEADER)
     for r in results:
-        print(row(r))
+        print(cluster_row(r) if clustered else row(r))
     print()
     for r in results:
         print(details(r))
@@ -519,6 +757,7 @@ def write_json(path: str | None, args: argparse.Namespace, results: list[Result]
             us_per_delivery=r.us_per_delivery,
             rss_per_connection=r.rss_per_connection,
             other_cpu_share=r.other_cpu_share,
+            redis_cpu_s=r.redis_cpu_s,
         )
         for r in results
     ]
@@ -531,6 +770,13 @@ def write_json(path: str | None, args: argparse.Namespace, results: list[Result]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, nargs="+", default=[1000], help="audience sockets")
+    parser.add_argument(
+        "--nodes", type=int, default=1, help="nodes on one redis-server (1: one node, in-process backend)"
+    )
+    parser.add_argument("--redis", action="store_true", help="a redis-server even for one node")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy record every node while posting (perturbs the figures)"
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="comments/s, all posters together")
     parser.add_argument("--duration", type=float, default=30.0, help="posting time, s")
     parser.add_argument("--posters", type=int, default=4, help="poster sockets (the first is the host)")
@@ -546,6 +792,12 @@ def main() -> int:
     parser.add_argument("--logdir", default=None)
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args()
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    if (args.nodes > 1 or args.redis) and shutil.which("redis-server") is None:
+        parser.error("--nodes > 1 and --redis need redis-server (Debian package redis-server)")
+    if args.profile and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy")
 
     import atexit
 

@@ -31,7 +31,13 @@ from typing import Any
 import aiohttp
 import msgspec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.auth import Authenticator
+
 _decode = msgspec.json.Decoder().decode
+# Bench nodes have no API keys (development mode): they accept tokens signed with the development key.
+_tokens = Authenticator({})
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -81,9 +87,10 @@ class Participant:
     async def join(self, session: aiohttp.ClientSession, url: str, stage: str) -> None:
         self.ws = await session.ws_connect(url, autoclose=False, max_msg_size=0)
         self.reader = asyncio.create_task(self._read())
-        await self.ws.send_str(
-            json.dumps({"type": "join", "id": "join", "stage": stage, "name": self.name, "role": self.role})
-        )
+        # The name is the identity: unique over all the client processes of a run.
+        token = _tokens.mint(self.name, name=self.name, role=self.role, stage=stage)
+        join = {"type": "join", "id": "join", "stage": stage, "name": self.name, "role": self.role}
+        await self.ws.send_str(json.dumps({**join, "token": token}))
         await self.joined
 
     async def send_request(self, message: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:

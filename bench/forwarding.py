@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import json
 import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -46,113 +44,36 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Process handling, /proc readings and the node's start-up are shared with the fan-out benchmark.
+from common import (
+    CLK_TCK,
+    ROOT,
+    cpu_seconds,
+    free_port,
+    kill_all_children,
+    log,
+    machine,
+    machine_busy_seconds,
+    rss_bytes,
+    server_log_problems,
+    spawn,
+    stop,
+    wait_ready_and_create_stage,
+)
+
 sys.path.insert(0, str(ROOT))
 
-from tests.support.clip import clip_path, load_clip  # noqa: E402
+from tests.support.clip import clip_path, load_clip
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 STAGE = "bench"
-_children: list[asyncio.subprocess.Process] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --- processes -------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG = 1: the kernel sends SIGKILL to the child when we die, even by SIGKILL.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-async def spawn(
-    *cmd: str, env: dict[str, str] | None = None, stdout: Any = None, stderr: Any = None, stdin: Any = None
-) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        cwd=ROOT,
-        env=env,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    _children.append(proc)
-    return proc
-
-
-def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
-    # Each child leads its own session (start_new_session), so its group id is its pid.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
-    if proc.returncode is None:
-        _signal_group(proc, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace):
-                await proc.wait()
-        except TimeoutError:
-            _signal_group(proc, signal.SIGKILL)
-            await proc.wait()
-    with contextlib.suppress(ValueError):
-        _children.remove(proc)
-
-
-def kill_all_children() -> None:
-    """Last resort (atexit, signals): SIGKILL every process group we started."""
-    for proc in list(_children):
-        if proc.returncode is None:
-            _signal_group(proc, signal.SIGKILL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- /proc -----------------------------------------------------------------------------------
-
-
-def _tree(pid: int) -> list[int]:
-    """pid and its live descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of pid and its live descendants (all threads), in seconds."""
-    ticks = 0
-    for p in _tree(pid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return ticks / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent by the whole machine (all cores, not idle or iowait), in seconds."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK
 
 
 def thread_cpu_seconds(pid: int, tids: list[int]) -> float:
@@ -191,14 +112,6 @@ async def recorder_threads(pid: int) -> dict[int, str]:
         for t in threads
         if str(t.get("thread_name") or "").startswith(("writer ", "timeline ")) and t.get("os_thread_id")
     }
-
-
-def rss_bytes(pid: int) -> int:
-    total = 0
-    for p in _tree(pid):
-        with contextlib.suppress(OSError):
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
-    return total
 
 
 # --- the server under test ---------------------------------------------------------------------
@@ -254,27 +167,6 @@ async def start_server(impl: str, logdir: Path, tag: str, extra_env: dict[str, s
     server = Server(impl, port, proc, log_path)
     await wait_ready_and_create_stage(proc, server.base, log_path, impl, STAGE)
     return server
-
-
-async def wait_ready_and_create_stage(
-    proc: asyncio.subprocess.Process, base: str, log_path: Path, label: str, stage: str
-) -> None:
-    """Wait until the server answers /healthz (30 s at most), then create the bench's stage."""
-    async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.returncode is not None:
-                raise RuntimeError(f"{label} exited with {proc.returncode}; see {log_path}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{base}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{label} did not answer /healthz in 30 s; see {log_path}")
-            await asyncio.sleep(0.1)
-        async with http.post(f"{base}/api/stages", json={"id": stage}) as resp:
-            if resp.status != 201:
-                raise RuntimeError(f"POST /api/stages: {resp.status} {await resp.text()}")
 
 
 # --- load generators -------------------------------------------------------------------------
@@ -649,30 +541,6 @@ async def check_recording(result: Result, session: Path, publisher: str, stopped
         log(f"recording check failed: {'; '.join(problems)}")
 
 
-def server_log_problems(path: Path, limit: int = 8) -> list[str]:
-    """Warnings, errors and tracebacks in the server's log (JSON lines, or text), deduplicated."""
-    seen: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = None
-            if isinstance(entry, dict):
-                if entry.get("level") not in ("warning", "error", "critical"):
-                    continue
-                extra = entry.get("exc", "").strip().splitlines()[-1:] if entry.get("exc") else []
-                key = f"{entry.get('level')} {entry.get('logger')}: {entry.get('msg')}" + (
-                    f" ({extra[0]})" if extra else ""
-                )
-            elif "Traceback" in line or "Error" in line or "WARNING" in line or "ERROR" in line:
-                key = line.strip()
-            else:
-                continue
-            seen[key] = seen.get(key, 0) + 1
-    return [f"{k} (x{v})" if v > 1 else k for k, v in list(seen.items())[:limit]]
-
-
 # --- output ------------------------------------------------------------------------------------
 
 HEADER = (
@@ -724,18 +592,6 @@ def details(r: Result) -> str:
             else "; server log: no warnings or errors"
         )
     )
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    return f"nproc {os.cpu_count()}, CPU {model}, Python {sys.version.split()[0]}"
 
 
 # --- main --------------------------------------------------------------------------------------
