@@ -9,11 +9,13 @@ from pathlib import Path
 from aiohttp import web
 
 from media import peer
-from server import clubs_api, http_api, metrics
+from server import metrics
+from server.api import clubs as clubs_api
+from server.api import stages as http_api
 from server.auth import AuthError
 from server.config import Config
-from server.signalling import console_handler, websocket_handler
-from server.stages import Node
+from server.host.node import Node
+from server.signalling.connection import console_handler, websocket_handler
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import jwt
 
+from server.closecodes import CloseCode
+
 GRANTS = frozenset({"publish", "subscribe", "comment", "moderate", "record"})
 ROLES = ("host", "moderator", "speaker", "audience")
 ROLE_GRANTS: dict[str, frozenset[str]] = {
@@ -38,13 +40,11 @@ DEV_SECRET = "medstage-development-secret-not-for-production"  # public by desig
 LEEWAY_S = 10  # clocks of the platform and the nodes may differ this much
 MAX_TTL_S = 7 * 24 * 3600
 
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
 
 
 class AuthError(Exception):
     status = 401
-    close_code = CLOSE_UNAUTHORIZED
+    close_code = CloseCode.UNAUTHORIZED
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -60,7 +60,7 @@ class Forbidden(AuthError):
     """A valid token that does not open this: another stage or club, a missing grant, revoked."""
 
     status = 403
-    close_code = CLOSE_FORBIDDEN
+    close_code = CloseCode.FORBIDDEN
 
 
 @dataclass(frozen=True, slots=True)

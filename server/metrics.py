@@ -15,7 +15,7 @@ from media import stats
 from recording import stats as recording_stats
 
 if TYPE_CHECKING:
-    from server.stages import Node
+    from server.host.node import Node
 
 REGISTRY = CollectorRegistry()
 

@@ -21,11 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
 from rooms.clubs import Club, ClubNotFound, ClubPrivate, InviteInvalid, Member
-from server import openapi
-from server.auth import Authenticator, AuthError, Forbidden
-from server.backend import Backend, Conflict, MemoryBackend, RedisBackend
-from server.clubs import ClubStore
-from server.clubs_api import (
+from server.api import openapi
+from server.api.clubs import (
     OPENAPI_PATHS,
     ClubList,
     ClubStages,
@@ -35,7 +32,10 @@ from server.clubs_api import (
     MemberList,
     routes,
 )
-from server.http_api import problem
+from server.api.stages import problem
+from server.auth import Authenticator, AuthError, Forbidden
+from server.backend import Backend, Conflict, MemoryBackend, RedisBackend
+from server.host.clubs import ClubStore
 from tests.support.redis_server import RedisServer, running_redis
 from tests.support.tokens import DEV, admin_token, bearer, token
 

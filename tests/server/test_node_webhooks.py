@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from server.webhooks import verify
+from server.host.webhooks import verify
 from tests.conftest import start_node
 from tests.server.test_webhooks import Receiver, answers
 from tests.support.tokens import bearer, signed

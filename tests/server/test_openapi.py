@@ -16,7 +16,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from openapi_spec_validator import validate
 
-from server import openapi
+from server.api import openapi
 from server.app import create_app
 from server.config import Config
 from tests.conftest import RunningNode, start_node

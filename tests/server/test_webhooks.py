@@ -17,8 +17,7 @@ import pytest
 from aiohttp import web
 
 from server.config import ConfigError, load
-from server.metrics import REGISTRY
-from server.webhooks import (
+from server.host.webhooks import (
     Webhooks,
     backoff_delay,
     classify,
@@ -27,6 +26,7 @@ from server.webhooks import (
     sign,
     verify,
 )
+from server.metrics import REGISTRY
 from tests.support.waiting import eventually
 
 SECRET = "whsec-test-0123456789abcdef"
@@ -199,7 +199,7 @@ async def test_a_500_is_retried_with_backoff_and_delivered_once(
     receiver = await receivers(answers(500, 500, 200))
     before = (sample("delivered"), sample("failed_attempts", "status"))
     webhooks = await hooks([receiver.url], backoff_base_s=0.1)
-    caplog.set_level(logging.WARNING, logger="server.webhooks")
+    caplog.set_level(logging.WARNING, logger="server.host.webhooks")
 
     webhooks.emit("stage.started", {"stage_id": "s1"})
     first, second, third = await receiver.wait_for(3)
@@ -301,7 +301,7 @@ async def test_a_full_queue_drops_the_oldest_and_counts(
     receiver = await receivers(answers(200))
     webhooks = Webhooks([receiver.url], SECRET, queue_limit=3)
     before = sample("dropped", "queue_full")
-    caplog.set_level(logging.WARNING, logger="server.webhooks")
+    caplog.set_level(logging.WARNING, logger="server.host.webhooks")
 
     for n in range(5):  # not started: everything waits in the queue
         webhooks.emit("participant.joined", {"stage_id": "s1", "n": n})

@@ -4,7 +4,7 @@ One node hosts a stage: its domain state, its media and its recorder. It holds t
 (``Backend.claim``) and renews it every third of its TTL; it appends every event, numbered, to the
 stage's shared log, fenced by that lease, and saves the stage's durable state (``rooms.durable``) so
 that another node can take the stage over. Any node accepts a participant's WebSocket: if it does
-not host the stage, it relays the signalling to the node that does (``server.relay``); the media goes
+not host the stage, it relays the signalling to the node that does (``server.routing.relay``); the media goes
 straight to the hosting node (the SDP carries its addresses). See docs/architecture.md.
 
 The embedded default is the same code on a ``MemoryBackend``: one process, no Redis.
@@ -50,12 +50,11 @@ from server.backend import (
 from server.config import Config
 
 if TYPE_CHECKING:
-    from server.relay import Relay
-    from server.stages import LiveStage, Node
+    from server.host.node import LiveStage, Node
+    from server.routing.relay import Relay
 
 log = logging.getLogger(__name__)
 
-CLOSE_STAGE_MOVED = 4010
 SAVE_INTERVAL_S = 0.25  # the durable state is written at most this often (and after every batch)
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
 
@@ -272,7 +271,7 @@ class Cluster:
         return 3 * self.config.heartbeat_interval_ms
 
     async def start(self) -> None:
-        from server.relay import Relay  # relay imports signalling, which imports this module
+        from server.routing.relay import Relay  # relay imports signalling, which imports this module
 
         self.relay = Relay(self)
         await self._beat()

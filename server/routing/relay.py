@@ -34,16 +34,16 @@ import msgpack
 from media.tasks import OwnedTasks
 from server import wire
 from server.backend import BackendClosed, BackendError, BackendUnavailable
-from server.outbox import Outgoing
-from server.signalling import Connection
+from server.closecodes import CloseCode
+from server.signalling.connection import Connection
+from server.signalling.outbox import Outgoing
 
 if TYPE_CHECKING:
     from server.backend.base import Inbox
-    from server.cluster import Cluster
+    from server.routing.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
-CLOSE_RELAY_LOST = 1012  # "service restart": reconnect
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
 
 
@@ -164,13 +164,13 @@ class Relay:
     def _drop_all(self) -> None:
         """Messages may have been lost both ways: every relayed client starts again."""
         for conn in list(self.fronted.values()):
-            conn.close_after_flush(CLOSE_RELAY_LOST, "relay to the stage's node lost; reconnect")
+            conn.close_after_flush(CloseCode.RELAY_LOST, "relay to the stage's node lost; reconnect")
         self.fronted.clear()
         self._queues.clear()
         for remote in list(self.remotes.values()):
             # Tell its front (if Redis still carries messages: the inbox may have been given up on
             # while this loop was busy): a front that is not told would keep a client that gets nothing.
-            remote.close_after_flush(CLOSE_RELAY_LOST, "relay to the stage's node lost; reconnect")
+            remote.close_after_flush(CloseCode.RELAY_LOST, "relay to the stage's node lost; reconnect")
 
     async def check_peers(self) -> None:
         """Close relayed clients whose other node stopped beating (killed, or cut off)."""
@@ -191,7 +191,7 @@ class Relay:
         for conn_id, conn in list(self.fronted.items()):
             if getattr(conn, "upstream", None) == peer:
                 del self.fronted[conn_id]
-                conn.close_after_flush(CLOSE_RELAY_LOST, "the stage's node is gone; reconnect")
+                conn.close_after_flush(CloseCode.RELAY_LOST, "the stage's node is gone; reconnect")
         for remote in list(self.remotes.values()):
             if remote.front == peer:
                 remote.drop()
@@ -308,7 +308,7 @@ class Relay:
         except wire.WireError:
             first = None
         if not isinstance(first, wire.Join):
-            self.enqueue(front, ["x", conn_id, CLOSE_RELAY_LOST, "relay reset; reconnect"])
+            self.enqueue(front, ["x", conn_id, CloseCode.RELAY_LOST, "relay reset; reconnect"])
             return None
         remote = RemoteConnection(self, front, conn_id)
         self.remotes[conn_id] = remote

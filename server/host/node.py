@@ -39,21 +39,20 @@ from rooms.events import (
     StageUpdated,
 )
 from rooms.stage import Stage, StageSettings, StageState
-from server.auth import CLOSE_FORBIDDEN, Authenticator, Forbidden, parse_keys
+from server.auth import Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner
-from server.clubs import ClubStore
-from server.cluster import CLOSE_STAGE_MOVED, Cluster, StageLog
+from server.closecodes import CloseCode
 from server.config import Config
-from server.outbox import Outgoing
-from server.webhooks import Webhooks
+from server.host.clubs import ClubStore
+from server.host.webhooks import Webhooks
+from server.routing.cluster import Cluster, StageLog
+from server.signalling.outbox import Outgoing
 
 if TYPE_CHECKING:
-    from server.signalling import Connection
+    from server.signalling.connection import Connection
 
 log = logging.getLogger(__name__)
 
-CLOSE_REMOVED = 4003
-CLOSE_BANNED = 4004
 TICK_S = 0.25  # reactions are aggregated per second; poll timers need no finer grain
 
 
@@ -265,7 +264,7 @@ class LiveStage:
         conn = self.connections.get(event.participant_id)
         if conn is None:
             return
-        code = CLOSE_BANNED if event.banned else CLOSE_REMOVED
+        code = CloseCode.BANNED if event.banned else CloseCode.REMOVED
         conn.close_after_flush(code, "banned" if event.banned else "removed")
 
     def _end(self) -> None:
@@ -376,7 +375,7 @@ class Node:
             people = {**live.stage.participants, **live.stage.observers}  # consoles too
             for pid, person in people.items():
                 if person.identity == identity and pid in live.connections:
-                    live.connections[pid].close_after_flush(CLOSE_FORBIDDEN, "access revoked")
+                    live.connections[pid].close_after_flush(CloseCode.FORBIDDEN, "access revoked")
                     closed += 1
         return closed
 
@@ -457,7 +456,7 @@ class Node:
             return
         del self.stages[live.stage.id]
         await self.cluster.stop_hosting(live.stage.id, release=False)
-        await live.close(CLOSE_STAGE_MOVED, "the stage moved to another node; reconnect")
+        await live.close(CloseCode.STAGE_MOVED, "the stage moved to another node; reconnect")
 
     def get(self, stage_id: str) -> LiveStage:
         live = self.stages.get(stage_id)

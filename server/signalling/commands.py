@@ -14,7 +14,7 @@ from rooms.events import Event
 from rooms.polls import PollSpec
 from rooms.roles import Role
 from server import wire
-from server.stages import LiveStage
+from server.host.node import LiveStage
 
 Result = tuple[list[Event], dict[str, Any]]
 Handler = Callable[[LiveStage, str, Any, float], Result]

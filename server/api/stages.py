@@ -16,11 +16,12 @@ from aiohttp import web
 
 from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
-from server import metrics, openapi
+from server import metrics
+from server.api import openapi
 from server.auth import Claims
 from server.backend import BackendError
-from server.cluster import StageUnavailable
-from server.stages import Node
+from server.host.node import Node
+from server.routing.cluster import StageUnavailable
 from server.wire import StageId
 
 _STATUS = {StageNotFound: 404, StageExists: 409, StageUnavailable: 503}
@@ -223,7 +224,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def openapi_document(request: web.Request) -> web.Response:
     """This API's OpenAPI 3.1 document (server/openapi.py): public documentation, no token."""
     # The clubs' paths are declared beside their handlers (clubs_api imports this module).
-    from server.clubs_api import OPENAPI_PATHS
+    from server.api.clubs import OPENAPI_PATHS
 
     return web.json_response(openapi.document(OPENAPI_PATHS))
 

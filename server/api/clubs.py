@@ -4,7 +4,7 @@ A *club admin* is a platform token (``admin: true``), or a token whose ``club`` 
 whose identity is an admin member of it (not revoked). Everyone else is refused: no valid token 401,
 a token for another club, a member's token or a stage token 403, checked before the club is looked
 up when the token names another club, so nothing is learnt about other clubs. Refusals are problem
-documents (``server.http_api.problem``) with a code; the app's middleware turns ``AuthError`` into
+documents (``server.api.stages.problem``) with a code; the app's middleware turns ``AuthError`` into
 401/403 as for every /api call.
 
 Routes read ``request.app["node"]``: ``auth`` (through ``bearer``), ``clubs`` (a ``ClubStore``),
@@ -36,10 +36,10 @@ from rooms.clubs import (
     MemberNotFound,
 )
 from rooms.errors import DomainError
+from server.api.stages import bearer, problem
 from server.auth import Claims, Forbidden
 from server.backend import BackendError, Conflict
-from server.clubs import ClubStore
-from server.http_api import bearer, problem
+from server.host.clubs import ClubStore
 
 __all__ = ["INVITE_URL_TEMPLATE", "OPENAPI_PATHS", "routes"]
 

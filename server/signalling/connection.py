@@ -24,21 +24,18 @@ from media.tasks import OwnedTasks
 from rooms.errors import DomainError, StageNotFound
 from rooms.roles import Role
 from rooms.roles import is_moderator as role_is_moderator
-from server import commands, metrics, wire
+from server import metrics, wire
 from server.auth import AuthError, Claims, Forbidden
 from server.backend import Owner
-from server.cluster import CLOSE_STAGE_MOVED, StageUnavailable
-from server.outbox import Close, Outbox, Outgoing, Overflow
-from server.stages import LiveStage, Node
+from server.closecodes import CloseCode
+from server.host.node import LiveStage, Node
+from server.routing.cluster import StageUnavailable
+from server.signalling import commands
+from server.signalling.outbox import Close, Outbox, Outgoing, Overflow
 
 log = logging.getLogger(__name__)
 
 # Close codes (docs/protocol.md).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_SERVER_FAULT = 1011
-CLOSE_TRY_LATER = 1013
-CLOSE_REPLACED = 4011
 
 
 class Connection:
@@ -81,7 +78,7 @@ class Connection:
             log.warning("outbox overflow, closing", extra=self._log_context())
             self._closing = True
             self.outbox.close()
-            self._tasks.spawn(self.close(CLOSE_TRY_LATER, "too slow: outbox overflow"))
+            self._tasks.spawn(self.close(CloseCode.TRY_LATER, "too slow: outbox overflow"))
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once every frame queued so far is sent (e.g. a removal notice, then 4003)."""
@@ -225,7 +222,7 @@ class Connection:
             case wire.Leave():
                 await self._leave()
                 self.reply(request, {"type": "left"})
-                self.close_after_flush(CLOSE_NORMAL, "left")
+                self.close_after_flush(CloseCode.NORMAL, "left")
             case wire.StageCommand():
                 self._stage_command(request)
 
@@ -328,7 +325,7 @@ class Connection:
         if old is None or old is self:
             return
         await old._leave()
-        old.close_after_flush(CLOSE_REPLACED, "replaced by a new connection of the same identity")
+        old.close_after_flush(CloseCode.REPLACED, "replaced by a new connection of the same identity")
 
     def _serve_through(self, owner: Owner, request: wire.Join, observer: bool) -> None:
         """The stage is hosted by another node: from now on this connection relays to it (a console's
@@ -336,7 +333,7 @@ class Connection:
         relay = self.node.cluster.relay
         if self.remote or relay is None:
             # Relayed to us, but the stage has moved on: the client starts again from its front node.
-            self.close_after_flush(CLOSE_STAGE_MOVED, "the stage moved to another node; reconnect")
+            self.close_after_flush(CloseCode.STAGE_MOVED, "the stage moved to another node; reconnect")
             return
         if not relay.connected:
             raise StageUnavailable("this node cannot reach the stage's node right now", 1.0)

@@ -1,0 +1,1 @@
+"""The HTTP API (docs/protocol.md, /api/openapi.json): stages, recordings, clubs, health and metrics."""

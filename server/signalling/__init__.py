@@ -1,0 +1,1 @@
+"""A participant's or console's WebSocket: frames in, commands to the stage, events out."""
