@@ -15,7 +15,7 @@ send_errors = 0
 
 
 def snapshot() -> dict[str, int]:
-    from media import aiortc_hooks
+    from media import aiortc_hooks, tasks
 
     return {
         "rtp_packets_received": rtp_packets_received,
@@ -26,4 +26,5 @@ def snapshot() -> dict[str, int]:
         "keyframe_requests_downstream": keyframe_requests_downstream,
         "send_errors": send_errors,
         "decoded_frames": aiortc_hooks.decoded_frames,
+        "task_failures": tasks.failures,
     }

@@ -292,6 +292,7 @@ class Subscriber:
         for slot in slots:
             slot.connect(path)
         self._reports = asyncio.create_task(self._send_reports(sender.transport))
+        self._reports.add_done_callback(_log_failure)
         return True
 
     async def _send_reports(self, dtls: Any) -> None:
@@ -312,3 +313,10 @@ class Subscriber:
         if self._reports is not None:
             self._reports.cancel()
             self._reports = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A viewer's sender-report task is owned by its subscriber (cancelled on close); a failure is
+    logged, never lost: without reports the viewer's lip sync drifts."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sender reports failed", exc_info=task.exception())

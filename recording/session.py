@@ -183,7 +183,16 @@ class SessionRecorder:
         self.finished.append(capture)
         task = asyncio.ensure_future(self._close_writer(capture))
         self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        task.add_done_callback(self._closed_writer)
+
+    def _closed_writer(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "a track file was not closed cleanly",
+                exc_info=task.exception(),
+                extra={"stage": self.stage.id},
+            )
 
     async def _close_writer(self, capture: _Capture) -> None:
         await capture.writer.aclose()

@@ -9,13 +9,17 @@ from pathlib import Path
 from aiohttp import web
 
 from media import peer
-from server import metrics
 from server.api import clubs as clubs_api
+from server.api import openapi
 from server.api import stages as http_api
+from server.api.common import bearer, problem
 from server.auth import AuthError
+from server.closecodes import CloseCode
 from server.config import Config
+from server.host import gauges
 from server.host.node import Node
 from server.signalling.connection import console_handler, websocket_handler
+from server.signalling.remote import remote_factory
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ async def _problem_middleware(
             await _refuse_revoked(request)
         return await handler(request)
     except AuthError as exc:
-        response = http_api.problem(exc.status, exc.code, exc.message)
+        response = problem(exc.status, exc.code, exc.message)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = (
                 f'Bearer error="invalid_token", error_description="{exc.code}"'
@@ -41,13 +45,13 @@ async def _problem_middleware(
         return response
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
-            return http_api.problem(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            return problem(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
 
 
 async def _refuse_revoked(request: web.Request) -> None:
     try:
-        claims = http_api.bearer(request)
+        claims = bearer(request)
     except AuthError:
         return  # the route refuses it with the precise reason (or does not need a token)
     node: Node = request.app["node"]
@@ -65,11 +69,13 @@ async def _stage_page(request: web.Request) -> web.FileResponse:
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[_problem_middleware], client_max_size=config.max_frame_bytes)
     node = Node(config)
+    node.cluster.open_remote = remote_factory(node)
     app["node"] = node
     app["config"] = config
-    metrics.bind(node)
+    gauges.bind(node)
     app.router.add_routes(http_api.routes())
     app.router.add_routes(clubs_api.routes())
+    app.router.add_routes(openapi.routes())
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/console", console_handler)
     app.router.add_get("/", _index)
@@ -94,11 +100,11 @@ def create_app(config: Config) -> web.Application:
         # Close sockets first (clients see 1001), then cleanup_ctx closes the peers.
         for live in list(node.stages.values()):
             for conn in list(live.connections.values()):
-                await conn.close(1001, "node shutting down")
+                await conn.close(CloseCode.GOING_AWAY, "node shutting down")
         relay = node.cluster.relay
         if relay is not None:  # clients here of stages hosted elsewhere
-            for conn in list(relay.fronted.values()):
-                await conn.close(1001, "node shutting down")
+            for client in list(relay.fronted.values()):
+                await client.close(CloseCode.GOING_AWAY, "node shutting down")
 
     app.on_shutdown.append(on_shutdown)
     return app

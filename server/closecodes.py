@@ -13,7 +13,6 @@ from enum import IntEnum
 class CloseCode(IntEnum):
     NORMAL = 1000  # after leave
     GOING_AWAY = 1001  # the node is shutting down
-    BAD_FRAME = 1003  # unsupported or unreadable data the connection cannot go on from
     TOO_BIG = 1009  # a frame beyond 4 x the frame limit (aiohttp closes before buffering it)
     SERVER_FAULT = 1011
     RELAY_LOST = 1012  # "service restart": the relay to the stage's node was lost

@@ -4,18 +4,8 @@ are read at scrape time by a collector; signalling counters are ordinary prometh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from media import stats
-from recording import stats as recording_stats
-
-if TYPE_CHECKING:
-    from server.host.node import Node
+from prometheus_client.core import CounterMetricFamily
 
 REGISTRY = CollectorRegistry()
 
@@ -27,7 +17,7 @@ signalling_errors = Counter(
     "medstage_signalling_errors", "Error frames sent, by code", ["code"], registry=REGISTRY
 )
 
-_COUNTERS = {
+COUNTERS = {
     "rtp_packets_received": "RTP packets received from publishers",
     "rtp_packets_sent": "RTP packets forwarded to subscribers",
     "rtp_sent_bytes": "RTP bytes (header and payload, before SRTP) forwarded to subscribers",
@@ -36,69 +26,17 @@ _COUNTERS = {
     "keyframe_requests_downstream": "PLI/FIR received from subscribers",
     "send_errors": "Failed sends to subscribers",
     "decoded_frames": "Frames decoded by this process (an SFU decodes none)",
+    "task_failures": "Supervised background tasks that failed (each is logged and restarted)",
     "recording_written_bytes": "Encoded media bytes written to recording track files (no container framing)",
 }
 
 
-class _NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        for name, value in (*stats.snapshot().items(), *recording_stats.snapshot().items()):
-            yield _counter(name, _COUNTERS[name], value)
-        stages = self.node.stages.values()
-        for name, help_, value in (
-            ("stages", "Stages on this node", len(self.node.stages)),
-            ("participants", "Participants present", sum(len(s.stage.participants) for s in stages)),
-            (
-                "published_tracks",
-                "Tracks being published",
-                sum(len(p.publications) for s in stages for p in s.media.publishers.values()),
-            ),
-            (
-                "subscribed_tracks",
-                "Slots forwarding a track",
-                sum(
-                    len(p.active)
-                    for s in stages
-                    for pub in s.media.publishers.values()
-                    for p in pub.publications.values()
-                ),
-            ),
-            ("log_backlog", "Stage events not yet written to the backend", self._backlog()),
-            ("relayed_out", "Clients here of stages hosted by other nodes", self._relayed("fronted")),
-            ("relayed_in", "Clients on other nodes of stages hosted here", self._relayed("remotes")),
-        ):
-            gauge = GaugeMetricFamily(f"medstage_{name}", help_)
-            gauge.add_metric([], value)
-            yield gauge
-
-    def _backlog(self) -> int:
-        return sum(log.backlog for log in self.node.cluster.logs.values())
-
-    def _relayed(self, side: str) -> int:
-        relay = self.node.cluster.relay
-        return 0 if relay is None else len(getattr(relay, side))
-
-
-def _counter(name: str, help_: str, value: int) -> CounterMetricFamily:
+def counter_family(name: str, help_: str, value: int) -> CounterMetricFamily:
     """``medstage_<name>_total``; a name ending in ``_bytes`` declares its unit (OpenMetrics)."""
     unit = "bytes" if name.endswith("_bytes") else ""
     family = CounterMetricFamily(f"medstage_{name}", help_, unit=unit)
     family.add_metric([], value)
     return family
-
-
-_collector: _NodeCollector | None = None
-
-
-def bind(node: Node) -> None:
-    global _collector
-    if _collector is not None:
-        REGISTRY.unregister(_collector)
-    _collector = _NodeCollector(node)
-    REGISTRY.register(_collector)
 
 
 def render() -> bytes:

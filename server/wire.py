@@ -328,3 +328,35 @@ def error(code: str, message: str, request_id: Any = None) -> dict[str, Any]:
     if request_id is not None:
         frame["id"] = request_id
     return frame
+
+
+class Outgoing:
+    """A message sent to many connections: encoded lazily, at most once per framing."""
+
+    __slots__ = ("_json", "_msgpack", "message")
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+        self._json: str | None = None
+        self._msgpack: bytes | None = None
+
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> Outgoing:
+        """A message that arrives encoded (relayed from another node): decoded once, and its binary
+        framing is the bytes themselves."""
+        outgoing = cls(decode_builtins(data))
+        outgoing._msgpack = data
+        return outgoing
+
+    @property
+    def type(self) -> str:
+        return str(self.message.get("type"))
+
+    def encoded(self, binary: bool) -> str | bytes:
+        if binary:
+            if self._msgpack is None:
+                self._msgpack = encode(self.message, True)  # type: ignore[assignment]
+            return self._msgpack  # type: ignore[return-value]
+        if self._json is None:
+            self._json = encode(self.message, False)  # type: ignore[assignment]
+        return self._json  # type: ignore[return-value]

@@ -1,7 +1,12 @@
-"""Shared fixtures: a real node process on a free loopback port, started and stopped per test."""
+"""Shared fixtures: a real node process on a free loopback port, started and stopped per test.
+
+The whole suite runs on uvloop, the loop ``python -m server`` runs on: some bugs only show there
+(``loop.call_later`` returns a plain ``Handle`` for sub-millisecond delays, for one). Setting the
+policy here, before any loop exists, covers pytest-asyncio's loops and every ``asyncio.run``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -14,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvloop
+
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,7 +36,7 @@ from rooms.clubs import (
     MemberNotFound,
 )
 from rooms.errors import DomainError
-from server.api.stages import bearer, problem
+from server.api.common import bearer, problem
 from server.auth import Claims, Forbidden
 from server.backend import BackendError, Conflict
 from server.host.clubs import ClubStore

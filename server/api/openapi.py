@@ -1,6 +1,6 @@
-"""The OpenAPI 3.1 document of the node's HTTP API (server/http_api.py), served at /api/openapi.json.
+"""The OpenAPI 3.1 document of the node's HTTP API (server/api/), served at /api/openapi.json.
 
-Built once, as plain dicts: a route added to http_api.py needs its entry here too, and
+Built once, as plain dicts: a route added to server/api/stages.py needs its entry here too, and
 tests/server/test_openapi.py fails until it has one (every documented operation must be a route of
 the app, and every /api route must be documented). The refusals listed for an operation are the ones
 its handler can actually give: problem documents (RFC 9457) with a stable ``code``.
@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+
+from aiohttp import web
+
+from server.api import clubs
 
 Schema = dict[str, Any]
 
@@ -572,3 +576,13 @@ def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
     for path, operations in (extra_paths or {}).items():
         doc["paths"][path] = {**doc["paths"].get(path, {}), **copy.deepcopy(operations)}
     return doc
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document: public documentation, no token. The clubs' paths are declared
+    beside their handlers (server/api/clubs.py)."""
+    return web.json_response(document(clubs.OPENAPI_PATHS))
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/api/openapi.json", openapi_document)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +16,15 @@ from aiohttp import web
 from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
 from server import metrics
-from server.api import openapi
+from server.api.common import bearer, problem
 from server.auth import Claims
 from server.backend import BackendError
 from server.host.node import Node
-from server.routing.cluster import StageUnavailable
+from server.routing.errors import StageUnavailable
 from server.wire import StageId
 
 _STATUS = {StageNotFound: 404, StageExists: 409, StageUnavailable: 503}
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def problem(status: int, code: str, detail: str) -> web.Response:
-    body = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "code": code,
-        "detail": detail,
-    }
-    return web.json_response(body, status=status, content_type="application/problem+json")
-
-
-def bearer(request: web.Request) -> Claims:
-    """The caller's verified token (AuthError otherwise: the middleware makes it a 401/403)."""
-    node: Node = request.app["node"]
-    header = request.headers.get("Authorization", "")
-    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
-    return node.auth.verify(token or request.query.get("access_token"))
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
@@ -145,10 +125,9 @@ async def end_stage(request: web.Request) -> web.Response:
     live = _hosted(request)
     stage_caller(request, live, "moderate")
     try:
-        events = live.stage.end(None, node.clock())
+        live.apply(lambda stage, now: stage.end(None, now))
     except DomainError as exc:
         return problem(409, exc.code, exc.message)
-    live.deliver(events)
     return web.json_response(node.stage_info(live))
 
 
@@ -221,14 +200,6 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def openapi_document(request: web.Request) -> web.Response:
-    """This API's OpenAPI 3.1 document (server/openapi.py): public documentation, no token."""
-    # The clubs' paths are declared beside their handlers (clubs_api imports this module).
-    from server.api.clubs import OPENAPI_PATHS
-
-    return web.json_response(openapi.document(OPENAPI_PATHS))
-
-
 async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(
         body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
@@ -257,7 +228,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/healthz", healthz),
         web.get("/readyz", readyz),
         web.get("/metrics", metrics_handler),
-        web.get("/api/openapi.json", openapi_document),
         *recording_routes(),
     ]
 

@@ -1,312 +1,34 @@
-"""The node's stages: each pairs the domain state (rooms.Stage) with its media (media.MediaRoom)
-and the signalling connections of the people in it.
-
-``LiveStage.deliver`` is where domain events leave the domain: each goes to exactly the people its
-``audience()`` names, encoded once, and the media follows the domain (a demoted speaker is
-unpublished, a moderator mute pauses forwarding, a removed person is disconnected).
-"""
+"""The node: the stages it hosts (``server.host.live.LiveStage``, one owner each), where the others
+are (``server.routing``), tokens, revocations, clubs and webhooks."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
-from recording.session import SessionRecorder
 from rooms import durable
 from rooms.errors import StageExists, StageNotFound
-from rooms.events import (
-    Event,
-    ParticipantJoined,
-    ParticipantLeft,
-    ParticipantRemoved,
-    ParticipantUpdated,
-    PublishingStarted,
-    PublishingStopped,
-    RecordingStarted,
-    RecordingStopped,
-    StageEnded,
-    StageUpdated,
-)
 from rooms.stage import Stage, StageSettings, StageState
 from server.auth import Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
+from server.host.live import LiveStage
 from server.host.webhooks import Webhooks
-from server.routing.cluster import Cluster, StageLog
-from server.signalling.outbox import Outgoing
+from server.routing.cluster import Cluster
 
 if TYPE_CHECKING:
-    from server.signalling.connection import Connection
+    pass
 
 log = logging.getLogger(__name__)
-
-TICK_S = 0.25  # reactions are aggregated per second; poll timers need no finer grain
-
-
-@dataclass
-class LiveStage:
-    stage: Stage
-    media: MediaRoom
-    recordings_root: Path
-    clock: Callable[[], float] = time.time
-    connections: dict[str, Connection] = field(default_factory=dict)
-    recorder: SessionRecorder | None = None
-    stage_log: StageLog | None = None  # where events go to the shared log (set once hosted)
-    webhooks: Webhooks | None = None
-    _people: dict[str, dict[str, str]] = field(default_factory=dict)  # for participant.left hooks
-    _announced: bool = False  # stage.started sent
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _ticker: asyncio.Task[None] | None = None
-    _sent_snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    # --- output ------------------------------------------------------------------------------
-
-    def send(self, participant_id: str, message: dict[str, Any] | Outgoing) -> None:
-        conn = self.connections.get(participant_id)
-        if conn is not None:
-            conn.send(message)
-
-    def broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None:
-        outgoing = Outgoing(message)
-        for pid, conn in list(self.connections.items()):
-            if pid != exclude:
-                conn.send(outgoing)
-
-    def next_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
-
-    def new_session_id(self, now: float) -> str:
-        """Sortable and unique: ``20261126T140305Z-3f2a``."""
-        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
-
-    def deliver(self, events: list[Event]) -> None:
-        """Send each event to the people who may see it; make the media follow the domain."""
-        if events and self.stage_log is not None:
-            self.stage_log.push(events)
-        if events and self.webhooks is not None:
-            self._hooks(events)
-        self._sent_snapshots = {}
-        for event in events:
-            match event:
-                case ParticipantJoined(participant=pid):
-                    self._participant_event(event, "participant.joined", pid, exclude=pid)
-                case ParticipantLeft(participant=pid):
-                    message = {
-                        "type": "participant.left",
-                        "stage_id": event.stage,
-                        "seq": event.seq,
-                        "at": event.at,
-                        "participant_id": pid,
-                    }
-                    self.broadcast(message, exclude=pid)
-                case ParticipantUpdated(participant=pid):
-                    self._participant_event(event, "participant.updated", pid)
-                    self._reconcile_media(pid)
-                    self._refresh_if_promoted(pid)
-                case PublishingStarted(participant=pid):
-                    self._participant_event(event, "participant.updated", pid)
-                case PublishingStopped(participant=pid):
-                    self._participant_event(event, "participant.updated", pid)
-                    self._tasks.spawn(self.media.unpublish(pid))
-                case ParticipantRemoved():
-                    self._to_audience(event)
-                    self._disconnect_removed(event)
-                case StageEnded():
-                    self._to_audience(event)
-                    self._end()
-                case RecordingStarted(session_id=session_id):
-                    self._to_audience(event)
-                    self._start_recorder(session_id, event.at)
-                case _:
-                    self._to_audience(event)
-        recorder = self.recorder
-        if recorder is not None:
-            recorder.on_events(events)
-            if any(isinstance(e, RecordingStopped) for e in events):
-                self.recorder = None
-                self._tasks.spawn(self._stop_recorder(recorder))
-        if self.stage.recording_due:
-            self.deliver(self.stage.start_auto_recording(self.new_session_id(self.clock()), self.clock()))
-
-    # --- webhooks (the hosting node sends them: one delivery per event across the nodes) -------
-
-    def announce(self) -> None:
-        """``stage.started`` once the stage is live (at creation, or when its host starts it)."""
-        if self.webhooks is not None and not self._announced and self.stage.state is StageState.LIVE:
-            self._announced = True
-            self.webhooks.emit(
-                "stage.started",
-                {"stage_id": self.stage.id, "title": self.stage.title, "club_id": self.stage.club_id},
-            )
-
-    def _hooks(self, events: list[Event]) -> None:
-        assert self.webhooks is not None
-        for event in events:
-            match event:
-                case ParticipantJoined(participant=pid):
-                    person = self.stage.participants.get(pid)
-                    if person is not None:
-                        info = {"identity": person.identity, "name": person.name, "role": str(person.role)}
-                        self._people[pid] = info
-                        self.webhooks.emit(
-                            "participant.joined", {"stage_id": self.stage.id, "participant_id": pid, **info}
-                        )
-                case ParticipantLeft(participant=pid):
-                    info = self._people.pop(pid, {})
-                    self.webhooks.emit(
-                        "participant.left", {"stage_id": self.stage.id, "participant_id": pid, **info}
-                    )
-                case StageEnded():
-                    self.webhooks.emit("stage.ended", {"stage_id": self.stage.id, "title": self.stage.title})
-                case StageUpdated():
-                    self.announce()
-                case _:
-                    pass
-
-    async def _stop_recorder(self, recorder: SessionRecorder) -> None:
-        await recorder.stop(self.clock())
-        if self.webhooks is not None:
-            manifest = recorder.manifest()
-            self.webhooks.emit(
-                "recording.ready",
-                {
-                    "stage_id": self.stage.id,
-                    "session_id": recorder.session_id,
-                    "status": manifest["status"],
-                    "manifest": f"/api/stages/{self.stage.id}/recordings/{recorder.session_id}",
-                    "files": [t["file"] for t in manifest["tracks"]]
-                    + ["timeline.json", "consent.jsonl", "manifest.json"],
-                },
-            )
-
-    # --- recording ---------------------------------------------------------------------------
-
-    def _start_recorder(self, session_id: str, now: float) -> None:
-        def failed(reason: str) -> None:
-            # The recorder stopped by itself (a full disk...): the stage stops recording and
-            # everyone, moderators included, is told why; the live stage goes on.
-            self.deliver(self.stage.recording_failed(session_id, reason, self.clock()))
-
-        try:
-            self.recorder = SessionRecorder(
-                self.recordings_root, self.stage, self.media, session_id, now, failed, clock=self.clock
-            )
-        except OSError as exc:
-            log.error("recording could not start", exc_info=exc, extra={"stage": self.stage.id})
-            self.deliver(
-                self.stage.recording_failed(session_id, f"cannot write recordings: {exc}", self.clock())
-            )
-
-    def _participant_event(self, event: Event, type_: str, pid: str, exclude: str | None = None) -> None:
-        person = self.stage.participants.get(pid)
-        if person is None:
-            return
-        snapshot = person.snapshot()
-        if type_ == "participant.updated" and self._sent_snapshots.get(pid) == snapshot:
-            return  # e.g. a demotion: role and publishing change in one command, one update
-        self._sent_snapshots[pid] = snapshot
-        message = {
-            "type": type_,
-            "stage_id": event.stage,
-            "seq": event.seq,
-            "at": event.at,
-            "participant": snapshot,
-        }
-        self.broadcast(message, exclude=exclude)
-
-    def _to_audience(self, event: Event) -> None:
-        audience = event.audience()
-        outgoing = Outgoing(msgspec.to_builtins(event))
-        for pid, conn in list(self.connections.items()):
-            if (
-                audience.everyone
-                or pid in audience.persons
-                or (audience.moderators and self.stage.is_moderator(pid))
-            ):
-                conn.send(outgoing)
-
-    def _refresh_if_promoted(self, pid: str) -> None:
-        """Someone who just became (or stopped being) a moderator gets the stage as they may now
-        see it: drafts, live counts and voters were never sent to them as events."""
-        conn = self.connections.get(pid)
-        if conn is None:
-            return
-        moderator = self.stage.is_moderator(pid)
-        if moderator != conn.moderator_view:
-            conn.moderator_view = moderator
-            conn.send({"type": "state", "state": self.stage.snapshot_for(pid)})
-
-    def _reconcile_media(self, pid: str) -> None:
-        """Forwarding follows the domain: paused while the speaker or a moderator muted it."""
-        person = self.stage.participants.get(pid)
-        if person is None:
-            return
-        snapshot: Any = person.snapshot()
-        for kind in ("audio", "video"):
-            if snapshot["publishing"][kind]:
-                paused = bool(snapshot["muted"][kind] or snapshot["moderator_muted"][kind])
-                self.media.set_muted(pid, kind, paused)
-
-    def _disconnect_removed(self, event: ParticipantRemoved) -> None:
-        conn = self.connections.get(event.participant_id)
-        if conn is None:
-            return
-        code = CloseCode.BANNED if event.banned else CloseCode.REMOVED
-        conn.close_after_flush(code, "banned" if event.banned else "removed")
-
-    def _end(self) -> None:
-        for conn in list(self.connections.values()):
-            conn.close_after_flush(1000, "stage ended")
-        self._tasks.spawn(self.media.close())
-
-    # --- time --------------------------------------------------------------------------------
-
-    def start_ticker(self, clock: Callable[[], float]) -> None:
-        self._ticker = asyncio.create_task(self._tick(clock))
-
-    async def _tick(self, clock: Callable[[], float]) -> None:
-        """Aggregated reactions and poll timers: the domain says what is due at ``now``."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                now = clock()
-                self.deliver(self.stage.flush_reactions(now) + self.stage.tick(now))
-                if self.recorder is not None:
-                    self.recorder.sync()  # a publication that just got its codec starts recording
-            except Exception:
-                log.exception("stage tick failed", extra={"stage": self.stage.id})
-
-    # --- tasks -------------------------------------------------------------------------------
-
-    def __post_init__(self) -> None:
-        self._tasks = OwnedTasks(log, "stage", stage=self.stage.id)
-
-    async def close(self, code: int = 1001, reason: str = "node shutting down") -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-        if self.recorder is not None:
-            await self._stop_recorder(self.recorder)
-            self.recorder = None
-        for conn in list(self.connections.values()):
-            await conn.close(code, reason)
-        await self.media.close()
-        await self._tasks.cancel_all()
-        if self._ticker is not None:
-            await asyncio.gather(self._ticker, return_exceptions=True)
-
 
 class Node:
     """The stages this node hosts, and its place among the nodes (``Cluster``)."""
@@ -362,7 +84,13 @@ class Node:
         if relay is not None:
             try:
                 peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
-            except BackendError:
+            except BackendError as exc:
+                # The revocation itself is stored (above): other nodes refuse the identity's next join
+                # and /api call; only its open sockets there stay open until they reconnect.
+                log.error(
+                    "revocation not told to the other nodes",
+                    extra={"identity": identity, "error": repr(exc)},
+                )
                 peers = set()
             for peer in peers:
                 relay.enqueue(peer, ["r", identity])
@@ -396,8 +124,7 @@ class Node:
             stage_id, title or stage_id, self.clock(), settings=self.settings, state=state, club_id=club_id
         )
         live = self._host(stage, lease)
-        if stage.recording_due:
-            live.deliver(stage.start_auto_recording(live.new_session_id(self.clock()), self.clock()))
+        live.record_if_due()
         log.info("stage created", extra={"stage": stage_id, "node": self.cluster.node_id})
         return live
 
@@ -442,19 +169,18 @@ class Node:
             live.send(participant_id, message)
 
         media = MediaRoom(stage_id, self.config.media, notify)
-        live = LiveStage(stage, media, self.recordings_root, self.clock)
-        live.stage_log = self.cluster.hosting(live, lease)
-        live.webhooks = self.webhooks
+        live = LiveStage(stage, media, self.recordings_root, self.clock, self.webhooks)
+        live.stage_log = self.cluster.hosting(stage, lease, live.front_of)
         live.announce()
-        live.start_ticker(self.clock)
+        live.start_ticker()
         self.stages[stage_id] = live
         return live
 
-    async def let_go(self, live: LiveStage) -> None:
+    async def let_go(self, stage_id: str) -> None:
         """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""
-        if self.stages.get(live.stage.id) is not live:
+        live = self.stages.pop(stage_id, None)
+        if live is None:
             return
-        del self.stages[live.stage.id]
         await self.cluster.stop_hosting(live.stage.id, release=False)
         await live.close(CloseCode.STAGE_MOVED, "the stage moved to another node; reconnect")
 

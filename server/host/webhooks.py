@@ -18,6 +18,7 @@ Policy
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -273,7 +274,7 @@ class Webhooks:
             connector=aiohttp.TCPConnector(limit=0),  # one request in flight per receiver anyway
         )
         for receiver in self._receivers:
-            self._tasks.spawn(self._work(receiver))
+            self._tasks.supervise(f"worker for {receiver.label}", functools.partial(self._work, receiver))
 
     async def close(self, drain_s: float = 0.0) -> None:
         """Stop: wait at most ``drain_s`` for the queues to empty, then cancel what is left (counted

@@ -22,51 +22,33 @@ Failure behaviour
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import secrets
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
-import msgspec
 
 from media.tasks import OwnedTasks
-from rooms import durable
-from rooms.errors import DomainError, StageExists, StageNotFound
-from rooms.events import Event, ParticipantJoined, ParticipantLeft
+from rooms.errors import StageExists, StageNotFound
+from rooms.stage import Stage
 from server.backend import (
     Backend,
-    BackendError,
     BackendUnavailable,
     Lease,
-    LeaseLost,
     MemoryBackend,
-    OutOfOrder,
     Owner,
     RedisBackend,
 )
 from server.config import Config
-
-if TYPE_CHECKING:
-    from server.host.node import LiveStage, Node
-    from server.routing.relay import Relay
+from server.routing.errors import StageUnavailable
+from server.routing.ports import Host, RemoteFactory
+from server.routing.relay import Relay
+from server.routing.stagelog import StageLog
 
 log = logging.getLogger(__name__)
 
-SAVE_INTERVAL_S = 0.25  # the durable state is written at most this often (and after every batch)
-RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
-
-
-class StageUnavailable(DomainError):
-    """The stage's host is gone and its lease has not expired yet, or the backend is unreachable."""
-
-    code = "stage_unavailable"
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def make_backend(config: Config) -> Backend:
@@ -78,190 +60,19 @@ def make_backend(config: Config) -> Backend:
     return MemoryBackend()
 
 
-class StageLog:
-    """A hosted stage's lease, and its events and durable state on their way to the backend.
-
-    ``push`` never blocks and never fails: events wait here, in order, until the backend takes
-    them. One task writes, so appends are in ``seq`` order and the state is saved after them.
-    """
-
-    def __init__(self, cluster: Cluster, live: LiveStage, lease: Lease) -> None:
-        self.cluster = cluster
-        self.live = live
-        self.lease = lease
-        self.pending: deque[tuple[int, bytes]] = deque()
-        self.presence: deque[tuple[str, dict[str, Any] | None]] = deque()  # (participant, info or gone)
-        self.dirty = True  # the durable state has changed since it was last saved
-        self.written = 0  # the last seq the backend has
-        self._wake = asyncio.Event()
-        self._tasks = OwnedTasks(log, "stage log", stage=live.stage.id)
-        self._tasks.spawn(self._write())
-        self._tasks.spawn(self._renew())
-        self.lost = False
-
-    @property
-    def stage_id(self) -> str:
-        return self.live.stage.id
-
-    def push(self, events: list[Event]) -> None:
-        for event in events:
-            entry = (event.seq, _ENCODER.encode(event))
-            if self.pending and event.seq < self.pending[-1][0]:
-                # Delivered late (a bug upstream, but the log must stay in order): put it in place.
-                bisect.insort(self.pending, entry)
-                log.warning("event delivered out of order", extra={"stage": self.stage_id, "seq": event.seq})
-            else:
-                self.pending.append(entry)
-            if isinstance(event, ParticipantJoined):
-                self.presence.append((event.participant, self._presence_info(event.participant)))
-            elif isinstance(event, ParticipantLeft):
-                self.presence.append((event.participant, None))
-        self.dirty = True
-        self._wake.set()
-
-    def _presence_info(self, pid: str) -> dict[str, Any]:
-        person = self.live.stage.participants.get(pid)
-        conn = self.live.connections.get(pid)
-        via = getattr(conn, "front", None) or self.cluster.node_id
-        if person is None:
-            return {"via": via}
-        return {"name": person.name, "role": str(person.role), "identity": person.identity, "via": via}
-
-    def mark_dirty(self) -> None:
-        self.dirty = True
-        self._wake.set()
-
-    @property
-    def backlog(self) -> int:
-        return len(self.pending)
-
-    async def _write(self) -> None:
-        """Append every pending event as soon as it comes; save the state at most every
-        SAVE_INTERVAL_S (it is the larger write, and a burst of comments needs only the last one)."""
-        backend = self.cluster.backend
-        loop = asyncio.get_running_loop()
-        delay = RETRY_MIN_S
-        saved_at = 0.0
-        timer: asyncio.TimerHandle | None = None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                while self.pending:
-                    seq, payload = self.pending[0]
-                    await backend.append(self.stage_id, seq, payload, lease=self.lease)
-                    self.pending.popleft()
-                    self.written = seq
-                while self.presence:
-                    pid, info = self.presence[0]
-                    if info is None:
-                        await backend.presence_leave(self.stage_id, pid, self.cluster.node_id)
-                    else:
-                        await backend.presence_join(self.stage_id, pid, self.cluster.node_id, info)
-                    self.presence.popleft()
-                if self.dirty:
-                    wait = saved_at + SAVE_INTERVAL_S - loop.time()
-                    if wait > 0:
-                        if timer is None or timer.cancelled() or timer.when() <= loop.time():
-                            timer = loop.call_later(wait, self._wake.set)
-                    else:
-                        self.dirty = False
-                        try:
-                            await backend.save_state(self.stage_id, self._state(), lease=self.lease)
-                        except BaseException:
-                            self.dirty = True
-                            raise
-                        saved_at = loop.time()
-                delay = RETRY_MIN_S
-            except BackendUnavailable:
-                self.cluster.set_unavailable()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                self._wake.set()
-            except OutOfOrder as exc:
-                # The lease is ours (the append is fenced), so this is our own ordering fault: the
-                # entry cannot go in without breaking the log. Drop it, loudly; the stage goes on.
-                seq, _ = self.pending.popleft()
-                log.error("event not written: out of order", extra={"stage": self.stage_id, "seq": seq})
-                log.debug("out of order", exc_info=exc)
-                self._wake.set()
-            except LeaseLost as exc:
-                if not await self._reclaim(str(exc)):
-                    return
-                self._wake.set()
-
-    def _state(self) -> bytes:
-        packed: bytes = msgpack.packb(durable.durable_state(self.live.stage))
-        return packed
-
-    async def _renew(self) -> None:
-        """Renew every third of the TTL; an outage keeps the stage here (the media goes on)."""
-        backend = self.cluster.backend
-        while True:
-            await asyncio.sleep(self.lease.ttl_ms / 3000)
-            try:
-                if not await backend.renew(self.lease) and not await self._reclaim("lease expired"):
-                    return
-            except BackendUnavailable:
-                self.cluster.set_unavailable()
-            except BackendError:
-                log.exception("lease renewal failed", extra={"stage": self.stage_id})
-
-    async def _reclaim(self, why: str) -> bool:
-        """The lease lapsed (an outage longer than its TTL): take it again unless another node has."""
-        backend = self.cluster.backend
-        while True:
-            try:
-                lease = await backend.claim(
-                    self.stage_id, self.cluster.node_id, self.cluster.url, self.lease.ttl_ms
-                )
-                break
-            except BackendUnavailable:
-                await asyncio.sleep(RETRY_MAX_S)
-        if lease is not None:
-            log.warning("lease claimed again", extra={"stage": self.stage_id, "reason": why})
-            self.lease = lease
-            return True
-        log.error("stage taken over by another node", extra={"stage": self.stage_id, "reason": why})
-        self.lost = True
-        self.cluster.node.spawn(self.cluster.node.let_go(self.live))
-        return False
-
-    async def flush(self, within: float) -> None:
-        """Wait (a bounded time) until every pending event is written: a clean shutdown."""
-        try:
-            async with asyncio.timeout(within):
-                while (self.pending or self.dirty) and not self.lost:
-                    self._wake.set()
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            log.error(
-                "events not written at shutdown", extra={"stage": self.stage_id, "pending": len(self.pending)}
-            )
-
-    async def close(self, release: bool) -> None:
-        await self._tasks.cancel_all()
-        if release and not self.lost:
-            try:
-                await self.cluster.backend.release(self.lease)
-            except BackendError:
-                pass  # it expires on its own
-
-
-_ENCODER = msgspec.msgpack.Encoder()
-
-
 class Cluster:
     """This node's membership: heartbeat, leases of the stages it hosts, readiness, the relay."""
 
-    def __init__(self, node: Node, config: Config, backend: Backend | None = None) -> None:
-        self.node = node
+    def __init__(self, host: Host, config: Config, backend: Backend | None = None) -> None:
+        self.host = host
         self.config = config
         self.node_id = config.node_id or "n-" + secrets.token_hex(4)
         self.url = config.url
         self.backend = backend or make_backend(config)
         self.logs: dict[str, StageLog] = {}
         self.relay: Relay | None = None
+        # set by the layer that makes signalling connections (server/app.py): a relayed client's host side
+        self.open_remote: RemoteFactory | None = None
         self._tasks = OwnedTasks(log, "cluster")
         self._unavailable_at = 0.0
         self._heartbeat_ok = False
@@ -271,12 +82,10 @@ class Cluster:
         return 3 * self.config.heartbeat_interval_ms
 
     async def start(self) -> None:
-        from server.routing.relay import Relay  # relay imports signalling, which imports this module
-
         self.relay = Relay(self)
         await self._beat()
         await self.relay.start()
-        self._tasks.spawn(self._heartbeat())
+        self._tasks.supervise("heartbeat", self._heartbeat)
 
     async def close(self) -> None:
         for stage_log in list(self.logs.values()):
@@ -358,9 +167,9 @@ class Cluster:
             self.set_unavailable()
             raise StageUnavailable("the shared store is unreachable; try again", 1.0) from None
 
-    def hosting(self, live: LiveStage, lease: Lease) -> StageLog:
-        stage_log = StageLog(self, live, lease)
-        self.logs[live.stage.id] = stage_log
+    def hosting(self, stage: Stage, lease: Lease, via: Callable[[str], str | None]) -> StageLog:
+        stage_log = StageLog(self, stage, lease, via)
+        self.logs[stage.id] = stage_log
         return stage_log
 
     async def stop_hosting(self, stage_id: str, *, release: bool) -> None:

@@ -35,67 +35,24 @@ from media.tasks import OwnedTasks
 from server import wire
 from server.backend import BackendClosed, BackendError, BackendUnavailable
 from server.closecodes import CloseCode
-from server.signalling.connection import Connection
-from server.signalling.outbox import Outgoing
+from server.routing.ports import FrontClient, Place, RemoteClient
+from server.wire import Outgoing
 
 if TYPE_CHECKING:
     from server.backend.base import Inbox
-    from server.routing.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
 
 
-class RemoteConnection(Connection):
-    """On the host: a client whose WebSocket is on another node."""
-
-    def __init__(self, relay: Relay, front: str, conn_id: str) -> None:
-        super().__init__(None, relay.cluster.node)
-        self.relay = relay
-        self.front = front
-        self.conn_id = conn_id
-        self.remote = True
-        self._frames: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-
-    def send(self, message: dict[str, Any] | Outgoing) -> None:
-        if not self._closing:
-            item = message if isinstance(message, Outgoing) else Outgoing(message)
-            self.relay.to_front(self.front, self.conn_id, item)
-
-    def close_after_flush(self, code: int, reason: str) -> None:
-        if not self._closing:
-            self.relay.enqueue(self.front, ["x", self.conn_id, code, reason])
-            self.drop()
-
-    async def close(self, code: int, reason: str) -> None:
-        self.close_after_flush(code, reason)
-
-    def feed(self, frame: str | bytes) -> None:
-        self._frames.put_nowait(frame)
-
-    def drop(self) -> None:
-        """Stop, without a word to the front (it is gone, or was told already)."""
-        self._closing = True
-        self._frames.put_nowait(None)
-
-    async def run(self) -> None:
-        try:
-            while (frame := await self._frames.get()) is not None:
-                await self._on_frame(frame)
-        finally:
-            self.relay.remotes.pop(self.conn_id, None)
-            await self._leave()
-            await self._tasks.cancel_all()
-
-
 class Relay:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Place) -> None:
         self.cluster = cluster
         self.node_id = cluster.node_id
         self.connected = False
-        self.fronted: dict[str, Connection] = {}  # conn id -> a client here of a stage elsewhere
-        self.remotes: dict[str, RemoteConnection] = {}  # conn id -> a client elsewhere of a stage here
+        self.fronted: dict[str, FrontClient] = {}  # conn id -> a client here of a stage elsewhere
+        self.remotes: dict[str, RemoteClient] = {}  # conn id -> a client elsewhere of a stage here
         self._ids = itertools.count(1)
         self._queues: dict[str, list[Any]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
@@ -110,13 +67,13 @@ class Relay:
             self.connected = True
         except BackendUnavailable:
             self._inbox = None
-        self._tasks.spawn(self._listen())
+        self._tasks.supervise("inbox listener", self._listen)
 
     async def close(self) -> None:
         for conn in list(self.fronted.values()):
             await conn.close(1001, "node shutting down")
-        for conn in list(self.remotes.values()):
-            conn.drop()
+        for remote in list(self.remotes.values()):
+            remote.drop()
         await self._flush()
         await self._tasks.cancel_all()
         if self._inbox is not None:
@@ -130,8 +87,12 @@ class Relay:
                     batch = self._queues.pop(node_id)
                     if batch:
                         await self.cluster.backend.send(node_id, self._packed(batch))
-        except (TimeoutError, BackendError):
-            pass
+        except (TimeoutError, BackendError) as exc:
+            left = sum(len(batch) for batch in self._queues.values())
+            log.warning(
+                "relay messages not sent at shutdown: their clients reconnect",
+                extra={"node": self.node_id, "error": repr(exc), "left": left},
+            )
 
     async def _listen(self) -> None:
         delay = RETRY_MIN_S
@@ -181,7 +142,8 @@ class Relay:
             return
         try:
             alive = await self.cluster.backend.alive_nodes(peers)
-        except BackendError:
+        except BackendError as exc:
+            log.warning("peer liveness unreadable: checked again next beat", extra={"error": repr(exc)})
             return
         for dead in peers - alive:
             log.warning("peer node stopped beating", extra={"peer": dead})
@@ -199,7 +161,7 @@ class Relay:
 
     # --- front side ----------------------------------------------------------------------------
 
-    def attach(self, conn: Connection, host: str) -> str:
+    def attach(self, conn: FrontClient, host: str) -> str:
         if not self.connected:
             raise BackendUnavailable("relay inbox not connected")
         conn_id = f"{self.node_id}.{next(self._ids)}"
@@ -208,11 +170,11 @@ class Relay:
         conn.relay_id = conn_id
         return conn_id
 
-    def forward(self, conn: Connection, frame: str | bytes) -> None:
+    def forward(self, conn: FrontClient, frame: str | bytes) -> None:
         if conn.relay_id in self.fronted and conn.upstream:
             self.enqueue(conn.upstream, ["f", conn.relay_id, frame])
 
-    def detach(self, conn: Connection) -> None:
+    def detach(self, conn: FrontClient) -> None:
         if self.fronted.pop(conn.relay_id or "", None) is not None and conn.upstream:
             self.enqueue(conn.upstream, ["c", conn.relay_id])
 
@@ -235,7 +197,7 @@ class Relay:
         wake = self._wakes.get(node_id)
         if wake is None:
             wake = self._wakes[node_id] = asyncio.Event()
-            self._tasks.spawn(self._sender(node_id, wake))
+            self._tasks.supervise(f"sender to {node_id}", lambda: self._sender(node_id, wake))
         wake.set()
 
     async def _sender(self, node_id: str, wake: asyncio.Event) -> None:
@@ -250,6 +212,10 @@ class Relay:
             try:
                 await backend.send(node_id, self._packed(batch))
             except BackendUnavailable:
+                log.warning(
+                    "relay send failed: that node's relayed clients reconnect",
+                    extra={"peer": node_id, "items": len(batch)},
+                )
                 self.cluster.set_unavailable()
                 self._forget_peer(node_id)
             except BackendClosed:
@@ -293,7 +259,7 @@ class Relay:
                 if remote is not None:
                     remote.feed(frame)
             case ["r", str(identity)]:
-                self.cluster.node.revoke_here(identity)
+                self.cluster.host.revoke_here(identity)
             case ["c", str(conn_id)]:
                 remote = self.remotes.get(conn_id)
                 if remote is not None:
@@ -301,16 +267,16 @@ class Relay:
             case _:
                 log.error("unknown relay item", extra={"peer": sender})
 
-    def _open_remote(self, front: str, conn_id: str, frame: str | bytes) -> RemoteConnection | None:
+    def _open_remote(self, front: str, conn_id: str, frame: str | bytes) -> RemoteClient | None:
         """A new relayed client starts with its join; anything else means we lost track of it."""
         try:
             first = wire.decode(frame)
         except wire.WireError:
             first = None
-        if not isinstance(first, wire.Join):
+        if not isinstance(first, wire.Join) or self.cluster.open_remote is None:
             self.enqueue(front, ["x", conn_id, CloseCode.RELAY_LOST, "relay reset; reconnect"])
             return None
-        remote = RemoteConnection(self, front, conn_id)
+        remote = self.cluster.open_remote(front, conn_id)
         self.remotes[conn_id] = remote
         self._tasks.spawn(remote.run())
         return remote

@@ -1,4 +1,5 @@
-"""Stage commands: one line per message type, each a call into ``rooms.Stage``.
+"""Stage commands: one line per message type, each a call into ``rooms.Stage`` made through the
+stage's owner (``LiveStage.apply``).
 
 The shell makes the ids (comments, questions, polls) and passes the time; the domain decides
 everything else. A handler returns the events and the extra fields of the ``ok`` reply.
@@ -13,8 +14,9 @@ from rooms.errors import NotAllowed
 from rooms.events import Event
 from rooms.polls import PollSpec
 from rooms.roles import Role
+from rooms.stage import Stage
 from server import wire
-from server.host.node import LiveStage
+from server.host.live import LiveStage
 
 Result = tuple[list[Event], dict[str, Any]]
 Handler = Callable[[LiveStage, str, Any, float], Result]
@@ -120,5 +122,20 @@ HANDLERS: dict[type[wire.StageCommand], Handler] = {
 }
 
 
-def run(live: LiveStage, participant_id: str, request: wire.StageCommand, now: float) -> Result:
-    return HANDLERS[type(request)](live, participant_id, request, now)
+def run(
+    live: LiveStage,
+    participant_id: str,
+    request: wire.StageCommand,
+    accepted: Callable[[dict[str, Any]], None],
+) -> list[Event]:
+    """Apply the command through the stage's owner; ``accepted(extra)`` runs once the domain took it,
+    before its events leave (the ``ok`` reply goes first)."""
+    handler = HANDLERS[type(request)]
+    extra: dict[str, Any] = {}
+
+    def change(stage: Stage, now: float) -> list[Event]:
+        events, more = handler(live, participant_id, request, now)
+        extra.update(more)
+        return events
+
+    return live.apply(change, lambda events: accepted(extra))

@@ -22,16 +22,19 @@ from aiortc.sdp import candidate_from_sdp
 from media.errors import MediaError
 from media.tasks import OwnedTasks
 from rooms.errors import DomainError, StageNotFound
+from rooms.events import Event
 from rooms.roles import Role
 from rooms.roles import is_moderator as role_is_moderator
 from server import metrics, wire
 from server.auth import AuthError, Claims, Forbidden
 from server.backend import Owner
 from server.closecodes import CloseCode
-from server.host.node import LiveStage, Node
-from server.routing.cluster import StageUnavailable
+from server.host.live import LiveStage
+from server.host.node import Node
+from server.routing.errors import StageUnavailable
 from server.signalling import commands
-from server.signalling.outbox import Close, Outbox, Outgoing, Overflow
+from server.signalling.outbox import Close, Outbox, Overflow
+from server.wire import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Connection:
         self._idle = False  # the reader waits in receive(), not in the middle of a request
         self.moderator_view = False  # whether the last state this client got was a moderator's
         self.remote = False  # a RemoteConnection: its socket is on another node
+        self.front: str | None = None  # ...and that node (set by RemoteConnection)
         self.upstream: str | None = None  # the node hosting this client's stage, when it is not this one
         self.relay_id: str | None = None
         self.query_token: str | None = None  # ?access_token= on the socket's URL
@@ -113,9 +117,28 @@ class Connection:
                         await self.ws.send_bytes(frame)
                     else:
                         await self.ws.send_str(frame)
-                except (ConnectionError, RuntimeError):
+                except (ConnectionError, RuntimeError) as exc:
+                    # The client is gone mid-send: stop the whole connection (it leaves the stage)
+                    # rather than keep a reader whose replies go nowhere.
+                    log.info("send failed, closing", extra=self._log_context(error=str(exc)))
+                    self._abandon()
                     return
             sent.inc(len(items))
+
+    def _abandon(self) -> None:
+        """The socket cannot be written to any more: stop reading; ``run`` then leaves and cleans up."""
+        self._closing = True
+        self.outbox.close()
+        reader = self._reader
+        if reader is not None and not reader.done() and asyncio.current_task() is not reader:
+            self._stop_reading = True
+            reader.cancel()
+
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        if writer.cancelled() or writer.exception() is None:
+            return
+        log.error("connection writer failed", exc_info=writer.exception(), extra=self._log_context())
+        self._abandon()
 
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code``, cleanly: the reader stops first.
@@ -139,6 +162,7 @@ class Connection:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._writer())
+        writer.add_done_callback(self._writer_done)
         self._reader = asyncio.create_task(self._read())
         try:
             # wait(), not await: the reader may be cancelled by close(), which is not our cancellation.
@@ -230,10 +254,11 @@ class Connection:
         live, pid = self._joined()
         if request.stage is not None and request.stage != live.stage.id:
             raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
-        events, extra = commands.run(live, pid, request, self.node.clock())
-        if request.id is not None:
-            self.reply(request, {"type": "ok", **extra})
-        live.deliver(events)
+        def accepted(extra: dict[str, Any]) -> None:
+            if request.id is not None:
+                self.reply(request, {"type": "ok", **extra})
+
+        commands.run(live, pid, request, accepted)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -277,33 +302,38 @@ class Connection:
         if observer:
             name = f"Console: {name}"[:64]
         grants = None if claims.admin else claims.grants
-        events = live.stage.join(
-            pid, name, role, node.clock(), identity=claims.identity, grants=grants, observer=observer
-        )
-        self.claims = claims
-        self.live, self.participant_id = live, pid
-        live.connections[pid] = self
-        self.moderator_view = live.stage.is_moderator(pid)
-        me = live.stage.get(pid)
-        # Consoles, apart: a client that knows nothing of them keeps an accurate participant list.
-        consoles = [o.snapshot() for o in live.stage.observers.values() if o.id != pid]
-        self.reply(
-            request,
-            {
-                "type": "joined",
-                "participant": me.snapshot(),
-                "stage": live.stage.snapshot(),
-                "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
-                **({"observers": consoles} if self.moderator_view else {}),
-                "ice_servers": [s.to_browser() for s in node.config.ice_servers],
-                "state": live.stage.snapshot_for(pid),
-                "policy": {
-                    "version": live.stage.settings.consent_policy_version,
-                    "text": node.config.consent_policy_text,
+
+        def admitted(events: list[Event]) -> None:
+            self.claims = claims
+            self.live, self.participant_id = live, pid
+            live.connections[pid] = self
+            self.moderator_view = live.stage.is_moderator(pid)
+            me = live.stage.get(pid)
+            # Consoles, apart: a client that knows nothing of them keeps an accurate participant list.
+            consoles = [o.snapshot() for o in live.stage.observers.values() if o.id != pid]
+            self.reply(
+                request,
+                {
+                    "type": "joined",
+                    "participant": me.snapshot(),
+                    "stage": live.stage.snapshot(),
+                    "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
+                    **({"observers": consoles} if self.moderator_view else {}),
+                    "ice_servers": [s.to_browser() for s in node.config.ice_servers],
+                    "state": live.stage.snapshot_for(pid),
+                    "policy": {
+                        "version": live.stage.settings.consent_policy_version,
+                        "text": node.config.consent_policy_text,
+                    },
                 },
-            },
+            )
+
+        live.apply(
+            lambda stage, now: stage.join(
+                pid, name, role, now, identity=claims.identity, grants=grants, observer=observer
+            ),
+            admitted,
         )
-        live.deliver(events)
         log.info("joined", extra=self._log_context(role=str(role), observer=observer))
         if observer:
             return  # a console gets no media
@@ -322,7 +352,7 @@ class Connection:
         if identity is None or host is None or host.identity != identity:
             return
         old = live.connections.get(host.id)
-        if old is None or old is self:
+        if not isinstance(old, Connection) or old is self:
             return
         await old._leave()
         old.close_after_flush(CloseCode.REPLACED, "replaced by a new connection of the same identity")
@@ -381,20 +411,22 @@ class Connection:
             await live.media.unpublish(pid)  # left while we were answering
             return
         kinds = live.media.kinds_published(pid)
-        events = live.stage.start_publishing(pid, kinds, self.node.clock())
-        self.reply(request, {"type": "publish.answer", "sdp": answer})
-        live.deliver(events)
+        live.apply(
+            lambda stage, now: stage.start_publishing(pid, kinds, now),
+            lambda events: self.reply(request, {"type": "publish.answer", "sdp": answer}),
+        )
 
     def _mute(self, request: wire.PublishMute) -> None:
         live, pid = self._joined()
-        events = live.stage.set_muted(pid, request.kind, request.muted, self.node.clock())
-        self.reply(request, {"type": "ok"})
-        live.deliver(events)
+        live.apply(
+            lambda stage, now: stage.set_muted(pid, request.kind, request.muted, now),
+            lambda events: self.reply(request, {"type": "ok"}),
+        )
 
     async def _stop_publishing(self) -> None:
         live, pid = self._joined()
-        events = live.stage.stop_publishing(pid, self.node.clock())
-        live.deliver(events)  # before any await: events leave in seq order (clients, shared log)
+        # before any await: events leave in seq order (clients, shared log)
+        live.apply(lambda stage, now: stage.stop_publishing(pid, now))
         await live.media.unpublish(pid)
 
     async def _candidate(self, request: wire.IceCandidate) -> None:
@@ -425,7 +457,8 @@ class Connection:
         candidate.sdpMLineIndex = init.sdpMLineIndex
         try:
             await pc.addIceCandidate(candidate)
-        except Exception as exc:
+        except Exception as exc:  # aiortc raises ValueError and others for candidates it refuses
+            log.info("ice candidate refused", exc_info=exc, extra=self._log_context(pc=pc_name))
             self.error("invalid_message", f"ice.candidate: {exc}", request_id)
 
     def _peer_connection(self, name: str) -> RTCPeerConnection | None:
@@ -445,8 +478,8 @@ class Connection:
             return
         self.live = self.participant_id = None
         live.connections.pop(pid, None)
-        events = live.stage.leave(pid, self.node.clock())
-        live.deliver(events)  # before any await: events leave in seq order (clients, shared log)
+        # before any await: events leave in seq order (clients, shared log)
+        live.apply(lambda stage, now: stage.leave(pid, now))
         await live.media.remove(pid)
         log.info("left", extra={"stage": live.stage.id, "participant": pid})
 

@@ -6,7 +6,7 @@ Policy (one slow browser must never delay the stage):
   and counted; moderation, role, poll results and every reply are still queued;
 - at ``2 x limit`` the client is hopeless: the connection is closed with 1013 (try again later).
 
-A broadcast is encoded once per framing, not once per recipient (``Outgoing``).
+A broadcast is encoded once per framing, not once per recipient (``wire.Outgoing``).
 """
 
 from __future__ import annotations
@@ -14,43 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
-from server import wire
+from server.wire import Outgoing
 
 DROPPABLE = frozenset({"comment.posted", "reactions", "poll.counts", "question.updated"})
-
-
-class Outgoing:
-    """A message sent to many connections: encoded lazily, at most once per framing."""
-
-    __slots__ = ("_json", "_msgpack", "message")
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        self.message = message
-        self._json: str | None = None
-        self._msgpack: bytes | None = None
-
-    @classmethod
-    def from_msgpack(cls, data: bytes) -> Outgoing:
-        """A message that arrives encoded (relayed from another node): decoded once, and its binary
-        framing is the bytes themselves."""
-        outgoing = cls(wire.decode_builtins(data))
-        outgoing._msgpack = data
-        return outgoing
-
-    @property
-    def type(self) -> str:
-        return str(self.message.get("type"))
-
-    def encoded(self, binary: bool) -> str | bytes:
-        if binary:
-            if self._msgpack is None:
-                self._msgpack = wire.encode(self.message, True)  # type: ignore[assignment]
-            return self._msgpack  # type: ignore[return-value]
-        if self._json is None:
-            self._json = wire.encode(self.message, False)  # type: ignore[assignment]
-        return self._json  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from server.api.clubs import (
     MemberList,
     routes,
 )
-from server.api.stages import problem
+from server.api.common import problem
 from server.auth import Authenticator, AuthError, Forbidden
 from server.backend import Backend, Conflict, MemoryBackend, RedisBackend
 from server.host.clubs import ClubStore

@@ -1,0 +1,70 @@
+"""The node's gauges at scrape time: stages, participants, tracks, log backlog, relayed clients,
+and the media and recording counters (plain ints on the hot path, read here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from media import stats
+from recording import stats as recording_stats
+from server import metrics
+
+if TYPE_CHECKING:
+    from server.host.node import Node
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        for name, value in (*stats.snapshot().items(), *recording_stats.snapshot().items()):
+            yield metrics.counter_family(name, metrics.COUNTERS[name], value)
+        stages = self.node.stages.values()
+        for name, help_, value in (
+            ("stages", "Stages on this node", len(self.node.stages)),
+            ("participants", "Participants present", sum(len(s.stage.participants) for s in stages)),
+            (
+                "published_tracks",
+                "Tracks being published",
+                sum(len(p.publications) for s in stages for p in s.media.publishers.values()),
+            ),
+            (
+                "subscribed_tracks",
+                "Slots forwarding a track",
+                sum(
+                    len(p.active)
+                    for s in stages
+                    for pub in s.media.publishers.values()
+                    for p in pub.publications.values()
+                ),
+            ),
+            ("log_backlog", "Stage events not yet written to the backend", self._backlog()),
+            ("relayed_out", "Clients here of stages hosted by other nodes", self._relayed("fronted")),
+            ("relayed_in", "Clients on other nodes of stages hosted here", self._relayed("remotes")),
+        ):
+            gauge = GaugeMetricFamily(f"medstage_{name}", help_)
+            gauge.add_metric([], value)
+            yield gauge
+
+    def _backlog(self) -> int:
+        return sum(log.backlog for log in self.node.cluster.logs.values())
+
+    def _relayed(self, side: str) -> int:
+        relay = self.node.cluster.relay
+        return 0 if relay is None else len(getattr(relay, side))
+
+
+_collector: _NodeCollector | None = None
+
+
+def bind(node: Node) -> None:
+    global _collector
+    if _collector is not None:
+        metrics.REGISTRY.unregister(_collector)
+    _collector = _NodeCollector(node)
+    metrics.REGISTRY.register(_collector)

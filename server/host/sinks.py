@@ -1,0 +1,260 @@
+"""Where a hosted stage's events go once the domain has accepted a change (``LiveStage.apply``), each
+sink called with every batch, in ``seq`` order:
+
+- ``FanOut``: each event to exactly the people its ``audience()`` names, encoded once; and the media
+  follows the domain (a demoted speaker is unpublished, a moderator mute pauses forwarding, a removed
+  person is disconnected after the notice, an ended stage closes everyone);
+- ``Hooks``: the platform's webhooks (the hosting node sends them: one delivery per event across nodes);
+- ``RecorderSink``: the recording session, started and stopped by the events themselves.
+(The shared log is the first sink: ``server.routing.stagelog.StageLog.push``.)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from recording.session import SessionRecorder
+from rooms.events import (
+    Event,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantRemoved,
+    ParticipantUpdated,
+    PublishingStarted,
+    PublishingStopped,
+    RecordingStarted,
+    RecordingStopped,
+    StageEnded,
+    StageUpdated,
+)
+from rooms.stage import Stage, StageState
+from server.closecodes import CloseCode
+from server.host.webhooks import Webhooks
+from server.wire import Outgoing
+
+if TYPE_CHECKING:
+    from server.host.live import LiveStage
+
+log = logging.getLogger(__name__)
+
+
+class FanOut:
+    """Events to the people who may see them; the media follows the domain."""
+
+    def __init__(self, live: LiveStage) -> None:
+        self.live = live
+        self._sent_snapshots: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, events: list[Event]) -> None:
+        self._sent_snapshots = {}
+        for event in events:
+            match event:
+                case ParticipantJoined(participant=pid):
+                    self._participant_event(event, "participant.joined", pid, exclude=pid)
+                case ParticipantLeft(participant=pid):
+                    message = {
+                        "type": "participant.left",
+                        "stage_id": event.stage,
+                        "seq": event.seq,
+                        "at": event.at,
+                        "participant_id": pid,
+                    }
+                    self._broadcast(message, exclude=pid)
+                case ParticipantUpdated(participant=pid):
+                    self._participant_event(event, "participant.updated", pid)
+                    self._reconcile_media(pid)
+                    self._refresh_if_promoted(pid)
+                case PublishingStarted(participant=pid):
+                    self._participant_event(event, "participant.updated", pid)
+                case PublishingStopped(participant=pid):
+                    self._participant_event(event, "participant.updated", pid)
+                    self.live.spawn(self.live.media.unpublish(pid))
+                case ParticipantRemoved():
+                    self._to_audience(event)
+                    self._disconnect_removed(event)
+                case StageEnded():
+                    self._to_audience(event)
+                    self._end()
+                case _:
+                    self._to_audience(event)
+
+    def _broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None:
+        outgoing = Outgoing(message)
+        for pid, conn in list(self.live.connections.items()):
+            if pid != exclude:
+                conn.send(outgoing)
+
+    def _participant_event(self, event: Event, type_: str, pid: str, exclude: str | None = None) -> None:
+        person = self.live.stage.participants.get(pid)
+        if person is None:
+            return
+        snapshot = person.snapshot()
+        if type_ == "participant.updated" and self._sent_snapshots.get(pid) == snapshot:
+            return  # e.g. a demotion: role and publishing change in one command, one update
+        self._sent_snapshots[pid] = snapshot
+        message = {
+            "type": type_,
+            "stage_id": event.stage,
+            "seq": event.seq,
+            "at": event.at,
+            "participant": snapshot,
+        }
+        self._broadcast(message, exclude=exclude)
+
+    def _to_audience(self, event: Event) -> None:
+        audience = event.audience()
+        stage = self.live.stage
+        outgoing = Outgoing(msgspec.to_builtins(event))
+        for pid, conn in list(self.live.connections.items()):
+            if (
+                audience.everyone
+                or pid in audience.persons
+                or (audience.moderators and stage.is_moderator(pid))
+            ):
+                conn.send(outgoing)
+
+    def _refresh_if_promoted(self, pid: str) -> None:
+        """Someone who just became (or stopped being) a moderator gets the stage as they may now
+        see it: drafts, live counts and voters were never sent to them as events."""
+        conn = self.live.connections.get(pid)
+        if conn is None:
+            return
+        moderator = self.live.stage.is_moderator(pid)
+        if moderator != conn.moderator_view:
+            conn.moderator_view = moderator
+            conn.send({"type": "state", "state": self.live.stage.snapshot_for(pid)})
+
+    def _reconcile_media(self, pid: str) -> None:
+        """Forwarding follows the domain: paused while the speaker or a moderator muted it."""
+        person = self.live.stage.participants.get(pid)
+        if person is None:
+            return
+        snapshot: Any = person.snapshot()
+        for kind in ("audio", "video"):
+            if snapshot["publishing"][kind]:
+                paused = bool(snapshot["muted"][kind] or snapshot["moderator_muted"][kind])
+                self.live.media.set_muted(pid, kind, paused)
+
+    def _disconnect_removed(self, event: ParticipantRemoved) -> None:
+        conn = self.live.connections.get(event.participant_id)
+        if conn is None:
+            return
+        code = CloseCode.BANNED if event.banned else CloseCode.REMOVED
+        conn.close_after_flush(code, "banned" if event.banned else "removed")
+
+    def _end(self) -> None:
+        for conn in list(self.live.connections.values()):
+            conn.close_after_flush(CloseCode.NORMAL, "stage ended")
+        self.live.spawn(self.live.media.close())
+
+
+class Hooks:
+    """The platform's webhooks for a stage's events."""
+
+    def __init__(self, stage: Stage, webhooks: Webhooks) -> None:
+        self.stage = stage
+        self.webhooks = webhooks
+        self._people: dict[str, dict[str, str]] = {}  # for participant.left hooks
+        self._announced = False  # stage.started sent
+
+    def announce(self) -> None:
+        if not self._announced and self.stage.state is StageState.LIVE:
+            self._announced = True
+            self.webhooks.emit(
+                "stage.started",
+                {"stage_id": self.stage.id, "title": self.stage.title, "club_id": self.stage.club_id},
+            )
+
+    def __call__(self, events: list[Event]) -> None:
+        for event in events:
+            match event:
+                case ParticipantJoined(participant=pid):
+                    person = self.stage.participants.get(pid)
+                    if person is not None:
+                        info = {"identity": person.identity, "name": person.name, "role": str(person.role)}
+                        self._people[pid] = info
+                        self.webhooks.emit(
+                            "participant.joined", {"stage_id": self.stage.id, "participant_id": pid, **info}
+                        )
+                case ParticipantLeft(participant=pid):
+                    info = self._people.pop(pid, {})
+                    self.webhooks.emit(
+                        "participant.left", {"stage_id": self.stage.id, "participant_id": pid, **info}
+                    )
+                case StageEnded():
+                    self.webhooks.emit("stage.ended", {"stage_id": self.stage.id, "title": self.stage.title})
+                case StageUpdated():
+                    self.announce()
+                case _:
+                    pass
+
+    def recording_ready(self, recorder: SessionRecorder) -> None:
+        manifest = recorder.manifest()
+        self.webhooks.emit(
+            "recording.ready",
+            {
+                "stage_id": self.stage.id,
+                "session_id": recorder.session_id,
+                "status": manifest["status"],
+                "manifest": f"/api/stages/{self.stage.id}/recordings/{recorder.session_id}",
+                "files": [t["file"] for t in manifest["tracks"]]
+                + ["timeline.json", "consent.jsonl", "manifest.json"],
+            },
+        )
+
+
+class RecorderSink:
+    """The stage's recording session: ``recording.started`` starts one, ``recording.stopped`` ends it;
+    in between it gets every event (the timeline) and taps the media as far as each person consented."""
+
+    def __init__(self, live: LiveStage, root: Path) -> None:
+        self.live = live
+        self.root = root
+        self.recorder: SessionRecorder | None = None
+
+    def __call__(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, RecordingStarted):
+                self._start(event.session_id, event.at)
+        recorder = self.recorder
+        if recorder is None:
+            return
+        recorder.on_events(events)
+        if any(isinstance(e, RecordingStopped) for e in events):
+            self.recorder = None
+            self.live.spawn(self._stop(recorder))
+
+    def sync(self) -> None:
+        if self.recorder is not None:
+            self.recorder.sync()
+
+    def _start(self, session_id: str, now: float) -> None:
+        live = self.live
+
+        def failed(reason: str) -> None:
+            # The recorder stopped by itself (a full disk...): the stage stops recording and
+            # everyone, moderators included, is told why; the live stage goes on.
+            live.apply(lambda stage, now: stage.recording_failed(session_id, reason, now))
+
+        try:
+            self.recorder = SessionRecorder(
+                self.root, live.stage, live.media, session_id, now, failed, clock=live.clock
+            )
+        except OSError as exc:
+            log.error("recording could not start", exc_info=exc, extra={"stage": live.stage.id})
+            reason = f"cannot write recordings: {exc}"
+            live.apply(lambda stage, now: stage.recording_failed(session_id, reason, now))
+
+    async def _stop(self, recorder: SessionRecorder) -> None:
+        await recorder.stop(self.live.clock())
+        if self.live.hooks is not None:
+            self.live.hooks.recording_ready(recorder)
+
+    async def close(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            await self._stop(recorder)
