@@ -18,7 +18,7 @@ import aiohttp
 import pexpect
 import pytest
 
-from server.console import Console, Local, Request, UsageError, completions, parse
+from server.console.shell import Console, Local, Request, UsageError, completions, parse
 from tests.conftest import RunningNode
 from tests.support.tokens import bearer, signed, token
 from tests.support.ws import Socket

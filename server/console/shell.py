@@ -873,7 +873,3 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run(args.url, args.token, list(dict.fromkeys(args.stage)), history))
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
