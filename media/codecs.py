@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from media.aiortc_hooks import payload
 
 AUDIO_CODECS = ("audio/opus",)
 VIDEO_CODECS = ("video/VP8", "video/H264")
 SUPPORTED = {m.lower() for m in AUDIO_CODECS + VIDEO_CODECS}
-
-
-class Depayloaded(Protocol):
-    """What the keyframe tests need of a packet: aiortc's depayloaded ``_data``."""
-
-    _data: bytes
 
 
 def vp8_is_keyframe(data: bytes) -> bool:
@@ -24,7 +20,7 @@ def vp8_is_keyframe(data: bytes) -> bool:
     return bool(data) and (data[0] & 0x01) == 0
 
 
-def h264_is_keyframe(chunks: Sequence[bytes]) -> bool:
+def h264_is_keyframe(chunks: Iterable[bytes]) -> bool:
     """An access unit is a keyframe when it carries an IDR slice (NAL type 5) or an SPS (7).
 
     ``chunks`` are aiortc's depayloaded packets: Annex-B NAL units, where an FU-A continuation carries
@@ -39,9 +35,10 @@ def h264_is_keyframe(chunks: Sequence[bytes]) -> bool:
     return False
 
 
-def frame_is_keyframe(mime: str, packets: Sequence[Depayloaded]) -> bool:
+def frame_is_keyframe(mime: str, packets: Sequence[Any]) -> bool:
+    """``packets``: one frame's, as aiortc depayloaded them (their payloads read through the hook)."""
     if mime == "video/vp8":
-        return vp8_is_keyframe(packets[0]._data)
+        return vp8_is_keyframe(payload(packets[0]))
     if mime == "video/h264":
-        return h264_is_keyframe([p._data for p in packets])
+        return h264_is_keyframe(map(payload, packets))  # lazily: a keyframe's SPS usually leads
     return True

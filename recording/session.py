@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from media.aiortc_hooks import payloads
 from media.assembler import Frame
 from media.publication import Publication
 from media.room import MediaRoom
@@ -168,7 +169,7 @@ class SessionRecorder:
         )
 
         def tap(frame: Frame) -> None:
-            writer.write([p._data for p in frame.packets], frame.timestamp, frame.keyframe)
+            writer.write(payloads(frame.packets), frame.timestamp, frame.keyframe)
 
         self.captures[key] = _Capture(pid, kind, pub, writer, tap, self.clock())
         pub.add_tap(tap)

@@ -18,12 +18,17 @@ import aiohttp
 import pexpect
 import pytest
 
-from server.console import Console, Local, Request, UsageError, completions, parse
+from server.console.commands import Local, Request, completions, parse
+from server.console.model import Console, UsageError
 from tests.conftest import RunningNode
 from tests.support.tokens import bearer, signed, token
 from tests.support.ws import Socket
 
 ROOT = Path(__file__).resolve().parents[2]
+WITHOUT_PROMPT_TOOLKIT = (
+    "import runpy, sys; sys.modules['prompt_toolkit'] = None; "
+    "runpy.run_module('server.console', run_name='__main__', alter_sys=True)"
+)
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 
 
@@ -76,10 +81,11 @@ def moderator_token(stage: str, name: str) -> str:
 class Terminal:
     """``python -m server.console`` in a pseudo-terminal: what it shows (escapes stripped), and typing."""
 
-    def __init__(self, url: str, token_: str, stage: str) -> None:
+    def __init__(self, url: str, token_: str, stage: str, without_prompt_toolkit: bool = False) -> None:
+        # Without prompt_toolkit: the module run as ``-m`` would run it, with the import refused.
+        entry = ["-c", WITHOUT_PROMPT_TOOLKIT] if without_prompt_toolkit else ["-m", "server.console"]
         argv = [
-            "-m",
-            "server.console",
+            *entry,
             "--url",
             url,
             "--token",
@@ -231,6 +237,20 @@ async def test_a_console_with_an_audience_token_says_why_and_exits(
     terminals.append(term)
     await term.wait(r"error +missing_grant: this token has no 'moderate' grant")
     assert await term.exit_status() == 1
+
+
+async def test_without_prompt_toolkit_the_console_says_how_to_get_it_and_reads_plain_lines(
+    node: RunningNode, stage: str, terminals: list[Terminal]
+) -> None:
+    term = Terminal(front_url(node), moderator_token(stage, "Dr Plain"), stage, without_prompt_toolkit=True)
+    terminals.append(term)
+    await term.wait(r"prompt_toolkit is not installed: no prompt, .*pip install 'medstage\[console\]'")
+    await term.wait(r"joined +as Console: Dr Plain \(moderator\)")
+    term.type("who")
+    await term.wait(r"id +name +role +publishing +muted +hand")
+    await term.wait(r"Console: Dr Plain +moderator console")
+    term.type("quit")
+    assert await term.exit_status() == 0
 
 
 # --- the endpoint -----------------------------------------------------------------------------------
