@@ -120,4 +120,3 @@ class Questions:
         """Up to ``limit`` questions asked before ``before`` (None: the latest), in the order they were
         asked, and whether older ones are kept."""
         return page(self.questions, before, limit, "question")
-

@@ -263,9 +263,7 @@ class Stage:
     def _question_for(self, person: Participant, question: Question) -> dict[str, Any]:
         return {**msgspec.to_builtins(question.view()), "voted": person.identity in question.voters}
 
-    def history(
-        self, actor: str, kind: str, before: str | None, limit: int, now: float
-    ) -> dict[str, object]:
+    def history(self, actor: str, kind: str, before: str | None, limit: int, now: float) -> dict[str, object]:
         """``history.get``: up to ``limit`` comments or questions older than ``before`` (an id; None:
         the latest), oldest first, and ``more``: whether older ones are kept. ``joined`` carries only
         the latest (``comment_history``, ``question_history``); this pages back through the rest."""
