@@ -1,4 +1,6 @@
-"""Comments: length limit, slow mode, per-person rate limit, deletion, pin and the late joiners' history.
+"""Comments: length limit, slow mode, deletion, pin, the late joiners' history and older pages of it.
+
+(The per-person rate is the stage's, ``rooms/rates.py``.)
 
 A "person" here is an identity, so leaving and rejoining neither resets the limits nor loses the right
 to delete one's own comments.
@@ -7,11 +9,14 @@ to delete one's own comments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from rooms.errors import ChatMuted, InvalidMessage, NotAllowed, NotFound, RateLimited, SlowMode
+from rooms.errors import ChatMuted, InvalidMessage, NotAllowed, NotFound, SlowMode
 from rooms.events import CommentDeleted, CommentPinned, CommentPosted, Event
 from rooms.settings import StageSettings
 from rooms.views import CommentView
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,6 @@ class Chat:
     pinned: _Comment | None = None
     slow_mode_s: int = 0
     last_post: dict[str, float] = field(default_factory=dict)  # identity -> last accepted comment
-    recent: dict[str, tuple[float, ...]] = field(default_factory=dict)  # identity -> times in the window
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -57,18 +61,11 @@ class Chat:
         last = self.last_post.get(author.identity)
         if self.slow_mode_s and not author.exempt and last is not None and now - last < self.slow_mode_s:
             raise SlowMode(f"slow mode: one comment per {self.slow_mode_s} s", last + self.slow_mode_s - now)
-        window = self.settings.comment_rate_window_s
-        recent = tuple(t for t in self.recent.get(author.identity, ()) if t > now - window)
-        if len(recent) >= self.settings.comment_rate:
-            raise RateLimited(
-                f"at most {self.settings.comment_rate} comments per {window:g} s", recent[0] + window - now
-            )
         if comment_id in self.deleted or self._find(comment_id) is not None:
             raise InvalidMessage(f"comment {comment_id} already exists")
         view = CommentView(id=comment_id, author_id=author.id, author_name=author.name, text=text, at=now)
         self.comments[comment_id] = _Comment(view, author.identity)
         self.last_post[author.identity] = now
-        self.recent[author.identity] = (*recent, now)
         while len(self.comments) > 2 * self.settings.comment_history:
             del self.comments[next(iter(self.comments))]
         return [CommentPosted(stage=self.stage_id, at=now, comment=view)]
@@ -131,6 +128,16 @@ class Chat:
         views = [c.view for c in self.comments.values()]
         return views[-self.settings.comment_history :] if self.settings.comment_history else []
 
+    def more(self) -> bool:
+        """Whether older comments are kept than ``history`` returns (``page`` has them)."""
+        return len(self.comments) > self.settings.comment_history
+
+    def page(self, before: str | None, limit: int) -> tuple[list[CommentView], bool]:
+        """Up to ``limit`` comments posted before ``before`` (None: the latest), oldest first, and
+        whether older ones are kept."""
+        comments, more = page(self.comments, before, limit, "comment")
+        return [c.view for c in comments], more
+
     def pinned_view(self) -> CommentView | None:
         return self.pinned.view if self.pinned else None
 
@@ -147,3 +154,16 @@ def check_text(text: str, max_chars: int, what: str) -> None:
         raise InvalidMessage(f"the {what} is empty")
     if len(text) > max_chars:
         raise InvalidMessage(f"the {what} is longer than {max_chars} characters")
+
+
+def page(items: dict[str, _T], before: str | None, limit: int, what: str) -> tuple[list[_T], bool]:
+    """A page of an insertion-ordered dict: up to ``limit`` values before the key ``before`` (None:
+    the last ones), in order, and whether any come before them."""
+    keys = list(items)
+    end = len(keys)
+    if before is not None:
+        if before not in items:
+            raise NotFound(f"no {what} {before} is kept on this stage")
+        end = keys.index(before)
+    start = max(0, end - limit)
+    return [items[k] for k in keys[start:end]], start > 0

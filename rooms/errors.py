@@ -113,9 +113,16 @@ class SlowMode(_RetryLater):
 
 
 class RateLimited(_RetryLater):
-    """Over the per-person comment rate; ``retry_after`` seconds until the window has room."""
+    """Over one person's rate for this class of command (``rooms/rates.py``); ``retry_after`` seconds
+    until the window has room."""
 
     code = "rate_limited"
+
+
+class TooManyQuestions(DomainError):
+    """The stage has as many open questions as it takes, or the asker as many as one person may have."""
+
+    code = "too_many_questions"
 
 
 # --- consent and recording (issue 4) -------------------------------------------------------------

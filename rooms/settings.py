@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from rooms.rates import Rate, RateClass, RateLimits
 
 RECORDING_MODES = ("off", "manual", "auto")
 
@@ -16,6 +18,10 @@ class StageSettings:
     comment_history: int = 100  # comments a late joiner receives
     comment_rate: int = 5  # comments per person per window...
     comment_rate_window_s: float = 10.0  # ...sliding window, seconds
+    rates: RateLimits = field(default_factory=RateLimits)  # every other repeatable command (rooms/rates.py)
+    question_max_open: int = 200  # open questions on the stage...
+    question_max_per_person: int = 3  # ...and of one person (identity)
+    question_history: int = 50  # the latest questions a late joiner receives
     reaction_window_s: float = 1.0  # the shell flushes reactions this often
     leaderboard_size: int = 10
     # Accepting an invitation to speak needs consent to record one's media; so does publishing while
@@ -27,7 +33,13 @@ class StageSettings:
     recording_mode: str = "off"
 
     def __post_init__(self) -> None:
+        if self.question_max_open < 1 or self.question_max_per_person < 1 or self.question_history < 0:
+            raise ValueError("question_max_open >= 1, question_max_per_person >= 1, question_history >= 0")
         if self.recording_mode not in RECORDING_MODES:
             raise ValueError(f"recording_mode is one of {', '.join(RECORDING_MODES)}")
         if not self.consent_policy_version:
             raise ValueError("consent_policy_version must not be empty")
+
+    def rate_rules(self) -> dict[RateClass, Rate]:
+        """The rate of every class of repeatable command, comments' included."""
+        return self.rates.rules(Rate(self.comment_rate, self.comment_rate_window_s))

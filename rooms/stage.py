@@ -60,7 +60,8 @@ from rooms.events import (
 from rooms.events import StageEnded as StageEndedEvent
 from rooms.hands import Hands, Invitations
 from rooms.polls import Polls, PollSpec, PollStatus
-from rooms.qa import Questions, QuestionStatus
+from rooms.qa import Question, Questions, QuestionStatus
+from rooms.rates import RateClass, RateLimiter
 from rooms.reactions import ReactionCounter, normalise
 from rooms.remembered import RememberedPeople
 from rooms.roles import Permission, Role, allows, require
@@ -155,6 +156,7 @@ class Stage:
     polls: Polls
     consent: ConsentBook
     recording: Recording
+    rates: RateLimiter
 
     def __init__(
         self,
@@ -181,10 +183,13 @@ class Stage:
         self.invitations = Invitations()
         self.chat = Chat(id, settings)
         self.reactions = ReactionCounter(settings.reaction_window_s)
-        self.questions = Questions(id, settings.comment_max_chars)
+        self.questions = Questions(
+            id, settings.comment_max_chars, settings.question_max_open, settings.question_max_per_person
+        )
         self.polls = Polls(id, settings.leaderboard_size)
         self.consent = ConsentBook(id)
         self.recording = Recording()
+        self.rates = RateLimiter(settings.rate_rules())
 
     def __repr__(self) -> str:
         return f"Stage({self.id!r}, {self.state}, {len(self.participants)} participants)"
@@ -226,10 +231,8 @@ class Stage:
         """The ``state`` of ``joined``: the stage as this person may see it (docs/protocol.md)."""
         person = self.get(participant_id)
         moderator = role_is_moderator(person.role)
-        questions = [
-            {**msgspec.to_builtins(q.view()), "voted": person.identity in q.voters}
-            for q in self.questions.ordered()
-        ]
+        latest = self.settings.question_history
+        questions = [self._question_for(person, q) for q in self.questions.ordered(latest)]
         polls: list[dict[str, Any]] = []
         for poll in self.polls.polls.values():
             if poll.status is PollStatus.DRAFT and not moderator:
@@ -247,6 +250,8 @@ class Stage:
             "pinned": msgspec.to_builtins(self.chat.pinned_view()),
             "slow_mode_s": self.chat.slow_mode_s,
             "questions": questions,
+            "more_comments": self.chat.more(),
+            "more_questions": len(self.questions.questions) > latest,
             "hands": list(self.hands.queue()),
             "invitation": msgspec.to_builtins(invitation),
             "polls": polls,
@@ -254,6 +259,27 @@ class Stage:
             "recording": msgspec.to_builtins(self._recording_view()),
             "consent": self._consent_snapshot(person, moderator),
         }
+
+    def _question_for(self, person: Participant, question: Question) -> dict[str, Any]:
+        return {**msgspec.to_builtins(question.view()), "voted": person.identity in question.voters}
+
+    def history(self, actor: str, kind: str, before: str | None, limit: int, now: float) -> dict[str, object]:
+        """``history.get``: up to ``limit`` comments or questions older than ``before`` (an id; None:
+        the latest), oldest first, and ``more``: whether older ones are kept. ``joined`` carries only
+        the latest (``comment_history``, ``question_history``); this pages back through the rest."""
+        person = self._actor(actor)
+        self.rates.check(person.identity, RateClass.HISTORY, now)
+        items: list[Any]
+        if kind == "comments":
+            comments, more = self.chat.page(before, limit)
+            items = msgspec.to_builtins(comments)
+        elif kind == "questions":
+            questions, more = self.questions.page(before, limit)
+            items = [self._question_for(person, q) for q in questions]
+        else:
+            raise InvalidMessage("history is of comments or questions")
+        self.rates.spend(person.identity, RateClass.HISTORY, now)
+        return {"kind": kind, "items": items, "more": more}
 
     def _recording_view(self) -> RecordingView:
         mode, session_id = self.settings.recording_mode, self.recording.session_id
@@ -287,6 +313,17 @@ class Stage:
             require(person.role, permission, person.grants)
         return person
 
+    def _moderator(self, actor: str, permission: Permission, now: float) -> Participant:
+        """``_actor`` for a moderator command, within the moderators' rate (``_audited`` counts it)."""
+        me = self._actor(actor, permission)
+        self.rates.check(me.identity, RateClass.MODERATION, now)
+        return me
+
+    def _spent(self, identity: str, kind: RateClass, now: float, events: list[Event]) -> list[Event]:
+        """Count an accepted command against its rate (checked before it ran); returns ``events``."""
+        self.rates.spend(identity, kind, now)
+        return events
+
     def _audited(
         self,
         actor: Participant,
@@ -303,6 +340,7 @@ class Stage:
         batch. An action that changed nothing emits nothing and is not recorded."""
         if not effects:
             return []
+        self.rates.spend(actor.identity, RateClass.MODERATION, now)
         entry = audit.record(
             self.id, actor, action, now, target=target, person=person, reason=reason, details=details
         )
@@ -373,8 +411,10 @@ class Stage:
             raise Banned(f"this identity is banned from stage {self.id}")
         if participant_id in self.participants or participant_id in self.observers:
             raise NotAllowed(f"{participant_id} is already on stage {self.id}")
+        self.rates.check(identity, RateClass.JOIN, now)
         if observer:
-            return self._join_observer(participant_id, name, role, now, identity, grants)
+            joined = self._join_observer(participant_id, name, role, now, identity, grants)
+            return self._spent(identity, RateClass.JOIN, now, joined)
         if self.locked:
             raise StageLocked(f"stage {self.id} is locked")
         # Someone coming back with the same role in their token gets the role they had on the stage
@@ -389,6 +429,7 @@ class Stage:
         self.participants[participant_id] = Participant(
             participant_id, name, role, now, identity=identity, grants=grants, joined_as=joined_as
         )
+        self.rates.spend(identity, RateClass.JOIN, now)
         return self._emit([ParticipantJoined(stage=self.id, at=now, participant=participant_id)])
 
     def _join_observer(
@@ -415,14 +456,14 @@ class Stage:
     # --- the stage's life ----------------------------------------------------------------------
 
     def start(self, actor: str, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.START_STAGE)
+        me = self._moderator(actor, Permission.START_STAGE, now)
         if self.state is not StageState.SCHEDULED:
             raise NotAllowed(f"stage {self.id} is already {self.state}")
         self.state = StageState.LIVE
         return self._audited(me, "stage.start", [StageUpdated(stage=self.id, at=now, info=self._view())], now)
 
     def lock(self, actor: str, locked: bool, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.LOCK_STAGE)
+        me = self._moderator(actor, Permission.LOCK_STAGE, now)
         self.locked = locked
         updated = StageUpdated(stage=self.id, at=now, info=self._view())
         return self._audited(me, "stage.lock", [updated], now, locked=locked)
@@ -434,7 +475,7 @@ class Stage:
         if actor is None:
             self._require_not_ended()
         else:
-            me = self._actor(actor, Permission.END_STAGE)
+            me = self._moderator(actor, Permission.END_STAGE, now)
         events = self.polls.close_all(now)
         for person in self.participants.values():
             events += self._stop_media(person, now)
@@ -450,7 +491,7 @@ class Stage:
 
     def set_role(self, actor: str, target: str, role: Role, now: float) -> list[Event]:
         """The host makes an audience member moderator, or a moderator or speaker audience again."""
-        me = self._actor(actor, Permission.SET_ROLE)
+        me = self._moderator(actor, Permission.SET_ROLE, now)
         person = self.get(target)
         if person.observer:
             raise NotAllowed("a console's role comes from its access token")
@@ -471,7 +512,7 @@ class Stage:
 
     def move_to_audience(self, actor: str, target: str, now: float) -> list[Event]:
         """``speaker.demote``: the speaker's media stops reaching anyone (``PublishingStopped``)."""
-        me = self._actor(actor, Permission.DEMOTE)
+        me = self._moderator(actor, Permission.DEMOTE, now)
         person = self.get(target)
         if person.role is not Role.SPEAKER:
             raise NotAllowed(f"{target} is not a speaker")
@@ -483,8 +524,10 @@ class Stage:
         person = self._actor(actor, Permission.RAISE_HAND)
         if person.hand_raised:
             return []
+        self.rates.check(person.identity, RateClass.HAND, now)  # lowering is free: see rooms/rates.py
         person.hand_raised = True
         self.hands.raise_hand(person.id, now)
+        self.rates.spend(person.identity, RateClass.HAND, now)
         return self._emit([self._hands_updated(now), self._updated(person, now)])
 
     def lower_hand(self, actor: str, target: str | None, now: float) -> list[Event]:
@@ -493,6 +536,7 @@ class Stage:
         person = me
         if target is not None and target != actor:
             require(me.role, Permission.LOWER_HANDS, me.grants)
+            self.rates.check(me.identity, RateClass.MODERATION, now)
             person = self.get(target)
         if not person.hand_raised:
             raise HandNotRaised(f"{person.id} has no hand raised")
@@ -503,7 +547,7 @@ class Stage:
 
     def invite(self, actor: str, target: str, now: float) -> list[Event]:
         """Invite a raised hand or any audience member to speak."""
-        me = self._actor(actor, Permission.INVITE)
+        me = self._moderator(actor, Permission.INVITE, now)
         person = self.get(target)
         if person.role is not Role.AUDIENCE:
             raise NotAllowed(f"{target} is not in the audience")
@@ -537,7 +581,7 @@ class Stage:
         """Server-side mute of a speaker's kind; the speaker cannot lift it, a moderator can. It holds
         across republishing and lapses when the speaker goes back to the audience."""
         _check_kind(kind)
-        me = self._actor(actor, Permission.MODERATE)
+        me = self._moderator(actor, Permission.MODERATE, now)
         person = self.get(target)
         if person.role is not Role.SPEAKER:
             raise NotAllowed(f"{target} is not a speaker")
@@ -558,7 +602,7 @@ class Stage:
         return self._remove(actor, target, reason, True, now)
 
     def _remove(self, actor: str, target: str, reason: str, banned: bool, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.MODERATE)
+        me = self._moderator(actor, Permission.MODERATE, now)
         person = self.get(target)
         victims = [person]
         if banned:
@@ -581,7 +625,7 @@ class Stage:
         return self._audited(me, action, events, now, person=person, reason=reason)
 
     def chat_mute(self, actor: str, target: str, muted: bool, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.MODERATE)
+        me = self._moderator(actor, Permission.MODERATE, now)
         person = self.get(target)
         if role_is_moderator(person.role):
             raise NotAllowed("the host and moderators are not subject to chat mutes")
@@ -589,7 +633,7 @@ class Stage:
         return self._audited(me, "chat.mute", [self._updated(person, now)], now, person=person, muted=muted)
 
     def set_slow_mode(self, actor: str, seconds: int, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.SLOW_MODE)
+        me = self._moderator(actor, Permission.SLOW_MODE, now)
         self.chat.set_slow_mode(seconds)
         updated = ChatUpdated(stage=self.id, at=now, slow_mode_s=seconds)
         return self._audited(me, "chat.slow_mode", [updated], now, seconds=seconds)
@@ -598,13 +642,17 @@ class Stage:
 
     def post_comment(self, actor: str, comment_id: str, text: str, now: float) -> list[Event]:
         person = self._actor(actor, Permission.COMMENT)
-        return self._emit(self.chat.post(person.author(), comment_id, text, now))
+        self.rates.check(person.identity, RateClass.COMMENT, now)
+        posted = self._emit(self.chat.post(person.author(), comment_id, text, now))
+        return self._spent(person.identity, RateClass.COMMENT, now, posted)
 
     def delete_comment(self, actor: str, comment_id: str, now: float) -> list[Event]:
         """By its author (the same identity) or a moderator; gone for everyone, history and pin included."""
         person = self._actor(actor)
         own = self._author_identity(comment_id) == person.identity
         may_delete_any = allows(person.role, Permission.DELETE_COMMENTS, person.grants)
+        if not own and may_delete_any:  # one's own deletions are bounded by one's comments
+            self.rates.check(person.identity, RateClass.MODERATION, now)
         events = self.chat.delete(person.author(), comment_id, may_delete_any, now)
         if own:
             return self._emit(events)
@@ -620,7 +668,7 @@ class Stage:
 
     def pin_comment(self, actor: str, comment_id: str | None, now: float) -> list[Event]:
         """Pin a comment, or unpin (``comment_id`` None: the audit record's target is null)."""
-        me = self._actor(actor, Permission.PIN_COMMENTS)
+        me = self._moderator(actor, Permission.PIN_COMMENTS, now)
         return self._audited(me, "comment.pin", self.chat.pin(comment_id, now), now, target=comment_id)
 
     def react(self, actor: str, emoji: str, now: float) -> list[Event]:
@@ -629,8 +677,9 @@ class Stage:
         emoji = normalise(emoji)
         if person.chat_muted and not role_is_moderator(person.role):
             raise ChatMuted("you are muted in the chat")
+        self.rates.check(person.identity, RateClass.REACTION, now)
         self.reactions.add(emoji)
-        return []
+        return self._spent(person.identity, RateClass.REACTION, now, [])
 
     def flush_reactions(self, now: float) -> list[Event]:
         """One ``reactions`` event with the counts since the last flush, or nothing (no reactions, or
@@ -644,40 +693,46 @@ class Stage:
 
     def ask_question(self, actor: str, question_id: str, text: str, now: float) -> list[Event]:
         person = self._actor(actor, Permission.ASK)
-        return self._emit(self.questions.ask(person.author(), question_id, text, now))
+        self.rates.check(person.identity, RateClass.QUESTION, now)
+        asked = self._emit(self.questions.ask(person.author(), question_id, text, now))
+        return self._spent(person.identity, RateClass.QUESTION, now, asked)
 
     def upvote_question(self, actor: str, question_id: str, now: float) -> list[Event]:
         person = self._actor(actor, Permission.UPVOTE)
-        return self._emit(self.questions.upvote(person.identity, question_id, now))
+        self.rates.check(person.identity, RateClass.VOTE, now)
+        upvoted = self._emit(self.questions.upvote(person.identity, question_id, now))
+        return self._spent(person.identity, RateClass.VOTE, now, upvoted)
 
     def answer_question(self, actor: str, question_id: str, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.ANSWER_QUESTIONS)
+        me = self._moderator(actor, Permission.ANSWER_QUESTIONS, now)
         events = self.questions.set_status(question_id, QuestionStatus.ANSWERED, now)
         return self._audited(me, "question.answer", events, now, target=question_id)
 
     def dismiss_question(self, actor: str, question_id: str, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.ANSWER_QUESTIONS)
+        me = self._moderator(actor, Permission.ANSWER_QUESTIONS, now)
         events = self.questions.set_status(question_id, QuestionStatus.DISMISSED, now)
         return self._audited(me, "question.dismiss", events, now, target=question_id)
 
     # --- polls ---------------------------------------------------------------------------------
 
     def create_poll(self, actor: str, poll_id: str, spec: PollSpec, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.MANAGE_POLLS)
+        me = self._moderator(actor, Permission.MANAGE_POLLS, now)
         events = self.polls.create(poll_id, spec, now)
         return self._audited(me, "poll.create", events, now, target=poll_id, question=spec.question)
 
     def open_poll(self, actor: str, poll_id: str, now: float) -> list[Event]:
         """Opens a draft; a duration starts counting now."""
-        me = self._actor(actor, Permission.MANAGE_POLLS)
+        me = self._moderator(actor, Permission.MANAGE_POLLS, now)
         return self._audited(me, "poll.open", self.polls.open(poll_id, now), now, target=poll_id)
 
     def vote(self, actor: str, poll_id: str, choices: list[int], now: float) -> list[Event]:
         person = self._actor(actor, Permission.VOTE)
-        return self._emit(self.polls.vote(person.identity, person.id, person.name, poll_id, choices, now))
+        self.rates.check(person.identity, RateClass.VOTE, now)
+        voted = self._emit(self.polls.vote(person.identity, person.id, person.name, poll_id, choices, now))
+        return self._spent(person.identity, RateClass.VOTE, now, voted)
 
     def close_poll(self, actor: str, poll_id: str, now: float) -> list[Event]:
-        me = self._actor(actor, Permission.MANAGE_POLLS)
+        me = self._moderator(actor, Permission.MANAGE_POLLS, now)
         return self._audited(me, "poll.close", self.polls.close(poll_id, now), now, target=poll_id)
 
     def tick(self, now: float) -> list[Event]:
@@ -690,22 +745,24 @@ class Stage:
 
     def start_publishing(self, participant_id: str, kinds: tuple[str, ...], now: float) -> list[Event]:
         person = self.get(participant_id)
-        self._check_may_publish(person)
+        self._check_may_publish(person, now)
         if not kinds:
             raise InvalidMessage("publishing needs audio or video")
         for kind in kinds:
             _check_kind(kind)
         person.publishing = set(kinds)
         person.muted &= person.publishing
+        self.rates.spend(person.identity, RateClass.MEDIA, now)
         return self._emit(
             [PublishingStarted(stage=self.id, at=now, participant=participant_id, kinds=tuple(sorted(kinds)))]
         )
 
-    def check_may_publish(self, participant_id: str) -> None:
-        """The checks of ``start_publishing`` without the change (before costly media set-up)."""
-        self._check_may_publish(self.get(participant_id))
+    def check_may_publish(self, participant_id: str, now: float | None = None) -> None:
+        """The checks of ``start_publishing`` without the change (before costly media set-up); the
+        rate (``media``) only with ``now``."""
+        self._check_may_publish(self.get(participant_id), now)
 
-    def _check_may_publish(self, person: Participant) -> None:
+    def _check_may_publish(self, person: Participant, now: float | None) -> None:
         self._require_not_ended()
         if person.observer:
             raise NotAllowed("a console does not publish")
@@ -720,6 +777,8 @@ class Stage:
             raise ConsentRequired("the stage is recording: publishing needs consent to record your media")
         if not person.publishing and len(self.publishers) >= self.max_publishers:
             raise StageFull(f"stage {self.id} already has {self.max_publishers} publishers")
+        if now is not None:
+            self.rates.check(person.identity, RateClass.MEDIA, now)
 
     def stop_publishing(self, participant_id: str, now: float) -> list[Event]:
         person = self.get(participant_id)
@@ -728,18 +787,22 @@ class Stage:
         return self._emit(self._stop_media(person, now))
 
     def set_muted(self, participant_id: str, kind: str, muted: bool, now: float) -> list[Event]:
-        """One's own mute; unmuting what a moderator muted is refused."""
+        """One's own mute; unmuting what a moderator muted is refused. Muting is never limited,
+        unmuting is (``media``); either emits nothing when it changes nothing."""
         person = self.get(participant_id)
         self._require_not_ended()
         if kind not in person.publishing:
             raise NotPublishing(f"{participant_id} does not publish {kind}")
         if not muted and kind in person.moderator_muted:
             raise ModeratorMuted(f"a moderator muted your {kind}")
+        if muted == (kind in person.muted):
+            return []
         if muted:
             person.muted.add(kind)
-        else:
-            person.muted.discard(kind)
-        return self._emit([self._updated(person, now)])
+            return self._emit([self._updated(person, now)])
+        self.rates.check(person.identity, RateClass.MEDIA, now)
+        person.muted.discard(kind)
+        return self._spent(person.identity, RateClass.MEDIA, now, self._emit([self._updated(person, now)]))
 
     # --- consent and recording -----------------------------------------------------------------
 
@@ -772,6 +835,7 @@ class Stage:
     ) -> list[Event]:
         """Record the actor's own decision (no scope: declined). A record is always about the actor."""
         person = self._actor(actor)
+        self.rates.check(person.identity, RateClass.CONSENT, now)
         record = self.consent.give(
             Subject(person.id, person.identity, person.name),
             scopes,
@@ -782,7 +846,8 @@ class Stage:
             record_id=record_id,
             now=now,
         )
-        return self._emit([ConsentRecorded(stage=self.id, at=now, record=record)])
+        recorded = self._emit([ConsentRecorded(stage=self.id, at=now, record=record)])
+        return self._spent(person.identity, RateClass.CONSENT, now, recorded)
 
     def withdraw_consent(self, actor: str, now: float, record_id: str) -> list[Event]:
         """Take back every scope the actor granted (``no_consent`` when there is none)."""
@@ -808,7 +873,7 @@ class Stage:
 
     def start_recording(self, actor: str, session_id: str, now: float) -> list[Event]:
         """The host or a moderator starts a recording session (``session_id`` comes from the shell)."""
-        me = self._actor(actor, Permission.RECORD)
+        me = self._moderator(actor, Permission.RECORD, now)
         events = self._start_recording(session_id, me.id, now)
         return self._audited(me, "recording.start", events, now, target=session_id)
 
@@ -840,7 +905,7 @@ class Stage:
 
     def stop_recording(self, actor: str, now: float) -> list[Event]:
         """The host or a moderator ends the recording session."""
-        me = self._actor(actor, Permission.RECORD)
+        me = self._moderator(actor, Permission.RECORD, now)
         if self.settings.recording_mode == "off":
             raise NotAllowed(f"recording is off on stage {self.id}")
         session_id = self.recording.stop()

@@ -10,12 +10,13 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from media.peer import IceServer, MediaConfig
+from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
 
 
@@ -47,6 +48,10 @@ class Config:
     comment_history: int = 100
     comment_rate: int = 5
     comment_rate_window_s: float = 10.0
+    rate_limits: str = ""  # "question=3/30,hand=5/30": see parse_rate_limits()
+    question_max_open: int = 200
+    question_max_per_person: int = 3
+    question_history: int = 50
     outbox_limit: int = 512
     recordings_dir: str = "data/recordings"
     recording_mode: str = "manual"
@@ -80,6 +85,11 @@ class Config:
         if self.consent_policy_file:
             return Path(self.consent_policy_file).read_text(encoding="utf-8")
         return DEFAULT_POLICY_TEXT
+
+    @property
+    def rates(self) -> RateLimits:
+        """The rate of every class of command but comments (``rate_limits`` over the defaults)."""
+        return parse_rate_limits(self.rate_limits)
 
     @property
     def media(self) -> MediaConfig:
@@ -129,6 +139,29 @@ def _parse_ice_servers(value: Any) -> list[IceServer]:
     return servers
 
 
+def parse_rate_limits(text: str) -> RateLimits:
+    """``question=3/30,hand=5/30``: per class, at most ``count`` commands per ``seconds``; classes not
+    named keep their defaults (docs/configuration.md)."""
+    limits = RateLimits()
+    classes = [k.value for k in RateClass if k is not RateClass.COMMENT]
+    for item in _parse_list(text):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name == RateClass.COMMENT:
+            raise ConfigError("rate_limits: comments have comment_rate and comment_rate_window_s")
+        if name not in classes:
+            raise ConfigError(f"rate_limits: unknown class {name!r} (one of {', '.join(classes)})")
+        count, slash, seconds = value.partition("/")
+        try:
+            if not slash:
+                raise ValueError("not count/seconds")
+            rate = Rate(int(count), float(seconds))
+        except ValueError as exc:
+            raise ConfigError(f"rate_limits: {item!r} is not {name}=COUNT/SECONDS: {exc}") from None
+        limits = replace(limits, **{name: rate})
+    return limits
+
+
 def _coerce(name: str, value: Any) -> Any:
     default = Config.__dataclass_fields__[name].default
     try:
@@ -138,6 +171,8 @@ def _coerce(name: str, value: Any) -> Any:
             return _parse_ice_servers(value)
         if name == "api_keys" and isinstance(value, dict):  # a TOML table: key = "secret"
             return ",".join(f"{k}:{v}" for k, v in value.items())
+        if name == "rate_limits" and isinstance(value, dict):  # a TOML table: question = "3/30"
+            return ",".join(f"{k}={v}" for k, v in value.items())
         if isinstance(default, bool):
             return str(value).lower() in ("1", "true", "yes", "on")
         if isinstance(default, int):
@@ -192,6 +227,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("comment_max_chars must be 1-10000")
     if config.comment_history < 0 or config.comment_rate < 1 or config.comment_rate_window_s <= 0:
         raise ConfigError("comment_history >= 0, comment_rate >= 1, comment_rate_window_s > 0")
+    if config.question_max_open < 1 or config.question_max_per_person < 1 or config.question_history < 0:
+        raise ConfigError("question_max_open >= 1, question_max_per_person >= 1, question_history >= 0")
+    parse_rate_limits(config.rate_limits)
     if config.outbox_limit < 16:
         raise ConfigError("outbox_limit must be at least 16")
     if config.recording_mode not in ("off", "manual", "auto"):

@@ -75,6 +75,15 @@ class Ping(Message, tag="ping", kw_only=True):
     pass
 
 
+class HistoryGet(Message, tag="history.get", kw_only=True):
+    """Older comments or questions than ``joined`` carried (a request, not a stage command)."""
+
+    stage: StageId | None = None
+    kind: Literal["comments", "questions"]
+    before: ItemId | None = None  # an id; none: the latest
+    limit: Annotated[int, Meta(ge=1, le=100)] = 50
+
+
 # --- stage commands (issue 3): every one may name its stage; another stage is refused ---------
 
 
@@ -235,6 +244,7 @@ Request = (
     | IceCandidate
     | Leave
     | Ping
+    | HistoryGet
     | StageStart
     | StageEnd
     | StageLock

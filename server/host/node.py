@@ -53,6 +53,10 @@ class Node:
             comment_history=config.comment_history,
             comment_rate=config.comment_rate,
             comment_rate_window_s=config.comment_rate_window_s,
+            rates=config.rates,
+            question_max_open=config.question_max_open,
+            question_max_per_person=config.question_max_per_person,
+            question_history=config.question_history,
         )
 
     async def start(self) -> None:

@@ -247,6 +247,8 @@ class Connection:
                 await self._leave()
                 self.reply(request, {"type": "left"})
                 self.close_after_flush(CloseCode.NORMAL, "left")
+            case wire.HistoryGet():
+                self._history(request)
             case wire.StageCommand():
                 self._stage_command(request)
 
@@ -259,6 +261,13 @@ class Connection:
                 self.reply(request, {"type": "ok", **extra})
 
         commands.run(live, pid, request, accepted)
+
+    def _history(self, request: wire.HistoryGet) -> None:
+        live, pid = self._joined()
+        if request.stage is not None and request.stage != live.stage.id:
+            raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
+        page = live.stage.history(pid, request.kind, request.before, request.limit, self.node.clock())
+        self.reply(request, {"type": "history", **page})
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -405,7 +414,7 @@ class Connection:
 
     async def _publish(self, request: wire.PublishOffer) -> None:
         live, pid = self._joined()
-        live.stage.check_may_publish(pid)
+        live.stage.check_may_publish(pid, self.node.clock())
         answer = await live.media.publish(pid, request.sdp)
         if self.live is not live or pid not in live.stage.participants:
             await live.media.unpublish(pid)  # left while we were answering

@@ -46,8 +46,8 @@ def test_a_late_joiner_gets_the_stage_as_they_may_see_it() -> None:
     stage = session()
     state = stage.snapshot_for(ALICE)
     assert list(state) == [
-        "seq", "comments", "pinned", "slow_mode_s", "questions", "hands", "invitation", "polls",
-        "leaderboard", "recording", "consent",
+        "seq", "comments", "pinned", "slow_mode_s", "questions", "more_comments", "more_questions", "hands",
+        "invitation", "polls", "leaderboard", "recording", "consent",
     ]  # fmt: skip
     assert state["seq"] == stage.log.last_seq
     assert state["comments"] == [

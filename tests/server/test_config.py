@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, load
+from rooms.rates import Rate, RateLimits
+from server.config import Config, ConfigError, load
 
 
 def test_defaults_need_nothing() -> None:
@@ -46,6 +48,11 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_ICE_SERVERS": "[{"}, "ice_servers"),
         ({"MEDSTAGE_ICE_SERVERS": '[{"urls": "http://x"}]'}, "stun:"),
         ({"MEDSTAGE_LOG_FORMAT": "xml"}, "log_format"),
+        ({"MEDSTAGE_RATE_LIMITS": "questions=3/30"}, "unknown class 'questions'"),
+        ({"MEDSTAGE_RATE_LIMITS": "hand=3"}, "hand=COUNT/SECONDS"),
+        ({"MEDSTAGE_RATE_LIMITS": "hand=0/30"}, "hand=COUNT/SECONDS"),
+        ({"MEDSTAGE_RATE_LIMITS": "comment=3/30"}, "comment_rate"),
+        ({"MEDSTAGE_QUESTION_MAX_OPEN": "0"}, "question_max_open"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
@@ -58,3 +65,20 @@ def test_unknown_file_option_is_refused(tmp_path: Path) -> None:
     path.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load(str(path), env={})
+
+
+def test_rate_limits_from_a_file_table_or_the_environment(tmp_path: Path) -> None:
+    """Classes not named keep their defaults; the stage settings get them (docs/configuration.md)."""
+    path = tmp_path / "medstage.toml"
+    path.write_text('rate_limits = { question = "2/60", hand = "4/30" }\nquestion_max_per_person = 5\n')
+    config = load(str(path), env={})
+    assert (config.rates.question, config.rates.hand) == (Rate(2, 60.0), Rate(4, 30.0))
+    assert config.rates.vote == RateLimits().vote and config.question_max_per_person == 5
+    config = load(str(path), env={"MEDSTAGE_RATE_LIMITS": "join=10/60"})
+    assert config.rates.join == Rate(10, 60.0) and config.rates.question == RateLimits().question
+
+
+def test_every_option_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = [f.name for f in fields(Config) if f"| `{f.name}` | `MEDSTAGE_{f.name.upper()}`" not in text]
+    assert missing == [] or missing == ["api_keys"], missing  # api_keys: docs/protocol.md, "Tokens"
