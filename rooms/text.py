@@ -11,6 +11,7 @@ refuses it again in every text it takes (``require_text``), so nothing it holds 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from rooms.errors import BadText
 
@@ -28,6 +29,8 @@ def find_bad_text(value: object, where: str = "") -> str | None:
     key), or None. ``value`` is a string, or dicts, lists and tuples of anything, at any depth: the
     walk keeps its own stack, so depth does not matter. The path never quotes the bad text itself (a
     message that holds it could not be sent either)."""
+    if _all_valid(value):  # the common case, without building paths (every frame passes here)
+        return None
     stack: list[tuple[object, str]] = [(value, where)]
     while stack:
         item, path = stack.pop()
@@ -43,6 +46,35 @@ def find_bad_text(value: object, where: str = "") -> str | None:
         elif isinstance(item, (list, tuple)):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
     return None
+
+
+def _all_valid(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item) is not None:
+                return False
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key) is not None:
+                    return False
+                stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return True
+
+
+def scrub(value: Any) -> Any:
+    """``value`` (builtins: strings, dicts, lists) with U+FFFD for every lone surrogate: for an encoder
+    that must not fail (the wire), never for what enters a stage (that is refused)."""
+    if isinstance(value, str):
+        return value if is_valid(value) else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
 
 
 def bad_text_message(where: str) -> str:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
-from server import metrics, openapi
+from server import metrics, openapi, wire
 from server.auth import Claims
 from server.backend import BackendError
 from server.cluster import StageUnavailable
@@ -47,12 +47,15 @@ def bearer(request: web.Request) -> Claims:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    """The body as a JSON object (empty: ``{}``), or the problem to answer."""
+    """The body as a JSON object (empty: ``{}``), or the problem to answer (``bad_text``: a string in
+    it is not valid Unicode, see ``wire.loads``)."""
     body: Any = {}
     if request.can_read_body:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = wire.loads(await request.read())
+        except wire.WireError as exc:
+            if exc.code == "bad_text":
+                return problem(400, "bad_text", exc.message)
             body = None
     if not isinstance(body, dict):
         return problem(400, "invalid_body", "the body must be a JSON object")
