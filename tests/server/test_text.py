@@ -10,6 +10,7 @@ others. Real node processes (embedded, Redis, relayed), real WebSockets; develop
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ import aiohttp
 import jwt
 import msgpack
 import pytest
+import yarl
 
 from server import wire
 from server.auth import DEV_KEY, DEV_SECRET
@@ -157,6 +159,21 @@ async def test_a_club_name_with_a_lone_surrogate_is_refused_over_http(client: Cl
         assert response.status == 400, await response.text()
         problem = await response.json()
         assert problem["code"] == "bad_text" and "name" in problem["detail"], problem
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_a_401_not_a_500(client: Client) -> None:
+    """aiohttp hands header bytes that are not UTF-8 over as surrogates; PyJWT failed to encode them."""
+    url = yarl.URL(client.node.url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"GET /api/stages HTTP/1.1\r\nHost: medstage\r\nAuthorization: Bearer \xff\xfe.e30.x\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), response[:200]
+    assert json.loads(body)["code"] == "token_invalid", body
 
 
 @pytest.mark.parametrize(
