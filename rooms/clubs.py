@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from rooms.errors import DomainError, InvalidMessage
+from rooms.text import require_text
 
 __all__ = [
     "FORMAT",
@@ -352,11 +353,13 @@ class Club:
 
 
 def _check_identity(identity: str) -> None:
+    require_text(identity, "the identity")
     if not 0 < len(identity) <= _MAX_IDENTITY:
         raise InvalidMessage(f"an identity is 1-{_MAX_IDENTITY} characters")
 
 
 def _check_name(name: str, what: str) -> None:
+    require_text(name, what)
     if not 0 < len(name) <= _MAX_NAME or not name.strip():
         raise InvalidMessage(f"{what} is 1-{_MAX_NAME} characters, not only spaces")
 

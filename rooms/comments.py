@@ -14,6 +14,7 @@ from typing import TypeVar
 from rooms.errors import ChatMuted, InvalidMessage, NotAllowed, NotFound, SlowMode
 from rooms.events import CommentDeleted, CommentPinned, CommentPosted, Event
 from rooms.settings import StageSettings
+from rooms.text import require_text
 from rooms.views import CommentView
 
 _T = TypeVar("_T")
@@ -149,7 +150,8 @@ class Chat:
 
 
 def check_text(text: str, max_chars: int, what: str) -> None:
-    """1 to ``max_chars`` characters, not only blanks."""
+    """1 to ``max_chars`` characters, not only blanks, valid Unicode."""
+    require_text(text, f"the {what}")
     if not text.strip():
         raise InvalidMessage(f"the {what} is empty")
     if len(text) > max_chars:

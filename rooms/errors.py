@@ -38,6 +38,13 @@ class InvalidMessage(DomainError):
     code = "invalid_message"
 
 
+class BadText(InvalidMessage):
+    """Text that is not valid Unicode (a lone UTF-16 surrogate): it could not be encoded as UTF-8
+    (``rooms/text.py``)."""
+
+    code = "bad_text"
+
+
 class StageNotFound(DomainError):
     code = "stage_not_found"
 

@@ -20,6 +20,7 @@ from rooms.events import (
 from rooms.events import (
     PollClosed as PollClosedEvent,
 )
+from rooms.text import require_text
 from rooms.views import LeaderboardEntry, PollResults, PollView
 
 MIN_OPTIONS, MAX_OPTIONS = 2, 10
@@ -49,6 +50,8 @@ class PollSpec:
 
     def validate(self) -> None:
         """The rules of docs/protocol.md (``poll.create``); raises ``InvalidMessage``."""
+        require_text(self.question, "the question")
+        require_text(list(self.options), "options")
         if not self.question.strip() or len(self.question) > QUESTION_MAX_CHARS:
             raise InvalidMessage(f"the question needs 1-{QUESTION_MAX_CHARS} characters")
         if not MIN_OPTIONS <= len(self.options) <= MAX_OPTIONS:

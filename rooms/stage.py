@@ -67,6 +67,7 @@ from rooms.remembered import RememberedPeople
 from rooms.roles import Permission, Role, allows, require
 from rooms.roles import is_moderator as role_is_moderator
 from rooms.settings import StageSettings
+from rooms.text import require_text
 from rooms.views import InvitationView, RecordingView, StageView
 
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
@@ -171,6 +172,7 @@ class Stage:
     ) -> None:
         if max_publishers is not None:  # the keyword of issue 2, kept for callers that use it
             settings = replace(settings, max_publishers=max_publishers)
+        require_text(title, "the stage's title")
         self.id, self.title, self.created_at = id, title, created_at
         self.settings, self.state, self.locked = settings, state, False
         self.club_id = club_id  # the club the stage belongs to (its members' tokens may open it)
@@ -407,6 +409,8 @@ class Stage:
         """Join as ``role``; with ``observer``, as a moderator console (see the class)."""
         self._require_not_ended()
         identity = identity or participant_id
+        require_text(name, "the name")
+        require_text(identity, "the identity")
         if identity in self.banned_identities:
             raise Banned(f"this identity is banned from stage {self.id}")
         if participant_id in self.participants or participant_id in self.observers:
@@ -603,6 +607,7 @@ class Stage:
 
     def _remove(self, actor: str, target: str, reason: str, banned: bool, now: float) -> list[Event]:
         me = self._moderator(actor, Permission.MODERATE, now)
+        require_text(reason, "the reason")
         person = self.get(target)
         victims = [person]
         if banned:

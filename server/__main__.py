@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from rooms.text import bad_text_message, find_bad_text
 from server.auth import GRANTS, MAX_TTL_S, ROLES, Authenticator, parse_keys
 
 if TYPE_CHECKING:
@@ -70,6 +71,11 @@ def mint_token(argv: list[str]) -> int:
     """``python -m server token``: the token on stdout, warnings on stderr; bad arguments exit 2."""
     parser = token_parser()
     args = parser.parse_args(argv)  # exits 2 with a message on bad arguments
+    # Arguments that are not UTF-8 arrive as lone surrogates (PEP 383): no node would accept them.
+    texts = {"identity": args.identity, "name": args.name, "stage": args.stage, "club": args.club}
+    where = find_bad_text(texts)
+    if where is not None:
+        parser.error(bad_text_message(f"--{where}"))
     if not 1 <= len(args.identity) <= 64:
         parser.error("--identity: 1-64 characters")
     if args.name is not None and not 1 <= len(args.name) <= 64:

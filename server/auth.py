@@ -18,6 +18,7 @@ a valid token for another stage or club, without the grant a call needs, or for 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 import jwt
 
+from rooms.text import bad_text_message, find_bad_text
 from server.closecodes import CloseCode
 
 GRANTS = frozenset({"publish", "subscribe", "comment", "moderate", "record"})
@@ -138,6 +140,11 @@ class Authenticator:
     ) -> str:
         if role is not None and role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        grants = None if grants is None else list(grants)  # an iterable is read once
+        texts = {"identity": identity, "name": name, "stage": stage, "club": club, "grants": grants}
+        where = find_bad_text(texts)  # the node would refuse the token (``_claims``)
+        if where is not None:
+            raise ValueError(bad_text_message(where))
         if not 0 < ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be in (0, {MAX_TTL_S}]")
         key = key or next(iter(self.keys))
@@ -167,6 +174,8 @@ class Authenticator:
             raise Unauthorized(
                 "token_missing", "an access token is required (docs/protocol.md, Access tokens)"
             )
+        if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail to encode the rest
+            raise Unauthorized("token_invalid", "the access token is not a JWT")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -176,21 +185,36 @@ class Authenticator:
         if secret is None or not isinstance(key, str):
             raise Unauthorized("token_invalid", "the access token is signed by an unknown key")
         try:
+            # Expiry is checked below, once ``exp`` is known to be a number: PyJWT takes any value
+            # int() accepts, so "exp": "1796000000" (a string) would pass it.
             claims = jwt.decode(
                 token,
                 secret,
                 algorithms=["HS256"],
                 leeway=LEEWAY_S,
-                options={"require": ["exp", "sub"]},
+                options={"require": ["exp", "sub"], "verify_exp": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("token_expired", "the access token has expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized("token_invalid", f"the access token is invalid: {exc}") from None
-        return _claims(claims, key)
+        verified = _claims(claims, key)
+        if verified.expires_at <= self.clock() - LEEWAY_S:
+            raise Unauthorized("token_expired", "the access token has expired")
+        return verified
 
 
 def _claims(raw: dict[str, Any], key: str) -> Claims:
+    """The claims of a token whose signature is good: every one of the right type (docs/protocol.md,
+    Tokens), or ``token_invalid``."""
+    # PyJWT decodes the payload with the json module, which turns the escape "\ud800" into a lone
+    # surrogate: such a name on a stage made every encoder after it fail.
+    where = find_bad_text(raw)
+    if where is not None:
+        raise Unauthorized("token_invalid", bad_text_message(f"the token's {where!r}"))
+    for date in ("exp", "iat", "nbf"):
+        value = raw.get(date)
+        if date in raw and not _numeric_date(value):
+            raise Unauthorized("token_invalid", f"the token's {date!r} must be a number (Unix seconds)")
+
     def text(name: str, limit: int = 128) -> str | None:
         value = raw.get(name)
         if value is None:
@@ -210,7 +234,14 @@ def _claims(raw: dict[str, Any], key: str) -> Claims:
     if grants_raw is None:
         grants = None
     elif isinstance(grants_raw, list) and all(isinstance(g, str) for g in grants_raw):
-        grants = frozenset(grants_raw) & GRANTS
+        unknown = set(grants_raw) - GRANTS
+        if unknown:  # a misspelt grant is the platform's bug: dropping it would hide it
+            shown = sorted(unknown)[0][:32]
+            raise Unauthorized(
+                "token_invalid",
+                f"unknown grant {shown!r} in the token: grants are {', '.join(sorted(GRANTS))}",
+            )
+        grants = frozenset(grants_raw)
     else:
         raise Unauthorized("token_invalid", "the token's grants must be a list of strings")
     admin = raw.get("admin") is True
@@ -225,3 +256,13 @@ def _claims(raw: dict[str, Any], key: str) -> Claims:
         expires_at=float(raw["exp"]),
         key=key,
     )
+
+
+def _numeric_date(value: Any) -> bool:
+    """A JWT NumericDate: a JSON number of seconds (not a string, not a boolean), finite and within
+    what a float holds exactly."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    return isinstance(value, float) and math.isfinite(value)

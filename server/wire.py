@@ -5,10 +5,16 @@ One place decodes and validates; handlers receive typed messages, never raw dict
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
+
+from rooms.text import bad_text_message, find_bad_text, is_valid, scrub
+
+log = logging.getLogger(__name__)
 
 RequestId = Annotated[str, Meta(max_length=64)] | int | None
 StageId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -296,20 +302,66 @@ _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
 
+def loads(data: str | bytes, *, binary: bool = False) -> Any:
+    """JSON (a text frame, or an HTTP body's bytes) or, with ``binary``, msgpack, as builtins whose every
+    string is valid Unicode. The one reader of what clients send: frames (``decode``) and HTTP bodies.
+
+    Raises WireError: ``bad_frame`` when it is not JSON or msgpack, ``bad_text`` when a string is not
+    valid Unicode (a lone UTF-16 surrogate such as the escape "\\ud800", or bytes that are not UTF-8):
+    no encoder after us could send it, and one such name once froze a stage.
+    """
+    try:
+        raw = (
+            _msgpack_decoder.decode(data)
+            if binary and isinstance(data, bytes)
+            else _json_decoder.decode(data)
+        )
+    except msgspec.DecodeError as exc:
+        raise _not_decoded(data, binary, exc) from None
+    except UnicodeEncodeError:  # a str that holds a surrogate itself (aiohttp's text frames never do)
+        raise WireError("bad_text", bad_text_message("the frame")) from None
+    # msgspec refuses lone surrogates today; checked in case a version ever does not. In JSON that is
+    # valid UTF-8 one can only come from a \u escape: a frame without one is not walked.
+    escaped = b"\\u" in data if isinstance(data, bytes) else "\\u" in data
+    where = find_bad_text(raw) if binary or escaped else None
+    if where is not None:
+        raise WireError("bad_text", bad_text_message(where), _request_id(raw))
+    return raw
+
+
+def _not_decoded(data: str | bytes, binary: bool, exc: msgspec.DecodeError) -> WireError:
+    """Why msgspec refused ``data``: its message for a lone surrogate escape is "Input data was
+    truncated" or "invalid utf-16 surrogate pair", so the standard json module (which accepts them)
+    looks again and says where it is; invalid UTF-8 bytes are bad text too."""
+    if "UTF-8" in str(exc):
+        return WireError("bad_text", "a string is not valid UTF-8")
+    if not binary:
+        try:
+            raw = json.loads(data)
+        except (ValueError, RecursionError):
+            raw = None
+        where = find_bad_text(raw)
+        if where is not None:
+            return WireError("bad_text", bad_text_message(where), _request_id(raw))
+    return WireError("bad_frame", f"frame is not valid {'msgpack' if binary else 'JSON'}: {exc}")
+
+
+def _request_id(raw: Any) -> str | int | None:
+    """The frame's ``id``, to echo in its reply or error, when it is one (see ``RequestId``)."""
+    request_id = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        return None
+    if isinstance(request_id, str) and (len(request_id) > 64 or not is_valid(request_id)):
+        return None
+    return request_id
+
+
 def decode(data: str | bytes) -> Message:
     """Text frames are JSON, binary frames msgpack. Raises WireError with a precise code."""
-    try:
-        raw = _json_decoder.decode(data) if isinstance(data, str) else _msgpack_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        kind = "JSON" if isinstance(data, str) else "msgpack"
-        raise WireError("bad_frame", f"frame is not valid {kind}: {exc}") from None
+    raw = loads(data, binary=not isinstance(data, str))
     if not isinstance(raw, dict):
         raise WireError("bad_frame", "a frame must be an object")
-    request_id = raw.get("id")
-    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
-        request_id = None
-    elif isinstance(request_id, str) and len(request_id) > 64:
-        request_id = None
+    request_id = _request_id(raw)
     type_ = raw.get("type")
     cls = TYPES.get(type_) if isinstance(type_, str) else None
     if cls is None:
@@ -328,9 +380,16 @@ def decode_builtins(data: bytes) -> dict[str, Any]:
 
 
 def encode(message: dict[str, Any], binary: bool) -> str | bytes:
-    if binary:
-        return _msgpack_encoder.encode(message)
-    return _json_encoder.encode(message).decode()
+    """Never raises on text: one frame that cannot be encoded would stop its connection's writer."""
+    try:
+        if binary:
+            return _msgpack_encoder.encode(message)
+        return _json_encoder.encode(message).decode()
+    except UnicodeEncodeError:
+        # Text that is not valid Unicode got past the door (rooms/text.py) and into a message: send it
+        # with U+FFFD in its place, and say so loudly, for that is a bug to fix at the door.
+        log.error("a message held text that is not valid Unicode", extra={"type": message.get("type")})
+        return encode(scrub(msgspec.to_builtins(message)), binary)
 
 
 def error(code: str, message: str, request_id: Any = None) -> dict[str, Any]:

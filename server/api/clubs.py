@@ -36,6 +36,7 @@ from rooms.clubs import (
     MemberNotFound,
 )
 from rooms.errors import DomainError
+from server import wire
 from server.api.common import bearer, problem
 from server.auth import Claims, Forbidden
 from server.backend import BackendError, Conflict
@@ -181,16 +182,20 @@ def _json(value: Any, status: int = 200) -> web.Response:
 
 
 class _BadBody(Exception):
-    pass
+    def __init__(self, message: str, code: str = "invalid_body") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 async def _body(request: web.Request, kind: type[Any]) -> Any:
     raw = await request.read() if request.can_read_body else b""
     try:
-        return msgspec.json.decode(raw or b"{}", type=kind)
+        return msgspec.convert(wire.loads(raw or b"{}"), kind)  # loads: every string valid Unicode
     except msgspec.ValidationError as exc:
         raise _BadBody(str(exc)) from None
-    except msgspec.DecodeError:
+    except wire.WireError as exc:
+        if exc.code == "bad_text":
+            raise _BadBody(exc.message, exc.code) from None
         raise _BadBody("the body must be a JSON object") from None
 
 
@@ -201,7 +206,7 @@ def _refusals(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except _BadBody as exc:
-            return problem(400, "invalid_body", str(exc))
+            return problem(400, exc.code, str(exc))
         except DomainError as exc:
             return problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
         except Conflict:
@@ -402,7 +407,7 @@ _UNAVAILABLE = {
     **_refused("The shared store is unreachable, or the club is busy: try again", "unavailable", "club_busy"),
     "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
 }
-_BAD_BODY = _refused("The body does not match the schema", "invalid_body")
+_BAD_BODY = _refused("The body does not match the schema", "invalid_body", "bad_text")
 _UNREADABLE = _refused(
     "A stored club this node cannot read (corrupt, or a newer format)", "invalid_club_state"
 )
@@ -477,6 +482,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "400": _refused(
                         "The body does not match the schema, or the identity is too long",
                         "invalid_body",
+                        "bad_text",
                         "invalid_message",
                     ),
                     "409": _refused("That would leave the club without an admin", "last_admin"),

@@ -299,7 +299,7 @@ _PATHS: dict[str, Schema] = {
             },
             "responses": {
                 "201": _json(_ref("Stage"), "Created"),
-                "400": _problem("The body is not a valid stage", "invalid_body"),
+                "400": _problem("The body is not a valid stage", "invalid_body", "bad_text"),
                 "401": _UNAUTHORIZED,
                 "403": _FORBIDDEN_ADMIN,
                 "404": _problem("The body names a club that does not exist", "club_not_found"),
@@ -445,7 +445,7 @@ _PATHS: dict[str, Schema] = {
             },
             "responses": {
                 "200": _json(_ref("DevToken"), "The token"),
-                "400": _problem("The body or a claim is invalid", "invalid_body"),
+                "400": _problem("The body or a claim is invalid", "invalid_body", "bad_text"),
                 "403": _problem("API keys are configured: tokens come from the platform", "dev_mode_off"),
             },
         },

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
-from server import metrics
+from server import metrics, wire
 from server.api.common import bearer, problem
 from server.auth import Claims
 from server.backend import BackendError
@@ -28,12 +28,15 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    """The body as a JSON object (empty: ``{}``), or the problem to answer."""
+    """The body as a JSON object (empty: ``{}``), or the problem to answer (``bad_text``: a string in
+    it is not valid Unicode, see ``wire.loads``)."""
     body: Any = {}
     if request.can_read_body:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = wire.loads(await request.read())
+        except wire.WireError as exc:
+            if exc.code == "bad_text":
+                return problem(400, "bad_text", exc.message)
             body = None
     if not isinstance(body, dict):
         return problem(400, "invalid_body", "the body must be a JSON object")

@@ -26,7 +26,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 
-from server.auth import LEEWAY_S, Authenticator
+from server.auth import LEEWAY_S, Authenticator, Unauthorized
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import use_host_addresses
 from tests.support.redis_server import RedisServer
@@ -233,6 +233,64 @@ async def test_a_forged_token_is_refused_with_4401(
 ) -> None:
     stage = await new_stage(session, keyed)
     await refused_join(session, keyed, stage, FORGED[kind](stage), "token_invalid", 4401)
+
+
+def _signed_claims(stage: str, **claims: Any) -> str:
+    """A token signed with k1 whose claims are exactly these (over a valid base): the signature is
+    good, so only the claims can make it refused."""
+    base: dict[str, Any] = {"sub": new_id("id"), "stage": stage, "exp": int(time.time()) + 600}
+    payload = {k: v for k, v in {**base, **claims}.items() if v is not _ABSENT}
+    return jwt.encode(payload, KEYS["k1"], algorithm="HS256", headers={"kid": "k1"})
+
+
+_ABSENT = object()
+BAD_CLAIMS: dict[str, tuple[dict[str, Any], str]] = {
+    # docs/protocol.md, Tokens: exp is a number of Unix seconds; PyJWT alone takes anything int() takes.
+    "exp-numeric-string": ({"exp": str(int(time.time()) + 600)}, "exp"),
+    "exp-boolean": ({"exp": True}, "exp"),
+    "nbf-numeric-string": ({"nbf": "1"}, "nbf"),
+    "unknown-grant": ({"grants": ["publish", "fly"]}, "fly"),
+    "missing-sub": ({"sub": _ABSENT}, "sub"),
+    "sub-not-a-string": ({"sub": 4711}, "Subject"),
+    "empty-sub": ({"sub": ""}, "sub"),
+    "unknown-role": ({"role": "king"}, "role"),
+    "grants-not-a-list": ({"grants": "publish"}, "grants"),
+    "grants-of-non-strings": ({"grants": ["publish", 7]}, "grants"),
+    "name-not-a-string": ({"name": ["Dr", "Ada"]}, "name"),
+    "name-lone-surrogate": ({"name": "Dr \ud800"}, "name"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_CLAIMS)
+async def test_a_well_signed_token_with_a_bad_claim_is_refused_with_4401(
+    keyed: RunningNode, session: aiohttp.ClientSession, kind: str
+) -> None:
+    stage = await new_stage(session, keyed)
+    claims, named = BAD_CLAIMS[kind]
+    bad = _signed_claims(stage, **claims)
+    error = await refused_join(session, keyed, stage, bad, "token_invalid", 4401)
+    assert named in error["message"], error
+    async with session.get(keyed.url + f"/api/stages/{stage}", headers=auth(bad)) as response:
+        body = await problem(response, 401, "token_invalid")
+    assert named in body["detail"], body
+    # The same token with the claim made right is accepted: the claim alone was the reason.
+    await joined(session, keyed, stage, _signed_claims(stage))
+
+
+def test_minting_refuses_text_that_is_not_valid_unicode_and_verifying_a_token_that_is_not_ascii() -> None:
+    auth = Authenticator(K1)
+    for claims in ({"name": "Dr \ud800"}, {"stage": "\udc00"}, {"club": "\ud800"}, {"grants": ["\ud800"]}):
+        with pytest.raises(ValueError, match="not valid Unicode"):
+            auth.mint("someone", **claims)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        auth.mint("id-\ud800", stage="s")
+    # A header that was not UTF-8 reaches us with surrogates: refused as what it is, not a crash.
+    good = auth.mint("someone", stage="s")
+    for token_ in (good + "\udcff", "\u00e9" + good):
+        with pytest.raises(Unauthorized) as info:
+            auth.verify(token_)
+        assert info.value.code == "token_invalid"
+    assert auth.verify(good).identity == "someone"
 
 
 # --- joining: 4403, a valid token that does not open this stage -----------------------------------
@@ -669,6 +727,9 @@ BAD_ARGUMENTS = {
     "bad-stage-id": (["--identity", "a", "--stage", "no spaces"], "--stage"),
     "short-secret": (["--identity", "a", "--stage", "s", "--config", "{short}"], "32+ characters"),
     "missing-config": (["--identity", "a", "--stage", "s", "--config", "/nonexistent.toml"], "config"),
+    # Not UTF-8 (the byte 0xff): Python hands it over as a lone surrogate, which no node would accept.
+    "name-not-utf8": (["--identity", "a", "--stage", "s", "--name", "Dr \udcff"], "--name"),
+    "identity-not-utf8": (["--identity", "a\udcff", "--stage", "s"], "--identity"),
 }
 
 
