@@ -34,7 +34,8 @@ DEFAULT_POLICY_TEXT = (
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    host: str = "0.0.0.0"
+    # Empty: not set, so ``listen_host`` decides (loopback in development mode, see there).
+    host: str = ""
     port: int = 8080
     public_url: str = ""
     ice_addresses: list[str] = field(default_factory=list)
@@ -67,10 +68,23 @@ class Config:
     webhook_max_attempts: int = 8
 
     @property
+    def dev_mode(self) -> bool:
+        """No API keys: the node hands tokens, any role included, to whoever asks (/api/dev/token)."""
+        return not parse_keys(self.api_keys)
+
+    @property
+    def listen_host(self) -> str:
+        """The address the node binds. Unless set, loopback in development mode: whoever can reach the
+        node may mint a host or moderator token there, so the network gets it only when asked to."""
+        if self.host:
+            return self.host
+        return "127.0.0.1" if self.dev_mode else "0.0.0.0"
+
+    @property
     def url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::") else self.listen_host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
