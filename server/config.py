@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from media.peer import IceServer, MediaConfig
+from recording.location import default_root
 from server.auth import parse_keys
 
 
@@ -49,7 +50,8 @@ class Config:
     comment_rate: int = 5
     comment_rate_window_s: float = 10.0
     outbox_limit: int = 512
-    recordings_dir: str = "data/recordings"
+    # The user's data directory (recording/location.py), so `python -m recording` finds it from anywhere.
+    recordings_dir: str = field(default_factory=lambda: str(default_root(os.environ)))
     recording_mode: str = "manual"
     consent_policy_version: str = "2026-11"
     consent_policy_file: str = ""
@@ -190,6 +192,8 @@ def load(
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value)
+    if not values.get("recordings_dir"):  # unset or empty: as `python -m recording` assumes
+        values["recordings_dir"] = str(default_root(env))
     config = Config(**values)
     _validate(config)
     return config
