@@ -4,8 +4,10 @@
     python -m recording repair SESSION [--root DIR]
     python -m recording export SESSION [--root DIR]
 
-SESSION is a session directory, or a session id looked up under ``--root`` (default
-``data/recordings``, searched as ``ROOT/SESSION`` and ``ROOT/<stage>/SESSION``). ``verify`` also
+SESSION is a session directory, or a session id looked up under ``--root`` (default: the node's
+``recordings_dir`` from the same configuration, ``MEDSTAGE_RECORDINGS_DIR`` or ``--config``, else
+``~/.local/share/medstage/recordings``; see recording/location.py), searched as ``ROOT/SESSION`` and
+``ROOT/<stage>/SESSION``. ``verify`` also
 checks the ledger against ``ledger_count``/``ledger_head`` when the session's ``manifest.json`` has them.
 Exit status: 0 when the check passes, 1 when it finds a problem, 2 on a usage error.
 """
@@ -14,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recording.ledger import FILENAME, truncate_incomplete, verify
+from recording.location import LocationError, configured_root
 from recording.repair import RepairFailed, is_finalized, repair_session
 from recording.timeline import export_json
 
-DEFAULT_ROOT = Path("data/recordings")
+DEFAULT_ROOT = "~/.local/share/medstage/recordings"  # for the help text (location.default_root)
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 
@@ -140,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         "session", metavar="SESSION", help="a session directory, or a session id under --root"
     )
     session.add_argument(
-        "--root", type=Path, default=DEFAULT_ROOT, help=f"where recordings are kept (default {DEFAULT_ROOT})"
+        "--root",
+        type=Path,
+        help="where recordings are kept (default: the node's recordings_dir, from MEDSTAGE_RECORDINGS_DIR "
+        f"or --config, else {DEFAULT_ROOT})",
     )
+    session.add_argument("--config", help="the node's TOML configuration file (for its recordings_dir)")
     _add(commands, "verify", cmd_verify, parents=[session])
     _add(commands, "repair", cmd_repair, parents=[session])
     _add(commands, "export", cmd_export, parents=[session])
@@ -165,8 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "root", None) is None:  # the node's, wherever this runs from
+            args.root = configured_root(args.config, os.environ)
         status: int = args.run(args)
-    except UsageError as exc:
+    except (LocationError, UsageError) as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog} {args.command}: error: {exc}\n")
     return status
 

@@ -37,7 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="python -m server token --help: mint an access token (docs/protocol.md, Tokens).",
     )
     parser.add_argument("--config", help="TOML configuration file")
-    parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument(
+        "--host",
+        help="address to listen on (default 0.0.0.0, or 127.0.0.1 in development mode: no API keys)",
+    )
     parser.add_argument("--port", type=int, help="HTTP/WebSocket port (default 8080)")
     return parser.parse_args(argv)
 
@@ -115,6 +118,19 @@ def mint_token(argv: list[str]) -> int:
     return 0
 
 
+def listening(config: Config) -> str:
+    """Where the node listens, for the start-up line: in development mode, whether the network can
+    reach it (anyone who can may mint tokens for any role) and how to change that."""
+    host = config.listen_host
+    if not config.dev_mode:
+        return f"listening on {host}"
+    if not config.host:
+        return f"development mode: listening on {host} only; --host 0.0.0.0 opens it to the network"
+    if host.startswith("127.") or host in ("::1", "localhost"):
+        return f"development mode: listening on {host}"
+    return f"development mode on {host}: anyone who reaches it can mint tokens; set MEDSTAGE_API_KEYS"
+
+
 async def serve(config: Config) -> None:
     from aiohttp import web
 
@@ -123,14 +139,14 @@ async def serve(config: Config) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.listen_host, config.port)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"medstage is running: open {config.url}/  (Ctrl+C to stop)", flush=True)
-    log.info("listening", extra={"host": config.host, "port": config.port, "url": config.url})
+    print(f"medstage is running: open {config.url}/  ({listening(config)}; Ctrl+C to stop)", flush=True)
+    log.info("listening", extra={"host": config.listen_host, "port": config.port, "url": config.url})
     try:
         await stop.wait()
     finally:

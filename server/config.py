@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from media.peer import IceServer, MediaConfig
+from recording.location import default_root
 from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
 
@@ -35,7 +36,8 @@ DEFAULT_POLICY_TEXT = (
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    host: str = "0.0.0.0"
+    # Empty: not set, so ``listen_host`` decides (loopback in development mode, see there).
+    host: str = ""
     port: int = 8080
     public_url: str = ""
     ice_addresses: list[str] = field(default_factory=list)
@@ -53,7 +55,8 @@ class Config:
     question_max_per_person: int = 3
     question_history: int = 50
     outbox_limit: int = 512
-    recordings_dir: str = "data/recordings"
+    # The user's data directory (recording/location.py), so `python -m recording` finds it from anywhere.
+    recordings_dir: str = field(default_factory=lambda: str(default_root(os.environ)))
     recording_mode: str = "manual"
     consent_policy_version: str = "2026-11"
     consent_policy_file: str = ""
@@ -72,10 +75,23 @@ class Config:
     webhook_max_attempts: int = 8
 
     @property
+    def dev_mode(self) -> bool:
+        """No API keys: the node hands tokens, any role included, to whoever asks (/api/dev/token)."""
+        return not parse_keys(self.api_keys)
+
+    @property
+    def listen_host(self) -> str:
+        """The address the node binds. Unless set, loopback in development mode: whoever can reach the
+        node may mint a host or moderator token there, so the network gets it only when asked to."""
+        if self.host:
+            return self.host
+        return "127.0.0.1" if self.dev_mode else "0.0.0.0"
+
+    @property
     def url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::") else self.listen_host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
@@ -211,6 +227,8 @@ def load(
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value)
+    if not values.get("recordings_dir"):  # unset or empty: as `python -m recording` assumes
+        values["recordings_dir"] = str(default_root(env))
     config = Config(**values)
     _validate(config)
     return config

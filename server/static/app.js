@@ -790,10 +790,31 @@ function setUpJoinForm() {
   if (!nameInput.value) nameInput.focus();
 }
 
+/**
+ * A token to read the stage before joining (`GET /api/stages/{id}` needs one like every `/api` call): the
+ * link's, else, in development mode, an audience token for this stage; null without either (a node with
+ * API keys and a link without a token: the join says so).
+ */
+async function readToken() {
+  const fromLink = query.get('token');
+  if (fromLink) return fromLink;
+  const response = await fetch('/api/dev/token', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify({ stage: stageId, role: 'audience', identity: identity() }),
+  });
+  const body = await response.json().catch(() => ({}));
+  return response.ok && body.token ? body.token : null;
+}
+
 async function loadStageInfo() {
   if (!STAGE_ID.test(stageId)) return;
   try {
-    const response = await fetch(`/api/stages/${encodeURIComponent(stageId)}`, { headers: { Accept: 'application/json' } });
+    const token = await readToken();
+    if (!token) return;
+    const response = await fetch(`/api/stages/${encodeURIComponent(stageId)}`, {
+      headers: { Accept: 'application/json', Authorization: `Bearer ${token}` },
+    });
     if (response.ok) {
       const stageInfo = await response.json();
       setTitle(stageInfo.title);

@@ -172,6 +172,8 @@ async def test_after_a_node_restart_the_host_is_live_again_by_itself_with_its_id
     stage_id = f"e2e-{uuid.uuid4().hex[:10]}"
     identity = f"host-{uuid.uuid4().hex[:8]}"
     host = await open_stage(stage_id, "host", "Dr Host", init_script=identity_script(identity))
+    host.tolerate_unopened_stage(stage_id)  # the host opens it by joining
+    host.tolerate_node_down()
     page = host.page
     joins: list[dict] = []  # every join the page sends
 
@@ -363,6 +365,7 @@ async def test_only_a_node_or_network_failure_reconnects_with_backoff_from_half_
     open_stage,
 ):
     page = await open_stage("any-stage", "audience", "Viewer")
+    page.tolerate_unopened_stage("any-stage")  # only the page's reconnect policy is under test
     policy = await page.page.evaluate(_POLICY)
     assert {int(code) for code, again in policy["reconnects"].items() if again} == {
         1001,

@@ -11,6 +11,8 @@ import time
 import pytest
 from playwright.async_api import Browser, expect
 
+from tests.e2e.conftest import check_errors, unexpected_errors, watch
+
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 LOOPBACK = "127.0.0.1"
@@ -21,6 +23,14 @@ async def assert_loopback_pair(participant, pc: str) -> None:
     pair = await participant.selected_pair(pc)
     assert pair is not None, f"{participant.name}: {pc} has no selected candidate pair"
     assert (pair["local"], pair["remote"]) == (LOOPBACK, LOOPBACK), f"{participant.name} {pc}: {pair}"
+
+
+async def test_the_join_dialog_shows_the_stage_title_read_with_a_token(open_stage, stage):
+    """The page reads its stage (GET /api/stages/{id}) with a token, so no 401, and shows the title."""
+    viewer = await open_stage(stage, "audience", "Viewer")
+    await expect(viewer.page.get_by_test_id("join-stage")).to_have_text(f"E2E grand rounds · {stage}")
+    await expect(viewer.page.locator("#stage-title")).to_have_text("E2E grand rounds")
+    assert not viewer.unexpected_errors(), viewer.errors
 
 
 async def test_audiences_decode_the_host_and_a_late_joiner_sees_video_within_2_s(open_stage, stage):
@@ -144,6 +154,7 @@ async def test_when_autoplay_with_sound_is_refused_the_audience_can_enable_sound
 
 async def test_joining_a_missing_stage_as_audience_shows_the_refusal(open_stage):
     viewer = await open_stage("no-such-stage", "audience", "Viewer")
+    viewer.tolerate_unopened_stage("no-such-stage")
     await viewer.page.get_by_test_id("join-name").fill("Viewer")
     await viewer.page.get_by_test_id("join-button").click()
     await expect(viewer.page.get_by_test_id("join-error")).to_contain_text("not been opened")
@@ -152,23 +163,29 @@ async def test_joining_a_missing_stage_as_audience_shows_the_refusal(open_stage)
 
 async def test_the_landing_page_creates_a_stage_and_opens_it_as_host(browser: Browser, node):
     context = await browser.new_context()
+    unexpected = ["not checked"]
     try:
         page = await context.new_page()
+        watched = watch(page, "landing")
         await page.goto(node.url)
         await page.get_by_test_id("create-title").fill("Cardiology grand rounds")
         await page.get_by_test_id("create-button").click()
         await page.wait_for_url("**/s/*?role=host", timeout=5000)
         await expect(page.get_by_test_id("join-role")).to_have_value("host")
+        await expect(page.get_by_test_id("join-stage")).to_contain_text("Cardiology grand rounds")
         await page.get_by_test_id("join-name").fill("Dr Host")
         await page.get_by_test_id("join-button").click()
         await page.wait_for_function("window.medstage.state === 'joined'", timeout=10_000)
         await expect(page.locator("#stage-title")).to_have_text("Cardiology grand rounds")
+        unexpected = unexpected_errors([watched])
     finally:
         await context.close()
+    check_errors(unexpected)
 
 
 async def test_a_lost_connection_offers_to_rejoin(open_stage, stage, node):
     viewer = await open_stage(stage, "audience", "Viewer")
+    viewer.tolerate_node_down()
     await viewer.join()
     await asyncio.to_thread(node.stop)  # SIGTERM: the node closes every socket with 1001
     await expect(viewer.page.get_by_test_id("rejoin-button")).to_be_visible(timeout=5000)
