@@ -71,7 +71,14 @@ class StageMachine(RuleBasedStateMachine):
 
     @initialize(state=st.sampled_from([StageState.LIVE, StageState.SCHEDULED]))
     def create(self, state: StageState) -> None:
-        settings = StageSettings(max_publishers=2, comment_max_chars=40, comment_history=5, comment_rate=3)
+        settings = StageSettings(
+            max_publishers=2,
+            comment_max_chars=40,
+            comment_history=5,
+            comment_rate=3,
+            question_max_open=4,
+            question_max_per_person=2,
+        )
         self.stage = Stage("s", "T", 0.0, settings=settings, state=state)
         self.now = 0.0
         # Present from the start (p4 shares p3's identity: two tabs of one person); p5 comes later.
@@ -337,6 +344,15 @@ class StageMachine(RuleBasedStateMachine):
     @invariant()
     def comment_history_is_bounded(self) -> None:
         assert len(self.stage.chat.comments) <= 2 * self.stage.settings.comment_history
+
+    @invariant()
+    def questions_and_rates_are_bounded(self) -> None:
+        settings, questions = self.stage.settings, self.stage.questions.questions.values()
+        open_ = [q.identity for q in questions if q.status == "open"]
+        assert len(open_) <= settings.question_max_open and len(questions) <= 2 * settings.question_max_open
+        assert all(open_.count(i) <= settings.question_max_per_person for i in open_)
+        rules = self.stage.rates.rules
+        assert all(len(times) <= rules[kind].count for (_, kind), times in self.stage.rates.recent.items())
 
 
 StageMachine.TestCase.settings = settings(
