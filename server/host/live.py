@@ -52,6 +52,7 @@ class LiveStage:
         recordings_root: Path,
         clock: Callable[[], float] = time.time,
         webhooks: Webhooks | None = None,
+        restored: bool = False,
     ) -> None:
         self.stage = stage
         self.media = media
@@ -63,6 +64,9 @@ class LiveStage:
         self.hooks = Hooks(stage, webhooks) if webhooks is not None else None
         self.recording = RecorderSink(self, recordings_root)
         self._ids = itertools.count(1)
+        # A stage restored on this node (its host died) keeps the ids its comments, questions and
+        # polls had; ours must not collide with them, and the old host's counter is gone with it.
+        self._id_epoch = secrets.token_hex(2) + "." if restored else ""
         self._later: deque[tuple[Change, Then | None]] = deque()
         self._draining = False
         self._ticker: asyncio.Task[Any] | None = None
@@ -125,7 +129,7 @@ class LiveStage:
     # --- ids -----------------------------------------------------------------------------------
 
     def next_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
+        return f"{prefix}-{self._id_epoch}{next(self._ids)}"
 
     def new_session_id(self, now: float) -> str:
         """Sortable and unique: ``20261126T140305Z-3f2a``."""

@@ -160,12 +160,12 @@ class Node:
                     "stage taken over",
                     extra={"stage": stage_id, "node": self.cluster.node_id, "seq": last_seq},
                 )
-                return self._host(stage, lease)
+                return self._host(stage, lease, restored=True)
         finally:
             if not lock.locked() and self._locating.get(stage_id) is lock:
                 del self._locating[stage_id]
 
-    def _host(self, stage: Stage, lease: Lease) -> LiveStage:
+    def _host(self, stage: Stage, lease: Lease, restored: bool = False) -> LiveStage:
         stage_id = stage.id
         live: LiveStage
 
@@ -173,7 +173,7 @@ class Node:
             live.send(participant_id, message)
 
         media = MediaRoom(stage_id, self.config.media, notify)
-        live = LiveStage(stage, media, self.recordings_root, self.clock, self.webhooks)
+        live = LiveStage(stage, media, self.recordings_root, self.clock, self.webhooks, restored=restored)
         live.stage_log = self.cluster.hosting(stage, lease, live.front_of)
         live.announce()
         live.start_ticker()

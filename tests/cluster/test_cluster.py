@@ -268,6 +268,7 @@ async def test_the_stage_is_hosted_again_when_its_node_dies(
     await ok(host, {"type": "speaker.invite", "participant_id": viewer.pid})  # type: ignore[attr-defined]
     await ok(viewer, {"type": "invitation.accept"})
     await ok(mod, {"type": "comment.post", "text": "before the crash"})
+    await ok(mod, {"type": "comment.post", "text": "and another"})
     await mod.sync()
     last_seq = max(seq for seq, _ in events(await host.sync()))
     await asyncio.sleep(0.6)  # the durable state is saved at most every 250 ms
@@ -293,8 +294,11 @@ async def test_the_stage_is_hosted_again_when_its_node_dies(
     ], consent
     comments = [c["text"] for c in back.joined["state"]["comments"]]  # type: ignore[attr-defined]
     assert "before the crash" in comments
-    # The log continues after the last event the dead node wrote: no seq is reused.
-    await ok(back, {"type": "comment.post", "text": "after the crash"})
+    # The log continues after the last event the dead node wrote: no seq is reused, and no comment id
+    # either (the new host's id counter starts afresh, beside the ids restored from the old one).
+    old_ids = {c["id"] for c in back.joined["state"]["comments"]}  # type: ignore[attr-defined]
+    posted = [await ok(back, {"type": "comment.post", "text": f"after the crash {i}"}) for i in range(3)]
+    assert not {p["comment_id"] for p in posted} & old_ids, (posted, old_ids)
     frames = await back.sync()
     new_seqs = [seq for seq, _ in events(frames)]
     assert new_seqs and min(new_seqs) > last_seq
