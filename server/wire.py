@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from server.nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
+
 RequestId = Annotated[str, Meta(max_length=64)] | int | None
 StageId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 DisplayName = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -286,13 +288,25 @@ _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
 
-def decode(data: str | bytes) -> Message:
+def check_depth(data: str | bytes, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse a frame nested deeper than ``max_depth`` before any decoder recurses into it (a node
+    relaying a frame checks this much before passing it on)."""
+    too_deep = json_too_deep(data, max_depth) if isinstance(data, str) else msgpack_too_deep(data, max_depth)
+    if too_deep:
+        message = f"frame nested too deep: at most {max_depth} levels of arrays and objects"
+        raise WireError("bad_frame", message)
+
+
+def decode(data: str | bytes, max_depth: int = MAX_DEPTH) -> Message:
     """Text frames are JSON, binary frames msgpack. Raises WireError with a precise code."""
+    check_depth(data, max_depth)
+    kind = "JSON" if isinstance(data, str) else "msgpack"
     try:
         raw = _json_decoder.decode(data) if isinstance(data, str) else _msgpack_decoder.decode(data)
     except msgspec.DecodeError as exc:
-        kind = "JSON" if isinstance(data, str) else "msgpack"
         raise WireError("bad_frame", f"frame is not valid {kind}: {exc}") from None
+    except RecursionError:  # the last resort: a limit set too high for the stack left here
+        raise WireError("bad_frame", f"{kind} frame nested too deep for this node") from None
     if not isinstance(raw, dict):
         raise WireError("bad_frame", "a frame must be an object")
     request_id = raw.get("id")
@@ -309,6 +323,8 @@ def decode(data: str | bytes) -> Message:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
         raise WireError("invalid_message", f"{type_}: {exc}", request_id) from None
+    except RecursionError:
+        raise WireError("bad_frame", f"{kind} frame nested too deep for this node", request_id) from None
 
 
 def decode_builtins(data: bytes) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
 from server import metrics
 from server.api import openapi
+from server.api.bodies import BadBody, read_json
 from server.auth import Claims
 from server.backend import BackendError
 from server.host.node import Node
@@ -49,14 +50,10 @@ def bearer(request: web.Request) -> Claims:
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
     """The body as a JSON object (empty: ``{}``), or the problem to answer."""
-    body: Any = {}
-    if request.can_read_body:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-    if not isinstance(body, dict):
-        return problem(400, "invalid_body", "the body must be a JSON object")
+    try:
+        body: dict[str, Any] = await read_json(request, dict[str, Any])
+    except BadBody as exc:
+        return problem(400, "invalid_body", str(exc))
     return body
 
 

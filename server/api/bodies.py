@@ -1,0 +1,37 @@
+"""Request bodies of the HTTP API: one reader for every route, so every body gets the same checks.
+
+A body is JSON (empty: ``{}``), nested at most ``max_depth`` levels (server/config.py; checked before
+decoding, see server/nesting.py: the decoders recurse, and a body nested 10,000 deep used to be a
+RecursionError and a 500), decoded by msgspec into the type the route asks for. Anything else is a
+``BadBody``, which routes answer with a 400 problem document (code ``invalid_body``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from server.nesting import MAX_DEPTH, json_too_deep
+
+
+class BadBody(Exception):
+    """A body that cannot become the route's request; the message says why, for people."""
+
+
+async def read_json(request: web.Request, kind: Any = dict[str, Any]) -> Any:
+    """The body decoded as ``kind`` (a msgspec-decodable type), or ``BadBody``."""
+    raw = await request.read() if request.can_read_body else b""
+    config = request.app.get("config")  # absent in an app of a test that mounts routes alone
+    max_depth: int = config.max_depth if config is not None else MAX_DEPTH
+    if json_too_deep(raw, max_depth):
+        raise BadBody(f"the body is nested too deep: at most {max_depth} levels of arrays and objects")
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadBody(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadBody(f"the body must be a JSON object: {exc}") from None
+    except RecursionError:  # the last resort: a limit set too high for the stack left here
+        raise BadBody("the body is nested too deep for this node") from None
