@@ -315,11 +315,23 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     directory = _session_dir(request, live)
     if directory is None:
         return problem(404, "not_found", "no such recording session")
-    name = request.match_info["name"]
-    target = (directory / name).resolve()
-    if directory.resolve() not in target.parents or not target.is_file() or target.suffix == ".partial":
+    target = _file_in(directory, request.match_info["name"])
+    if target is None:
         return problem(404, "not_found", "no such file in this session")
     return web.FileResponse(target)
+
+
+def _file_in(directory: Path, name: str) -> Path | None:
+    """The session's finished file called ``name``: nothing outside the session, and no name the file
+    system refuses (a NUL byte, a name too long, one that cannot be encoded) is a 500."""
+    if "\x00" in name or len(name) > 1024:
+        return None
+    try:
+        target = (directory / name).resolve()
+        found = directory.resolve() in target.parents and target.is_file() and target.suffix != ".partial"
+    except (OSError, ValueError):  # ENAMETOOLONG for a component over 255 bytes, UnicodeEncodeError
+        return None
+    return target if found else None
 
 
 def recording_routes() -> list[web.RouteDef]:
