@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from server.nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
+from server.nesting import MAX_DEPTH, json_refusal, msgpack_refusal
 
 RequestId = Annotated[str, Meta(max_length=64)] | int | None
 StageId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -291,10 +291,9 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 def check_depth(data: str | bytes, max_depth: int = MAX_DEPTH) -> None:
     """Refuse a frame nested deeper than ``max_depth`` before any decoder recurses into it (a node
     relaying a frame checks this much before passing it on)."""
-    too_deep = json_too_deep(data, max_depth) if isinstance(data, str) else msgpack_too_deep(data, max_depth)
-    if too_deep:
-        message = f"frame nested too deep: at most {max_depth} levels of arrays and objects"
-        raise WireError("bad_frame", message)
+    refusal = json_refusal(data, max_depth) if isinstance(data, str) else msgpack_refusal(data, max_depth)
+    if refusal is not None:
+        raise WireError("bad_frame", f"the frame is {refusal}")
 
 
 def decode(data: str | bytes, max_depth: int = MAX_DEPTH) -> Message:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from server.nesting import MAX_DEPTH, json_too_deep
+from server.nesting import MAX_DEPTH, json_refusal
 
 
 class BadBody(Exception):
@@ -25,8 +25,9 @@ async def read_json(request: web.Request, kind: Any = dict[str, Any]) -> Any:
     raw = await request.read() if request.can_read_body else b""
     config = request.app.get("config")  # absent in an app of a test that mounts routes alone
     max_depth: int = config.max_depth if config is not None else MAX_DEPTH
-    if json_too_deep(raw, max_depth):
-        raise BadBody(f"the body is nested too deep: at most {max_depth} levels of arrays and objects")
+    refusal = json_refusal(raw, max_depth)
+    if refusal is not None:
+        raise BadBody(f"the body is {refusal}")
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.ValidationError as exc:

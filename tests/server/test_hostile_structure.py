@@ -85,14 +85,14 @@ async def open_socket(
     return sock
 
 
-async def assert_refused_then_usable(sock: Socket, frame: str | bytes) -> None:
+async def assert_refused_then_usable(sock: Socket, frame: str | bytes, why: str = "deep") -> None:
     if isinstance(frame, bytes):
         await sock.ws.send_bytes(frame)
     else:
         await sock.ws.send_str(frame)
     reply = await sock.recv()
     assert reply["type"] == "error" and reply["code"] == "bad_frame", reply
-    assert "deep" in reply["message"], reply
+    assert why in reply["message"], reply
     await sock.assert_usable_and_quiet()  # a ping gets its pong: the reader (and the relay) lives
     assert sock.ws.close_code is None
 
@@ -130,6 +130,17 @@ async def test_a_client_keeps_its_stage_relayed_or_not_after_a_deep_frame(
     assert reply["type"] == "ok", reply
     posted = await witness.recv_type("comment.posted")
     assert posted["comment"]["text"] == "still here", posted
+
+
+@pytest.mark.parametrize("framing", ["json", "msgpack"])
+async def test_a_frame_too_complex_to_check_cheaply_gets_bad_frame(
+    node: RunningNode, stage: str, session: aiohttp.ClientSession, framing: str
+) -> None:
+    """60 KiB of empty arrays: shallow, but walking them all would cost the node more than decoding."""
+    sock = await open_socket(session, node, stage, "/ws", joined=True)
+    many = {"type": "ping", "id": "wide", "x": [[]] * 20_000}
+    frame = json.dumps(many, separators=(",", ":")) if framing == "json" else msgpack.packb(many)
+    await assert_refused_then_usable(sock, frame, why="too complex")
 
 
 async def test_nesting_within_the_limit_is_not_refused_for_depth(
