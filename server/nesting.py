@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 MAX_DEPTH = 32  # the default limit (``max_depth`` in server/config.py); no message nests more than 3
-MAX_VALUES = 1024  # arrays, objects and strings walked at most; no message holds more than about 50
+MAX_VALUES = 1024  # values walked at most (JSON: arrays, objects, strings); no message holds 50
 
 # An array or object opening, closing, or a whole string: possessive, so that a string without an end
 # costs one pass (it runs to the end of the input: the decoder will refuse it before any deeper level).

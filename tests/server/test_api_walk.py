@@ -228,6 +228,7 @@ def bodies(schema: dict[str, Any], doc: dict[str, Any]) -> Iterator[bytes]:
     yield b'{"a": NaN}'
     yield b"\x00"
     yield b" "
+    yield b'{"a": "' + b"x" * 70_000 + b'"}'  # over max_frame_bytes: 413
     for value in ([], 42, "text", None, True):
         yield json.dumps(value).encode()
     ref = schema.get("$ref")
