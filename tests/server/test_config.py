@@ -46,6 +46,8 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_ICE_SERVERS": "[{"}, "ice_servers"),
         ({"MEDSTAGE_ICE_SERVERS": '[{"urls": "http://x"}]'}, "stun:"),
         ({"MEDSTAGE_LOG_FORMAT": "xml"}, "log_format"),
+        ({"MEDSTAGE_MAX_DEPTH": "2"}, "max_depth"),
+        ({"MEDSTAGE_MAX_DEPTH": "100000"}, "max_depth"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
