@@ -47,6 +47,13 @@ async def _problem_middleware(
         if exc.status >= 400 and request.path.startswith("/api/"):
             return problem(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
+    except Exception:
+        # A bug, not bad input (bad input is a 4xx, tests/server/test_api_walk.py): still a problem
+        # document for the API's clients, and a log line with the request for us.
+        if not request.path.startswith("/api/"):
+            raise
+        log.exception("request failed", extra={"method": request.method, "path": request.path[:200]})
+        return problem(500, "internal", "the server failed to handle this request")
 
 
 async def _refuse_revoked(request: web.Request) -> None:

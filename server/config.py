@@ -19,6 +19,7 @@ from media.peer import IceServer, MediaConfig
 from recording.location import default_root
 from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
+from server.nesting import MAX_DEPTH
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,7 @@ class Config:
     loss_timeout_ms: int = 150
     pli_interval_ms: int = 500
     max_frame_bytes: int = 65536
+    max_depth: int = MAX_DEPTH  # arrays and objects nested in a frame or an API body (server/nesting.py)
     comment_max_chars: int = 500
     comment_history: int = 100
     comment_rate: int = 5
@@ -241,6 +243,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("media_slots must be 1-16")
     if config.max_frame_bytes < 1024:
         raise ConfigError("max_frame_bytes must be at least 1024")
+    if not 4 <= config.max_depth <= 512:  # deeper would let the decoders' recursion be the limit
+        raise ConfigError("max_depth must be 4-512")
     if not 1 <= config.comment_max_chars <= 10_000:
         raise ConfigError("comment_max_chars must be 1-10000")
     if config.comment_history < 0 or config.comment_rate < 1 or config.comment_rate_window_s <= 0:

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from rooms.text import bad_text_message, find_bad_text, is_valid, scrub
+from server.nesting import MAX_DEPTH, json_refusal, msgpack_refusal
 
 log = logging.getLogger(__name__)
 
@@ -302,14 +303,29 @@ _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
 
-def loads(data: str | bytes, *, binary: bool = False) -> Any:
+def check_depth(data: str | bytes, max_depth: int = MAX_DEPTH, *, binary: bool | None = None) -> None:
+    """Refuse a frame nested deeper than ``max_depth`` before any decoder recurses into it (a node
+    relaying a frame checks this much before passing it on; server/nesting.py)."""
+    if binary is None:
+        binary = not isinstance(data, str)
+    if binary and isinstance(data, bytes):
+        refusal = msgpack_refusal(data, max_depth)
+    else:
+        refusal = json_refusal(data, max_depth)
+    if refusal is not None:
+        raise WireError("bad_frame", f"the frame is {refusal}")
+
+
+def loads(data: str | bytes, *, binary: bool = False, max_depth: int = MAX_DEPTH) -> Any:
     """JSON (a text frame, or an HTTP body's bytes) or, with ``binary``, msgpack, as builtins whose every
     string is valid Unicode. The one reader of what clients send: frames (``decode``) and HTTP bodies.
 
     Raises WireError: ``bad_frame`` when it is not JSON or msgpack, ``bad_text`` when a string is not
     valid Unicode (a lone UTF-16 surrogate such as the escape "\\ud800", or bytes that are not UTF-8):
-    no encoder after us could send it, and one such name once froze a stage.
+    no encoder after us could send it, and one such name once froze a stage. Nesting deeper than
+    ``max_depth`` is ``bad_frame`` too, refused before decoding (the decoders recurse).
     """
+    check_depth(data, max_depth, binary=binary)
     try:
         raw = (
             _msgpack_decoder.decode(data)
@@ -320,6 +336,8 @@ def loads(data: str | bytes, *, binary: bool = False) -> Any:
         raise _not_decoded(data, binary, exc) from None
     except UnicodeEncodeError:  # a str that holds a surrogate itself (aiohttp's text frames never do)
         raise WireError("bad_text", bad_text_message("the frame")) from None
+    except RecursionError:  # the last resort: a limit set too high for the stack left here
+        raise WireError("bad_frame", "the frame is nested too deep for this node") from None
     # msgspec refuses lone surrogates today; checked in case a version ever does not. In JSON that is
     # valid UTF-8 one can only come from a \u escape: a frame without one is not walked.
     escaped = b"\\u" in data if isinstance(data, bytes) else "\\u" in data
@@ -356,9 +374,9 @@ def _request_id(raw: Any) -> str | int | None:
     return request_id
 
 
-def decode(data: str | bytes) -> Message:
+def decode(data: str | bytes, max_depth: int = MAX_DEPTH) -> Message:
     """Text frames are JSON, binary frames msgpack. Raises WireError with a precise code."""
-    raw = loads(data, binary=not isinstance(data, str))
+    raw = loads(data, binary=not isinstance(data, str), max_depth=max_depth)
     if not isinstance(raw, dict):
         raise WireError("bad_frame", "a frame must be an object")
     request_id = _request_id(raw)
@@ -371,6 +389,8 @@ def decode(data: str | bytes) -> Message:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
         raise WireError("invalid_message", f"{type_}: {exc}", request_id) from None
+    except RecursionError:
+        raise WireError("bad_frame", "the frame is nested too deep for this node", request_id) from None
 
 
 def decode_builtins(data: bytes) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from rooms.clubs import (
     MemberNotFound,
 )
 from rooms.errors import DomainError
-from server import wire
+from server.api.bodies import BadBody, read_json
 from server.api.common import bearer, problem
 from server.auth import Claims, Forbidden
 from server.backend import BackendError, Conflict
@@ -181,31 +181,13 @@ def _json(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(value), status=status, content_type="application/json")
 
 
-class _BadBody(Exception):
-    def __init__(self, message: str, code: str = "invalid_body") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-async def _body(request: web.Request, kind: type[Any]) -> Any:
-    raw = await request.read() if request.can_read_body else b""
-    try:
-        return msgspec.convert(wire.loads(raw or b"{}"), kind)  # loads: every string valid Unicode
-    except msgspec.ValidationError as exc:
-        raise _BadBody(str(exc)) from None
-    except wire.WireError as exc:
-        if exc.code == "bad_text":
-            raise _BadBody(exc.message, exc.code) from None
-        raise _BadBody("the body must be a JSON object") from None
-
-
 def _refusals(handler: Handler) -> Handler:
     """Domain refusals and store failures become problem documents (auth errors: the middleware)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except _BadBody as exc:
+        except BadBody as exc:
             return problem(400, exc.code, str(exc))
         except DomainError as exc:
             return problem(_STATUS.get(type(exc), 400), exc.code, exc.message)
@@ -246,7 +228,7 @@ async def _club_admin(request: web.Request) -> tuple[Club, Claims]:
 @_refusals
 async def create_club(request: web.Request) -> web.StreamResponse:
     bearer(request).require_admin()
-    body: ClubCreate = await _body(request, ClubCreate)
+    body: ClubCreate = await read_json(request, ClubCreate)
     club = await _store(request).create(body.id, body.name, body.private)
     return _json(_club_view(club), 201)
 
@@ -279,7 +261,7 @@ async def list_members(request: web.Request) -> web.StreamResponse:
 @_refusals
 async def put_member(request: web.Request) -> web.StreamResponse:
     club, _ = await _club_admin(request)
-    body: MemberPut = await _body(request, MemberPut)
+    body: MemberPut = await read_json(request, MemberPut)
     identity = request.match_info["identity"]
     member, created = await _store(request).put_member(club.id, identity, body.name, body.role)
     return _json(member, 201 if created else 200)
@@ -302,7 +284,7 @@ async def list_invites(request: web.Request) -> web.StreamResponse:
 @_refusals
 async def create_invite(request: web.Request) -> web.StreamResponse:
     club, claims = await _club_admin(request)
-    body: InviteCreate = await _body(request, InviteCreate)
+    body: InviteCreate = await read_json(request, InviteCreate)
     invite = await _store(request).create_invite(
         club.id, claims.identity, ttl_s=body.ttl_s, max_uses=body.max_uses
     )

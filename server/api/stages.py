@@ -15,7 +15,8 @@ from aiohttp import web
 
 from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
-from server import metrics, wire
+from server import metrics
+from server.api.bodies import BadBody, read_json
 from server.api.common import bearer, problem
 from server.auth import Claims
 from server.backend import BackendError
@@ -28,18 +29,11 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    """The body as a JSON object (empty: ``{}``), or the problem to answer (``bad_text``: a string in
-    it is not valid Unicode, see ``wire.loads``)."""
-    body: Any = {}
-    if request.can_read_body:
-        try:
-            body = wire.loads(await request.read())
-        except wire.WireError as exc:
-            if exc.code == "bad_text":
-                return problem(400, "bad_text", exc.message)
-            body = None
-    if not isinstance(body, dict):
-        return problem(400, "invalid_body", "the body must be a JSON object")
+    """The body as a JSON object (empty: ``{}``), or the problem to answer."""
+    try:
+        body: dict[str, Any] = await read_json(request, dict[str, Any])
+    except BadBody as exc:
+        return problem(400, exc.code, str(exc))
     return body
 
 
@@ -291,11 +285,23 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     directory = _session_dir(request, live)
     if directory is None:
         return problem(404, "not_found", "no such recording session")
-    name = request.match_info["name"]
-    target = (directory / name).resolve()
-    if directory.resolve() not in target.parents or not target.is_file() or target.suffix == ".partial":
+    target = _file_in(directory, request.match_info["name"])
+    if target is None:
         return problem(404, "not_found", "no such file in this session")
     return web.FileResponse(target)
+
+
+def _file_in(directory: Path, name: str) -> Path | None:
+    """The session's finished file called ``name``: nothing outside the session, and no name the file
+    system refuses (a NUL byte, a name too long, one that cannot be encoded) is a 500."""
+    if "\x00" in name or len(name) > 1024:
+        return None
+    try:
+        target = (directory / name).resolve()
+        found = directory.resolve() in target.parents and target.is_file() and target.suffix != ".partial"
+    except (OSError, ValueError):  # ENAMETOOLONG for a component over 255 bytes, UnicodeEncodeError
+        return None
+    return target if found else None
 
 
 def recording_routes() -> list[web.RouteDef]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from server.backend import Backend
+from server.config import Config
 from server.wire import Outgoing
 
 
@@ -60,6 +61,7 @@ class Place(Protocol):
 
     node_id: str
     url: str
+    config: Config
     backend: Backend
     host: Host
     open_remote: RemoteFactory | None

@@ -270,7 +270,7 @@ class Relay:
     def _open_remote(self, front: str, conn_id: str, frame: str | bytes) -> RemoteClient | None:
         """A new relayed client starts with its join; anything else means we lost track of it."""
         try:
-            first = wire.decode(frame)
+            first = wire.decode(frame, self.cluster.config.max_depth)
         except wire.WireError:
             first = None
         if not isinstance(first, wire.Join) or self.cluster.open_remote is None:

@@ -204,12 +204,17 @@ class Connection:
             return
         if self.upstream is not None:
             relay = self.node.cluster.relay
+            try:  # refused here, at the client's own node, rather than relayed for the host to refuse
+                wire.check_depth(data, self.node.config.max_depth)
+            except wire.WireError as exc:
+                self.error(exc.code, exc.message)
+                return
             if relay is not None:
                 relay.forward(self, data)
             return
         self._frame = data
         try:
-            request = wire.decode(data)
+            request = wire.decode(data, self.node.config.max_depth)
         except wire.WireError as exc:
             self.error(exc.code, exc.message, exc.request_id)
             return

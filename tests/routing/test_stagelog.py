@@ -13,6 +13,7 @@ from media import stats
 from rooms.roles import Role
 from rooms.stage import Stage
 from server.backend import Backend, Lease, MemoryBackend
+from server.config import Config
 from server.routing import stagelog
 from server.routing.stagelog import StageLog
 from tests.support.waiting import eventually
@@ -26,6 +27,7 @@ class _Place:
     node_id: str = "n-test"
     url: str = "http://127.0.0.1:1"
     open_remote: Any = None
+    config: Config = field(default_factory=Config)
     unavailable: int = 0
     host: Any = field(default=None)
 

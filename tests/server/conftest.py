@@ -44,17 +44,25 @@ def _stopped_cleanly(node: RunningNode) -> None:
     assert code == 0, f"node exited with {code}:\n{node.log()[-4000:]}"
 
 
+@pytest.fixture(scope="module")
+def node_env() -> dict[str, str]:
+    """More environment for the nodes of ``module_node``: a module overrides this to configure them."""
+    return {}
+
+
 @pytest.fixture(scope="module", params=["memory", "redis", "relay"])
-def module_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def module_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, node_env: dict[str, str]
+) -> Iterator[object]:
     directory: Path = tmp_path_factory.mktemp(request.param)
     if request.param == "memory":
-        node = start_node(directory)
+        node = start_node(directory, node_env)
         yield node
         _stopped_cleanly(node)
         return
     redis = RedisServer(directory)
     redis.start()
-    env = {"MEDSTAGE_REDIS_URL": redis.url}
+    env = {**node_env, "MEDSTAGE_REDIS_URL": redis.url}
     nodes: list[RunningNode] = []
     try:
         nodes.append(start_node(directory, env))

@@ -53,6 +53,8 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_RATE_LIMITS": "hand=0/30"}, "hand=COUNT/SECONDS"),
         ({"MEDSTAGE_RATE_LIMITS": "comment=3/30"}, "comment_rate"),
         ({"MEDSTAGE_QUESTION_MAX_OPEN": "0"}, "question_max_open"),
+        ({"MEDSTAGE_MAX_DEPTH": "2"}, "max_depth"),
+        ({"MEDSTAGE_MAX_DEPTH": "100000"}, "max_depth"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
