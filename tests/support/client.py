@@ -29,7 +29,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from .framecheck import FrameAssembler, TrackStats, install_frame_assembler
+from .framecheck import FrameAssembler, NextFrame, TrackStats, install_frame_assembler
 
 Message = dict[str, Any]
 DEFAULT_TIMEOUT = 10.0
@@ -367,6 +367,10 @@ class MedstageClient:
 
     def stats(self, mid: str) -> TrackStats:
         return self.assemblers[mid].stats
+
+    def watch_next_frame(self, mid: str) -> NextFrame:
+        """From now on, the first packet and the first complete frame received on ``mid``."""
+        return self.assemblers[mid].watch_next_frame()
 
     def received(self, kind: str | None = None) -> TrackStats:
         """Sum of the receive stats over all subscriber receivers (of ``kind``)."""
