@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
-from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
+from tests.support.clip import MAX_LAG_S, EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.tokens import token
 from tests.support.waiting import eventually
 
@@ -82,6 +82,10 @@ def decode_all(path: Path) -> Decoded:
 
 # Frames per second of the test clip (tests/support/clip.py): 30 video frames, 50 Opus packets.
 RATES = {"video": 30, "audio": 50}
+# A test loop stalled by load sends the clip up to MAX_LAG_S late (then bursts, or skips beyond it):
+# media time and arrival time may differ by that much. Only the bounds that do not test the product's
+# promise (the capture ran long enough; the kill is not before the end) allow for it.
+SLACK = MAX_LAG_S
 
 
 def assert_decodable(path: Path, kind: str) -> Decoded:
@@ -227,14 +231,15 @@ async def test_a_withdrawal_ends_that_persons_media_within_a_second(
         # Nothing is captured before the start was asked for, so media reaching more than a second
         # past the withdrawal's reply makes the file longer than this...
         assert seen.duration <= withdrawn - asked_start + 1.0, (kind, seen.duration, withdrawn - asked_start)
-        # ...and the capture ran up to the withdrawal (it starts at a keyframe: GOP 1 s, or sooner on PLI).
-        assert seen.duration >= asked_withdrawal - answered_start - 1.0, (kind, seen.duration)
+        # ...and the capture ran up to the withdrawal (it starts at a keyframe: GOP 1 s, or sooner on
+        # PLI; a loaded test loop may skip up to half a second of the clip: SLACK).
+        assert seen.duration >= asked_withdrawal - answered_start - 1.0 - SLACK, (kind, seen.duration)
         # The same on the wall clock, the file placed by its first frame's time (on this machine's
         # clock, which the test shares): it ends within a second of the withdrawal.
         track = next(t for t in done["tracks"] if t["kind"] == kind)
         assert asked_start <= track["first_frame_at"] <= asked_withdrawal, track
         ends_at = track["first_frame_at"] + seen.duration
-        assert asked_withdrawal - 1.0 <= ends_at <= withdrawn + 1.0, (kind, ends_at - withdrawn)
+        assert asked_withdrawal - 1.0 - SLACK <= ends_at <= withdrawn + 1.0, (kind, ends_at - withdrawn)
     ledger = [json.loads(line) for line in (session / "consent.jsonl").read_text().splitlines()]
     assert [e["record"]["decision"] for e in ledger].count("withdrawn") == 1
 
@@ -277,7 +282,7 @@ async def test_consenting_again_after_a_withdrawal_starts_a_second_file(
         assert second["first_frame_at"] >= asked_again, (kind, second["first_frame_at"] - asked_again)
         assert two.duration <= time.time() - asked_again, (kind, two.duration)
         # ...and holds what came after it (from a keyframe: GOP 1 s, or sooner on PLI).
-        assert two.duration >= asked_stop - answered_again - 1.0, (kind, two.duration)
+        assert two.duration >= asked_stop - answered_again - 1.0 - SLACK, (kind, two.duration)
     decisions = [json.loads(line)["record"]["decision"] for line in (session / "consent.jsonl").open()]
     assert decisions == ["granted", "withdrawn", "granted"], decisions
     assert recording_cli("verify", str(session)).returncode == 0
@@ -370,11 +375,11 @@ async def test_sigkill_leaves_readable_files_that_repair_finalizes(
         seen = assert_decodable(path, track["kind"])
         # Captured from before ``capturing`` (the manifest listed the track) up to the kill, less at
         # most a second lost; and never more media than the whole recording could hold.
-        assert seen.duration >= killed_at - capturing - 1.0, (track["kind"], seen.duration)
-        assert seen.duration <= killed_at - asked_start, (track["kind"], seen.duration)
-        assert asked_start <= track["first_frame_at"] <= capturing + 1.0, track
+        assert seen.duration >= killed_at - capturing - 1.0 - SLACK, (track["kind"], seen.duration)
+        assert seen.duration <= killed_at - asked_start + SLACK, (track["kind"], seen.duration)
+        assert asked_start <= track["first_frame_at"] <= capturing + 1.0 + SLACK, track
         lost = killed_at - (track["first_frame_at"] + seen.duration)
-        assert -0.1 <= lost <= 1.0, (track["kind"], lost)
+        assert -SLACK <= lost <= 1.0, (track["kind"], lost)
     assert (session / "timeline.json").is_file()
     verified = recording_cli("verify", str(session))
     assert verified.returncode == 0, verified.stdout + verified.stderr
