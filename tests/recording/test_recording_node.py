@@ -175,6 +175,9 @@ async def test_only_consented_media_and_comments_are_stored(node: RunningNode, r
     for (_, kind), path in files.items():
         seen = assert_decodable(path, kind)
         assert seen.duration > 1.5, (kind, seen)
+        entry = next(t for t in done["tracks"] if t["kind"] == kind)
+        assert entry["frames"] == seen.packets, (entry, seen)  # the manifest counts what is in the file
+        assert abs(entry["duration_s"] - seen.duration) < 0.05, (entry, seen)
     assert files[(yes.participant_id, "video")].suffix == ".webm"
 
     timeline = json.loads((session / "timeline.json").read_text())
