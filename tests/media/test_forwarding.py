@@ -112,17 +112,22 @@ async def test_a_speaker_who_leaves_disappears_and_the_slot_is_reused(node: Runn
         await viewer.wait_for("slot.released", lambda m: m["mid"] == a["mid"], timeout=1.0)
         assert time.monotonic() - left_at < 1.0
         await viewer.wait_for("participant.left", timeout=1.0)
+        await asyncio.sleep(0.2)  # packets in flight land
+        # Watched before the second speaker exists: nothing of theirs can slip past the watch.
+        first_of_second = viewer.watch_next_frame(a["mid"])
 
         async with MedstageClient(node.url) as second:
             await second.join(stage, "Dr Second", "speaker")
-            await second.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+            # Mid-GOP and slow to answer PLI: delta frames come first, the next keyframe ~0.8 s later.
+            video = EncodedVideoTrack(clip, start_index=5, answer_requests=False)
+            await second.publish(EncodedAudioTrack(clip), video)
             b = await viewer.wait_for(
                 "slot.assigned",
                 lambda m: m["kind"] == "video" and m["participant_id"] == second.participant_id,
             )
             assert b["mid"] == a["mid"], "the freed slot is reused"
-            before = viewer.stats(b["mid"]).keyframes
-            await eventually(lambda: viewer.stats(b["mid"]).keyframes > before, 10)
+            await eventually(lambda: first_of_second.done, 10)
+            assert first_of_second.starts_on_keyframe, first_of_second
 
 
 async def test_mute_stops_forwarding_and_unmute_restarts_on_a_keyframe(node: RunningNode, clip) -> None:  # type: ignore[no-untyped-def]
@@ -145,9 +150,10 @@ async def test_mute_stops_forwarding_and_unmute_restarts_on_a_keyframe(node: Run
         await asyncio.sleep(0.5)
         assert stats.packets == frozen, "a muted track is not forwarded"
 
-        keyframes = stats.keyframes
+        first_after = viewer.watch_next_frame(a["mid"])
         await speaker.mute("video", False)
-        await eventually(lambda: stats.keyframes > keyframes, 5)
+        await eventually(lambda: first_after.done, 5)
+        assert first_after.starts_on_keyframe, first_after
 
 
 async def test_sigterm_closes_peers_and_sockets_and_exits_cleanly(node: RunningNode, clip) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
-from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
+from tests.support.clip import MAX_LAG_S, EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.tokens import token
 from tests.support.waiting import eventually
 
@@ -41,20 +42,66 @@ def manifest(session: Path) -> dict[str, Any]:
     return json.loads((session / "manifest.json").read_text())
 
 
-def decode_all(path: Path) -> tuple[int, float]:
-    """Frames decoded, and the media duration in seconds; raises if any frame fails."""
-    frames, last = 0, 0.0
+@dataclass(frozen=True)
+class Decoded:
+    """A track file as PyAV reads it: every packet fed to a decoder, failures counted, not raised."""
+
+    packets: int  # media packets demuxed (the flush packet excluded)
+    frames: int  # frames the decoder gave back
+    errors: int  # packets the decoder refused
+    duration: float  # seconds from the first packet's pts to the end of the last one
+    starts_on_keyframe: bool
+
+    @property
+    def decodable(self) -> float:
+        return self.frames / self.packets if self.packets else 0.0
+
+
+def decode_all(path: Path) -> Decoded:
+    packets = frames = errors = 0
+    first: float | None = None
+    end = 0.0
+    starts_on_keyframe = False
     with av.open(str(path)) as container:
         stream = container.streams[0]
         for packet in container.demux(stream):
-            for _frame in packet.decode():
-                frames += 1
-            if packet.pts is not None:
-                last = max(last, float(packet.pts * packet.time_base))
-    return frames, last
+            if packet.size:
+                packets += 1
+                if packets == 1:
+                    starts_on_keyframe = bool(packet.is_keyframe)
+                if packet.pts is not None:
+                    start = float(packet.pts * packet.time_base)
+                    first = start if first is None else min(first, start)
+                    end = max(end, start + float((packet.duration or 0) * packet.time_base))
+            try:  # the flush packet (size 0) drains what the decoder still holds
+                frames += len(packet.decode())
+            except av.FFmpegError:
+                errors += 1
+    return Decoded(packets, frames, errors, end - (first or 0.0), starts_on_keyframe)
+
+
+# Frames per second of the test clip (tests/support/clip.py): 30 video frames, 50 Opus packets.
+RATES = {"video": 30, "audio": 50}
+# A test loop stalled by load sends the clip up to MAX_LAG_S late (then bursts, or skips beyond it):
+# media time and arrival time may differ by that much. Only the bounds that do not test the product's
+# promise (the capture ran long enough; the kill is not before the end) allow for it.
+SLACK = MAX_LAG_S
+
+
+def assert_decodable(path: Path, kind: str) -> Decoded:
+    """Every packet decodes, and the file holds about as many frames as its duration should."""
+    seen = decode_all(path)
+    assert seen.errors == 0, (path.name, seen)
+    assert seen.packets == ffprobe_packets(path), "PyAV and ffprobe agree on the packets"
+    assert seen.frames >= 0.98 * seen.packets, (path.name, seen)
+    assert seen.packets >= 0.9 * seen.duration * RATES[kind], ("frames missing in the file", path.name, seen)
+    if kind == "video":
+        assert seen.starts_on_keyframe, path.name
+    return seen
 
 
 def ffprobe_packets(path: Path) -> int:
+    """ffprobe's own count of the file's packets (a reader independent of PyAV's demuxing loop)."""
     out = subprocess.run(
         [
             "ffprobe",
@@ -126,9 +173,11 @@ async def test_only_consented_media_and_comments_are_stored(node: RunningNode, r
     assert set(files) == {(yes.participant_id, "audio"), (yes.participant_id, "video")}, done["tracks"]
     assert not list((session / "tracks").glob(f"{no.participant_id}*")), "nothing of who declined"
     for (_, kind), path in files.items():
-        frames, duration = decode_all(path)
-        assert frames > 0 and ffprobe_packets(path) >= frames * 0.95
-        assert duration > 1.5, (kind, duration)
+        seen = assert_decodable(path, kind)
+        assert seen.duration > 1.5, (kind, seen)
+        entry = next(t for t in done["tracks"] if t["kind"] == kind)
+        assert entry["frames"] == seen.packets, (entry, seen)  # the manifest counts what is in the file
+        assert abs(entry["duration_s"] - seen.duration) < 0.05, (entry, seen)
     assert files[(yes.participant_id, "video")].suffix == ".webm"
 
     timeline = json.loads((session / "timeline.json").read_text())
@@ -149,56 +198,175 @@ async def test_only_consented_media_and_comments_are_stored(node: RunningNode, r
 async def test_a_withdrawal_ends_that_persons_media_within_a_second(
     node: RunningNode, rec_root: Path, clip
 ) -> None:  # type: ignore[no-untyped-def]
+    """The times are the test's own (around its requests), the media's end what PyAV reads in the
+    file: neither comes from the server's manifest or ledger."""
     stage = "rec-" + uuid.uuid4().hex[:6]
     async with MedstageClient(node.url) as host, MedstageClient(node.url) as speaker:
         await host.join(stage, "Dr Host", "host")
         await speaker.join(stage, "Dr Speaker", "speaker")
         await consent(speaker, ["media"])
         await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        await host.wait_media(kind="video", timeout=10)
+        asked_start = time.time()
         started = await host.request({"type": "recording.start"})
+        answered_start = time.time()
         session = rec_root / stage / started["session_id"]
         await asyncio.sleep(3)
+        asked_withdrawal = time.time()
         await speaker.request({"type": "consent.withdraw"})
-        await asyncio.sleep(2)  # media keeps flowing to the stage, not to the files
+        withdrawn = time.time()
+        # Media keeps flowing to the stage, not to the files.
+        video, audio = host.received("video").frames_complete, host.received("audio").packets
+        await eventually(
+            lambda: (
+                host.received("video").frames_complete >= video + 45
+                and host.received("audio").packets >= audio + 75
+            ),
+            5,
+        )
         await host.request({"type": "recording.stop"})
         done = await wait_status(session, "complete")
 
+    files = {(t["participant_id"], t["kind"]): session / t["file"] for t in done["tracks"]}
+    assert set(files) == {(speaker.participant_id, k) for k in ("audio", "video")}, done["tracks"]
+    for (_, kind), path in files.items():
+        seen = assert_decodable(path, kind)
+        # Nothing is captured before the start was asked for, so media reaching more than a second
+        # past the withdrawal's reply makes the file longer than this...
+        assert seen.duration <= withdrawn - asked_start + 1.0, (kind, seen.duration, withdrawn - asked_start)
+        # ...and the capture ran up to the withdrawal (it starts at a keyframe: GOP 1 s, or sooner on
+        # PLI; a loaded test loop may skip up to half a second of the clip: SLACK).
+        assert seen.duration >= asked_withdrawal - answered_start - 1.0 - SLACK, (kind, seen.duration)
+        # The same on the wall clock, the file placed by its first frame's time (on this machine's
+        # clock, which the test shares): it ends within a second of the withdrawal.
+        track = next(t for t in done["tracks"] if t["kind"] == kind)
+        assert asked_start <= track["first_frame_at"] <= asked_withdrawal, track
+        ends_at = track["first_frame_at"] + seen.duration
+        assert asked_withdrawal - 1.0 - SLACK <= ends_at <= withdrawn + 1.0, (kind, ends_at - withdrawn)
     ledger = [json.loads(line) for line in (session / "consent.jsonl").read_text().splitlines()]
-    withdrawn = [e["record"] for e in ledger if e["record"]["decision"] == "withdrawn"]
-    assert len(withdrawn) == 1
-    withdrawn_at = withdrawn[0]["at"]
-    for track in done["tracks"]:
-        frames, duration = decode_all(session / track["file"])
-        assert frames > 0
-        ends_at = track["first_frame_at"] + duration
-        assert ends_at <= withdrawn_at + 1.0, (track["kind"], ends_at - withdrawn_at)
-        assert ends_at >= withdrawn_at - 1.5, "it did record until the withdrawal"
+    assert [e["record"]["decision"] for e in ledger].count("withdrawn") == 1
+
+
+async def test_consenting_again_after_a_withdrawal_starts_a_second_file(
+    node: RunningNode, rec_root: Path, clip
+) -> None:  # type: ignore[no-untyped-def]
+    """docs/recording.md: one file per capture, ``<participant>-<kind>-<n>``; a new consent after a
+    withdrawal is a new capture, ``-2``, holding only what came after that consent."""
+    stage = "rec-" + uuid.uuid4().hex[:6]
+    async with MedstageClient(node.url) as host, MedstageClient(node.url) as speaker:
+        await host.join(stage, "Dr Host", "host")
+        await speaker.join(stage, "Dr Speaker", "speaker")
+        await consent(speaker, ["media"])
+        await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        await host.wait_media(kind="video", timeout=10)
+        started = await host.request({"type": "recording.start"})
+        session = rec_root / stage / started["session_id"]
+        await asyncio.sleep(2)
+        await speaker.request({"type": "consent.withdraw"})
+        withdrawn = time.time()
+        await asyncio.sleep(1.5)  # not recorded
+        asked_again = time.time()
+        await consent(speaker, ["media"])
+        answered_again = time.time()
+        await asyncio.sleep(2.5)
+        asked_stop = time.time()
+        await host.request({"type": "recording.stop"})
+        done = await wait_status(session, "complete")
+
+    pid = speaker.participant_id
+    files = {Path(t["file"]).name: t for t in done["tracks"]}
+    assert set(files) == {f"{pid}-{kind}-{n}.webm" for kind in ("audio", "video") for n in (1, 2)}, files
+    for kind in ("audio", "video"):
+        first, second = files[f"{pid}-{kind}-1.webm"], files[f"{pid}-{kind}-2.webm"]
+        one = assert_decodable(session / first["file"], kind)
+        assert first["first_frame_at"] + one.duration <= withdrawn + 1.0, (kind, "the first file ends")
+        two = assert_decodable(session / second["file"], kind)
+        # Nothing from the time without consent: the second file starts after it was given again...
+        assert second["first_frame_at"] >= asked_again, (kind, second["first_frame_at"] - asked_again)
+        assert two.duration <= time.time() - asked_again, (kind, two.duration)
+        # ...and holds what came after it (from a keyframe: GOP 1 s, or sooner on PLI).
+        assert two.duration >= asked_stop - answered_again - 1.0 - SLACK, (kind, two.duration)
+    decisions = [json.loads(line)["record"]["decision"] for line in (session / "consent.jsonl").open()]
+    assert decisions == ["granted", "withdrawn", "granted"], decisions
+    assert recording_cli("verify", str(session)).returncode == 0
+
+
+async def test_auto_mode_records_from_the_start_and_only_who_consented(
+    tmp_path: Path, rec_root: Path, clip
+) -> None:  # type: ignore[no-untyped-def]
+    """MEDSTAGE_RECORDING_MODE=auto: nobody sends ``recording.start``; consent still decides."""
+    auto = start_node(tmp_path, {"MEDSTAGE_RECORDING_MODE": "auto", "MEDSTAGE_RECORDINGS_DIR": str(rec_root)})
+    try:
+        stage = "rec-" + uuid.uuid4().hex[:6]
+        async with (
+            MedstageClient(auto.url) as host,
+            MedstageClient(auto.url) as yes,
+            MedstageClient(auto.url) as no,
+        ):
+            await host.join(stage, "Dr Host", "host")
+            recording = host.joined["state"]["recording"]
+            assert recording["mode"] == "auto" and recording["active"] is True, recording
+            session = rec_root / stage / recording["session_id"]
+            await yes.join(stage, "Dr Yes", "speaker")
+            await no.join(stage, "Dr No", "speaker")
+            for person in (yes, no):  # the client asks at join: recording, and no decision yet
+                assert person.joined["state"]["recording"]["active"] is True
+                assert person.joined["state"]["consent"]["mine"] is None, person.joined["state"]["consent"]
+            await consent(yes, ["media", "comments"])
+            await consent(no, [])
+            await yes.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+            await no.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+            await host.wait_for(
+                "slot.assigned", lambda m: m["participant_id"] == no.participant_id and m["kind"] == "video"
+            )
+            await no.request({"type": "comment.post", "text": "secret: I declined"})
+            await yes.request({"type": "comment.post", "text": "kept: I consented"})
+            await asyncio.sleep(2.5)
+            stopped = await host.request({"type": "recording.stop"})
+            assert stopped["type"] == "ok"
+            done = await wait_status(session, "complete")
+
+        assert done["session_id"] == recording["session_id"]
+        files = {(t["participant_id"], t["kind"]): session / t["file"] for t in done["tracks"]}
+        assert set(files) == {(yes.participant_id, "audio"), (yes.participant_id, "video")}, done["tracks"]
+        assert not list((session / "tracks").glob(f"{no.participant_id}*")), "nothing of who declined"
+        for (_, kind), path in files.items():
+            assert assert_decodable(path, kind).duration > 1.5
+        timeline = json.dumps(json.loads((session / "timeline.json").read_text()))
+        assert "kept: I consented" in timeline and "secret: I declined" not in timeline
+        started = [e for e in json.loads(timeline) if e["type"] == "recording.started"]
+        assert [e["by"] for e in started] == [None], "the stage started it by itself"
+        assert recording_cli("verify", str(session)).returncode == 0
+    finally:
+        assert auto.stop() == 0
 
 
 async def test_sigkill_leaves_readable_files_that_repair_finalizes(
     node: RunningNode, rec_root: Path, clip
 ) -> None:  # type: ignore[no-untyped-def]
+    """The node itself is killed; what ``python -m recording repair`` recovers ends within a second
+    of the kill (the kill time is the test's, the media's end what PyAV reads in the repaired file)."""
     stage = "rec-" + uuid.uuid4().hex[:6]
     async with MedstageClient(node.url) as host, MedstageClient(node.url) as speaker:
         await host.join(stage, "Dr Host", "host")
         await speaker.join(stage, "Dr Speaker", "speaker")
         await consent(speaker, ["media", "comments"])
         await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        asked_start = time.time()
         started = await host.request({"type": "recording.start"})
         session = rec_root / stage / started["session_id"]
         await eventually(lambda: len(manifest(session)["tracks"]) == 2, 10)
+        capturing = time.time()
         await asyncio.sleep(4)
         killed_at = time.time()
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait(5)
 
     tracks = manifest(session)["tracks"]
+    assert {t["kind"] for t in tracks} == {"audio", "video"}, tracks
     for track in tracks:
-        path = session / track["file"]
-        frames, duration = decode_all(path)  # readable as the crash left it
-        assert frames > 0
-        lost = killed_at - (track["first_frame_at"] + duration)
-        assert lost <= 1.0, (track["kind"], lost)
+        seen = decode_all(session / track["file"])  # readable as the crash left it
+        assert seen.packets > 0 and seen.errors == 0, (track["kind"], seen)
 
     repaired = recording_cli("repair", str(session))
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
@@ -207,6 +375,14 @@ async def test_sigkill_leaves_readable_files_that_repair_finalizes(
         with av.open(str(path)) as container:
             assert container.duration is not None and container.duration > 0, "finalized: has duration"
         assert track["finalized"] is True
+        seen = assert_decodable(path, track["kind"])
+        # Captured from before ``capturing`` (the manifest listed the track) up to the kill, less at
+        # most a second lost; and never more media than the whole recording could hold.
+        assert seen.duration >= killed_at - capturing - 1.0 - SLACK, (track["kind"], seen.duration)
+        assert seen.duration <= killed_at - asked_start + SLACK, (track["kind"], seen.duration)
+        assert asked_start <= track["first_frame_at"] <= capturing + 1.0 + SLACK, track
+        lost = killed_at - (track["first_frame_at"] + seen.duration)
+        assert -SLACK <= lost <= 1.0, (track["kind"], lost)
     assert (session / "timeline.json").is_file()
     verified = recording_cli("verify", str(session))
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -309,8 +485,8 @@ async def test_a_full_disk_stops_the_recording_cleanly_and_the_stage_goes_on(
         for track in manifest(session)["tracks"]:
             path = session / track["file"]
             if path.is_file() and path.stat().st_size > 0:
-                frames, _ = decode_all(path)  # what was written stays readable
-                assert frames > 0
+                seen = decode_all(path)  # what was written stays readable
+                assert seen.frames > 0 and seen.errors == 0, (path.name, seen)
         assert recording_cli("verify", str(session)).returncode == 0
     finally:
         assert node.stop() == 0

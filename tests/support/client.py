@@ -27,9 +27,10 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
+    sdp,
 )
 
-from .framecheck import FrameAssembler, TrackStats, install_frame_assembler
+from .framecheck import FrameAssembler, NextFrame, TrackStats, install_frame_assembler
 
 Message = dict[str, Any]
 DEFAULT_TIMEOUT = 10.0
@@ -331,6 +332,7 @@ class MedstageClient:
                 on_frame=self._on_frame,
             )
         await pc.setLocalDescription(await pc.createAnswer())
+        _route_rtx(pc, offer["sdp"])
         return await self.request({"type": "subscriber.answer", "sdp": pc.localDescription.sdp})
 
     def _on_frame(self, stats: TrackStats) -> None:
@@ -367,6 +369,10 @@ class MedstageClient:
 
     def stats(self, mid: str) -> TrackStats:
         return self.assemblers[mid].stats
+
+    def watch_next_frame(self, mid: str) -> NextFrame:
+        """From now on, the first packet and the first complete frame received on ``mid``."""
+        return self.assemblers[mid].watch_next_frame()
 
     def received(self, kind: str | None = None) -> TrackStats:
         """Sum of the receive stats over all subscriber receivers (of ``kind``)."""
@@ -433,6 +439,25 @@ class MedstageClient:
     async def leave(self) -> Message:
         """`leave`; returns the `left` reply (the server then closes the socket with 1000)."""
         return await self.request({"type": "leave"})
+
+
+def _route_rtx(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Route each slot's RTX stream to its receiver, as browsers do from ``a=ssrc-group:FID``.
+
+    aiortc 1.16 registers only a receiver's primary SSRC with its transport's ``RtpRouter``
+    (rtcdtlstransport.py 683-696) and routes an unknown SSRC by payload type only when one receiver
+    has that type (297-319): every slot shares the RTX payload type, so retransmissions answering
+    this client's NACKs would be dropped before they reach the receiver.
+    """
+    receivers = {t.mid: t.receiver for t in pc.getTransceivers()}
+    for media in sdp.SessionDescription.parse(offer_sdp).media:
+        receiver = receivers.get(media.rtp.muxId)
+        router = getattr(receiver.transport, "_rtp_router", None) if receiver is not None else None
+        if router is None:
+            continue
+        for group in media.ssrc_group:
+            if group.semantic == "FID" and len(group.items) == 2:
+                router.ssrc_table[int(group.items[1])] = receiver
 
 
 def _codec_preferences(names: Iterable[str]) -> list[Any]:

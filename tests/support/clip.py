@@ -195,9 +195,16 @@ class EncodedVideoTrack(_PacedTrack):
     _time_base = VIDEO_TIME_BASE
     _pts_step = VIDEO_PTS_STEP
 
-    def __init__(self, clip: Clip | None = None) -> None:
+    def __init__(
+        self, clip: Clip | None = None, *, start_index: int = 0, answer_requests: bool = True
+    ) -> None:
+        """``start_index``: the clip frame to send first (mid-GOP: a publisher the SFU joins late);
+        without ``answer_requests`` keyframe requests are counted but the GOP goes on (a publisher
+        slow to answer PLI): what precedes the next keyframe are delta frames the SFU must hold back."""
         self.clip = clip if clip is not None else load_clip()
         super().__init__(self.clip.video)
+        self._index = start_index % len(self.clip.video)
+        self._answer_requests = answer_requests
         self._keyframe_wanted = False
         self.keyframe_requests = 0
         self.keyframes_sent = 0
@@ -205,7 +212,7 @@ class EncodedVideoTrack(_PacedTrack):
     def request_keyframe(self) -> None:
         """Jump to the next keyframe of the clip: the next ``recv()`` returns it."""
         self.keyframe_requests += 1
-        self._keyframe_wanted = True
+        self._keyframe_wanted = self._answer_requests
 
     def _next_index(self) -> int:
         index = self._index

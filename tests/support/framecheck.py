@@ -86,6 +86,27 @@ class TrackStats:
         return self.decoded_ok / total if total else None
 
 
+@dataclass
+class NextFrame:
+    """What arrives after :meth:`FrameAssembler.watch_next_frame`: the first packet, and the first
+    frame completed. The first forwarded frame was a keyframe iff :attr:`starts_on_keyframe`."""
+
+    first_packet_ts: int | None = None  # RTP timestamp of the first packet received
+    frame_ts: int | None = None  # RTP timestamp of the first frame completed
+    keyframe: bool | None = None  # was that frame a keyframe?
+    abandoned: int = 0  # frames given up (a packet missing) before it completed
+
+    @property
+    def done(self) -> bool:
+        return self.keyframe is not None
+
+    @property
+    def starts_on_keyframe(self) -> bool:
+        """The very first packet belonged to the first complete frame, a keyframe, and nothing was
+        abandoned before it: no delta frame, or part of one, came first."""
+        return self.keyframe is True and self.frame_ts == self.first_packet_ts and self.abandoned == 0
+
+
 class _Frame:
     __slots__ = ("end", "parts", "start")
 
@@ -116,6 +137,13 @@ class FrameAssembler:
         self._pending: dict[int, _Frame] = {}  # RTP timestamp -> frame being assembled
         self._done: deque[int] = deque(maxlen=32)  # recently completed timestamps
         self._marker_seqs: deque[int] = deque(maxlen=32)
+        self._watches: list[NextFrame] = []  # not done yet
+
+    def watch_next_frame(self) -> NextFrame:
+        """Observe the next packet and the next complete frame (video), from now on."""
+        watch = NextFrame()
+        self._watches.append(watch)
+        return watch
 
     # aiortc's JitterBuffer interface
     def add(self, packet: Any) -> tuple[bool, None]:
@@ -131,10 +159,13 @@ class FrameAssembler:
             stats.codec = name
 
         if stats.kind == "audio":  # one packet per frame (Opus)
-            self._complete(name, packet._data, now)
+            self._complete(name, packet._data, now, packet.timestamp)
             return False, None
 
         ts = packet.timestamp
+        for watch in self._watches:
+            if watch.first_packet_ts is None:
+                watch.first_packet_ts = ts
         if ts in self._done:  # a late duplicate or retransmission
             return False, None
         frame = self._pending.get(ts)
@@ -143,6 +174,8 @@ class FrameAssembler:
             if len(self._pending) > MAX_PENDING_FRAMES:
                 del self._pending[next(iter(self._pending))]
                 stats.frames_incomplete += 1
+                for watch in self._watches:
+                    watch.abandoned += 1
         seq = packet.sequence_number
         frame.parts[seq] = packet._data
         if name == "VP8":
@@ -171,7 +204,7 @@ class FrameAssembler:
                 del self._pending[ts]
                 self._done.append(ts)
                 self._drop_older(frame.start)
-                self._complete(name, data, now)
+                self._complete(name, data, now, ts)
         return False, None
 
     def remove(self, count: int) -> None:  # JitterBuffer API, unused by the receiver path
@@ -184,14 +217,20 @@ class FrameAssembler:
         for ts in stale:
             del self._pending[ts]
             self.stats.frames_incomplete += 1
+            for watch in self._watches:
+                watch.abandoned += 1
 
-    def _complete(self, codec: str | None, data: bytes, now: float) -> None:
+    def _complete(self, codec: str | None, data: bytes, now: float, ts: int) -> None:
         stats = self.stats
         stats.frames_complete += 1
         if stats.first_frame_at is None:
             stats.first_frame_at = now
         if stats.kind == "video" and codec is not None:
             key = is_keyframe(codec, data)
+            if self._watches:
+                for watch in self._watches:
+                    watch.frame_ts, watch.keyframe = ts, key
+                self._watches = []
             if stats.first_frame_keyframe is None:
                 stats.first_frame_keyframe = key
             if key:

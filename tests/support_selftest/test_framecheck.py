@@ -11,7 +11,7 @@ from aiortc.rtp import RtpPacket
 
 from tests.support.client import use_host_addresses
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, attach_keyframe_requests
-from tests.support.framecheck import FrameAssembler, install_frame_assembler
+from tests.support.framecheck import FrameAssembler, install_frame_assembler, is_keyframe
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
@@ -75,6 +75,37 @@ async def test_a_lost_packet_makes_its_frame_incomplete() -> None:
     stats = assembler.stats
     assert (stats.frames_complete, stats.frames_incomplete) == (3, 1)
     assert stats.first_frame_keyframe is False
+
+
+async def test_a_watch_sees_whether_the_first_frame_after_it_is_a_keyframe() -> None:
+    frames = await rtp_frames(32)  # GOP 30: frames 0 and 30 are keyframes
+    data = [b"".join(p._data for p in packets) for packets in frames]
+    assert is_keyframe("VP8", data[30]) and not is_keyframe("VP8", data[29]) and len(frames[29]) > 1
+
+    assembler = FrameAssembler("video", {96: VP8})
+    for packets in frames[:5]:
+        for packet in packets:
+            assembler.add(packet)
+    on_key, on_delta, on_half = (assembler.watch_next_frame() for _ in range(3))
+    assert not on_key.done
+    for packet in frames[30]:
+        assembler.add(packet)
+    assert on_key.starts_on_keyframe and on_delta.starts_on_keyframe and on_half.starts_on_keyframe
+
+    delta = FrameAssembler("video", {96: VP8})
+    watch = delta.watch_next_frame()
+    for packets in frames[5:8]:
+        for packet in packets:
+            delta.add(packet)
+    assert watch.done and watch.keyframe is False and not watch.starts_on_keyframe
+
+    # The tail of a delta frame (its first packet not forwarded), then a keyframe: not a clean start.
+    half = FrameAssembler("video", {96: VP8})
+    watch = half.watch_next_frame()
+    for packet in [*frames[29][1:], *frames[30], *frames[31]]:
+        half.add(packet)
+    assert watch.keyframe is True and watch.first_packet_ts != watch.frame_ts
+    assert not watch.starts_on_keyframe
 
 
 async def test_starting_mid_gop_is_seen_and_fails_to_decode() -> None:
