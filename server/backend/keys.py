@@ -34,7 +34,8 @@ def bans(stage_id: str) -> str:
 
 
 def node(node_id: str) -> str:
-    """String, a random token per beat, PX = the heartbeat TTL: the node's presence counts while it exists."""
+    """String, msgpack ``[random token per beat, public URL]``, PX = the heartbeat TTL: the node's
+    presence counts while it exists."""
     return f"{PREFIX}:{{node:{node_id}}}:alive"
 
 

@@ -241,9 +241,10 @@ class RedisBackend(Backend):
 
     # --- presence ------------------------------------------------------------------------------
 
-    async def heartbeat(self, node_id: str, ttl_ms: int) -> bool:
+    async def heartbeat(self, node_id: str, ttl_ms: int, url: str = "") -> bool:
         check_ttl(ttl_ms)
-        beat = secrets.token_bytes(8)
+        # A random token per beat (a retry recognises its own), and the URL other nodes hand out.
+        beat: bytes = msgpack.packb([secrets.token_bytes(8), url])
         async with self._call():
             previous = await self._redis.set(keys.node(node_id), beat, px=ttl_ms, get=True)
         # ``previous == beat``: a retry whose first attempt landed; we cannot tell what was there.
@@ -258,6 +259,28 @@ class RedisBackend(Backend):
                 name = key.decode() if isinstance(key, bytes) else str(key)
                 found.add(name.split("{node:", 1)[1].split("}", 1)[0])
         return found
+
+    async def node_urls(self) -> dict[str, str]:
+        found = await self.nodes()
+        if not found:
+            return {}
+        names = sorted(found)
+        async with self._call():
+            # A pipeline, not MGET: each node's key has its own hash tag (slot). A key that lapsed
+            # since the SCAN reads as None and is left out.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for node_id in names:
+                    pipe.get(keys.node(node_id))
+                values = await pipe.execute()
+        urls: dict[str, str] = {}
+        for node_id, value in zip(names, values, strict=True):
+            try:
+                _, url = msgpack.unpackb(value) if value is not None else (None, "")
+            except (ValueError, TypeError, msgpack.UnpackException):
+                continue  # a beat in another format (an older node during an upgrade): no URL
+            if isinstance(url, str) and url:
+                urls[node_id] = url
+        return urls
 
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         async with self._call():

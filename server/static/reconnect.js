@@ -63,3 +63,42 @@ export function afterFailure(err, closeCode, backoff) {
   if (closeCode !== null && closeCode !== undefined && !reconnects(closeCode)) return { final: 'closed' };
   return { wait: backoff.next() };
 }
+
+/**
+ * Where the next attempt dials after one that could not reach `current` (a signalling URL, ws:// or
+ * wss://): the node after it in `nodes` (the live nodes' public URLs from `joined.nodes` and `nodes`
+ * frames), round the list; `current` itself when it is the only one known. The page's own node may be
+ * the one that died: any node reaches any stage (it relays to the stage's host, or takes the stage
+ * over), so the next live one will do.
+ */
+export function nextNode(current, nodes) {
+  const urls = [...new Set((nodes ?? []).map(nodeSignallingUrl).filter(Boolean))];
+  if (urls.length === 0) return current;
+  const here = urls.indexOf(current);
+  return urls[(here + 1) % urls.length];
+}
+
+/** A node's signalling URL from its public URL (`http://host:port` → `ws://host:port/ws`); null if not http(s). */
+export function nodeSignallingUrl(publicUrl) {
+  let url;
+  try {
+    url = new URL(String(publicUrl));
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  const base = url.pathname.replace(/\/+$/, '');
+  return `${url.protocol === 'https:' ? 'wss:' : 'ws:'}//${url.host}${base}/ws`;
+}
+
+/** The HTTP base of the node behind a signalling URL (`ws://host:port/ws` → `http://host:port`). */
+export function nodeHttpUrl(signallingUrl) {
+  const url = new URL(signallingUrl);
+  const base = url.pathname.replace(/\/ws$/, '').replace(/\/+$/, '');
+  return `${url.protocol === 'wss:' ? 'https:' : 'http:'}//${url.host}${base}`;
+}
+
+/** Whether a failed attempt never reached a node (no socket opened): time to try another one. */
+export function unreachable(err, closeCode) {
+  return (closeCode === null || closeCode === undefined) && (err?.code === 'unreachable' || err?.code === 'timeout');
+}
