@@ -66,16 +66,19 @@ export function afterFailure(err, closeCode, backoff) {
 
 /**
  * Where the next attempt dials after one that could not reach `current` (a signalling URL, ws:// or
- * wss://): the node after it in `nodes` (the live nodes' public URLs from `joined.nodes` and `nodes`
- * frames), round the list; `current` itself when it is the only one known. The page's own node may be
- * the one that died: any node reaches any stage (it relays to the stage's host, or takes the stage
- * over), so the next live one will do.
+ * wss://). `home` is the URL the session started with (the page's own node, as the browser reached
+ * it); `nodes` the live nodes' public URLs (`joined.nodes`, `nodes` frames). With fewer than two nodes
+ * there is nowhere else to go: `home`. Otherwise the candidate after `current` in [home, ...nodes],
+ * round the list: any node reaches any stage (it relays to the stage's host, or takes the stage
+ * over), so the next live one will do. `home` stays a candidate because a node's advertised URL may
+ * not be the name the browser knows it by (a node without MEDSTAGE_PUBLIC_URL advertises 127.0.0.1).
  */
-export function nextNode(current, nodes) {
-  const urls = [...new Set((nodes ?? []).map(nodeSignallingUrl).filter(Boolean))];
-  if (urls.length === 0) return current;
-  const here = urls.indexOf(current);
-  return urls[(here + 1) % urls.length];
+export function nextNode(current, home, nodes) {
+  const others = [...new Set((nodes ?? []).map(nodeSignallingUrl).filter(Boolean))];
+  if (others.length < 2) return home;
+  const candidates = [...new Set([home, ...others])];
+  const here = candidates.indexOf(current);
+  return candidates[(here + 1) % candidates.length];
 }
 
 /** A node's signalling URL from its public URL (`http://host:port` → `ws://host:port/ws`); null if not http(s). */

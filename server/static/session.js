@@ -74,7 +74,8 @@ export class StageSession extends EventTarget {
     this.role = role;
     this.joinedAs = role;
     this.identity = identity;
-    this.url = url;
+    this.url = url; // the node this session dials now (another one after its own was unreachable)
+    this.home = url; // the page's own node, as the browser reached it
   }
 
   /** The HTTP base of the node this session talks to (token requests go there, not to the page's origin). */
@@ -584,7 +585,7 @@ export class StageSession extends EventTarget {
         const closeCode = this.#attemptClose?.code ?? null;
         this.#teardown();
         if (unreachable(err, closeCode)) {
-          const other = nextNode(this.url, this.nodes);
+          const other = nextNode(this.url, this.home, this.nodes);
           if (other !== this.url) {
             this.url = other;
             this.marks.nodeSwitched = performance.now();
