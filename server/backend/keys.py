@@ -34,9 +34,14 @@ def bans(stage_id: str) -> str:
 
 
 def node(node_id: str) -> str:
-    """String, msgpack ``[random token per beat, public URL]``, PX = the heartbeat TTL: the node's
-    presence counts while it exists."""
+    """String, a random token per beat, PX = the heartbeat TTL: the node's presence counts while it exists."""
     return f"{PREFIX}:{{node:{node_id}}}:alive"
+
+
+def node_urls() -> str:
+    """Hash: node id -> its public URL, written at each beat; an entry counts while the node's ``node``
+    key lives (its own slot: no script touches it with another key)."""
+    return f"{PREFIX}:nodes"
 
 
 def inbox(node_id: str) -> str:

@@ -243,9 +243,10 @@ class RedisBackend(Backend):
 
     async def heartbeat(self, node_id: str, ttl_ms: int, url: str = "") -> bool:
         check_ttl(ttl_ms)
-        # A random token per beat (a retry recognises its own), and the URL other nodes hand out.
-        beat: bytes = msgpack.packb([secrets.token_bytes(8), url])
+        beat = secrets.token_bytes(8)
         async with self._call():
+            if url:  # the registry of URLs: one small hash read per beat, not a SCAN of every key
+                await self._redis.hset(keys.node_urls(), node_id, url)
             previous = await self._redis.set(keys.node(node_id), beat, px=ttl_ms, get=True)
         # ``previous == beat``: a retry whose first attempt landed; we cannot tell what was there.
         return previous is not None and previous != beat
@@ -261,26 +262,16 @@ class RedisBackend(Backend):
         return found
 
     async def node_urls(self) -> dict[str, str]:
-        found = await self.nodes()
-        if not found:
-            return {}
-        names = sorted(found)
         async with self._call():
-            # A pipeline, not MGET: each node's key has its own hash tag (slot). A key that lapsed
-            # since the SCAN reads as None and is left out.
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for node_id in names:
-                    pipe.get(keys.node(node_id))
-                values = await pipe.execute()
-        urls: dict[str, str] = {}
-        for node_id, value in zip(names, values, strict=True):
-            try:
-                _, url = msgpack.unpackb(value) if value is not None else (None, "")
-            except (ValueError, TypeError, msgpack.UnpackException):
-                continue  # a beat in another format (an older node during an upgrade): no URL
-            if isinstance(url, str) and url:
-                urls[node_id] = url
-        return urls
+            registered = await self._redis.hgetall(keys.node_urls())
+            urls = {_text(node_id): _text(url) for node_id, url in registered.items()}
+            alive = await self._alive(set(urls))
+            gone = set(urls) - alive
+            if gone:
+                # A node that dies leaves its entry: the first reader to see its beat gone drops it (a
+                # node that was only late puts it back at its next beat).
+                await self._redis.hdel(keys.node_urls(), *sorted(gone))
+        return {node_id: url for node_id, url in urls.items() if node_id in alive}
 
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         async with self._call():
@@ -533,3 +524,7 @@ class RedisBackend(Backend):
 
 def _seq(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -217,6 +217,9 @@ async def test_node_urls_are_the_live_nodes_public_urls(cluster: Cluster) -> Non
     await b.heartbeat("node-b", TTL_MS, "https://b.example")
     await cluster.advance(TTL_MS * 0.6 / 1000)  # node-a's beat has lapsed
     assert await a.node_urls() == {"node-b": "https://b.example"}
+    assert await a.node_urls() == {"node-b": "https://b.example"}, "read twice: the dead entry is gone"
+    assert not await a.heartbeat("node-a", TTL_MS, "http://a.example:8080")  # it was only late
+    assert await b.node_urls() == {"node-a": "http://a.example:8080", "node-b": "https://b.example"}
 
 
 # --- stage state ---------------------------------------------------------------------------------
