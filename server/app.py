@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -56,6 +57,47 @@ async def _problem_middleware(
         return problem(500, "internal", "the server failed to handle this request")
 
 
+# What a page of another node of ours may call here: a page whose own node died goes on through this
+# one (server/static/session.js) and asks it for a token. Nothing else is offered across origins.
+_SIBLING_PATHS = frozenset({"/api/dev/token"})
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@web.middleware
+async def _sibling_cors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """CORS for pages loaded from the other nodes of this deployment (any node ever seen in the node
+    registry, dead ones included: that is the case it is for), and for no other origin."""
+    origin = request.headers.get("Origin")
+    if request.path not in _SIBLING_PATHS or origin is None:
+        return await handler(request)
+    node: Node = request.app["node"]
+    allowed = origin.lower() in {_origin(url) for url in node.cluster.known_urls}
+    if request.method == "OPTIONS":  # the preflight of a JSON POST
+        if not allowed:
+            return problem(403, "origin_not_allowed", "this origin is not a node of this deployment")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type, Accept",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+    response = await handler(request)
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
 async def _refuse_revoked(request: web.Request) -> None:
     try:
         claims = bearer(request)
@@ -74,7 +116,9 @@ async def _stage_page(request: web.Request) -> web.FileResponse:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[_problem_middleware], client_max_size=config.max_frame_bytes)
+    app = web.Application(
+        middlewares=[_sibling_cors_middleware, _problem_middleware], client_max_size=config.max_frame_bytes
+    )
     node = Node(config)
     node.cluster.open_remote = remote_factory(node)
     app["node"] = node

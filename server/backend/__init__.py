@@ -42,6 +42,9 @@ Presence (per-node heartbeat, not per-entry TTL)
     if it still names that node: a person who moved to another node is not removed by the old one.
     ``alive_nodes(ids)`` says which nodes' heartbeats are alive, in one round trip (a pipeline of
     EXISTS: each node key has its own hash tag, so no MGET across slots).
+    ``heartbeat(node_id, ttl_ms, url)`` also registers the node's public URL (a hash ``ms:nodes``);
+    ``node_urls()`` reads it back for the nodes alive now (the hash, then one pipeline of EXISTS) and
+    drops the entries of dead ones: where a client whose node died may go (``joined.nodes``).
 
 Node messaging (Pub/Sub: at most once, in order per sender)
     ``send(node_id, payload)`` is a PUBLISH to the node's channel; ``open_inbox(node_id)`` SUBSCRIBEs

@@ -121,13 +121,19 @@ class Backend(abc.ABC):
     # --- presence ------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def heartbeat(self, node_id: str, ttl_ms: int) -> bool:
-        """Keep this node's presence entries alive for ``ttl_ms``. False when the node was not alive
-        (first beat, or it lapsed): its entries may have been dropped, so it joins its people again."""
+    async def heartbeat(self, node_id: str, ttl_ms: int, url: str = "") -> bool:
+        """Keep this node's presence entries alive for ``ttl_ms``, and publish its public ``url`` (see
+        ``node_urls``). False when the node was not alive (first beat, or it lapsed): its entries may
+        have been dropped, so it joins its people again."""
 
     @abc.abstractmethod
     async def nodes(self) -> set[str]:
         """Every node whose heartbeat is alive now (to tell them all something, e.g. a revocation)."""
+
+    @abc.abstractmethod
+    async def node_urls(self) -> dict[str, str]:
+        """Every live node's public URL, by node id (a node that beat without one is left out): where
+        a client whose node died may go (``joined.nodes``, docs/protocol.md)."""
 
     @abc.abstractmethod
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:

@@ -38,6 +38,12 @@ def node(node_id: str) -> str:
     return f"{PREFIX}:{{node:{node_id}}}:alive"
 
 
+def node_urls() -> str:
+    """Hash: node id -> its public URL, written at each beat; an entry counts while the node's ``node``
+    key lives (its own slot: no script touches it with another key)."""
+    return f"{PREFIX}:nodes"
+
+
 def inbox(node_id: str) -> str:
     """Pub/Sub channel (not a key): messages to the node, read by its open inboxes."""
     return f"{PREFIX}:{{node:{node_id}}}:inbox"

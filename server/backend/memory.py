@@ -95,6 +95,7 @@ class MemoryStore:
         self.trim_slack = max_log_entries // 100
         self.leases: dict[str, _Held] = {}
         self.heartbeats: dict[str, float] = {}  # node id -> deadline
+        self.urls: dict[str, str] = {}  # node id -> its public URL, from its last beat
         self.presence: dict[str, dict[str, tuple[str, bytes]]] = {}  # stage -> pid -> (node, info)
         self.logs: dict[str, _Log] = {}
         self.rates: dict[str, tuple[float, deque[float]]] = {}  # key -> (window, times of hits)
@@ -180,16 +181,21 @@ class MemoryBackend(Backend):
 
     # --- presence ------------------------------------------------------------------------------
 
-    async def heartbeat(self, node_id: str, ttl_ms: int) -> bool:
+    async def heartbeat(self, node_id: str, ttl_ms: int, url: str = "") -> bool:
         check_ttl(ttl_ms)
         store = self._open()
         was_alive = store.alive(node_id)
         store.heartbeats[node_id] = store.clock() + ttl_ms / 1000
+        store.urls[node_id] = url
         return was_alive
 
     async def nodes(self) -> set[str]:
         store = self._open()
         return {node_id for node_id in store.heartbeats if store.alive(node_id)}
+
+    async def node_urls(self) -> dict[str, str]:
+        store = self._open()
+        return {n: url for n, url in store.urls.items() if url and store.alive(n)}
 
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         store = self._open()

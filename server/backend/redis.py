@@ -241,10 +241,12 @@ class RedisBackend(Backend):
 
     # --- presence ------------------------------------------------------------------------------
 
-    async def heartbeat(self, node_id: str, ttl_ms: int) -> bool:
+    async def heartbeat(self, node_id: str, ttl_ms: int, url: str = "") -> bool:
         check_ttl(ttl_ms)
         beat = secrets.token_bytes(8)
         async with self._call():
+            if url:  # the registry of URLs: one small hash read per beat, not a SCAN of every key
+                await self._redis.hset(keys.node_urls(), node_id, url)
             previous = await self._redis.set(keys.node(node_id), beat, px=ttl_ms, get=True)
         # ``previous == beat``: a retry whose first attempt landed; we cannot tell what was there.
         return previous is not None and previous != beat
@@ -258,6 +260,18 @@ class RedisBackend(Backend):
                 name = key.decode() if isinstance(key, bytes) else str(key)
                 found.add(name.split("{node:", 1)[1].split("}", 1)[0])
         return found
+
+    async def node_urls(self) -> dict[str, str]:
+        async with self._call():
+            registered = await self._redis.hgetall(keys.node_urls())
+            urls = {_text(node_id): _text(url) for node_id, url in registered.items()}
+            alive = await self._alive(set(urls))
+            gone = set(urls) - alive
+            if gone:
+                # A node that dies leaves its entry: the first reader to see its beat gone drops it (a
+                # node that was only late puts it back at its next beat).
+                await self._redis.hdel(keys.node_urls(), *sorted(gone))
+        return {node_id: url for node_id, url in urls.items() if node_id in alive}
 
     async def alive_nodes(self, node_ids: Collection[str]) -> set[str]:
         async with self._call():
@@ -510,3 +524,7 @@ class RedisBackend(Backend):
 
 def _seq(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -46,6 +46,11 @@ class _NodeCollector(Collector):
             ("log_backlog", "Stage events not yet written to the backend", self._backlog()),
             ("relayed_out", "Clients here of stages hosted by other nodes", self._relayed("fronted")),
             ("relayed_in", "Clients on other nodes of stages hosted here", self._relayed("remotes")),
+            (
+                "nodes",
+                "Live nodes this node knows of, itself included (joined.nodes)",
+                len(self.node.cluster.node_urls),
+            ),
         ):
             gauge = GaugeMetricFamily(f"medstage_{name}", help_)
             gauge.add_metric([], value)

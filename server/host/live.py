@@ -142,6 +142,12 @@ class LiveStage:
         if conn is not None:
             conn.send(message)
 
+    def broadcast(self, message: dict[str, Any] | Outgoing) -> None:
+        """A message for everyone on the stage that is not a domain event (e.g. the node list)."""
+        outgoing = message if isinstance(message, Outgoing) else Outgoing(message)
+        for conn in list(self.connections.values()):
+            conn.send(outgoing)
+
     def front_of(self, participant_id: str) -> str | None:
         """The node whose socket serves this participant, when it is not this one."""
         conn = self.connections.get(participant_id)

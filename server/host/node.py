@@ -114,6 +114,12 @@ class Node:
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)
 
+    def nodes_changed(self, urls: list[str]) -> None:
+        """A node came or went: every client of the stages hosted here gets the new list (relayed
+        clients too: their front node sends them only what the host does)."""
+        for live in self.stages.values():
+            live.broadcast({"type": "nodes", "nodes": urls})
+
     async def create_stage(
         self, stage_id: str | None, title: str | None, scheduled: bool = False, club_id: str | None = None
     ) -> LiveStage:

@@ -35,6 +35,7 @@ from rooms.errors import StageExists, StageNotFound
 from rooms.stage import Stage
 from server.backend import (
     Backend,
+    BackendError,
     BackendUnavailable,
     Lease,
     MemoryBackend,
@@ -76,6 +77,11 @@ class Cluster:
         self._tasks = OwnedTasks(log, "cluster")
         self._unavailable_at = 0.0
         self._heartbeat_ok = False
+        # The live nodes' public URLs (this one's included), refreshed with every beat: where a client
+        # whose node dies may go (``joined.nodes``, the ``nodes`` message). ``known_urls`` keeps every
+        # one seen: a page loaded from a node that died still comes from a node of ours (CORS).
+        self.node_urls: list[str] = [self.url]
+        self.known_urls: set[str] = {self.url}
 
     @property
     def heartbeat_ttl_ms(self) -> int:
@@ -112,13 +118,30 @@ class Cluster:
 
     async def _beat(self) -> None:
         try:
-            fresh = not await self.backend.heartbeat(self.node_id, self.heartbeat_ttl_ms)
+            fresh = not await self.backend.heartbeat(self.node_id, self.heartbeat_ttl_ms, self.url)
             if fresh and self._heartbeat_ok:
                 log.warning("heartbeat had lapsed", extra={"node": self.node_id})
             self._heartbeat_ok = True
         except BackendUnavailable:
             self._heartbeat_ok = False
             self.set_unavailable()
+            return
+        await self._refresh_nodes()
+
+    async def _refresh_nodes(self) -> None:
+        """Learn the live nodes' URLs; the clients of this node's stages hear of a change at once."""
+        try:
+            urls = await self.backend.node_urls()
+        except BackendError as exc:
+            # The last known list stays: an outage is not a node's death.
+            log.debug("node list unreadable", extra={"error": repr(exc)})
+            return
+        # This node first (a client retries where it is before it goes elsewhere), then the others.
+        found = [self.url, *sorted(set(urls.values()) - {self.url})]
+        self.known_urls.update(found)
+        if found != self.node_urls:
+            self.node_urls = found
+            self.host.nodes_changed(found)
 
     async def _heartbeat(self) -> None:
         while True:

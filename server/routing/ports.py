@@ -24,6 +24,9 @@ class Host(Protocol):
     def revoke_here(self, identity: str) -> int:
         """Close the identity's connections to the stages hosted here."""
 
+    def nodes_changed(self, urls: list[str]) -> None:
+        """A node came or went: tell the clients of the stages hosted here (``nodes``)."""
+
 
 class FrontClient(Protocol):
     """A client whose socket is on this node, of a stage hosted by another node."""

@@ -334,6 +334,7 @@ class Connection:
                     "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
                     **({"observers": consoles} if self.moderator_view else {}),
                     "ice_servers": [s.to_browser() for s in node.config.ice_servers],
+                    "nodes": node.cluster.node_urls,
                     "state": live.stage.snapshot_for(pid),
                     "policy": {
                         "version": live.stage.settings.consent_policy_version,

@@ -69,7 +69,9 @@ async function accessToken(current) {
   if (fromLink) return fromLink;
   let response;
   try {
-    response = await fetch('/api/dev/token', {
+    // The session's node, which may not be the page's: after its own node died the page goes on
+    // through another (session.js), and that one answers (it allows its sibling nodes' origins).
+    response = await fetch(`${current.httpUrl}/api/dev/token`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
       body: JSON.stringify({ stage: stageId, name: current.name, role: current.role, identity: current.identity }),

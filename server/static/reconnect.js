@@ -63,3 +63,45 @@ export function afterFailure(err, closeCode, backoff) {
   if (closeCode !== null && closeCode !== undefined && !reconnects(closeCode)) return { final: 'closed' };
   return { wait: backoff.next() };
 }
+
+/**
+ * Where the next attempt dials after one that could not reach `current` (a signalling URL, ws:// or
+ * wss://). `home` is the URL the session started with (the page's own node, as the browser reached
+ * it); `nodes` the live nodes' public URLs (`joined.nodes`, `nodes` frames). With fewer than two nodes
+ * there is nowhere else to go: `home`. Otherwise the candidate after `current` in [home, ...nodes],
+ * round the list: any node reaches any stage (it relays to the stage's host, or takes the stage
+ * over), so the next live one will do. `home` stays a candidate because a node's advertised URL may
+ * not be the name the browser knows it by (a node without MEDSTAGE_PUBLIC_URL advertises 127.0.0.1).
+ */
+export function nextNode(current, home, nodes) {
+  const others = [...new Set((nodes ?? []).map(nodeSignallingUrl).filter(Boolean))];
+  if (others.length < 2) return home;
+  const candidates = [...new Set([home, ...others])];
+  const here = candidates.indexOf(current);
+  return candidates[(here + 1) % candidates.length];
+}
+
+/** A node's signalling URL from its public URL (`http://host:port` → `ws://host:port/ws`); null if not http(s). */
+export function nodeSignallingUrl(publicUrl) {
+  let url;
+  try {
+    url = new URL(String(publicUrl));
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  const base = url.pathname.replace(/\/+$/, '');
+  return `${url.protocol === 'https:' ? 'wss:' : 'ws:'}//${url.host}${base}/ws`;
+}
+
+/** The HTTP base of the node behind a signalling URL (`ws://host:port/ws` → `http://host:port`). */
+export function nodeHttpUrl(signallingUrl) {
+  const url = new URL(signallingUrl);
+  const base = url.pathname.replace(/\/ws$/, '').replace(/\/+$/, '');
+  return `${url.protocol === 'wss:' ? 'https:' : 'http:'}//${url.host}${base}`;
+}
+
+/** Whether a failed attempt never reached a node (no socket opened): time to try another one. */
+export function unreachable(err, closeCode) {
+  return (closeCode === null || closeCode === undefined) && (err?.code === 'unreachable' || err?.code === 'timeout');
+}

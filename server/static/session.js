@@ -2,6 +2,7 @@
 // No DOM here: the page listens to the events this object dispatches and renders them.
 //
 // Events (CustomEvent, details in parentheses):
+//   nodes       the list of live nodes changed (nodes: their public URLs)
 //   state       the session state changed (state: idle|connecting|joined|leaving|left|disconnected|ended|failed)
 //   reconnecting  the connection was lost and comes back by itself: waiting or dialling (see `reconnecting`)
 //   rejoined    back on the stage after a lost connection: everything was rebuilt from the new `joined`
@@ -15,7 +16,7 @@
 //   notice      something for the user (message, code, kind: error|info)
 
 import { Signalling, SignallingError, signallingUrl } from './signalling.js';
-import { Backoff, afterFailure, reconnects } from './reconnect.js';
+import { Backoff, afterFailure, nextNode, nodeHttpUrl, reconnects, unreachable } from './reconnect.js';
 import { CandidateTrickle, waitForGathering } from './peer.js';
 import { AREAS, StageModel } from './model.js';
 import { canModerate, canPublish } from './roles.js';
@@ -47,6 +48,9 @@ export class StageSession extends EventTarget {
   // {since, attempt, trying, nextAt (Date.now() of the next attempt, null while trying), error}, else null.
   reconnecting = null;
   rejoins = 0; // how many times the session came back after a lost connection
+  // The live nodes' public URLs (`joined.nodes`, kept fresh by `nodes` frames): where the session goes
+  // when its own node cannot be reached, the page's own included (see #reconnect).
+  nodes = [];
 
   #sig = null;
   #slots = new Map(); // slot index -> {slot, streamId, media: MediaStream, owners: Map kind -> participant id}
@@ -70,7 +74,13 @@ export class StageSession extends EventTarget {
     this.role = role;
     this.joinedAs = role;
     this.identity = identity;
-    this.url = url;
+    this.url = url; // the node this session dials now (another one after its own was unreachable)
+    this.home = url; // the page's own node, as the browser reached it
+  }
+
+  /** The HTTP base of the node this session talks to (token requests go there, not to the page's origin). */
+  get httpUrl() {
+    return nodeHttpUrl(this.url);
   }
 
   get canPublish() {
@@ -135,6 +145,7 @@ export class StageSession extends EventTarget {
     on('participant.removed', (frame) => this.#removed(frame));
     on('stage.ended', () => { this.end ??= { kind: 'ended', reason: '', by: null }; });
     on('reactions', ({ counts }) => this.#emit('reactions', { counts: counts ?? {} }));
+    on('nodes', ({ nodes }) => this.#setNodes(nodes));
     on('error', (frame) => this.#notice(frame.message || frame.code, frame.code));
     on('*', (frame) => {
       const areas = this.model?.apply(frame) ?? [];
@@ -153,8 +164,15 @@ export class StageSession extends EventTarget {
     this.model.load(joined);
     this.stage = this.model.stage;
     this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
+    this.#setNodes(joined.nodes);
     this.participants = new Map();
     for (const participant of joined.participants ?? []) this.participants.set(participant.id, participant);
+  }
+
+  #setNodes(nodes) {
+    if (!Array.isArray(nodes)) return; // a server without several nodes: keep what we know
+    this.nodes = nodes.filter((url) => typeof url === 'string');
+    this.#emit('nodes', { nodes: [...this.nodes] });
   }
 
   #ping(sig) {
@@ -539,9 +557,13 @@ export class StageSession extends EventTarget {
   }
 
   /**
-   * Come back after a lost connection: the same URL, identity, name and last role, with backoff
+   * Come back after a lost connection: the same identity, name and last role, with backoff
    * (reconnect.js), for as long as the page is open or until a final answer. The server decides the
    * role in the end (it remembers it by identity); what we were publishing is published again.
+   * The first attempt dials the same node; an attempt that cannot reach its node (no socket opened)
+   * makes the next one dial the next live node of `nodes`, so a page whose own node died comes back
+   * on another (any node serves any stage). Once joined there, that node is ours: later requests
+   * (tokens included, `httpUrl`) go to it, although the page itself was loaded from the dead one.
    */
   async #reconnect() {
     const run = ++this.#reconnectRun;
@@ -562,6 +584,13 @@ export class StageSession extends EventTarget {
         if (run !== this.#reconnectRun) return; // left or closed meanwhile
         const closeCode = this.#attemptClose?.code ?? null;
         this.#teardown();
+        if (unreachable(err, closeCode)) {
+          const other = nextNode(this.url, this.home, this.nodes);
+          if (other !== this.url) {
+            this.url = other;
+            this.marks.nodeSwitched = performance.now();
+          }
+        }
         const next = afterFailure(err, closeCode, backoff);
         if (next.final) {
           this.#gaveUp(next.final, err);

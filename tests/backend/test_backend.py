@@ -204,6 +204,24 @@ async def test_nodes_lists_only_the_nodes_alive_now(cluster: Cluster) -> None:
     assert await a.nodes() == set()
 
 
+async def test_node_urls_are_the_live_nodes_public_urls(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await a.node_urls() == {}
+    await a.heartbeat("node-a", TTL_MS, "http://a.example:8080")
+    await b.heartbeat("node-b", TTL_MS, "https://b.example")
+    await b.heartbeat("node-c", TTL_MS)  # beats without a URL: alive, but nowhere to send anyone
+    assert await b.node_urls() == {"node-a": "http://a.example:8080", "node-b": "https://b.example"}
+    assert await a.nodes() == {"node-a", "node-b", "node-c"}
+
+    await cluster.advance(TTL_MS * 0.6 / 1000)
+    await b.heartbeat("node-b", TTL_MS, "https://b.example")
+    await cluster.advance(TTL_MS * 0.6 / 1000)  # node-a's beat has lapsed
+    assert await a.node_urls() == {"node-b": "https://b.example"}
+    assert await a.node_urls() == {"node-b": "https://b.example"}, "read twice: the dead entry is gone"
+    assert not await a.heartbeat("node-a", TTL_MS, "http://a.example:8080")  # it was only late
+    assert await b.node_urls() == {"node-a": "http://a.example:8080", "node-b": "https://b.example"}
+
+
 # --- stage state ---------------------------------------------------------------------------------
 
 

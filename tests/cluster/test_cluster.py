@@ -412,3 +412,138 @@ async def test_the_recording_timeline_is_the_shared_log(
         assert shared[event["seq"]]["type"] == event["type"], event
     texts = [e["comment"]["text"] for e in timeline if e["type"] == "comment.posted"]
     assert texts == ["recorded, from node b", "recorded, from node a"]
+
+
+# --- where clients go: the node list -----------------------------------------------------------
+
+
+async def test_clients_learn_the_live_nodes_and_hear_when_one_comes_or_goes(
+    nodes: StartNode, session: aiohttp.ClientSession
+) -> None:
+    a, b = nodes(), nodes()
+    stage = stage_id()
+    assert http("POST", a.url + "/api/stages", {"id": stage})[0] == 201
+    here = await join(session, a, stage, "audience", "Here")
+    relayed = await join(session, b, stage, "audience", "Relayed")  # served through node a
+
+    async def listed(sock: Socket, expected: list[str]) -> None:
+        """The list the client has now: its ``joined``'s, then each ``nodes`` frame's."""
+        latest = sock.joined["nodes"]  # type: ignore[attr-defined]
+        assert latest[0] == a.url, "the hosting node first: a client tries it again first"
+        async with asyncio.timeout(5):
+            while sorted(latest) != sorted(expected):
+                latest = (await sock.recv_type("nodes"))["nodes"]
+                assert latest[0] == a.url, latest
+        sock.joined["nodes"] = latest  # type: ignore[attr-defined]
+
+    for sock in (here, relayed):  # node a learns of node b at its next beat (300 ms), if not already
+        await listed(sock, [a.url, b.url])
+    c = nodes()
+    for sock in (here, relayed):
+        await listed(sock, [a.url, b.url, c.url])
+    c.proc.send_signal(signal.SIGKILL)
+    c.proc.wait()
+    for sock in (here, relayed):  # its heartbeat lapses (3 x 300 ms), the next beat tells
+        await listed(sock, [a.url, b.url])
+
+
+def _preflight(node: RunningNode, origin: str) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(
+        node.url + "/api/dev/token",
+        method="OPTIONS",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+async def test_a_page_of_another_node_may_ask_this_one_for_a_token_and_no_other_origin(
+    nodes: StartNode,
+) -> None:
+    a, b = nodes(), nodes()
+    await eventually(lambda: _preflight(b, a.url)[0] == 204, timeout=5)  # b has seen a beat
+    status, headers = _preflight(b, a.url)
+    assert headers["Access-Control-Allow-Origin"] == a.url
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "content-type" in headers["Access-Control-Allow-Headers"].lower()
+    body = {"stage": "any-stage", "name": "Ann", "role": "audience", "identity": "ann"}
+    request = urllib.request.Request(
+        b.url + "/api/dev/token",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Origin": a.url},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: ASYNC210 - a short call
+        assert response.status == 200 and json.loads(response.read())["token"]
+        assert response.headers["Access-Control-Allow-Origin"] == a.url
+
+    a.proc.send_signal(signal.SIGKILL)  # a page loaded from a dead node is still one of ours
+    a.proc.wait()
+    await asyncio.sleep(1.2)  # a's heartbeat has lapsed
+    assert _preflight(b, a.url)[0] == 204
+    status, headers = _preflight(b, "http://evil.example")
+    assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    status, headers = _preflight(b, "http://127.0.0.1:1")
+    assert status == 403 and "Access-Control-Allow-Origin" not in headers
+
+
+# --- a clean stop hands the stages over at once --------------------------------------------------
+
+RECONNECT_CODES = {1001, 1012, 1013, 4010}  # server/static/reconnect.js: the client comes back
+
+
+async def test_sigterm_on_a_node_hands_its_stages_over_at_once(
+    nodes: StartNode, redis: RedisServer, session: aiohttp.ClientSession
+) -> None:
+    """With a 30 s lease, a node that stops without releasing its leases would keep its stages
+    unreachable for 30 s: at SIGTERM it writes what is pending, releases them, and tells its clients
+    to come back; the other node takes the stage over at the first join, restored."""
+    slow_lease = {"MEDSTAGE_LEASE_TTL_MS": "30000"}
+    a, b = nodes(**slow_lease), nodes(**slow_lease)
+    stage = stage_id()
+    assert http("POST", a.url + "/api/stages", {"id": stage})[0] == 201
+    host = await join(session, a, stage, "host", "Host", identity="dr-host")
+    watcher = await join(session, a, stage, "audience", "Watcher", identity="dr-watcher")
+    viewer = await join(session, b, stage, "audience", "Viewer", identity="dr-viewer")  # relayed
+    policy = viewer.joined["policy"]["version"]  # type: ignore[attr-defined]
+    await ok(viewer, {"type": "consent.give", "scopes": ["media", "comments"], "policy_version": policy})
+    await ok(viewer, {"type": "hand.raise"})
+    await ok(host, {"type": "speaker.invite", "participant_id": viewer.pid})  # type: ignore[attr-defined]
+    await ok(viewer, {"type": "invitation.accept"})
+    await ok(watcher, {"type": "comment.post", "text": "before the stop"})
+    await ok(host, {"type": "role.set", "participant_id": watcher.pid, "role": "moderator"})  # type: ignore[attr-defined]
+    last_seq = max(seq for seq, _ in events(await host.sync()))
+    assert redis.admin().get(f"ms:{{stage:{stage}}}:owner") is not None
+
+    stopped_at = time.monotonic()
+    a.proc.send_signal(signal.SIGTERM)
+    codes = await asyncio.gather(closed_with(host), closed_with(watcher), closed_with(viewer))
+    assert set(codes) <= RECONNECT_CODES, codes  # every client is told to come back
+    assert a.proc.wait(10) == 0, a.log()[-3000:]
+    stop_s = time.monotonic() - stopped_at
+    assert redis.admin().get(f"ms:{{stage:{stage}}}:owner") is None, "the lease was released"
+
+    # The first join through node b is served at once: no stage_unavailable, no waiting for the lease.
+    viewer = await join(session, b, stage, "audience", "Viewer", identity="dr-viewer")
+    taken_over_s = time.monotonic() - stopped_at
+    print(f"node a stopped in {stop_s:.2f} s (closes {codes}); node b hosts {taken_over_s:.2f} s after")
+    assert taken_over_s < 10, taken_over_s  # the lease is 30 s
+    assert b.metrics()["medstage_stages"] == 1, "node b hosts it"
+    me = viewer.joined["participant"]  # type: ignore[attr-defined]
+    assert me["role"] == "speaker", me
+    assert sorted(viewer.joined["state"]["consent"]["mine"]["scopes"]) == ["comments", "media"]  # type: ignore[attr-defined]
+    assert "before the stop" in [c["text"] for c in viewer.joined["state"]["comments"]]  # type: ignore[attr-defined]
+    watcher = await join(session, b, stage, "audience", "Watcher", identity="dr-watcher")
+    assert watcher.joined["participant"]["role"] == "moderator"  # type: ignore[attr-defined]
+    await ok(viewer, {"type": "comment.post", "text": "after the stop"})
+    new_seqs = [seq for seq, _ in events(await viewer.sync())]
+    assert new_seqs and min(new_seqs) > last_seq, (new_seqs, last_seq)
+    log_seqs = _log_seqs(redis, stage)
+    assert log_seqs == list(range(1, len(log_seqs) + 1)), "no gap, no repeat across the hand-over"

@@ -329,14 +329,17 @@ async def open_stage(browser: Browser, node: Any) -> AsyncIterator[Callable[...,
     contexts: list[BrowserContext] = []
     pages: list[StagePage] = []
 
-    async def open_page(stage: str, role: str, name: str, init_script: str | None = None) -> StagePage:
+    async def open_page(
+        stage: str, role: str, name: str, init_script: str | None = None, at: Any = None
+    ) -> StagePage:
+        """``at``: the node that serves the page (default ``node``)."""
         context = await browser.new_context(viewport={"width": 1280, "height": 720})
         contexts.append(context)
         if init_script:
             await context.add_init_script(init_script)
         page = await context.new_page()
         stage_page = watch(page, name)
-        await page.goto(f"{node.url}/s/{stage}?role={role}")
+        await page.goto(f"{(at or node).url}/s/{stage}?role={role}")
         await page.wait_for_function("window.medstage !== undefined", timeout=10_000)
         pages.append(stage_page)
         return stage_page

@@ -112,3 +112,78 @@ async def test_the_host_comes_back_by_itself_when_the_stage_node_dies(open_stage
         assert stats.frames_complete > 0
     finally:
         await viewer.close()
+
+
+async def test_a_page_whose_own_node_dies_comes_back_through_another_node(open_stage, pair) -> None:
+    """The watcher's page was loaded from node A, which hosts the stage; A is killed. The page cannot
+    reach its own node any more: it dials the next node of `joined.nodes` (B), asks B for its token
+    (across origins), and is back on the stage with the host's camera and the stage's events."""
+    a, b = pair
+    stage = f"fo-{uuid.uuid4().hex[:10]}"
+    assert await asyncio.to_thread(create_stage, a, stage) == 201  # node A hosts the stage
+
+    host = await open_stage(stage, "host", "Dr Host", init_script=identity_script("dr-own-host"))  # on B
+    await host.join()
+    await host.go_on_stage()
+    watcher = await open_stage(
+        stage, "audience", "Watcher", init_script=identity_script("own-node-watcher"), at=a
+    )
+    page = watcher.page
+    tokens: list[tuple[str, int]] = []  # every token request the watcher's page made: (url, status)
+    page.on(
+        "response",
+        lambda response: (
+            tokens.append((response.url, response.status))
+            if response.url.endswith("/api/dev/token")
+            else None
+        ),
+    )
+    await watcher.join()
+    assert await page.evaluate("window.medstage.session.url") == a.ws_url
+    assert sorted(await page.evaluate("window.medstage.session.nodes")) == sorted([a.url, b.url])
+    seen = await watcher.wait_for_video_of(await host.participant_id(), frames=5, timeout_s=15)
+    assert seen["ok"], seen
+    assert tokens == [(a.url + "/api/dev/token", 200)]
+
+    await page.evaluate(_REMEMBER_PCS)
+    await host.page.evaluate(_REMEMBER_PCS)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    killed = time.monotonic()
+    banner = page.get_by_test_id("ended-screen")
+    await expect(banner).to_have_attribute("data-reason", "reconnecting", timeout=5000)
+
+    await page.wait_for_function(
+        "window.medstage.state === 'joined' && window.medstage.session.rejoins === 1", timeout=30_000
+    )
+    back_after = time.monotonic() - killed
+    print(f"the page of the dead node is back through node B {back_after:.2f} s after the kill")
+    assert await page.evaluate("window.medstage.session.url") == b.ws_url, "it went to the other node"
+    await expect(page.get_by_test_id("ended-screen")).to_be_hidden()
+    assert (b.url + "/api/dev/token", 200) in tokens, f"its token came from node B: {tokens}"
+    assert await page.evaluate("window.medstage.role") == "audience"
+
+    # The host (on B all along) is back too; the watcher gets its camera on a new connection.
+    await expect_live_again(host.page, rejoins=1)
+    host_id = await host.participant_id()
+    seen = await watcher.wait_for_video_of(host_id, frames=5, timeout_s=20)
+    assert seen["ok"], seen
+    assert await page.evaluate("!Object.values(window.__old).includes(window.medstage.subscriberPc)")
+    media = await watcher.inbound()
+    assert media["video"]["framesDecoded"] >= 5 and media["audio"]["packetsReceived"] > 0, media
+
+    # Events flow both ways again.
+    await host.post_comment("after the failover")
+    await page.wait_for_function(
+        "window.medstage.model.comments.some((c) => c.text === 'after the failover')", timeout=5000
+    )
+    await watcher.post_comment("the watcher is back")
+    await host.page.wait_for_function(
+        "window.medstage.model.comments.some((c) => c.text === 'the watcher is back')", timeout=5000
+    )
+    # The dead node leaves the list (B's heartbeat no longer sees A).
+    await page.wait_for_function(
+        f"JSON.stringify(window.medstage.session.nodes) === JSON.stringify([{json.dumps(b.url)}])",
+        timeout=10_000,
+    )
+    assert b.metrics()["medstage_stages"] == 1

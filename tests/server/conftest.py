@@ -3,6 +3,7 @@ created on one node, every WebSocket on another node of the same Redis)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,12 @@ def module_node(
             yield nodes[0]
         else:
             nodes.append(start_node(directory, env))
+            # Each node learns of the other at its next heartbeat, and tells its clients (`nodes`): so
+            # that message cannot land in the middle of a test, wait until both know.
+            deadline = time.monotonic() + 10
+            while not all(node.metrics()["medstage_nodes"] == 2 for node in nodes):
+                assert time.monotonic() < deadline, "the nodes did not see each other's heartbeat"
+                time.sleep(0.05)
             yield Deployment(nodes[0], nodes[1])
         for node in nodes:
             _stopped_cleanly(node)

@@ -2,15 +2,16 @@
 admins run them, everyone else is refused with a problem document; ``ClubStore`` read-modify-writes
 under concurrency on memory and on a real redis-server; the join hook; ``OPENAPI_PATHS``.
 
-The app here is the clubs' routes on a small node (``auth``, ``clubs``, ``check_not_revoked``,
-``club_stages``: what the routes read), with the app's AuthError-to-problem middleware."""
+The app is the node's own (``server.app.create_app``: its middleware, its Node, its authentication
+and revocations); people enter a club by joining one of its stages through the node's WebSocket."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from rooms.clubs import Club, ClubNotFound, ClubPrivate, InviteInvalid, Member
+from rooms.clubs import Club, ClubNotFound, InviteInvalid, Member
 from server.api import openapi
 from server.api.clubs import (
     OPENAPI_PATHS,
@@ -32,12 +33,15 @@ from server.api.clubs import (
     MemberList,
     routes,
 )
-from server.api.common import problem
-from server.auth import Authenticator, AuthError, Forbidden
+from server.app import create_app
+from server.auth import Authenticator, Forbidden
 from server.backend import Backend, Conflict, MemoryBackend, RedisBackend
+from server.config import Config
 from server.host.clubs import ClubStore
+from server.host.node import Node
 from tests.support.redis_server import RedisServer, running_redis
-from tests.support.tokens import DEV, admin_token, bearer, token
+from tests.support.tokens import DEV, admin_token, bearer, signed, token
+from tests.support.ws import Socket
 
 CLUB = "cardio"
 OTHER = "neuro"
@@ -48,47 +52,16 @@ ADMIN_ID = "id-club-admin"
 
 
 @dataclass
-class ClubNode:
-    """What the clubs' routes read from ``app["node"]``; ``stages``: what ``club_stages`` returns."""
-
-    backend: Backend
-    auth: Authenticator = field(default_factory=lambda: Authenticator({}))
-    clubs: ClubStore = field(init=False)
-    stages: dict[str, Any] = field(default_factory=dict)
-    asked: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.clubs = ClubStore(self.backend, time.time)
-
-    async def check_not_revoked(self, identity: str) -> None:
-        if await self.backend.is_revoked(identity):
-            raise Forbidden("identity_revoked", "this identity's access has been revoked")
-
-    def club_stages(self, club_id: str) -> Any:
-        self.asked.append(club_id)
-        return self.stages.get(club_id, [])
-
-
-@web.middleware
-async def problem_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """The AuthError part of server/app.py's ``_problem_middleware``, as the node runs it."""
-    try:
-        return await handler(request)
-    except AuthError as exc:
-        response = problem(exc.status, exc.code, exc.message)
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = (
-                f'Bearer error="invalid_token", error_description="{exc.code}"'
-            )
-        return response
-
-
-@dataclass
 class Api:
+    """The node's own app (``server.app.create_app``: its middleware, its Node, its auth), served on
+    127.0.0.1; people join the clubs' stages through its WebSocket, as a link does."""
+
     client: TestClient[web.Request, web.Application]
-    node: ClubNode
+    node: Node
+
+    @property
+    def backend(self) -> Backend:
+        return self.node.cluster.backend
 
     async def call(
         self, method: str, path: str, tok: str | None = None, body: Any = None, *, raw: bytes | None = None
@@ -114,16 +87,53 @@ class Api:
         assert (got, data["code"]) == (status, code), data
         return data
 
+    async def club_stage(self, club_id: str) -> str:
+        """A live stage of the club (created once, over the HTTP API): where its people join."""
+        stage = f"{club_id}-rounds"
+        if stage not in self.node.stages:
+            body = {"id": stage, "title": f"{club_id.title()} rounds", "club": club_id}
+            async with self.client.post("/api/stages", json=body, headers=bearer(PLATFORM)) as response:
+                assert response.status == 201, await response.text()
+        return stage
+
+    async def join(
+        self, club_id: str, identity: str, name: str, invite: str | None = None, role: str = "audience"
+    ) -> dict[str, Any]:
+        """The reply to a ``join`` of the club's stage with a token for that stage (and the link's invite)."""
+        stage = await self.club_stage(club_id)
+        message: dict[str, Any] = {
+            "type": "join", "id": "j", "stage": stage, "name": name, "role": role, "identity": identity
+        }  # fmt: skip
+        if invite is not None:
+            message["invite"] = invite
+        async with self.client.ws_connect("/ws") as ws:
+            return await Socket(ws).request(signed(message))
+
+    async def admitted(
+        self, club_id: str, identity: str, name: str, invite: str | None = None
+    ) -> dict[str, Any]:
+        """Join the club's stage; the member the club now lists for ``identity``."""
+        reply = await self.join(club_id, identity, name, invite)
+        assert reply["type"] == "joined", reply
+        _, listed = await self.call("GET", f"/api/clubs/{club_id}/members", PLATFORM)
+        member: dict[str, Any] = next(m for m in listed["members"] if m["identity"] == identity)
+        return member
+
+    async def refused_join(
+        self, club_id: str, identity: str, name: str, code: str, invite: str | None = None
+    ) -> None:
+        reply = await self.join(club_id, identity, name, invite)
+        assert (reply["type"], reply.get("code")) == ("error", code), reply
+
 
 @pytest.fixture
-async def api() -> AsyncIterator[Api]:
-    node = ClubNode(MemoryBackend())
-    app = web.Application(middlewares=[problem_middleware])
-    app["node"] = node
-    app.router.add_routes(routes())
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    config = Config(
+        ice_addresses=["127.0.0.1"], recordings_dir=str(tmp_path / "recordings"), recording_mode="off"
+    )
+    app = create_app(config)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield Api(client, node)
-    await node.backend.close()
+        yield Api(client, app["node"])
 
 
 PLATFORM = admin_token()
@@ -260,10 +270,11 @@ async def test_every_club_call_without_a_valid_token_is_401(api: Api) -> None:
 async def test_a_members_token_is_refused_403_on_every_admin_call(api: Api) -> None:
     await make_club(api)
     await api.call("PUT", f"/api/clubs/{CLUB}/members/id-alice", PLATFORM, {"name": "Alice"})
+    stage = await api.club_stage(CLUB)
     member = token(None, None, "id-alice", "Alice", club=CLUB)
     for method, path, body in ADMIN_CALLS:
-        await api.refused(method, path.format(club=CLUB), member, 403, "club_admin_required", body)
-    assert api.node.asked == [], "nothing about the club's stages was asked for"
+        refused = await api.refused(method, path.format(club=CLUB), member, 403, "club_admin_required", body)
+        assert stage not in str(refused), "nothing about the club's stages is told"
 
 
 async def test_another_clubs_admin_is_refused_403_and_learns_nothing(api: Api) -> None:
@@ -291,8 +302,10 @@ async def test_stage_tokens_and_hosts_are_not_club_admins(api: Api) -> None:
 
 async def test_a_revoked_club_admin_is_refused(api: Api) -> None:
     await make_club(api)
-    await api.node.backend.revoke(ADMIN_ID)
+    async with api.client.post(f"/api/identities/{ADMIN_ID}/revoke", headers=bearer(PLATFORM)) as response:
+        assert response.status == 200, await response.text()
     await api.refused("GET", f"/api/clubs/{CLUB}", club_admin(), 403, "identity_revoked")
+    await api.refused_join(CLUB, ADMIN_ID, "Dr Admin", "identity_revoked")
 
 
 async def test_an_unknown_club_is_404(api: Api) -> None:
@@ -355,7 +368,7 @@ async def test_an_identity_longer_than_a_tokens_is_refused_400(api: Api) -> None
 
 async def test_people_who_join_by_the_link_are_members_visible_to_club_admins(api: Api) -> None:
     await make_club(api, private=False)
-    await api.node.clubs.admit(CLUB, "id-walk-in", "Walk-in")
+    await api.admitted(CLUB, "id-walk-in", "Walk-in")
     status, listed = await api.call("GET", f"/api/clubs/{CLUB}/members", club_admin())
     assert status == 200
     walk_in = next(m for m in listed["members"] if m["identity"] == "id-walk-in")
@@ -368,8 +381,7 @@ async def test_people_who_join_by_the_link_are_members_visible_to_club_admins(ap
 async def test_an_invite_from_the_api_admits_a_stranger_to_a_private_club(api: Api) -> None:
     await make_club(api)
     admin = club_admin()
-    with pytest.raises(ClubPrivate):
-        await api.node.clubs.admit(CLUB, "id-guest", "Guest")
+    await api.refused_join(CLUB, "id-guest", "Guest", "club_private")
     status, made = await api.call("POST", f"/api/clubs/{CLUB}/invites", admin, {"ttl_s": 3600, "max_uses": 1})
     assert status == 201
     invite = msgspec.convert(made, InviteView)
@@ -378,10 +390,9 @@ async def test_an_invite_from_the_api_admits_a_stranger_to_a_private_club(api: A
     assert invite.invite_url == f"/s/{{stage}}?invite={invite.code}"
     assert len(invite.code) >= 16, "a random code that cannot be guessed"
 
-    member = await api.node.clubs.admit(CLUB, "id-guest", "Guest", invite.code)
-    assert member.via == "invite"
-    with pytest.raises(InviteInvalid):
-        await api.node.clubs.admit(CLUB, "id-second", "Second", invite.code)
+    member = await api.admitted(CLUB, "id-guest", "Guest", invite.code)
+    assert member["via"] == "invite"
+    await api.refused_join(CLUB, "id-second", "Second", "invite_invalid", invite.code)
     status, listed = await api.call("GET", f"/api/clubs/{CLUB}/invites", admin)
     assert [i.uses for i in msgspec.convert(listed, InviteList).invites] == [1]
 
@@ -393,8 +404,7 @@ async def test_a_revoked_invite_admits_nobody(api: Api) -> None:
     assert made["expires_at"] is None and made["max_uses"] is None
     status, _ = await api.call("DELETE", f"/api/clubs/{CLUB}/invites/{made['code']}", admin)
     assert status == 204
-    with pytest.raises(InviteInvalid):
-        await api.node.clubs.admit(CLUB, "id-guest", "Guest", made["code"])
+    await api.refused_join(CLUB, "id-guest", "Guest", "invite_invalid", made["code"])
     await api.refused("DELETE", f"/api/clubs/{CLUB}/invites/{made['code']}", admin, 404, "invite_not_found")
     _, listed = await api.call("GET", f"/api/clubs/{CLUB}/invites", admin)
     assert listed["invites"] == []
@@ -404,8 +414,7 @@ async def test_an_invite_of_one_club_admits_nobody_to_another(api: Api) -> None:
     await make_club(api)
     await make_club(api, OTHER)
     _, made = await api.call("POST", f"/api/clubs/{CLUB}/invites", club_admin())
-    with pytest.raises(InviteInvalid):
-        await api.node.clubs.admit(OTHER, "id-guest", "Guest", made["code"])
+    await api.refused_join(OTHER, "id-guest", "Guest", "invite_invalid", made["code"])
     await api.refused(
         "DELETE", f"/api/clubs/{OTHER}/invites/{made['code']}", PLATFORM, 404, "invite_not_found"
     )
@@ -421,59 +430,54 @@ async def test_a_removed_member_needs_a_new_invite_to_come_back(api: Api) -> Non
     await make_club(api)
     admin = club_admin()
     _, old = await api.call("POST", f"/api/clubs/{CLUB}/invites", admin)
-    await api.node.clubs.admit(CLUB, "id-alice", "Alice", old["code"])
+    await api.admitted(CLUB, "id-alice", "Alice", old["code"])
     await api.call("DELETE", f"/api/clubs/{CLUB}/members/id-alice", admin)
-    with pytest.raises(InviteInvalid):
-        await api.node.clubs.admit(CLUB, "id-alice", "Alice", old["code"])
+    await api.refused_join(CLUB, "id-alice", "Alice", "invite_invalid", old["code"])
     _, new = await api.call("POST", f"/api/clubs/{CLUB}/invites", admin)
-    assert (await api.node.clubs.admit(CLUB, "id-alice", "Alice", new["code"])).via == "invite"
+    assert (await api.admitted(CLUB, "id-alice", "Alice", new["code"]))["via"] == "invite"
 
 
 # --- stages -------------------------------------------------------------------------------------
 
-STAGES = [
-    {
-        "id": "grand-rounds",
-        "title": "Grand rounds",
-        "club_id": CLUB,
-        "secret": "not for the API",
-        "participants": [
-            {"id": "p1", "name": "Dr Host", "role": "host", "identity": ADMIN_ID, "ip": "10.0.0.1"},
-            {"id": "p2", "name": "Alice", "role": "audience", "identity": "id-alice"},
-        ],
-    }
-]
-
 
 async def test_club_admins_see_who_is_in_each_of_the_clubs_stages(api: Api) -> None:
-    await make_club(api)
-    await make_club(api, OTHER)
-    api.node.stages = {CLUB: STAGES, OTHER: [{"id": "other", "title": "Other", "participants": []}]}
-    status, data = await api.call("GET", f"/api/clubs/{CLUB}/stages", club_admin())
+    await make_club(api, private=False)
+    await make_club(api, OTHER, private=False)
+    async with api.client.post("/api/stages", json={"id": "no-club"}, headers=bearer(PLATFORM)) as response:
+        assert response.status == 201
+    stage = await api.club_stage(CLUB)
+    await api.club_stage(OTHER)
+    async with (
+        api.client.ws_connect("/ws") as host_ws,
+        api.client.ws_connect("/ws") as alice_ws,
+        api.client.ws_connect("/ws") as other_ws,
+    ):
+        join = {"type": "join", "id": "j", "stage": stage}
+        host = await Socket(host_ws).request(
+            signed({**join, "name": "Dr Host", "role": "host", "identity": ADMIN_ID})
+        )
+        alice = await Socket(alice_ws).request(
+            signed({**join, "name": "Alice", "role": "audience", "identity": "id-alice"})
+        )
+        elsewhere = await Socket(other_ws).request(
+            signed(
+                {**join, "stage": f"{OTHER}-rounds", "name": "Bo", "role": "audience", "identity": "id-bo"}
+            )
+        )
+        assert [r["type"] for r in (host, alice, elsewhere)] == ["joined"] * 3
+
+        status, data = await api.call("GET", f"/api/clubs/{CLUB}/stages", club_admin())
     assert status == 200
-    assert api.node.asked == [CLUB]
     listed = msgspec.convert(data, ClubStages)
-    assert [s.id for s in listed.stages] == ["grand-rounds"]
+    assert [s.id for s in listed.stages] == [stage], "this club's stages only"
     assert data["stages"][0] == {
-        "id": "grand-rounds",
-        "title": "Grand rounds",
+        "id": stage,
+        "title": "Cardio rounds",
         "participants": [
-            {"id": "p1", "name": "Dr Host", "role": "host", "identity": ADMIN_ID},
-            {"id": "p2", "name": "Alice", "role": "audience", "identity": "id-alice"},
+            {"id": host["participant"]["id"], "name": "Dr Host", "role": "host", "identity": ADMIN_ID},
+            {"id": alice["participant"]["id"], "name": "Alice", "role": "audience", "identity": "id-alice"},
         ],
     }, "only the documented fields are passed on"
-
-
-async def test_club_stages_may_be_an_async_call(api: Api) -> None:
-    await make_club(api)
-
-    async def club_stages(club_id: str) -> list[dict[str, Any]]:
-        await asyncio.sleep(0)
-        return STAGES if club_id == CLUB else []
-
-    api.node.club_stages = club_stages  # type: ignore[method-assign]
-    status, data = await api.call("GET", f"/api/clubs/{CLUB}/stages", PLATFORM)
-    assert status == 200 and [s["id"] for s in data["stages"]] == ["grand-rounds"]
 
 
 # --- the store: concurrency, failures, the join hook ---------------------------------------------
@@ -590,13 +594,13 @@ async def test_a_change_that_changes_nothing_saves_nothing(backends: Callable[[]
 
 
 async def test_a_club_stored_in_a_format_this_node_cannot_read_is_refused(api: Api) -> None:
-    await api.node.backend.save_club(CLUB, b"\xc1 not msgpack", expected_version=None)
+    await api.backend.save_club(CLUB, b"\xc1 not msgpack", expected_version=None)
     await api.refused("GET", f"/api/clubs/{CLUB}", PLATFORM, 500, "invalid_club_state")
 
 
 async def test_an_unreachable_store_is_503_with_retry_after(api: Api) -> None:
     await make_club(api)
-    await api.node.backend.close()
+    await api.backend.close()
     for method, path, body in EVERY_CALL:
         path = path.format(club=CLUB)
         async with api.client.request(method, path, headers=bearer(PLATFORM), json=body) as response:
