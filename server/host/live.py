@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from rooms.events import Event
@@ -133,7 +135,7 @@ class LiveStage:
 
     # --- output --------------------------------------------------------------------------------
 
-    def send(self, participant_id: str, message: dict[str, Any] | Outgoing) -> None:
+    def send(self, participant_id: str, message: msgspec.Struct | Outgoing) -> None:
         conn = self.connections.get(participant_id)
         if conn is not None:
             conn.send(message)

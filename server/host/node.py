@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from media.messages import MediaMessage
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from rooms import durable
@@ -169,7 +170,7 @@ class Node:
         stage_id = stage.id
         live: LiveStage
 
-        def notify(participant_id: str, message: dict[str, Any]) -> None:
+        def notify(participant_id: str, message: MediaMessage) -> None:
             live.send(participant_id, message)
 
         media = MediaRoom(stage_id, self.config.media, notify)
