@@ -283,7 +283,7 @@ def stage_state(snapshot: dict[str, object]) -> StageSnapshot:
 
 
 def history(page: dict[str, object]) -> History:
-    return msgspec.convert({"type": "history", **page}, History)
+    return msgspec.convert(page, History)
 
 
 def stage_info(snapshot: dict[str, object]) -> StageView:
