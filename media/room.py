@@ -1,7 +1,7 @@
 """The media side of one stage: who publishes what, who watches through which slot.
 
 It knows nothing of sockets or roles (the server checks permissions with rooms/ first); it tells
-the server which slot messages to send through ``notify(participant_id, message)``.
+the server which slot messages (``media.messages``) to send through ``notify(participant_id, message)``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from media.errors import BadSdp, NoOffer
+from media.messages import MediaMessage, SlotAssigned, SlotLayout, SlotReleased, SubscriberOffer
 from media.peer import MediaConfig, new_peer_connection
 from media.publication import Publication
 from media.publisher import Publisher
@@ -23,7 +24,7 @@ from media.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[str, dict[str, Any]], None]
+Notify = Callable[[str, MediaMessage], None]
 
 
 class MediaRoom:
@@ -38,7 +39,7 @@ class MediaRoom:
 
     # --- subscribers -------------------------------------------------------------------------
 
-    async def subscribe(self, participant_id: str) -> dict[str, Any]:
+    async def subscribe(self, participant_id: str) -> SubscriberOffer:
         """Create the participant's receiving connection; returns the offer message."""
         pc = new_peer_connection(self.config)
         sub = Subscriber(participant_id, pc, self.config.slots)
@@ -60,14 +61,13 @@ class MediaRoom:
             pair.audio.mid = _mid_of(pc, pair.audio.sender)
             pair.video.mid = _mid_of(pc, pair.video.sender)
         self._answer_pending.add(participant_id)
-        return {
-            "type": "subscriber.offer",
-            "sdp": pc.localDescription.sdp,
-            "slots": [
-                {"slot": p.index, "stream": p.stream, "audio_mid": p.audio.mid, "video_mid": p.video.mid}
+        return SubscriberOffer(
+            sdp=pc.localDescription.sdp,
+            slots=[
+                SlotLayout(slot=p.index, stream=p.stream, audio_mid=p.audio.mid, video_mid=p.video.mid)
                 for p in sub.pairs
             ],
-        }
+        )
 
     async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
         sub = self.subscribers.get(participant_id)
@@ -163,7 +163,13 @@ class MediaRoom:
         slot.publication = pub
         self._notify(
             sub.participant_id,
-            _slot_message("slot.assigned", pair.index, pair.stream, slot.kind, slot.mid, pub.participant_id),
+            SlotAssigned(
+                slot=pair.index,
+                kind=slot.kind,
+                mid=slot.mid,
+                stream=pair.stream,
+                participant_id=pub.participant_id,
+            ),
         )
         if sub.connected:
             pub.attach(slot)
@@ -180,8 +186,12 @@ class MediaRoom:
             slot.publication = None
             self._notify(
                 sub.participant_id,
-                _slot_message(
-                    "slot.released", pair.index, pair.stream, slot.kind, slot.mid, pub.participant_id
+                SlotReleased(
+                    slot=pair.index,
+                    kind=slot.kind,
+                    mid=slot.mid,
+                    stream=pair.stream,
+                    participant_id=pub.participant_id,
                 ),
             )
             if pair.audio.publication is None and pair.video.publication is None:
@@ -208,15 +218,3 @@ class MediaRoom:
 def _mid_of(pc: Any, sender: Any) -> str | None:
     return next((t.mid for t in pc.getTransceivers() if t.sender is sender), None)
 
-
-def _slot_message(
-    type_: str, index: int, stream: str, kind: str, mid: str | None, participant_id: str
-) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "slot": index,
-        "kind": kind,
-        "mid": mid,
-        "stream": stream,
-        "participant_id": participant_id,
-    }

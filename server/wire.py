@@ -399,7 +399,7 @@ def decode_builtins(data: bytes) -> dict[str, Any]:
     return message
 
 
-def encode(message: dict[str, Any], binary: bool) -> str | bytes:
+def encode(message: Struct | dict[str, Any], binary: bool) -> str | bytes:
     """Never raises on text: one frame that cannot be encoded would stop its connection's writer."""
     try:
         if binary:
@@ -408,23 +408,21 @@ def encode(message: dict[str, Any], binary: bool) -> str | bytes:
     except UnicodeEncodeError:
         # Text that is not valid Unicode got past the door (rooms/text.py) and into a message: send it
         # with U+FFFD in its place, and say so loudly, for that is a bug to fix at the door.
-        log.error("a message held text that is not valid Unicode", extra={"type": message.get("type")})
-        return encode(scrub(msgspec.to_builtins(message)), binary)
-
-
-def error(code: str, message: str, request_id: Any = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if request_id is not None:
-        frame["id"] = request_id
-    return frame
+        builtins = msgspec.to_builtins(message)
+        log.error("a message held text that is not valid Unicode", extra={"type": builtins.get("type")})
+        return encode(scrub(builtins), binary)
 
 
 class Outgoing:
-    """A message sent to many connections: encoded lazily, at most once per framing."""
+    """A message sent to many connections: encoded lazily, at most once per framing.
+
+    ``message`` is one of the schemas the server sends (``server.wire_out.ServerMessage``), or, for a
+    message relayed from the stage's node, the dict its bytes decode to (``from_msgpack``).
+    """
 
     __slots__ = ("_json", "_msgpack", "message")
 
-    def __init__(self, message: dict[str, Any]) -> None:
+    def __init__(self, message: Struct | dict[str, Any]) -> None:
         self.message = message
         self._json: str | None = None
         self._msgpack: bytes | None = None
@@ -439,7 +437,10 @@ class Outgoing:
 
     @property
     def type(self) -> str:
-        return str(self.message.get("type"))
+        """The message's ``type`` (the outbox's drop policy reads it)."""
+        if isinstance(self.message, dict):
+            return str(self.message.get("type"))
+        return str(self.message.__struct_config__.tag)
 
     def encoded(self, binary: bool) -> str | bytes:
         if binary:

@@ -3,7 +3,9 @@ the stage sends to it and closes it, and never knows whether its socket is here 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+import msgspec
 
 from server.wire import Outgoing
 
@@ -15,7 +17,7 @@ class Client(Protocol):
     def front(self) -> str | None:
         """The node holding the socket when it is not this one (a relayed client), else None."""
 
-    def send(self, message: dict[str, Any] | Outgoing) -> None: ...
+    def send(self, message: msgspec.Struct | Outgoing) -> None: ...
 
     def close_after_flush(self, code: int, reason: str) -> None: ...
 

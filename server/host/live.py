@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from rooms.events import Event
@@ -137,12 +139,12 @@ class LiveStage:
 
     # --- output --------------------------------------------------------------------------------
 
-    def send(self, participant_id: str, message: dict[str, Any] | Outgoing) -> None:
+    def send(self, participant_id: str, message: msgspec.Struct | Outgoing) -> None:
         conn = self.connections.get(participant_id)
         if conn is not None:
             conn.send(message)
 
-    def broadcast(self, message: dict[str, Any] | Outgoing) -> None:
+    def broadcast(self, message: msgspec.Struct | Outgoing) -> None:
         """A message for everyone on the stage that is not a domain event (e.g. the node list)."""
         outgoing = message if isinstance(message, Outgoing) else Outgoing(message)
         for conn in list(self.connections.values()):

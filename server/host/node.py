@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from media.messages import MediaMessage
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from rooms import durable
 from rooms.errors import StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
+from server import wire_out
 from server.auth import Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner
 from server.closecodes import CloseCode
@@ -118,7 +120,7 @@ class Node:
         """A node came or went: every client of the stages hosted here gets the new list (relayed
         clients too: their front node sends them only what the host does)."""
         for live in self.stages.values():
-            live.broadcast({"type": "nodes", "nodes": urls})
+            live.broadcast(wire_out.Nodes(nodes=urls))
 
     async def create_stage(
         self, stage_id: str | None, title: str | None, scheduled: bool = False, club_id: str | None = None
@@ -175,7 +177,7 @@ class Node:
         stage_id = stage.id
         live: LiveStage
 
-        def notify(participant_id: str, message: dict[str, Any]) -> None:
+        def notify(participant_id: str, message: MediaMessage) -> None:
             live.send(participant_id, message)
 
         media = MediaRoom(stage_id, self.config.media, notify)

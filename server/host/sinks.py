@@ -32,6 +32,7 @@ from rooms.events import (
     StageUpdated,
 )
 from rooms.stage import Stage, StageState
+from server import wire_out
 from server.closecodes import CloseCode
 from server.host.webhooks import Webhooks
 from server.wire import Outgoing
@@ -47,31 +48,24 @@ class FanOut:
 
     def __init__(self, live: LiveStage) -> None:
         self.live = live
-        self._sent_snapshots: dict[str, dict[str, Any]] = {}
+        self._sent_snapshots: dict[str, dict[str, object]] = {}
 
     def __call__(self, events: list[Event]) -> None:
         self._sent_snapshots = {}
         for event in events:
             match event:
                 case ParticipantJoined(participant=pid):
-                    self._participant_event(event, "participant.joined", pid, exclude=pid)
+                    self._participant_event(event, wire_out.ParticipantJoinedMessage, pid, exclude=pid)
                 case ParticipantLeft(participant=pid):
-                    message = {
-                        "type": "participant.left",
-                        "stage_id": event.stage,
-                        "seq": event.seq,
-                        "at": event.at,
-                        "participant_id": pid,
-                    }
-                    self._broadcast(message, exclude=pid)
+                    self._broadcast(event, exclude=pid)  # as it is: it names the person by id
                 case ParticipantUpdated(participant=pid):
-                    self._participant_event(event, "participant.updated", pid)
+                    self._participant_event(event, wire_out.ParticipantUpdatedMessage, pid)
                     self._reconcile_media(pid)
                     self._refresh_if_promoted(pid)
                 case PublishingStarted(participant=pid):
-                    self._participant_event(event, "participant.updated", pid)
+                    self._participant_event(event, wire_out.ParticipantUpdatedMessage, pid)
                 case PublishingStopped(participant=pid):
-                    self._participant_event(event, "participant.updated", pid)
+                    self._participant_event(event, wire_out.ParticipantUpdatedMessage, pid)
                     self.live.spawn(self.live.media.unpublish(pid))
                 case ParticipantRemoved():
                     self._to_audience(event)
@@ -82,33 +76,35 @@ class FanOut:
                 case _:
                     self._to_audience(event)
 
-    def _broadcast(self, message: dict[str, Any], *, exclude: str | None = None) -> None:
+    def _broadcast(self, message: msgspec.Struct, *, exclude: str | None = None) -> None:
         outgoing = Outgoing(message)
         for pid, conn in list(self.live.connections.items()):
             if pid != exclude:
                 conn.send(outgoing)
 
-    def _participant_event(self, event: Event, type_: str, pid: str, exclude: str | None = None) -> None:
+    def _participant_event(
+        self,
+        event: Event,
+        kind: type[wire_out.ParticipantEvent],
+        pid: str,
+        exclude: str | None = None,
+    ) -> None:
         person = self.live.stage.participants.get(pid)
         if person is None:
             return
         snapshot = person.snapshot()
-        if type_ == "participant.updated" and self._sent_snapshots.get(pid) == snapshot:
+        if kind is wire_out.ParticipantUpdatedMessage and self._sent_snapshots.get(pid) == snapshot:
             return  # e.g. a demotion: role and publishing change in one command, one update
         self._sent_snapshots[pid] = snapshot
-        message = {
-            "type": type_,
-            "stage_id": event.stage,
-            "seq": event.seq,
-            "at": event.at,
-            "participant": snapshot,
-        }
+        message = kind(
+            stage_id=event.stage, seq=event.seq, at=event.at, participant=wire_out.participant(snapshot)
+        )
         self._broadcast(message, exclude=exclude)
 
     def _to_audience(self, event: Event) -> None:
         audience = event.audience()
         stage = self.live.stage
-        outgoing = Outgoing(msgspec.to_builtins(event))
+        outgoing = Outgoing(event)  # the domain's event is its own wire message
         for pid, conn in list(self.live.connections.items()):
             if (
                 audience.everyone
@@ -126,7 +122,7 @@ class FanOut:
         moderator = self.live.stage.is_moderator(pid)
         if moderator != conn.moderator_view:
             conn.moderator_view = moderator
-            conn.send({"type": "state", "state": self.live.stage.snapshot_for(pid)})
+            conn.send(wire_out.State(state=wire_out.stage_state(self.live.stage.snapshot_for(pid))))
 
     def _reconcile_media(self, pid: str) -> None:
         """Forwarding follows the domain: paused while the speaker or a moderator muted it."""

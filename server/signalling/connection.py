@@ -25,7 +25,7 @@ from rooms.errors import DomainError, StageNotFound
 from rooms.events import Event
 from rooms.roles import Role
 from rooms.roles import is_moderator as role_is_moderator
-from server import metrics, wire
+from server import metrics, wire, wire_out
 from server.auth import AuthError, Claims, Forbidden
 from server.backend import Owner
 from server.closecodes import CloseCode
@@ -70,7 +70,7 @@ class Connection:
 
     # --- output ------------------------------------------------------------------------------
 
-    def send(self, message: dict[str, Any] | Outgoing) -> None:
+    def send(self, message: msgspec.Struct | Outgoing) -> None:
         """Queue a frame (see server/outbox.py for what happens to a client that reads too slowly)."""
         if self._closing:
             return
@@ -89,18 +89,21 @@ class Connection:
         if not self._closing:
             self.outbox.put(Close(code, reason))
 
-    def reply(self, request: wire.Message, message: dict[str, Any]) -> None:
+    def reply(self, request: wire.Message, message: wire_out.ServerFrame) -> None:
         if request.id is not None:
-            message = {**message, "id": request.id}
+            message = msgspec.structs.replace(message, id=request.id)
         self.send(message)
 
     def error(
         self, code: str, message: str, request_id: Any = None, retry_after: float | None = None
     ) -> None:
         metrics.signalling_errors.labels(code=code).inc()
-        frame = wire.error(code, message, request_id)
-        if retry_after is not None:
-            frame["retry_after"] = round(retry_after, 3)
+        frame = wire_out.Error(
+            id=msgspec.UNSET if request_id is None else request_id,
+            code=code,
+            message=message,
+            retry_after=msgspec.UNSET if retry_after is None else round(retry_after, 3),
+        )
         self.send(frame)
 
     async def _writer(self) -> None:
@@ -232,7 +235,7 @@ class Connection:
     async def _dispatch(self, request: wire.Message) -> None:
         match request:
             case wire.Ping():
-                self.reply(request, {"type": "pong"})
+                self.reply(request, wire_out.Pong())
             case wire.Join():
                 await self._join(request)
             case _ if self.live is None or self.participant_id is None:
@@ -247,10 +250,10 @@ class Connection:
                 self._mute(request)
             case wire.PublishStop():
                 await self._stop_publishing()
-                self.reply(request, {"type": "ok"})
+                self.reply(request, wire_out.Ok())
             case wire.Leave():
                 await self._leave()
-                self.reply(request, {"type": "left"})
+                self.reply(request, wire_out.Left())
                 self.close_after_flush(CloseCode.NORMAL, "left")
             case wire.HistoryGet():
                 self._history(request)
@@ -263,7 +266,7 @@ class Connection:
             raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
         def accepted(extra: dict[str, Any]) -> None:
             if request.id is not None:
-                self.reply(request, {"type": "ok", **extra})
+                self.reply(request, wire_out.Ok(**extra))
 
         commands.run(live, pid, request, accepted)
 
@@ -272,7 +275,7 @@ class Connection:
         if request.stage is not None and request.stage != live.stage.id:
             raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
         page = live.stage.history(pid, request.kind, request.before, request.limit, self.node.clock())
-        self.reply(request, {"type": "history", **page})
+        self.reply(request, wire_out.history(page))
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -325,22 +328,24 @@ class Connection:
             me = live.stage.get(pid)
             # Consoles, apart: a client that knows nothing of them keeps an accurate participant list.
             consoles = [o.snapshot() for o in live.stage.observers.values() if o.id != pid]
+            others = [p.snapshot() for p in live.stage.participants.values() if p.id != pid]
+            policy = wire_out.Policy(
+                version=live.stage.settings.consent_policy_version, text=node.config.consent_policy_text
+            )
             self.reply(
                 request,
-                {
-                    "type": "joined",
-                    "participant": me.snapshot(),
-                    "stage": live.stage.snapshot(),
-                    "participants": [p.snapshot() for p in live.stage.participants.values() if p.id != pid],
-                    **({"observers": consoles} if self.moderator_view else {}),
-                    "ice_servers": [s.to_browser() for s in node.config.ice_servers],
-                    "nodes": node.cluster.node_urls,
-                    "state": live.stage.snapshot_for(pid),
-                    "policy": {
-                        "version": live.stage.settings.consent_policy_version,
-                        "text": node.config.consent_policy_text,
-                    },
-                },
+                wire_out.Joined(
+                    participant=wire_out.participant(me.snapshot()),
+                    stage=wire_out.stage_info(live.stage.snapshot()),
+                    participants=[wire_out.participant(p) for p in others],
+                    observers=[wire_out.participant(o) for o in consoles]
+                    if self.moderator_view
+                    else msgspec.UNSET,
+                    ice_servers=[wire_out.ice_server(s.to_browser()) for s in node.config.ice_servers],
+                    nodes=node.cluster.node_urls,
+                    state=wire_out.stage_state(live.stage.snapshot_for(pid)),
+                    policy=policy,
+                ),
             )
 
         live.apply(
@@ -416,7 +421,7 @@ class Connection:
     async def _subscriber_answer(self, request: wire.SubscriberAnswer) -> None:
         live, pid = self._joined()
         await live.media.subscriber_answer(pid, request.sdp)
-        self.reply(request, {"type": "subscriber.ready"})
+        self.reply(request, wire_out.SubscriberReady())
 
     async def _publish(self, request: wire.PublishOffer) -> None:
         live, pid = self._joined()
@@ -428,14 +433,14 @@ class Connection:
         kinds = live.media.kinds_published(pid)
         live.apply(
             lambda stage, now: stage.start_publishing(pid, kinds, now),
-            lambda events: self.reply(request, {"type": "publish.answer", "sdp": answer}),
+            lambda events: self.reply(request, wire_out.PublishAnswer(sdp=answer)),
         )
 
     def _mute(self, request: wire.PublishMute) -> None:
         live, pid = self._joined()
         live.apply(
             lambda stage, now: stage.set_muted(pid, request.kind, request.muted, now),
-            lambda events: self.reply(request, {"type": "ok"}),
+            lambda events: self.reply(request, wire_out.Ok()),
         )
 
     async def _stop_publishing(self) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from server.host.node import Node
 from server.routing.relay import Relay
 from server.signalling.connection import Connection
@@ -26,7 +28,7 @@ class RemoteConnection(Connection):
         self.remote = True
         self._frames: asyncio.Queue[str | bytes | None] = asyncio.Queue()
 
-    def send(self, message: dict[str, Any] | Outgoing) -> None:
+    def send(self, message: msgspec.Struct | Outgoing) -> None:
         if not self._closing:
             item = message if isinstance(message, Outgoing) else Outgoing(message)
             self.relay.to_front(self.front, self.conn_id, item)
