@@ -16,8 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from server.outbox import DROPPABLE, Close, Outbox, Outgoing, Overflow
 
+from server.signalling.outbox import DROPPABLE, Close, Outbox, Overflow
+from server.wire import Outgoing
 from tests.conftest import RunningNode, start_node
 from tests.support.slow_socket import Closed, SlowSocket
 from tests.support.tokens import signed
