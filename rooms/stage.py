@@ -8,16 +8,11 @@ their own rules in ``comments.py``, ``qa.py`` and ``polls.py``; this class decid
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
 
-from rooms import audit
-from rooms.comments import Author, Chat
-from rooms.consent import SCOPES, ConsentBook, ConsentState, Recording, Scope, Subject
+from rooms.consent import SCOPES, ConsentState, Subject
 from rooms.errors import (
     Banned,
     ChatMuted,
@@ -28,101 +23,44 @@ from rooms.errors import (
     NotAllowed,
     NotInvited,
     NotPublishing,
-    StageEnded,
     StageFull,
     StageLocked,
     StageNotLive,
-    UnknownParticipant,
 )
 from rooms.events import (
-    AuditDetail,
     ChatUpdated,
     ConsentRecorded,
     ConsentRequested,
     Event,
-    EventLog,
-    HandsUpdated,
     Invitation,
     InvitationAnswered,
     ObserverJoined,
     ObserverLeft,
     ParticipantJoined,
-    ParticipantLeft,
     ParticipantRemoved,
-    ParticipantUpdated,
     PublishingStarted,
-    PublishingStopped,
     Reactions,
     RecordingStarted,
     RecordingStopped,
     StageUpdated,
 )
 from rooms.events import StageEnded as StageEndedEvent
-from rooms.hands import Hands, Invitations
-from rooms.polls import Polls, PollSpec, PollStatus
-from rooms.qa import Question, Questions, QuestionStatus
-from rooms.rates import RateClass, RateLimiter
-from rooms.reactions import ReactionCounter, normalise
-from rooms.remembered import RememberedPeople
+from rooms.participant import KINDS, Participant, check_kind
+from rooms.polls import PollSpec, PollStatus
+from rooms.qa import Question, QuestionStatus
+from rooms.rates import RateClass
+from rooms.reactions import normalise
 from rooms.roles import Permission, Role, allows, require
 from rooms.roles import is_moderator as role_is_moderator
 from rooms.settings import StageSettings
+from rooms.stage_base import StageBase, StageState
 from rooms.text import require_text
-from rooms.views import InvitationView, RecordingView, StageView
+from rooms.views import InvitationView, RecordingView
 
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
 
-KINDS = ("audio", "video")
-DEFAULT_SETTINGS = StageSettings()
 
-
-class StageState(enum.StrEnum):
-    SCHEDULED = "scheduled"
-    LIVE = "live"
-    ENDED = "ended"
-
-
-@dataclass(slots=True)
-class Participant:
-    id: str
-    name: str
-    role: Role
-    joined_at: float
-    publishing: set[str] = field(default_factory=set)
-    muted: set[str] = field(default_factory=set)  # by the participant (publish.mute)
-    identity: str = ""  # who this is across connections (bans apply to it); defaults to ``id``
-    moderator_muted: set[str] = field(default_factory=set)  # by a moderator: only one may lift it
-    chat_muted: bool = False
-    hand_raised: bool = False
-    grants: frozenset[str] | None = None  # from the access token; None: all the role allows
-    joined_as: Role | None = None  # the role asked for at join (the token's), before any promotion
-    observer: bool = False  # a moderator console: watches and moderates, is not on the stage
-
-    def __post_init__(self) -> None:
-        self.identity = self.identity or self.id
-
-    def snapshot(self) -> dict[str, object]:
-        """The participant object of docs/protocol.md ("Participants"); an observer's (which only
-        moderators see) says ``"observer": true``."""
-        extra: dict[str, object] = {"observer": True} if self.observer else {}
-        return {
-            "id": self.id,
-            "name": self.name,
-            "role": str(self.role),
-            "publishing": {k: k in self.publishing for k in KINDS},
-            "muted": {k: k in self.muted for k in KINDS},
-            "moderator_muted": {k: k in self.moderator_muted for k in KINDS},
-            "chat_muted": self.chat_muted,
-            "hand_raised": self.hand_raised,
-            **extra,
-        }
-
-    def author(self) -> Author:
-        return Author(self.id, self.name, self.identity, role_is_moderator(self.role), self.chat_muted)
-
-
-@dataclass(init=False, repr=False)
-class Stage:
+class Stage(StageBase):
     """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
     polls, consent and recording, and the ordered log of everything that happened.
 
@@ -137,97 +75,10 @@ class Stage:
     (``observer.joined``/``observer.left``). Every moderator action is audited (``rooms/audit.py``).
     """
 
-    id: str
-    title: str
-    created_at: float
-    club_id: str | None
-    settings: StageSettings
-    state: StageState
-    locked: bool
-    participants: dict[str, Participant]
-    observers: dict[str, Participant]
-    banned_identities: set[str]
-    remembered: RememberedPeople
-    log: EventLog
-    hands: Hands
-    invitations: Invitations
-    chat: Chat
-    reactions: ReactionCounter
-    questions: Questions
-    polls: Polls
-    consent: ConsentBook
-    recording: Recording
-    rates: RateLimiter
-
-    def __init__(
-        self,
-        id: str,
-        title: str,
-        created_at: float,
-        *,
-        settings: StageSettings = DEFAULT_SETTINGS,
-        state: StageState = StageState.LIVE,
-        max_publishers: int | None = None,
-        club_id: str | None = None,
-    ) -> None:
-        if max_publishers is not None:  # the keyword of issue 2, kept for callers that use it
-            settings = replace(settings, max_publishers=max_publishers)
-        require_text(title, "the stage's title")
-        self.id, self.title, self.created_at = id, title, created_at
-        self.settings, self.state, self.locked = settings, state, False
-        self.club_id = club_id  # the club the stage belongs to (its members' tokens may open it)
-        self.participants = {}
-        self.observers = {}
-        self.banned_identities = set()
-        self.remembered = RememberedPeople()
-        self.log = EventLog()
-        self.hands = Hands()
-        self.invitations = Invitations()
-        self.chat = Chat(id, settings)
-        self.reactions = ReactionCounter(settings.reaction_window_s)
-        self.questions = Questions(
-            id, settings.comment_max_chars, settings.question_max_open, settings.question_max_per_person
-        )
-        self.polls = Polls(id, settings.leaderboard_size)
-        self.consent = ConsentBook(id)
-        self.recording = Recording()
-        self.rates = RateLimiter(settings.rate_rules())
-
-    def __repr__(self) -> str:
-        return f"Stage({self.id!r}, {self.state}, {len(self.participants)} participants)"
-
-    @property
-    def max_publishers(self) -> int:
-        """The media slots every subscriber has (``settings.max_publishers``)."""
-        return self.settings.max_publishers
-
     # --- reading -------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, object]:
         return msgspec.to_builtins(self._view())  # type: ignore[no-any-return]
-
-    def _view(self) -> StageView:
-        return StageView(id=self.id, title=self.title, state=str(self.state), locked=self.locked)
-
-    @property
-    def host(self) -> Participant | None:
-        return next((p for p in self.participants.values() if p.role is Role.HOST), None)
-
-    @property
-    def publishers(self) -> list[Participant]:
-        return [p for p in self.participants.values() if p.publishing]
-
-    def get(self, participant_id: str) -> Participant:
-        """A participant or an observer."""
-        person = self.participants.get(participant_id) or self.observers.get(participant_id)
-        if person is None:
-            raise UnknownParticipant(f"no participant {participant_id} on stage {self.id}")
-        return person
-
-    def is_moderator(self, participant_id: str) -> bool:
-        """Host or moderator, observers included (sees moderator-only events)."""
-        person = self.participants.get(participant_id) or self.observers.get(participant_id)
-        return person is not None and role_is_moderator(person.role)
 
     def snapshot_for(self, participant_id: str) -> dict[str, object]:
         """The ``state`` of ``joined``: the stage as this person may see it (docs/protocol.md)."""
@@ -297,102 +148,6 @@ class Stage:
             present = {p.identity for p in self.participants.values()}
             snapshot["summary"] = self.consent.summary(present, policy)
         return msgspec.to_builtins(snapshot)  # type: ignore[no-any-return]
-
-    # --- helpers -------------------------------------------------------------------------------
-
-    def _emit(self, events: list[Event]) -> list[Event]:
-        return self.log.append(events)
-
-    def _require_not_ended(self) -> None:
-        if self.state is StageState.ENDED:
-            raise StageEnded(f"stage {self.id} has ended")
-
-    def _actor(self, participant_id: str, permission: Permission | None = None) -> Participant:
-        """The person issuing a command on a stage that has not ended, with ``permission``."""
-        self._require_not_ended()
-        person = self.get(participant_id)
-        if permission is not None:
-            require(person.role, permission, person.grants)
-        return person
-
-    def _moderator(self, actor: str, permission: Permission, now: float) -> Participant:
-        """``_actor`` for a moderator command, within the moderators' rate (``_audited`` counts it)."""
-        me = self._actor(actor, permission)
-        self.rates.check(me.identity, RateClass.MODERATION, now)
-        return me
-
-    def _spent(self, identity: str, kind: RateClass, now: float, events: list[Event]) -> list[Event]:
-        """Count an accepted command against its rate (checked before it ran); returns ``events``."""
-        self.rates.spend(identity, kind, now)
-        return events
-
-    def _audited(
-        self,
-        actor: Participant,
-        action: str,
-        effects: Sequence[Event],
-        now: float,
-        *,
-        target: str | None = None,
-        person: Participant | None = None,
-        reason: str | None = None,
-        **details: AuditDetail,
-    ) -> list[Event]:
-        """Log ``effects`` after the audit record of the moderator action that caused them, in one
-        batch. An action that changed nothing emits nothing and is not recorded."""
-        if not effects:
-            return []
-        self.rates.spend(actor.identity, RateClass.MODERATION, now)
-        entry = audit.record(
-            self.id, actor, action, now, target=target, person=person, reason=reason, details=details
-        )
-        return self._emit([entry, *effects])
-
-    def _updated(self, person: Participant, now: float) -> ParticipantUpdated:
-        return ParticipantUpdated(stage=self.id, at=now, participant=person.id)
-
-    def _hands_updated(self, now: float) -> HandsUpdated:
-        return HandsUpdated(stage=self.id, at=now, hands=self.hands.queue())
-
-    def _lower_hand(self, person: Participant, now: float) -> list[Event]:
-        if not person.hand_raised:
-            return []
-        person.hand_raised = False
-        self.hands.lower(person.id)
-        return [self._hands_updated(now)]
-
-    def _drop_invitation(self, person: Participant, now: float) -> list[Event]:
-        """A pending invitation lapses (the invitee left or changed role); moderators are told."""
-        if self.invitations.pop(person.id) is None:
-            return []
-        return [InvitationAnswered(stage=self.id, at=now, participant_id=person.id, accepted=False)]
-
-    def _stop_media(self, person: Participant, now: float) -> list[Event]:
-        if not person.publishing:
-            return []
-        person.publishing = set()
-        person.muted = set()
-        return [PublishingStopped(stage=self.id, at=now, participant=person.id)]
-
-    def _to_audience(self, person: Participant, now: float) -> list[Event]:
-        """A speaker (or moderator) becomes audience: media stops at once, moderator mutes lapse."""
-        events = self._stop_media(person, now)
-        person.role = Role.AUDIENCE
-        person.moderator_muted = set()
-        person.muted = set()
-        return [*events, self._updated(person, now)]
-
-    def _drop(self, person: Participant, now: float) -> list[Event]:
-        """Take ``person`` off the stage: media, hand and invitation first, then ``participant.left``."""
-        events = [
-            *self._stop_media(person, now),
-            *self._lower_hand(person, now),
-            *self._drop_invitation(person, now),
-        ]
-        del self.participants[person.id]
-        if person.identity != person.id:  # explicit: they may come back (``_remove`` forgets them)
-            self.remembered.remember(person.identity, person.role, person.name, person.joined_as)
-        return [*events, ParticipantLeft(stage=self.id, at=now, participant=person.id)]
 
     # --- joining and leaving -------------------------------------------------------------------
 
@@ -584,7 +339,7 @@ class Stage:
     def moderator_mute(self, actor: str, target: str, kind: str, muted: bool, now: float) -> list[Event]:
         """Server-side mute of a speaker's kind; the speaker cannot lift it, a moderator can. It holds
         across republishing and lapses when the speaker goes back to the audience."""
-        _check_kind(kind)
+        check_kind(kind)
         me = self._moderator(actor, Permission.MODERATE, now)
         person = self.get(target)
         if person.role is not Role.SPEAKER:
@@ -754,7 +509,7 @@ class Stage:
         if not kinds:
             raise InvalidMessage("publishing needs audio or video")
         for kind in kinds:
-            _check_kind(kind)
+            check_kind(kind)
         person.publishing = set(kinds)
         person.muted &= person.publishing
         self.rates.spend(person.identity, RateClass.MEDIA, now)
@@ -825,9 +580,6 @@ class Stage:
         return person is not None and self.consent.covers(
             person.identity, scope, self.settings.consent_policy_version
         )
-
-    def _covers_media(self, person: Participant) -> bool:
-        return self.consent.covers(person.identity, Scope.MEDIA, self.settings.consent_policy_version)
 
     def give_consent(
         self,
@@ -925,8 +677,3 @@ class Stage:
         self.recording.stop()
         stopped = RecordingStopped(stage=self.id, at=now, session_id=session_id, by=None, reason=reason)
         return self._emit([stopped])
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise InvalidMessage(f"kind is one of {', '.join(KINDS)}")
