@@ -8,10 +8,6 @@ their own rules in ``comments.py``, ``qa.py`` and ``polls.py``; this class decid
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-
 from rooms.consent import SCOPES, ConsentState, Subject
 from rooms.errors import (
     Banned,
@@ -46,21 +42,22 @@ from rooms.events import (
 )
 from rooms.events import StageEnded as StageEndedEvent
 from rooms.participant import KINDS, Participant, check_kind
-from rooms.polls import PollSpec, PollStatus
-from rooms.qa import Question, QuestionStatus
+from rooms.polls import PollSpec
+from rooms.qa import QuestionStatus
 from rooms.rates import RateClass
 from rooms.reactions import normalise
 from rooms.roles import Permission, Role, allows, require
 from rooms.roles import is_moderator as role_is_moderator
 from rooms.settings import StageSettings
-from rooms.stage_base import StageBase, StageState
+from rooms.snapshots import Snapshots
+from rooms.stage_base import StageState
 from rooms.text import require_text
-from rooms.views import InvitationView, RecordingView
+from rooms.views import InvitationView
 
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
 
 
-class Stage(StageBase):
+class Stage(Snapshots):
     """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
     polls, consent and recording, and the ordered log of everything that happened.
 
@@ -74,80 +71,6 @@ class Stage(StageBase):
     (nor its counts, lists, consent or recordings), never publish, and only moderators hear of them
     (``observer.joined``/``observer.left``). Every moderator action is audited (``rooms/audit.py``).
     """
-
-    # --- reading -------------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, object]:
-        return msgspec.to_builtins(self._view())  # type: ignore[no-any-return]
-
-    def snapshot_for(self, participant_id: str) -> dict[str, object]:
-        """The ``state`` of ``joined``: the stage as this person may see it (docs/protocol.md)."""
-        person = self.get(participant_id)
-        moderator = role_is_moderator(person.role)
-        latest = self.settings.question_history
-        questions = [self._question_for(person, q) for q in self.questions.ordered(latest)]
-        polls: list[dict[str, Any]] = []
-        for poll in self.polls.polls.values():
-            if poll.status is PollStatus.DRAFT and not moderator:
-                continue
-            ballot = poll.ballots.get(person.identity)
-            item: dict[str, Any] = msgspec.to_builtins(poll.view(moderator=moderator))
-            item["my_choices"] = list(ballot.choices) if ballot else None
-            if moderator and poll.status is PollStatus.CLOSED and not poll.spec.anonymous:
-                item["voters"] = {pid: list(c) for pid, c in poll.voters().items()}
-            polls.append(item)
-        invitation = None if moderator else self.invitations.get(participant_id)
-        return {
-            "seq": self.log.last_seq,
-            "comments": msgspec.to_builtins(self.chat.history()),
-            "pinned": msgspec.to_builtins(self.chat.pinned_view()),
-            "slow_mode_s": self.chat.slow_mode_s,
-            "questions": questions,
-            "more_comments": self.chat.more(),
-            "more_questions": len(self.questions.questions) > latest,
-            "hands": list(self.hands.queue()),
-            "invitation": msgspec.to_builtins(invitation),
-            "polls": polls,
-            "leaderboard": msgspec.to_builtins(list(self.polls.leaderboard())),
-            "recording": msgspec.to_builtins(self._recording_view()),
-            "consent": self._consent_snapshot(person, moderator),
-        }
-
-    def _question_for(self, person: Participant, question: Question) -> dict[str, Any]:
-        return {**msgspec.to_builtins(question.view()), "voted": person.identity in question.voters}
-
-    def history(self, actor: str, kind: str, before: str | None, limit: int, now: float) -> dict[str, object]:
-        """``history.get``: up to ``limit`` comments or questions older than ``before`` (an id; None:
-        the latest), oldest first, and ``more``: whether older ones are kept. ``joined`` carries only
-        the latest (``comment_history``, ``question_history``); this pages back through the rest."""
-        person = self._actor(actor)
-        self.rates.check(person.identity, RateClass.HISTORY, now)
-        items: list[Any]
-        if kind == "comments":
-            comments, more = self.chat.page(before, limit)
-            items = msgspec.to_builtins(comments)
-        elif kind == "questions":
-            questions, more = self.questions.page(before, limit)
-            items = [self._question_for(person, q) for q in questions]
-        else:
-            raise InvalidMessage("history is of comments or questions")
-        self.rates.spend(person.identity, RateClass.HISTORY, now)
-        return {"kind": kind, "items": items, "more": more}
-
-    def _recording_view(self) -> RecordingView:
-        mode, session_id = self.settings.recording_mode, self.recording.session_id
-        return RecordingView(mode=mode, active=session_id is not None, session_id=session_id)
-
-    def _consent_snapshot(self, person: Participant, moderator: bool) -> dict[str, object]:
-        policy = self.settings.consent_policy_version
-        snapshot: dict[str, object] = {
-            "policy_version": policy,
-            "mine": self.consent.mine(person.identity, policy),
-        }
-        if moderator:
-            present = {p.identity for p in self.participants.values()}
-            snapshot["summary"] = self.consent.summary(present, policy)
-        return msgspec.to_builtins(snapshot)  # type: ignore[no-any-return]
 
     # --- joining and leaving -------------------------------------------------------------------
 
