@@ -45,85 +45,21 @@ from server.backend.base import (
     check_version,
 )
 from server.backend.redis_inbox import UNAVAILABLE, RedisInbox
+from server.backend.redis_scripts import (
+    APPEND,
+    CLAIM,
+    HIT,
+    PRESENCE_LEAVE,
+    RELEASE,
+    RENEW,
+    SAVE_CLUB,
+    SAVE_STATE,
+    lease_value,
+)
 
 log = logging.getLogger(__name__)
 
 _FIELD = b"e"  # the one field of a log entry: the payload
-
-# SET NX PX, or recognise our own claim (a retry whose first attempt succeeded but whose reply was lost).
-_CLAIM = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# KEYS: log, owner. ARGV: id, payload, maxlen, lease value ('' for none).
-# 1 appended, 0 already there (a retry), -1 lease lost, -2 out of order.
-_APPEND = """
-if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1], 'e', ARGV[2])
-if type(added) ~= 'table' or not added.err then return 1 end
-if not string.find(added.err, 'equal or smaller', 1, true) then return redis.error_reply(added.err) end
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 1 and found[1][2][2] == ARGV[2] then return 0 end
-return -2
-"""
-# KEYS: state, owner. ARGV: payload, lease value. 1 saved, 0 lease lost.
-_SAVE_STATE = """
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"""
-# Compare-and-set of a club. KEYS: club. ARGV: expected version (0: must not exist), payload.
-# {1, new version} saved (or a retry of the save that made the stored version), {0, stored version}.
-_SAVE_CLUB = """
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-local expected = tonumber(ARGV[1])
-if v ~= expected then
-  if v == expected + 1 and redis.call('HGET', KEYS[1], 'data') == ARGV[2] then return {1, v} end
-  return {0, v}
-end
-redis.call('HSET', KEYS[1], 'v', v + 1, 'data', ARGV[2])
-return {1, v + 1}
-"""
-# Compare-and-HDEL: ARGV is field, expected value, field, expected value...
-_PRESENCE_LEAVE = """
-local n = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then n = n + redis.call('HDEL', KEYS[1], ARGV[i]) end
-end
-return n
-"""
-# Sliding window log in a sorted set, on Redis's clock (one clock for all nodes), in microseconds.
-# ARGV: window_us, limit, member (unique per hit). Returns {allowed, retry_after_us}.
-_HIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return {1, 0} end
-local n = redis.call('ZCARD', KEYS[1])
-if n < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-  return {1, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
-"""
-
-
-def _lease_value(lease: Lease) -> bytes:
-    value: bytes = msgpack.packb([lease.node_id, lease.node_url, lease.token])
-    return value
 
 
 class RedisBackend(Backend):
@@ -184,14 +120,14 @@ class RedisBackend(Backend):
             retry=Retry(NoBackoff(), retries=0, supported_errors=()),
         )
         register = self._redis.register_script
-        self._claim = register(_CLAIM)
-        self._renew = register(_RENEW)
-        self._release = register(_RELEASE)
-        self._append = register(_APPEND)
-        self._presence_leave = register(_PRESENCE_LEAVE)
-        self._save_state = register(_SAVE_STATE)
-        self._save_club = register(_SAVE_CLUB)
-        self._hit = register(_HIT)
+        self._claim = register(CLAIM)
+        self._renew = register(RENEW)
+        self._release = register(RELEASE)
+        self._append = register(APPEND)
+        self._presence_leave = register(PRESENCE_LEAVE)
+        self._save_state = register(SAVE_STATE)
+        self._save_club = register(SAVE_CLUB)
+        self._hit = register(HIT)
 
     @contextlib.asynccontextmanager
     async def _call(self, seconds: float | None = None) -> AsyncIterator[None]:
@@ -213,19 +149,19 @@ class RedisBackend(Backend):
         check_ttl(ttl_ms)
         lease = Lease(stage_id, node_id, node_url, secrets.token_hex(8), ttl_ms)
         async with self._call():
-            got = await self._claim(keys=[keys.owner(stage_id)], args=[_lease_value(lease), ttl_ms])
+            got = await self._claim(keys=[keys.owner(stage_id)], args=[lease_value(lease), ttl_ms])
         return lease if got == 1 else None
 
     async def renew(self, lease: Lease) -> bool:
         async with self._call():
             done = await self._renew(
-                keys=[keys.owner(lease.stage_id)], args=[_lease_value(lease), lease.ttl_ms]
+                keys=[keys.owner(lease.stage_id)], args=[lease_value(lease), lease.ttl_ms]
             )
         return bool(done == 1)
 
     async def release(self, lease: Lease) -> bool:
         async with self._call():
-            done = await self._release(keys=[keys.owner(lease.stage_id)], args=[_lease_value(lease)])
+            done = await self._release(keys=[keys.owner(lease.stage_id)], args=[lease_value(lease)])
         return bool(done == 1)
 
     async def owner(self, stage_id: str) -> Owner | None:
@@ -305,7 +241,7 @@ class RedisBackend(Backend):
 
     async def append(self, stage_id: str, seq: int, payload: bytes, *, lease: Lease | None = None) -> None:
         check_seq(seq)
-        fence = b"" if lease is None else _lease_value(lease)
+        fence = b"" if lease is None else lease_value(lease)
         args: list[bytes | str | int] = [f"{seq}-0", payload, self.max_log_entries, fence]
         async with self._call():
             result = await self._append(keys=[keys.log(stage_id), keys.owner(stage_id)], args=args)
@@ -381,7 +317,7 @@ class RedisBackend(Backend):
     async def save_state(self, stage_id: str, payload: bytes, *, lease: Lease) -> None:
         async with self._call():
             saved = await self._save_state(
-                keys=[keys.state(stage_id), keys.owner(stage_id)], args=[payload, _lease_value(lease)]
+                keys=[keys.state(stage_id), keys.owner(stage_id)], args=[payload, lease_value(lease)]
             )
         if saved != 1:
             raise LeaseLost(f"lease on stage {stage_id} lost: state not saved")
