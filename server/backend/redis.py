@@ -6,63 +6,41 @@ hash tag only, so all of this works on a Redis Cluster slot by slot. Connection 
 because every operation is idempotent (a claim, hit or heartbeat carries a token that recognises
 its own earlier attempt). Node messages are the exception: they go over a second client, the bus,
 that never retries (at most once; see ``redis_inbox.py``).
+
+``RedisBackend`` is built by concern: its connections and ``_call`` (``redis_client.py``), the Lua
+scripts (``redis_scripts.py``), the event log and the stage's state (``redis_log.py``); this module
+has the rest: leases, presence, clubs, node messages, rate limits, bans and revocations.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Collection
+from collections.abc import Collection
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisError
 
 from server.backend import keys
 from server.backend.base import (
-    DEFAULT_INBOX_LIMIT,
-    DEFAULT_MAX_LOG_ENTRIES,
     Backend,
     BackendClosed,
-    BackendError,
     BackendUnavailable,
     Conflict,
     Inbox,
     Lease,
-    LeaseLost,
-    OutOfOrder,
     Owner,
-    check_inbox_limit,
     check_rate,
-    check_seq,
     check_ttl,
     check_version,
 )
-from server.backend.redis_inbox import UNAVAILABLE, RedisInbox
-from server.backend.redis_scripts import (
-    APPEND,
-    CLAIM,
-    HIT,
-    PRESENCE_LEAVE,
-    RELEASE,
-    RENEW,
-    SAVE_CLUB,
-    SAVE_STATE,
-    lease_value,
-)
-
-log = logging.getLogger(__name__)
-
-_FIELD = b"e"  # the one field of a log entry: the payload
+from server.backend.redis_inbox import RedisInbox
+from server.backend.redis_log import RedisLog
+from server.backend.redis_scripts import lease_value
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisLog, Backend):
     """Backend on a Redis server (``redis://host:port/db``), shared by every node.
 
     ``block_ms`` is how long a subscription's XREAD waits before asking again; ``command_timeout``
@@ -70,78 +48,6 @@ class RedisBackend(Backend):
     SETNAME (to find them in CLIENT LIST). An inbox holds at most ``inbox_limit`` unread messages, and
     counts its connection lost after ``2 * inbox_ping_s`` without hearing from Redis.
     """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        name: str = "medstage",
-        max_log_entries: int = DEFAULT_MAX_LOG_ENTRIES,
-        block_ms: int = 2000,
-        command_timeout: float = 5.0,
-        reconnect_max_s: float = 1.0,
-        inbox_limit: int = DEFAULT_INBOX_LIMIT,
-        inbox_ping_s: float = 1.0,
-    ) -> None:
-        if max_log_entries < 1:
-            raise ValueError("max_log_entries must be at least 1")
-        check_inbox_limit(inbox_limit)
-        if inbox_ping_s <= 0:
-            raise ValueError(f"inbox_ping_s must be above 0, not {inbox_ping_s}")
-        self.max_log_entries = max_log_entries
-        self.block_ms = block_ms
-        self.command_timeout = command_timeout
-        self.reconnect_max_s = reconnect_max_s
-        self.inbox_limit = inbox_limit
-        self.inbox_ping_s = inbox_ping_s
-        self._closed = asyncio.Event()
-        self._inboxes: set[RedisInbox] = set()
-        # No socket_timeout: with one, redis-py (8.1) sends through asyncio.wait_for, which before
-        # Python 3.12 can swallow a cancellation that arrives as the send completes (CPython gh-86296):
-        # a cancelled subscription then read on for ever (tests/backend/test_redis.py). Timeouts are
-        # ours instead (``_call``, asyncio.timeout); a cancelled read makes redis-py drop the connection.
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            client_name=name,
-            socket_timeout=None,
-            socket_connect_timeout=min(command_timeout, 2.0),
-            socket_keepalive=True,
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
-        )
-        # Node messages: no retry at all (no supported errors, so not even the reconnect redis-py
-        # makes before giving up). A retried PUBLISH whose first attempt landed would deliver twice;
-        # a Pub/Sub connection re-subscribed behind our back would hide the messages lost meanwhile.
-        self._bus: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            client_name=name,
-            socket_timeout=None,
-            socket_connect_timeout=min(command_timeout, 2.0),
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), retries=0, supported_errors=()),
-        )
-        register = self._redis.register_script
-        self._claim = register(CLAIM)
-        self._renew = register(RENEW)
-        self._release = register(RELEASE)
-        self._append = register(APPEND)
-        self._presence_leave = register(PRESENCE_LEAVE)
-        self._save_state = register(SAVE_STATE)
-        self._save_club = register(SAVE_CLUB)
-        self._hit = register(HIT)
-
-    @contextlib.asynccontextmanager
-    async def _call(self, seconds: float | None = None) -> AsyncIterator[None]:
-        """Bound a call in time; a lost, refused or silent connection becomes BackendUnavailable,
-        any other refusal (OOM, READONLY...) a BackendError: callers never see redis-py's types."""
-        if self._closed.is_set():
-            raise BackendClosed("backend is closed")
-        try:
-            async with asyncio.timeout(seconds or self.command_timeout):
-                yield
-        except UNAVAILABLE as exc:  # asyncio's TimeoutError is an OSError
-            raise BackendUnavailable(f"redis unavailable: {exc!r}") from exc
-        except RedisError as exc:
-            raise BackendError(f"redis refused: {exc}") from exc
 
     # --- stage registry ------------------------------------------------------------------------
 
@@ -236,96 +142,6 @@ class RedisBackend(Backend):
             if stale:  # the node's heartbeat lapsed: drop its entries unless they changed meanwhile
                 await self._presence_leave(keys=[key], args=[x for pair in stale for x in pair])
         return {pid: info for pid, (_, (node_id, info)) in entries.items() if node_id in alive}
-
-    # --- event log -----------------------------------------------------------------------------
-
-    async def append(self, stage_id: str, seq: int, payload: bytes, *, lease: Lease | None = None) -> None:
-        check_seq(seq)
-        fence = b"" if lease is None else lease_value(lease)
-        args: list[bytes | str | int] = [f"{seq}-0", payload, self.max_log_entries, fence]
-        async with self._call():
-            result = await self._append(keys=[keys.log(stage_id), keys.owner(stage_id)], args=args)
-        if result == -1:
-            raise LeaseLost(f"lease on stage {stage_id} lost: append of seq {seq} refused")
-        if result == -2:
-            raise OutOfOrder(f"stage {stage_id}: seq {seq} is not above the last one")
-
-    async def read(self, stage_id: str, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
-        async with self._call():
-            entries: Any = await self._redis.xrange(
-                keys.log(stage_id), f"{after_seq + 1}-0", "+", count=limit
-            )
-        return [(_seq(entry_id), fields[_FIELD]) for entry_id, fields in entries]
-
-    async def last_seq(self, stage_id: str) -> int:
-        async with self._call():
-            entries: Any = await self._redis.xrevrange(keys.log(stage_id), "+", "-", count=1)
-        return _seq(entries[0][0]) if entries else 0
-
-    async def subscribe(self, stage_id: str, after_seq: int = 0) -> AsyncGenerator[tuple[int, bytes], None]:
-        key = keys.log(stage_id)
-        last = after_seq
-        failures = 0
-        while not self._closed.is_set():
-            try:
-                async with self._call(self.block_ms / 1000 + self.command_timeout):
-                    reply = await self._read_unless_closed(key, last)
-            except BackendClosed:
-                return
-            except BackendUnavailable as exc:
-                if self._closed.is_set():
-                    return
-                failures += 1
-                if failures == 1:
-                    log.warning(
-                        "event log subscription lost redis, retrying",
-                        extra={"stage": stage_id, "error": str(exc)},
-                    )
-                await self._pause(min(self.reconnect_max_s, 0.05 * 2 ** (failures - 1)))
-                continue
-            if failures:
-                log.info("event log subscription resumed", extra={"stage": stage_id, "after_seq": last})
-                failures = 0
-            for _key, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = _seq(entry_id)
-                    yield last, fields[_FIELD]
-
-    async def _read_unless_closed(self, key: str, last: int) -> Any:
-        """XREAD BLOCK from ``last``; raises BackendClosed at once if the backend closes meanwhile."""
-        read = asyncio.ensure_future(self._redis.xread({key: f"{last}-0"}, count=256, block=self.block_ms))
-        closing = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait((read, closing), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closing.cancel()
-            if not read.done():
-                read.cancel()  # redis-py drops a connection whose read was cancelled
-                await asyncio.wait((read,))
-        if read.cancelled():
-            raise BackendClosed("backend is closed")
-        return read.result()
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the backend closes."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._closed.wait()
-
-    # --- stage state -----------------------------------------------------------------------------
-
-    async def save_state(self, stage_id: str, payload: bytes, *, lease: Lease) -> None:
-        async with self._call():
-            saved = await self._save_state(
-                keys=[keys.state(stage_id), keys.owner(stage_id)], args=[payload, lease_value(lease)]
-            )
-        if saved != 1:
-            raise LeaseLost(f"lease on stage {stage_id} lost: state not saved")
-
-    async def load_state(self, stage_id: str) -> bytes | None:
-        async with self._call():
-            value: Any = await self._redis.get(keys.state(stage_id))  # bytes: no decode_responses
-        return None if value is None else bytes(value)
 
     # --- clubs ---------------------------------------------------------------------------------
 
@@ -423,26 +239,3 @@ class RedisBackend(Backend):
     async def is_revoked(self, identity: str) -> bool:
         async with self._call():
             return bool(await self._redis.exists(keys.revoked(identity)))
-
-    # --- lifecycle -----------------------------------------------------------------------------
-
-    async def ping(self) -> bool:
-        if self._closed.is_set():
-            return False
-        try:
-            return bool(await self._redis.ping())
-        except UNAVAILABLE:
-            return False
-
-    async def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        for inbox in list(self._inboxes):
-            await inbox.aclose()
-        await self._bus.aclose()
-        await self._redis.aclose()
-
-
-def _seq(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])
