@@ -31,6 +31,7 @@ from rooms.events import (
     RecordingStarted,
     RecordingStopped,
 )
+from rooms.rates import Rate, RateLimiter, RateLimits
 from rooms.roles import is_moderator
 from rooms.stage import StageState
 from tests.rooms.test_stage_machine import MODS, PIDS, StageMachine
@@ -55,6 +56,15 @@ class ConsentMachine(StageMachine):
         # The stage reads these settings each time it decides; the rest stays as the parent set it up.
         self.stage.settings = replace(
             self.stage.settings, recording_mode=mode, speaking_requires_consent=requires
+        )
+        # This machine is about what consent decides, not how often one may decide (rooms/rates.py,
+        # tests/rooms/test_rates.py): without this, an 11th decision within 60 s is rate_limited.
+        generous = Rate(1_000_000, 1.0)
+        self.stage.rates = RateLimiter(
+            replace(
+                self.stage.settings,
+                rates=RateLimits(consent=generous, media=generous, join=generous, moderation=generous),
+            ).rate_rules()
         )
         self.deciding: str | None = None  # who runs the consent command in progress, if any
 
