@@ -126,6 +126,12 @@ class SessionRecorder:
             self._note_participant(pid)
         if self.ledger.count == 0:
             self._seal(final=False)  # even an empty ledger has a signed head: none was removed
+        # The session exists (listed, its manifest served) as soon as recording.started goes out: the
+        # first manifest is written here, as the directory was, unsynced; the queue makes it durable.
+        first = self.manifest()
+        tmp = self.dir / "manifest.json.first"  # not the queue's .tmp: its thread may be writing that
+        tmp.write_text(json.dumps(first, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+        tmp.replace(self.dir / "manifest.json")
         self.write_manifest()
         self.sync()
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from media.peer import IceServer, MediaConfig
+from recording.signing import default_key_path
 from server.auth import parse_keys
 
 
@@ -49,6 +50,7 @@ class Config:
     comment_rate_window_s: float = 10.0
     outbox_limit: int = 512
     recordings_dir: str = "data/recordings"
+    signing_key: str = ""  # empty: keys/ledger-ed25519.key beside recordings_dir (recording/signing.py)
     recording_mode: str = "manual"
     consent_policy_version: str = "2026-11"
     consent_policy_file: str = ""
@@ -74,6 +76,11 @@ class Config:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The node's Ed25519 key that signs consent ledger heads: outside every session directory."""
+        return Path(self.signing_key) if self.signing_key else default_key_path(self.recordings_dir)
 
     @property
     def consent_policy_text(self) -> str:
@@ -198,6 +205,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("recording_mode must be off, manual or auto")
     if not config.consent_policy_version.strip():
         raise ConfigError("consent_policy_version must not be empty")
+    key = config.signing_key_path.resolve()
+    if key.is_dir() or key.is_relative_to(Path(config.recordings_dir).resolve()):
+        raise ConfigError(f"signing_key {key}: must be a file outside recordings_dir")
     if config.consent_policy_file and not Path(config.consent_policy_file).is_file():
         raise ConfigError(f"consent_policy_file {config.consent_policy_file}: no such file")
     try:

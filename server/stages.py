@@ -23,6 +23,7 @@ import msgspec
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from recording.session import SessionRecorder
+from recording.signing import NodeKey, SigningKeyError
 from rooms import durable
 from rooms.errors import StageExists, StageNotFound
 from rooms.events import (
@@ -44,6 +45,7 @@ from server.backend import BackendError, Lease, Owner
 from server.clubs import ClubStore
 from server.cluster import CLOSE_STAGE_MOVED, Cluster, StageLog
 from server.config import Config
+from server.ledger_heads import LedgerHeadPublisher
 from server.outbox import Outgoing
 from server.webhooks import Webhooks
 
@@ -67,6 +69,8 @@ class LiveStage:
     recorder: SessionRecorder | None = None
     stage_log: StageLog | None = None  # where events go to the shared log (set once hosted)
     webhooks: Webhooks | None = None
+    signing_key: Callable[[], NodeKey] | None = None  # the node's key, read or made on first use
+    ledger_heads: LedgerHeadPublisher | None = None  # signed ledger heads to the shared backend
     _people: dict[str, dict[str, str]] = field(default_factory=dict)  # for participant.left hooks
     _announced: bool = False  # stage.started sent
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -201,15 +205,24 @@ class LiveStage:
             # everyone, moderators included, is told why; the live stage goes on.
             self.deliver(self.stage.recording_failed(session_id, reason, self.clock()))
 
+        heads = self.ledger_heads
         try:
+            key = self.signing_key() if self.signing_key is not None else None
             self.recorder = SessionRecorder(
-                self.recordings_root, self.stage, self.media, session_id, now, failed, clock=self.clock
+                self.recordings_root,
+                self.stage,
+                self.media,
+                session_id,
+                now,
+                failed,
+                clock=self.clock,
+                signing_key=key,
+                on_head=heads.push if heads is not None else None,
             )
-        except OSError as exc:
+        except (OSError, SigningKeyError) as exc:
             log.error("recording could not start", exc_info=exc, extra={"stage": self.stage.id})
-            self.deliver(
-                self.stage.recording_failed(session_id, f"cannot write recordings: {exc}", self.clock())
-            )
+            why = "cannot write recordings" if isinstance(exc, OSError) else "cannot use the signing key"
+            self.deliver(self.stage.recording_failed(session_id, f"{why}: {exc}", self.clock()))
 
     def _participant_event(self, event: Event, type_: str, pid: str, exclude: str | None = None) -> None:
         person = self.stage.participants.get(pid)
@@ -301,6 +314,9 @@ class LiveStage:
         if self.recorder is not None:
             await self._stop_recorder(self.recorder)
             self.recorder = None
+        if self.ledger_heads is not None:
+            await self.ledger_heads.flush(2.0)
+            await self.ledger_heads.close()
         for conn in list(self.connections.values()):
             await conn.close(code, reason)
         await self.media.close()
@@ -323,6 +339,7 @@ class Node:
         self._tasks = OwnedTasks(log, "node")
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
+        self._signing_key: NodeKey | None = None
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
             consent_policy_version=config.consent_policy_version,
@@ -379,6 +396,16 @@ class Node:
                     live.connections[pid].close_after_flush(CLOSE_FORBIDDEN, "access revoked")
                     closed += 1
         return closed
+
+    def signing_key(self) -> NodeKey:
+        """The key that signs consent ledger heads: read, or created, at the first recording (a few
+        small blocking writes, once per node) and published beside the recordings."""
+        if self._signing_key is None:
+            key = NodeKey.load_or_create(self.config.signing_key_path)
+            key.publish(self.recordings_root)
+            log.info("ledger signing key", extra={"key_id": key.id, "path": str(key.path)})
+            self._signing_key = key
+        return self._signing_key
 
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)
@@ -446,6 +473,8 @@ class Node:
         live = LiveStage(stage, media, self.recordings_root, self.clock)
         live.stage_log = self.cluster.hosting(live, lease)
         live.webhooks = self.webhooks
+        live.signing_key = self.signing_key
+        live.ledger_heads = LedgerHeadPublisher(self.cluster.backend, stage_id)
         live.announce()
         live.start_ticker(self.clock)
         self.stages[stage_id] = live

@@ -58,3 +58,14 @@ def test_unknown_file_option_is_refused(tmp_path: Path) -> None:
     path.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load(str(path), env={})
+
+
+def test_the_signing_key_lives_beside_the_recordings_never_inside(tmp_path: Path) -> None:
+    assert load(env={}).signing_key_path == Path("data/keys/ledger-ed25519.key")
+    recordings = tmp_path / "rec"
+    config = load(env={"MEDSTAGE_RECORDINGS_DIR": str(recordings)})
+    assert config.signing_key_path == tmp_path / "keys" / "ledger-ed25519.key"
+    chosen = load(env={"MEDSTAGE_SIGNING_KEY": str(tmp_path / "secret" / "node.key")})
+    assert chosen.signing_key_path == tmp_path / "secret" / "node.key"
+    with pytest.raises(ConfigError, match="must be a file outside recordings_dir"):
+        load(env={"MEDSTAGE_RECORDINGS_DIR": str(recordings), "MEDSTAGE_SIGNING_KEY": str(recordings / "k")})
