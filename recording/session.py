@@ -101,7 +101,7 @@ class SessionRecorder:
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant -> last record
     stopped_at: float | None = None
     status: str = "recording"
-    signed: SignedHead | None = None  # the last head signed
+    signed: SignedHead | None = None  # the last head signed (written once its entries are)
     _parts: dict[tuple[str, str], int] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     _manifests: int = 0  # manifests queued so far
@@ -112,7 +112,7 @@ class SessionRecorder:
         (self.dir / "consent.jsonl").touch()  # a session with no decision yet still has its ledger
         self.ledger = Ledger(self.dir / "consent.jsonl")
         self.disk = DiskQueue(f"{self.stage.id}/{self.session_id}", on_error=self._on_disk_error)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.timeline = TimelineWriter(
             self.dir / "timeline.msgpack",
             on_error=lambda exc: loop.call_soon_threadsafe(self._fail, f"timeline: {exc}"),
@@ -251,10 +251,18 @@ class SessionRecorder:
             )
         )
         self.signed = head
-        path = self.dir / HEADS_FILENAME
-        self.disk.submit("signed ledger head", lambda: append_head(path, head))
-        if self.on_head is not None:
-            self.on_head(head)
+        path, ledger, loop, on_head = self.dir / HEADS_FILENAME, self.ledger, self._loop, self.on_head
+
+        def write() -> None:
+            # A head never gets ahead of the entries on disk (nor, then, its copy in the shared log):
+            # after a failed entry, or a crash before it, no head claims it.
+            if ledger.written < head.count:
+                return
+            append_head(path, head)
+            if on_head is not None:
+                loop.call_soon_threadsafe(on_head, head)
+
+        self.disk.submit("signed ledger head", write)
 
     def _on_disk_error(self, what: str, exc: BaseException) -> None:
         if what != "manifest":  # a manifest is written again at the next change; the ledger is not

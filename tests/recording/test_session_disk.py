@@ -5,6 +5,7 @@ the loop (the node's every stage) while consent decisions are recorded."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import threading
@@ -144,3 +145,37 @@ async def test_a_slow_fsync_does_not_stall_the_loop_and_stop_waits_for_the_disk(
     # The fsyncs (ledger and head per decision, manifests) ran on the sessions' disk threads, never
     # on the loop's.
     assert len(slow_disk) >= 2 * (DECISIONS + 1) and "MainThread" not in slow_disk
+
+
+async def test_a_ledger_write_the_disk_refuses_stops_the_recording_with_the_reason(
+    tmp_path: Path, key: NodeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    stage = stage_with_people(2, now)
+    real_fsync = os.fsync
+    full = threading.Event()
+
+    def fsync(fd: int) -> None:
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    failures: list[str] = []
+    media = MediaRoom("cardio", MediaConfig(), lambda pid, message: None)
+    stage.start_recording("p-host", "rec-1", now)
+    recorder = SessionRecorder(
+        tmp_path / "recordings", stage, media, "rec-1", now, failures.append, signing_key=key
+    )
+    await recorder.disk.drain()
+    full.set()
+    events = stage.give_consent("p-0", frozenset({"comments"}), "2026-11", "recording_prompt", now, "c-0")
+    recorder.on_events(events)
+    await asyncio.wait_for(recorder.disk.drain(), 5)
+    await asyncio.sleep(0)  # the error is reported on the loop, after the job
+    assert failures[:1] == ["consent ledger: [Errno 28] No space left on device"], failures
+    assert recorder.status == "failed" and recorder.ledger.failed is not None
+    full.clear()
+    await asyncio.wait_for(recorder.stop(now + 1), 10)  # stop still completes, nothing is sealed
+    heads, _ = read_heads(tmp_path / "recordings" / "cardio" / "rec-1" / HEADS_FILENAME)
+    assert [h.count for _, h in heads if h is not None] == [1], "no head claims the entry that failed"
