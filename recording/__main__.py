@@ -1,15 +1,18 @@
 """``python -m recording``: tools for recorded sessions, one subcommand per function.
 
-    python -m recording verify SESSION [--root DIR]
+    python -m recording verify SESSION [--root DIR] [--public-key KEY] [--signing-key FILE] [--head HEAD]
     python -m recording repair SESSION [--root DIR]
     python -m recording export SESSION [--root DIR]
 
 SESSION is a session directory, or a session id looked up under ``--root`` (default: the node's
 ``recordings_dir`` from the same configuration, ``MEDSTAGE_RECORDINGS_DIR`` or ``--config``, else
 ``~/.local/share/medstage/recordings``; see recording/location.py), searched as ``ROOT/SESSION`` and
-``ROOT/<stage>/SESSION``. ``verify`` also
-checks the ledger against ``ledger_count``/``ledger_head`` when the session's ``manifest.json`` has them.
-Exit status: 0 when the check passes, 1 when it finds a problem, 2 on a usage error.
+``ROOT/<stage>/SESSION``. ``verify`` checks the ledger's chain against the heads the node signed
+(recording/evidence.py), with the public key given by ``--public-key`` or else this node's own key
+(``--signing-key``; by default ``keys/`` beside the recordings directory that holds the session, where
+a node with the default ``signing_key`` keeps it).
+Exit status: 0 when the check passes, 1 when it finds a problem or cannot prove the ledger intact
+(unsigned, or no key to check the signature with), 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -21,9 +24,19 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from recording.ledger import FILENAME, truncate_incomplete, verify
+from recording.evidence import TrustedKey, verify_session
+from recording.ledger import FILENAME, truncate_incomplete
 from recording.location import LocationError, configured_root
 from recording.repair import RepairFailed, is_finalized, repair_session
+from recording.signing import (
+    HEADS_FILENAME,
+    SignedHead,
+    SigningKeyError,
+    default_key_path,
+    drop_incomplete_tail,
+    load_private_key,
+    load_public_key,
+)
 from recording.timeline import export_json
 
 DEFAULT_ROOT = "~/.local/share/medstage/recordings"  # for the help text (location.default_root)
@@ -52,20 +65,57 @@ def resolve_session(target: str, root: Path) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Check the consent ledger's hash chain; name the first record altered, removed or inserted."""
+    """Check the consent ledger and its signed heads; name the first record altered, removed or added."""
     session = resolve_session(args.session, args.root)
     ledger = session / FILENAME
     if not ledger.is_file():
         raise UsageError(f"{session} has no consent ledger ({FILENAME})")
+    key = _trusted_key(args, session)
+    published = [_head(text) for text in args.head]
     try:
-        result = verify(ledger, anchor=_anchor(session / "manifest.json"))
+        result = verify_session(session, key, published)
     except OSError as exc:
         raise UsageError(f"cannot read {ledger}: {exc.strerror or exc}") from exc
-    print(result.message())
+    print(result.message)
     if result.ok:
         return EXIT_OK
-    print(f"  {ledger}, line {result.line}", file=sys.stderr)
+    if result.where:
+        print(f"  {result.where}", file=sys.stderr)
     return EXIT_PROBLEM
+
+
+def _trusted_key(args: argparse.Namespace, session: Path) -> TrustedKey:
+    """The key given (``--public-key``), else this node's own (by default beside the recordings
+    directory that holds ``session``: ``<root>/<stage>/<session>``), else none, and why."""
+    if args.public_key:
+        try:
+            return TrustedKey(load_public_key(args.public_key), f"--public-key {args.public_key}")
+        except SigningKeyError as exc:
+            raise UsageError(str(exc)) from exc
+    path: Path = args.signing_key or default_key_path(session.resolve().parent.parent)
+    if args.signing_key is not None and not path.is_file():
+        raise UsageError(f"no signing key at {path}")
+    if path.is_file():
+        try:
+            return TrustedKey(load_private_key(path).public_key(), f"this node's key, {path}")
+        except SigningKeyError as exc:
+            public = path.with_name(path.name + ".pub")
+            if not public.is_file():
+                raise UsageError(str(exc)) from exc
+            try:  # the private key is the node's alone; its public half is beside it
+                return TrustedKey(load_public_key(str(public)), f"this node's key, {public}")
+            except SigningKeyError as exc2:
+                raise UsageError(str(exc2)) from exc2
+    return TrustedKey(None, f"no --public-key given and no node key at {path}")
+
+
+def _head(text: str) -> SignedHead:
+    """A signed head published elsewhere (the shared log): its JSON, or a file holding it."""
+    try:
+        data = text if text.lstrip().startswith("{") else Path(text).read_text(encoding="utf-8")
+        return SignedHead.from_dict(json.loads(data))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--head: not a signed head ({exc})") from exc
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -77,6 +127,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
         dropped = truncate_incomplete(ledger)
         if dropped:
             print(f"ledger: dropped an incomplete last entry ({dropped} bytes)")
+    heads = session / HEADS_FILENAME
+    if heads.is_file():
+        dropped = drop_incomplete_tail(heads)
+        if dropped:
+            print(f"signed heads: dropped an incomplete last line ({dropped} bytes)")
     try:
         for line in repair_session(session):
             print(line)
@@ -122,20 +177,6 @@ def _mark_repaired(manifest: Path) -> None:
     tmp.replace(manifest)
 
 
-def _anchor(manifest: Path) -> tuple[int, str] | None:
-    """``(ledger_count, ledger_head)`` from the session's manifest, when it notes them."""
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    count, head = (
-        (data.get("ledger_count"), data.get("ledger_head")) if isinstance(data, dict) else (None, None)
-    )
-    if type(count) is int and isinstance(head, str):
-        return count, head
-    return None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recording", description="Tools for recorded sessions.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,7 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
         f"or --config, else {DEFAULT_ROOT})",
     )
     session.add_argument("--config", help="the node's TOML configuration file (for its recordings_dir)")
-    _add(commands, "verify", cmd_verify, parents=[session])
+    verify = _add(commands, "verify", cmd_verify, parents=[session])
+    verify.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="the public key to check the signed heads with: a PEM file, or the base64 of the raw key "
+        "(default: this node's key)",
+    )
+    verify.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="this node's key file (default: keys/ledger-ed25519.key beside the recordings directory "
+        "that holds SESSION); only read when --public-key is not given",
+    )
+    verify.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="HEAD",
+        help="a signed head published elsewhere, e.g. in the shared log (JSON, or a file): checked too",
+    )
     _add(commands, "repair", cmd_repair, parents=[session])
     _add(commands, "export", cmd_export, parents=[session])
     return parser

@@ -144,21 +144,45 @@ class Ledger:
         if not result.ok:
             raise LedgerError(self.path, result)
         self.count, self.head = result.count, result.head
+        self.written = result.count  # entries on disk (``count`` may be ahead: prepared, not yet written)
+        self.failed: OSError | None = None
 
     def append(self, record: ConsentRecord | Mapping[str, Any]) -> Entry:
         """Write one entry and fsync it before returning (raises ``OSError`` when the disk refuses)."""
+        entry = self.prepare(record)
+        self.write(entry)
+        return entry
+
+    def prepare(self, record: ConsentRecord | Mapping[str, Any]) -> Entry:
+        """The next entry, chained in memory (``count`` and ``head`` move on); no I/O, so the event loop
+        can call it and leave :meth:`write` to a thread, in the same order (recording/session.py)."""
         builtins = msgspec.to_builtins(record) if isinstance(record, ConsentRecord) else dict(record)
         data: dict[str, Any] = json.loads(canonical(builtins))  # exactly what a reader gets back
         entry = Entry(self.count, self.head, data, entry_hash(self.head, data, self.count))
-        created = not self.path.exists()
-        with open(self.path, "a", encoding="utf-8", newline="\n") as f:
-            f.write(entry.line() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if created:  # the new directory entry must survive a crash too
-            _fsync_dir(self.path.parent)
         self.count, self.head = self.count + 1, entry.hash
         return entry
+
+    def write(self, entry: Entry) -> None:
+        """Append a prepared entry and fsync it (blocking). Entries must come in order: after a failed
+        write the ledger refuses the rest (raises the first error again), so no gap is ever buried."""
+        if self.failed is not None:
+            raise self.failed
+        if entry.index != self.written:
+            raise ValueError(
+                f"{self.path}: entry {entry.index} written out of order (next is {self.written})"
+            )
+        created = not self.path.exists()
+        try:
+            with open(self.path, "a", encoding="utf-8", newline="\n") as f:
+                f.write(entry.line() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            if created:  # the new directory entry must survive a crash too
+                _fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.failed = exc
+            raise
+        self.written += 1
 
     def entries(self) -> list[Entry]:
         return read_entries(self.path)

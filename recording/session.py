@@ -4,6 +4,8 @@ Layout of a session directory (``<root>/<stage>/<session>/``)::
 
     manifest.json      participants, tracks, files, start times for A/V alignment, consent status
     consent.jsonl      the hash-chained consent ledger (recording/ledger.py)
+    consent.heads.jsonl  the ledger's head signed by the node's key after each append and at the stop
+                       (recording/signing.py)
     timeline.msgpack   the stage's events as recorded (redacted where consent is missing)
     timeline.json      its JSON export, written when the session ends
     tracks/<participant>-<kind>-<n>.webm|.mkv   one file per participant per track per capture
@@ -11,6 +13,11 @@ Layout of a session directory (``<root>/<stage>/<session>/``)::
 Capture follows consent: a track is recorded only while its publisher's consent covers ``media``,
 and the recorder re-checks after every event batch, so a withdrawal stops the capture in the same
 loop iteration that recorded it in the ledger (well within a second).
+
+Disk: the ledger's entries, the signed heads and the manifest end with an fsync each; they are
+prepared on the event loop (in the order the events came) and written by the session's one
+``DiskQueue`` thread in that order, so a slow disk never stalls the node's stages, and ``stop`` returns
+only once all of them are on disk.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from media.aiortc_hooks import payloads
 from media.assembler import Frame
 from media.publication import Publication
 from media.room import MediaRoom
+from recording.diskqueue import DiskQueue
 from recording.ledger import Ledger
+from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, append_head, public_text, write_atomic
 from recording.timeline import TimelineWriter, export_json, redact
 from recording.writer import TrackWriter
 from rooms.events import ConsentRecorded, Event
@@ -83,6 +92,9 @@ class SessionRecorder:
     started_at: float
     on_failure: Callable[[str], None]  # the recording had to stop: tell moderators, stop in the domain
     clock: Callable[[], float] = time.time
+    # Signs the ledger's head after each append and at the stop (None: the session is not signed).
+    signing_key: NodeKey | None = None
+    on_head: Callable[[SignedHead], None] | None = None  # each signed head, e.g. to the shared log
     dir: Path = field(init=False)
     captures: dict[tuple[str, str], _Capture] = field(default_factory=dict)
     finished: list[_Capture] = field(default_factory=list)
@@ -90,15 +102,18 @@ class SessionRecorder:
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant -> last record
     stopped_at: float | None = None
     status: str = "recording"
+    signed: SignedHead | None = None  # the last head signed (written once its entries are)
     _parts: dict[tuple[str, str], int] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    _manifests: int = 0  # manifests queued so far
 
     def __post_init__(self) -> None:
         self.dir = self.root / self.stage.id / self.session_id
         (self.dir / "tracks").mkdir(parents=True, exist_ok=True)
         (self.dir / "consent.jsonl").touch()  # a session with no decision yet still has its ledger
         self.ledger = Ledger(self.dir / "consent.jsonl")
-        loop = asyncio.get_running_loop()
+        self.disk = DiskQueue(f"{self.stage.id}/{self.session_id}", on_error=self._on_disk_error)
+        loop = self._loop = asyncio.get_running_loop()
         self.timeline = TimelineWriter(
             self.dir / "timeline.msgpack",
             on_error=lambda exc: loop.call_soon_threadsafe(self._fail, f"timeline: {exc}"),
@@ -110,6 +125,14 @@ class SessionRecorder:
                 self._ledger_append(state.record)
                 self.consent[pid] = msgspec.to_builtins(state.record)
             self._note_participant(pid)
+        if self.ledger.count == 0:
+            self._seal(final=False)  # even an empty ledger has a signed head: none was removed
+        # The session exists (listed, its manifest served) as soon as recording.started goes out: the
+        # first manifest is written here, as the directory was, unsynced; the queue makes it durable.
+        first = self.manifest()
+        tmp = self.dir / "manifest.json.first"  # not the queue's .tmp: its thread may be writing that
+        tmp.write_text(json.dumps(first, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+        tmp.replace(self.dir / "manifest.json")
         self.write_manifest()
         self.sync()
 
@@ -213,13 +236,47 @@ class SessionRecorder:
         self.on_failure(reason)
 
     def _ledger_append(self, record: Any) -> None:
-        try:
-            self.ledger.append(record)
-        except OSError as exc:
-            self._fail(f"consent ledger: {exc}")
-            return
+        """Chain the record now (on the loop, in event order); the thread writes it, then its signed head."""
+        if self.ledger.failed is not None:
+            return  # the recording is failing already: nothing may follow the gap
+        entry = self.ledger.prepare(record)
+        self.disk.submit("consent ledger", lambda: self.ledger.write(entry))
+        self._seal(final=False)
         if hasattr(self, "timeline"):  # after start-up: keep the manifest's anchor current
             self.write_manifest()
+
+    def _seal(self, *, final: bool) -> None:
+        """Sign the ledger's head as it will be once the queued entries are written, and queue it."""
+        if self.signing_key is None:
+            return
+        head = self.signing_key.sign(
+            SignedHead(
+                stage_id=self.stage.id,
+                session_id=self.session_id,
+                count=self.ledger.count,
+                head=self.ledger.head,
+                signed_at=self.clock(),
+                final=final,
+                key_id=self.signing_key.id,
+            )
+        )
+        self.signed = head
+        path, ledger, loop, on_head = self.dir / HEADS_FILENAME, self.ledger, self._loop, self.on_head
+
+        def write() -> None:
+            # A head never gets ahead of the entries on disk (nor, then, its copy in the shared log):
+            # after a failed entry, or a crash before it, no head claims it.
+            if ledger.written < head.count:
+                return
+            append_head(path, head)
+            if on_head is not None:
+                loop.call_soon_threadsafe(on_head, head)
+
+        self.disk.submit("signed ledger head", write)
+
+    def _on_disk_error(self, what: str, exc: BaseException) -> None:
+        if what != "manifest":  # a manifest is written again at the next change; the ledger is not
+            self._fail(f"{what}: {exc}")
 
     def _note_participant(self, pid: str) -> None:
         person = self.stage.participants.get(pid)
@@ -251,15 +308,35 @@ class SessionRecorder:
             # The chain's length and last hash: verify() detects records removed from the end.
             "ledger_count": self.ledger.count,
             "ledger_head": self.ledger.head,
+            # The node key that signs the heads, and the last signed head (recording/signing.py).
+            "ledger_heads": HEADS_FILENAME if self.signing_key is not None else None,
+            "ledger_key": (
+                None
+                if self.signing_key is None
+                else {
+                    "algorithm": "Ed25519",
+                    "key_id": self.signing_key.id,
+                    "public_key": public_text(self.signing_key.public),
+                }
+            ),
+            "ledger_signature": None if self.signed is None else self.signed.to_dict(),
         }
 
     def write_manifest(self) -> None:
-        tmp = self.dir / "manifest.json.tmp"
+        """Queue the manifest as it is now; the disk thread writes it atomically (fsync, rename)."""
+        data = json.dumps(self.manifest(), indent=1, ensure_ascii=False, default=str).encode("utf-8")
+        path = self.dir / "manifest.json"
+        self._manifests += 1
+        number = self._manifests
+
+        def write() -> None:
+            if number == self._manifests:  # else a newer one is queued behind: a burst writes one
+                write_atomic(path, data)
+
         try:
-            tmp.write_text(json.dumps(self.manifest(), indent=1, ensure_ascii=False, default=str))
-            tmp.replace(self.dir / "manifest.json")
-        except OSError as exc:
-            log.error("manifest write failed", exc_info=exc, extra={"stage": self.stage.id})
+            self.disk.submit("manifest", write)
+        except RuntimeError:  # after the stop: the final manifest is already written
+            log.warning("manifest change after the stop not written", extra={"stage": self.stage.id})
 
     async def stop(self, now: float) -> None:
         """Stop capturing at once; finalize every file; export the timeline; complete the manifest."""
@@ -270,6 +347,8 @@ class SessionRecorder:
         for key in list(self.captures):
             self._stop_capture(key)
         self.stopped_at = now
+        if self.ledger.failed is None:
+            self._seal(final=True)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         await asyncio.to_thread(self.timeline.close)
@@ -278,4 +357,5 @@ class SessionRecorder:
         except OSError as exc:
             log.error("timeline export failed", exc_info=exc, extra={"stage": self.stage.id})
         self.write_manifest()
+        await self.disk.aclose()  # the ledger, its signed heads and this manifest are on disk
         log.info("recording stopped", extra={"stage": self.stage.id, "session": self.session_id})

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from media.peer import IceServer, MediaConfig
 from recording.location import default_root
+from recording.signing import default_key_path
 from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
 from server.nesting import MAX_DEPTH
@@ -59,6 +60,7 @@ class Config:
     outbox_limit: int = 512
     # The user's data directory (recording/location.py), so `python -m recording` finds it from anywhere.
     recordings_dir: str = field(default_factory=lambda: str(default_root(os.environ)))
+    signing_key: str = ""  # empty: keys/ledger-ed25519.key beside recordings_dir (recording/signing.py)
     recording_mode: str = "manual"
     consent_policy_version: str = "2026-11"
     consent_policy_file: str = ""
@@ -97,6 +99,11 @@ class Config:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The node's Ed25519 key that signs consent ledger heads: outside every session directory."""
+        return Path(self.signing_key) if self.signing_key else default_key_path(self.recordings_dir)
 
     @property
     def consent_policy_text(self) -> str:
@@ -258,6 +265,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("recording_mode must be off, manual or auto")
     if not config.consent_policy_version.strip():
         raise ConfigError("consent_policy_version must not be empty")
+    key = config.signing_key_path.resolve()
+    if key.is_dir() or key.is_relative_to(Path(config.recordings_dir).resolve()):
+        raise ConfigError(f"signing_key {key}: must be a file outside recordings_dir")
     if config.consent_policy_file and not Path(config.consent_policy_file).is_file():
         raise ConfigError(f"consent_policy_file {config.consent_policy_file}: no such file")
     try:

@@ -211,6 +211,30 @@ _SCHEMAS: dict[str, Schema] = {
             "ledger": {"type": "string"},
             "ledger_count": {"type": "integer"},
             "ledger_head": _nullable("string"),
+            "ledger_heads": _nullable("string"),
+            "ledger_key": {
+                "type": ["object", "null"],
+                "description": "The node key that signs the ledger's heads (docs/recording.md)",
+                "properties": {
+                    "algorithm": {"type": "string", "const": "Ed25519"},
+                    "key_id": {"type": "string"},
+                    "public_key": {"type": "string", "description": "base64 of the raw 32-byte key"},
+                },
+            },
+            "ledger_signature": {
+                "type": ["object", "null"],
+                "description": "The last signed head of the consent ledger",
+                "properties": {
+                    "stage_id": {"type": "string"},
+                    "session_id": {"type": "string"},
+                    "count": {"type": "integer"},
+                    "head": {"type": "string"},
+                    "signed_at": {"type": "number"},
+                    "final": {"type": "boolean"},
+                    "key_id": {"type": "string"},
+                    "signature": {"type": "string"},
+                },
+            },
         },
     },
     "RecordingTrack": {

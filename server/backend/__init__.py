@@ -76,6 +76,11 @@ Rate limits (sliding-window log, atomic)
     Redis's own clock so nodes with skewed clocks agree; refused hits are not counted; ``retry_after``
     is when the oldest counted hit leaves the window. Memory: a deque per key.
 
+Recording evidence
+    ``put_ledger_head(stage, session, payload)`` keeps the latest signed head of a recording session's
+    consent ledger (``ms:{stage:ID}:ledger-heads``, a hash by session; recording/signing.py), written by
+    the stage's host: a copy of the evidence outside the node's disk (docs/recording.md, threat model).
+
 Bans and revocations
     ``ban``/``is_banned`` per stage; ``revoke``/``is_revoked`` per identity, for every stage. Kept until
     deleted (no TTL yet: see issue 6 for token lifetimes).

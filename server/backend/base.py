@@ -243,6 +243,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def is_revoked(self, identity: str) -> bool: ...
 
+    # --- recording evidence ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_ledger_head(self, stage_id: str, session_id: str, payload: bytes) -> None:
+        """Store the latest signed head of a session's consent ledger (bytes made by the caller),
+        replacing the one before; kept until deleted, outside every node's disk."""
+
+    @abc.abstractmethod
+    async def ledger_head(self, stage_id: str, session_id: str) -> bytes | None:
+        """The last head stored for that session, or None."""
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     @abc.abstractmethod

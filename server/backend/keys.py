@@ -33,6 +33,12 @@ def bans(stage_id: str) -> str:
     return f"{PREFIX}:{{stage:{stage_id}}}:bans"
 
 
+def ledger_heads(stage_id: str) -> str:
+    """Hash: recording session id -> the JSON of its consent ledger's last signed head (written by the
+    stage's host after each ledger append and at the stop; no TTL: evidence outlives the stage)."""
+    return f"{PREFIX}:{{stage:{stage_id}}}:ledger-heads"
+
+
 def node(node_id: str) -> str:
     """String, a random token per beat, PX = the heartbeat TTL: the node's presence counts while it exists."""
     return f"{PREFIX}:{{node:{node_id}}}:alive"

@@ -103,6 +103,7 @@ class MemoryStore:
         self.bans: dict[str, dict[str, bytes]] = {}
         self.revoked: dict[str, bytes] = {}
         self.states: dict[str, bytes] = {}
+        self.ledger_heads: dict[tuple[str, str], bytes] = {}  # (stage, session) -> signed head
         self.clubs: dict[str, tuple[int, bytes]] = {}  # club id -> (version, payload)
         self.inboxes: dict[str, set[_MemoryInbox]] = {}  # node id -> its open inboxes (any backend's)
 
@@ -355,6 +356,14 @@ class MemoryBackend(Backend):
             times.append(now)
             return True, 0.0
         return False, times[-limit] + window_s - now
+
+    # --- recording evidence ----------------------------------------------------------------------
+
+    async def put_ledger_head(self, stage_id: str, session_id: str, payload: bytes) -> None:
+        self._open().ledger_heads[(stage_id, session_id)] = bytes(payload)
+
+    async def ledger_head(self, stage_id: str, session_id: str) -> bytes | None:
+        return self._open().ledger_heads.get((stage_id, session_id))
 
     # --- bans and revocations ------------------------------------------------------------------
 

@@ -235,6 +235,17 @@ class RedisBackend(RedisLog, Backend):
             )
         return bool(allowed), retry_us / 1_000_000
 
+    # --- recording evidence ----------------------------------------------------------------------
+
+    async def put_ledger_head(self, stage_id: str, session_id: str, payload: bytes) -> None:
+        async with self._call():
+            await self._redis.hset(keys.ledger_heads(stage_id), session_id, payload)
+
+    async def ledger_head(self, stage_id: str, session_id: str) -> bytes | None:
+        async with self._call():
+            value: Any = await self._redis.hget(keys.ledger_heads(stage_id), session_id)
+        return None if value is None else bytes(value)
+
     # --- bans and revocations ------------------------------------------------------------------
 
     async def ban(self, stage_id: str, identity: str, reason: str) -> None:

@@ -25,11 +25,13 @@ import msgspec
 
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
+from recording.signing import NodeKey
 from rooms.events import Event
 from rooms.stage import Stage, StageState
 from server.closecodes import CloseCode
 from server.host.sinks import FanOut, Hooks, RecorderSink
 from server.host.webhooks import Webhooks
+from server.routing.ledgerheads import LedgerHeadPublisher
 from server.wire import Outgoing
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ class LiveStage:
         clock: Callable[[], float] = time.time,
         webhooks: Webhooks | None = None,
         restored: bool = False,
+        signing_key: Callable[[], NodeKey] | None = None,
+        ledger_heads: LedgerHeadPublisher | None = None,
     ) -> None:
         self.stage = stage
         self.media = media
@@ -64,7 +68,7 @@ class LiveStage:
         self._tasks = OwnedTasks(log, "stage", stage=stage.id)
         self.fanout = FanOut(self)
         self.hooks = Hooks(stage, webhooks) if webhooks is not None else None
-        self.recording = RecorderSink(self, recordings_root)
+        self.recording = RecorderSink(self, recordings_root, signing_key, ledger_heads)
         self._ids = itertools.count(1)
         # A stage restored on this node (its host died) keeps the ids its comments, questions and
         # polls had; ours must not collide with them, and the old host's counter is gone with it.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from media.messages import MediaMessage
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
+from recording.signing import NodeKey
 from rooms import durable
 from rooms.errors import StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
@@ -26,6 +27,7 @@ from server.host.clubs import ClubStore
 from server.host.live import LiveStage
 from server.host.webhooks import Webhooks
 from server.routing.cluster import Cluster
+from server.routing.ledgerheads import LedgerHeadPublisher
 
 if TYPE_CHECKING:
     pass
@@ -46,6 +48,7 @@ class Node:
         self._tasks = OwnedTasks(log, "node")
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
+        self._signing_key: NodeKey | None = None
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
             consent_policy_version=config.consent_policy_version,
@@ -112,6 +115,16 @@ class Node:
                     live.connections[pid].close_after_flush(CloseCode.FORBIDDEN, "access revoked")
                     closed += 1
         return closed
+
+    def signing_key(self) -> NodeKey:
+        """The key that signs consent ledger heads: read, or created, at the first recording (a few
+        small blocking writes, once per node) and published beside the recordings."""
+        if self._signing_key is None:
+            key = NodeKey.load_or_create(self.config.signing_key_path)
+            key.publish(self.recordings_root)
+            log.info("ledger signing key", extra={"key_id": key.id, "path": str(key.path)})
+            self._signing_key = key
+        return self._signing_key
 
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)
@@ -181,7 +194,16 @@ class Node:
             live.send(participant_id, message)
 
         media = MediaRoom(stage_id, self.config.media, notify)
-        live = LiveStage(stage, media, self.recordings_root, self.clock, self.webhooks, restored=restored)
+        live = LiveStage(
+            stage,
+            media,
+            self.recordings_root,
+            self.clock,
+            self.webhooks,
+            restored=restored,
+            signing_key=self.signing_key,
+            ledger_heads=LedgerHeadPublisher(self.cluster.backend, stage_id),
+        )
         live.stage_log = self.cluster.hosting(stage, lease, live.front_of)
         live.announce()
         live.start_ticker()

@@ -12,12 +12,14 @@ sink called with every batch, in ``seq`` order:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from recording.session import SessionRecorder
+from recording.signing import NodeKey, SigningKeyError
 from rooms.events import (
     Event,
     ParticipantJoined,
@@ -35,6 +37,7 @@ from rooms.stage import Stage, StageState
 from server import wire_out
 from server.closecodes import CloseCode
 from server.host.webhooks import Webhooks
+from server.routing.ledgerheads import LedgerHeadPublisher
 from server.wire import Outgoing
 
 if TYPE_CHECKING:
@@ -207,9 +210,17 @@ class RecorderSink:
     """The stage's recording session: ``recording.started`` starts one, ``recording.stopped`` ends it;
     in between it gets every event (the timeline) and taps the media as far as each person consented."""
 
-    def __init__(self, live: LiveStage, root: Path) -> None:
+    def __init__(
+        self,
+        live: LiveStage,
+        root: Path,
+        signing_key: Callable[[], NodeKey] | None = None,
+        heads: LedgerHeadPublisher | None = None,
+    ) -> None:
         self.live = live
         self.root = root
+        self.signing_key = signing_key  # the node's key, read or made on first use
+        self.heads = heads  # signed ledger heads to the shared backend
         self.recorder: SessionRecorder | None = None
 
     def __call__(self, events: list[Event]) -> None:
@@ -236,13 +247,24 @@ class RecorderSink:
             # everyone, moderators included, is told why; the live stage goes on.
             live.apply(lambda stage, now: stage.recording_failed(session_id, reason, now))
 
+        heads = self.heads
         try:
+            key = self.signing_key() if self.signing_key is not None else None
             self.recorder = SessionRecorder(
-                self.root, live.stage, live.media, session_id, now, failed, clock=live.clock
+                self.root,
+                live.stage,
+                live.media,
+                session_id,
+                now,
+                failed,
+                clock=live.clock,
+                signing_key=key,
+                on_head=heads.push if heads is not None else None,
             )
-        except OSError as exc:
+        except (OSError, SigningKeyError) as exc:
             log.error("recording could not start", exc_info=exc, extra={"stage": live.stage.id})
-            reason = f"cannot write recordings: {exc}"
+            why = "cannot write recordings" if isinstance(exc, OSError) else "cannot use the signing key"
+            reason = f"{why}: {exc}"
             live.apply(lambda stage, now: stage.recording_failed(session_id, reason, now))
 
     async def _stop(self, recorder: SessionRecorder) -> None:
@@ -254,3 +276,6 @@ class RecorderSink:
         recorder, self.recorder = self.recorder, None
         if recorder is not None:
             await self._stop(recorder)
+        if self.heads is not None:
+            await self.heads.flush(2.0)
+            await self.heads.close()

@@ -597,6 +597,20 @@ async def test_a_rate_limit_needs_a_window_and_a_limit(cluster: Cluster, window_
 # --- bans and revocations ------------------------------------------------------------------------
 
 
+async def test_a_ledger_head_is_kept_per_session_and_replaced_by_the_next(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await b.ledger_head(STAGE, "rec-1") is None
+    await a.put_ledger_head(STAGE, "rec-1", b'{"count":1}')
+    await a.put_ledger_head(STAGE, "rec-2", b'{"count":5}')
+    await a.put_ledger_head(STAGE, "rec-1", b'{"count":2}')
+    assert await b.ledger_head(STAGE, "rec-1") == b'{"count":2}'
+    assert await b.ledger_head(STAGE, "rec-2") == b'{"count":5}'
+    assert await b.ledger_head("other", "rec-1") is None, "per stage"
+    if cluster.redis_server is not None:
+        with cluster.redis_server.admin() as admin:
+            assert admin.hget(f"ms:{{stage:{STAGE}}}:ledger-heads", "rec-1") == b'{"count":2}'
+
+
 async def test_bans_and_revocations_are_seen_by_every_node(cluster: Cluster) -> None:
     a, b = cluster.node(), cluster.node()
     assert not await b.is_banned(STAGE, "id-ana")

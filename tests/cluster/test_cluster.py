@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +23,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from tests.conftest import RunningNode, start_node
+from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.redis_server import RedisServer
@@ -412,6 +414,25 @@ async def test_the_recording_timeline_is_the_shared_log(
         assert shared[event["seq"]]["type"] == event["type"], event
     texts = [e["comment"]["text"] for e in timeline if e["type"] == "comment.posted"]
     assert texts == ["recorded, from node b", "recorded, from node a"]
+    # The host published the ledger's final signed head in Redis, beside the stage's log: the same
+    # as the manifest's, and verify accepts it as a witness (docs/recording.md, threat model).
+    manifest = json.loads((directory / "manifest.json").read_text())
+    signed = manifest["ledger_signature"]
+    assert signed["final"] and signed["count"] == manifest["ledger_count"] == 2
+    key = f"ms:{{stage:{stage}}}:ledger-heads"
+    await eventually(lambda: redis.admin().hget(key, started["session_id"]) is not None, timeout=5)
+    published = redis.admin().hget(key, started["session_id"])
+    assert json.loads(published) == signed
+    verified = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "recording", "verify", str(directory), "--head", published.decode()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"signed by key {manifest['ledger_key']['key_id']}" in verified.stdout
 
 
 # --- where clients go: the node list -----------------------------------------------------------

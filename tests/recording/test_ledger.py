@@ -1,6 +1,6 @@
 """The consent ledger: an intact chain verifies; an altered, removed or inserted record is named; a write
 cut short by a crash is reported and can be dropped; ``python -m recording verify`` says so with its exit
-status."""
+status. (What the signed heads add: tests/recording/test_evidence.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import msgspec
 import pytest
 
 from recording.ledger import GENESIS, Entry, Ledger, LedgerError, read_entries, truncate_incomplete, verify
+from recording.signing import NodeKey, default_key_path
 from rooms.consent import ConsentRecord
+from tests.recording.signed import signed_session
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 26, 14, 3, 1, tzinfo=UTC).timestamp()  # record n is at T0 + n seconds
@@ -41,14 +43,16 @@ def record(n: int, **changes: object) -> ConsentRecord:
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Path:
-    """A session directory ``<root>/cardio/rec-1`` whose ledger holds records 0-6."""
-    directory = tmp_path / "recordings" / "cardio" / "rec-1"
-    directory.mkdir(parents=True)
-    ledger = Ledger(directory / "consent.jsonl")
-    for n in range(7):
-        ledger.append(record(n))
-    return directory
+def node_key(tmp_path: Path) -> NodeKey:
+    """The node's key where a node recording into ``tmp_path/recordings`` keeps it by default."""
+    return NodeKey.load_or_create(default_key_path(tmp_path / "recordings"))
+
+
+@pytest.fixture
+def session(tmp_path: Path, node_key: NodeKey) -> Path:
+    """A session directory ``<root>/cardio/rec-1`` whose ledger holds records 0-6, signed by the node's
+    key after each append and at the stop, as the recorder does."""
+    return signed_session(tmp_path / "recordings", node_key, [record(n) for n in range(7)])
 
 
 def ledger_of(session: Path) -> Path:
@@ -411,16 +415,18 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_an_intact_ledger_exits_0(session: Path) -> None:
+def test_cli_an_intact_ledger_exits_0(session: Path, node_key: NodeKey) -> None:
     run = cli("verify", session)
-    assert (run.returncode, run.stdout) == (0, "ok: 7 records\n"), run.stderr
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith(f"ok: 7 records, chain intact and head signed by key {node_key.id} ")
+    assert run.stdout.endswith("sealed at the stop: no record up to #6 was altered, removed or inserted\n")
 
 
 def test_cli_a_session_id_is_found_under_root(session: Path) -> None:
     root = session.parents[1]
     for target in ("rec-1", "cardio/rec-1"):
         run = cli("verify", target, "--root", root)
-        assert (run.returncode, run.stdout) == (0, "ok: 7 records\n"), run.stderr
+        assert (run.returncode, run.stdout[:14]) == (0, "ok: 7 records,"), run.stdout + run.stderr
 
 
 @pytest.mark.parametrize(
@@ -470,12 +476,33 @@ def test_cli_checks_the_anchor_the_manifest_notes(session: Path) -> None:
     (session / "manifest.json").write_text(
         json.dumps({"ledger": "consent.jsonl", "ledger_count": 7, "ledger_head": head})
     )
-    assert cli("verify", session).returncode == 0
+    assert cli("verify", session).returncode == 0  # the signed heads are in consent.heads.jsonl too
     write(session, lines(session)[:-1])
     run = cli("verify", session)
-    assert (run.returncode, run.stdout) == (1, "record 6 was removed\n")
+    assert run.returncode == 1
+    assert run.stdout.startswith("record 6 was removed: the head signed at "), run.stdout
     (session / "manifest.json").write_text("{not json")
-    assert cli("verify", session).returncode == 0  # no readable anchor: the chain alone is checked
+    assert cli("verify", session).stdout.startswith("record 6 was removed")  # the heads still say so
+
+
+def test_cli_an_unsigned_session_is_checked_for_internal_consistency_only(tmp_path: Path) -> None:
+    directory = tmp_path / "recordings" / "cardio" / "rec-1"
+    directory.mkdir(parents=True)
+    ledger = Ledger(directory / "consent.jsonl")
+    for n in range(3):
+        ledger.append(record(n))
+    (directory / "manifest.json").write_text(json.dumps({"ledger_count": 3, "ledger_head": ledger.head}))
+    run = cli("verify", directory)
+    assert (run.returncode, run.stdout) == (
+        1,
+        "unsigned: only internal consistency can be checked: ok: 3 records\n",
+    )
+    write(directory, lines(directory)[:-1])
+    run = cli("verify", directory)
+    assert (run.returncode, run.stdout) == (
+        1,
+        "unsigned: only internal consistency can be checked: record 2 was removed\n",
+    )
 
 
 def test_cli_a_session_without_a_ledger_is_a_usage_error(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from recording.ledger import Ledger
 from recording.location import configured_root, default_root
+from recording.signing import NodeKey, default_key_path
 from server.config import load
+from tests.recording.signed import signed_session
 from tests.recording.test_ledger import record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,11 +40,10 @@ def test_the_tools_and_the_node_agree_on_the_directory(tmp_path: Path) -> None:
 
 
 def make_session(root: Path) -> None:
-    directory = root / "cardio" / "rec-1"
-    directory.mkdir(parents=True)
-    ledger = Ledger(directory / "consent.jsonl")
-    for n in range(3):
-        ledger.append(record(n))
+    """A session as a node leaves it: its ledger's heads signed with the node key kept beside ``root``
+    (where ``verify`` looks for it by default)."""
+    key = NodeKey.load_or_create(default_key_path(root))
+    signed_session(root, key, [record(n) for n in range(3)])
 
 
 def verify_from(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,6 +80,7 @@ def test_verify_finds_a_session_from_another_working_directory(tmp_path: Path, h
     run = verify_from(elsewhere, env, *args)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("ok: 3 records"), run.stdout
+    assert "signed by key" in run.stdout, run.stdout
 
 
 def test_an_unreadable_config_file_is_a_usage_error(tmp_path: Path) -> None:

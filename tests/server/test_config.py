@@ -84,3 +84,15 @@ def test_every_option_is_documented() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     missing = [f.name for f in fields(Config) if f"| `{f.name}` | `MEDSTAGE_{f.name.upper()}`" not in text]
     assert missing == [] or missing == ["api_keys"], missing  # api_keys: docs/protocol.md, "Tokens"
+
+
+def test_the_signing_key_lives_beside_the_recordings_never_inside(tmp_path: Path) -> None:
+    default = load(env={})
+    assert default.signing_key_path == Path(default.recordings_dir).parent / "keys" / "ledger-ed25519.key"
+    recordings = tmp_path / "rec"
+    config = load(env={"MEDSTAGE_RECORDINGS_DIR": str(recordings)})
+    assert config.signing_key_path == tmp_path / "keys" / "ledger-ed25519.key"
+    chosen = load(env={"MEDSTAGE_SIGNING_KEY": str(tmp_path / "secret" / "node.key")})
+    assert chosen.signing_key_path == tmp_path / "secret" / "node.key"
+    with pytest.raises(ConfigError, match="must be a file outside recordings_dir"):
+        load(env={"MEDSTAGE_RECORDINGS_DIR": str(recordings), "MEDSTAGE_SIGNING_KEY": str(recordings / "k")})
