@@ -147,6 +147,7 @@ async def test_a_page_whose_own_node_dies_comes_back_through_another_node(open_s
 
     await page.evaluate(_REMEMBER_PCS)
     await host.page.evaluate(_REMEMBER_PCS)
+    watcher.tolerate_node_down()  # its own node: the page's first retry goes there and is refused
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     killed = time.monotonic()
