@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from media import aiortc_hooks
+from media.nackguard import ResendLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class MediaConfig:
     slots: int = 6
     loss_timeout: float = 0.15
     pli_interval: float = 0.5
+    resend: ResendLimits = field(default_factory=ResendLimits)  # answering subscribers' NACKs
 
 
 def setup(config: MediaConfig) -> list[str]:

@@ -42,7 +42,7 @@ class MediaRoom:
     async def subscribe(self, participant_id: str) -> SubscriberOffer:
         """Create the participant's receiving connection; returns the offer message."""
         pc = new_peer_connection(self.config)
-        sub = Subscriber(participant_id, pc, self.config.slots)
+        sub = Subscriber(participant_id, pc, self.config.slots, self.config.resend)
         self.subscribers[participant_id] = sub
 
         @pc.on("connectionstatechange")

@@ -22,6 +22,7 @@ from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPac
 
 from media import aiortc_hooks as hooks
 from media import stats
+from media.nackguard import ResendGuard, ResendLimits
 
 if TYPE_CHECKING:
     from media.publication import Publication
@@ -67,6 +68,7 @@ class Slot(hooks.SenderHandler):
         "pt",
         "pts",
         "publication",
+        "resends",
         "rtx_pts",
         "rtx_seq",
         "rtx_ssrc",
@@ -78,7 +80,14 @@ class Slot(hooks.SenderHandler):
         "ts_off",
     )
 
-    def __init__(self, subscriber: Subscriber, index: int, kind: str, sender: RTCRtpSender) -> None:
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        index: int,
+        kind: str,
+        sender: RTCRtpSender,
+        resend_limits: ResendLimits | None = None,
+    ) -> None:
         self.subscriber = subscriber
         self.index = index
         self.kind = kind
@@ -106,6 +115,7 @@ class Slot(hooks.SenderHandler):
         self.rtx_seq = random.getrandbits(16)
         self.fraction_lost = 0  # from the subscriber's last receiver report (x/256)
         self.jitter = 0
+        self.resends = ResendGuard(resend_limits or ResendLimits())
         hooks.take_over_sender(sender, self)
 
     # --- negotiation (SenderHandler) ---------------------------------------------------------
@@ -144,8 +154,12 @@ class Slot(hooks.SenderHandler):
         back = (latest_out - sequence_number) & 0xFFFF
         if back >= 0x8000:
             return
-        found = pub.packet_for_retransmission(pub.last_seq - back)
+        seq = pub.last_seq - back
+        found = pub.packet_for_retransmission(seq)
         if found is None:
+            return
+        if not self.resends.allow(seq, time.monotonic(), pub.packets):
+            stats.retransmissions_suppressed += 1
             return
         buf, source_ts = found
         stats.retransmissions += 1
@@ -203,6 +217,7 @@ class Slot(hooks.SenderHandler):
         self.ts_off = (self.last_out_ts + max(gap, 1) - first_ts) & 0xFFFFFFFF
         self.packet_base = pub.packets
         self.octet_base = pub.octets
+        self.resends.restart(pub.packets)
         self.last_sent_at = now
 
     def stop(self) -> None:
@@ -246,7 +261,13 @@ class SlotPair:
 class Subscriber:
     """A participant's receiving connection and its slot pairs."""
 
-    def __init__(self, participant_id: str, pc: RTCPeerConnection, n_slots: int) -> None:
+    def __init__(
+        self,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        n_slots: int,
+        resend_limits: ResendLimits | None = None,
+    ) -> None:
         self.participant_id = participant_id
         self.pc = pc
         self.pairs: list[SlotPair] = []
@@ -259,7 +280,7 @@ class Subscriber:
                 transceiver = pc.addTransceiver(kind, direction="sendonly")
                 transceiver.setCodecPreferences(_SLOT_CODECS[kind])
                 hooks.set_stream_id(transceiver.sender, stream)
-                slots[kind] = Slot(self, i, kind, transceiver.sender)
+                slots[kind] = Slot(self, i, kind, transceiver.sender, resend_limits)
             self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
 
     @property

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from media.nackguard import ResendLimits
 from media.peer import IceServer, MediaConfig
 from recording.location import default_root
 from recording.signing import default_key_path
@@ -47,6 +48,11 @@ class Config:
     media_slots: int = 6
     loss_timeout_ms: int = 150
     pli_interval_ms: int = 500
+    # Answering a subscriber's NACKs, per slot (media/nackguard.py): a viewer must not make us resend.
+    nack_hold_off_ms: int = 100
+    nack_max_resends: int = 2
+    nack_budget_percent: int = 20
+    nack_burst_packets: int = 100
     max_frame_bytes: int = 65536
     max_depth: int = MAX_DEPTH  # arrays and objects nested in a frame or an API body (server/nesting.py)
     comment_max_chars: int = 500
@@ -124,6 +130,12 @@ class Config:
             slots=self.media_slots,
             loss_timeout=self.loss_timeout_ms / 1000,
             pli_interval=self.pli_interval_ms / 1000,
+            resend=ResendLimits(
+                hold_off=self.nack_hold_off_ms / 1000,
+                max_resends=self.nack_max_resends,
+                budget=self.nack_budget_percent / 100,
+                burst=self.nack_burst_packets,
+            ),
         )
 
 
@@ -284,6 +296,14 @@ def _validate(config: Config) -> None:
         raise ConfigError("log_format must be auto, json or text")
     if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:
         raise ConfigError("loss_timeout_ms must be >= 0 and pli_interval_ms >= 50")
+    if not 0 <= config.nack_hold_off_ms <= 10_000:
+        raise ConfigError("nack_hold_off_ms must be 0-10000")
+    if not 0 <= config.nack_max_resends <= 10:
+        raise ConfigError("nack_max_resends must be 0-10")
+    if not 0 <= config.nack_budget_percent <= 100:
+        raise ConfigError("nack_budget_percent must be 0-100")
+    if not 1 <= config.nack_burst_packets <= 1024:  # more than the ring holds would be no limit
+        raise ConfigError("nack_burst_packets must be 1-1024")
     for url in config.webhook_urls:
         try:
             parts = urlsplit(url)

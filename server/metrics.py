@@ -22,6 +22,7 @@ COUNTERS = {
     "rtp_packets_sent": "RTP packets forwarded to subscribers",
     "rtp_sent_bytes": "RTP bytes (header and payload, before SRTP) forwarded to subscribers",
     "retransmissions": "RTP packets resent on a subscriber's NACK",
+    "retransmissions_suppressed": "NACKed packets not resent (per-slot hold-off, resend cap or budget)",
     "keyframe_requests_upstream": "PLIs sent to publishers",
     "keyframe_requests_downstream": "PLI/FIR received from subscribers",
     "send_errors": "Failed sends to subscribers",

@@ -25,6 +25,13 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     assert (config.port, config.media_slots, config.ice_addresses) == (9100, 3, ["10.0.0.5"])
 
 
+def test_nack_limits_reach_the_media_config() -> None:
+    config = load(env={"MEDSTAGE_NACK_HOLD_OFF_MS": "250", "MEDSTAGE_NACK_BUDGET_PERCENT": "5"})
+    resend = config.media.resend
+    assert (resend.hold_off, resend.budget) == (0.25, 0.05)
+    assert (resend.max_resends, resend.burst) == (2, 100)  # the defaults (docs/configuration.md)
+
+
 def test_ice_servers_from_urls_or_json() -> None:
     config = load(env={"MEDSTAGE_ICE_SERVERS": "stun:stun.example.org:3478"})
     assert config.ice_servers[0].urls == ["stun:stun.example.org:3478"]
@@ -55,6 +62,10 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_QUESTION_MAX_OPEN": "0"}, "question_max_open"),
         ({"MEDSTAGE_MAX_DEPTH": "2"}, "max_depth"),
         ({"MEDSTAGE_MAX_DEPTH": "100000"}, "max_depth"),
+        ({"MEDSTAGE_NACK_MAX_RESENDS": "-1"}, "nack_max_resends"),
+        ({"MEDSTAGE_NACK_BUDGET_PERCENT": "101"}, "nack_budget_percent"),
+        ({"MEDSTAGE_NACK_BURST_PACKETS": "0"}, "nack_burst_packets"),
+        ({"MEDSTAGE_NACK_HOLD_OFF_MS": "-5"}, "nack_hold_off_ms"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:

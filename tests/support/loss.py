@@ -79,3 +79,50 @@ def drop_incoming(receiver: Any, *, every: int) -> InducedLoss:
 
     receiver._handle_rtp_packet = handle
     return loss
+
+
+@dataclass
+class IncomingLog:
+    """What reached an aiortc receiver: media sequence numbers, and RTX counted per original one."""
+
+    media: list[int] = field(default_factory=list)
+    ssrc: int | None = None  # the sender's media SSRC, which a NACK names
+    rtx: dict[int, int] = field(default_factory=dict)  # original sequence number -> RTX copies
+
+    @property
+    def rtx_packets(self) -> int:
+        return sum(self.rtx.values())
+
+
+def log_incoming(receiver: Any) -> IncomingLog:
+    """Record what ``receiver`` gets from now on (nothing is dropped)."""
+    codecs = getattr(receiver, _CODECS_ATTR, None)
+    original: Callable[..., Awaitable[None]] | None = getattr(receiver, "_handle_rtp_packet", None)
+    if codecs is None or original is None:
+        raise RuntimeError("aiortc RTCRtpReceiver changed (__codecs, _handle_rtp_packet): re-read it")
+    seen = IncomingLog()
+
+    async def handle(packet: Any, arrival_time_ms: int) -> None:
+        codec = codecs.get(packet.payload_type)
+        if codec is not None and str(codec.mimeType).lower().endswith("/rtx"):
+            if len(packet.payload) >= 2:
+                seq = int.from_bytes(packet.payload[:2], "big")
+                seen.rtx[seq] = seen.rtx.get(seq, 0) + 1
+        else:
+            seen.media.append(packet.sequence_number)
+            seen.ssrc = packet.ssrc
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle
+    return seen
+
+
+async def send_nack(receiver: Any, media_ssrc: int, lost: list[int]) -> None:
+    """A real RTCP NACK (RFC 4585 §6.2.1) from ``receiver``'s RTCP SSRC, over its SRTCP session.
+
+    ``lost`` must be ascending without wrapping: aiortc packs it into PID+BLP pairs as given.
+    """
+    send: Callable[..., Awaitable[None]] | None = getattr(receiver, "_send_rtcp_nack", None)
+    if send is None:
+        raise RuntimeError("aiortc RTCRtpReceiver changed (_send_rtcp_nack): re-read it")
+    await send(media_ssrc, lost)
