@@ -91,16 +91,16 @@ class Paths:
         request: Schema | None = None,
         description: str | None = None,
         public: bool = False,
-        tag: str | None = None,
     ) -> None:
         """One operation; ``public``: no token needed (no 401 then)."""
-        operation: Schema = {"operationId": operation_id, "summary": summary, "tags": [tag or self.tag]}
+        operation: Schema = {"operationId": operation_id, "summary": summary, "tags": [self.tag]}
         if description is not None:
             operation["description"] = description
         if public:
             operation["security"] = []
-        if params:
-            operation["parameters"] = list(params)
+        parameters = list(params)
+        if parameters:
+            operation["parameters"] = parameters
         if request is not None:
             operation["requestBody"] = request
         operation["responses"] = responses

@@ -134,6 +134,14 @@ def test_the_schemas_are_made_from_the_structs_the_handlers_decode_and_encode() 
                     assert "#/components/schemas/" in json.dumps(entry["schema"]), (method, path, media)
 
 
+def test_two_structs_of_one_name_are_refused_rather_than_given_dotted_names() -> None:
+    first = msgspec.defstruct("Body", [("a", int)])
+    second = msgspec.defstruct("Body", [("b", str)], module="elsewhere")
+    assert set(spec.components([first])) == {"Body"}
+    with pytest.raises(ValueError, match="share a component name"):
+        spec.components([first, second])
+
+
 def test_the_roles_and_grants_of_the_schemas_are_the_tokens() -> None:
     assert set(get_args(common.Role)) == set(auth.ROLES)
     assert set(get_args(common.Grant)) == auth.GRANTS
