@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import av
+import msgspec
 import pytest
 
+from server.api.recordings import RecordingManifest
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import MAX_LAG_S, EncodedAudioTrack, EncodedVideoTrack, load_clip
@@ -427,7 +429,9 @@ async def test_recording_commands_need_a_moderator_and_recordings_need_the_key(
         async with http.get(
             f"{url}/{started['session_id']}", headers={"Authorization": f"Bearer {key}"}
         ) as r:
-            assert (await r.json())["status"] == "complete"
+            manifest = await r.json()
+        assert manifest["status"] == "complete"
+        msgspec.convert(manifest, RecordingManifest)  # what /api/openapi.json says of it holds
         async with http.get(
             f"{url}/{started['session_id']}/files/consent.jsonl", headers={"Authorization": f"Bearer {key}"}
         ) as r:

@@ -255,6 +255,29 @@ async def test_every_route_with_a_body_answers_hostile_bodies_without_a_5xx(
     assert walk.failures == [], "\n".join(walk.failures[:40])
 
 
+async def test_a_session_whose_manifest_is_no_manifest_is_left_out_of_the_list(
+    node: RunningNode, http: aiohttp.ClientSession, valid: dict[str, str], recordings: Path
+) -> None:
+    """The list reads each session's manifest.json as the recorder writes it (``RecordingSession``):
+    one that is not (not an object, a field of the wrong type, not UTF-8) is left out, never a 500."""
+    stage = valid["stage_id"]
+    good = {"session_id": "s-good", "status": "complete", "started_at": 1.5, "stopped_at": 9.0}
+    manifests = {
+        "s-good": json.dumps({**good, "version": 1, "tracks": [{}, {}]}).encode(),
+        "s-list": b"[]",
+        "s-null": b"null",
+        "s-types": json.dumps({**good, "session_id": "s-types", "started_at": "soon"}).encode(),
+        "s-bytes": b'{"session_id": "\xff\xfe", "status": "complete", "started_at": 1}',  # not UTF-8
+    }
+    for session, content in manifests.items():
+        (recordings / stage / session).mkdir()
+        (recordings / stage / session / "manifest.json").write_bytes(content)
+    async with http.get(f"{node.url}/api/stages/{stage}/recordings", headers=bearer()) as r:
+        assert r.status == 200, await r.text()
+        listed = await r.json()
+    assert listed == {"stage_id": stage, "sessions": [{**good, "tracks": 2}]}
+
+
 async def test_a_request_line_beyond_aiohttps_limit_is_a_4xx(node: RunningNode) -> None:
     """Longer than the HTTP parser reads: refused before the app sees it (so no problem document)."""
     async with aiohttp.ClientSession() as http:

@@ -9,14 +9,17 @@ import re
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import jsonschema  # type: ignore[import-untyped]
+import jwt
+import msgspec
 import pytest
 from openapi_spec_validator import validate
 
-from server.api import openapi
+from server import auth
+from server.api import clubs, common, health, openapi, recordings, spec, stages, tokens
 from server.app import create_app
 from server.config import Config
 from tests.conftest import RunningNode, start_node
@@ -106,6 +109,42 @@ def test_extra_paths_are_merged_into_a_fresh_copy() -> None:
     doc["paths"].clear()
     assert "/api/clubs/{club_id}/stages" not in openapi.document()["paths"]
     assert openapi.document()["paths"], "the built document is never changed by a caller"
+
+
+def test_the_schemas_are_made_from_the_structs_the_handlers_decode_and_encode() -> None:
+    """One HTTP style (issue 11): a body's schema is its struct's, so the document cannot drift from
+    the handlers; every JSON body of an operation refers to one (the document itself aside)."""
+    doc = openapi.document(clubs.OPENAPI_PATHS)
+    structs = [
+        common.Problem,
+        *(stages.StageCreate, stages.Stage, stages.RemoteStage, stages.StageList, stages.ParticipantList),
+        *(recordings.RecordingList, recordings.RecordingManifest),
+        *(tokens.DevTokenRequest, tokens.DevToken, tokens.Revocation, health.Health, health.Readiness),
+        *(clubs.ClubCreate, clubs.ClubView, clubs.MemberPut, clubs.InviteList, clubs.ClubStages),
+    ]
+    _, made = msgspec.json.schema_components(structs, ref_template=spec.REF_TEMPLATE)
+    assert {name: doc["components"]["schemas"][name] for name in made} == made
+    for path, method, operation in operations(doc):
+        request = operation.get("requestBody", {}).get("content", {})
+        answers = [r.get("content", {}) for r in operation["responses"].values()]
+        for content in (request, *answers):
+            for media, entry in content.items():
+                # a recording's JSON files (schema {}) are served as written
+                if media.endswith("json") and path != "/api/openapi.json" and entry["schema"] != {}:
+                    assert "#/components/schemas/" in json.dumps(entry["schema"]), (method, path, media)
+
+
+def test_two_structs_of_one_name_are_refused_rather_than_given_dotted_names() -> None:
+    first = msgspec.defstruct("Body", [("a", int)])
+    second = msgspec.defstruct("Body", [("b", str)], module="elsewhere")
+    assert set(spec.components([first])) == {"Body"}
+    with pytest.raises(ValueError, match="share a component name"):
+        spec.components([first, second])
+
+
+def test_the_roles_and_grants_of_the_schemas_are_the_tokens() -> None:
+    assert set(get_args(common.Role)) == set(auth.ROLES)
+    assert set(get_args(common.Grant)) == auth.GRANTS
 
 
 # --- against a running node ------------------------------------------------------------------------
@@ -225,6 +264,20 @@ async def test_a_node_answers_as_its_document_says(
             await api.check(r, path)
     ours = {(path, method) for path, method, _ in operations(openapi.document())}
     assert {(t, m.upper()) for t, m, _ in api.seen} >= ours, "every operation of http_api.py was tried"
+
+
+async def test_a_development_token_request_is_decoded_as_its_struct(http: aiohttp.ClientSession) -> None:
+    """The answer names the identity the token is for (cut to 64 characters, as the token's ``sub``),
+    and claims of the wrong type are refused, not turned into something else."""
+    async with http.post("/api/dev/token", json={"identity": "i" * 100}) as r:
+        assert r.status == 200
+        handed = await r.json()
+    sub = jwt.decode(handed["token"], options={"verify_signature": False})["sub"]
+    assert handed["identity"] == sub == "i" * 64
+    for body in ({"identity": 5}, {"admin": "yes"}, {"grants": "publish"}, {"role": "emperor"}):
+        async with http.post("/api/dev/token", json=body) as r:
+            assert r.status == 400, (body, await r.text())
+            assert (await r.json(content_type=None))["code"] == "invalid_body", body
 
 
 def test_nothing_in_the_document_points_at_a_missing_component(served: dict[str, Any]) -> None:

@@ -1,0 +1,253 @@
+"""Recordings over HTTP: a stage's sessions, their manifests and files, for the platform and for hosts
+and moderators of the stage (the ``record`` grant). The files are the recorder's (docs/recording.md):
+served as written, never a ``.partial`` one, nothing outside the session's directory."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta, Struct
+
+from rooms.errors import StageNotFound
+from server.api import spec
+from server.api.common import answer, problem, stage_caller
+from server.host.node import Node
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+Status = Literal["recording", "complete", "failed"]
+
+
+class RecordingSession(Struct, kw_only=True):
+    """A session of the stage, from its manifest."""
+
+    session_id: str
+    status: Status
+    started_at: float
+    stopped_at: float | None
+    tracks: Annotated[int, Meta(ge=0, description="Track files in the session")]
+
+
+class RecordingList(Struct, kw_only=True):
+    stage_id: str
+    sessions: list[RecordingSession]
+
+
+class RecordingTrack(Struct, kw_only=True):
+    """A track file of the session (recording/session.py writes it)."""
+
+    participant_id: str
+    kind: Literal["audio", "video"]
+    codec: Literal["vp8", "h264", "opus"]
+    file: Annotated[str, Meta(description="Relative to the session: the `{name}` of /files/")]
+    capture_started_at: float
+    capture_ended_at: float | None
+    first_frame_at: Annotated[float, Meta(description="Wall-clock time of pts 0")] | None
+    duration_s: float
+    frames: int
+    bytes: int
+    dropped_frames: int
+    finalized: bool
+    error: str | None
+
+
+class LedgerKey(Struct, kw_only=True):
+    """The node key that signs a session's ledger heads."""
+
+    algorithm: Literal["Ed25519"]
+    key_id: str
+    public_key: str  # base64 of the raw 32-byte key
+
+
+class LedgerSignature(Struct, kw_only=True):
+    """A signed head of the consent ledger (recording/signing.py)."""
+
+    stage_id: str
+    session_id: str
+    count: int
+    head: str
+    signed_at: float
+    final: bool
+    key_id: str
+    signature: str
+
+
+class RecordingManifest(Struct, kw_only=True):
+    """The session's manifest.json as the recorder writes it (docs/recording.md)."""
+
+    version: Literal[1]
+    stage_id: str
+    title: str | None = None
+    session_id: str
+    status: Status
+    started_at: float
+    stopped_at: float | None = None
+    policy_version: str | None = None
+    participants: list[dict[str, Any]] = []
+    tracks: list[RecordingTrack]
+    timeline: str | None = None
+    timeline_json: str | None = None
+    ledger: str | None = None
+    ledger_count: int | None = None
+    ledger_head: str | None = None
+    ledger_heads: str | None = None  # the file of signed heads
+    ledger_key: LedgerKey | None = None  # the node key that signs them (docs/recording.md)
+    ledger_signature: LedgerSignature | None = None  # the last signed head
+
+
+class _Summary(Struct):
+    """What the list shows of a manifest (its other fields are not read)."""
+
+    session_id: str
+    status: Status
+    started_at: float
+    stopped_at: float | None = None
+    tracks: list[Any] | None = None
+
+
+def _authorized(request: web.Request) -> tuple[Any, web.Response | None]:
+    node: Node = request.app["node"]
+    try:
+        live = node.get(request.match_info["stage_id"])
+    except StageNotFound as exc:
+        return None, problem(404, exc.code, exc.message)
+    stage_caller(request, live, "record")
+    return live, None
+
+
+def _session_dir(request: web.Request, live: Any) -> Path | None:
+    session_id = request.match_info["session_id"]
+    if not _SESSION_ID.fullmatch(session_id):
+        return None
+    path = Path(request.app["config"].recordings_dir) / live.stage.id / session_id
+    return path if (path / "manifest.json").is_file() else None
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    root = Path(request.app["config"].recordings_dir) / live.stage.id
+    sessions = []
+    for manifest in sorted(root.glob("*/manifest.json")):
+        try:  # a manifest this node cannot read (or not a manifest) is not listed
+            head = msgspec.json.decode(manifest.read_bytes(), type=_Summary)
+        except (OSError, msgspec.DecodeError):
+            continue
+        sessions.append(
+            RecordingSession(
+                session_id=head.session_id,
+                status=head.status,
+                started_at=head.started_at,
+                stopped_at=head.stopped_at,
+                tracks=len(head.tracks or []),
+            )
+        )
+    return answer(RecordingList(stage_id=live.stage.id, sessions=sessions))
+
+
+async def get_recording(request: web.Request) -> web.StreamResponse:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    directory = _session_dir(request, live)
+    if directory is None:
+        return problem(404, "not_found", "no such recording session")
+    return web.FileResponse(directory / "manifest.json")
+
+
+async def get_recording_file(request: web.Request) -> web.StreamResponse:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    directory = _session_dir(request, live)
+    if directory is None:
+        return problem(404, "not_found", "no such recording session")
+    target = _file_in(directory, request.match_info["name"])
+    if target is None:
+        return problem(404, "not_found", "no such file in this session")
+    return web.FileResponse(target)
+
+
+def _file_in(directory: Path, name: str) -> Path | None:
+    """The session's finished file called ``name``: nothing outside the session, and no name the file
+    system refuses (a NUL byte, a name too long, one that cannot be encoded) is a 500."""
+    if "\x00" in name or len(name) > 1024:
+        return None
+    try:
+        target = (directory / name).resolve()
+        found = directory.resolve() in target.parents and target.is_file() and target.suffix != ".partial"
+    except (OSError, ValueError):  # ENAMETOOLONG for a component over 255 bytes, UnicodeEncodeError
+        return None
+    return target if found else None
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/stages/{stage_id}/recordings", list_recordings),
+        web.get("/api/stages/{stage_id}/recordings/{session_id}", get_recording),
+        web.get("/api/stages/{stage_id}/recordings/{session_id}/files/{name:.+}", get_recording_file),
+    ]
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------------
+
+OPENAPI = spec.Paths("recordings")
+_SESSION = spec.path_param(
+    "session_id", "A recording session of the stage", maxLength=64, pattern=spec.ID_PATTERN
+)
+_AUTH = {"401": spec.UNAUTHORIZED, "403": spec.FORBIDDEN_GRANT}
+
+OPENAPI.add(
+    "get",
+    "/api/stages/{stage_id}/recordings",
+    "listRecordings",
+    "The stage's recording sessions (needs the `record` grant)",
+    {
+        "200": spec.ok(RecordingList, "The sessions"),
+        **_AUTH,
+        "404": spec.refused("No such stage on this node", "stage_not_found"),
+    },
+    params=[spec.STAGE_ID],
+)
+OPENAPI.add(
+    "get",
+    "/api/stages/{stage_id}/recordings/{session_id}",
+    "getRecording",
+    "A session's manifest: participants, consent, tracks and their files",
+    {
+        "200": spec.ok(RecordingManifest, "The manifest"),
+        **_AUTH,
+        "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
+    },
+    params=[spec.STAGE_ID, _SESSION],
+)
+_FILE: spec.Schema = {
+    "description": "The file",
+    "content": {
+        "video/webm": {"schema": {"type": "string", "contentMediaType": "video/webm"}},
+        "video/x-matroska": {"schema": {"type": "string", "contentMediaType": "video/x-matroska"}},
+        "application/json": {"schema": {}},
+        "application/octet-stream": {"schema": {"type": "string"}},
+    },
+}
+OPENAPI.add(
+    "get",
+    "/api/stages/{stage_id}/recordings/{session_id}/files/{name}",
+    "getRecordingFile",
+    "Download a file of the session (a track, the timeline, the consent ledger)",
+    {
+        "200": _FILE,
+        "206": {"description": "Part of the file (a Range request)"},
+        **_AUTH,
+        "404": spec.refused("No such stage, session or file", "stage_not_found", "not_found"),
+    },
+    params=[spec.STAGE_ID, _SESSION, spec.path_param("name", "The file, as named in the manifest")],
+    description="`name` is a path relative to the session directory and may contain `/` "
+    "(`tracks/p-1a2b-video-1.webm`); files still being written (`.partial`) are not served. "
+    "Range requests are honoured.",
+)
