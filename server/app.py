@@ -19,7 +19,7 @@ from server.closecodes import CloseCode
 from server.config import Config
 from server.host import gauges
 from server.host.node import Node
-from server.signalling.connection import console_handler, websocket_handler
+from server.signalling.endpoints import console_handler, websocket_handler
 from server.signalling.remote import remote_factory
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 from aiortc import RTCPeerConnection
-from aiortc.sdp import candidate_from_sdp
 
 from media.errors import MediaError
 from media.tasks import OwnedTasks
@@ -33,6 +32,7 @@ from server.host.live import LiveStage
 from server.host.node import Node
 from server.routing.errors import StageUnavailable
 from server.signalling import commands
+from server.signalling.candidates import Candidates
 from server.signalling.outbox import Close, Outbox, Overflow
 from server.wire import Outgoing
 
@@ -52,7 +52,7 @@ class Connection:
         self.live: LiveStage | None = None
         self.participant_id: str | None = None
         self._busy: set[str] = set()  # "publisher" / "subscriber": an SDP exchange in progress
-        self._early_candidates: dict[str, list[wire.IceCandidateInit]] = {"publisher": [], "subscriber": []}
+        self._candidates = Candidates(self._peer_connection, self._refuse_candidate, self._log_context)
         self._tasks = OwnedTasks(log, "connection")
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
@@ -245,7 +245,7 @@ class Connection:
             case wire.PublishOffer():
                 self._exclusive("publisher", request, self._publish(request))
             case wire.IceCandidate():
-                await self._candidate(request)
+                await self._candidates.on_candidate(request, busy=request.pc in self._busy)
             case wire.PublishMute():
                 self._mute(request)
             case wire.PublishStop():
@@ -407,7 +407,7 @@ class Connection:
         async def run() -> None:
             try:
                 await work
-                await self._flush_candidates(pc)
+                await self._candidates.flush(pc)
             except (DomainError, MediaError) as exc:
                 self.error(exc.code, exc.message, request.id)
             except Exception:
@@ -449,37 +449,8 @@ class Connection:
         live.apply(lambda stage, now: stage.stop_publishing(pid, now))
         await live.media.unpublish(pid)
 
-    async def _candidate(self, request: wire.IceCandidate) -> None:
-        if request.candidate is None or not request.candidate.candidate:
-            return  # end of candidates: aiortc needs no notice
-        if request.pc in self._busy:
-            self._early_candidates[request.pc].append(request.candidate)
-            return
-        await self._add_candidate(request.pc, request.candidate, request.id)
-
-    async def _flush_candidates(self, pc: str) -> None:
-        queued, self._early_candidates[pc] = self._early_candidates[pc], []
-        for candidate in queued:
-            await self._add_candidate(pc, candidate, None)
-
-    async def _add_candidate(self, pc_name: str, init: wire.IceCandidateInit, request_id: Any) -> None:
-        pc = self._peer_connection(pc_name)
-        if pc is None:
-            self.error("invalid_message", f"no {pc_name} connection to add a candidate to", request_id)
-            return
-        text = init.candidate.removeprefix("candidate:")
-        try:
-            candidate = candidate_from_sdp(text)
-        except (ValueError, IndexError):
-            self.error("invalid_message", "ice.candidate: not an ICE candidate line", request_id)
-            return
-        candidate.sdpMid = init.sdpMid
-        candidate.sdpMLineIndex = init.sdpMLineIndex
-        try:
-            await pc.addIceCandidate(candidate)
-        except Exception as exc:  # aiortc raises ValueError and others for candidates it refuses
-            log.info("ice candidate refused", exc_info=exc, extra=self._log_context(pc=pc_name))
-            self.error("invalid_message", f"ice.candidate: {exc}", request_id)
+    def _refuse_candidate(self, message: str, request_id: Any) -> None:
+        self.error("invalid_message", message, request_id)
 
     def _peer_connection(self, name: str) -> RTCPeerConnection | None:
         live, pid = self._joined()
@@ -539,30 +510,3 @@ class _OfferPending(DomainError):
 
 class _WrongStage(DomainError):
     code = "wrong_stage"
-
-
-async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    """``GET /ws``: a participant's signalling socket (docs/protocol.md)."""
-    return await _serve(request, observer=False)
-
-
-async def console_handler(request: web.Request) -> web.WebSocketResponse:
-    """``GET /console``: a moderator console's socket, the /ws protocol joined as an observer."""
-    return await _serve(request, observer=True)
-
-
-async def _serve(request: web.Request, observer: bool) -> web.WebSocketResponse:
-    node: Node = request.app["node"]
-    # Frames up to 4x the limit are read and refused with an error frame (the connection stays
-    # usable); beyond that aiohttp closes with 1009 without buffering them.
-    ws = web.WebSocketResponse(max_msg_size=4 * node.config.max_frame_bytes, heartbeat=20.0)
-    await ws.prepare(request)
-    conn = Connection(ws, node)
-    conn.observer = observer
-    conn.query_token = request.query.get("access_token")
-    metrics.connections.inc()
-    try:
-        await conn.run()
-    finally:
-        metrics.connections.dec()
-    return ws
