@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from media.publication import RING_SIZE
+# How far back a NACK can reach: the forwarding ring of each publication (media/publication.py) keeps
+# this many packets (≈ 8 s of 1 Mbit/s video); older ones are gone.
+RING_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ from media import stats
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
+from media.nackguard import RING_SIZE  # forwarded packets kept for retransmission
 
 if TYPE_CHECKING:
     from media.subscriber import Slot
 
 log = logging.getLogger(__name__)
 
-RING_SIZE = 1024  # forwarded packets kept for retransmission (≈ 8 s of 1 Mbit/s video)
 _RING_MASK = RING_SIZE - 1
 _HEADER = struct.Struct("!BHII")  # M|PT, sequence number, timestamp, SSRC: bytes 1..11
 _pack_header = _HEADER.pack_into

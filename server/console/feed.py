@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the model calls the feed; the feed only reads the model
-    from server.console.model import Console, StageCopy
+from server.console.model import Console, StageCopy
 
 
 def feed_line(stage_id: str, kind: str, text: str, at: Any = None) -> str:
@@ -183,3 +182,12 @@ def audit_table(console: Console) -> str:
         if rows
         else "no audit records yet"
     )
+
+
+def follow(console: Console, stage_id: str, msg: dict[str, Any]) -> str | None:
+    """Follow ``msg`` on the console's copy of the stage; the feed line to show, if any."""
+    text = describe(console.stages[stage_id], msg)  # before it applies: a leaver's name is still known
+    console.follow(stage_id, msg)
+    if text is None:
+        return None
+    return feed_line(stage_id, msg.get("type", "?"), text, msg.get("at"))

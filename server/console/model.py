@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.console.feed import describe, feed_line
-
 KEPT_COMMENTS = 200
 
 
@@ -109,13 +107,8 @@ class Console:
         stages = {s: StageCopy(s) for s in stage_ids}
         return cls(stages, next(iter(stages)))
 
-    def on_message(self, stage_id: str, msg: dict[str, Any]) -> str | None:
-        """Follow ``msg``; the feed line to show, if any."""
-        copy = self.stages[stage_id]
-        text = describe(copy, msg)  # before apply: a leaving person's name is still known
-        copy.apply(msg)
+    def follow(self, stage_id: str, msg: dict[str, Any]) -> None:
+        """Follow ``msg``: the stage's copy and the audit records (the feed line: ``feed.follow``)."""
+        self.stages[stage_id].apply(msg)
         if msg.get("type") == "moderation.audit":
             self.audits.append(msg)
-        if text is None:
-            return None
-        return feed_line(stage_id, msg.get("type", "?"), text, msg.get("at"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -16,8 +16,13 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from server.console.commands import completions
 from server.console.model import Console
 
-if TYPE_CHECKING:
-    from server.console.shell import App
+
+class App(Protocol):
+    """What the prompt needs of the console's app (``shell.App``)."""
+
+    console: Console
+
+    async def execute(self, line: str) -> bool: ...
 
 
 class ConsoleCompleter(Completer):

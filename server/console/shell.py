@@ -18,7 +18,7 @@ import aiohttp
 import msgpack
 
 from server.console.commands import Local, Request, help_text, parse
-from server.console.feed import audit_table, feed_line, stages_table, who_table
+from server.console.feed import audit_table, feed_line, follow, stages_table, who_table
 from server.console.model import Console, StageCopy, UsageError
 
 RECONNECT_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 4010})
@@ -121,7 +121,7 @@ class Link:
                 self.app.say(feed_line(self.stage_id, "error", f"{msg.get('code')}: {msg.get('message')}"))
                 continue
             try:
-                line = self.app.console.on_message(self.stage_id, msg)
+                line = follow(self.app.console, self.stage_id, msg)
             except Exception as exc:  # a message this client cannot read must not end the console
                 line = feed_line(self.stage_id, str(msg.get("type")), f"(not understood: {exc!r}) {msg}")
             if line is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -41,7 +41,24 @@ from server.routing.ledgerheads import LedgerHeadPublisher
 from server.wire import Outgoing
 
 if TYPE_CHECKING:
-    from server.host.live import LiveStage
+    from media.room import MediaRoom
+    from server.host.client import Client
+
+
+class LiveStage(Protocol):
+    """What the sinks need of the stage they serve (``server.host.live.LiveStage``, their owner)."""
+
+    stage: Stage
+    media: MediaRoom
+    connections: dict[str, Client]
+    clock: Callable[[], float]
+    hooks: Hooks | None
+
+    def spawn(self, work: Any) -> None: ...
+
+    def apply(
+        self, change: Callable[[Stage, float], list[Event]], then: Callable[[list[Event]], None] | None = None
+    ) -> list[Event]: ...
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import pexpect
 import pytest
 
 from server.console.commands import Local, Request, completions, parse
+from server.console.feed import follow
 from server.console.model import Console, UsageError
 from tests.conftest import RunningNode
 from tests.support.tokens import bearer, signed, token
@@ -431,9 +432,9 @@ def test_the_feed_names_people_and_keeps_the_audit_records() -> None:
         **{"actor": "p-me", "actor_identity": "m", "actor_name": "Console: M", "action": "moderation.ban"},
         **{"target": "p-b", "target_identity": "bob-id", "target_name": "Bob", "reason": "spam"},
     }
-    line = console.on_message("s1", record)
+    line = follow(console, "s1", record)
     assert line is not None and 'moderation.audit     Console: M: moderation.ban Bob (bob-id) "spam"' in line
-    left = console.on_message("s1", {"type": "participant.left", "participant_id": "p-b", "at": 0.0})
+    left = follow(console, "s1", {"type": "participant.left", "participant_id": "p-b", "at": 0.0})
     assert left is not None and "Bob (p-b)" in left and "p-b" not in console.stages["s1"].people
     assert len(console.audits) == 1
-    assert console.on_message("s1", {"type": "ok", "id": 3}) is None
+    assert follow(console, "s1", {"type": "ok", "id": 3}) is None
