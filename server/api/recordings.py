@@ -150,23 +150,28 @@ async def list_recordings(request: web.Request) -> web.Response:
     return answer(RecordingList(stage_id=live.stage.id, sessions=sessions))
 
 
-async def get_recording(request: web.Request) -> web.StreamResponse:
+def _session(request: web.Request) -> Path | web.Response:
+    """The session directory the caller may read, or the problem to answer."""
     live, refusal = _authorized(request)
     if refusal is not None:
         return refusal
     directory = _session_dir(request, live)
     if directory is None:
         return problem(404, "not_found", "no such recording session")
+    return directory
+
+
+async def get_recording(request: web.Request) -> web.StreamResponse:
+    directory = _session(request)
+    if isinstance(directory, web.Response):
+        return directory
     return web.FileResponse(directory / "manifest.json")
 
 
 async def get_recording_file(request: web.Request) -> web.StreamResponse:
-    live, refusal = _authorized(request)
-    if refusal is not None:
-        return refusal
-    directory = _session_dir(request, live)
-    if directory is None:
-        return problem(404, "not_found", "no such recording session")
+    directory = _session(request)
+    if isinstance(directory, web.Response):
+        return directory
     target = _file_in(directory, request.match_info["name"])
     if target is None:
         return problem(404, "not_found", "no such file in this session")
