@@ -97,11 +97,13 @@ class LiveStage:
 
     def _drain(self, events: list[Event]) -> None:
         self._draining = True
+        auto_tried = False  # once per drain: a start that fails must not be retried in a loop
         try:
             while True:
                 if events:
                     self._emit(events)
-                if self.stage.recording_due:
+                if self.stage.recording_due and not auto_tried:
+                    auto_tried = True
                     self._later.append((self._auto_recording, None))
                 if not self._later:
                     return
