@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from media import peer
+from server import loophealth
 from server.api import clubs as clubs_api
 from server.api import openapi
 from server.api import stages as http_api
@@ -17,6 +19,7 @@ from server.api.common import bearer, problem
 from server.auth import AuthError
 from server.closecodes import CloseCode
 from server.config import Config
+from server.gcpolicy import GcKeeper
 from server.host import gauges
 from server.host.node import Node
 from server.signalling.endpoints import console_handler, websocket_handler
@@ -142,8 +145,14 @@ def create_app(config: Config) -> web.Application:
             "node ready",
             extra={"node": node.cluster.node_id, "backend": "redis" if config.redis_url else "memory"},
         )
+        # After start-up (its stalls are not the figure): what is alive now lives until the end.
+        loophealth.start(asyncio.get_running_loop(), config.loop_lag_interval_ms / 1000)
+        keeper = GcKeeper(config.gc, lambda: sum(len(s.connections) for s in node.stages.values()))
+        keeper.start()
         yield
+        await keeper.close()
         await node.close()
+        loophealth.stop()
 
     app.cleanup_ctx.append(lifecycle)
 

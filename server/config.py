@@ -21,6 +21,7 @@ from recording.location import default_root
 from recording.signing import default_key_path
 from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
+from server.gcpolicy import GcSettings
 from server.nesting import MAX_DEPTH
 
 
@@ -79,6 +80,13 @@ class Config:
     heartbeat_interval_ms: int = 2_000
     log_format: str = "auto"
     log_level: str = "info"
+    # Loop health and GC policy (server/loophealth.py, server/gcpolicy.py; docs/operations.md).
+    loop_lag_interval_ms: int = 50
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = 10_000  # Python's 700 ran ~950 young collections for 80 joins
+    gc_wave: int = 20
+    gc_quiet_s: float = 5.0
+    gc_full_interval_s: float = 900.0
     webhook_urls: list[str] = field(default_factory=list)
     webhook_secret: str = ""
     webhook_timeout_s: float = 5.0
@@ -121,6 +129,16 @@ class Config:
     def rates(self) -> RateLimits:
         """The rate of every class of command but comments (``rate_limits`` over the defaults)."""
         return parse_rate_limits(self.rate_limits)
+
+    @property
+    def gc(self) -> GcSettings:
+        return GcSettings(
+            freeze=self.gc_freeze,
+            gen0_threshold=self.gc_gen0_threshold,
+            wave=self.gc_wave,
+            quiet_s=self.gc_quiet_s,
+            full_interval_s=self.gc_full_interval_s,
+        )
 
     @property
     def media(self) -> MediaConfig:
@@ -294,6 +312,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("node_id: letters, digits, - and _ only")
     if config.log_format not in ("auto", "json", "text"):
         raise ConfigError("log_format must be auto, json or text")
+    if not 1 <= config.loop_lag_interval_ms <= 10_000:
+        raise ConfigError("loop_lag_interval_ms must be 1-10000")
+    if config.gc_gen0_threshold < 0 or config.gc_wave < 1:
+        raise ConfigError("gc_gen0_threshold must be >= 0 (0: Python's) and gc_wave >= 1")
+    if config.gc_quiet_s <= 0 or config.gc_full_interval_s < config.gc_quiet_s:
+        raise ConfigError("gc_quiet_s must be > 0 and gc_full_interval_s >= gc_quiet_s")
     if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:
         raise ConfigError("loss_timeout_ms must be >= 0 and pli_interval_ms >= 50")
     if not 0 <= config.nack_hold_off_ms <= 10_000:

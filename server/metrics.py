@@ -4,8 +4,14 @@ are read at scrape time by a collector; signalling counters are ordinary prometh
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from server import gcpolicy, loophealth
 
 REGISTRY = CollectorRegistry()
 
@@ -38,6 +44,68 @@ def counter_family(name: str, help_: str, value: int) -> CounterMetricFamily:
     family = CounterMetricFamily(f"medstage_{name}", help_, unit=unit)
     family.add_metric([], value)
     return family
+
+
+def histogram_family(
+    name: str, help_: str, by: dict[str, loophealth.Histogram], label: str = ""
+) -> HistogramMetricFamily:
+    """``medstage_<name>`` from loophealth histograms, one per value of ``label`` (or one, key "")."""
+    family = HistogramMetricFamily(f"medstage_{name}", help_, labels=[label] if label else [], unit="seconds")
+    for key, histogram in by.items():
+        buckets = [("+Inf" if le == float("inf") else repr(le), n) for le, n in histogram.cumulative()]
+        family.add_metric([key] if label else [], buckets, histogram.total)
+    return family
+
+
+def loop_health_families() -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+    """Event-loop lag and GC pauses of this process since it started (docs/operations.md, Loop health)."""
+    figures = loophealth.snapshot()
+    yield histogram_family(
+        "event_loop_lag_seconds",
+        "How late the event loop ran its lag timer (loop_lag_interval_ms)",
+        {"": figures.lag},
+    )
+    longest = GaugeMetricFamily(
+        "medstage_event_loop_lag_max_seconds", "Longest event-loop lag since start", unit="seconds"
+    )
+    longest.add_metric([], figures.lag.largest)
+    yield longest
+    pauses = {str(g): h for g, h in figures.gc_pauses.items()}
+    yield histogram_family(
+        "gc_pause_seconds", "Time per garbage collection, by generation", pauses, "generation"
+    )
+    collections = CounterMetricFamily(
+        "medstage_gc_collections", "Garbage collections, by generation", labels=["generation"]
+    )
+    collected = CounterMetricFamily(
+        "medstage_gc_collected_objects", "Unreachable objects freed by the collector", labels=["generation"]
+    )
+    for generation, histogram in figures.gc_pauses.items():
+        collections.add_metric([str(generation)], histogram.count)
+        collected.add_metric([str(generation)], figures.gc_collected[generation])
+    yield collections
+    yield collected
+    frozen = GaugeMetricFamily(
+        "medstage_gc_frozen_objects", "Objects in the permanent generation (gc.freeze)"
+    )
+    frozen.add_metric([], gc.get_freeze_count())
+    yield frozen
+    passes = CounterMetricFamily(
+        "medstage_gc_passes",
+        "GC policy passes (freeze: after joins; full: unfreeze and collect)",
+        labels=["kind"],
+    )
+    for kind, n in gcpolicy.passes.items():
+        passes.add_metric([kind.value], n)
+    yield passes
+
+
+class _LoopHealthCollector(Collector):
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        return loop_health_families()
+
+
+REGISTRY.register(_LoopHealthCollector())
 
 
 def render() -> bytes:

@@ -32,6 +32,14 @@ def test_nack_limits_reach_the_media_config() -> None:
     assert (resend.max_resends, resend.burst) == (2, 100)  # the defaults (docs/configuration.md)
 
 
+def test_gc_options_reach_the_gc_settings() -> None:
+    config = load(
+        env={"MEDSTAGE_GC_FREEZE": "off", "MEDSTAGE_GC_GEN0_THRESHOLD": "0", "MEDSTAGE_GC_WAVE": "5"}
+    )
+    assert (config.gc.freeze, config.gc.gen0_threshold, config.gc.wave) == (False, 0, 5)
+    assert load(env={}).gc.freeze is True
+
+
 def test_ice_servers_from_urls_or_json() -> None:
     config = load(env={"MEDSTAGE_ICE_SERVERS": "stun:stun.example.org:3478"})
     assert config.ice_servers[0].urls == ["stun:stun.example.org:3478"]
@@ -66,6 +74,11 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_NACK_BUDGET_PERCENT": "101"}, "nack_budget_percent"),
         ({"MEDSTAGE_NACK_BURST_PACKETS": "0"}, "nack_burst_packets"),
         ({"MEDSTAGE_NACK_HOLD_OFF_MS": "-5"}, "nack_hold_off_ms"),
+        ({"MEDSTAGE_LOOP_LAG_INTERVAL_MS": "0"}, "loop_lag_interval_ms"),
+        ({"MEDSTAGE_GC_GEN0_THRESHOLD": "-1"}, "gc_gen0_threshold"),
+        ({"MEDSTAGE_GC_WAVE": "0"}, "gc_wave"),
+        ({"MEDSTAGE_GC_QUIET_S": "0"}, "gc_quiet_s"),
+        ({"MEDSTAGE_GC_QUIET_S": "60", "MEDSTAGE_GC_FULL_INTERVAL_S": "30"}, "gc_full_interval_s"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:

@@ -53,6 +53,16 @@ class Scrape:
         assert len(found) == 1, f"{sample_name}{labels}: {found}"
         return found[0]
 
+    def histogram(self, name: str, part: str, **labels: str) -> float:
+        """The ``_count``, ``_sum`` or ``_bucket`` (give ``le``) sample of histogram ``name``."""
+        found = [
+            s.value
+            for s in self.family(name, "histogram")
+            if s.name == f"{name}_{part}" and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+        assert len(found) == 1, f"{name}_{part}{labels}: {found}"
+        return found[0]
+
 
 def test_every_family_follows_the_prometheus_naming_conventions(node: RunningNode) -> None:
     scrape = Scrape(node)
@@ -62,6 +72,8 @@ def test_every_family_follows_the_prometheus_naming_conventions(node: RunningNod
         for sample in family.samples:
             if family.type == "counter":
                 assert sample.name in (name + "_total", name + "_created"), sample.name
+            elif family.type == "histogram":
+                assert sample.name in (name + "_bucket", name + "_sum", name + "_count"), sample.name
             else:
                 assert sample.name == name, sample.name
         assert "bytes" not in name or name.endswith("_bytes"), f"{name}: the unit goes last"
@@ -146,6 +158,31 @@ async def test_metrics_after_media_comments_errors_and_a_recording(node: Running
     assert after.value("medstage_published_tracks", "gauge") == 0
     assert after.value("medstage_subscribed_tracks", "gauge") == 0
     assert after.value("medstage_rtp_sent_bytes", "counter") >= sent_bytes
+
+
+async def test_loop_health_and_gc_pauses_on_a_live_node(node: RunningNode) -> None:
+    """The node watches its own loop from start-up (a tick every 50 ms) and its GC (start-up froze
+    what it made: server/gcpolicy.py)."""
+    lag = "medstage_event_loop_lag_seconds"
+    stage = "loop-" + uuid.uuid4().hex[:8]
+    async with MedstageClient(node.url) as host:
+        await host.join(stage, "Dr Host", "host")
+        await eventually(lambda: Scrape(node).histogram(lag, "count") >= 10, 10)
+    scrape = Scrape(node)
+    ticks = scrape.histogram(lag, "count")
+    assert scrape.histogram(lag, "bucket", le="+Inf") == ticks
+    assert scrape.histogram(lag, "bucket", le="0.001") <= scrape.histogram(lag, "bucket", le="10.0") <= ticks
+    longest = scrape.value("medstage_event_loop_lag_max_seconds", "gauge")
+    assert 0 <= longest < 10 and scrape.histogram(lag, "sum") >= longest
+    for generation in "012":
+        collections = scrape.value("medstage_gc_collections", "counter", generation=generation)
+        assert scrape.histogram("medstage_gc_pause_seconds", "count", generation=generation) == collections
+    # The start-up pass is a full collection, timed like any other.
+    assert scrape.value("medstage_gc_collections", "counter", generation="2") >= 1
+    assert scrape.histogram("medstage_gc_pause_seconds", "sum", generation="2") > 0
+    scrape.family("medstage_gc_collected_objects", "counter")
+    assert scrape.value("medstage_gc_passes", "counter", kind="full") >= 1, "start-up was frozen"
+    assert scrape.value("medstage_gc_frozen_objects", "gauge") > 10_000
 
 
 def _manifest(session: Path) -> dict[str, Any]:
