@@ -59,6 +59,8 @@ from common import (
     stop,
     wait_ready,
 )
+from loopstats import LoopStats, cell, window
+from loopstats import read as read_loop
 
 STAGE = "fanout"
 TARGET_P99_S = 0.150
@@ -228,6 +230,7 @@ class Result:
     replies: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, Any] = field(default_factory=dict)
     ack_p50: float | None = None
+    loop: LoopStats | None = None  # node1's loop health from the joins to the end of posting
     ack_max: float | None = None
     max_lateness: float = 0.0  # how far the posters fell behind their schedule, s
     delivered: int = 0
@@ -423,6 +426,7 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         result.poster_roles, result.stage_start = joined["roles"], joined["stage_start"]
         await asyncio.sleep(args.settle)
         result.rss0 = read_rss("rss0")
+        loop0 = await read_loop(nodes[0].base)
 
         plan = spread(n, len(nodes), args.per_process)
         audience = list(
@@ -513,6 +517,7 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         for (u, _), before, after in zip(watched, cpu0, cpu1, strict=True):
             u.cpu_s = after - before
         result.server_cpu_s = sum(u.cpu_s for u in result.per_node)
+        result.loop = window(loop0, await read_loop(nodes[0].base))
         if redis is not None:
             result.redis_commands = parse_commandstats(await redis_call(redis.port, "INFO", "commandstats"))
         for a, b in zip(s0, s1, strict=True):
@@ -566,8 +571,8 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
 HEADER = (
     "| connections | comments/s | join all | p50 | p90 | p99 | max | delivered / expected | "
     "server CPU (posting) | server CPU (idle) | µs server CPU per delivery | RSS per connection | "
-    "p99 ≤ 150 ms |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+    "loop lag p99 / longest, GC | p99 ≤ 150 ms |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
 )
 
 
@@ -587,15 +592,16 @@ def row(r: Result) -> str:
         f"| {r.n} | {r.rate:g} | {_f(r.join_s, '.1f')} s | {_ms(lat.get('p50'))} | {_ms(lat.get('p90'))} | "
         f"{_ms(p99)} | {_ms(lat.get('max'))} | {r.delivered}/{r.expected} | "
         f"{_f(r.cpu_share * 100, '.0f')} % | {_f(r.idle_cpu_share * 100, '.0f')} % | "
-        f"{_f(r.us_per_delivery, '.1f')} | {_f(r.rss_per_connection / 2**10, '.0f')} KiB | {verdict} |"
+        f"{_f(r.us_per_delivery, '.1f')} | {_f(r.rss_per_connection / 2**10, '.0f')} KiB | {cell(r.loop)} | "
+        f"{verdict} |"
     )
 
 
 CLUSTER_HEADER = (
     "| nodes | connections | sockets per node | comments/s | join all | p50 | p90 | p99 | max | "
     "delivered / expected | CPU per node (posting) | redis CPU (posting) | RSS per node (joined) | "
-    "p99 ≤ 150 ms |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
+    "node1 loop lag p99 / longest, GC | p99 ≤ 150 ms |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"
 )
 
 
@@ -610,7 +616,7 @@ def cluster_row(r: Result) -> str:
     return (
         f"| {r.nodes} | {r.n} | {sockets} | {r.rate:g} | {_f(r.join_s, '.1f')} s | {_ms(lat.get('p50'))} | "
         f"{_ms(lat.get('p90'))} | {_ms(p99)} | {_ms(lat.get('max'))} | {r.delivered}/{r.expected} | {cpu} | "
-        f"{_f(r.share(r.redis_cpu_s) * 100, '.0f')} % | {rss} MiB | {verdict} |"
+        f"{_f(r.share(r.redis_cpu_s) * 100, '.0f')} % | {rss} MiB | {cell(r.loop)} | {verdict} |"
     )
 
 

@@ -102,6 +102,19 @@ async def scrape(session: aiohttp.ClientSession, base: str) -> LoopStats:
         return parse(await response.text())
 
 
+async def read(base: str) -> LoopStats:
+    """One scrape of the node at ``base`` (``http://127.0.0.1:PORT``), with its own HTTP session."""
+    async with aiohttp.ClientSession() as session:
+        return await scrape(session, base)
+
+
+def cell(stats: LoopStats | None) -> str:
+    """A compact table cell: lag p99 / longest stall, GC time in the window (ms)."""
+    if stats is None or not stats.ticks:
+        return "n/a"
+    return f"{stats.lag_p99_s * 1e3:.0f} / {stats.lag_max_s * 1e3:.0f} ms, GC {stats.gc_total_s * 1e3:.0f} ms"
+
+
 def summary(stats: LoopStats) -> str:
     """One table cell: lag p99 / longest stall; GC time (of which full collections)."""
     return (
@@ -111,8 +124,7 @@ def summary(stats: LoopStats) -> str:
 
 
 async def _main(base: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        print(summary(await scrape(session, base.rstrip("/"))))
+    print(summary(await read(base.rstrip("/"))))
 
 
 if __name__ == "__main__":

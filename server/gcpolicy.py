@@ -122,8 +122,11 @@ class GcKeeper:
         self._tasks.supervise("sampler", lambda: self._run(policy))
 
     async def close(self) -> None:
+        """Stop sampling; give Python its thresholds back and unfreeze (a test process goes on)."""
         await self._tasks.cancel_all()
         gc.set_threshold(*self._thresholds)
+        if self.settings.freeze:
+            gc.unfreeze()
 
     async def _run(self, policy: GcPolicy) -> None:
         loop = asyncio.get_running_loop()

@@ -121,3 +121,4 @@ async def test_the_keeper_freezes_after_joins_and_frees_the_viewers_who_left() -
     finally:
         await keeper.close()
     assert gc.get_threshold()[0] != 5000, "close() gives Python's thresholds back"
+    assert gc.get_freeze_count() == 0, "and unfreezes: the process may go on without the node"
