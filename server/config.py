@@ -85,6 +85,7 @@ class Config:
     gc_freeze: bool = True
     gc_gen0_threshold: int = 10_000  # Python's 700 ran ~950 young collections for 80 joins
     gc_wave: int = 20
+    gc_leave_share: float = 0.25
     gc_quiet_s: float = 5.0
     gc_full_interval_s: float = 900.0
     webhook_urls: list[str] = field(default_factory=list)
@@ -136,6 +137,7 @@ class Config:
             freeze=self.gc_freeze,
             gen0_threshold=self.gc_gen0_threshold,
             wave=self.gc_wave,
+            leave_share=self.gc_leave_share,
             quiet_s=self.gc_quiet_s,
             full_interval_s=self.gc_full_interval_s,
         )
@@ -316,6 +318,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("loop_lag_interval_ms must be 1-10000")
     if config.gc_gen0_threshold < 0 or config.gc_wave < 1:
         raise ConfigError("gc_gen0_threshold must be >= 0 (0: Python's) and gc_wave >= 1")
+    if not 0 <= config.gc_leave_share <= 1:
+        raise ConfigError("gc_leave_share must be 0-1")
     if config.gc_quiet_s <= 0 or config.gc_full_interval_s < config.gc_quiet_s:
         raise ConfigError("gc_quiet_s must be > 0 and gc_full_interval_s >= gc_quiet_s")
     if config.loss_timeout_ms < 0 or config.pli_interval_ms < 50:

@@ -77,6 +77,7 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_LOOP_LAG_INTERVAL_MS": "0"}, "loop_lag_interval_ms"),
         ({"MEDSTAGE_GC_GEN0_THRESHOLD": "-1"}, "gc_gen0_threshold"),
         ({"MEDSTAGE_GC_WAVE": "0"}, "gc_wave"),
+        ({"MEDSTAGE_GC_LEAVE_SHARE": "1.5"}, "gc_leave_share"),
         ({"MEDSTAGE_GC_QUIET_S": "0"}, "gc_quiet_s"),
         ({"MEDSTAGE_GC_QUIET_S": "60", "MEDSTAGE_GC_FULL_INTERVAL_S": "30"}, "gc_full_interval_s"),
     ],

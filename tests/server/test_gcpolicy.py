@@ -55,17 +55,35 @@ def test_a_leave_wave_gets_a_full_pass_once_it_is_quiet() -> None:
 def test_leaves_mixed_with_joins_still_count_as_leaves() -> None:
     """Joins do not cancel leaves: 10 left and 10 others came, the leavers' cycles are frozen garbage."""
     policy = GcPolicy(SETTINGS, now=0.0, population=50)
-    policy.observe(40, 1.0)
+    policy.observe(30, 1.0)
     policy.observe(50, 2.0)
     assert policy.observe(50, 7.0) is Pass.FULL
 
 
+def test_a_few_leaves_from_a_large_audience_wait_for_the_interval() -> None:
+    """A full pass walks every viewer still there: 100 of 1,000 leaving is not worth it at once."""
+    policy = GcPolicy(SETTINGS, now=0.0, population=1000)
+    assert policy.observe(900, 1.0) is Pass.NONE
+    assert policy.observe(900, 300.0) is Pass.NONE
+    assert policy.observe(749, 301.0) is Pass.NONE, "251 left: a quarter, once it is quiet"
+    assert policy.observe(749, 306.0) is Pass.FULL
+    policy.passed(Pass.FULL, 306.0)
+    assert policy.observe(700, 307.0) is Pass.NONE
+    assert policy.observe(700, 906.0) is Pass.FULL, "the interval: 49 left since the last full pass"
+
+
+def test_no_full_pass_when_nobody_left() -> None:
+    policy = GcPolicy(SETTINGS, now=0.0, population=1000)
+    assert policy.observe(1000, 601.0) is Pass.NONE
+    assert policy.observe(1000, 6000.0) is Pass.NONE
+
+
 def test_a_full_pass_comes_at_the_interval_even_when_it_is_never_quiet() -> None:
     """Constant churn: never quiet, but frozen garbage must not grow without bound."""
-    policy = GcPolicy(SETTINGS, now=0.0)
-    kinds = [policy.observe(second % 2, float(second)) for second in range(1, 600)]
+    policy = GcPolicy(SETTINGS, now=0.0, population=100)
+    kinds = [policy.observe(100 + second % 2, float(second)) for second in range(1, 600)]
     assert set(kinds) == {Pass.NONE}
-    assert policy.observe(0, 600.0) is Pass.FULL
+    assert policy.observe(100, 600.0) is Pass.FULL
 
 
 class Viewer:
