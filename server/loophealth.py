@@ -145,7 +145,8 @@ def stop() -> None:
 
 
 def snapshot() -> Snapshot:
-    """Copies of the figures since the process started (safe to read from another thread)."""
+    """Copies of the figures since the process started (a collection in another thread, a recording
+    writer's, may land between two of the copies: a scrape is off by one collection at most)."""
     return Snapshot(
         lag=_lag.copy(),
         gc_pauses={g: h.copy() for g, h in _gc_pauses.items()},
