@@ -12,7 +12,7 @@ transports and tasks reference each other) is never collected while frozen. So:
   the node, and without it Python ran 7 full collections during a wave of 80 viewers, 1 s of GC, which
   freed 29 objects in all (measured: joins make next to no cyclic garbage, so little is frozen with
   the survivors; the next full pass frees it);
-- after a wave of leaves (quiet again) of at least ``leave_share`` of those frozen, and at least every
+- after a wave of leaves (quiet again) of at least ``leave_share`` of the peak, and at least every
   ``full_interval_s`` if anyone left: ``gc.unfreeze()``, a full ``gc.collect()``, ``gc.freeze()``.
   This walks the whole heap (about 0.2 µs per live object, 0.4 µs per one freed, measured: a pause the
   lag figures show), which is why it waits for a quiet moment and for a share of the audience worth
@@ -42,7 +42,7 @@ class GcSettings:
     freeze: bool = True
     gen0_threshold: int = 0  # 0: keep Python's (700)
     wave: int = 20  # joins between two freeze passes; the least number of leaves for a full pass
-    leave_share: float = 0.25  # a full pass after leaves: at least this share of those frozen left
+    leave_share: float = 0.25  # a full pass after leaves: at least this share of the peak left
     quiet_s: float = 5.0  # no join or leave for this long: a wave of leaves is over
     full_interval_s: float = 900.0  # a full pass at least this often (frozen garbage stays bounded)
 
@@ -61,7 +61,7 @@ class GcPolicy:
         self.population = population
         self.joins = 0  # since the last pass
         self.leaves = 0  # since the last full pass
-        self.frozen = population  # the population at the last pass: what is frozen
+        self.peak = population  # the largest population since the last full pass
         self.last_change = now
         self.last_full = now
 
@@ -72,12 +72,13 @@ class GcPolicy:
             self.last_change = now
             if delta > 0:
                 self.joins += delta
+                self.peak = max(self.peak, population)
             else:
                 self.leaves -= delta
         quiet = now - self.last_change >= self.settings.quiet_s
         if self.leaves and now - self.last_full >= self.settings.full_interval_s:
             return Pass.FULL
-        enough = max(self.settings.wave, self.settings.leave_share * self.frozen)
+        enough = max(self.settings.wave, self.settings.leave_share * self.peak)
         if quiet and self.leaves >= enough:
             return Pass.FULL
         if self.joins >= self.settings.wave:
@@ -86,9 +87,9 @@ class GcPolicy:
 
     def passed(self, kind: Pass, now: float) -> None:
         self.joins = 0
-        self.frozen = self.population
         if kind is Pass.FULL:
             self.leaves = 0
+            self.peak = self.population
             self.last_full = now
 
 
