@@ -43,6 +43,8 @@ class Join(Message, tag="join", kw_only=True):
     role: Literal["host", "moderator", "speaker", "audience"] | None = None
     identity: Identity | None = None
     observer: bool = False  # a moderator console (docs/console.md)
+    # False: a chat-only socket (bots, viewers who only chat and vote): no subscriber peer connection.
+    media: bool = True
     invite: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # a private club's invite code
 
 

@@ -66,6 +66,7 @@ class Connection:
         self.query_token: str | None = None  # ?access_token= on the socket's URL
         self.claims: Claims | None = None
         self.observer = False  # a console (GET /console): joins as an observer whatever its frame says
+        self.chat_only = False  # joined without a subscriber connection (a console, or `media: false`)
         self._frame: str | bytes = ""
 
     # --- output ------------------------------------------------------------------------------
@@ -240,6 +241,11 @@ class Connection:
                 await self._join(request)
             case _ if self.live is None or self.participant_id is None:
                 raise _NotJoined("join a stage first")
+            case wire.SubscriberAnswer() | wire.IceCandidate(pc="subscriber") if self.chat_only:
+                raise _ChatOnly(
+                    "this connection joined without media (a console, or join with media: false): it has "
+                    "no subscriber connection; join on a new connection to receive media"
+                )
             case wire.SubscriberAnswer():
                 self._exclusive("subscriber", request, self._subscriber_answer(request))
             case wire.PublishOffer():
@@ -320,8 +326,11 @@ class Connection:
             name = f"Console: {name}"[:64]
         grants = None if claims.admin else claims.grants
 
+        chat_only = observer or not request.media
+
         def admitted(events: list[Event]) -> None:
             self.claims = claims
+            self.chat_only = chat_only
             self.live, self.participant_id = live, pid
             live.connections[pid] = self
             self.moderator_view = live.stage.is_moderator(pid)
@@ -354,9 +363,9 @@ class Connection:
             ),
             admitted,
         )
-        log.info("joined", extra=self._log_context(role=str(role), observer=observer))
-        if observer:
-            return  # a console gets no media
+        log.info("joined", extra=self._log_context(role=str(role), observer=observer, media=not chat_only))
+        if chat_only:
+            return  # no subscriber peer connection: nothing of aiortc is created for this socket
         self._busy.add("subscriber")
         try:
             offer = await live.media.subscribe(pid)
@@ -502,6 +511,10 @@ class _NotJoined(DomainError):
 
 class _AlreadyJoined(DomainError):
     code = "already_joined"
+
+
+class _ChatOnly(DomainError):
+    code = "chat_only"
 
 
 class _OfferPending(DomainError):
