@@ -13,14 +13,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 
-from server.app import create_app
-from server.config import Config
 from server.host.node import Node
 from tests.support.client import MedstageClient
+from tests.support.inprocess import serve
 from tests.support.tokens import signed, token
 from tests.support.ws import Socket
 
@@ -34,12 +32,8 @@ def node_peer_connections(*clients: MedstageClient) -> int:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Node]]:
-    config = Config(
-        ice_addresses=["127.0.0.1"], recordings_dir=str(tmp_path / "recordings"), recording_mode="off"
-    )
-    app = create_app(config)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield str(client.make_url("/")).rstrip("/"), app["node"]
+    async with serve(tmp_path) as running:
+        yield running.url, running.node
 
 
 async def _socket(session: aiohttp.ClientSession, url: str, path: str = "/ws") -> Socket:
