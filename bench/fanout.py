@@ -456,7 +456,8 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         result.joined = sum(d["joined"] for d in done)
         result.offered = sum(d["offered"] for d in done)
         result.join_s = max(d["last_joined"] for d in done) - started
-        result.offers_s = max(d["last_offered"] for d in done) - started
+        if result.offered:  # none with --chat-only
+            result.offers_s = max(d["last_offered"] for d in done) - started
         for c, d in zip(audience, done, strict=True):
             u = result.per_node[c.node]
             u.sockets += d["joined"]
