@@ -432,7 +432,15 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         audience = list(
             await asyncio.gather(
                 *(
-                    start_client(f"audience{j}-{tag}", nodes[i], logdir, "--audience", str(size), index=i)
+                    start_client(
+                        f"audience{j}-{tag}",
+                        nodes[i],
+                        logdir,
+                        "--audience",
+                        str(size),
+                        *(["--chat-only"] if args.chat_only else []),
+                        index=i,
+                    )
                     for j, (i, size) in enumerate(plan)
                 )
             )
@@ -452,7 +460,8 @@ async def measure(n: int, args: argparse.Namespace, logdir: Path) -> Result:
         result.joined = sum(d["joined"] for d in done)
         result.offered = sum(d["offered"] for d in done)
         result.join_s = max(d["last_joined"] for d in done) - started
-        result.offers_s = max(d["last_offered"] for d in done) - started
+        if result.offered:  # none with --chat-only
+            result.offers_s = max(d["last_offered"] for d in done) - started
         for c, d in zip(audience, done, strict=True):
             u = result.per_node[c.node]
             u.sockets += d["joined"]
@@ -734,6 +743,7 @@ async def run(args: argparse.Namespace, logdir: Path) -> list[Result]:
         f"posters (host + {args.poster_role}), ≤{args.per_process} audience sockets per client process, "
         f"server env MEDSTAGE_COMMENT_RATE={args.comment_rate} (the per-person limiter is not under test)"
         + (f", {' '.join(args.server_env)}" if args.server_env else "")
+        + (", chat-only audience (join with media: false)" if args.chat_only else "")
         + (
             f". {args.nodes} node(s) on one redis-server (every node with the same settings): node1 hosts "
             f"the stage and has the posters, the audience is spread evenly over the nodes"
@@ -791,6 +801,11 @@ def main() -> int:
     parser.add_argument("--comment-rate", type=int, default=1000, help="server MEDSTAGE_COMMENT_RATE")
     parser.add_argument(
         "--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment"
+    )
+    parser.add_argument(
+        "--chat-only",
+        action="store_true",
+        help="the audience joins with media: false (no subscriber peer connection on the node)",
     )
     parser.add_argument("--settle", type=float, default=2.0, help="wait after joins, s")
     parser.add_argument("--idle", type=float, default=5.0, help="idle CPU window before posting, s")

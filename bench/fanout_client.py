@@ -84,12 +84,15 @@ class Participant:
         self.close_code: int | None = None
         self.reader: asyncio.Task[None] | None = None
 
-    async def join(self, session: aiohttp.ClientSession, url: str, stage: str) -> None:
+    async def join(self, session: aiohttp.ClientSession, url: str, stage: str, media: bool = True) -> None:
         self.ws = await session.ws_connect(url, autoclose=False, max_msg_size=0)
         self.reader = asyncio.create_task(self._read())
         # The name is the identity: unique over all the client processes of a run.
         token = _tokens.mint(self.name, name=self.name, role=self.role, stage=stage)
-        join = {"type": "join", "id": "join", "stage": stage, "name": self.name, "role": self.role}
+        join: dict[str, Any] = {"type": "join", "id": "join", "stage": stage, "name": self.name}
+        join["role"] = self.role
+        if not media:
+            join["media"] = False  # a chat-only socket: no subscriber offer will come
         await self.ws.send_str(json.dumps({**join, "token": token}))
         await self.joined
 
@@ -178,9 +181,10 @@ class Audience:
             self.people.append(person)
             try:
                 async with gate:
-                    await person.join(session, self.args.ws, self.args.stage)
-                async with asyncio.timeout(self.args.offer_timeout):
-                    await person.offered.wait()
+                    await person.join(session, self.args.ws, self.args.stage, not self.args.chat_only)
+                if not self.args.chat_only:
+                    async with asyncio.timeout(self.args.offer_timeout):
+                        await person.offered.wait()
             except Exception as exc:
                 self.failures[f"{type(exc).__name__}: {exc}"[:200]] += 1
 
@@ -373,6 +377,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="comments/s, all posters together")
     parser.add_argument("--duration", type=float, default=30.0, help="posting time, s")
     parser.add_argument("--join-concurrency", type=int, default=16)
+    parser.add_argument("--chat-only", action="store_true", help="audience joins with media: false")
     parser.add_argument("--offer-timeout", type=float, default=120.0)
     parser.add_argument("--ack-timeout", type=float, default=10.0)
     parser.add_argument("--out", default=".", help="directory for the latency samples")

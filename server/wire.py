@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -43,6 +44,8 @@ class Join(Message, tag="join", kw_only=True):
     role: Literal["host", "moderator", "speaker", "audience"] | None = None
     identity: Identity | None = None
     observer: bool = False  # a moderator console (docs/console.md)
+    # False: a chat-only socket (bots, viewers who only chat and vote): no subscriber peer connection.
+    media: bool = True
     invite: Annotated[str, Meta(min_length=1, max_length=64)] | None = None  # a private club's invite code
 
 
@@ -413,19 +416,39 @@ def encode(message: Struct | dict[str, Any], binary: bool) -> str | bytes:
         return encode(scrub(builtins), binary)
 
 
+def ws_frame(payload: bytes, binary: bool) -> bytes:
+    """``payload`` as one whole WebSocket data frame from a server (RFC 6455 section 5.2: FIN set, no
+    extension bits, opcode 1 text or 2 binary, never masked). A server's frame does not depend on its
+    recipient, so one broadcast is framed once per framing and the same bytes go to every socket."""
+    first = 0x82 if binary else 0x81
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return _FRAME_HEADER_16.pack(first, 126, size) + payload
+    return _FRAME_HEADER_64.pack(first, 127, size) + payload
+
+
+_FRAME_HEADER_16 = struct.Struct("!BBH")
+_FRAME_HEADER_64 = struct.Struct("!BBQ")
+
+
 class Outgoing:
-    """A message sent to many connections: encoded lazily, at most once per framing.
+    """A message sent to many connections: encoded lazily, at most once per framing, and framed as a
+    WebSocket frame at most once per framing (``frame``: the bytes a direct write sends).
 
     ``message`` is one of the schemas the server sends (``server.wire_out.ServerMessage``), or, for a
     message relayed from the stage's node, the dict its bytes decode to (``from_msgpack``).
     """
 
-    __slots__ = ("_json", "_msgpack", "message")
+    __slots__ = ("_json", "_json_frame", "_msgpack", "_msgpack_frame", "message")
 
     def __init__(self, message: Struct | dict[str, Any]) -> None:
         self.message = message
         self._json: str | None = None
         self._msgpack: bytes | None = None
+        self._json_frame: bytes | None = None
+        self._msgpack_frame: bytes | None = None
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> Outgoing:
@@ -450,3 +473,13 @@ class Outgoing:
         if self._json is None:
             self._json = encode(self.message, False)  # type: ignore[assignment]
         return self._json  # type: ignore[return-value]
+
+    def frame(self, binary: bool) -> bytes:
+        """The whole WebSocket frame of ``encoded(binary)``, header included (``ws_frame``)."""
+        if binary:
+            if self._msgpack_frame is None:
+                self._msgpack_frame = ws_frame(self.encoded(True), True)  # type: ignore[arg-type]
+            return self._msgpack_frame
+        if self._json_frame is None:
+            self._json_frame = ws_frame(self.encoded(False).encode(), False)  # type: ignore[union-attr]
+        return self._json_frame
