@@ -9,6 +9,7 @@ No decoding, no re-packetization, no coroutine per packet, no allocation beyond 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import struct
 import time
@@ -19,16 +20,19 @@ from media import stats
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
+from media.link import encode_frame_packets
 from media.nackguard import RING_SIZE  # forwarded packets kept for retransmission
 
 if TYPE_CHECKING:
     from media.subscriber import Slot
+    from media.workers import LinkTarget
 
 log = logging.getLogger(__name__)
 
 _RING_MASK = RING_SIZE - 1
 _HEADER = struct.Struct("!BHII")  # M|PT, sequence number, timestamp, SSRC: bytes 1..11
 _pack_header = _HEADER.pack_into
+_keys = itertools.count(1)
 
 
 class Fanout:
@@ -201,6 +205,10 @@ class Publication(Fanout):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(participant_id, kind, renumber=kind == "video")
+        self.key = next(_keys)  # names it on the forwarding link (media/link.py)
+        # Media workers with viewers of this publication (media/workers.py): each gets every
+        # forwarded packet once, as a datagram, whatever number of viewers it serves.
+        self.links: list[LinkTarget] = []
         self.fmtp: dict[str, Any] = {}
         self.clock_rate = 48000 if kind == "audio" else 90000
         self.assembler: FrameAssembler | AudioPassthrough
@@ -232,6 +240,27 @@ class Publication(Fanout):
 
     def _keyframe_arrived(self) -> None:
         self.keyframes.keyframe_received()
+
+    def _forward(self, frame: Frame, now: float) -> None:
+        first_seq = self.next_seq
+        super()._forward(frame, now)
+        if self.links and not (self.paused or self.closed):
+            datagrams = encode_frame_packets(
+                self.key,
+                self.kind == "video",
+                self.mime,
+                frame.keyframe,
+                frame.packets,
+                first_seq if self.renumber else None,
+            )
+            for target in self.links:
+                target.send(datagrams)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            for target in self.links:
+                target.set_paused(self.key, paused)
+        super().set_paused(paused)
 
     # --- keyframes ---------------------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
-from aiortc import RTCPeerConnection
 
 from media.errors import MediaError
+from media.room import IcePeer
 from media.tasks import OwnedTasks
 from rooms.errors import DomainError, StageNotFound
 from rooms.events import Event
@@ -359,7 +359,7 @@ class Connection:
             return  # a console gets no media
         self._busy.add("subscriber")
         try:
-            offer = await live.media.subscribe(pid)
+            offer = await live.media.subscribe(pid, in_process=_on_stage(live, pid))
         finally:
             self._busy.discard("subscriber")
         self.send(offer)
@@ -452,11 +452,10 @@ class Connection:
     def _refuse_candidate(self, message: str, request_id: Any) -> None:
         self.error("invalid_message", message, request_id)
 
-    def _peer_connection(self, name: str) -> RTCPeerConnection | None:
+    def _peer_connection(self, name: str) -> IcePeer | None:
         live, pid = self._joined()
         if name == "subscriber":
-            sub = live.media.subscribers.get(pid)
-            return sub.pc if sub is not None else None
+            return live.media.subscriber_peer(pid)
         publisher = live.media.publishers.get(pid)
         return publisher.pc if publisher is not None else None
 
@@ -484,6 +483,14 @@ class Connection:
     def _log_context(self, **extra: Any) -> dict[str, Any]:
         stage = self.live.stage.id if self.live else None
         return {"stage": stage, "participant": self.participant_id, **extra}
+
+
+def _on_stage(live: LiveStage, pid: str) -> bool:
+    """Host, moderators and speakers keep their receiving connection in the node's process: a media
+    worker that dies must not bounce the people the stage is about (their socket carries their
+    publication too). The audience, the many, is spread over the workers."""
+    person = live.stage.participants.get(pid)
+    return person is not None and person.role is not Role.AUDIENCE
 
 
 def _observer_role(claims: Claims) -> Role:
