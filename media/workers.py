@@ -426,6 +426,12 @@ class WorkerPool:
                     except Exception:
                         log.exception("a lost viewer's callback failed")
             if proc.returncode is None:
-                proc.kill()
+                # Its control stream is closed (die): a worker exits by itself on that, its viewers'
+                # connections closed; one that does not within 2 s is killed.
+                try:
+                    async with asyncio.timeout(2.0):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
             await proc.wait()
             log.warning("media worker %d (pid %d) exited with %s", index, proc.pid, proc.returncode)
