@@ -117,10 +117,17 @@ class MediaRoom:
             await self._drop_viewer(participant_id)
         side: ViewerSide
         key: Any
-        if self._workers is None or in_process:
+        placed = None
+        if self._workers is not None and not in_process:
+            placed = await self._workers.place(lambda: self._viewer_lost(participant_id))
+            if placed is None:
+                # No worker is live: the viewer is served here rather than refused (the stage goes
+                # on; a node's process can carry an audience, only a smaller one).
+                log.warning("no media worker is live: %s served in-process", participant_id)
+        if placed is None:
             side, key = self._local, participant_id
         else:
-            side, key = await self._workers.place(lambda: self._viewer_lost(participant_id))
+            side, key = placed
         viewer = self.viewers[participant_id] = Viewer(participant_id, side, key)
         try:
             offer = await side.subscribe(key)

@@ -320,18 +320,24 @@ class WorkerPool:
         """Slots forwarding a track in the workers (as each last reported)."""
         return sum(w.gauges.get("active_slots", 0) for w in self.links if w is not None)
 
-    async def place(self, on_lost: Callable[[], None]) -> tuple[WorkerLink, int]:
-        """The least loaded live worker and a new viewer id on it."""
-        async with asyncio.timeout(PLACE_TIMEOUT_S):
-            while True:
-                alive = [w for w in self.links if w is not None and w.alive]
-                if alive:
-                    worker = min(alive, key=lambda w: w.load)
-                    vid = next(self._vids)
-                    worker.viewers[vid] = on_lost
-                    return worker, vid
-                self._changed.clear()
-                await self._changed.wait()
+    async def place(self, on_lost: Callable[[], None]) -> tuple[WorkerLink, int] | None:
+        """The least loaded live worker and a new viewer id on it; None when no worker is live
+        within ``PLACE_TIMEOUT_S`` (every one restarting, or failing to start)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PLACE_TIMEOUT_S):
+                return await self._place(on_lost)
+        return None
+
+    async def _place(self, on_lost: Callable[[], None]) -> tuple[WorkerLink, int]:
+        while True:
+            alive = [w for w in self.links if w is not None and w.alive]
+            if alive:
+                worker = min(alive, key=lambda w: w.load)
+                vid = next(self._vids)
+                worker.viewers[vid] = on_lost
+                return worker, vid
+            self._changed.clear()
+            await self._changed.wait()
 
     # --- supervision -------------------------------------------------------------------------
 
