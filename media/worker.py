@@ -40,10 +40,12 @@ class Mirror(Fanout):
         self._worker = worker
         self._asked_at = float("-inf")
         self._pending = False
+        self._again: asyncio.TimerHandle | None = None
 
     def request_keyframe(self) -> None:
         """Main applies its policy (coalesced, rate-limited per publication); here only repeats are
-        held back: one request per pending keyframe, again after main's interval if none came."""
+        held back: one request per pending keyframe, again after main's interval while slots still
+        wait (main stops repeating once *it* has a keyframe: that one's datagram may have been lost)."""
         if self.kind != "video" or self.closed:
             return
         now = time.monotonic()
@@ -52,9 +54,23 @@ class Mirror(Fanout):
         self._pending = True
         self._asked_at = now
         self._worker.tell(link.KeyframeRequest(pub=self.key))
+        if self._again is None:
+            self._again = asyncio.get_running_loop().call_later(self._worker.pli_interval, self._ask_again)
+
+    def _ask_again(self) -> None:
+        self._again = None
+        if self.waiting and not self.closed:
+            self._pending = False
+            self.request_keyframe()
 
     def _keyframe_arrived(self) -> None:
         self._pending = False
+
+    def close(self) -> list[Any]:
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
+        return super().close()
 
 
 class Worker(asyncio.DatagramProtocol):
