@@ -57,6 +57,7 @@ class Connection:
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._stop_reading = False
+        self._closer: asyncio.Task[None] | None = None  # a close() in progress, run() lets it finish
         self._idle = False  # the reader waits in receive(), not in the middle of a request
         self.moderator_view = False  # whether the last state this client got was a moderator's
         self.remote = False  # a RemoteConnection: its socket is on another node
@@ -82,7 +83,7 @@ class Connection:
             log.warning("outbox overflow, closing", extra=self._log_context())
             self._closing = True
             self.outbox.close()
-            self._tasks.spawn(self.close(CloseCode.TRY_LATER, "too slow: outbox overflow"))
+            self._closer = self._tasks.spawn(self.close(CloseCode.TRY_LATER, "too slow: outbox overflow"))
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once every frame queued so far is sent (e.g. a removal notice, then 4003)."""
@@ -172,6 +173,11 @@ class Connection:
             await asyncio.wait([self._reader])
         finally:
             await self._leave()
+            # A close() in progress (outbox overflow) sends its code once the reader has stopped:
+            # cancelling it with the other tasks would leave the socket to aiohttp's 1000. It used
+            # to win that race only because leaving awaited a local peer connection's close.
+            if self._closer is not None:
+                await asyncio.wait([self._closer], timeout=1.0)
             await self._tasks.cancel_all()
             # Flush what is queued (e.g. "left") before the socket goes.
             self.outbox.close()
