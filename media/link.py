@@ -100,9 +100,12 @@ class Control(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class Setup(Control, frozen=True, kw_only=True, tag="setup"):
-    """Main → forwarder, first: how to build viewers' connections."""
+    """Main → forwarder, first: how to build viewers' connections, and the one address its media
+    datagrams come from (any other sender's are dropped: nobody else may inject media)."""
 
     config: MediaConfig
+    source_host: str
+    source_port: int
 
 
 class Hello(Control, frozen=True, kw_only=True, tag="hello"):

@@ -84,6 +84,7 @@ class Worker(asyncio.DatagramProtocol):
         self._subscribing: set[int] = set()
         self._removed: set[int] = set()  # removed while their offer was being made
         self._reported: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self._source: tuple[str, int] | None = None  # main's media address (Setup)
 
     def tell(self, message: link.Control) -> None:
         self._writer.write(link.encode_frame(message))
@@ -91,6 +92,8 @@ class Worker(asyncio.DatagramProtocol):
     # --- media channel -----------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if addr != self._source:
+            return
         decoded = link.decode_datagram(data)
         if decoded is None:
             return
@@ -110,6 +113,7 @@ class Worker(asyncio.DatagramProtocol):
     def on_message(self, message: link.ControlMessage) -> None:
         if isinstance(message, link.Setup):
             peer.setup(message.config)
+            self._source = (message.source_host, message.source_port)
             self.pli_interval = message.config.pli_interval
             self.viewers = LocalViewers(message.config, self._on_state, worker=self.index)
             return

@@ -274,6 +274,7 @@ class WorkerPool:
         self._sock.setblocking(False)
         # A keyframe is a burst of datagrams per worker: room for a few of them.
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self._sock.bind(("127.0.0.1", 0))  # a fixed source: workers take datagrams from it only
         self._tasks = OwnedTasks(log, "media workers")
         self._changed = asyncio.Event()
         self._retired: dict[str, int] = {}  # counters of worker incarnations that ended
@@ -408,7 +409,8 @@ class WorkerPool:
                 raise RuntimeError(f"media worker {index} did not say hello (exit code {proc.returncode})")
             reader, writer, hello = hello_future.result()
             worker = WorkerLink(index, reader, writer, hello, self._sock)
-            worker.tell(link.Setup(config=self.config))
+            source_host, source_port = self._sock.getsockname()[:2]
+            worker.tell(link.Setup(config=self.config, source_host=source_host, source_port=source_port))
             self.links[index] = worker
             self._changed.set()
             if not started.done():

@@ -55,7 +55,7 @@ def test_control_frames_survive_any_split_of_the_stream() -> None:
         sdp="v=0\r\n", slots=[SlotLayout(slot=0, stream="slot-0", audio_mid="0", video_mid="1")]
     )
     messages = [
-        link.Setup(config=config),
+        link.Setup(config=config, source_host="127.0.0.1", source_port=5000),
         link.Reply(rid=1, offer=offer),
         link.Assign(vid=4, pair=0, kind="video", pub=9, participant_id="p", paused=False),
         link.Counters(values={"rtp_packets_sent": 5}, gauges={"active_slots": 2}),

@@ -44,3 +44,32 @@ async def test_audio_never_asks_for_keyframes() -> None:
     mirror = Mirror(worker, 8, "audio", "p-speaker")  # type: ignore[arg-type]
     mirror.request_keyframe()
     assert worker.told == []
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_a_worker_forwards_datagrams_from_main_only() -> None:
+    from media.worker import Worker
+
+    worker = Worker(0, Sink())  # type: ignore[arg-type]
+    worker._source = ("127.0.0.1", 5000)  # as Setup says
+    mirror = Mirror(worker, 3, "audio", "p-speaker")  # type: ignore[arg-type]
+    worker.mirrors[3] = mirror
+    forwarded: list[int] = []
+    mirror._forward = lambda frame, now: forwarded.append(frame.packets[0].ext_seq)  # type: ignore[method-assign]
+
+    class Packet:
+        ext_seq, marker, timestamp, payload = 0, True, 960, b"opus"
+
+    (datagram,) = link.encode_frame_packets(3, False, "audio/opus", False, [Packet()], None)
+    worker.datagram_received(datagram, ("127.0.0.1", 6666))  # a stranger on the machine
+    assert forwarded == []
+    worker.datagram_received(datagram, ("127.0.0.1", 5000))
+    assert forwarded == [0]
+    assert mirror.mime == "audio/opus"
