@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -256,6 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", required=True, help="HOST:PORT of the main process's link")
     parser.add_argument("--index", type=int, required=True)
     args = parser.parse_args(argv)
+    # A terminal's Ctrl+C or systemd's SIGTERM reach the whole process group: the node shuts down in
+    # order (clients get 1001) and then ends its workers by closing their control streams. A worker
+    # that died first would instead have its viewers told 4012 and be started again.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,

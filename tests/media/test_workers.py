@@ -230,3 +230,20 @@ async def test_sender_reports_from_a_worker_map_its_timestamps_to_wall_clock(
         )
     assert last.sender_info.packet_count > first.sender_info.packet_count
     assert received3 > received1
+
+
+def test_a_signal_to_the_whole_process_group_leaves_the_workers_to_the_nodes_orderly_stop(
+    node2: RunningNode,
+) -> None:
+    """Ctrl+C or systemd's SIGTERM reach the workers too: they wait for the node to end them (its
+    clients get 1001, not 4012 and a worker restart), which the node does as it stops (exit 0)."""
+    pids = worker_pids(node2)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert worker_pids(node2) == pids
+    assert node2.metrics()["medstage_media_worker_restarts_total"] == 0
+    assert node2.stop() == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
