@@ -19,6 +19,7 @@ from aiortc.rtp import RtcpSrPacket
 from tests.conftest import RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
+from tests.support.loss import log_incoming
 from tests.support.waiting import eventually
 
 MEDIA_LOST = 4012
@@ -247,3 +248,28 @@ def test_a_signal_to_the_whole_process_group_leaves_the_workers_to_the_nodes_ord
     assert node2.stop() == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+async def test_a_viewers_pli_crosses_the_link_to_the_publisher_and_brings_a_keyframe(
+    node2: RunningNode, clip: Any
+) -> None:
+    stage = stage_id()
+    async with MedstageClient(node2.url) as speaker, MedstageClient(node2.url) as viewer:
+        await speaker.join(stage, "Dr Speaker", "host")
+        await viewer.join(stage, "Dr Viewer", "audience")  # served by a worker
+        video = EncodedVideoTrack(clip)
+        await speaker.publish(EncodedAudioTrack(clip), video)
+        slot = await viewer.wait_for("slot.assigned", lambda m: m["kind"] == "video")
+        stats = await viewer.wait_media(slot["mid"], keyframe=True, timeout=20)
+        assert viewer.subscriber_pc is not None
+        receiver = next(t.receiver for t in viewer.subscriber_pc.getTransceivers() if t.mid == slot["mid"])
+        seen = log_incoming(receiver)
+        await eventually(lambda: seen.ssrc is not None, 5)
+        await asyncio.sleep(1.0)  # past the policy's interval since the joiner's own request
+        requests, keyframes = video.keyframe_requests, stats.keyframes
+        downstream = node2.metrics()["medstage_keyframe_requests_downstream_total"]
+        assert seen.ssrc is not None
+        await receiver._send_rtcp_pli(seen.ssrc)  # the viewer's decoder asks (a real RTCP PLI)
+        await eventually(lambda: video.keyframe_requests > requests, 3)
+        await eventually(lambda: stats.keyframes > keyframes, 3)
+        assert node2.metrics()["medstage_keyframe_requests_downstream_total"] == downstream + 1
