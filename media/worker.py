@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -252,21 +253,45 @@ async def serve(control: str, index: int) -> None:
         await worker.close()
 
 
+class _JsonLines(logging.Formatter):
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "worker": self.index,
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def _text_format(index: int) -> logging.Formatter:
+    return logging.Formatter(f"%(asctime)s %(levelname)-7s media worker {index} %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m media.worker")
     parser.add_argument("--control", required=True, help="HOST:PORT of the main process's link")
     parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--log-format", choices=("auto", "json", "text"), default="auto")
     args = parser.parse_args(argv)
     # A terminal's Ctrl+C or systemd's SIGTERM reach the whole process group: the node shuts down in
     # order (clients get 1001) and then ends its workers by closing their control streams. A worker
     # that died first would instead have its viewers told 4012 and be started again.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format=f"media-worker-{args.index} %(levelname)s %(name)s: %(message)s",
-    )
+    # The node's log stream (stderr is inherited), in the node's format: one JSON object a line
+    # (server/logs.py's fields, and the worker's index), or a readable line in a terminal.
+    handler = logging.StreamHandler(sys.stderr)
+    json_lines = args.log_format == "json" or (args.log_format == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(_JsonLines(args.index) if json_lines else _text_format(args.index))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     import uvloop
 
     uvloop.run(serve(args.control, args.index))

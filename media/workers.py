@@ -262,9 +262,10 @@ def _raise_for(reply: link.Reply) -> None:
 class WorkerPool:
     """``count`` media worker processes, supervised; viewers are placed on the least loaded."""
 
-    def __init__(self, count: int, config: MediaConfig) -> None:
+    def __init__(self, count: int, config: MediaConfig, log_format: str = "auto") -> None:
         self.count = count
         self.config = config
+        self.log_format = log_format  # the node's: workers write to its log stream
         self.links: list[WorkerLink | None] = [None] * count
         self._vids = itertools.count(1)
         self._token = secrets.token_hex(16)
@@ -397,6 +398,8 @@ class WorkerPool:
             f"{host}:{port}",
             "--index",
             str(index),
+            "--log-format",
+            self.log_format,
             env={**os.environ, TOKEN_ENV: self._token},
         )
         worker: WorkerLink | None = None

@@ -49,7 +49,7 @@ class Node:
         self._tasks = OwnedTasks(log, "node")
         # Viewers' connections in worker processes, one per core by default (media/workers.py).
         count = config.media_worker_count
-        self.media_workers = WorkerPool(count, config.media) if count > 0 else None
+        self.media_workers = WorkerPool(count, config.media, config.log_format) if count > 0 else None
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
         self._signing_key: NodeKey | None = None
