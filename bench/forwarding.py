@@ -76,6 +76,12 @@ STAGE = "bench"
 # --- /proc -----------------------------------------------------------------------------------
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of pid alone (all its threads; not its media workers)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu_seconds(pid: int, tids: list[int]) -> float:
     """utime + stime of some threads of pid, in seconds (threads gone since count 0)."""
     ticks = 0
@@ -267,10 +273,15 @@ class Result:
     recorder_threads: list[str] = field(default_factory=list)
     samples: list[dict[str, float]] = field(default_factory=list)  # soak: t, rss, cpu, sent, received
     server_problems: list[str] = field(default_factory=list)  # warnings and errors in the server log
+    # Media workers (MEDSTAGE_MEDIA_WORKERS as the node got it; docs/architecture.md): the server's
+    # CPU above counts the main process and its workers; this is the main process alone.
+    workers: str = field(default_factory=lambda: os.environ.get("MEDSTAGE_MEDIA_WORKERS", "per core"))
+    main_cpu_s: float = math.nan
 
     @property
     def label(self) -> str:
-        return f"{self.impl} (recording)" if self.recording else self.impl
+        impl = f"{self.impl} (workers {self.workers})" if self.impl == "medstage" else self.impl
+        return f"{impl} (recording)" if self.recording else impl
 
     @property
     def cpu_share(self) -> float:
@@ -384,6 +395,7 @@ async def measure(
             window = args.soak or args.window
             log(f"{tag}: measuring for {window:g} s")
             t0, cpu0, busy0, m0, s0 = await snapshot()
+            main0 = process_cpu_seconds(server.proc.pid)
             threads0 = thread_cpu_seconds(server.proc.pid, list(tids))
             if args.soak:
                 await sample(t0)
@@ -397,6 +409,7 @@ async def measure(
             else:
                 await asyncio.sleep(window)
             t1, cpu1, busy1, m1, s1 = await snapshot()
+            result.main_cpu_s = process_cpu_seconds(server.proc.pid) - main0
             if tids:
                 result.recorder_threads_cpu_s = thread_cpu_seconds(server.proc.pid, list(tids)) - threads0
             result.rss_n = rss_bytes(server.proc.pid)
@@ -569,7 +582,8 @@ def row(r: Result) -> str:
 
 def details(r: Result) -> str:
     return (
-        f"{r.label} N={r.n}: window {r.window_s:.1f} s, server CPU {r.server_cpu_s:.2f} s, "
+        f"{r.label} N={r.n}: window {r.window_s:.1f} s, server CPU {r.server_cpu_s:.2f} s "
+        f"(main process {r.main_cpu_s:.2f} s), "
         f"sent {r.sent:.0f} (+{r.retransmitted:.0f} retransmitted), "
         f"received by subscribers {r.received_by_subscribers:.0f}, "
         f"server received {r.server_received:.0f}, RSS {r.rss0 / 2**20:.1f} → "

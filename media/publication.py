@@ -9,6 +9,7 @@ No decoding, no re-packetization, no coroutine per packet, no allocation beyond 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import struct
 import time
@@ -19,36 +20,34 @@ from media import stats
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
+from media.link import encode_frame_packets
 from media.nackguard import RING_SIZE  # forwarded packets kept for retransmission
 
 if TYPE_CHECKING:
     from media.subscriber import Slot
+    from media.workers import LinkTarget
 
 log = logging.getLogger(__name__)
 
 _RING_MASK = RING_SIZE - 1
 _HEADER = struct.Struct("!BHII")  # M|PT, sequence number, timestamp, SSRC: bytes 1..11
 _pack_header = _HEADER.pack_into
+_keys = itertools.count(1)
 
 
-class Publication:
-    """A participant's audio or video track as the SFU sees it."""
+class Fanout:
+    """Forwarded packets of one track to the slots attached to it: the per-packet path.
 
-    def __init__(
-        self,
-        participant_id: str,
-        kind: str,
-        *,
-        request_keyframe: Callable[[], None],
-        loss_timeout: float = 0.15,
-        pli_interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    Shared by the main process's ``Publication`` (packets from a publisher's assembler) and a media
+    worker's mirror of it (packets from the forwarding link, ``media/link.py``), so a viewer's
+    connection is served by the same code in the node's process or in a worker. Subclasses say how a
+    keyframe is asked for (``request_keyframe``).
+    """
+
+    def __init__(self, participant_id: str, kind: str, *, renumber: bool) -> None:
         self.participant_id = participant_id
         self.kind = kind
         self.mime = ""  # "audio/opus", "video/vp8", "video/h264" once negotiated
-        self.fmtp: dict[str, Any] = {}
-        self.clock_rate = 48000 if kind == "audio" else 90000
         self.paused = False
         self.closed = False
         self.active: list[Slot] = []
@@ -56,20 +55,11 @@ class Publication:
         # Frame consumers beside the slots (the recorder): called with every forwarded frame; they
         # must only queue (TrackWriter.write never blocks).
         self.taps: list[Callable[[Frame], None]] = []
-        self.assembler: FrameAssembler | AudioPassthrough
-        if kind == "audio":
-            self.assembler = AudioPassthrough()
-        else:
-            self.assembler = FrameAssembler(
-                lambda packets: frame_is_keyframe(self.mime, packets), loss_timeout=loss_timeout
-            )
-        self.keyframes = KeyframePolicy(pli_interval)
-        self._send_pli = request_keyframe
-        self._clock = clock
-        self._pli_timer: asyncio.TimerHandle | None = None
         # Forwarded-packet space: video numbers are contiguous over what was forwarded (skipped
         # frames leave no gap a subscriber would NACK); audio keeps the publisher's gaps, which tell
-        # the subscriber's NetEq what was lost.
+        # the subscriber's NetEq what was lost. A worker's mirror takes the numbers main forwarded
+        # (``renumber`` False), so NACKs and sender reports mean the same packets on both sides.
+        self.renumber = renumber
         self.ring: list[tuple[int, bytearray, int] | None] = [None] * RING_SIZE
         self.next_seq = 0
         self.last_seq = -1
@@ -78,32 +68,24 @@ class Publication:
         self.packets = 0  # forwarded packets, the basis of every slot's SR counters
         self.octets = 0
 
-    # --- input -------------------------------------------------------------------------------
+    def request_keyframe(self) -> None:
+        """Ask the track's source for a keyframe (a waiting slot, a viewer's PLI)."""
+        raise NotImplementedError
 
-    def on_packet(self, packet: Any) -> bool:
-        """From aiortc's receive path (see aiortc_hooks.install_packet_sink). Never raises."""
-        try:
-            now = self._clock()
-            frames, lost = self.assembler.add(packet, now)
-            for frame in frames:
-                self._forward(frame, now)
-            if lost or (self.assembler.is_video and self.assembler.need_keyframe):
-                self.request_keyframe()
-        except Exception:  # the receive loop must survive a bug here
-            log.exception("forwarding failed", extra={"participant": self.participant_id})
-        return False  # PLIs go through our policy, not through aiortc's flag
+    def _keyframe_arrived(self) -> None:
+        """A keyframe is being forwarded (the publication's policy forgets its pending request)."""
 
     def _forward(self, frame: Frame, now: float) -> None:
         if self.paused or self.closed:
             return
         if frame.keyframe:
-            self.keyframes.keyframe_received()
+            self._keyframe_arrived()
             if self.waiting:
                 self._activate_waiting(frame)
         for tap in self.taps:
             tap(frame)
         active = self.active
-        is_video = self.assembler.is_video
+        renumber = self.renumber
         ring = self.ring
         octets = self.octets
         for packet in frame.packets:
@@ -111,7 +93,7 @@ class Publication:
             buf = bytearray(12)
             buf[0] = 0x80
             buf += payload
-            if is_video:
+            if renumber:
                 seq = self.next_seq
                 self.next_seq = seq + 1
             else:
@@ -149,7 +131,7 @@ class Publication:
         """Waiting slots start with this keyframe; one that cannot take this codec keeps waiting
         (and a keyframe is asked for again) without holding up the frame for anyone else."""
         first = frame.packets[0]
-        first_seq = self.next_seq if self.assembler.is_video else first.ext_seq
+        first_seq = self.next_seq if self.renumber else first.ext_seq
         still_waiting = []
         for slot in self.waiting:
             if slot.supports(self.mime):
@@ -161,32 +143,6 @@ class Publication:
         if still_waiting:
             self.request_keyframe()
 
-    # --- keyframes ---------------------------------------------------------------------------
-
-    def request_keyframe(self) -> None:
-        """Coalesced and rate-limited; repeated by a timer until a keyframe arrives."""
-        if self.kind != "video" or self.closed:
-            return
-        if self.keyframes.request(self._clock()):
-            stats.keyframe_requests_upstream += 1
-            self._send_pli()
-        self._arm_pli_timer()
-
-    def _arm_pli_timer(self) -> None:
-        delay = self.keyframes.next_due(self._clock())
-        if delay is None or (self._pli_timer is not None and not self._pli_timer.cancelled()):
-            return
-        self._pli_timer = asyncio.get_running_loop().call_later(max(delay, 0.05), self._on_pli_timer)
-
-    def _on_pli_timer(self) -> None:
-        self._pli_timer = None
-        if self.closed:
-            return
-        if self.keyframes.due(self._clock()):
-            stats.keyframe_requests_upstream += 1
-            self._send_pli()
-        self._arm_pli_timer()
-
     # --- subscribers -------------------------------------------------------------------------
 
     def attach(self, slot: Slot) -> None:
@@ -196,16 +152,6 @@ class Publication:
         self.waiting.append(slot)
         if self.kind == "video":
             self.request_keyframe()
-
-    def add_tap(self, tap: Callable[[Frame], None]) -> None:
-        """Start feeding ``tap``; for video, from the next keyframe (asked for now)."""
-        self.taps.append(tap)
-        if self.kind == "video":
-            self.request_keyframe()
-
-    def remove_tap(self, tap: Callable[[Frame], None]) -> None:
-        if tap in self.taps:
-            self.taps.remove(tap)
 
     def detach(self, slot: Slot) -> None:
         if slot in self.active:
@@ -236,12 +182,124 @@ class Publication:
     def close(self) -> list[Slot]:
         """Stop forwarding at once; returns the slots that were attached."""
         self.closed = True
-        if self._pli_timer is not None:
-            self._pli_timer.cancel()
-            self._pli_timer = None
         slots = self.active + self.waiting
         for slot in self.active:
             slot.stop()
         self.active = []
         self.waiting = []
         return slots
+
+
+class Publication(Fanout):
+    """A participant's audio or video track as the SFU sees it: the assembler's frames, the
+    keyframe policy towards the publisher, the taps, and the forwarding of ``Fanout``."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        kind: str,
+        *,
+        request_keyframe: Callable[[], None],
+        loss_timeout: float = 0.15,
+        pli_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(participant_id, kind, renumber=kind == "video")
+        self.key = next(_keys)  # names it on the forwarding link (media/link.py)
+        # Media workers with viewers of this publication (media/workers.py): each gets every
+        # forwarded packet once, as a datagram, whatever number of viewers it serves.
+        self.links: list[LinkTarget] = []
+        self.fmtp: dict[str, Any] = {}
+        self.clock_rate = 48000 if kind == "audio" else 90000
+        self.assembler: FrameAssembler | AudioPassthrough
+        if kind == "audio":
+            self.assembler = AudioPassthrough()
+        else:
+            self.assembler = FrameAssembler(
+                lambda packets: frame_is_keyframe(self.mime, packets), loss_timeout=loss_timeout
+            )
+        self.keyframes = KeyframePolicy(pli_interval)
+        self._send_pli = request_keyframe
+        self._clock = clock
+        self._pli_timer: asyncio.TimerHandle | None = None
+
+    # --- input -------------------------------------------------------------------------------
+
+    def on_packet(self, packet: Any) -> bool:
+        """From aiortc's receive path (see aiortc_hooks.install_packet_sink). Never raises."""
+        try:
+            now = self._clock()
+            frames, lost = self.assembler.add(packet, now)
+            for frame in frames:
+                self._forward(frame, now)
+            if lost or (self.assembler.is_video and self.assembler.need_keyframe):
+                self.request_keyframe()
+        except Exception:  # the receive loop must survive a bug here
+            log.exception("forwarding failed", extra={"participant": self.participant_id})
+        return False  # PLIs go through our policy, not through aiortc's flag
+
+    def _keyframe_arrived(self) -> None:
+        self.keyframes.keyframe_received()
+
+    def _forward(self, frame: Frame, now: float) -> None:
+        first_seq = self.next_seq
+        super()._forward(frame, now)
+        if self.links and not (self.paused or self.closed):
+            datagrams = encode_frame_packets(
+                self.key,
+                self.kind == "video",
+                self.mime,
+                frame.keyframe,
+                frame.packets,
+                first_seq if self.renumber else None,
+            )
+            for target in self.links:
+                target.send(datagrams)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            for target in self.links:
+                target.set_paused(self.key, paused)
+        super().set_paused(paused)
+
+    # --- keyframes ---------------------------------------------------------------------------
+
+    def request_keyframe(self) -> None:
+        """Coalesced and rate-limited; repeated by a timer until a keyframe arrives."""
+        if self.kind != "video" or self.closed:
+            return
+        if self.keyframes.request(self._clock()):
+            stats.keyframe_requests_upstream += 1
+            self._send_pli()
+        self._arm_pli_timer()
+
+    def _arm_pli_timer(self) -> None:
+        delay = self.keyframes.next_due(self._clock())
+        if delay is None or (self._pli_timer is not None and not self._pli_timer.cancelled()):
+            return
+        self._pli_timer = asyncio.get_running_loop().call_later(max(delay, 0.05), self._on_pli_timer)
+
+    def _on_pli_timer(self) -> None:
+        self._pli_timer = None
+        if self.closed:
+            return
+        if self.keyframes.due(self._clock()):
+            stats.keyframe_requests_upstream += 1
+            self._send_pli()
+        self._arm_pli_timer()
+
+    def add_tap(self, tap: Callable[[Frame], None]) -> None:
+        """Start feeding ``tap``; for video, from the next keyframe (asked for now)."""
+        self.taps.append(tap)
+        if self.kind == "video":
+            self.request_keyframe()
+
+    def remove_tap(self, tap: Callable[[Frame], None]) -> None:
+        if tap in self.taps:
+            self.taps.remove(tap)
+
+    def close(self) -> list[Slot]:
+        if self._pli_timer is not None:
+            self._pli_timer.cancel()
+            self._pli_timer = None
+        return super().close()

@@ -2,108 +2,175 @@
 
 It knows nothing of sockets or roles (the server checks permissions with rooms/ first); it tells
 the server which slot messages (``media.messages``) to send through ``notify(participant_id, message)``.
+
+Viewers' receiving connections live in this process (``LocalViewers``) or, with media workers, in a
+worker process (``media/workers.py``): the room keeps the same bookkeeping of slots either way and
+tells the viewer's side what each slot takes. When a worker dies, its viewers are ``lost``: the
+server closes their sockets with a reconnect code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from aiortc import RTCSessionDescription
+from aiortc import RTCIceCandidate
 
-from media.errors import BadSdp, NoOffer
-from media.messages import MediaMessage, SlotAssigned, SlotLayout, SlotReleased, SubscriberOffer
-from media.peer import MediaConfig, new_peer_connection
+from media.errors import NoOffer
+from media.messages import MediaMessage, SlotAssigned, SlotReleased, SubscriberOffer
+from media.peer import MediaConfig
 from media.publication import Publication
 from media.publisher import Publisher
-from media.sdp import parse_sdp
-from media.subscriber import Subscriber
 from media.tasks import OwnedTasks
+from media.viewers import LocalViewers
+from media.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, MediaMessage], None]
 
 
+class IcePeer(Protocol):
+    """Where a viewer's trickled ICE candidates go: its peer connection, here or in a worker."""
+
+    async def addIceCandidate(self, candidate: RTCIceCandidate) -> None: ...
+
+
+class ViewerSide(Protocol):
+    """Where viewers' connections live (``LocalViewers`` or a ``WorkerLink``), by viewer key."""
+
+    async def subscribe(self, key: Any) -> SubscriberOffer: ...
+    async def answer(self, key: Any, sdp: str) -> None: ...
+    def peer(self, key: Any) -> Any: ...
+    def assign(self, key: Any, pair: int, pub: Any) -> None: ...
+    def release(self, key: Any, pair: int, kind: str) -> None: ...
+    async def remove(self, key: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class PairView:
+    """A viewer's slot pair as the room books it: whose tracks it carries."""
+
+    index: int
+    stream: str
+    audio_mid: str | None
+    video_mid: str | None
+    participant_id: str | None = None
+    audio: Publication | None = None
+    video: Publication | None = None
+
+    def get(self, kind: str) -> Publication | None:
+        return self.audio if kind == "audio" else self.video
+
+    def set(self, kind: str, pub: Publication | None) -> None:
+        if kind == "audio":
+            self.audio = pub
+        else:
+            self.video = pub
+
+    def mid(self, kind: str) -> str | None:
+        return self.audio_mid if kind == "audio" else self.video_mid
+
+
+@dataclass(slots=True)
+class Viewer:
+    participant_id: str
+    side: ViewerSide
+    key: Any
+    pairs: list[PairView] = field(default_factory=list)
+
+    def pair_of(self, participant_id: str) -> PairView | None:
+        return next((p for p in self.pairs if p.participant_id == participant_id), None)
+
+    def free_pair(self) -> PairView | None:
+        return next((p for p in self.pairs if p.participant_id is None), None)
+
+
 class MediaRoom:
-    def __init__(self, stage_id: str, config: MediaConfig, notify: Notify) -> None:
+    def __init__(
+        self,
+        stage_id: str,
+        config: MediaConfig,
+        notify: Notify,
+        workers: WorkerPool | None = None,
+        lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.stage_id = stage_id
         self.config = config
         self._notify = notify
-        self.subscribers: dict[str, Subscriber] = {}
+        self._workers = workers
+        self._lost = lost
+        self.viewers: dict[str, Viewer] = {}
         self.publishers: dict[str, Publisher] = {}
         self._answer_pending: set[str] = set()
         self._tasks = OwnedTasks(log, "media", stage=stage_id)
+        self._local = LocalViewers(config, stage=stage_id)
 
     # --- subscribers -------------------------------------------------------------------------
 
-    async def subscribe(self, participant_id: str) -> SubscriberOffer:
-        """Create the participant's receiving connection; returns the offer message."""
-        pc = new_peer_connection(self.config)
-        sub = Subscriber(participant_id, pc, self.config.slots, self.config.resend)
-        self.subscribers[participant_id] = sub
-
-        @pc.on("connectionstatechange")
-        def _state() -> None:
-            if pc.connectionState == "connected":
-                self._tasks.spawn(self._on_subscriber_connected(sub))
-            elif pc.connectionState in ("failed", "closed"):
-                self._detach_all(sub)
-                sub.close()
-
-        # Assign what is already published before the offer exists, so the first assignments go
-        # out right after it.
-        offer = await pc.createOffer()
-        await pc.setLocalDescription(offer)
-        for pair in sub.pairs:
-            pair.audio.mid = _mid_of(pc, pair.audio.sender)
-            pair.video.mid = _mid_of(pc, pair.video.sender)
+    async def subscribe(self, participant_id: str, *, in_process: bool = False) -> SubscriberOffer:
+        """Create the participant's receiving connection; returns the offer message. ``in_process``:
+        here even when there are media workers (for the people on stage, see the server)."""
+        if participant_id in self.viewers:
+            await self._drop_viewer(participant_id)
+        side: ViewerSide
+        key: Any
+        placed = None
+        if self._workers is not None and not in_process:
+            placed = await self._workers.place(lambda: self._viewer_lost(participant_id))
+            if placed is None:
+                # No worker is live: the viewer is served here rather than refused (the stage goes
+                # on; a node's process can carry an audience, only a smaller one).
+                log.warning("no media worker is live: %s served in-process", participant_id)
+        if placed is None:
+            side, key = self._local, participant_id
+        else:
+            side, key = placed
+        viewer = self.viewers[participant_id] = Viewer(participant_id, side, key)
+        try:
+            offer = await side.subscribe(key)
+        except BaseException:
+            if self.viewers.get(participant_id) is viewer:
+                del self.viewers[participant_id]
+            await side.remove(key)
+            raise
+        if self.viewers.get(participant_id) is not viewer:  # left while the offer was made
+            await side.remove(key)
+            raise NoOffer("the participant left")
+        viewer.pairs = [PairView(s.slot, s.stream, s.audio_mid, s.video_mid) for s in offer.slots]
         self._answer_pending.add(participant_id)
-        return SubscriberOffer(
-            sdp=pc.localDescription.sdp,
-            slots=[
-                SlotLayout(slot=p.index, stream=p.stream, audio_mid=p.audio.mid, video_mid=p.video.mid)
-                for p in sub.pairs
-            ],
-        )
+        return offer
 
     async def subscriber_answer(self, participant_id: str, sdp: str) -> None:
-        sub = self.subscribers.get(participant_id)
-        if sub is None or participant_id not in self._answer_pending:
+        viewer = self.viewers.get(participant_id)
+        if viewer is None or participant_id not in self._answer_pending:
             raise NoOffer("no subscriber offer is waiting for an answer")
-        parse_sdp(sdp)
-        try:
-            await sub.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-        except Exception as exc:
-            raise BadSdp(f"the answer could not be applied: {exc}") from None
+        await viewer.side.answer(viewer.key, sdp)
         self._answer_pending.discard(participant_id)
         for pubs in self._publications_by_participant():
             for pub in pubs:
-                self._assign_to(sub, pub)
+                self._assign_to(viewer, pub)
 
-    async def _on_subscriber_connected(self, sub: Subscriber) -> None:
-        # The SRTP session is set up a moment after the state flips; poll briefly for it.
-        for _ in range(100):
-            if sub.on_connected():
-                break
-            await asyncio.sleep(0.01)
+    def subscriber_peer(self, participant_id: str) -> IcePeer | None:
+        """The viewer's receiving connection, for trickled ICE candidates (None if it has none)."""
+        viewer = self.viewers.get(participant_id)
+        return viewer.side.peer(viewer.key) if viewer is not None else None
+
+    def _viewer_lost(self, participant_id: str) -> None:
+        """The worker holding this viewer's connection died: the server makes it reconnect."""
+        log.warning("viewer %s lost its media worker", participant_id, extra={"stage": self.stage_id})
+        if self._lost is not None:
+            self._lost(participant_id)
         else:
-            # A slot the browser rejected never gets send parameters: go on without it.
-            if not sub.on_connected(require_all=False):
-                log.warning("subscriber %s connected without a usable path", sub.participant_id)
-                return
-        for pair in sub.pairs:
-            for slot in (pair.audio, pair.video):
-                if slot.publication is not None and not slot.publication.closed:
-                    slot.publication.attach(slot)
+            self._tasks.spawn(self._drop_viewer(participant_id))
 
-    def _detach_all(self, sub: Subscriber) -> None:
-        for pair in sub.pairs:
-            for slot in (pair.audio, pair.video):
-                if slot.publication is not None:
-                    slot.publication.detach(slot)
+    async def _drop_viewer(self, participant_id: str) -> None:
+        self._answer_pending.discard(participant_id)
+        viewer = self.viewers.pop(participant_id, None)
+        if viewer is not None:
+            await viewer.side.remove(viewer.key)
 
     # --- publishers --------------------------------------------------------------------------
 
@@ -119,8 +186,8 @@ class MediaRoom:
             raise
         self.publishers[participant_id] = publisher
         for pub in publisher.publications.values():
-            for sub in self.subscribers.values():
-                self._assign_to(sub, pub)
+            for viewer in self.viewers.values():
+                self._assign_to(viewer, pub)
         return answer
 
     def kinds_published(self, participant_id: str) -> tuple[str, ...]:
@@ -149,52 +216,49 @@ class MediaRoom:
     def _publications_by_participant(self) -> list[list[Publication]]:
         return [list(p.publications.values()) for p in self.publishers.values()]
 
-    def _assign_to(self, sub: Subscriber, pub: Publication) -> None:
-        if sub.participant_id == pub.participant_id or sub.participant_id in self._answer_pending:
+    def _assign_to(self, viewer: Viewer, pub: Publication) -> None:
+        pid = viewer.participant_id
+        if pid == pub.participant_id or pid in self._answer_pending:
             return
-        pair = sub.pair_of(pub.participant_id) or sub.free_pair()
+        pair = viewer.pair_of(pub.participant_id) or viewer.free_pair()
         if pair is None:
-            log.warning("no free slot for %s at %s", pub.participant_id, sub.participant_id)
+            log.warning("no free slot for %s at %s", pub.participant_id, pid)
             return
         pair.participant_id = pub.participant_id
-        slot = pair.slot(pub.kind)
-        if slot.publication is pub:
+        if pair.get(pub.kind) is pub:
             return
-        slot.publication = pub
+        pair.set(pub.kind, pub)
         self._notify(
-            sub.participant_id,
+            pid,
             SlotAssigned(
                 slot=pair.index,
-                kind=slot.kind,
-                mid=slot.mid,
+                kind=pub.kind,
+                mid=pair.mid(pub.kind),
                 stream=pair.stream,
                 participant_id=pub.participant_id,
             ),
         )
-        if sub.connected:
-            pub.attach(slot)
+        viewer.side.assign(viewer.key, pair.index, pub)
 
     def _release(self, pub: Publication) -> None:
         pub.close()
-        for sub in self.subscribers.values():
-            pair = sub.pair_of(pub.participant_id)
-            if pair is None:
+        for viewer in self.viewers.values():
+            pair = viewer.pair_of(pub.participant_id)
+            if pair is None or pair.get(pub.kind) is not pub:
                 continue
-            slot = pair.slot(pub.kind)
-            if slot.publication is not pub:
-                continue
-            slot.publication = None
+            pair.set(pub.kind, None)
+            viewer.side.release(viewer.key, pair.index, pub.kind)
             self._notify(
-                sub.participant_id,
+                viewer.participant_id,
                 SlotReleased(
                     slot=pair.index,
-                    kind=slot.kind,
-                    mid=slot.mid,
+                    kind=pub.kind,
+                    mid=pair.mid(pub.kind),
                     stream=pair.stream,
                     participant_id=pub.participant_id,
                 ),
             )
-            if pair.audio.publication is None and pair.video.publication is None:
+            if pair.audio is None and pair.video is None:
                 pair.participant_id = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -202,19 +266,10 @@ class MediaRoom:
     async def remove(self, participant_id: str) -> None:
         """Everything of a participant who left: their publications first, then their connection."""
         await self.unpublish(participant_id)
-        self._answer_pending.discard(participant_id)
-        sub = self.subscribers.pop(participant_id, None)
-        if sub is not None:
-            self._detach_all(sub)
-            sub.close()
-            await sub.pc.close()
+        await self._drop_viewer(participant_id)
 
     async def close(self) -> None:
-        for participant_id in list(self.publishers) + list(self.subscribers):
+        for participant_id in list(self.publishers) + list(self.viewers):
             await self.remove(participant_id)
+        await self._local.close()
         await self._tasks.cancel_all()
-
-
-def _mid_of(pc: Any, sender: Any) -> str | None:
-    return next((t.mid for t in pc.getTransceivers() if t.sender is sender), None)
-

@@ -5,6 +5,8 @@ Plain module globals: the hot path adds to them without a lookup chain or a lock
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 rtp_packets_received = 0
 rtp_packets_sent = 0
 rtp_sent_bytes = 0  # RTP header + payload, before SRTP: see Publication._forward
@@ -13,12 +15,18 @@ retransmissions_suppressed = 0  # NACKed packets not resent: media/nackguard.py
 keyframe_requests_upstream = 0  # PLIs we sent to publishers
 keyframe_requests_downstream = 0  # PLI/FIR we received from subscribers
 send_errors = 0
+link_datagrams_sent = 0  # forwarding link: datagrams main sent to media workers (media/link.py)
+link_send_errors = 0  # ... and sends that failed (a worker's buffer full, or the worker gone)
+media_worker_restarts = 0
+
+# Counters of other processes (media workers) added at scrape time: callables returning name -> value.
+providers: list[Callable[[], dict[str, int]]] = []
 
 
 def snapshot() -> dict[str, int]:
     from media import aiortc_hooks, tasks
 
-    return {
+    values = {
         "rtp_packets_received": rtp_packets_received,
         "rtp_packets_sent": rtp_packets_sent,
         "rtp_sent_bytes": rtp_sent_bytes,
@@ -29,4 +37,12 @@ def snapshot() -> dict[str, int]:
         "send_errors": send_errors,
         "decoded_frames": aiortc_hooks.decoded_frames,
         "task_failures": tasks.failures,
+        "link_datagrams_sent": link_datagrams_sent,
+        "link_send_errors": link_send_errors,
+        "media_worker_restarts": media_worker_restarts,
     }
+    for provider in providers:
+        for name, value in provider().items():
+            if name in values:
+                values[name] += value
+    return values

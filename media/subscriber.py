@@ -25,7 +25,7 @@ from media import stats
 from media.nackguard import ResendGuard, ResendLimits
 
 if TYPE_CHECKING:
-    from media.publication import Publication
+    from media.publication import Fanout
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Slot(hooks.SenderHandler):
         self.pts: dict[str, int] = {}  # negotiated payload type per codec ("video/vp8" -> 96)
         self.rtx_pts: dict[int, int] = {}  # media payload type -> its RTX payload type
         self.pt = 0
-        self.publication: Publication | None = None
+        self.publication: Fanout | None = None
         self.failed = False
         self.protect: Any = None
         self.sendto: Any = None
@@ -207,7 +207,7 @@ class Slot(hooks.SenderHandler):
     def supports(self, mime: str) -> bool:
         return mime in self.pts
 
-    def start(self, pub: Publication, first_seq: int, first_ts: int) -> None:
+    def start(self, pub: Fanout, first_seq: int, first_ts: int) -> None:
         """Called by the publication when forwarding begins (at a keyframe for video)."""
         self.pt = self.pts[pub.mime]
         self.seq_off = self.next_seq - first_seq

@@ -21,6 +21,7 @@ class CloseCode(IntEnum):
     BANNED = 4004
     STAGE_MOVED = 4010
     REPLACED = 4011
+    MEDIA_LOST = 4012  # the media worker holding the viewer's connection stopped (media/workers.py)
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
 
@@ -32,5 +33,6 @@ RECONNECT = frozenset(
         CloseCode.RELAY_LOST,
         CloseCode.TRY_LATER,
         CloseCode.STAGE_MOVED,
+        CloseCode.MEDIA_LOST,
     }
 )

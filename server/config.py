@@ -47,6 +47,8 @@ class Config:
     ice_addresses: list[str] = field(default_factory=list)
     ice_servers: list[IceServer] = field(default_factory=list)
     media_slots: int = 6
+    # Processes that own viewers' connections (media/workers.py): -1 one per core, 0 none (in-process).
+    media_workers: int = -1
     loss_timeout_ms: int = 150
     pli_interval_ms: int = 500
     # Answering a subscriber's NACKs, per slot (media/nackguard.py): a viewer must not make us resend.
@@ -141,6 +143,11 @@ class Config:
             quiet_s=self.gc_quiet_s,
             full_interval_s=self.gc_full_interval_s,
         )
+
+    @property
+    def media_worker_count(self) -> int:
+        """Media worker processes to run: ``media_workers``, or one per core when it is -1."""
+        return (os.cpu_count() or 1) if self.media_workers < 0 else self.media_workers
 
     @property
     def media(self) -> MediaConfig:
@@ -280,6 +287,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("port must be 0-65535")
     if not 1 <= config.media_slots <= 16:
         raise ConfigError("media_slots must be 1-16")
+    if not -1 <= config.media_workers <= 256:
+        raise ConfigError("media_workers must be -1 (one per core), 0 (in-process) or up to 256")
     if config.max_frame_bytes < 1024:
         raise ConfigError("max_frame_bytes must be at least 1024")
     if not 4 <= config.max_depth <= 512:  # deeper would let the decoders' recursion be the limit

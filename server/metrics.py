@@ -34,6 +34,9 @@ COUNTERS = {
     "send_errors": "Failed sends to subscribers",
     "decoded_frames": "Frames decoded by this process (an SFU decodes none)",
     "task_failures": "Supervised background tasks that failed (each is logged and restarted)",
+    "link_datagrams_sent": "Datagrams sent to media workers (forwarding link: one per packet per worker)",
+    "link_send_errors": "Forwarding-link datagrams not sent (a worker buffer full, or the worker gone)",
+    "media_worker_restarts": "Media worker processes that stopped and were started again",
     "recording_written_bytes": "Encoded media bytes written to recording track files (no container framing)",
 }
 

@@ -77,6 +77,9 @@ def start_node(tmp_path: Path, env: dict[str, str] | None = None) -> RunningNode
     full_env = {
         # Stages that may record ask everyone for consent first; tests about recording say so.
         "MEDSTAGE_RECORDING_MODE": "off",
+        # Viewers' connections in two media worker processes (media/workers.py), as on a 2-core
+        # machine by default: every media test crosses the forwarding link unless it says otherwise.
+        "MEDSTAGE_MEDIA_WORKERS": "2",
         **os.environ,
         "MEDSTAGE_ICE_ADDRESSES": "127.0.0.1",
         "MEDSTAGE_LOG_FORMAT": "json",

@@ -39,6 +39,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
+    workers = request.app["node"].media_workers
+    if workers is not None:  # their counters as of now, not as of their last report
+        await workers.refresh_counters()
     return web.Response(
         body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )

@@ -41,7 +41,8 @@ class _NodeCollector(Collector):
                     for s in stages
                     for pub in s.media.publishers.values()
                     for p in pub.publications.values()
-                ),
+                )
+                + (self.node.media_workers.active_slots() if self.node.media_workers else 0),
             ),
             ("log_backlog", "Stage events not yet written to the backend", self._backlog()),
             ("relayed_out", "Clients here of stages hosted by other nodes", self._relayed("fronted")),
@@ -55,6 +56,16 @@ class _NodeCollector(Collector):
             gauge = GaugeMetricFamily(f"medstage_{name}", help_)
             gauge.add_metric([], value)
             yield gauge
+        pool = self.node.media_workers
+        if pool is not None:
+            per_worker = GaugeMetricFamily(
+                "medstage_media_worker_viewers",
+                "Viewers' receiving connections held by each media worker (0 while it restarts)",
+                labels=["worker"],
+            )
+            for index, worker in enumerate(pool.links):
+                per_worker.add_metric([str(index)], worker.load if worker is not None else 0)
+            yield per_worker
 
     def _backlog(self) -> int:
         return sum(log.backlog for log in self.node.cluster.logs.values())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from media.messages import MediaMessage
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
+from media.workers import WorkerPool
 from recording.signing import NodeKey
 from rooms import durable
 from rooms.errors import StageExists, StageNotFound
@@ -46,6 +47,9 @@ class Node:
         self.webhooks = Webhooks.from_config(config, self.cluster.node_id)
         self.clubs = ClubStore(self.cluster.backend, clock)
         self._tasks = OwnedTasks(log, "node")
+        # Viewers' connections in worker processes, one per core by default (media/workers.py).
+        count = config.media_worker_count
+        self.media_workers = WorkerPool(count, config.media, config.log_format) if count > 0 else None
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
         self._signing_key: NodeKey | None = None
@@ -70,6 +74,8 @@ class Node:
                 "DEVELOPMENT MODE: no API keys configured, anyone may mint access tokens at "
                 "/api/dev/token; set MEDSTAGE_API_KEYS for anything real"
             )
+        if self.media_workers is not None:
+            await self.media_workers.start()
         await self.cluster.start()
         await self.webhooks.start()
 
@@ -193,7 +199,15 @@ class Node:
         def notify(participant_id: str, message: MediaMessage) -> None:
             live.send(participant_id, message)
 
-        media = MediaRoom(stage_id, self.config.media, notify)
+        def lost(participant_id: str) -> None:
+            """Their media worker died: they join again (a fresh connection, on a live worker)."""
+            conn = live.connections.get(participant_id)
+            if conn is not None:
+                conn.close_after_flush(CloseCode.MEDIA_LOST, "the media connection was lost; reconnect")
+            else:
+                live.spawn(media.remove(participant_id))
+
+        media = MediaRoom(stage_id, self.config.media, notify, self.media_workers, lost)
         live = LiveStage(
             stage,
             media,
@@ -260,3 +274,5 @@ class Node:
         await self.cluster.close()
         await self.webhooks.close(drain_s=self.config.shutdown_timeout_s / 2)
         await self._tasks.cancel_all()
+        if self.media_workers is not None:
+            await self.media_workers.close()

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
+from media.room import IcePeer
 from server import wire
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class Candidates:
     def __init__(
         self,
-        peer: Callable[[str], RTCPeerConnection | None],
+        peer: Callable[[str], IcePeer | None],
         refuse: Callable[[str, Any], None],
         context: Callable[..., dict[str, Any]],
     ) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
-from aiortc import RTCPeerConnection
 
 from media.errors import MediaError
+from media.room import IcePeer
 from media.tasks import OwnedTasks
 from rooms.errors import DomainError, StageNotFound
 from rooms.events import Event
@@ -68,6 +68,7 @@ class Connection:
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._stop_reading = False
+        self._closer: asyncio.Task[None] | None = None  # a close() in progress, run() lets it finish
         self._idle = False  # the reader waits in receive(), not in the middle of a request
         self.moderator_view = False  # whether the last state this client got was a moderator's
         self.remote = False  # a RemoteConnection: its socket is on another node
@@ -117,7 +118,7 @@ class Connection:
             log.warning("outbox overflow, closing", extra=self._log_context())
             self._closing = True
             self.outbox.close()
-            self._tasks.spawn(self.close(CloseCode.TRY_LATER, "too slow: outbox overflow"))
+            self._closer = self._tasks.spawn(self.close(CloseCode.TRY_LATER, "too slow: outbox overflow"))
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once every frame queued so far is sent (e.g. a removal notice, then 4003)."""
@@ -209,6 +210,11 @@ class Connection:
             await asyncio.wait([self._reader])
         finally:
             await self._leave()
+            # A close() in progress (outbox overflow) sends its code once the reader has stopped:
+            # cancelling it with the other tasks would leave the socket to aiohttp's 1000. It used
+            # to win that race only because leaving awaited a local peer connection's close.
+            if self._closer is not None:
+                await asyncio.wait([self._closer], timeout=1.0)
             await self._tasks.cancel_all()
             # Flush what is queued (e.g. "left") before the socket goes.
             self.outbox.close()
@@ -404,7 +410,7 @@ class Connection:
             return  # no subscriber peer connection: nothing of aiortc is created for this socket
         self._busy.add("subscriber")
         try:
-            offer = await live.media.subscribe(pid)
+            offer = await live.media.subscribe(pid, in_process=_on_stage(live, pid))
         finally:
             self._busy.discard("subscriber")
         self.send(offer)
@@ -497,11 +503,10 @@ class Connection:
     def _refuse_candidate(self, message: str, request_id: Any) -> None:
         self.error("invalid_message", message, request_id)
 
-    def _peer_connection(self, name: str) -> RTCPeerConnection | None:
+    def _peer_connection(self, name: str) -> IcePeer | None:
         live, pid = self._joined()
         if name == "subscriber":
-            sub = live.media.subscribers.get(pid)
-            return sub.pc if sub is not None else None
+            return live.media.subscriber_peer(pid)
         publisher = live.media.publishers.get(pid)
         return publisher.pc if publisher is not None else None
 
@@ -547,6 +552,13 @@ def _flush_direct_count() -> None:
     global _direct_uncounted
     metrics.signalling_messages.labels(direction="out").inc(_direct_uncounted)
     _direct_uncounted = 0
+
+def _on_stage(live: LiveStage, pid: str) -> bool:
+    """Host, moderators and speakers keep their receiving connection in the node's process: a media
+    worker that dies must not bounce the people the stage is about (their socket carries their
+    publication too). The audience, the many, is spread over the workers."""
+    person = live.stage.participants.get(pid)
+    return person is not None and person.role is not Role.AUDIENCE
 
 
 def _observer_role(claims: Claims) -> Role:

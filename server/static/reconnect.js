@@ -12,6 +12,7 @@ export const RECONNECT_CODES = new Set([
   1012, // service restart, or the relay to the stage's node was lost (that node died, Redis is down)
   1013, // try again later (node draining, or our outbox overflowed)
   4010, // the stage moved to another node: the same URL reaches its new host
+  4012, // the media worker holding our receiving connection stopped: join again for a new one
 ]);
 
 /** Refusals of `join` that end the session for good instead of trying again. */

@@ -121,3 +121,15 @@ def test_the_signing_key_lives_beside_the_recordings_never_inside(tmp_path: Path
     assert chosen.signing_key_path == tmp_path / "secret" / "node.key"
     with pytest.raises(ConfigError, match="must be a file outside recordings_dir"):
         load(env={"MEDSTAGE_RECORDINGS_DIR": str(recordings), "MEDSTAGE_SIGNING_KEY": str(recordings / "k")})
+
+
+def test_media_workers_one_per_core_unless_set() -> None:
+    import os
+
+    assert load(env={}).media_worker_count == (os.cpu_count() or 1)
+    assert load(env={"MEDSTAGE_MEDIA_WORKERS": "0"}).media_worker_count == 0
+    assert load(env={"MEDSTAGE_MEDIA_WORKERS": "3"}).media_worker_count == 3
+    with pytest.raises(ConfigError, match="media_workers"):
+        load(env={"MEDSTAGE_MEDIA_WORKERS": "-2"})
+    with pytest.raises(ConfigError, match="media_workers"):
+        load(env={"MEDSTAGE_MEDIA_WORKERS": "many"})
