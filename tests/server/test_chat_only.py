@@ -49,7 +49,7 @@ async def test_a_chat_only_join_and_a_console_create_no_peer_connection(served: 
         live = node.stages[stage]
         # The control: a join with media (the default) costs the node one subscriber peer connection.
         with_media = node_peer_connections(host)
-        assert with_media >= 1 and host.participant_id in live.media.subscribers
+        assert with_media >= 1 and host.participant_id in live.media.viewers
 
         bot = await _socket(session, url)
         joined = await bot.request(
@@ -67,7 +67,7 @@ async def test_a_chat_only_join_and_a_console_create_no_peer_connection(served: 
         assert "subscriber.offer" not in await console.types()
 
         assert node_peer_connections(host) == with_media
-        assert set(live.media.subscribers) == {host.participant_id}
+        assert set(live.media.viewers) == {host.participant_id}
 
         # It chats like anyone: its comment reaches the host, the host's reaches it.
         posted = await bot.request({"type": "comment.post", "id": "c", "text": "from a bot"})
@@ -140,4 +140,4 @@ async def test_a_chat_only_participant_promoted_to_speaker_publishes_on_its_own_
         assert node_peer_connections(host, speaker) == before + 1, "its publisher connection, only"
         assigned = await host.wait_for("slot.assigned", lambda m: m["participant_id"] == pid)
         assert assigned["kind"] == "audio"
-        assert pid not in node.stages[stage].media.subscribers
+        assert pid not in node.stages[stage].media.viewers
