@@ -16,7 +16,7 @@ send_errors = 0
 
 
 def snapshot() -> dict[str, int]:
-    from media import aiortc_hooks, tasks
+    from media import aiortc_hooks, tasks, udpmux
 
     return {
         "rtp_packets_received": rtp_packets_received,
@@ -27,6 +27,8 @@ def snapshot() -> dict[str, int]:
         "keyframe_requests_upstream": keyframe_requests_upstream,
         "keyframe_requests_downstream": keyframe_requests_downstream,
         "send_errors": send_errors,
+        "send_drops": udpmux.send_drops,
+        "unroutable_datagrams": udpmux.unroutable,
         "decoded_frames": aiortc_hooks.decoded_frames,
         "task_failures": tasks.failures,
     }

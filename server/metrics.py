@@ -26,6 +26,8 @@ COUNTERS = {
     "keyframe_requests_upstream": "PLIs sent to publishers",
     "keyframe_requests_downstream": "PLI/FIR received from subscribers",
     "send_errors": "Failed sends to subscribers",
+    "send_drops": "Datagrams to subscribers the kernel refused (full send buffer): dropped, never waited for",
+    "unroutable_datagrams": "Datagrams on the shared media port from an address no viewer connection owns",
     "decoded_frames": "Frames decoded by this process (an SFU decodes none)",
     "task_failures": "Supervised background tasks that failed (each is logged and restarted)",
     "recording_written_bytes": "Encoded media bytes written to recording track files (no container framing)",

@@ -1,0 +1,132 @@
+"""Every reach into aioice for single-port mode (media/udpmux.py), in one place.
+
+Read from aioice 0.13.0 (pinned in pyproject.toml). ``check()`` verifies each hook;
+``tests/media/test_ice_hooks.py`` runs it.
+
+aioice 0.13 binds one socket per connection per address in ``Connection.get_component_candidates``
+(ice.py 1137-1173: ``create_datagram_endpoint(lambda: StunProtocol(self), local_addr=(address, 0))``,
+then a host candidate from the socket's name, then ``self._protocols += ...``). For a connection marked
+by ``use_mux`` we do the same without the bind: a ``StunProtocol`` of that connection gets a
+``MuxTransport`` on the process's shared socket, and the host candidate names that socket. The rest of
+aioice (checks, nomination, consent, ``close()``) runs unchanged on the protocol object. TURN relays keep
+their own sockets (aioice's own code, called with no host address); a connection on the mux gathers no
+server-reflexive candidate (announce the public address with MEDSTAGE_ICE_ADDRESSES instead).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import aioice.candidate
+import aioice.ice
+from aiortc import RTCDtlsTransport, RTCPeerConnection
+
+from media import aiortc_hooks, udpmux
+
+log = logging.getLogger(__name__)
+
+_MARK = "_medstage_mux"  # set on an aioice Connection whose host candidates live on the mux
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+def check() -> list[str]:
+    """What moved in aioice since these hooks were written (empty: nothing)."""
+    problems = []
+    connection = aioice.ice.Connection
+    get = getattr(connection, "get_component_candidates", None)
+    if get is None:
+        problems.append("aioice Connection.get_component_candidates is gone")
+    elif list(inspect.signature(_original_get_component_candidates).parameters)[:3] != [
+        "self",
+        "component",
+        "addresses",
+    ]:
+        problems.append("aioice Connection.get_component_candidates(component, addresses) changed")
+    if not isinstance(getattr(connection, "local_username", None), property):
+        problems.append("aioice Connection.local_username is gone")
+    for name in ("connection_made", "connection_lost", "datagram_received"):
+        # Its own, not asyncio.DatagramProtocol's no-op.
+        if not callable(vars(aioice.ice.StunProtocol).get(name)):
+            problems.append(f"aioice StunProtocol.{name} is gone")
+    for name in ("candidate_foundation", "candidate_priority"):
+        if not callable(getattr(aioice.candidate, name, None)):
+            problems.append(f"aioice.candidate.{name} is gone")
+    probe = connection(ice_controlling=True)
+    for name in ("_protocols", "_nominated"):
+        if not hasattr(probe, name):
+            problems.append(f"aioice Connection.{name} is gone")
+    return problems
+
+
+def install() -> None:
+    """Route host-candidate gathering of marked connections to the mux (idempotent)."""
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
+
+
+def use_mux(pc: RTCPeerConnection) -> None:
+    """Gather ``pc``'s host candidates on the shared socket (call before ``createOffer``)."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection
+        setattr(connection, _MARK, True)
+
+
+def on_mux(pc: RTCPeerConnection) -> bool:
+    """Whether every transport of ``pc`` gathers on the mux (tests)."""
+    return all(
+        getattr(t.sender.transport.transport._connection, _MARK, False) for t in pc.getTransceivers()
+    )
+
+
+async def _get_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5  # noqa: ASYNC109 - aioice's signature
+) -> list[aioice.candidate.Candidate]:
+    if not getattr(self, _MARK, False):
+        return await _original_get_component_candidates(self, component, addresses, timeout)
+    candidates = []
+    for address in addresses:
+        try:
+            mux = await udpmux.for_address(address)
+        except OSError as exc:
+            log.warning("no single-port media socket on %s: %s", address, exc)
+            continue
+        protocol = aioice.ice.StunProtocol(self)
+        mux.attach(protocol, self.local_username)
+        host, port = mux.sockname[0], mux.sockname[1]
+        protocol.local_candidate = aioice.candidate.Candidate(
+            foundation=aioice.candidate.candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=aioice.candidate.candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    # Relayed candidates (TURN) only: with no host address aioice binds nothing else.
+    candidates += await _original_get_component_candidates(self, component, [], timeout)
+    return candidates
+
+
+def udp_path(dtls: RTCDtlsTransport) -> aiortc_hooks.UdpPath | None:
+    """The fastest path of a connected DTLS transport: batched ``sendmmsg`` on the mux when its
+    nominated pair is on it, else aiortc_hooks.udp_path (protect, then ``sendto``)."""
+    srtp = getattr(dtls, "_tx_srtp", None)
+    if dtls.state != "connected" or srtp is None:
+        return None
+    pair: Any = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        return None
+    transport = pair.protocol.transport
+    if isinstance(transport, udpmux.MuxTransport) and transport.mux.send_batch is not None:
+        batch = transport.mux.send_batch
+        return aiortc_hooks.UdpPath(
+            batch.protector(srtp), batch.queue, batch.destination(pair.remote_addr)  # type: ignore[arg-type]
+        )
+    return aiortc_hooks.udp_path(dtls)
