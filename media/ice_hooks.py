@@ -50,6 +50,10 @@ def check() -> list[str]:
         # Its own, not asyncio.DatagramProtocol's no-op.
         if not callable(vars(aioice.ice.StunProtocol).get(name)):
             problems.append(f"aioice StunProtocol.{name} is gone")
+    if not callable(vars(connection).get("data_received")):
+        problems.append("aioice Connection.data_received is gone")
+    if "self.receiver = receiver" not in inspect.getsource(aioice.ice.StunProtocol.__init__):
+        problems.append("aioice StunProtocol.receiver (its Connection) is gone")
     for name in ("candidate_foundation", "candidate_priority"):
         if not callable(getattr(aioice.candidate, name, None)):
             problems.append(f"aioice.candidate.{name} is gone")
@@ -89,11 +93,13 @@ async def _get_component_candidates(
     if not getattr(self, _MARK, False):
         return await _original_get_component_candidates(self, component, addresses, timeout)
     candidates = []
+    unshared = []  # addresses where the shared socket cannot be bound: a socket per connection there
     for address in addresses:
         try:
             mux = await udpmux.for_address(address)
         except OSError as exc:
-            log.warning("no single-port media socket on %s: %s", address, exc)
+            log.warning("no single-port media socket on %s (a socket per viewer there): %s", address, exc)
+            unshared.append(address)
             continue
         protocol = aioice.ice.StunProtocol(self)
         mux.attach(protocol, self.local_username)
@@ -109,8 +115,9 @@ async def _get_component_candidates(
         )
         self._protocols.append(protocol)
         candidates.append(protocol.local_candidate)
-    # Relayed candidates (TURN) only: with no host address aioice binds nothing else.
-    candidates += await _original_get_component_candidates(self, component, [], timeout)
+    # aioice's own gathering for the rest: relayed candidates (TURN), and host (and server-reflexive)
+    # candidates on the addresses the shared socket could not take.
+    candidates += await _original_get_component_candidates(self, component, unshared, timeout)
     return candidates
 
 

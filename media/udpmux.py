@@ -297,6 +297,8 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         global unroutable
+        if not data:
+            return
         key = (addr[0], addr[1])
         protocol = self.by_addr.get(key)
         if data[:2] == _STUN_BINDING_REQUEST:
@@ -308,7 +310,12 @@ class UdpMux(asyncio.DatagramProtocol):
         if protocol is None:
             unroutable += 1
             return
-        protocol.datagram_received(data, key)
+        if data[0] > 3:
+            # Not STUN (RFC 7983: DTLS, RTP/RTCP): straight to the connection, as aioice's protocol
+            # would after failing to parse it as STUN (an exception per datagram).
+            protocol.receiver.data_received(data, protocol.local_candidate.component)
+        else:
+            protocol.datagram_received(data, key)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("single-port media socket: %s", exc)

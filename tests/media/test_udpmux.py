@@ -121,6 +121,29 @@ async def test_viewers_of_two_stages_share_one_port_and_each_gets_only_its_own_s
         await asyncio.gather(*(c.close() for c in everyone), return_exceptions=True)
 
 
+async def test_a_media_port_already_taken_falls_back_to_a_socket_per_viewer(tmp_path: Path, clip) -> None:  # type: ignore[no-untyped-def]
+    """Another process holds the configured port: viewers still connect and receive, on aioice's own
+    sockets, and the node says why."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    node = start_node(tmp_path, {"MEDSTAGE_MEDIA_PORT": str(taken.getsockname()[1])})
+    stage = "mux-" + uuid.uuid4().hex[:8]
+    try:
+        async with MedstageClient(node.url) as speaker, MedstageClient(node.url) as viewer:
+            await speaker.join(stage, "Dr Speaker", "host")
+            await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+            await viewer.join(stage, "Dr Viewer", "audience")
+            stats = await viewer.wait_media(kind="video", timeout=20)
+            assert stats.first_frame_keyframe is True
+            assert viewer.subscriber_pc is not None and viewer.subscriber_pc.remoteDescription is not None
+            ports = candidate_ports(viewer.subscriber_pc.remoteDescription.sdp)
+            assert ports and taken.getsockname()[1] not in ports
+        assert "no single-port media socket on 127.0.0.1" in node.log()
+    finally:
+        taken.close()
+        assert node.stop() == 0, node.log()[-4000:]
+
+
 def test_the_username_of_a_binding_request_is_found_among_its_attributes() -> None:
     import aioice.stun
 
