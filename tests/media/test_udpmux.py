@@ -255,3 +255,82 @@ async def test_queued_datagrams_leave_at_the_end_of_the_callback_without_an_expl
     finally:
         receiver.close()
         sender.close()
+
+
+class Recorder:
+    """Stands where aioice's StunProtocol stands: records what the mux hands it."""
+
+    def __init__(self) -> None:
+        self.stun: list[bytes] = []
+        self.data: list[bytes] = []
+        self.lost = asyncio.Event()
+        self.receiver = self  # StunProtocol.receiver is its Connection
+        self.local_candidate = type("Candidate", (), {"component": 1})()
+        self.transport: udpmux.MuxTransport | None = None
+
+    def connection_made(self, transport: udpmux.MuxTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.stun.append(data)
+
+    def data_received(self, data: bytes, component: int) -> None:
+        self.data.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+
+
+def binding_request(username: str) -> bytes:
+    import aioice.stun
+
+    request = aioice.stun.Message(
+        message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST
+    )
+    request.attributes["USERNAME"] = username
+    return bytes(request)
+
+
+async def test_the_mux_routes_by_address_learns_from_usernames_and_forgets_closed_connections() -> None:
+    from tests.support.waiting import eventually
+
+    mux = await udpmux.UdpMux.open("127.0.0.1", 0)
+    viewer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    viewer.bind(("127.0.0.1", 0))
+    viewer.setblocking(False)
+    a, b = Recorder(), Recorder()
+    try:
+        mux.attach(a, "ufragA")
+        mux.attach(b, "ufragB")
+        unroutable = udpmux.unroutable
+        viewer.sendto(b"\x80\xc9" + bytes(30), mux.sockname)  # RTCP from nobody's address
+        await eventually(lambda: udpmux.unroutable == unroutable + 1, 2)
+        viewer.sendto(binding_request("ufragA:theirs"), mux.sockname)  # names A: the address is A's
+        await eventually(lambda: len(a.stun) == 1, 2)
+        viewer.sendto(b"\x80\xc9" + bytes(30), mux.sockname)  # now A's, straight to its connection
+        viewer.sendto(b"\x16\xfe\xfd" + bytes(30), mux.sockname)  # DTLS too
+        await eventually(lambda: len(a.data) == 2, 2)
+        viewer.sendto(binding_request("ufragB:theirs"), mux.sockname)  # the same address names B
+        viewer.sendto(b"\x80\xc9" + bytes(30), mux.sockname)
+        await eventually(lambda: len(b.stun) == 1 and len(b.data) == 1, 2)
+        assert (len(a.stun), len(a.data)) == (1, 2), "A got datagrams after its address moved"
+        # Writing through a connection's transport leaves from the shared port.
+        assert b.transport is not None
+        b.transport.sendto(b"hello", viewer.getsockname())
+        await eventually(lambda: _recv(viewer) == (b"hello", mux.sockname), 2)
+        b.transport.close()
+        await asyncio.wait_for(b.lost.wait(), 2)
+        assert b not in mux.by_ufrag.values() and b not in mux.by_addr.values()
+        viewer.sendto(b"\x80\xc9" + bytes(30), mux.sockname)
+        await eventually(lambda: udpmux.unroutable == unroutable + 2, 2)
+        assert len(b.data) == 1
+    finally:
+        mux.close()
+        viewer.close()
+
+
+def _recv(sock: socket.socket) -> tuple[bytes, tuple[str, int]] | None:
+    try:
+        return sock.recvfrom(2048)
+    except BlockingIOError:
+        return None
