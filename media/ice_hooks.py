@@ -27,6 +27,7 @@ from media import aiortc_hooks, udpmux
 
 log = logging.getLogger(__name__)
 
+_warned: set[str] = set()  # addresses whose shared socket could not be bound
 _MARK = "_medstage_mux"  # set on an aioice Connection whose host candidates live on the mux
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
 
@@ -98,7 +99,10 @@ async def _get_component_candidates(
         try:
             mux = await udpmux.for_address(address)
         except OSError as exc:
-            log.warning("no single-port media socket on %s (a socket per viewer there): %s", address, exc)
+            # Tried again at every join (the port may come free); said loudly once per address.
+            level = logging.DEBUG if address in _warned else logging.WARNING
+            _warned.add(address)
+            log.log(level, "no single-port media socket on %s (a socket per viewer there): %s", address, exc)
             unshared.append(address)
             continue
         protocol = aioice.ice.StunProtocol(self)
