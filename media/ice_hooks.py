@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aioice.candidate
@@ -141,3 +142,32 @@ def udp_path(dtls: RTCDtlsTransport) -> aiortc_hooks.UdpPath | None:
             batch.protector(srtp), batch.queue, batch.destination(pair.remote_addr)  # type: ignore[arg-type]
         )
     return aiortc_hooks.udp_path(dtls)
+
+
+def take_rtcp(dtls: RTCDtlsTransport, handle: Callable[[bytes], None]) -> bool:
+    """Read the connection's incoming SRTCP on the shared socket: decrypt with the DTLS transport's
+    receive session and hand it to ``handle`` (media/rtcpin.py), instead of aiortc's receive task.
+    False (nothing changes) when the connection is not on the mux."""
+    srtp = getattr(dtls, "_rx_srtp", None)
+    pair: Any = dtls.transport._connection._nominated.get(1)
+    if srtp is None or pair is None or not isinstance(pair.protocol.transport, udpmux.MuxTransport):
+        return False
+    unprotect = srtp.unprotect_rtcp
+
+    def on_rtcp(data: bytes) -> None:
+        udpmux.rtcp_received += 1
+        try:
+            plain = unprotect(data)
+        except Exception:  # a replay, a forgery, a packet from before the keys: dropped
+            udpmux.rtcp_dropped += 1
+            return
+        try:
+            handle(plain)
+        except Exception:  # never into the socket's callback: counted, logged once per connection
+            udpmux.rtcp_dropped += 1
+            if not getattr(on_rtcp, "logged", False):
+                on_rtcp.logged = True  # type: ignore[attr-defined]
+                log.exception("a viewer's RTCP could not be handled")
+
+    pair.protocol.transport.mux.rtcp[pair.protocol] = on_rtcp
+    return True

@@ -29,6 +29,8 @@ def snapshot() -> dict[str, int]:
         "send_errors": send_errors,
         "send_drops": udpmux.send_drops,
         "unroutable_datagrams": udpmux.unroutable,
+        "viewer_rtcp_packets": udpmux.rtcp_received,
+        "viewer_rtcp_dropped": udpmux.rtcp_dropped,
         "decoded_frames": aiortc_hooks.decoded_frames,
         "task_failures": tasks.failures,
     }

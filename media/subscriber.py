@@ -23,6 +23,7 @@ from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPac
 from media import aiortc_hooks as hooks
 from media import ice_hooks, stats
 from media.nackguard import ResendGuard, ResendLimits
+from media.rtcpin import ViewerRtcp
 
 if TYPE_CHECKING:
     from media.publication import Publication
@@ -313,6 +314,8 @@ class Subscriber:
         self.path = path
         for slot in slots:
             slot.connect(path)
+        # On the shared socket, the viewer's RTCP comes straight to its slots (media/rtcpin.py).
+        ice_hooks.take_rtcp(sender.transport, ViewerRtcp({s.ssrc: s for s in slots}))
         self._reports = asyncio.create_task(self._send_reports(sender.transport))
         self._reports.add_done_callback(_log_failure)
         return True

@@ -34,6 +34,8 @@ BATCH_CAPACITY = 1024  # UIO_MAXIOV: sendmmsg's own limit per call
 SOCKET_BUFFER = 4 * 1024 * 1024  # a keyframe to a thousand viewers leaves in one burst
 SOCKADDR_SIZE = 28  # sockaddr_in6; Linux takes a longer msg_namelen for AF_INET, so one size for all
 
+rtcp_received = 0  # viewers' SRTCP packets read on the shared socket (media/rtcpin.py)
+rtcp_dropped = 0  # viewers' SRTCP packets that failed to decrypt or to parse here (media/rtcpin.py)
 send_drops = 0  # datagrams to viewers the kernel refused (full send buffer, unreachable): dropped
 unroutable = 0  # datagrams from an address no connection owns (and no STUN request naming one)
 
@@ -273,6 +275,8 @@ class UdpMux(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.by_addr: dict[tuple[Any, Any], Any] = {}
         self.by_ufrag: dict[str, Any] = {}
+        # Connections whose SRTCP we read here (media/rtcpin.py), not through aioice and aiortc.
+        self.rtcp: dict[Any, Callable[[bytes], None]] = {}
         try:
             self.send_batch: SendBatch | None = SendBatch(sock.fileno(), loop)
         except OSError:
@@ -300,7 +304,7 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         global unroutable
-        if not data:
+        if len(data) < 2:
             return
         key = (addr[0], addr[1])
         protocol = self.by_addr.get(key)
@@ -313,6 +317,12 @@ class UdpMux(asyncio.DatagramProtocol):
         if protocol is None:
             unroutable += 1
             return
+        if 191 < data[1] < 224 and data[0] > 127:
+            # RTCP (RFC 5761 §4): a viewer's feedback, read at once when its connection takes it.
+            handler = self.rtcp.get(protocol)
+            if handler is not None:
+                handler(data)
+                return
         if data[0] > 3:
             # Not STUN (RFC 7983: DTLS, RTP/RTCP): straight to the connection, as aioice's protocol
             # would after failing to parse it as STUN (an exception per datagram).
@@ -340,6 +350,7 @@ class UdpMux(asyncio.DatagramProtocol):
             del self.by_ufrag[ufrag]
         for key in [k for k, p in self.by_addr.items() if p is protocol]:
             del self.by_addr[key]
+        self.rtcp.pop(protocol, None)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -28,6 +28,8 @@ COUNTERS = {
     "send_errors": "Failed sends to subscribers",
     "send_drops": "Datagrams to subscribers the kernel refused (full send buffer): dropped, never waited for",
     "unroutable_datagrams": "Datagrams on the shared media port from an address no viewer connection owns",
+    "viewer_rtcp_packets": "Viewers' SRTCP packets read on the shared media socket (reports, NACK, PLI/FIR)",
+    "viewer_rtcp_dropped": "Viewers' SRTCP packets that failed to decrypt or to parse on the shared socket",
     "decoded_frames": "Frames decoded by this process (an SFU decodes none)",
     "task_failures": "Supervised background tasks that failed (each is logged and restarted)",
     "recording_written_bytes": "Encoded media bytes written to recording track files (no container framing)",
