@@ -123,6 +123,17 @@ async def recorder_threads(pid: int) -> dict[int, str]:
 # --- the server under test ---------------------------------------------------------------------
 
 
+def udp_errors() -> tuple[float, float]:
+    """RcvbufErrors, SndbufErrors of this network namespace (the bench runs in the node's)."""
+    try:
+        text = Path("/proc/net/snmp").read_text()
+        lines = [line.split() for line in text.splitlines() if line.startswith("Udp:")]
+        table = dict(zip(lines[0][1:], lines[1][1:], strict=True))
+        return float(table["RcvbufErrors"]), float(table["SndbufErrors"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return math.nan, math.nan
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text → {metric name: sum over its label sets}."""
     out: dict[str, float] = {}
@@ -261,6 +272,11 @@ class Result:
     keyframe_requests: int = 0
     server_received: float = 0.0
     retransmitted: float = 0.0
+    # Where loss happened: datagrams the node dropped on a full send buffer (medstage_send_drops_total),
+    # and the namespace's kernel UDP counters (/proc/net/snmp RcvbufErrors: a starved receiver).
+    send_drops: float = 0.0
+    udp_rcvbuf_errors: float = 0.0
+    udp_sndbuf_errors: float = 0.0
     loadgen_cpu_s: float = 0.0  # all load generators and the publisher, over the window
     machine_busy_s: float = 0.0
     note: str = ""
@@ -396,6 +412,7 @@ async def measure(
             log(f"{tag}: measuring for {window:g} s")
             t0, cpu0, busy0, m0, s0 = await snapshot()
             main0 = process_cpu_seconds(server.proc.pid)
+            udp0 = udp_errors()
             threads0 = thread_cpu_seconds(server.proc.pid, list(tids))
             if args.soak:
                 await sample(t0)
@@ -410,6 +427,10 @@ async def measure(
                 await asyncio.sleep(window)
             t1, cpu1, busy1, m1, s1 = await snapshot()
             result.main_cpu_s = process_cpu_seconds(server.proc.pid) - main0
+            udp1 = udp_errors()
+            result.udp_rcvbuf_errors, result.udp_sndbuf_errors = udp1[0] - udp0[0], udp1[1] - udp0[1]
+            drops = "medstage_send_drops_total"
+            result.send_drops = m1.get(drops, 0.0) - m0.get(drops, 0.0)
             if tids:
                 result.recorder_threads_cpu_s = thread_cpu_seconds(server.proc.pid, list(tids)) - threads0
             result.rss_n = rss_bytes(server.proc.pid)
@@ -592,6 +613,8 @@ def details(r: Result) -> str:
         f" (clock resets {r.publisher_lag_resets}), keyframe requests at the publisher "
         f"{r.keyframe_requests}, other processes on the machine "
         f"{r.other_cpu_share * 100:.0f} % of a core"
+        f", dropped: by the node {r.send_drops:.0f} (full send buffer), kernel UDP receive buffers "
+        f"{r.udp_rcvbuf_errors:.0f}, send buffers {r.udp_sndbuf_errors:.0f}"
         + (f"; {r.note}" if r.note else "")
         + (f"; recording: {r.record_summary}" if r.recording else "")
         + (

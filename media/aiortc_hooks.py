@@ -102,7 +102,7 @@ def _check_instances() -> list[str]:
                 sender,
                 [_RTP_STARTED, _RTP_EXITED, _RTCP_STARTED, _RTCP_EXITED, "_ssrc", "_rtx_ssrc", "_stream_id"],
             ),
-            (dtls, ["_tx_srtp"]),
+            (dtls, ["_tx_srtp", "_rx_srtp"]),
             (ice, ["_connection"]),
             (ice._connection, ["_nominated"]),
         ):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from media import aiortc_hooks
+from media import aiortc_hooks, ice_hooks, udpmux
 from media.nackguard import ResendLimits
 
 
@@ -35,6 +35,9 @@ class MediaConfig:
     loss_timeout: float = 0.15
     pli_interval: float = 0.5
     resend: ResendLimits = field(default_factory=ResendLimits)  # answering subscribers' NACKs
+    # Viewers' ICE on one UDP socket per address (media/udpmux.py); its port, 0 for an ephemeral one.
+    single_port: bool = True
+    media_port: int = 0
 
 
 def setup(config: MediaConfig) -> list[str]:
@@ -47,6 +50,14 @@ def setup(config: MediaConfig) -> list[str]:
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)
     aiortc_hooks.count_decodes()
+    if config.single_port:
+        problems = ice_hooks.check()
+        if problems:
+            raise aiortc_hooks.HookMissing("; ".join(problems))
+        udpmux.configure(config.media_port)
+        ice_hooks.install()
+    else:
+        ice_hooks.uninstall()
     return addresses
 
 

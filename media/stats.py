@@ -24,7 +24,7 @@ providers: list[Callable[[], dict[str, int]]] = []
 
 
 def snapshot() -> dict[str, int]:
-    from media import aiortc_hooks, tasks
+    from media import aiortc_hooks, tasks, udpmux
 
     values = {
         "rtp_packets_received": rtp_packets_received,
@@ -35,6 +35,10 @@ def snapshot() -> dict[str, int]:
         "keyframe_requests_upstream": keyframe_requests_upstream,
         "keyframe_requests_downstream": keyframe_requests_downstream,
         "send_errors": send_errors,
+        "send_drops": udpmux.send_drops,
+        "unroutable_datagrams": udpmux.unroutable,
+        "viewer_rtcp_packets": udpmux.rtcp_received,
+        "viewer_rtcp_dropped": udpmux.rtcp_dropped,
         "decoded_frames": aiortc_hooks.decoded_frames,
         "task_failures": tasks.failures,
         "link_datagrams_sent": link_datagrams_sent,

@@ -21,8 +21,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
-from media import stats
+from media import ice_hooks, stats
 from media.nackguard import ResendGuard, ResendLimits
+from media.rtcpin import ViewerRtcp
 
 if TYPE_CHECKING:
     from media.publication import Fanout
@@ -282,6 +283,7 @@ class Subscriber:
                 hooks.set_stream_id(transceiver.sender, stream)
                 slots[kind] = Slot(self, i, kind, transceiver.sender, resend_limits)
             self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
+        ice_hooks.use_mux(pc)  # its host candidate is the process's shared socket (when installed)
 
     @property
     def connected(self) -> bool:
@@ -305,13 +307,15 @@ class Subscriber:
         sender = self.pairs[0].audio.sender if self.pairs else None
         if sender is None:
             return False
-        path = hooks.udp_path(sender.transport)
+        path = ice_hooks.udp_path(sender.transport)
         slots = [s for pair in self.pairs for s in (pair.audio, pair.video)]
         if path is None or (require_all and not all(s.pts for s in slots)):
             return False
         self.path = path
         for slot in slots:
             slot.connect(path)
+        # On the shared socket, the viewer's RTCP comes straight to its slots (media/rtcpin.py).
+        ice_hooks.take_rtcp(sender.transport, ViewerRtcp({s.ssrc: s for s in slots}))
         self._reports = asyncio.create_task(self._send_reports(sender.transport))
         self._reports.add_done_callback(_log_failure)
         return True

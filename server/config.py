@@ -49,6 +49,9 @@ class Config:
     media_slots: int = 6
     # Processes that own viewers' connections (media/workers.py): -1 one per core, 0 none (in-process).
     media_workers: int = -1
+    # Viewers' ICE on one UDP socket per address and process (media/udpmux.py), sends batched.
+    media_single_port: bool = True
+    media_port: int = 0  # that socket's port; 0: an ephemeral one
     loss_timeout_ms: int = 150
     pli_interval_ms: int = 500
     # Answering a subscriber's NACKs, per slot (media/nackguard.py): a viewer must not make us resend.
@@ -155,6 +158,8 @@ class Config:
             ice_addresses=self.ice_addresses,
             ice_servers=self.ice_servers,
             slots=self.media_slots,
+            single_port=self.media_single_port,
+            media_port=self.media_port,
             loss_timeout=self.loss_timeout_ms / 1000,
             pli_interval=self.pli_interval_ms / 1000,
             resend=ResendLimits(
@@ -285,6 +290,8 @@ def load(
 def _validate(config: Config) -> None:
     if not 0 <= config.port <= 65535:
         raise ConfigError("port must be 0-65535")
+    if not 0 <= config.media_port <= 65535:
+        raise ConfigError("media_port must be 0-65535")
     if not 1 <= config.media_slots <= 16:
         raise ConfigError("media_slots must be 1-16")
     if not -1 <= config.media_workers <= 256:

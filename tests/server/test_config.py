@@ -40,6 +40,14 @@ def test_gc_options_reach_the_gc_settings() -> None:
     assert load(env={}).gc.freeze is True
 
 
+def test_the_single_port_options_reach_the_media_config() -> None:
+    assert (load(env={}).media.single_port, load(env={}).media.media_port) == (True, 0)
+    config = load(env={"MEDSTAGE_MEDIA_PORT": "3478", "MEDSTAGE_MEDIA_SINGLE_PORT": "false"})
+    assert (config.media.single_port, config.media.media_port) == (False, 3478)
+    with pytest.raises(ConfigError, match="media_port must be 0-65535"):
+        load(env={"MEDSTAGE_MEDIA_PORT": "70000"})
+
+
 def test_ice_servers_from_urls_or_json() -> None:
     config = load(env={"MEDSTAGE_ICE_SERVERS": "stun:stun.example.org:3478"})
     assert config.ice_servers[0].urls == ["stun:stun.example.org:3478"]

@@ -1,0 +1,165 @@
+"""Micro-benchmark of the send path: one packet to N viewers, a socket each vs one shared socket.
+
+In one process on uvloop, without peers: a video Publication with N attached Slots of real
+(unconnected) aiortc Subscribers, each with its own libsrtp session, each viewer a real UDP socket on
+loopback that receives (and is drained between rounds, untimed). Two paths, interleaved round by round:
+
+- per-viewer sockets (aioice's default, before single-port mode): ``fast_protect`` (SRTP into a
+  scratch buffer, then a bytes copy) and the viewer connection's own uvloop transport ``sendto``;
+- shared socket (media/udpmux.py): SRTP straight into the batch's buffers, one ``sendmmsg`` per
+  packet for all N viewers (the flush the event loop would run at the end of the callback).
+
+Prints CPU µs (``time.process_time``: this process, user + kernel, so the kernel's loopback delivery to
+the receiving socket counts, as it does in the node) per packet per viewer: the median of the rounds.
+
+    python bench/sendpath.py --viewers 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import uvloop
+from aiortc import RTCPeerConnection
+from pylibsrtp import Policy, Session
+
+from media import aiortc_hooks, udpmux
+from media.assembler import Frame
+from media.publication import Publication
+from media.subscriber import Subscriber
+
+
+@dataclass
+class Packet:
+    payload: bytes
+    marker: int
+    timestamp: int
+    ext_seq: int
+
+
+def session() -> Session:
+    return Session(Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+
+
+def publication(paths: list[aiortc_hooks.UdpPath]) -> Publication:
+    pub = Publication("bench", "video", request_keyframe=lambda: None)
+    pub.mime = "video/vp8"
+    for path in paths:
+        slot = Subscriber("viewer", RTCPeerConnection(), 1).pairs[0].video
+        slot.pts = {"video/vp8": 96}
+        slot.connect(path)
+        slot.publication = pub
+        pub.attach(slot)
+    pub._forward(Frame([Packet(b"\x10" + bytes(1099), 1, 0, 0)], True, 0), 0.0)  # keyframe: starts all
+    return pub
+
+
+def drain(receivers: list[socket.socket]) -> int:
+    got = 0
+    for r in receivers:
+        while True:
+            try:
+                r.recv(2048)
+                got += 1
+            except BlockingIOError:
+                break
+    return got
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--viewers", type=int, default=100)
+    parser.add_argument("--packets", type=int, default=50, help="packets per round")
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args()
+    loop = asyncio.get_running_loop()
+    n = args.viewers
+    receivers = []
+    for _ in range(n):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        r.bind(("127.0.0.1", 0))
+        r.setblocking(False)
+        receivers.append(r)
+    addrs = [r.getsockname() for r in receivers]
+
+    transports = []
+    for _ in range(n):
+        transport, _protocol = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        transports.append(transport)
+    old = publication(
+        [
+            aiortc_hooks.UdpPath(aiortc_hooks.fast_protect(session()), t.sendto, a)
+            for t, a in zip(transports, addrs, strict=True)
+        ]
+    )
+
+    shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, udpmux.SOCKET_BUFFER)
+    shared.bind(("127.0.0.1", 0))
+    shared.setblocking(False)
+    batch = udpmux.SendBatch(shared.fileno(), None)
+    new = publication(
+        [
+            aiortc_hooks.UdpPath(batch.protector(session()), batch.queue, batch.destination(a))  # type: ignore[arg-type]
+            for a in addrs
+        ]
+    )
+    batch.flush()
+    drain(receivers)
+
+    frame = Frame([Packet(b"\x11" + bytes(1099), 1, 3000, 0)], False, 3000)
+
+    def old_round() -> float:
+        start = time.process_time()
+        for _ in range(args.packets):
+            old._forward(frame, 0.0)
+        return time.process_time() - start
+
+    def new_round() -> float:
+        start = time.process_time()
+        for _ in range(args.packets):
+            new._forward(frame, 0.0)
+            batch.flush()
+        return time.process_time() - start
+
+    results: dict[str, list[float]] = {"per-viewer sockets": [], "shared socket, sendmmsg": []}
+    received: dict[str, int] = dict.fromkeys(results, 0)
+    drops = udpmux.send_drops
+    for _ in range(args.rounds):
+        for name, run in (("per-viewer sockets", old_round), ("shared socket, sendmmsg", new_round)):
+            seconds = run()
+            await asyncio.sleep(0)  # uvloop flushes nothing here (sendto writes at once), but fair
+            received[name] += drain(receivers)
+            results[name].append(seconds / (args.packets * n) * 1e6)
+    sent = args.rounds * args.packets * n
+    print(f"{n} viewers, {args.packets} packets x {args.rounds} rounds, 1,100-byte payload, CPU time")
+    for name, samples in results.items():
+        low, _, high = statistics.quantiles(samples, n=4)
+        print(
+            f"{name:26s} {statistics.median(samples):6.2f} µs per packet per viewer "
+            f"(quartiles {low:.2f}-{high:.2f}), received {received[name]}/{sent}"
+        )
+    print(f"send drops (shared socket): {udpmux.send_drops - drops}")
+    for t in transports:
+        t.close()
+    for s in (*receivers, shared):
+        s.close()
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

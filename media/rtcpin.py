@@ -1,0 +1,83 @@
+"""A viewer's RTCP, read where it arrives: the feedback a send-only connection needs, nothing else.
+
+Sans-I/O: ``ViewerRtcp`` takes one decrypted compound RTCP packet (RFC 3550 §6, RFC 4585 §6) and calls
+the slot its SSRC names: receiver report blocks (loss fraction, jitter), generic NACKs (resend), PLI
+and FIR (keyframe). The shared socket (media/udpmux.py) hands it a viewer's SRTCP directly, so
+aiortc's receive task, its queue, ``RtcpPacket.parse`` (an object per report) and its routing are not
+paid per packet and per viewer. A viewer's connection is send-only: aiortc's receivers there have
+nothing to learn from RTCP (SR, SDES, BYE are for receivers; REMB is ignored anyway).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol
+
+_HEADER = struct.Struct("!BBH").unpack_from
+_REPORT = struct.Struct("!IIII").unpack_from  # SSRC, fraction lost | cumulative lost, highest seq, jitter
+_SSRC = struct.Struct("!I").unpack_from
+_NACK = struct.Struct("!HH").unpack_from
+
+_SR, _RR, _RTPFB, _PSFB = 200, 201, 205, 206
+_NACK_FMT, _PLI_FMT, _FIR_FMT = 1, 1, 4
+
+
+class Feedback(Protocol):
+    """What a slot does with its viewer's feedback (media/subscriber.py Slot)."""
+
+    def retransmit(self, sequence_number: int) -> None: ...
+    def on_keyframe_request(self) -> None: ...
+    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None: ...
+
+
+class ViewerRtcp:
+    """One viewer connection's slots by their SSRC; called with each decrypted compound packet."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self, slots: dict[int, Feedback]) -> None:
+        self.slots = slots
+
+    def __call__(self, data: bytes) -> None:
+        """Act on every packet of the compound; a malformed one ends the walk (what came before
+        stands)."""
+        slots = self.slots
+        pos, size = 0, len(data)
+        while pos + 8 <= size:
+            first, kind, length = _HEADER(data, pos)
+            end = pos + 4 * (length + 1)
+            if first >> 6 != 2 or end > size:
+                return
+            count = first & 0x1F
+            if kind == _RR or kind == _SR:
+                at = pos + (28 if kind == _SR else 8)
+                for _ in range(count):
+                    if at + 24 > end:
+                        return
+                    ssrc, lost, _highest, jitter = _REPORT(data, at)
+                    slot = slots.get(ssrc)
+                    if slot is not None:
+                        slot.on_receiver_report(lost >> 24, jitter)
+                    at += 24
+            elif kind == _RTPFB and count == _NACK_FMT and end - pos >= 12:
+                slot = slots.get(_SSRC(data, pos + 8)[0])
+                if slot is not None:
+                    for at in range(pos + 12, end - 3, 4):
+                        pid, blp = _NACK(data, at)
+                        slot.retransmit(pid)
+                        while blp:  # RFC 4585 §6.2.1: bit i set = pid + i + 1 lost too
+                            low = blp & -blp
+                            slot.retransmit((pid + low.bit_length()) & 0xFFFF)
+                            blp ^= low
+            elif kind == _PSFB and end - pos >= 12:
+                if count == _PLI_FMT:
+                    slot = slots.get(_SSRC(data, pos + 8)[0])
+                    if slot is not None:
+                        slot.on_keyframe_request()
+                elif count == _FIR_FMT:
+                    # RFC 5104 §4.3.1: the media SSRC field is 0; each FCI entry names an SSRC.
+                    for at in range(pos + 12, end - 7, 8):
+                        slot = slots.get(_SSRC(data, at)[0])
+                        if slot is not None:
+                            slot.on_keyframe_request()
+            pos = end
