@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -413,7 +414,11 @@ class WorkerPool:
             reader, writer, hello = hello_future.result()
             worker = WorkerLink(index, reader, writer, hello, self._sock)
             source_host, source_port = self._sock.getsockname()[:2]
-            worker.tell(link.Setup(config=self.config, source_host=source_host, source_port=source_port))
+            worker.tell(
+                link.Setup(
+                    config=worker_config(self.config, index), source_host=source_host, source_port=source_port
+                )
+            )
             self.links[index] = worker
             self._changed.set()
             if not started.done():
@@ -446,3 +451,12 @@ class WorkerPool:
                     proc.kill()
             await proc.wait()
             log.warning("media worker %d (pid %d) exited with %s", index, proc.pid, proc.returncode)
+
+
+def worker_config(config: MediaConfig, index: int) -> MediaConfig:
+    """A fixed viewers' port is the node's; worker ``index`` takes the next ports (``media_port + 1 +
+    index``): one UDP socket can be bound by one process only, and a worker that fell back to a socket
+    per viewer would lose the batched sends."""
+    if not config.media_port:
+        return config
+    return dataclasses.replace(config, media_port=config.media_port + 1 + index)

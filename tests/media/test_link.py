@@ -75,3 +75,12 @@ def test_a_broken_control_stream_is_a_link_error_not_a_crash() -> None:
     with pytest.raises(link.LinkError):
         body = msgspec.msgpack.encode({"type": "nope", "vid": 1})  # no such message
         list(link.FrameReader().feed(len(body).to_bytes(4, "big") + body))
+
+
+def test_a_fixed_viewers_port_gives_each_worker_its_own() -> None:
+    from media.peer import MediaConfig
+    from media.workers import worker_config
+
+    assert worker_config(MediaConfig(media_port=0), 1).media_port == 0  # ephemeral everywhere
+    ports = [worker_config(MediaConfig(media_port=40000), i).media_port for i in range(3)]
+    assert ports == [40001, 40002, 40003]  # the node's own process keeps 40000
