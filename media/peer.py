@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from media import aiortc_hooks
+from media import aiortc_hooks, dtls_hooks, transceiver_hooks
 from media.nackguard import ResendLimits
 
 
@@ -44,6 +44,8 @@ def setup(config: MediaConfig) -> list[str]:
     interface, else 127.0.0.1 (a machine with loopback only can still serve itself).
     """
     aiortc_hooks.check()
+    dtls_hooks.check()
+    transceiver_hooks.check()
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)
     aiortc_hooks.count_decodes()
@@ -58,4 +60,7 @@ def new_peer_connection(config: MediaConfig) -> RTCPeerConnection:
     # max-bundle: one transport for every m-line from the start. With aiortc's default (balanced),
     # the second and later video transceivers stay bound to a per-kind transport that BUNDLE never
     # connects (rtcpeerconnection.py 1020: already "_bundled"), so their senders never start.
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    configuration = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    # One DTLS certificate per node (media/dtls_hooks.py): no key generation, fingerprint hashing or
+    # SSL context per connection; each SDP still carries the fingerprint, each handshake checks the peer.
+    return dtls_hooks.with_node_certificate(lambda: RTCPeerConnection(configuration))
