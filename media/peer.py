@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from media import aiortc_hooks, dtls_hooks, transceiver_hooks
+from media import aiortc_hooks, dtls_hooks, negotiation_hooks, transceiver_hooks
 from media.nackguard import ResendLimits
 
 
@@ -38,7 +38,8 @@ class MediaConfig:
 
 
 def setup(config: MediaConfig) -> list[str]:
-    """Process-wide set-up: verify the hooks, announce addresses, count decodes.
+    """Process-wide set-up: verify the hooks, announce addresses, count decodes, match codecs without
+    deep copies (media/negotiation_hooks.py).
 
     Returns the host addresses ICE will announce: the configured ones, else every non-loopback
     interface, else 127.0.0.1 (a machine with loopback only can still serve itself).
@@ -46,6 +47,8 @@ def setup(config: MediaConfig) -> list[str]:
     aiortc_hooks.check()
     dtls_hooks.check()
     transceiver_hooks.check()
+    negotiation_hooks.check()
+    negotiation_hooks.install()
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)
     aiortc_hooks.count_decodes()
