@@ -18,7 +18,7 @@ from media.messages import MediaMessage, SlotAssigned, SlotLayout, SlotReleased,
 from media.peer import MediaConfig, new_peer_connection
 from media.publication import Publication
 from media.publisher import Publisher
-from media.sdp import parse_sdp
+from media.sdp import check_sdp_text
 from media.subscriber import Subscriber
 from media.tasks import OwnedTasks
 
@@ -73,7 +73,7 @@ class MediaRoom:
         sub = self.subscribers.get(participant_id)
         if sub is None or participant_id not in self._answer_pending:
             raise NoOffer("no subscriber offer is waiting for an answer")
-        parse_sdp(sdp)
+        check_sdp_text(sdp)  # aiortc parses it (once) in setRemoteDescription
         try:
             await sub.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         except Exception as exc:
