@@ -54,6 +54,7 @@ from bench.common import (
     kill_all_children,
     log,
     machine,
+    machine_busy_seconds,
     rss_bytes,
     server_log_problems,
     spawn,
@@ -525,23 +526,25 @@ async def one_wave(args: argparse.Namespace, n: int, logdir: Path, tag: str) -> 
         c1, m1 = cpu_seconds(pid), time.monotonic()
         base_rate = (c1 - c0) / (m1 - m0)
         rss0 = rss_bytes(pid)
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, float]] = []  # (time, node CPU, the machine's busy CPU)
 
         async def sample_cpu() -> None:
             while True:
-                samples.append((time.monotonic(), cpu_seconds(pid)))
+                samples.append((time.monotonic(), cpu_seconds(pid), machine_busy_seconds()))
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.ensure_future(sample_cpu())
         go = time.monotonic()
-        cpu_go = cpu_seconds(pid)
+        cpu_go, busy_go = cpu_seconds(pid), machine_busy_seconds()
         await asyncio.gather(*(c.send("go") for c in children[1:]))
         dones = [await c.expect("done", args.media_timeout + 60) for c in children[1:]]
         sampler.cancel()
         viewers = [v for d in dones for v in d["viewers"]]
         ok = [v for v in viewers if v["first_media"]]
         last = max((v["first_media"] for v in ok), default=go)
-        cpu_last = next((c for t, c in samples if t >= last), cpu_seconds(pid))
+        cpu_last, busy_last = next(
+            ((c, b) for t, c, b in samples if t >= last), (cpu_seconds(pid), machine_busy_seconds())
+        )
         await asyncio.sleep(max(0.0, last + 3 - time.monotonic()))
         rss1 = rss_bytes(pid)
         lag = await lag_metric(base)
@@ -561,6 +564,10 @@ async def one_wave(args: argparse.Namespace, n: int, logdir: Path, tag: str) -> 
             "cpu_ms_per_join": 1000 * ((cpu_last - cpu_go) - base_rate * (last - go)) / max(1, len(ok)),
             "node_cpu_s_wave": cpu_last - cpu_go,
             "baseline_cpu_rate": base_rate,
+            # Contention: the node's share of a core during the wave, and the whole machine's busy
+            # cores (2.0 = both saturated; then wall-clock figures measure the neighbours too).
+            "node_cpu_share": (cpu_last - cpu_go) / max(1e-9, last - go),
+            "machine_busy_cores": (busy_last - busy_go) / max(1e-9, last - go),
             "rss_kb_per_viewer": (rss1 - rss0) / 1024 / max(1, len(ok)),
             "rss_mb_before": rss0 / 2**20,
             "rss_mb_after": rss1 / 2**20,
@@ -610,7 +617,8 @@ def show(r: dict[str, Any]) -> str:
         f"{f(r['rss_kb_per_viewer'], '.0f')} | {f(r['last_media_s'], '.2f')} | "
         f"{f(r['median_media_s'], '.2f')} | "
         f"{f(r['ping_max_s'], '.3f')} | {f(r['lag_max_metric_s'], '.3f')} | {f(r['comment_p99_s'], '.3f')} | "
-        f"{r['sample_with_frames']}/{r['sample_viewers']} |"
+        f"{r['sample_with_frames']}/{r['sample_viewers']} | {f(r['node_cpu_share'], '.2f')} | "
+        f"{f(r['machine_busy_cores'], '.2f')} |"
     )
 
 
@@ -633,9 +641,10 @@ async def harness(args: argparse.Namespace) -> None:
         kill_all_children()
     print(
         "| node | wave | with media | node CPU ms/join | RSS KB/viewer | last media s | median media s | "
-        "longest ping s | lag max (metric) s | comment p99 s | sample viewers with frames |"
+        "longest ping s | lag max (metric) s | comment p99 s | sample viewers with frames | "
+        "node CPU share | machine busy cores |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(show(r))
     if args.json:
