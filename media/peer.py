@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from media import aiortc_hooks, dtls_hooks, negotiation_hooks, transceiver_hooks
+from media import aiortc_hooks, description_hooks, dtls_hooks, negotiation_hooks, transceiver_hooks
 from media.nackguard import ResendLimits
 
 
@@ -48,6 +48,7 @@ def setup(config: MediaConfig) -> list[str]:
     dtls_hooks.check()
     transceiver_hooks.check()
     negotiation_hooks.check()
+    description_hooks.check()
     negotiation_hooks.install()
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)

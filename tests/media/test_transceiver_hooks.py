@@ -12,13 +12,23 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from media import transceiver_hooks
-from media.transceiver_hooks import SendOnlyReceiver
+from media.transceiver_hooks import LeanSender, SendOnlyReceiver
 from tests.media.peers import answer, connected, loopback_ice, new_subscriber, offer, viewer_side
 from tests.support.waiting import eventually
 
 
 def test_the_receiver_hook_still_exists() -> None:
     transceiver_hooks.check()
+
+
+def test_check_fails_loudly_when_aiortc_no_longer_builds_senders_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiortc.rtcpeerconnection
+
+    monkeypatch.delattr(aiortc.rtcpeerconnection, "RTCRtpSender")
+    with pytest.raises(transceiver_hooks.HookMissing, match="RTCRtpSender is gone"):
+        transceiver_hooks.check()
 
 
 def test_check_fails_loudly_when_aiortc_no_longer_builds_receivers_there(
@@ -45,6 +55,20 @@ async def test_a_lean_receiver_becomes_a_full_one_when_something_unforeseen_read
         await sub.pc.close()
 
 
+async def test_a_lean_sender_becomes_a_full_one_when_something_unforeseen_reads_it() -> None:
+    sub = new_subscriber(slots=1)
+    try:
+        sender = sub.pc.getSenders()[1]
+        assert isinstance(sender, LeanSender) and sender.lean
+        ssrcs, transport = (sender._ssrc, sender._rtx_ssrc), sender.transport
+        assert (await sender.getStats()) is not None  # reads names the lean one never set
+        assert not sender.lean
+        assert (sender._ssrc, sender._rtx_ssrc) == ssrcs and sender.transport is transport
+        assert sender.kind == "video" and sender.track is None
+    finally:
+        await sub.pc.close()
+
+
 async def test_a_connected_viewer_keeps_lean_receivers_runs_no_task_per_sender_and_closes() -> None:
     with loopback_ice():
         before = len(asyncio.all_tasks())
@@ -57,6 +81,8 @@ async def test_a_connected_viewer_keeps_lean_receivers_runs_no_task_per_sender_a
             await eventually(sub.on_connected, 5)  # every sender got its parameters
             receivers = sub.pc.getReceivers()
             assert len(receivers) == 12 and all(isinstance(r, SendOnlyReceiver) and r.lean for r in receivers)
+            senders = sub.pc.getSenders()
+            assert len(senders) == 12 and all(isinstance(s, LeanSender) and s.lean for s in senders)
             # aiortc's sender would run 2 tasks per sender (24 here); what is left is the connection's
             # own (ICE, DTLS) and the viewer side's.
             assert len(asyncio.all_tasks()) - before < 24
