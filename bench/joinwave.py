@@ -27,7 +27,7 @@ raised with prlimit, ``MEDSTAGE_ICE_ADDRESSES=127.0.0.1``):
     unshare --net sh -c 'ip link set lo up && exec python bench/joinwave.py --waves 50 100 200'
 
 ``--node-root DIR`` runs the node from another checkout (A/B with the same bench);
-``--profile DIR`` runs it under cProfile and writes ``DIR/node-<N>.prof``.
+``--profile DIR`` runs it under cProfile (CPU time) and writes ``DIR/node-<N>-<run>.prof``.
 """
 
 from __future__ import annotations
@@ -159,8 +159,7 @@ class Viewer:
         # The rest of the socket is read and dropped (slot messages, comments of the probe).
         drain = asyncio.ensure_future(self._drain())
         try:
-            async with asyncio.timeout(self.args.media_timeout):
-                await self.media.wait()
+            await self.media.wait()
         finally:
             drain.cancel()
 
@@ -260,7 +259,12 @@ async def client_main(args: argparse.Namespace) -> None:
 
         async def one(v: Viewer) -> None:
             try:
-                await v.run(session)
+                # The whole join, not only the wait for media: a join that never gets its offer (a
+                # socket the node never accepted) is a failure of the wave, not a hang of the bench.
+                async with asyncio.timeout(args.media_timeout):
+                    await v.run(session)
+            except TimeoutError:
+                v.times.error = "timed out" + (" before the offer" if not v.times.offered else "")
             except Exception as exc:
                 v.times.error = f"{type(exc).__name__}: {exc}"[:200]
 
@@ -432,7 +436,12 @@ async def start_node(args: argparse.Namespace, logdir: Path, tag: str) -> tuple[
     if args.profile:
         out = f"{args.profile}/node-{tag}.prof"
         run = "runpy.run_module('server', run_name='__main__')"
-        code += f"import cProfile; cProfile.run({run!r}, {out!r})"
+        # CPU time, not wall time: on a shared machine a wall-clock profile counts the neighbours too.
+        code += (
+            "import cProfile, time; profile = cProfile.Profile(time.process_time)\n"
+            f"try:\n    profile.run({run!r})\nexcept SystemExit:\n    pass\n"
+            f"profile.dump_stats({out!r})"
+        )
     else:
         code += "runpy.run_module('server', run_name='__main__')"
     cmd = [sys.executable, "-c", code]
