@@ -66,6 +66,7 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_NACK_BUDGET_PERCENT": "101"}, "nack_budget_percent"),
         ({"MEDSTAGE_NACK_BURST_PACKETS": "0"}, "nack_burst_packets"),
         ({"MEDSTAGE_NACK_HOLD_OFF_MS": "-5"}, "nack_hold_off_ms"),
+        ({"MEDSTAGE_LISTEN_BACKLOG": "8"}, "listen_backlog"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
