@@ -43,10 +43,6 @@ AIORTC_VERSION = "1.16.0"
 
 # Name-mangled attributes, spelled out once.
 _JITTER = "_RTCRtpReceiver__jitter_buffer"
-_RTP_STARTED = "_RTCRtpSender__rtp_started"
-_RTP_EXITED = "_RTCRtpSender__rtp_exited"
-_RTCP_STARTED = "_RTCRtpSender__rtcp_started"
-_RTCP_EXITED = "_RTCRtpSender__rtcp_exited"
 _CODECS = "_RTCRtpReceiver__codecs"  # check() only: its payload probe
 _PAYLOAD = "_data"
 
@@ -61,9 +57,9 @@ def check() -> None:
     if aiortc.__version__ != AIORTC_VERSION:
         problems.append(f"aiortc {aiortc.__version__} installed, hooks read from {AIORTC_VERSION}")
     for cls, names in (
-        (RTCRtpSender, ["_run_rtp", "_run_rtcp", "_handle_rtcp_packet", "send"]),
+        (RTCRtpSender, ["_handle_rtcp_packet", "send", "stop"]),
         (RTCRtpReceiver, ["_handle_rtp_packet", "_send_rtcp_pli", "receive"]),
-        (RTCDtlsTransport, ["_send_rtp"]),
+        (RTCDtlsTransport, ["_send_rtp", "_register_rtp_sender", "_unregister_rtp_sender"]),
         (aioice.ice.Connection, ["sendto"]),
     ):
         problems += [f"{cls.__name__}.{n} is gone" for n in names if not hasattr(cls, n)]
@@ -100,7 +96,7 @@ def _check_instances() -> list[str]:
             (receiver, [_JITTER, _CODECS]),
             (
                 sender,
-                [_RTP_STARTED, _RTP_EXITED, _RTCP_STARTED, _RTCP_EXITED, "_ssrc", "_rtx_ssrc", "_stream_id"],
+                ["_ssrc", "_rtx_ssrc", "_stream_id", "transport"],
             ),
             (dtls, ["_tx_srtp", "_rx_srtp"]),
             (ice, ["_connection"]),
@@ -283,26 +279,25 @@ class SenderHandler:
 def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
     """Keep ``sender`` for negotiation and RTCP routing; media and reports become ours.
 
-    aiortc's packet loop and report loop become idle tasks (packets are written by Publication,
-    sender reports by the Subscriber, one compound packet for all its slots); they honour aiortc's
-    start/exit events so ``RTCRtpSender.stop()`` still completes. Incoming RTCP gets a lean handler:
-    aiortc's builds a stats object with a datetime for every receiver report.
+    aiortc's packet loop and report loop never start (packets are written by Publication, sender
+    reports by the node's report ticker in media/subscriber.py): ``send()`` only registers the sender
+    with its transport for RTCP routing (what aiortc's ``send`` does before it starts its two tasks,
+    rtcrtpsender.py 210-229), and ``stop()`` unregisters it. No task per sender: 24 fewer per viewer.
+    Incoming RTCP gets a lean handler: aiortc's builds a stats object with a datetime for every
+    receiver report.
     """
-    original_send = sender.send
+    registered: list[Any] = []  # the transport the sender is registered with, once sent
 
     async def send(parameters: RTCRtpSendParameters) -> None:
         handler.on_send_parameters(parameters)
-        await original_send(parameters)
+        if not registered:
+            transport = sender.transport
+            transport._register_rtp_sender(sender, parameters)
+            registered.append(transport)
 
-    def idle(started: str, exited: str) -> Callable[..., Coroutine[Any, Any, None]]:
-        async def run(*args: Any) -> None:
-            getattr(sender, started).set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                getattr(sender, exited).set()
-
-        return run
+    async def stop() -> None:
+        while registered:
+            registered.pop()._unregister_rtp_sender(sender)
 
     ssrc = sender._ssrc
 
@@ -320,8 +315,7 @@ def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
                     handler.on_receiver_report(report.fraction_lost, report.jitter)
 
     sender.send = send  # type: ignore[method-assign]
-    sender._run_rtp = idle(_RTP_STARTED, _RTP_EXITED)  # type: ignore[method-assign]
-    sender._run_rtcp = idle(_RTCP_STARTED, _RTCP_EXITED)  # type: ignore[method-assign]
+    sender.stop = stop  # type: ignore[method-assign]
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
 
 

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from media import aiortc_hooks, ice_hooks, udpmux
+from media import (
+    aiortc_hooks,
+    description_hooks,
+    dtls_hooks,
+    ice_hooks,
+    negotiation_hooks,
+    transceiver_hooks,
+    udpmux,
+)
 from media.nackguard import ResendLimits
 
 
@@ -41,12 +49,18 @@ class MediaConfig:
 
 
 def setup(config: MediaConfig) -> list[str]:
-    """Process-wide set-up: verify the hooks, announce addresses, count decodes.
+    """Process-wide set-up: verify the hooks, announce addresses, count decodes, match codecs without
+    deep copies (media/negotiation_hooks.py).
 
     Returns the host addresses ICE will announce: the configured ones, else every non-loopback
     interface, else 127.0.0.1 (a machine with loopback only can still serve itself).
     """
     aiortc_hooks.check()
+    dtls_hooks.check()
+    transceiver_hooks.check()
+    negotiation_hooks.check()
+    description_hooks.check()
+    negotiation_hooks.install()
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)
     aiortc_hooks.count_decodes()
@@ -69,4 +83,7 @@ def new_peer_connection(config: MediaConfig) -> RTCPeerConnection:
     # max-bundle: one transport for every m-line from the start. With aiortc's default (balanced),
     # the second and later video transceivers stay bound to a per-kind transport that BUNDLE never
     # connects (rtcpeerconnection.py 1020: already "_bundled"), so their senders never start.
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    configuration = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    # One DTLS certificate per node (media/dtls_hooks.py): no key generation, fingerprint hashing or
+    # SSL context per connection; each SDP still carries the fingerprint, each handshake checks the peer.
+    return dtls_hooks.with_node_certificate(lambda: RTCPeerConnection(configuration))

@@ -19,7 +19,13 @@ class OfferSummary:
     sending: tuple[str, ...]  # kinds the offer sends, e.g. ("audio", "video")
 
 
-def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
+def check_sdp_text(text: str) -> None:
+    """The checks that need no parse: starts with v=0, size, every line ``x=value``.
+
+    Enough before ``setRemoteDescription``, which parses the SDP itself before it changes anything
+    (aiortc 1.16 rtcpeerconnection.py 888) and whose errors the caller maps to ``BadSdp``: a viewer's
+    answer parsed here too cost as much as aiortc's whole ``setRemoteDescription`` (a join's profile).
+    """
     if not isinstance(text, str) or not text.startswith("v=0"):
         raise BadSdp("SDP must start with v=0")
     if len(text) > MAX_SDP_BYTES:
@@ -28,6 +34,10 @@ def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
     for number, line in enumerate(lines, 1):
         if not _LINE.match(line):
             raise BadSdp(f"SDP line {number} is not of the form x=value")
+
+
+def parse_sdp(text: str) -> aiortc_sdp.SessionDescription:
+    check_sdp_text(text)
     try:
         return aiortc_sdp.SessionDescription.parse(text)
     except Exception as exc:

@@ -8,6 +8,8 @@ No renegotiation ever happens, so speakers can come and go without offer/answer 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 import struct
@@ -21,7 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
-from media import ice_hooks, stats
+from media import description_hooks, ice_hooks, stats, transceiver_hooks
 from media.nackguard import ResendGuard, ResendLimits
 from media.rtcpin import ViewerRtcp
 
@@ -273,16 +275,24 @@ class Subscriber:
         self.pc = pc
         self.pairs: list[SlotPair] = []
         self.path: hooks.UdpPath | None = None
-        self._reports: asyncio.Task[None] | None = None
-        for i in range(n_slots):
-            stream = f"slot-{i}"
-            slots = {}
-            for kind in ("audio", "video"):
-                transceiver = pc.addTransceiver(kind, direction="sendonly")
-                transceiver.setCodecPreferences(_SLOT_CODECS[kind])
-                hooks.set_stream_id(transceiver.sender, stream)
-                slots[kind] = Slot(self, i, kind, transceiver.sender, resend_limits)
-            self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
+        self.closed = False
+        self._dtls: Any = None
+
+        def add_pairs() -> None:
+            for i in range(n_slots):
+                stream = f"slot-{i}"
+                slots = {}
+                for kind in ("audio", "video"):
+                    transceiver = pc.addTransceiver(kind, direction="sendonly")
+                    transceiver.setCodecPreferences(_SLOT_CODECS[kind])
+                    hooks.set_stream_id(transceiver.sender, stream)
+                    slots[kind] = Slot(self, i, kind, transceiver.sender, resend_limits)
+                self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
+
+        # Send-only, senders taken over by the slots: aiortc's receivers would never receive and its
+        # senders never run (media/transceiver_hooks.py); lean ones save ≈ 0.3 ms and 95 KB per
+        # video slot, and the senders' unused events and tables.
+        transceiver_hooks.with_lean_transceivers(add_pairs)
         ice_hooks.use_mux(pc)  # its host candidate is the process's shared socket (when installed)
 
     @property
@@ -305,7 +315,7 @@ class Subscriber:
         if self.path is not None:
             return True
         sender = self.pairs[0].audio.sender if self.pairs else None
-        if sender is None:
+        if sender is None or self.closed:
             return False
         path = ice_hooks.udp_path(sender.transport)
         slots = [s for pair in self.pairs for s in (pair.audio, pair.video)]
@@ -316,32 +326,120 @@ class Subscriber:
             slot.connect(path)
         # On the shared socket, the viewer's RTCP comes straight to its slots (media/rtcpin.py).
         ice_hooks.take_rtcp(sender.transport, ViewerRtcp({s.ssrc: s for s in slots}))
-        self._reports = asyncio.create_task(self._send_reports(sender.transport))
-        self._reports.add_done_callback(_log_failure)
+        self._dtls = sender.transport
+        reports.add(self)
+        # Negotiated once for good: aiortc's parsed offer and answer are ≈ 128 KB nobody reads again.
+        description_hooks.forget_descriptions(self.pc)
         return True
 
-    async def _send_reports(self, dtls: Any) -> None:
-        """Sender reports of every forwarding slot, in one compound packet (RFC 3550 §6.1), every
-        0.5-1.5 s (§6.2 randomization). One task per viewer, none per idle slot."""
+    def sender_reports(self, ntp: int, now: float) -> list[Any]:
+        """Sender reports of every forwarding slot and their SDES CNAMEs: one compound RTCP packet
+        (RFC 3550 §6.1), nothing when no slot forwards."""
         slots = [s for pair in self.pairs for s in (pair.audio, pair.video)]
-        while True:
-            await asyncio.sleep(0.5 + random.random())
-            ntp, now = current_ntp_time(), time.monotonic()
-            reports = [r for s in slots if (r := s.sender_report(ntp, now)) is not None]
-            if not reports:
-                continue
-            cname = next((s.cname for s in slots if s.cname), "")
-            chunks = [RtcpSourceInfo(ssrc=r.ssrc, items=[(1, cname.encode())]) for r in reports]
-            await hooks.send_rtcp(dtls, [*reports, RtcpSdesPacket(chunks=chunks)])
+        srs = [r for s in slots if (r := s.sender_report(ntp, now)) is not None]
+        if not srs:
+            return []
+        cname = next((s.cname for s in slots if s.cname), "")
+        chunks = [RtcpSourceInfo(ssrc=r.ssrc, items=[(1, cname.encode())]) for r in srs]
+        return [*srs, RtcpSdesPacket(chunks=chunks)]
+
+    async def send_reports(self) -> None:
+        packets = self.sender_reports(current_ntp_time(), time.monotonic())
+        if packets and self._dtls is not None:
+            await hooks.send_rtcp(self._dtls, packets)
 
     def close(self) -> None:
-        if self._reports is not None:
-            self._reports.cancel()
-            self._reports = None
+        # The report ticker drops a closed subscriber when its turn comes.
+        self.closed = True
+
+
+def report_interval() -> float:
+    """RFC 3550 §6.2 / §6.3.1: a sender reports every 0.5-1.5 x the interval (1 s here), drawn anew
+    each time, so that viewers who connected together do not report together."""
+    return 0.5 + random.random()
+
+
+SLACK_S = 0.005
+
+
+class ReportTicker:
+    """The node's sender reports: one task for every connected viewer of this process, each viewer at
+    its own randomized interval (``report_interval``), instead of a task per viewer.
+
+    A heap of (due time, viewer); the task sleeps until the earliest is due and exits when no viewer
+    is left (the next ``add`` starts it again). It belongs to the event loop it was started on: a new
+    loop (tests) starts afresh.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Subscriber]] = []
+        self._order = itertools.count()  # ties in due time never compare subscribers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._sleeping_until = 0.0
+        self.wakeups = 0  # times the task woke up (tests: one per report at most)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def add(self, sub: Subscriber) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._heap.clear()
+            self._loop, self._task, self._wake = loop, None, None
+        due = loop.time() + report_interval()
+        heapq.heappush(self._heap, (due, next(self._order), sub))
+        if not self.running:
+            self._task = loop.create_task(self._run())
+            self._task.add_done_callback(_log_failure)
+        elif due < self._sleeping_until and self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while heap:
+            due, _, sub = heap[0]
+            now = loop.time()
+            # Within SLACK_S counts as due: uvloop's timers have a millisecond resolution and may
+            # fire a fraction of one early; reports due together go out in one wake-up.
+            if due > now + SLACK_S:
+                self._wake = loop.create_future()
+                self._sleeping_until = due
+                timer = loop.call_at(due, _wake_up, self._wake)
+                try:
+                    await self._wake
+                finally:
+                    timer.cancel()
+                self.wakeups += 1
+                continue
+            heapq.heappop(heap)
+            if sub.closed:
+                continue
+            try:
+                await sub.send_reports()
+            except Exception:
+                # One viewer's failure must not stop everyone's reports; that viewer stops reporting.
+                log.exception("sender reports failed", extra={"participant": sub.participant_id})
+                continue
+            heapq.heappush(heap, (loop.time() + report_interval(), next(self._order), sub))
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+reports = ReportTicker()  # one per process (a media worker process has its own)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
-    """A viewer's sender-report task is owned by its subscriber (cancelled on close); a failure is
-    logged, never lost: without reports the viewer's lip sync drifts."""
+    """The report ticker is owned by this module (``reports``); a failure is logged, never lost:
+    without reports the viewers' lip sync drifts."""
     if not task.cancelled() and task.exception() is not None:
         log.error("sender reports failed", exc_info=task.exception())

@@ -20,7 +20,7 @@ from media.errors import BadSdp, NoOffer
 from media.messages import SlotLayout, SubscriberOffer
 from media.peer import MediaConfig, new_peer_connection
 from media.publication import Fanout
-from media.sdp import parse_sdp
+from media.sdp import check_sdp_text
 from media.subscriber import Subscriber
 from media.tasks import OwnedTasks
 
@@ -71,7 +71,7 @@ class LocalViewers:
         sub = self.subscribers.get(key)
         if sub is None:
             raise NoOffer("no subscriber offer is waiting for an answer")
-        parse_sdp(sdp)
+        check_sdp_text(sdp)  # aiortc parses it (once) in setRemoteDescription
         try:
             await sub.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         except Exception as exc:

@@ -139,7 +139,7 @@ async def serve(config: Config) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.port)
+    site = web.TCPSite(runner, config.listen_host, config.port, backlog=config.listen_backlog)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -78,6 +78,9 @@ class Config:
     consent_policy_file: str = ""
     speaking_requires_consent: bool = False
     shutdown_timeout_s: float = 5.0
+    # Pending connections the kernel queues for accept (capped by net.core.somaxconn). aiohttp's 128
+    # drops the SYNs of a join wave beyond it; each dropped one retries 1, 3, 7 ... s later.
+    listen_backlog: int = 4096
     api_keys: str = ""
     redis_url: str = ""
     node_id: str = ""
@@ -309,6 +312,8 @@ def _validate(config: Config) -> None:
     parse_rate_limits(config.rate_limits)
     if config.outbox_limit < 16:
         raise ConfigError("outbox_limit must be at least 16")
+    if not 16 <= config.listen_backlog <= 65535:
+        raise ConfigError("listen_backlog must be 16-65535")
     if config.recording_mode not in ("off", "manual", "auto"):
         raise ConfigError("recording_mode must be off, manual or auto")
     if not config.consent_policy_version.strip():

@@ -88,6 +88,7 @@ def test_ice_servers_from_urls_or_json() -> None:
         ({"MEDSTAGE_GC_LEAVE_SHARE": "1.5"}, "gc_leave_share"),
         ({"MEDSTAGE_GC_QUIET_S": "0"}, "gc_quiet_s"),
         ({"MEDSTAGE_GC_QUIET_S": "60", "MEDSTAGE_GC_FULL_INTERVAL_S": "30"}, "gc_full_interval_s"),
+        ({"MEDSTAGE_LISTEN_BACKLOG": "8"}, "listen_backlog"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
