@@ -24,13 +24,23 @@ def clip():  # type: ignore[no-untyped-def]
     return load_clip()
 
 
-@pytest.fixture
-def port_node(tmp_path: Path) -> Iterator[RunningNode]:
-    running = start_node(tmp_path, {"MEDSTAGE_MEDIA_PORT": str(free_port())})
+@pytest.fixture(params=[0, 2], ids=["in-process", "2-workers"])
+def port_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningNode]:
+    port = free_port()
+    while port + 2 > 65535:
+        port = free_port()
+    running = start_node(
+        tmp_path, {"MEDSTAGE_MEDIA_PORT": str(port), "MEDSTAGE_MEDIA_WORKERS": str(request.param)}
+    )
+    running.media_port, running.media_workers = port, request.param  # type: ignore[attr-defined]
     try:
         yield running
     finally:
         assert running.stop() == 0, running.log()[-4000:]
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def udp_sockets(pid: int) -> int:
@@ -107,11 +117,18 @@ async def test_viewers_of_two_stages_share_one_port_and_each_gets_only_its_own_s
         for v in (v for group in viewers for v in group):
             assert v.subscriber_pc is not None and v.subscriber_pc.remoteDescription is not None
             ports |= candidate_ports(v.subscriber_pc.remoteDescription.sdp)
-        assert len(ports) == 1, ports
-        env_port = re.search(r"single-port media socket on 127.0.0.1:(\d+)", port_node.log())
-        assert env_port is not None and ports == {int(env_port.group(1))}
-        # One socket for 16 viewers, one per publisher connection (2); before: one per viewer too.
-        assert udp_sockets(port_node.proc.pid) <= 3
+        base, workers = port_node.media_port, port_node.media_workers  # type: ignore[attr-defined]
+        if workers == 0:
+            assert ports == {base}, ports
+            # One socket for 16 viewers, one per publisher connection (2); before: one per viewer too.
+            assert udp_sockets(port_node.proc.pid) <= 3
+        else:
+            # The audience is on the workers, worker i on base + 1 + i: one port per process, spread.
+            assert ports == {base + 1 + i for i in range(workers)}, ports
+            children = child_pids(port_node.proc.pid)
+            assert len(children) == workers
+            # Each worker: its viewers' shared socket and the link's media socket, whatever its viewers.
+            assert all(udp_sockets(c) <= 2 for c in children)
         assert port_node.metrics()["medstage_decoded_frames_total"] == 0
         # Receiver reports (every 0.5-1.5 s per receiving track: 32 tracks) read on the shared socket.
         for _ in range(20):
