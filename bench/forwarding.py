@@ -65,6 +65,10 @@ from common import (
 
 sys.path.insert(0, str(ROOT))
 
+from loopstats import LoopStats, cell
+from loopstats import read as read_loop
+from loopstats import window as loop_window
+
 from tests.support.clip import clip_path, load_clip
 
 STAGE = "bench"
@@ -293,6 +297,7 @@ class Result:
     # CPU above counts the main process and its workers; this is the main process alone.
     workers: str = field(default_factory=lambda: os.environ.get("MEDSTAGE_MEDIA_WORKERS", "per core"))
     main_cpu_s: float = math.nan
+    loop: LoopStats | None = None  # the node's main loop over the window (medstage only)
 
     @property
     def label(self) -> str:
@@ -412,6 +417,7 @@ async def measure(
             log(f"{tag}: measuring for {window:g} s")
             t0, cpu0, busy0, m0, s0 = await snapshot()
             main0 = process_cpu_seconds(server.proc.pid)
+            loop0 = await _loop_stats(server.base) if impl == "medstage" else None
             udp0 = udp_errors()
             threads0 = thread_cpu_seconds(server.proc.pid, list(tids))
             if args.soak:
@@ -427,6 +433,9 @@ async def measure(
                 await asyncio.sleep(window)
             t1, cpu1, busy1, m1, s1 = await snapshot()
             result.main_cpu_s = process_cpu_seconds(server.proc.pid) - main0
+            loop1 = await _loop_stats(server.base) if loop0 is not None else None
+            if loop0 is not None and loop1 is not None:
+                result.loop = loop_window(loop0, loop1)
             udp1 = udp_errors()
             result.udp_rcvbuf_errors, result.udp_sndbuf_errors = udp1[0] - udp0[0], udp1[1] - udp0[1]
             drops = "medstage_send_drops_total"
@@ -575,13 +584,20 @@ async def check_recording(result: Result, session: Path, publisher: str, stopped
         log(f"recording check failed: {'; '.join(problems)}")
 
 
+async def _loop_stats(base: str) -> LoopStats | None:
+    try:
+        return await read_loop(base)
+    except Exception:  # an older node without the figures: the column says n/a
+        return None
+
+
 # --- output ------------------------------------------------------------------------------------
 
 HEADER = (
     "| server | subscribers | RTP pkt/s per subscriber | kbit/s per subscriber | server CPU | "
     "µs CPU per packet sent | subscribers per core | RSS per subscriber | loss | "
-    "first video frame a keyframe | decoded frames in server |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "first video frame a keyframe | decoded frames in server | main loop: lag p99 / longest, GC |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -597,7 +613,7 @@ def row(r: Result) -> str:
         f"{_f(r.kbps_per_subscriber, '.0f')} | {_f(cpu_share * 100, '.0f')} % | "
         f"{_f(r.us_per_packet, '.1f')} | {_f(r.subscribers_per_core, '.0f')} | "
         f"{_f((r.rss_n - r.rss0) / r.n / 2**20, '.2f')} MB | {_f(r.loss * 100, '.2f')} % | "
-        f"{r.first_keyframe}/{r.first_keyframe + r.first_not_keyframe} | {decoded} |"
+        f"{r.first_keyframe}/{r.first_keyframe + r.first_not_keyframe} | {decoded} | {cell(r.loop)} |"
     )
 
 

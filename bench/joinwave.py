@@ -277,7 +277,11 @@ async def client_main(args: argparse.Namespace) -> None:
             cpu_s=time.process_time() - cpu0,
             viewers=[vars(v.times) for v in viewers],
         )
-        await stdin.readline()  # "quit" (or EOF)
+        # Steady state after the wave (--hold): the parent asks for the counting viewers' datagram
+        # totals at both ends of its window; anything else ("quit", EOF) ends the client.
+        while (await stdin.readline()).decode().strip() == "count":
+            counting = [v.times for v in viewers if not v.times.sample and v.times.first_media]
+            emit("count", packets=sum(t.packets for t in counting), viewers=len(counting))
         for v in viewers:
             if v.pc is not None:
                 with contextlib.suppress(Exception):
@@ -466,6 +470,38 @@ async def start_node(args: argparse.Namespace, logdir: Path, tag: str) -> tuple[
     return proc, base, log_path
 
 
+async def metric_sum(base: str, name: str) -> float:
+    import aiohttp
+
+    total = 0.0
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def hold_window(args: argparse.Namespace, base: str, clients: list[Proc], pid: int) -> dict[str, Any]:
+    """Steady state with the whole wave watching: loss = 1 - datagrams a counting viewer received per
+    second / RTP packets the node sent per viewer per second (both over the same window)."""
+
+    async def counts() -> tuple[int, int]:
+        await asyncio.gather(*(c.send("count") for c in clients))
+        replies = [await c.expect("count", 30) for c in clients]
+        return sum(r["packets"] for r in replies), sum(r["viewers"] for r in replies)
+
+    sent = "medstage_rtp_packets_sent_total"
+    p0, _ = await counts()
+    s0, c0, t0 = await metric_sum(base, sent), cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(args.hold)
+    p1, counting = await counts()
+    s1, c1, t1 = await metric_sum(base, sent), cpu_seconds(pid), time.monotonic()
+    window = t1 - t0
+    return {"hold_s": window, "hold_sent_pps": (s1 - s0) / window, "hold_counting_viewers": counting,
+            "hold_received": p1 - p0, "hold_cpu_share": (c1 - c0) / window,
+            "hold_us_per_packet": 1e6 * (c1 - c0) / max(1.0, s1 - s0)}
+
+
 async def lag_metric(base: str) -> float | None:
     import aiohttp
 
@@ -557,6 +593,7 @@ async def one_wave(args: argparse.Namespace, n: int, logdir: Path, tag: str) -> 
         await asyncio.sleep(max(0.0, last + 3 - time.monotonic()))
         rss1 = rss_bytes(pid)
         lag = await lag_metric(base)
+        held = await hold_window(args, base, children[1:], pid) if args.hold > 0 else {}
         wave_pings = [rtt for sent, rtt in probe.pings if go <= sent <= last]
         before_pings = [rtt for sent, rtt in probe.pings if sent < go]
         wave_comments = [lat for sent, lat in probe.comments if go <= sent <= last]
@@ -598,7 +635,14 @@ async def one_wave(args: argparse.Namespace, n: int, logdir: Path, tag: str) -> 
             "client_cpu_s": [d["cpu_s"] for d in dones],
             "probe_errors": probe.errors,
             "server_log": server_log_problems(log_path),
+            **held,
         }
+        if held:
+            # Per viewer: what a counting viewer got against what the node sent to each viewer.
+            per_viewer_sent = held["hold_sent_pps"] / max(1, len(ok))
+            per_viewer_got = held["hold_received"] / max(1, held["hold_counting_viewers"]) / held["hold_s"]
+            result["hold_pps_per_viewer"] = per_viewer_sent
+            result["hold_loss"] = 1 - per_viewer_got / per_viewer_sent if per_viewer_sent else None
         return result
     finally:
         if probe_task is not None:
@@ -656,6 +700,15 @@ async def harness(args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(show(r))
+    held = [r for r in results if "hold_loss" in r]
+    if held:
+        print("\n| node | viewers | pkt/s per viewer | loss | node CPU share | µs CPU per packet sent |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in held:
+            print(
+                f"| {r['label']} | {r['with_media']} | {r['hold_pps_per_viewer']:.0f} | "
+                f"{100 * r['hold_loss']:.2f} % | {r['hold_cpu_share']:.2f} | {r['hold_us_per_packet']:.1f} |"
+            )
     if args.json:
         _write(Path(args.json), json.dumps(results, indent=1))
 
@@ -684,6 +737,9 @@ def main() -> None:
     parser.add_argument("--video", action="store_true", help="publish VP8 video too (default: Opus only)")
     parser.add_argument("--comment-interval", type=float, default=0.1)
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="s of steady state after the wave (0: none)"
+    )
     parser.add_argument("--baseline", type=float, default=2.0, help="s of pre-wave CPU rate measurement")
     parser.add_argument("--media-timeout", type=float, default=90.0)
     parser.add_argument("--fd-limit", type=int, default=65536)

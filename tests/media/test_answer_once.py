@@ -39,7 +39,7 @@ async def test_a_viewers_answer_is_parsed_once(monkeypatch: pytest.MonkeyPatch) 
             monkeypatch.setattr(sdp.SessionDescription, "parse", counting)
             await media.subscriber_answer("viewer", viewer_answer)
             assert len(parsed) == 1
-            assert await connected(media.subscribers["viewer"].pc, client) == ["connected", "connected"]
+            assert await connected(media.subscriber_peer("viewer"), client) == ["connected", "connected"]
         finally:
             await asyncio.gather(media.close(), client.close())
 
@@ -54,6 +54,6 @@ async def test_an_answer_aiortc_cannot_parse_is_bad_sdp_and_a_good_one_still_app
             with pytest.raises(BadSdp, match="could not be applied"):
                 await media.subscriber_answer("viewer", broken)
             await media.subscriber_answer("viewer", good)
-            assert await connected(media.subscribers["viewer"].pc, client) == ["connected", "connected"]
+            assert await connected(media.subscriber_peer("viewer"), client) == ["connected", "connected"]
         finally:
             await asyncio.gather(media.close(), client.close())

@@ -357,7 +357,11 @@ async def test_sigkill_leaves_readable_files_that_repair_finalizes(
         asked_start = time.time()
         started = await host.request({"type": "recording.start"})
         session = rec_root / stage / started["session_id"]
-        await eventually(lambda: len(manifest(session)["tracks"]) == 2, 10)
+        # The reply may leave (a direct write) a moment before the recorder's sink has made the
+        # session's directory on disk, which this test reads behind the node's back.
+        await eventually(
+            lambda: (session / "manifest.json").exists() and len(manifest(session)["tracks"]) == 2, 10
+        )
         capturing = time.time()
         await asyncio.sleep(4)
         killed_at = time.time()
