@@ -26,6 +26,7 @@ from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
 from server.host.live import LiveStage
+from server.host.turns import Turns
 from server.host.webhooks import Webhooks
 from server.routing.cluster import Cluster
 from server.routing.ledgerheads import LedgerHeadPublisher
@@ -46,6 +47,8 @@ class Node:
         self.auth = Authenticator(parse_keys(config.api_keys), clock)
         self.webhooks = Webhooks.from_config(config, self.cluster.node_id)
         self.clubs = ClubStore(self.cluster.backend, clock)
+        # Joins announce themselves to the whole stage: one per loop pass (server/host/turns.py).
+        self.join_turns = Turns()
         self._tasks = OwnedTasks(log, "node")
         # Viewers' connections in worker processes, one per core by default (media/workers.py).
         count = config.media_worker_count

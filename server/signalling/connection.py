@@ -363,6 +363,11 @@ class Connection:
             return
         if role is Role.HOST and not observer:
             await self._replace_own_host_connection(live, claims.identity)
+        # A join's announcement and its list grow with the audience: in a wave, joins take turns
+        # (one per loop pass), so comments, pings and timers are served between two of them.
+        await node.join_turns.wait()
+        if self._closing:
+            return
         pid = node.new_participant_id(live)
         if observer:
             name = f"Console: {name}"[:64]
