@@ -42,8 +42,33 @@ class HookMissing(RuntimeError):
     """aiortc no longer looks the way this module was written against."""
 
 
-class SendOnlyReceiver(RTCRtpReceiver):
+class _LeanUntilUsed:
+    """Reading an attribute the lean ``__init__`` did not set completes the aiortc class's own
+    ``__init__`` first, keeping what was set since (ids, transport, track, RTCP SSRC)."""
+
+    _KEPT: tuple[str, ...] = ()
+    _PREFIX = ""
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        if name.startswith("__") or d.get("_medstage_full"):
+            raise AttributeError(name)
+        kept = {k: d[k] for k in self._KEPT if k in d}
+        d["_medstage_full"] = True
+        # The aiortc class that follows this mixin in the subclass's bases.
+        super().__init__(kept[f"{self._PREFIX}kind"], kept[f"{self._PREFIX}transport"])  # type: ignore[call-arg]
+        d.update(kept)
+        return getattr(self, name)
+
+    @property
+    def lean(self) -> bool:
+        return not self.__dict__.get("_medstage_full", False)
+
+
+class SendOnlyReceiver(_LeanUntilUsed, RTCRtpReceiver):
     """The receiver of a send-only transceiver: a handful of attributes until something needs more."""
+
+    _KEPT, _PREFIX = _LEAN, _P
 
     def __init__(self, kind: str, transport: Any) -> None:
         if transport.state == "closed":
@@ -57,21 +82,6 @@ class SendOnlyReceiver(RTCRtpReceiver):
         d[f"{_P}rtcp_ssrc"] = None
         d[f"{_P}decoder_thread"] = None  # _handle_disconnect() -> __stop_decoder() reads it
 
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes the lean __init__ did not set: become a full receiver, keeping
-        # what was set since (transport, track, RTCP SSRC).
-        d = self.__dict__
-        if name.startswith("__") or d.get("_medstage_full"):
-            raise AttributeError(name)
-        kept = {k: d[k] for k in _LEAN if k in d}
-        d["_medstage_full"] = True
-        RTCRtpReceiver.__init__(self, kept[f"{_P}kind"], kept[f"{_P}transport"])
-        d.update(kept)
-        return getattr(self, name)
-
-    @property
-    def lean(self) -> bool:
-        return not self.__dict__.get("_medstage_full", False)
 
 
 _S = "_RTCRtpSender__"
@@ -89,8 +99,10 @@ _LEAN_SENDER = (
 )
 
 
-class LeanSender(RTCRtpSender):
+class LeanSender(_LeanUntilUsed, RTCRtpSender):
     """A sender whose work is taken over: identifiers and transport until something needs more."""
+
+    _KEPT, _PREFIX = _LEAN_SENDER, _S
 
     def __init__(self, kind: str, transport: Any) -> None:
         if not isinstance(kind, str):
@@ -108,20 +120,6 @@ class LeanSender(RTCRtpSender):
         d[f"{_S}transport"] = transport
         d[f"{_S}started"] = False
 
-    def __getattr__(self, name: str) -> Any:
-        # As SendOnlyReceiver: anything else first completes aiortc's own __init__, keeping our ids.
-        d = self.__dict__
-        if name.startswith("__") or d.get("_medstage_full"):
-            raise AttributeError(name)
-        kept = {k: d[k] for k in _LEAN_SENDER if k in d}
-        d["_medstage_full"] = True
-        RTCRtpSender.__init__(self, kept[f"{_S}kind"], kept[f"{_S}transport"])
-        d.update(kept)
-        return getattr(self, name)
-
-    @property
-    def lean(self) -> bool:
-        return not self.__dict__.get("_medstage_full", False)
 
 
 def with_lean_transceivers(make: Callable[[], T]) -> T:
