@@ -11,7 +11,7 @@ SUDO=""
 if [ "${MEDSTAGE_SKIP_INSTALL:-0}" != 1 ]; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        chromium redis-server ffmpeg iproute2 util-linux
+        chromium redis-server ffmpeg iproute2 util-linux coturn nftables
     python3 -m pip install -q -e '.[test]'
 fi
 

@@ -23,6 +23,7 @@ from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
 from server.gcpolicy import GcSettings
 from server.nesting import MAX_DEPTH
+from server.turn import TurnSettings
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,13 @@ class Config:
     public_url: str = ""
     ice_addresses: list[str] = field(default_factory=list)
     ice_servers: list[IceServer] = field(default_factory=list)
+    # TURN for browsers (server/turn.py): coturn's shared-secret scheme, a credential per participant.
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str = field(default="", repr=False)
+    turn_secret_file: str = ""
+    turn_ttl: int = 3600  # seconds
+    stun_urls: list[str] = field(default_factory=list)
+    ice_transport_policy: str = "all"  # the browsers' RTCPeerConnection policy: all | relay
     media_slots: int = 6
     # Processes that own viewers' connections (media/workers.py): -1 one per core, 0 none (in-process).
     media_workers: int = -1
@@ -151,6 +159,14 @@ class Config:
         )
 
     @property
+    def turn(self) -> TurnSettings:
+        """The TURN/STUN servers browsers get in ``joined``, with the secret their credentials use."""
+        secret = self.turn_secret
+        if self.turn_secret_file:
+            secret = Path(self.turn_secret_file).read_text(encoding="utf-8").strip()
+        return TurnSettings(urls=self.turn_urls, stun_urls=self.stun_urls, secret=secret, ttl=self.turn_ttl)
+
+    @property
     def media_worker_count(self) -> int:
         """Media worker processes to run: ``media_workers``, or one per core when it is -1."""
         return (os.cpu_count() or 1) if self.media_workers < 0 else self.media_workers
@@ -237,7 +253,7 @@ def parse_rate_limits(text: str) -> RateLimits:
 def _coerce(name: str, value: Any) -> Any:
     default = Config.__dataclass_fields__[name].default
     try:
-        if name in ("ice_addresses", "webhook_urls"):
+        if name in ("ice_addresses", "webhook_urls", "turn_urls", "stun_urls"):
             return _parse_list(value)
         if name == "ice_servers":
             return _parse_ice_servers(value)
@@ -365,3 +381,35 @@ def _validate(config: Config) -> None:
         raise ConfigError("webhook_secret (at least 16 characters) is required with webhook_urls")
     if config.webhook_timeout_s <= 0 or config.webhook_max_attempts < 1:
         raise ConfigError("webhook_timeout_s must be > 0 and webhook_max_attempts >= 1")
+    _validate_turn(config)
+
+
+def _validate_turn(config: Config) -> None:
+    """TURN URLs need a shared secret (and the reverse); messages never quote the secret."""
+    for url in config.turn_urls:
+        if not url.startswith(("turn:", "turns:")) or len(url) > 256:
+            raise ConfigError(f"turn_urls: {url!r} is not a turn:/turns: URL")
+    for url in config.stun_urls:
+        if not url.startswith("stun:") or len(url) > 256:
+            raise ConfigError(f"stun_urls: {url!r} is not a stun: URL")
+    if config.turn_secret and config.turn_secret_file:
+        raise ConfigError("turn_secret and turn_secret_file: set one of them")
+    if config.turn_secret_file and not Path(config.turn_secret_file).is_file():
+        raise ConfigError(f"turn_secret_file {config.turn_secret_file}: no such file")
+    has_secret = bool(config.turn_secret or config.turn_secret_file)
+    if config.turn_urls and not has_secret:
+        raise ConfigError("turn_urls need turn_secret or turn_secret_file (coturn's static-auth-secret)")
+    if has_secret and not config.turn_urls:
+        raise ConfigError("turn_secret without turn_urls: no TURN server to use it with")
+    if has_secret and len(config.turn.secret) < 16:
+        raise ConfigError("the TURN secret must be at least 16 characters")
+    if not 60 <= config.turn_ttl <= 7 * 86400:
+        raise ConfigError("turn_ttl must be 60-604800 seconds")
+    if config.ice_transport_policy not in ("all", "relay"):
+        raise ConfigError("ice_transport_policy must be all or relay")
+    if config.ice_transport_policy == "relay" and not (config.turn_urls or _has_turn(config.ice_servers)):
+        raise ConfigError("ice_transport_policy relay needs a TURN server (turn_urls or ice_servers)")
+
+
+def _has_turn(servers: list[IceServer]) -> bool:
+    return any(u.startswith(("turn:", "turns:")) for s in servers for u in s.urls)

@@ -150,6 +150,7 @@ class Joined(ServerFrame, kw_only=True, tag="joined"):
     participants: list[ParticipantInfo]  # the others present
     observers: list[ParticipantInfo] | UnsetType = UNSET  # moderators only: consoles watching
     ice_servers: list[IceServerInfo]
+    ice_transport_policy: Literal["all", "relay"]  # for the browser's RTCPeerConnection
     nodes: list[str]  # the live nodes' public URLs, this one first: where to go if it dies
     state: StageSnapshot
     policy: Policy

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -385,6 +386,12 @@ class Connection:
             # Consoles, apart: a client that knows nothing of them keeps an accurate participant list.
             consoles = [o.snapshot() for o in live.stage.observers.values() if o.id != pid]
             others = [p.snapshot() for p in live.stage.participants.values() if p.id != pid]
+            # TURN credentials of this participant, fresh at every join (a rejoin gets new ones); named
+            # by the participant id, so coturn's logs hold no identity.
+            ice_servers = [wire_out.ice_server(s.to_browser()) for s in node.config.ice_servers]
+            turn = node.config.turn.browser_servers(pid, time.time())
+            ice_servers += [wire_out.ice_server(s) for s in turn]
+            relay = node.config.ice_transport_policy == "relay"
             policy = wire_out.Policy(
                 version=live.stage.settings.consent_policy_version, text=node.config.consent_policy_text
             )
@@ -397,7 +404,8 @@ class Connection:
                     observers=[wire_out.participant(o) for o in consoles]
                     if self.moderator_view
                     else msgspec.UNSET,
-                    ice_servers=[wire_out.ice_server(s.to_browser()) for s in node.config.ice_servers],
+                    ice_servers=ice_servers,
+                    ice_transport_policy="relay" if relay else "all",
                     nodes=node.cluster.node_urls,
                     state=wire_out.stage_state(live.stage.snapshot_for(pid)),
                     policy=policy,

@@ -726,6 +726,7 @@ async function join(name, role, { rejoining = false } = {}) {
   $('join-error').textContent = '';
   const current = new StageSession({
     stageId, name, role, identity: identity(), getToken: accessToken, invite: query.get('invite'),
+    forceRelay: query.get('relay') === '1',
   });
   current.marks.joinClicked = clickedAt;
   current.rejoining = rejoining;

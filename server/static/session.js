@@ -36,6 +36,8 @@ export class StageSession extends EventTarget {
   stage = null;
   participants = new Map(); // id -> participant (the others)
   iceServers = [];
+  iceTransportPolicy = 'all'; // 'relay': TURN-relayed candidates only (joined, or the page's ?relay=1)
+  forceRelay = false;
   subscriberPc = null;
   publisherPc = null;
   localStream = null;
@@ -65,8 +67,9 @@ export class StageSession extends EventTarget {
   #attemptClose = null; // how the socket of the attempt in progress closed, if it did
   #resume = null; // what to restore after a rejoin: {publish, muted}
 
-  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location), getToken = null, invite = null }) {
+  constructor({ stageId, name, role, identity = null, url = signallingUrl(window.location), getToken = null, invite = null, forceRelay = false }) {
     super();
+    this.forceRelay = forceRelay; // ?relay=1: troubleshooting and tests, whatever the node says
     this.invite = invite; // a private club's invite code, from the link (`?invite=`)
     this.getToken = getToken; // async (session) => access token; asked again at every (re)join
     this.stageId = stageId;
@@ -164,9 +167,15 @@ export class StageSession extends EventTarget {
     this.model.load(joined);
     this.stage = this.model.stage;
     this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
+    this.iceTransportPolicy = this.forceRelay || joined.ice_transport_policy === 'relay' ? 'relay' : 'all';
     this.#setNodes(joined.nodes);
     this.participants = new Map();
     for (const participant of joined.participants ?? []) this.participants.set(participant.id, participant);
+  }
+
+  /** What both peer connections are created with: the servers and policy of the latest `joined`. */
+  #rtcConfiguration() {
+    return { iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy };
   }
 
   #setNodes(nodes) {
@@ -300,7 +309,7 @@ export class StageSession extends EventTarget {
         return;
       }
       this.localStream = stream;
-      const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+      const pc = new RTCPeerConnection(this.#rtcConfiguration());
       this.publisherPc = pc;
       const trickle = new CandidateTrickle(pc, 'publisher', (frame) => { if (this.#sig === sig) sig.send(frame); });
       this.#publisherTrickle = trickle;
@@ -407,7 +416,7 @@ export class StageSession extends EventTarget {
   }
 
   #createSubscriber(sig) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const pc = new RTCPeerConnection(this.#rtcConfiguration());
     this.subscriberPc = pc;
     this.#subscriberTrickle = new CandidateTrickle(pc, 'subscriber', (frame) => { if (this.#sig === sig) sig.send(frame); });
     pc.addEventListener('track', (event) => {
