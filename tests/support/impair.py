@@ -4,7 +4,8 @@ This kernel has no ``netem``; what works (and what the issue asks for):
 
 * ``loss(port, percent)``: random loss with nftables, every UDP datagram *to* ``port`` (a viewer's own
   port, from its selected candidate pair in getStats) dropped with probability ``percent`` %
-  (``numgen random mod 100 < percent``), counted by the rule's counter.
+  (``numgen random mod 100 < percent``), counted by the rule's counter. Dropped on the *input* hook:
+  on the output hook the sender's ``sendto`` would fail with EPERM, which a real network never does.
 * ``rate_cap(port, kbit)``: a rate cap with ``tc``: on ``lo`` a classful root (``htb``; ``prio`` is not
   built here) whose default class is unlimited, one class for the viewer's port chosen by a ``u32``
   filter, and a ``tbf`` under it that does the capping (its drops and backlog in ``tc -s``).
@@ -60,8 +61,8 @@ def loss(port: int, percent: int) -> Iterator[Loss]:
         "nft", "-f", "-",
         stdin=(
             f"add table inet {table}\n"
-            f"add chain inet {table} out {{ type filter hook output priority 0; policy accept; }}\n"
-            f"add rule inet {table} out udp dport {port} numgen random mod 100 < {percent} counter drop\n"
+            f"add chain inet {table} in {{ type filter hook input priority 0; policy accept; }}\n"
+            f"add rule inet {table} in udp dport {port} numgen random mod 100 < {percent} counter drop\n"
         ),
     )  # fmt: skip
     try:

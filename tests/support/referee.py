@@ -2,7 +2,7 @@
 
 ``video_stats(page)``: the subscriber connection's video inbound-rtp counters summed over its slots
 (framesDecoded, framesReceived, freezeCount, totalFreezesDuration, nackCount, pliCount, firCount,
-jitterBufferDelay and its emitted count, packetsLost/Received), the largest frameHeight and
+jitterBufferDelay and its emitted count, packetsLost/Received, bytesReceived), the largest frameHeight and
 framesPerSecond of the moment, and the selected candidate pair's local port (the viewer's own port,
 what tests/support/impair.py impairs). ``sent_frames(page)``: a speaker's framesSent.
 """
@@ -15,7 +15,7 @@ VIDEO_STATS = """async () => {
   const pc = window.medstage.subscriberPc;
   const out = {framesDecoded: 0, framesReceived: 0, framesDropped: 0, freezeCount: 0,
                totalFreezesDuration: 0, nackCount: 0, pliCount: 0, firCount: 0, jitterBufferDelay: 0,
-               jitterBufferEmittedCount: 0, packetsLost: 0, packetsReceived: 0, frameHeight: 0,
+               jitterBufferEmittedCount: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0, frameHeight: 0,
                framesPerSecond: 0, keyFramesDecoded: 0, localPort: null, remotePort: null,
                at: performance.now()};
   if (!pc) return out;
@@ -26,7 +26,8 @@ VIDEO_STATS = """async () => {
     if (r.type !== 'inbound-rtp' || r.kind !== 'video') return;
     for (const key of ['framesDecoded', 'framesReceived', 'framesDropped', 'freezeCount',
                        'totalFreezesDuration', 'nackCount', 'pliCount', 'firCount', 'jitterBufferDelay',
-                       'jitterBufferEmittedCount', 'packetsLost', 'packetsReceived', 'keyFramesDecoded']) {
+                       'jitterBufferEmittedCount', 'packetsLost', 'packetsReceived', 'bytesReceived',
+                       'keyFramesDecoded']) {
       out[key] += r[key] || 0;
     }
     out.frameHeight = Math.max(out.frameHeight, r.frameHeight || 0);
