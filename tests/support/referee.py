@@ -15,8 +15,8 @@ VIDEO_STATS = """async () => {
   const pc = window.medstage.subscriberPc;
   const out = {framesDecoded: 0, framesReceived: 0, framesDropped: 0, freezeCount: 0,
                totalFreezesDuration: 0, nackCount: 0, pliCount: 0, firCount: 0, jitterBufferDelay: 0,
-               jitterBufferEmittedCount: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0, frameHeight: 0,
-               framesPerSecond: 0, keyFramesDecoded: 0, localPort: null, remotePort: null,
+               jitterBufferEmittedCount: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0,
+               frameHeight: 0, framesPerSecond: 0, keyFramesDecoded: 0, localPort: null, remotePort: null,
                at: performance.now()};
   if (!pc) return out;
   const stats = await pc.getStats();
