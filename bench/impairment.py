@@ -136,9 +136,30 @@ def median_height(samples: list[dict[str, Any]]) -> float:
     return statistics.median(s["frameHeight"] for s in samples) if samples else 0.0
 
 
+# Chromium scales a loaded machine's camera down (CPU adaptation) to 320x180 at ~50 kbit/s, which no
+# 300 kbit/s cap touches: keep the resolution (frames are dropped instead) so the stream needs the link.
+_KEEP_RESOLUTION = """async () => {
+  const pc = window.medstage.publisherPc;
+  for (const sender of pc.getSenders()) {
+    if (sender.track?.kind !== 'video') continue;
+    const params = sender.getParameters();
+    params.degradationPreference = 'maintain-resolution';
+    await sender.setParameters(params);
+  }
+}"""
+
+
+async def speaker(browser: Browser, node: RunningNode, stage: str, args: argparse.Namespace) -> StagePage:
+    host = await open_joined(browser, node, stage, "host", "Speaker")
+    await host.go_on_stage()
+    if args.keep_resolution:
+        await host.page.evaluate(_KEEP_RESOLUTION)
+    return host
+
+
 async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace) -> dict[str, float]:
     stage = create_stage(node)
-    await (await open_joined(browser, node, stage, "host", "Speaker")).go_on_stage()
+    await speaker(browser, node, stage, args)
     viewers = {
         f"v{i}": await open_joined(browser, node, stage, "audience", f"v{i}") for i in range(args.viewers)
     }
@@ -191,8 +212,7 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
 
 async def run_loss(browser: Browser, node: RunningNode, args: argparse.Namespace) -> dict[str, float]:
     stage = create_stage(node)
-    host = await open_joined(browser, node, stage, "host", "Speaker")
-    await host.go_on_stage()
+    host = await speaker(browser, node, stage, args)
     lossy = await open_joined(browser, node, stage, "audience", "lossy")
     clean = await open_joined(browser, node, stage, "audience", "clean")
     for viewer in (lossy, clean):
@@ -267,6 +287,12 @@ async def main() -> None:
     parser.add_argument("--loss-s", type=float, default=60)
     parser.add_argument("--media-workers", default="2")
     parser.add_argument(
+        "--cpu-adaptation",
+        dest="keep_resolution",
+        action="store_false",
+        help="let Chromium scale the speaker's video down when the machine is busy",
+    )
+    parser.add_argument(
         "--clip-size",
         default="1280x720",
         help="the speaker's camera: ffmpeg's testsrc2 at this size, 30 fps (Chromium's own fake camera "
@@ -292,8 +318,9 @@ async def main() -> None:
                 await browser.close()
         finally:
             node.stop()
+    kept = ", resolution kept" if args.keep_resolution else ""
     print(
-        f"camera {args.clip_size}; media workers {args.media_workers}; cap {args.cap_kbit} kbit/s for "
+        f"camera {args.clip_size}{kept}; media workers {args.media_workers}; cap {args.cap_kbit} kbit/s for "
         f"{args.cap_s:.0f} s ({args.viewers} viewers); loss {args.loss_percent} % for {args.loss_s:.0f} s"
     )
     titles = {"cap": "one viewer capped, then lifted", "loss": f"{args.loss_percent} % loss on one viewer"}
