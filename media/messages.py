@@ -37,6 +37,7 @@ class SlotAssigned(MediaMessage, frozen=True, kw_only=True, tag="slot.assigned")
     mid: str | None
     stream: str
     participant_id: str
+    source: str = "camera"  # or "screen": the participant's screen share, in a pair of its own
 
 
 class SlotReleased(MediaMessage, frozen=True, kw_only=True, tag="slot.released"):
@@ -47,6 +48,7 @@ class SlotReleased(MediaMessage, frozen=True, kw_only=True, tag="slot.released")
     mid: str | None
     stream: str
     participant_id: str
+    source: str = "camera"
 
 
 MEDIA_MESSAGES: tuple[type[MediaMessage], ...] = (SubscriberOffer, SlotAssigned, SlotReleased)

@@ -203,8 +203,10 @@ class Publication(Fanout):
         loss_timeout: float = 0.15,
         pli_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        source: str = "camera",
     ) -> None:
         super().__init__(participant_id, kind, renumber=kind == "video")
+        self.source = source  # "camera" or "screen": which of the participant's publishers
         self.key = next(_keys)  # names it on the forwarding link (media/link.py)
         # Media workers with viewers of this publication (media/workers.py): each gets every
         # forwarded packet once, as a datagram, whatever number of viewers it serves.

@@ -29,8 +29,10 @@ class Publisher:
         participant_id: str,
         config: MediaConfig,
         on_closed: Callable[[Publisher], None],
+        source: str = "camera",
     ) -> None:
         self.participant_id = participant_id
+        self.source = source  # "camera", or "screen": a screen share on its own connection
         self.config = config
         self.pc = new_peer_connection(config)
         self.publications: dict[str, Publication] = {}
@@ -80,6 +82,7 @@ class Publisher:
             request_keyframe=send_pli,
             loss_timeout=self.config.loss_timeout,
             pli_interval=self.config.pli_interval,
+            source=self.source,
         )
         on_packet = pub.on_packet
 

@@ -58,6 +58,7 @@ class PairView:
     audio_mid: str | None
     video_mid: str | None
     participant_id: str | None = None
+    source: str = "camera"  # which of the participant's publishers: a share has a pair of its own
     audio: Publication | None = None
     video: Publication | None = None
 
@@ -81,8 +82,10 @@ class Viewer:
     key: Any
     pairs: list[PairView] = field(default_factory=list)
 
-    def pair_of(self, participant_id: str) -> PairView | None:
-        return next((p for p in self.pairs if p.participant_id == participant_id), None)
+    def pair_of(self, participant_id: str, source: str = "camera") -> PairView | None:
+        return next(
+            (p for p in self.pairs if p.participant_id == participant_id and p.source == source), None
+        )
 
     def free_pair(self) -> PairView | None:
         return next((p for p in self.pairs if p.participant_id is None), None)
@@ -103,7 +106,8 @@ class MediaRoom:
         self._workers = workers
         self._lost = lost
         self.viewers: dict[str, Viewer] = {}
-        self.publishers: dict[str, Publisher] = {}
+        self.publishers: dict[str, Publisher] = {}  # cameras
+        self.shares: dict[str, Publisher] = {}  # screen shares, each on its own peer connection
         self._answer_pending: set[str] = set()
         self._tasks = OwnedTasks(log, "media", stage=stage_id)
         self._local = LocalViewers(config, stage=stage_id)
@@ -174,33 +178,38 @@ class MediaRoom:
 
     # --- publishers --------------------------------------------------------------------------
 
-    async def publish(self, participant_id: str, offer_sdp: str) -> str:
-        """Answer a publisher's offer; the new tracks are assigned to every other subscriber."""
-        if participant_id in self.publishers:
-            await self.unpublish(participant_id)
-        publisher = Publisher(participant_id, self.config, self._on_publisher_closed)
+    def _by_source(self, source: str) -> dict[str, Publisher]:
+        return self.shares if source == "screen" else self.publishers
+
+    async def publish(self, participant_id: str, offer_sdp: str, source: str = "camera") -> str:
+        """Answer a publisher's offer; the new tracks are assigned to every other subscriber.
+        ``source`` "screen": a screen share, on a publisher connection and a slot pair of its own."""
+        publishers = self._by_source(source)
+        if participant_id in publishers:
+            await self.unpublish(participant_id, source)
+        publisher = Publisher(participant_id, self.config, self._on_publisher_closed, source)
         try:
             answer = await publisher.answer(offer_sdp)
         except BaseException:
             await publisher.close()
             raise
-        self.publishers[participant_id] = publisher
+        publishers[participant_id] = publisher
         for pub in publisher.publications.values():
             for viewer in self.viewers.values():
                 self._assign_to(viewer, pub)
         return answer
 
-    def kinds_published(self, participant_id: str) -> tuple[str, ...]:
-        publisher = self.publishers.get(participant_id)
+    def kinds_published(self, participant_id: str, source: str = "camera") -> tuple[str, ...]:
+        publisher = self._by_source(source).get(participant_id)
         return tuple(sorted(publisher.publications)) if publisher else ()
 
-    def set_muted(self, participant_id: str, kind: str, muted: bool) -> None:
-        publisher = self.publishers.get(participant_id)
+    def set_muted(self, participant_id: str, kind: str, muted: bool, source: str = "camera") -> None:
+        publisher = self._by_source(source).get(participant_id)
         if publisher is not None and kind in publisher.publications:
             publisher.publications[kind].set_paused(muted)
 
-    async def unpublish(self, participant_id: str) -> None:
-        publisher = self.publishers.pop(participant_id, None)
+    async def unpublish(self, participant_id: str, source: str = "camera") -> None:
+        publisher = self._by_source(source).pop(participant_id, None)
         if publisher is None:
             return
         for pub in publisher.publications.values():
@@ -208,23 +217,25 @@ class MediaRoom:
         await publisher.close()
 
     def _on_publisher_closed(self, publisher: Publisher) -> None:
-        if self.publishers.get(publisher.participant_id) is publisher:
-            self._tasks.spawn(self.unpublish(publisher.participant_id))
+        if self._by_source(publisher.source).get(publisher.participant_id) is publisher:
+            self._tasks.spawn(self.unpublish(publisher.participant_id, publisher.source))
 
     # --- slots -------------------------------------------------------------------------------
 
     def _publications_by_participant(self) -> list[list[Publication]]:
-        return [list(p.publications.values()) for p in self.publishers.values()]
+        publishers = [*self.publishers.values(), *self.shares.values()]
+        return [list(p.publications.values()) for p in publishers]
 
     def _assign_to(self, viewer: Viewer, pub: Publication) -> None:
         pid = viewer.participant_id
         if pid == pub.participant_id or pid in self._answer_pending:
             return
-        pair = viewer.pair_of(pub.participant_id) or viewer.free_pair()
+        pair = viewer.pair_of(pub.participant_id, pub.source) or viewer.free_pair()
         if pair is None:
             log.warning("no free slot for %s at %s", pub.participant_id, pid)
             return
         pair.participant_id = pub.participant_id
+        pair.source = pub.source
         if pair.get(pub.kind) is pub:
             return
         pair.set(pub.kind, pub)
@@ -236,6 +247,7 @@ class MediaRoom:
                 mid=pair.mid(pub.kind),
                 stream=pair.stream,
                 participant_id=pub.participant_id,
+                source=pub.source,
             ),
         )
         viewer.side.assign(viewer.key, pair.index, pub)
@@ -243,7 +255,7 @@ class MediaRoom:
     def _release(self, pub: Publication) -> None:
         pub.close()
         for viewer in self.viewers.values():
-            pair = viewer.pair_of(pub.participant_id)
+            pair = viewer.pair_of(pub.participant_id, pub.source)
             if pair is None or pair.get(pub.kind) is not pub:
                 continue
             pair.set(pub.kind, None)
@@ -256,20 +268,23 @@ class MediaRoom:
                     mid=pair.mid(pub.kind),
                     stream=pair.stream,
                     participant_id=pub.participant_id,
+                    source=pub.source,
                 ),
             )
             if pair.audio is None and pair.video is None:
                 pair.participant_id = None
+                pair.source = "camera"
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def remove(self, participant_id: str) -> None:
         """Everything of a participant who left: their publications first, then their connection."""
+        await self.unpublish(participant_id, "screen")
         await self.unpublish(participant_id)
         await self._drop_viewer(participant_id)
 
     async def close(self) -> None:
-        for participant_id in list(self.publishers) + list(self.viewers):
+        for participant_id in list(self.publishers) + list(self.shares) + list(self.viewers):
             await self.remove(participant_id)
         await self._local.close()
         await self._tasks.cancel_all()

@@ -9,8 +9,10 @@ Layout of a session directory (``<root>/<stage>/<session>/``)::
     timeline.msgpack   the stage's events as recorded (redacted where consent is missing)
     timeline.json      its JSON export, written when the session ends
     tracks/<participant>-<kind>-<n>.webm|.mkv   one file per participant per track per capture
+    tracks/<participant>-screen-<kind>-<n>.webm|.mkv   the same for a screen share (its own tracks)
 
-Capture follows consent: a track is recorded only while its publisher's consent covers ``media``,
+Capture follows consent: a track is recorded only while its publisher's consent covers ``media`` (a
+screen share's tracks too: sharing is publishing media),
 and the recorder re-checks after every event batch, so a withdrawal stops the capture in the same
 loop iteration that recorded it in the ledger (well within a second).
 
@@ -68,6 +70,7 @@ class _Capture:
         return {
             "participant_id": self.participant_id,
             "kind": self.kind,
+            "source": self.publication.source,  # "camera" or "screen"
             "codec": w.codec.name,
             "file": os.path.relpath(w.path, root),
             "capture_started_at": self.started_at,
@@ -157,14 +160,17 @@ class SessionRecorder:
         """Capture exactly the tracks that are published and covered by their publisher's consent."""
         if self.status != "recording":
             return
+        # Keyed by participant and track: the kind, or "screen-<kind>" for a screen share's.
         wanted: dict[tuple[str, str], Publication] = {}
-        for pid, publisher in self.media.publishers.items():
-            person = self.stage.participants.get(pid)
-            if person is None or not self.stage.covers(pid, "media"):
-                continue
-            for kind, pub in publisher.publications.items():
-                if kind in person.publishing and pub.mime and not pub.closed:
-                    wanted[(pid, kind)] = pub
+        for source, publishers in (("camera", self.media.publishers), ("screen", self.media.shares)):
+            for pid, publisher in publishers.items():
+                person = self.stage.participants.get(pid)
+                if person is None or not self.stage.covers(pid, "media"):
+                    continue
+                published = person.sharing if source == "screen" else person.publishing
+                for kind, pub in publisher.publications.items():
+                    if kind in published and pub.mime and not pub.closed:
+                        wanted[(pid, kind if source == "camera" else f"screen-{kind}")] = pub
         for key in [k for k, c in self.captures.items() if wanted.get(k) is not c.publication]:
             self._stop_capture(key)
         for key, pub in wanted.items():
@@ -181,12 +187,13 @@ class SessionRecorder:
     # --- captures ------------------------------------------------------------------------------
 
     def _start_capture(self, key: tuple[str, str], pub: Publication) -> None:
-        pid, kind = key
+        pid, track = key
+        kind = pub.kind
         part = self._parts.get(key, 0) + 1
         self._parts[key] = part
         loop = asyncio.get_running_loop()
         writer = TrackWriter(
-            self.dir / "tracks" / f"{pid}-{kind}-{part}",
+            self.dir / "tracks" / f"{pid}-{track}-{part}",
             pub.mime,
             on_error=lambda w, exc: loop.call_soon_threadsafe(self._on_writer_error, key, exc),
         )
@@ -198,7 +205,7 @@ class SessionRecorder:
         pub.add_tap(tap)
         self.write_manifest()
         self._note_participant(pid)
-        log.info("capture started", extra={"stage": self.stage.id, "participant": pid, "kind": kind})
+        log.info("capture started", extra={"stage": self.stage.id, "participant": pid, "kind": track})
 
     def _stop_capture(self, key: tuple[str, str]) -> None:
         capture = self.captures.pop(key)

@@ -27,6 +27,7 @@ ACTIONS = frozenset(
         "speaker.demote",
         "hand.lower",
         "moderation.mute",
+        "moderation.stop_share",
         "moderation.remove",
         "moderation.ban",
         "chat.mute",

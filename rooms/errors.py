@@ -73,6 +73,12 @@ class NotPublishing(DomainError):
     code = "not_publishing"
 
 
+class ShareBusy(DomainError):
+    """The stage already has ``max_screen_shares`` screen shares (rooms/sharing.py)."""
+
+    code = "share_busy"
+
+
 class Banned(DomainError):
     code = "banned"
 

@@ -67,6 +67,7 @@ __all__ = [
     "Reactions",
     "RecordingStarted",
     "RecordingStopped",
+    "ShareStopped",
     "StageEnded",
     "StageUpdated",
     "StageView",
@@ -126,6 +127,7 @@ class PublishingStarted(Event, frozen=True, kw_only=True, tag="publishing.starte
 
     participant: str
     kinds: tuple[str, ...]
+    source: str = "camera"  # or "screen": the participant's screen share (rooms/sharing.py)
 
 
 class PublishingStopped(Event, frozen=True, kw_only=True, tag="publishing.stopped"):
@@ -134,6 +136,18 @@ class PublishingStopped(Event, frozen=True, kw_only=True, tag="publishing.stoppe
     internal: ClassVar[bool] = True
 
     participant: str
+    source: str = "camera"  # or "screen"
+
+
+class ShareStopped(Event, frozen=True, kw_only=True, tag="share.stopped"):
+    """A moderator stopped this person's screen share: the sharer is told (everyone else sees the
+    ``participant.updated`` and their slots released)."""
+
+    participant_id: str
+    by: str
+
+    def audience(self) -> Audience:
+        return Audience(persons=frozenset({self.participant_id}))
 
 
 class ParticipantRemoved(Event, frozen=True, kw_only=True, tag="participant.removed"):
@@ -363,6 +377,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ParticipantUpdated,
     PublishingStarted,
     PublishingStopped,
+    ShareStopped,
     ParticipantRemoved,
     ObserverJoined,
     ObserverLeft,

@@ -1,5 +1,5 @@
-"""A person on a stage, or watching it from a moderator console: their role, what they publish, their
-mutes, their hand, and how they appear in the protocol's participant object."""
+"""A person on a stage, or watching it from a moderator console: their role, what they publish (camera
+and screen share), their mutes, their hand, and how they appear in the protocol's participant object."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class Participant:
     grants: frozenset[str] | None = None  # from the access token; None: all the role allows
     joined_as: Role | None = None  # the role asked for at join (the token's), before any promotion
     observer: bool = False  # a moderator console: watches and moderates, is not on the stage
+    sharing: set[str] = field(default_factory=set)  # the kinds of their screen share (rooms/sharing.py)
+    share_muted: set[str] = field(default_factory=set)  # of the share, by the participant
 
     def __post_init__(self) -> None:
         self.identity = self.identity or self.id
@@ -45,6 +47,8 @@ class Participant:
             "publishing": {k: k in self.publishing for k in KINDS},
             "muted": {k: k in self.muted for k in KINDS},
             "moderator_muted": {k: k in self.moderator_muted for k in KINDS},
+            "sharing": {k: k in self.sharing for k in KINDS},
+            "share_muted": {k: k in self.share_muted for k in KINDS},
             "chat_muted": self.chat_muted,
             "hand_raised": self.hand_raised,
             **extra,

@@ -14,6 +14,7 @@ class StageSettings:
     """Limits a stage enforces. Defaults are the documented ``MEDSTAGE_*`` defaults."""
 
     max_publishers: int = 6  # the media slots every subscriber connection has
+    max_screen_shares: int = 1  # concurrent screen shares (each takes a slot pair, as a publisher does)
     comment_max_chars: int = 500
     comment_history: int = 100  # comments a late joiner receives
     comment_rate: int = 5  # comments per person per window...
@@ -37,6 +38,8 @@ class StageSettings:
             raise ValueError("question_max_open >= 1, question_max_per_person >= 1, question_history >= 0")
         if self.recording_mode not in RECORDING_MODES:
             raise ValueError(f"recording_mode is one of {', '.join(RECORDING_MODES)}")
+        if self.max_screen_shares < 0:
+            raise ValueError("max_screen_shares >= 0 (0: nobody may share a screen)")
         if not self.consent_policy_version:
             raise ValueError("consent_policy_version must not be empty")
 

@@ -135,7 +135,8 @@ class Speakers(StageBase):
         rate (``media``) only with ``now``."""
         self._check_may_publish(self.get(participant_id), now)
 
-    def _check_may_publish(self, person: Participant, now: float | None) -> None:
+    def _check_may_publish(self, person: Participant, now: float | None, *, camera: bool = True) -> None:
+        """``camera`` False: a screen share's checks (its slot is counted by ``rooms/sharing.py``)."""
         self._require_not_ended()
         if person.observer:
             raise NotAllowed("a console does not publish")
@@ -148,8 +149,8 @@ class Speakers(StageBase):
             and not self._covers_media(person)
         ):
             raise ConsentRequired("the stage is recording: publishing needs consent to record your media")
-        if not person.publishing and len(self.publishers) >= self.max_publishers:
-            raise StageFull(f"stage {self.id} already has {self.max_publishers} publishers")
+        if camera and not person.publishing and self._pairs_in_use() >= self.max_publishers:
+            raise StageFull(f"stage {self.id} already uses its {self.max_publishers} media slots")
         if now is not None:
             self.rates.check(person.identity, RateClass.MEDIA, now)
 
@@ -157,7 +158,7 @@ class Speakers(StageBase):
         person = self.get(participant_id)
         if not person.publishing:
             raise NotPublishing(f"{participant_id} is not publishing")
-        return self._emit(self._stop_media(person, now))
+        return self._emit(self._stop_camera(person, now))  # a screen share goes on (rooms/sharing.py)
 
     def set_muted(self, participant_id: str, kind: str, muted: bool, now: float) -> list[Event]:
         """One's own mute; unmuting what a moderator muted is refused. Muting is never limited,

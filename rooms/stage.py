@@ -7,8 +7,9 @@ their own rules in ``comments.py``, ``qa.py`` and ``polls.py``; this class decid
 
 ``Stage`` is composed by concern, one module each, on the shared state and helpers of
 ``stage_base.py``: ``snapshots.py`` (what a person sees, history pages), ``speakers.py`` (roles,
-hands, invitations, publishing), ``moderation.py``, ``talk.py`` (comments, reactions, questions,
-polls) and ``recording_consent.py``. This module keeps who comes and goes and the stage's life.
+hands, invitations, publishing), ``sharing.py`` (screen shares), ``moderation.py``, ``talk.py``
+(comments, reactions, questions, polls) and ``recording_consent.py``. This module keeps who comes
+and goes and the stage's life.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from rooms.recording_consent import RecordingConsent
 from rooms.roles import Permission, Role
 from rooms.roles import is_moderator as role_is_moderator
 from rooms.settings import StageSettings
+from rooms.sharing import Sharing
 from rooms.snapshots import Snapshots
-from rooms.speakers import Speakers
 from rooms.stage_base import StageState
 from rooms.talk import Talk
 from rooms.text import require_text
@@ -40,7 +41,7 @@ from rooms.text import require_text
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
 
 
-class Stage(Snapshots, Speakers, Moderation, Talk, RecordingConsent):
+class Stage(Snapshots, Sharing, Moderation, Talk, RecordingConsent):
     """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
     polls, consent and recording, and the ordered log of everything that happened.
 

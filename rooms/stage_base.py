@@ -214,11 +214,30 @@ class StageBase:
         return [InvitationAnswered(stage=self.id, at=now, participant_id=person.id, accepted=False)]
 
     def _stop_media(self, person: Participant, now: float) -> list[Event]:
+        """Camera and screen share stop."""
+        return [*self._stop_share(person, now), *self._stop_camera(person, now)]
+
+    def _stop_camera(self, person: Participant, now: float) -> list[Event]:
         if not person.publishing:
             return []
         person.publishing = set()
         person.muted = set()
         return [PublishingStopped(stage=self.id, at=now, participant=person.id)]
+
+    def _stop_share(self, person: Participant, now: float) -> list[Event]:
+        if not person.sharing:
+            return []
+        person.sharing = set()
+        person.share_muted = set()
+        return [PublishingStopped(stage=self.id, at=now, participant=person.id, source="screen")]
+
+    @property
+    def sharers(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.sharing]
+
+    def _pairs_in_use(self) -> int:
+        """Slot pairs every subscriber gives to publications: one per camera, one per share."""
+        return sum(bool(p.publishing) + bool(p.sharing) for p in self.participants.values())
 
     def _to_audience(self, person: Participant, now: float) -> list[Event]:
         """A speaker (or moderator) becomes audience: media stops at once, moderator mutes lapse."""

@@ -55,6 +55,7 @@ class Config:
     stun_urls: list[str] = field(default_factory=list)
     ice_transport_policy: str = "all"  # the browsers' RTCPeerConnection policy: all | relay
     media_slots: int = 6
+    max_screen_shares: int = 1  # screen shares a stage allows at once (rooms/sharing.py); 0: none
     # Processes that own viewers' connections (media/workers.py): -1 one per core, 0 none (in-process).
     media_workers: int = -1
     # Viewers' ICE on one UDP socket per address and process (media/udpmux.py), sends batched.
@@ -313,6 +314,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("media_port must be 0-65535")
     if not 1 <= config.media_slots <= 16:
         raise ConfigError("media_slots must be 1-16")
+    if not 0 <= config.max_screen_shares <= config.media_slots:
+        raise ConfigError("max_screen_shares must be 0-media_slots")
     if not -1 <= config.media_workers <= 256:
         raise ConfigError("media_workers must be -1 (one per core), 0 (in-process) or up to 256")
     if config.max_frame_bytes < 1024:

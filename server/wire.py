@@ -30,6 +30,8 @@ Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
 Reason = Annotated[str, Meta(max_length=500)]
 Sdp = Annotated[str, Meta(min_length=1, max_length=64 * 1024)]
 Kind = Literal["audio", "video"]
+# A participant's publisher connections: the camera (and microphone), and a screen share beside it.
+Source = Literal["camera", "screen"]
 
 
 class Message(Struct, tag_field="type", kw_only=True, forbid_unknown_fields=False):
@@ -55,15 +57,17 @@ class SubscriberAnswer(Message, tag="subscriber.answer", kw_only=True):
 
 class PublishOffer(Message, tag="publish.offer", kw_only=True):
     sdp: Sdp
+    source: Source = "camera"
 
 
 class PublishMute(Message, tag="publish.mute", kw_only=True):
     kind: Kind
     muted: bool
+    source: Source = "camera"
 
 
 class PublishStop(Message, tag="publish.stop", kw_only=True):
-    pass
+    source: Source = "camera"
 
 
 class IceCandidateInit(Struct, forbid_unknown_fields=False):
@@ -73,7 +77,7 @@ class IceCandidateInit(Struct, forbid_unknown_fields=False):
 
 
 class IceCandidate(Message, tag="ice.candidate", kw_only=True):
-    pc: Literal["publisher", "subscriber"]
+    pc: Literal["publisher", "subscriber", "screen"]  # "screen": the screen share's publisher connection
     candidate: IceCandidateInit | None = None
 
 
@@ -146,6 +150,10 @@ class ModerationMute(StageCommand, tag="moderation.mute", kw_only=True):
     participant_id: ParticipantId
     kind: Kind
     muted: bool
+
+
+class ModerationStopShare(StageCommand, tag="moderation.stop_share", kw_only=True):
+    participant_id: ParticipantId
 
 
 class ModerationRemove(StageCommand, tag="moderation.remove", kw_only=True):
@@ -266,6 +274,7 @@ Request = (
     | InvitationDecline
     | SpeakerDemote
     | ModerationMute
+    | ModerationStopShare
     | ModerationRemove
     | ModerationBan
     | ChatMute

@@ -57,6 +57,8 @@ class ParticipantInfo(Struct, kw_only=True):
     publishing: Kinds
     muted: Kinds
     moderator_muted: Kinds
+    sharing: Kinds
+    share_muted: Kinds
     chat_muted: bool
     hand_raised: bool
     observer: bool | UnsetType = UNSET

@@ -42,6 +42,8 @@ class RecordingTrack(Struct, kw_only=True):
 
     participant_id: str
     kind: Literal["audio", "video"]
+    # A camera's (and microphone's) track, or a screen share's; sessions before sharing have none.
+    source: Literal["camera", "screen"] = "camera"
     codec: Literal["vp8", "h264", "opus"]
     file: Annotated[str, Meta(description="Relative to the session: the `{name}` of /files/")]
     capture_started_at: float

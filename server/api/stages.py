@@ -89,6 +89,8 @@ class Participant(Struct, kw_only=True, omit_defaults=True):
     publishing: KindFlags
     muted: KindFlags
     moderator_muted: KindFlags
+    sharing: KindFlags
+    share_muted: KindFlags
     chat_muted: bool
     hand_raised: bool
     observer: bool = False

@@ -145,6 +145,8 @@ COMMANDS: dict[str, Command] = {
                       _on_person("speaker.invite", "invite NAME|ID")),
     "demote": Command("demote NAME|ID", "move a speaker back to the audience", ("person",),
                       _on_person("speaker.demote", "demote NAME|ID")),
+    "unshare": Command("unshare NAME|ID", "stop someone's screen share (their camera goes on)", ("person",),
+                       _on_person("moderation.stop_share", "unshare NAME|ID")),
     "lower": Command("lower NAME|ID", "lower someone's raised hand", ("person",),
                      _on_person("hand.lower", "lower NAME|ID")),
     "role": Command("role NAME|ID moderator|audience", "make someone moderator or audience (host only)",

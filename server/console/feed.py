@@ -23,6 +23,8 @@ def _person(p: dict[str, Any]) -> str:
     notes = [p.get("role", "?")]
     if _kinds(p.get("publishing")):
         notes.append("publishing " + _kinds(p.get("publishing")))
+    if _kinds(p.get("sharing")):
+        notes.append("sharing screen " + _kinds(p.get("sharing")))
     muted = _muted(p)
     if muted:
         notes.append("muted " + muted)

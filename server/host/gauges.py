@@ -31,7 +31,11 @@ class _NodeCollector(Collector):
             (
                 "published_tracks",
                 "Tracks being published",
-                sum(len(p.publications) for s in stages for p in s.media.publishers.values()),
+                sum(
+                    len(p.publications)
+                    for s in stages
+                    for p in (*s.media.publishers.values(), *s.media.shares.values())
+                ),
             ),
             (
                 "subscribed_tracks",
@@ -39,7 +43,7 @@ class _NodeCollector(Collector):
                 sum(
                     len(p.active)
                     for s in stages
-                    for pub in s.media.publishers.values()
+                    for pub in (*s.media.publishers.values(), *s.media.shares.values())
                     for p in pub.publications.values()
                 )
                 + (self.node.media_workers.active_slots() if self.node.media_workers else 0),

@@ -61,6 +61,7 @@ class Node:
             consent_policy_version=config.consent_policy_version,
             speaking_requires_consent=config.speaking_requires_consent,
             max_publishers=config.media_slots,
+            max_screen_shares=config.max_screen_shares,
             comment_max_chars=config.comment_max_chars,
             comment_history=config.comment_history,
             comment_rate=config.comment_rate,

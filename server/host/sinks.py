@@ -84,9 +84,9 @@ class FanOut:
                     self._refresh_if_promoted(pid)
                 case PublishingStarted(participant=pid):
                     self._participant_event(event, wire_out.ParticipantUpdatedMessage, pid)
-                case PublishingStopped(participant=pid):
+                case PublishingStopped(participant=pid, source=source):
                     self._participant_event(event, wire_out.ParticipantUpdatedMessage, pid)
-                    self.live.spawn(self.live.media.unpublish(pid))
+                    self.live.spawn(self.live.media.unpublish(pid, source))
                 case ParticipantRemoved():
                     self._to_audience(event)
                     self._disconnect_removed(event)
@@ -154,6 +154,8 @@ class FanOut:
             if snapshot["publishing"][kind]:
                 paused = bool(snapshot["muted"][kind] or snapshot["moderator_muted"][kind])
                 self.live.media.set_muted(pid, kind, paused)
+            if snapshot["sharing"][kind]:  # a screen share: its own mutes (rooms/sharing.py)
+                self.live.media.set_muted(pid, kind, bool(snapshot["share_muted"][kind]), "screen")
 
     def _disconnect_removed(self, event: ParticipantRemoved) -> None:
         conn = self.live.connections.get(event.participant_id)

@@ -1,4 +1,4 @@
-"""Trickled ICE candidates of one connection's two peer connections (publisher, subscriber): a
+"""Trickled ICE candidates of one connection's peer connections (publisher, screen, subscriber): a
 candidate that arrives while that peer connection's SDP exchange is in progress waits, and is added
 once the exchange is done; a candidate aiortc cannot use is refused to its sender, never raised."""
 
@@ -26,7 +26,11 @@ class Candidates:
         self._peer = peer  # the connection's publisher or subscriber peer connection, if any
         self._refuse = refuse  # an invalid_message error frame to the sender
         self._context = context  # the connection's log context
-        self._early: dict[str, list[wire.IceCandidateInit]] = {"publisher": [], "subscriber": []}
+        self._early: dict[str, list[wire.IceCandidateInit]] = {
+            "publisher": [],
+            "subscriber": [],
+            "screen": [],  # the screen share's publisher connection
+        }
 
     async def on_candidate(self, request: wire.IceCandidate, *, busy: bool) -> None:
         if request.candidate is None or not request.candidate.candidate:

@@ -87,6 +87,9 @@ HANDLERS: dict[type[wire.StageCommand], Handler] = {
     wire.ModerationMute: _plain(
         lambda live, pid, m, now: live.stage.moderator_mute(pid, m.participant_id, m.kind, m.muted, now)
     ),
+    wire.ModerationStopShare: _plain(
+        lambda live, pid, m, now: live.stage.moderator_stop_share(pid, m.participant_id, now)
+    ),
     wire.ModerationRemove: _plain(
         lambda live, pid, m, now: live.stage.remove(pid, m.participant_id, m.reason, now)
     ),

@@ -292,13 +292,14 @@ class Connection:
             case wire.SubscriberAnswer():
                 self._exclusive("subscriber", request, self._subscriber_answer(request))
             case wire.PublishOffer():
-                self._exclusive("publisher", request, self._publish(request))
+                pc = "screen" if request.source == "screen" else "publisher"
+                self._exclusive(pc, request, self._publish(request))
             case wire.IceCandidate():
                 await self._candidates.on_candidate(request, busy=request.pc in self._busy)
             case wire.PublishMute():
                 self._mute(request)
             case wire.PublishStop():
-                await self._stop_publishing()
+                await self._stop_publishing(request.source)
                 self.reply(request, wire_out.Ok())
             case wire.Leave():
                 await self._leave()
@@ -489,29 +490,49 @@ class Connection:
 
     async def _publish(self, request: wire.PublishOffer) -> None:
         live, pid = self._joined()
-        live.stage.check_may_publish(pid, self.node.clock())
-        answer = await live.media.publish(pid, request.sdp)
+        source = request.source
+        if source == "screen":
+            live.stage.check_may_share(pid, self.node.clock())
+        else:
+            live.stage.check_may_publish(pid, self.node.clock())
+        answer = await live.media.publish(pid, request.sdp, source)
         if self.live is not live or pid not in live.stage.participants:
-            await live.media.unpublish(pid)  # left while we were answering
+            await live.media.unpublish(pid, source)  # left while we were answering
             return
-        kinds = live.media.kinds_published(pid)
-        live.apply(
-            lambda stage, now: stage.start_publishing(pid, kinds, now),
-            lambda events: self.reply(request, wire_out.PublishAnswer(sdp=answer)),
-        )
+        kinds = live.media.kinds_published(pid, source)
+        try:
+            live.apply(
+                lambda stage, now: (
+                    stage.start_sharing(pid, kinds, now)
+                    if source == "screen"
+                    else stage.start_publishing(pid, kinds, now)
+                ),
+                lambda events: self.reply(request, wire_out.PublishAnswer(sdp=answer)),
+            )
+        except DomainError:
+            if source == "screen":  # e.g. a share that sends no video: nothing of it is kept
+                await live.media.unpublish(pid, source)
+            raise
 
     def _mute(self, request: wire.PublishMute) -> None:
         live, pid = self._joined()
         live.apply(
-            lambda stage, now: stage.set_muted(pid, request.kind, request.muted, now),
+            lambda stage, now: (
+                stage.set_share_muted(pid, request.kind, request.muted, now)
+                if request.source == "screen"
+                else stage.set_muted(pid, request.kind, request.muted, now)
+            ),
             lambda events: self.reply(request, wire_out.Ok()),
         )
 
-    async def _stop_publishing(self) -> None:
+    async def _stop_publishing(self, source: str = "camera") -> None:
         live, pid = self._joined()
         # before any await: events leave in seq order (clients, shared log)
-        live.apply(lambda stage, now: stage.stop_publishing(pid, now))
-        await live.media.unpublish(pid)
+        if source == "screen":
+            live.apply(lambda stage, now: stage.stop_sharing(pid, now))
+        else:
+            live.apply(lambda stage, now: stage.stop_publishing(pid, now))
+        await live.media.unpublish(pid, source)
 
     def _refuse_candidate(self, message: str, request_id: Any) -> None:
         self.error("invalid_message", message, request_id)
@@ -520,7 +541,7 @@ class Connection:
         live, pid = self._joined()
         if name == "subscriber":
             return live.media.subscriber_peer(pid)
-        publisher = live.media.publishers.get(pid)
+        publisher = (live.media.shares if name == "screen" else live.media.publishers).get(pid)
         return publisher.pc if publisher is not None else None
 
     async def _leave(self) -> None:

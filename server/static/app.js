@@ -45,6 +45,8 @@ window.medstage = {
   get role() { return session?.role ?? null; },
   get subscriberPc() { return session?.subscriberPc ?? null; },
   get publisherPc() { return session?.publisherPc ?? null; },
+  /** Our screen share's own publisher connection while we share (share.js). */
+  get screenPc() { return session?.screen.pc ?? null; },
   get marks() { return session?.marks ?? {}; },
   get session() { return session; },
   get model() { return session?.model ?? null; },
@@ -198,18 +200,35 @@ function renderStage() {
       hasVideo: session.localStream.getVideoTracks().length > 0,
     });
   }
-  for (const tile of session?.remoteTiles() ?? []) {
-    items.push({
-      key: tile.participantId,
-      participantId: tile.participantId,
-      name: tile.participant?.name,
-      role: tile.participant?.role,
-      stream: tile.stream,
-      muted: tile.participant?.muted,
-      moderatorMuted: tile.participant?.moderator_muted,
-      hasVideo: tile.kinds.includes('video'),
+  const shares = [];
+  if (session?.screen.stream && session.screen.state === 'live') {
+    shares.push({
+      key: 'self:screen',
+      participantId: session.participantId,
+      name: `${session.name}’s screen`,
+      stream: session.screen.stream,
+      self: true,
+      share: true,
+      hasVideo: true,
     });
   }
+  for (const tile of session?.remoteTiles() ?? []) {
+    const share = tile.source === 'screen';
+    const name = tile.participant?.name;
+    (share ? shares : items).push({
+      key: `${tile.participantId}:${tile.source}`,
+      participantId: tile.participantId,
+      name: share ? `${name || 'Participant'}’s screen` : name,
+      role: share ? null : tile.participant?.role,
+      stream: tile.stream,
+      muted: share ? tile.participant?.share_muted : tile.participant?.muted,
+      moderatorMuted: share ? null : tile.participant?.moderator_muted,
+      hasVideo: tile.kinds.includes('video'),
+      share,
+    });
+  }
+  // A share is shown large, first, and the cameras small beside it (ui.js, TileGrid).
+  items.unshift(...shares);
   grid.render(items);
   $('empty').hidden = items.length > 0;
   const joined = session?.state === 'joined';
@@ -276,6 +295,14 @@ function renderControls() {
   publish.disabled = publishing === 'starting';
   publish.querySelector('.btn-label').textContent = publishing === 'starting' ? 'Starting camera…' : 'Go on stage';
   for (const id of ['mic-button', 'camera-button', 'stop-button']) $(id).hidden = !live;
+  const share = $('share-button');
+  const sharing = session?.screen.state ?? 'off';
+  share.hidden = !(joined && session.canPublish && typeof navigator.mediaDevices?.getDisplayMedia === 'function');
+  share.disabled = sharing === 'starting';
+  share.setAttribute('aria-pressed', String(sharing === 'live'));
+  share.classList.toggle('is-sharing', sharing === 'live');
+  if (sharing === 'live') setButton(share, 'stop', 'Stop sharing');
+  else setButton(share, 'screen', sharing === 'starting' ? 'Starting share…' : 'Share screen');
   if (live) {
     const forced = session.moderatorMuted;
     for (const [id, kind, on, off, noun] of [['mic-button', 'audio', 'mic', 'micOff', 'microphone'], ['camera-button', 'video', 'camera', 'cameraOff', 'camera']]) {
@@ -745,6 +772,7 @@ async function join(name, role, { rejoining = false } = {}) {
   current.addEventListener('roster', onlyCurrent(onRoster));
   current.addEventListener('slots', onlyCurrent(renderStage));
   current.addEventListener('publishing', onlyCurrent(() => { renderControls(); renderStage(); renderRoster(); }));
+  current.addEventListener('sharing', onlyCurrent(() => { renderControls(); renderStage(); }));
   current.addEventListener('role', onlyCurrent(onRole));
   current.addEventListener('model', onlyCurrent(onModel));
   current.addEventListener('reactions', onlyCurrent(({ counts }) => reactionLayer.show(counts)));
@@ -858,6 +886,11 @@ function setUpControls() {
   $('mic-button').addEventListener('click', () => toggleMute('audio'));
   $('camera-button').addEventListener('click', () => toggleMute('video'));
   $('stop-button').addEventListener('click', () => session?.stopPublishing());
+  $('share-button').addEventListener('click', () => {
+    if (!session) return;
+    if (session.screen.state === 'live') session.stopSharing();
+    else session.shareScreen();
+  });
   $('hand-button').addEventListener('click', toggleHand);
   $('leave-button').addEventListener('click', () => session?.leave());
   $('privacy-button').addEventListener('click', () => {

@@ -18,6 +18,9 @@ export async function runAction(session, action, person) {
     case 'lower-hand':
       await session.command('hand.lower', { participant_id: id });
       return null;
+    case 'stop-share':
+      await session.command('moderation.stop_share', { participant_id: id });
+      return `${name}’s screen share was stopped.`;
     case 'demote':
       await session.command('speaker.demote', { participant_id: id });
       return `${name} is back in the audience.`;

@@ -10,6 +10,7 @@ const ACTIONS = {
   invite: { label: 'Invite to stage', icon: 'userPlus' },
   'lower-hand': { label: 'Lower hand', icon: 'hand' },
   demote: { label: 'Move to audience', icon: 'userMinus' },
+  'stop-share': { label: 'Stop screen share', icon: 'stop' },
   'mute-audio': { label: 'Mute microphone', icon: 'micOff' },
   'unmute-audio': { label: 'Allow microphone', icon: 'mic' },
   'mute-video': { label: 'Turn off camera', icon: 'cameraOff' },
@@ -153,6 +154,7 @@ export class PeoplePanel {
     if (modMuted.audio || modMuted.video) flags.append(flag('shield', 'Muted by a moderator', 'flag-mod'));
     if (live && (person.muted?.audio || modMuted.audio)) flags.append(flag('micOff', 'Microphone muted'));
     if (live && (person.muted?.video || modMuted.video)) flags.append(flag('cameraOff', 'Camera off'));
+    if (person.sharing?.video) flags.append(flag('screen', 'Sharing their screen', 'flag-share'));
     if (person.chat_muted) flags.append(flag('chatOff', 'Muted in chat'));
     const consent = this.#view.consent?.get(person.id);
     if (consent) flags.append(consentBadge(consent));

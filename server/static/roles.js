@@ -36,6 +36,8 @@ export function actionsOn(actorRole, target, { invited = false } = {}) {
     if (!invited) actions.push('invite');
     if (target.hand_raised) actions.push('lower-hand');
   }
+  // A screen share, anyone's: a moderator can end it (moderation.stop_share).
+  if (target.sharing?.video || target.sharing?.audio) actions.push('stop-share');
   if (role === 'speaker') {
     actions.push('demote');
     actions.push(target.moderator_muted?.audio ? 'unmute-audio' : 'mute-audio');

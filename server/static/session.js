@@ -10,6 +10,7 @@
 //   slots       a subscriber slot was assigned or released, or got its tracks
 //   slot        one slot.assigned or slot.released (type, slot, kind, mid, participantId)
 //   publishing  the local publication started, stopped or was muted
+//   sharing     our screen share started or stopped (state: off|starting|live; see share.js)
 //   role        our own role changed (from, to)
 //   model       stage events changed the model (areas: see model.js AREAS, frame)
 //   reactions   aggregated reactions of the last second (counts)
@@ -20,6 +21,7 @@ import { Backoff, afterFailure, nextNode, nodeHttpUrl, reconnects, unreachable }
 import { CandidateTrickle, waitForGathering } from './peer.js';
 import { AREAS, StageModel } from './model.js';
 import { canModerate, canPublish } from './roles.js';
+import { ScreenShare } from './share.js';
 
 const KEEPALIVE_MS = 20000;
 // A node that died without closing (power, network) leaves the socket open: no pong in this time
@@ -54,8 +56,16 @@ export class StageSession extends EventTarget {
   // when its own node cannot be reached, the page's own included (see #reconnect).
   nodes = [];
 
+  // Our screen share, on a publisher connection of its own (share.js).
+  screen = new ScreenShare({
+    onChange: () => this.#emit('sharing', { state: this.screen.state }),
+    onNotice: (message, code) => this.#notice(message, code),
+  });
+
   #sig = null;
-  #slots = new Map(); // slot index -> {slot, streamId, media: MediaStream, owners: Map kind -> participant id}
+  // slot index -> {slot, streamId, media: MediaStream, owners: Map kind -> participant id,
+  //                source: "camera" | "screen" (whose publication the pair carries)}
+  #slots = new Map();
   #midToSlot = new Map();
   #subscriberTrickle = null;
   #publisherTrickle = null;
@@ -142,6 +152,12 @@ export class StageSession extends EventTarget {
     });
     on('slot.assigned', (frame) => this.#slotAssigned(frame));
     on('slot.released', (frame) => this.#slotReleased(frame));
+    on('share.stopped', () => {
+      // A moderator ended our share: the server has released it already.
+      if (this.screen.state === 'off') return;
+      this.screen.close();
+      this.#notice('A moderator stopped your screen share.', 'share_stopped', 'info');
+    });
     on('participant.joined', ({ participant }) => this.#upsert(participant));
     on('participant.updated', ({ participant }) => this.#upsert(participant));
     on('participant.left', ({ participant_id: id }) => this.#removeParticipant(id));
@@ -265,32 +281,48 @@ export class StageSession extends EventTarget {
     if (this.model?.consentAnswered(answer)) this.#emit('model', { areas: ['consent'] });
   }
 
-  /** Which participant each subscriber slot carries now: [{slot, kind, mid, participantId}]. */
+  /** Which participant each subscriber slot carries now: [{slot, kind, mid, participantId, source}]. */
   slotOwners() {
     const owners = [];
     for (const entry of this.#slots.values()) {
       for (const [kind, participantId] of entry.owners) {
-        owners.push({ slot: entry.slot, kind, mid: entry.mids?.[kind] ?? null, participantId });
+        const source = entry.source ?? 'camera';
+        owners.push({ slot: entry.slot, kind, mid: entry.mids?.[kind] ?? null, participantId, source });
       }
     }
     return owners;
   }
 
-  /** The remote tiles to show: one per participant that owns a slot, with that slot's stream. */
+  /** The remote tiles to show: one per participant and source (camera, screen share) that owns a
+   *  slot, with that slot's stream. */
   remoteTiles() {
     const tiles = new Map();
     for (const slot of this.#slots.values()) {
       const owner = slot.owners.get('video') ?? slot.owners.get('audio');
-      if (!owner || tiles.has(owner)) continue;
-      tiles.set(owner, {
+      const source = slot.source ?? 'camera';
+      const key = `${owner}:${source}`;
+      if (!owner || tiles.has(key)) continue;
+      tiles.set(key, {
         participantId: owner,
         participant: this.participants.get(owner) ?? null,
         slot: slot.slot,
+        source,
         stream: slot.media,
         kinds: [...slot.owners.keys()],
       });
     }
     return [...tiles.values()];
+  }
+
+  /** Share a screen, window or tab beside the camera (host and speakers). */
+  async shareScreen() {
+    if (!this.canPublish || this.state !== 'joined') return;
+    await this.screen.start(this.#sig, this.iceServers);
+  }
+
+  /** Stop our screen share. */
+  async stopSharing() {
+    await this.screen.stop(this.#sig);
   }
 
   /**
@@ -457,11 +489,12 @@ export class StageSession extends EventTarget {
     return this.#slots.get(index) ?? null;
   }
 
-  #slotAssigned({ slot, mid, kind, participant_id: owner }) {
+  #slotAssigned({ slot, mid, kind, participant_id: owner, source }) {
     const index = slot ?? this.#midToSlot.get(String(mid));
     const entry = this.#slotAt(index);
     if (!entry) return;
     entry.owners.set(kind, owner);
+    entry.source = source ?? 'camera';
     if (this.marks.firstSlotAssigned === undefined) this.marks.firstSlotAssigned = performance.now();
     this.#emit('slot', { type: 'slot.assigned', slot: index, kind, mid: mid ?? null, participantId: owner });
     this.#emit('slots');
@@ -490,6 +523,7 @@ export class StageSession extends EventTarget {
   #roleChanged(from, to) {
     this.role = to;
     this.marks[`role:${to}`] = performance.now();
+    if (!canPublish(to)) this.screen.close(); // the server ended the share with the camera
     if (!canPublish(to) && this.publishing !== 'off') {
       // Moved off stage: the server has stopped our media and closes the publisher connection.
       this.#closePublisher();
@@ -683,6 +717,7 @@ export class StageSession extends EventTarget {
     }
     this.#closePublisher();
     if (this.publishing !== 'off') this.#setPublishing('off');
+    this.screen.close();
     this.subscriberPc?.close();
     for (const slot of this.#slots.values()) slot.owners.clear();
     this.#emit('slots');

@@ -111,6 +111,9 @@ export class TileGrid {
   }
 
   #layout() {
+    // A screen share on stage: it is shown large, the cameras in a strip beside it (style.css).
+    const shares = this.root.querySelectorAll(':scope > .tile-share').length;
+    this.root.dataset.layout = shares ? 'share' : 'grid';
     const count = this.#tiles.size;
     const cols = bestColumns(count, this.root.parentElement);
     this.root.style.setProperty('--cols', String(cols));
@@ -133,14 +136,14 @@ export class TileGrid {
   }
 
   #create(item) {
-    const el = element('figure', 'tile', {
-      'data-testid': item.self ? 'tile-self' : 'tile',
+    const el = element('figure', item.share ? 'tile tile-share' : 'tile', {
+      'data-testid': item.share ? (item.self ? 'tile-self-share' : 'tile-share') : item.self ? 'tile-self' : 'tile',
       'data-participant-id': item.participantId ?? '',
     });
     const video = element('video', 'tile-video');
     video.autoplay = true;
     video.playsInline = true;
-    video.muted = Boolean(item.self); // our own microphone must never play back
+    video.muted = Boolean(item.self); // our own microphone (or shared tab) must never play back
     const avatar = element('div', 'tile-avatar', { 'aria-hidden': 'true' });
     avatar.append(element('span'));
     const label = element('figcaption', 'tile-label');
@@ -159,7 +162,7 @@ export class TileGrid {
     const name = item.name || 'Participant';
     tile.el.setAttribute('aria-label', item.self ? `${name} (you)` : name);
     tile.el.dataset.participantId = item.participantId ?? '';
-    tile.el.classList.toggle('tile-self', Boolean(item.self));
+    tile.el.classList.toggle('tile-self', Boolean(item.self) && !item.share); // a share is not mirrored
     const videoOff = Boolean(item.muted?.video || item.moderatorMuted?.video);
     tile.el.classList.toggle('no-video', !item.hasVideo || videoOff);
     tile.avatar.firstElementChild.textContent = initials(name);

@@ -50,6 +50,8 @@ def chromium_args() -> list[str]:
     return [
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
+        # getDisplayMedia picks the (fake, 1280x720) screen without asking: screen sharing tests.
+        "--auto-select-desktop-capture-source=Entire screen",
         "--no-sandbox",
         "--disable-gpu",
         "--no-first-run",

@@ -25,6 +25,8 @@ def test_join_emits_an_event_and_lists_the_person() -> None:
         "publishing": {"audio": False, "video": False},
         "muted": {"audio": False, "video": False},
         "moderator_muted": {"audio": False, "video": False},
+        "sharing": {"audio": False, "video": False},
+        "share_muted": {"audio": False, "video": False},
         "chat_muted": False,
         "hand_raised": False,
     }

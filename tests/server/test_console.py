@@ -373,6 +373,7 @@ def watching() -> Console:
             {"type": "moderation.ban", "participant_id": "p-a", "reason": "was rude"},
         ),
         ("remove bob", {"type": "moderation.remove", "participant_id": "p-b", "reason": ""}),
+        ("unshare alice", {"type": "moderation.stop_share", "participant_id": "p-a"}),
         ("role bob moderator", {"type": "role.set", "participant_id": "p-b", "role": "moderator"}),
         ("pin off", {"type": "comment.pin", "comment_id": None}),
         ("slow 30", {"type": "chat.slow_mode", "seconds": 30}),

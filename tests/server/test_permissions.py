@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
-from aiortc.mediastreams import AudioStreamTrack
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from rooms.roles import Permission, Role, allows
 from server import wire
@@ -165,6 +165,31 @@ async def invited(scene: Scene, me: Person) -> dict[str, Any]:
     return {}
 
 
+_screen_offer: str | None = None
+
+
+async def screen_offer_sdp() -> str:
+    """A real screen share's offer (video), made once."""
+    global _screen_offer
+    if _screen_offer is None:
+        use_host_addresses(["127.0.0.1"])
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            pc.addTrack(VideoStreamTrack())
+            await pc.setLocalDescription(await pc.createOffer())
+            _screen_offer = pc.localDescription.sdp
+        finally:
+            await pc.close()
+    return _screen_offer
+
+
+async def sharing_speaker(scene: Scene, me: Person) -> dict[str, Any]:
+    """A speaker who shares a screen (``moderation.stop_share`` names them)."""
+    speaker = await scene.join("speaker")
+    await scene.ok(speaker, {"type": "publish.offer", "source": "screen", "sdp": await screen_offer_sdp()})
+    return {"participant_id": speaker.pid}
+
+
 async def publishing(scene: Scene, me: Person) -> dict[str, Any]:
     # Refused for roles that may not publish: they then have no publication to mute or stop.
     await scene.attempt(me, {"type": "publish.offer", "sdp": await offer_sdp()})
@@ -226,6 +251,7 @@ COMMANDS: dict[str, Command] = {
     "invitation.accept": Command(P.ANSWER_INVITATION, invited, refusal="not_invited"),
     "invitation.decline": Command(P.ANSWER_INVITATION, invited, refusal="not_invited"),
     "moderation.mute": Command(P.MODERATE, on("speaker", kind="audio", muted=True)),
+    "moderation.stop_share": Command(P.MODERATE, sharing_speaker),
     "moderation.remove": Command(P.MODERATE, on("audience", reason="test")),
     "moderation.ban": Command(P.MODERATE, on("audience", reason="test")),
     "chat.mute": Command(P.MODERATE, on("audience", muted=True)),
@@ -263,6 +289,8 @@ KEY_CELLS: dict[tuple[str, str], bool] = {
     ("audience", "poll.vote"): True,
     ("speaker", "stage.end"): False,
     ("speaker", "moderation.ban"): False,
+    ("speaker", "moderation.stop_share"): False,
+    ("moderator", "moderation.stop_share"): True,
     ("speaker", "comment.delete"): False,
     ("speaker", "publish.offer"): True,
     ("moderator", "stage.end"): False,

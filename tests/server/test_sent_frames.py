@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from aiortc.mediastreams import AudioStreamTrack
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from server import wire_out
 from tests.support.client import MedstageClient
@@ -62,7 +63,7 @@ EXPECTED = {
     "comment.posted", "comment.deleted", "comment.pinned", "reactions", "question.asked",
     "question.updated", "poll.created", "poll.opened", "poll.counts", "poll.closed", "poll.voters",
     "quiz.result", "quiz.leaderboard", "consent.recorded", "consent.requested", "recording.started",
-    "recording.stopped",
+    "recording.stopped", "share.stopped",
 }  # fmt: skip
 
 
@@ -130,6 +131,18 @@ async def test_every_frame_of_a_stage_s_life_matches_the_schemas(module_node: An
         await ok(host, {"type": "recording.stop"})
         await ok(mod, {"type": "comment.delete", "comment_id": comment})
         await ok(host, {"type": "question.answer", "question_id": question})
+        # A screen share beside the camera, ended by a moderator (share.stopped, to the host).
+        share_pc = RTCPeerConnection(host._configuration())
+        share_pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        await share_pc.setLocalDescription(await share_pc.createOffer())
+        offer = share_pc.localDescription.sdp
+        answer = await host.request({"type": "publish.offer", "source": "screen", "sdp": offer})
+        await share_pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await viewer.wait_for("slot.assigned", lambda m: m["source"] == "screen")
+        await ok(mod, {"type": "moderation.stop_share", "participant_id": host.participant_id})
+        await host.wait_for("share.stopped")
+        await viewer.wait_for("slot.released", lambda m: m["source"] == "screen")
+        await share_pc.close()
         await host.mute("audio", True)
         await host.stop_publishing()
         await viewer.wait_for("slot.released")

@@ -152,6 +152,7 @@ def comment_event() -> CommentPosted:
                 "mid": None,
                 "stream": "slot-0",
                 "participant_id": "p-1",
+                "source": "camera",
             },
         ),
         (
