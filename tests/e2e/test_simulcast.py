@@ -58,12 +58,25 @@ async def poll(page, script, arg, ok, timeout_s: float):  # type: ignore[no-unty
     samples = []
     while True:
         value = await page.evaluate(script, arg)
-        samples.append(value)
+        samples.append((time.monotonic(), value))
         if value is not None and ok(value):
             return value, samples
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out; last samples: {samples[-5:]}")
         await asyncio.sleep(0.2)
+
+
+def longest_stall(samples: list[tuple[float, dict | None]]) -> float:
+    """The longest time frames decoded did not rise, over (time, stats) samples."""
+    longest, since, last = 0.0, None, None
+    for at, s in samples:
+        if s is None:
+            continue
+        if last is None or s["decoded"] > last:
+            since, last = at, s["decoded"]
+        elif since is not None:
+            longest = max(longest, at - since)
+    return longest
 
 
 async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_a_break(
@@ -81,6 +94,7 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
     assert video["ok"], video
 
     # The speaker sends three encodings, lowest first 320, 640 and 1280 pixels wide.
+    started = time.monotonic()
     sent, _ = await poll(
         host.page,
         _OUTBOUND,
@@ -89,6 +103,7 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
         15,
     )
     assert [sent[r]["width"] for r in "lmh"] == [320, 640, 1280], sent
+    print(f"three encodings sent {time.monotonic() - started:.1f} s after the viewer decoded")
 
     # Each layer in turn: the top one while all flow, then the speaker stops its top encodings one by
     # one, then sends all again. The viewer follows each time without a break in decoding.
@@ -106,14 +121,13 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
         print(f"{active}: viewer on {width} px after {took:.1f} s; {after}")
         assert after["width"] == width, (active, after)
         assert after["decoded"] > got["decoded"] + 10, (before, got, after)
-        if width != 1280 or active != "lmh" or before["width"] != 0:
-            # Decoding never stopped over the switch: frames decoded rose at every sample.
-            decoded = [s["decoded"] for s in samples if s is not None]
-            assert decoded == sorted(decoded), decoded
-    # Every switch was at a keyframe of the target layer: the decoder took each one in stride (a
-    # delta frame first would have been a decode error and a PLI from the viewer, and a freeze).
-    final = await viewer.page.evaluate(inbound, host_id)
-    assert final["keyframes"] >= 4, final
+        if before["width"] != width:
+            # A switch happened: the decoder took a keyframe of the new layer, asked for nothing (a
+            # delta frame first would be a decode error, answered with a PLI), and never stalled.
+            assert after["keyframes"] > before["keyframes"], (before, after)
+            assert after["pli"] == before["pli"], (before, after)
+            stall = longest_stall(samples)
+            assert stall < 1.0, (stall, samples)
 
     metrics = node.metrics()
     assert metrics["medstage_decoded_frames_total"] == 0, "the SFU decoded something"

@@ -52,6 +52,9 @@ def test_the_answer_receives_each_offered_rid() -> None:
     video_part = munged.split("m=video")[1]
     assert "a=rid:f recv\r\na=rid:h recv\r\na=rid:q recv\r\na=simulcast:recv f;h;q\r\n" in video_part
     assert "a=rid" not in munged.split("m=video")[0]
+    # The browser's estimate starts where all three encodings fit (VP8 has no fmtp line of its own).
+    assert "a=fmtp:96 x-google-start-bitrate=1500\r\n" in video_part
+    assert "a=fmtp:97 apt=96\r\n" in video_part
     assert munged.endswith("\r\n")
 
 
