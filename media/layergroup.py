@@ -245,7 +245,11 @@ def forward_rewriting(fanout: Fanout, frame: Frame, active: list[Slot], header: 
                 (ts + slot.ts_off) & 0xFFFFFFFF,
                 slot.ssrc,
             )
-            if bits:
+            if bits == 15:  # Chromium's: written in place, no call (vp8.write_picture_id's work)
+                v = (pid + slot.pic_off) & 0x7FFF
+                buf[pid_pos] = 0x80 | (v >> 8)
+                buf[pid_pos + 1] = v & 0xFF
+            elif bits:
                 write_pid(buf, pid_pos, bits, pid + slot.pic_off)
             if tl0_pos >= 0:
                 buf[tl0_pos] = (tl0 + slot.tl0_off) & 0xFF

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from media.layergroup import LIVE_S
+
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 # The speaker's outbound video per rid: resolution and packets sent.
@@ -126,8 +128,10 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
             # delta frame first would be a decode error, answered with a PLI), and never stalled.
             assert after["keyframes"] > before["keyframes"], (before, after)
             assert after["pli"] == before["pli"], (before, after)
+            # Decoding went on, but for the time the node needs to see a stopped layer go quiet
+            # (LIVE_S) and to get the lower layer's keyframe; switching up there is no gap at all.
             stall = longest_stall(samples)
-            assert stall < 1.0, (stall, samples)
+            assert stall < LIVE_S + 1.5, (stall, samples)
 
     metrics = node.metrics()
     assert metrics["medstage_decoded_frames_total"] == 0, "the SFU decoded something"
