@@ -12,7 +12,13 @@ loopback that receives (and is drained between rounds, untimed). Two paths, inte
 Prints CPU µs (``time.process_time``: this process, user + kernel, so the kernel's loopback delivery to
 the receiving socket counts, as it does in the node) per packet per viewer: the median of the rounds.
 
+``--simulcast``: instead, on the shared socket, a single-layer publication against the top layer of a
+three-layer simulcast group (media/layergroup.py: the VP8 descriptor parsed once per packet, each
+viewer's picture id and TL0PICIDX written per packet, every viewer with its own offsets), both with the
+same VP8 payload (15-bit picture id, TL0PICIDX, TID): the cost of layers on the hot path.
+
     python bench/sendpath.py --viewers 100
+    python bench/sendpath.py --viewers 100 --simulcast
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pylibsrtp import Policy, Session
 
 from media import aiortc_hooks, udpmux
 from media.assembler import Frame
+from media.layergroup import LayerGroup
 from media.publication import Publication
 from media.subscriber import Subscriber
 
@@ -51,16 +58,27 @@ def session() -> Session:
     return Session(Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
 
 
-def publication(paths: list[aiortc_hooks.UdpPath]) -> Publication:
+# A VP8 payload descriptor as Chromium writes it with temporal layers: X, I (15-bit picture id), L, T.
+DESCRIPTOR = bytes([0x90, 0xE0, 0x80 | 0x12, 0x34, 0x56, 0x40])
+
+
+def publication(
+    paths: list[aiortc_hooks.UdpPath], layered: bool = False, descriptor: bytes = b"\x10"
+) -> Publication:
     pub = Publication("bench", "video", request_keyframe=lambda: None)
     pub.mime = "video/vp8"
-    for path in paths:
+    if layered:
+        lower = [Publication("bench", "video", request_keyframe=lambda: None) for _ in range(2)]
+        LayerGroup("bench", [*lower, pub])
+    for i, path in enumerate(paths):
         slot = Subscriber("viewer", RTCPeerConnection(), 1).pairs[0].video
         slot.pts = {"video/vp8": 96}
         slot.connect(path)
         slot.publication = pub
         pub.attach(slot)
-    pub._forward(Frame([Packet(b"\x10" + bytes(1099), 1, 0, 0)], True, 0), 0.0)  # keyframe: starts all
+        slot.pic_off, slot.tl0_off = (i * 7919) % 32768, i % 256  # as after a switch
+    keyframe = descriptor + b"\x10" + bytes(1099 - len(descriptor))
+    pub._forward(Frame([Packet(keyframe, 1, 0, 0)], True, 0), 0.0)  # keyframe: starts all
     return pub
 
 
@@ -83,7 +101,11 @@ async def main() -> None:
     parser.add_argument("--viewers", type=int, default=100)
     parser.add_argument("--packets", type=int, default=50, help="packets per round")
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--simulcast", action="store_true", help="one layer vs a simulcast layer")
     args = parser.parse_args()
+    if args.simulcast:
+        await simulcast(args)
+        return
     loop = asyncio.get_running_loop()
     n = args.viewers
     receivers = []
@@ -159,6 +181,60 @@ async def main() -> None:
         t.close()
     for s in (*receivers, shared):
         s.close()
+
+
+async def simulcast(args: argparse.Namespace) -> None:
+    n = args.viewers
+    receivers = []
+    for _ in range(n):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        r.bind(("127.0.0.1", 0))
+        r.setblocking(False)
+        receivers.append(r)
+    addrs = [r.getsockname() for r in receivers]
+    shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, udpmux.SOCKET_BUFFER)
+    shared.bind(("127.0.0.1", 0))
+    shared.setblocking(False)
+    batch = udpmux.SendBatch(shared.fileno(), None)
+    pubs = {}
+    for name, layered in (("one layer", False), ("simulcast layer, VP8 rewrite", True)):
+        paths = [
+            aiortc_hooks.UdpPath(batch.protector(session()), batch.queue, batch.destination(a))  # type: ignore[arg-type]
+            for a in addrs
+        ]
+        pubs[name] = publication(paths, layered, DESCRIPTOR)
+        batch.flush()
+    drain(receivers)
+    payload = DESCRIPTOR + b"\x11" + bytes(1099 - len(DESCRIPTOR))
+    frame = Frame([Packet(payload, 1, 3000, 0)], False, 3000)
+    results: dict[str, list[float]] = {name: [] for name in pubs}
+    received: dict[str, int] = dict.fromkeys(results, 0)
+    for _ in range(args.rounds):
+        for name, pub in pubs.items():
+            start = time.process_time()
+            for _ in range(args.packets):
+                pub._forward(frame, 0.0)
+                batch.flush()
+            seconds = time.process_time() - start
+            await asyncio.sleep(0)
+            received[name] += drain(receivers)
+            results[name].append(seconds / (args.packets * n) * 1e6)
+    sent = args.rounds * args.packets * n
+    print(f"{n} viewers, {args.packets} packets x {args.rounds} rounds, 1,100-byte VP8 payload, one socket")
+    medians = {}
+    for name, samples in results.items():
+        low, _, high = statistics.quantiles(samples, n=4)
+        medians[name] = statistics.median(samples)
+        print(
+            f"{name:30s} {medians[name]:6.2f} µs per packet per viewer "
+            f"(quartiles {low:.2f}-{high:.2f}), received {received[name]}/{sent}"
+        )
+    one_layer, rewriting = medians.values()
+    print(f"simulcast layer: {100 * (rewriting / one_layer - 1):+.1f} % CPU per packet sent")
+    for sock in (*receivers, shared):
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from media.messages import SubscriberOffer
 from media.peer import MediaConfig
+from media.simulcast import MAX_LAYERS
 
 # --- media channel -------------------------------------------------------------------------------
 
@@ -144,6 +145,9 @@ class Assign(Control, frozen=True, kw_only=True, tag="assign"):
     pub: int  # publication key, as in the datagrams
     participant_id: str
     paused: bool
+    # A simulcast video (media/layergroup.py): the keys of its encodings, lowest first, ``pub`` among
+    # them; main forwards each of them to this worker, which switches the viewer's slot between them.
+    layers: Annotated[tuple[int, ...], msgspec.Meta(max_length=MAX_LAYERS)] = ()
 
 
 class Release(Control, frozen=True, kw_only=True, tag="release"):

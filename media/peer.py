@@ -12,6 +12,7 @@ from media import (
     dtls_hooks,
     ice_hooks,
     negotiation_hooks,
+    simulcast_hooks,
     transceiver_hooks,
     udpmux,
 )
@@ -60,6 +61,7 @@ def setup(config: MediaConfig) -> list[str]:
     transceiver_hooks.check()
     negotiation_hooks.check()
     description_hooks.check()
+    simulcast_hooks.check()
     negotiation_hooks.install()
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)

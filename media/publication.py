@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from media import stats
+from media import layergroup, stats
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
@@ -24,6 +24,7 @@ from media.link import encode_frame_packets
 from media.nackguard import RING_SIZE  # forwarded packets kept for retransmission
 
 if TYPE_CHECKING:
+    from media.layergroup import LayerGroup
     from media.subscriber import Slot
     from media.workers import LinkTarget
 
@@ -65,8 +66,18 @@ class Fanout:
         self.last_seq = -1
         self.last_ts = 0
         self.last_arrival = 0.0
+        self.received_at = 0.0  # last packet from the source, forwarded or not (layer liveness)
         self.packets = 0  # forwarded packets, the basis of every slot's SR counters
         self.octets = 0
+        # Simulcast (media/layergroup.py): the group of encodings this one belongs to, its place in
+        # it (0 = lowest), its rid; a layer of a group of several rewrites VP8 picture ids per slot.
+        self.group: LayerGroup | None = None
+        self.layer = 0
+        self.rid: str | None = None
+        self.rewrite_vp8 = False
+        self.vp8_ring: list[Any] = []  # beside ``ring``, for a layer of a group of several
+        self.last_pic = -1  # original picture id / TL0PICIDX of the last forwarded packet
+        self.last_tl0 = 0
 
     def request_keyframe(self) -> None:
         """Ask the track's source for a keyframe (a waiting slot, a viewer's PLI)."""
@@ -88,7 +99,11 @@ class Fanout:
         renumber = self.renumber
         ring = self.ring
         octets = self.octets
-        for packet in frame.packets:
+        packets = frame.packets
+        if self.rewrite_vp8 and self.mime == "video/vp8":
+            layergroup.forward_rewriting(self, frame, active, _pack_header)
+            packets = []
+        for packet in packets:
             payload = packet.payload
             buf = bytearray(12)
             buf[0] = 0x80
@@ -135,7 +150,14 @@ class Fanout:
         still_waiting = []
         for slot in self.waiting:
             if slot.supports(self.mime):
+                previous = slot.publication
+                # A layer switch: the slot was forwarding another layer of the group until now.
+                seen = None
+                if previous is not None and previous is not self:
+                    seen = layergroup.leave(slot, previous, self)
                 slot.start(self, first_seq, frame.timestamp)
+                if seen is not None:
+                    layergroup.continue_pictures(slot, frame, seen)
                 self.active.append(slot)
             else:
                 still_waiting.append(slot)
@@ -230,7 +252,7 @@ class Publication(Fanout):
     def on_packet(self, packet: Any) -> bool:
         """From aiortc's receive path (see aiortc_hooks.install_packet_sink). Never raises."""
         try:
-            now = self._clock()
+            now = self.received_at = self._clock()
             frames, lost = self.assembler.add(packet, now)
             for frame in frames:
                 self._forward(frame, now)

@@ -205,8 +205,9 @@ class MediaRoom:
 
     def set_muted(self, participant_id: str, kind: str, muted: bool, source: str = "camera") -> None:
         publisher = self._by_source(source).get(participant_id)
-        if publisher is not None and kind in publisher.publications:
-            publisher.publications[kind].set_paused(muted)
+        if publisher is not None:
+            for pub in publisher.layers(kind):  # a simulcast video: every encoding
+                pub.set_paused(muted)
 
     async def unpublish(self, participant_id: str, source: str = "camera") -> None:
         publisher = self._by_source(source).pop(participant_id, None)

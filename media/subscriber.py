@@ -23,7 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
-from media import description_hooks, ice_hooks, stats, transceiver_hooks
+from media import description_hooks, ice_hooks, layergroup, stats, transceiver_hooks
 from media.nackguard import ResendGuard, ResendLimits
 from media.rtcpin import ViewerRtcp
 
@@ -67,6 +67,7 @@ class Slot(hooks.SenderHandler):
         "next_seq",
         "octet_base",
         "packet_base",
+        "pic_off",
         "protect",
         "pt",
         "pts",
@@ -80,6 +81,7 @@ class Slot(hooks.SenderHandler):
         "seq_off",
         "ssrc",
         "subscriber",
+        "tl0_off",
         "ts_off",
     )
 
@@ -110,6 +112,9 @@ class Slot(hooks.SenderHandler):
         self.next_seq = random.getrandbits(16)
         self.seq_off = 0
         self.ts_off = 0
+        # VP8 picture id / TL0PICIDX offsets, continued across simulcast layers (media/layergroup.py)
+        self.pic_off = 0
+        self.tl0_off = 0
         self.last_out_ts = random.getrandbits(32)
         self.last_sent_at: float | None = None
         self.clock_rate = 48000 if kind == "audio" else 90000
@@ -165,6 +170,8 @@ class Slot(hooks.SenderHandler):
             stats.retransmissions_suppressed += 1
             return
         buf, source_ts = found
+        if pub.rewrite_vp8:
+            layergroup.patch_retransmission(self, pub, seq, buf)
         stats.retransmissions += 1
         ts = (source_ts + self.ts_off) & 0xFFFFFFFF
         marker = buf[1] & 0x80

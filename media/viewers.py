@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +112,8 @@ class LocalViewers:
             for slot in (pair.audio, pair.video):
                 if slot.publication is not None:
                     slot.publication.detach(slot)
+                    if slot.publication.group is not None:
+                        slot.publication.group.forget(slot)
 
     # --- slots -------------------------------------------------------------------------------
 
@@ -122,6 +125,11 @@ class LocalViewers:
         slot = sub.pairs[pair_index].slot(fanout.kind)
         if slot.publication is fanout:
             return
+        group = fanout.group
+        if group is not None and group.layered:  # simulcast: the slot takes one layer of the group
+            if slot.publication is not None and slot.publication.group is group:
+                return
+            fanout = group.place(slot, time.monotonic())
         if slot.publication is not None:
             self._unset(slot)
         slot.publication = fanout
@@ -141,6 +149,8 @@ class LocalViewers:
         if slot in fanout.active:  # remember where the slot's sequence and timestamp lines are
             slot.stop()
         fanout.detach(slot)
+        if fanout.group is not None:
+            fanout.group.forget(slot)  # and a layer switch it was waiting for
         slot.publication = None
 
     async def remove(self, key: Any) -> None:

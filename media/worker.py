@@ -24,6 +24,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from media import link, peer, stats
 from media.errors import MediaError
+from media.layergroup import EVALUATE_S, LayerGroup
 from media.publication import Fanout
 from media.tasks import OwnedTasks
 from media.viewers import LocalViewers
@@ -80,6 +81,8 @@ class Worker(asyncio.DatagramProtocol):
         self.index = index
         self._writer = writer
         self.mirrors: dict[int, Mirror] = {}
+        self.groups: list[LayerGroup] = []  # simulcast videos: mirrors of their encodings
+        self._evaluating: asyncio.Task[Any] | None = None
         self.viewers: LocalViewers | None = None
         self.pli_interval = 0.5
         self._tasks = OwnedTasks(log, "worker", worker=index)
@@ -130,13 +133,11 @@ class Worker(asyncio.DatagramProtocol):
         elif isinstance(message, link.Candidate):
             self._tasks.spawn(self._candidate(viewers, message))
         elif isinstance(message, link.Assign):
-            mirror = self.mirrors.get(message.pub)
-            if mirror is None:
-                mirror = self.mirrors[message.pub] = Mirror(
-                    self, message.pub, message.kind, message.participant_id
-                )
-            mirror.set_paused(message.paused)
-            viewers.assign(message.vid, message.pair, mirror)
+            assigned = self._mirror(message.pub, message)
+            assigned.set_paused(message.paused)
+            if message.pub in message.layers and assigned.group is None:
+                self._group(message)
+            viewers.assign(message.vid, message.pair, assigned)
         elif isinstance(message, link.Release):
             viewers.release(message.vid, message.pair, message.kind)
         elif isinstance(message, link.Pause):
@@ -157,6 +158,38 @@ class Worker(asyncio.DatagramProtocol):
                 self._tasks.spawn(viewers.remove(message.vid))
         else:
             raise link.LinkError(f"unexpected {type(message).__name__} from main")
+
+    def _mirror(self, key: int, message: link.Assign) -> Mirror:
+        mirror = self.mirrors.get(key)
+        if mirror is None:
+            mirror = self.mirrors[key] = Mirror(self, key, message.kind, message.participant_id)
+        return mirror
+
+    def _group(self, message: link.Assign) -> None:
+        """A simulcast video's mirrors as one group, lowest first, switched here (media/layergroup.py)."""
+        mirrors = [self._mirror(key, message) for key in message.layers]
+        for mirror in mirrors:
+            mirror.set_paused(message.paused)
+        if any(m.group is not None for m in mirrors):
+            return  # already grouped (a main that never regroups keys: cannot happen, kept safe)
+        group = LayerGroup(message.participant_id, list(mirrors))
+        self.groups.append(group)
+        if self._evaluating is None:
+            self._evaluating = self._tasks.spawn(self._evaluate_layers())
+
+    async def _evaluate_layers(self) -> None:
+        try:
+            while self.groups:
+                await asyncio.sleep(EVALUATE_S)
+                now = time.monotonic()
+                self.groups = [g for g in self.groups if not all(m.closed for m in g.layers)]
+                for group in self.groups:
+                    try:
+                        group.evaluate(now)
+                    except Exception:
+                        log.exception("layer evaluation failed", extra={"participant": group.participant_id})
+        finally:
+            self._evaluating = None
 
     async def _subscribe(self, viewers: LocalViewers, message: link.Subscribe) -> None:
         try:

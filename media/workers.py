@@ -22,7 +22,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_to_sdp
@@ -124,6 +124,8 @@ class WorkerLink:
         self._replies: dict[int, asyncio.Future[link.Reply]] = {}
         self._targets: dict[int, LinkTarget] = {}  # publication key -> target
         self._assigned: dict[tuple[int, int, str], LinkTarget] = {}  # (vid, pair, kind) -> target
+        # ... and the targets of a simulcast video's other encodings (media/layergroup.py)
+        self._other_layers: dict[tuple[int, int, str], list[LinkTarget]] = {}
 
     @property
     def load(self) -> int:
@@ -188,6 +190,7 @@ class WorkerLink:
                 target.pub.links.remove(target)
         self._targets.clear()
         self._assigned.clear()
+        self._other_layers.clear()
         lost = list(self.viewers.values())
         self.viewers.clear()
         self._writer.close()
@@ -223,6 +226,18 @@ class WorkerLink:
             pub.links.append(target)
         target.count += 1
         self._assigned[slot] = target
+        layers = _layers_of(pub)
+        others = []
+        for layer in layers:  # every encoding reaches the worker: it switches the viewer between them
+            if layer is not pub:
+                other = self._targets.get(layer.key)
+                if other is None:
+                    other = self._targets[layer.key] = LinkTarget(self, layer)
+                    layer.links.append(other)
+                other.count += 1
+                others.append(other)
+        if others:
+            self._other_layers[slot] = others
         self.tell(
             link.Assign(
                 vid=vid,
@@ -231,6 +246,7 @@ class WorkerLink:
                 pub=pub.key,
                 participant_id=pub.participant_id,
                 paused=pub.paused,
+                layers=tuple(layer.key for layer in layers),
             )
         )
 
@@ -239,18 +255,28 @@ class WorkerLink:
         if target is None:
             return
         self.tell(link.Release(vid=vid, pair=pair, kind=kind))
-        target.count -= 1
-        if target.count <= 0:
-            del self._targets[target.pub.key]
-            if target in target.pub.links:
-                target.pub.links.remove(target)
-            self.tell(link.Unpublish(pub=target.pub.key))
+        for each in [target, *self._other_layers.pop((vid, pair, kind), [])]:
+            each.count -= 1
+            if each.count <= 0:
+                del self._targets[each.pub.key]
+                if each in each.pub.links:
+                    each.pub.links.remove(each)
+                self.tell(link.Unpublish(pub=each.pub.key))
 
     async def remove(self, vid: int) -> None:
         for vid_, pair, kind in [s for s in self._assigned if s[0] == vid]:
             self.release(vid_, pair, kind)
         self.viewers.pop(vid, None)
         self.tell(link.Remove(vid=vid))
+
+
+def _layers_of(pub: Publication) -> list[Publication]:
+    """A simulcast video's encodings, lowest first; nothing for any other publication."""
+    group = pub.group
+    if group is None or not group.layered:
+        return []
+    # In main every layer is a Publication (a worker's are Mirrors, never passed here).
+    return [cast("Publication", layer) for layer in group.layers]
 
 
 def _raise_for(reply: link.Reply) -> None:

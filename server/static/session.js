@@ -347,7 +347,7 @@ export class StageSession extends EventTarget {
       this.#publisherTrickle = trickle;
       for (const track of this.localStream.getTracks()) {
         if (muted?.[track.kind]) track.enabled = false;
-        pc.addTransceiver(track, { direction: 'sendonly', streams: [this.localStream] });
+        addPublishTransceiver(pc, track, this.localStream);
       }
       await pc.setLocalDescription(await pc.createOffer());
       await waitForGathering(pc);
@@ -739,6 +739,26 @@ export class StageSession extends EventTarget {
 
   #emit(type, detail = {}) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/**
+ * Camera video goes out as three simulcast encodings, lowest first (docs/protocol.md, media model):
+ * the node forwards one of them to each viewer. A browser that refuses simulcast sends one encoding.
+ */
+export const SIMULCAST_ENCODINGS = [
+  { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'h', maxBitrate: 1500000 },
+];
+
+function addPublishTransceiver(pc, track, stream) {
+  const init = { direction: 'sendonly', streams: [stream] };
+  if (track.kind !== 'video') return pc.addTransceiver(track, init);
+  try {
+    return pc.addTransceiver(track, { ...init, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) });
+  } catch {
+    return pc.addTransceiver(track, init);
   }
 }
 

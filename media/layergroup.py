@@ -1,0 +1,276 @@
+"""The encodings of one published video, lowest first, and each viewer's switching between them.
+
+A simulcast publisher sends its camera two or three times (RFC 8853 "rid" encodings, see
+media/simulcast.py); each encoding is its own ``Publication`` (``rid``, ``layer``: 0 = lowest). A
+non-simulcast video is a group of one, and nothing here runs for it.
+
+A viewer's video slot is attached to exactly one layer. ``media.layerchoice.choose`` says which; when
+the choice changes, the slot keeps the current layer until a keyframe of the target layer arrives
+(asked for through the target's rate-limited keyframe policy), then moves (``leave`` /
+``continue_pictures``, called by ``Fanout._activate_waiting``): its sequence numbers and timestamps
+continue (``Slot.stop``/``Slot.start``), and the VP8 picture id and TL0PICIDX continue through
+per-slot offsets that the forwarding path writes into each packet (``forward_rewriting``), only for
+the layers of a group with more than one layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from media import stats, vp8
+from media.layerchoice import LayerState, choose
+from media.nackguard import RING_SIZE
+
+if TYPE_CHECKING:
+    from media.assembler import Frame
+    from media.publication import Fanout
+    from media.subscriber import Slot
+
+LIVE_S = 1.0  # a layer with no packet for this long is not live (the browser stopped sending it)
+RATE_WINDOW_S = 2.0  # each layer's bitrate is measured over this window
+EVALUATE_S = 0.25  # how often the publisher's task re-evaluates every viewer's layer
+
+_RING_MASK = RING_SIZE - 1
+
+
+class LayerGroup:
+    """One published video's layers (lowest first) and the viewers' pending switches."""
+
+    def __init__(self, participant_id: str, layers: list[Fanout]) -> None:
+        self.participant_id = participant_id
+        self.layers = layers
+        self.states: dict[Slot, LayerState] = {}
+        self.pending: dict[Slot, Fanout] = {}  # slot -> the layer it moves to at its next keyframe
+        self.switches = 0  # completed switches (tests, metrics)
+        self._samples: list[deque[tuple[float, int]]] = [deque() for _ in layers]
+        layered = len(layers) > 1
+        for i, layer in enumerate(layers):
+            layer.group = self
+            layer.layer = i
+            layer.rewrite_vp8 = layered
+            if layered:
+                layer.vp8_ring = new_vp8_ring()
+
+    @property
+    def layered(self) -> bool:
+        return len(self.layers) > 1
+
+    # --- measurements ------------------------------------------------------------------------
+
+    def live(self, index: int, now: float) -> bool:
+        """Packets of this layer arrived within the last ``LIVE_S`` (and it is not muted)."""
+        layer = self.layers[index]
+        return (
+            not layer.closed
+            and not layer.paused
+            and now - max(layer.received_at, layer.last_arrival) < LIVE_S
+        )
+
+    def sample(self, now: float) -> None:
+        for layer, samples in zip(self.layers, self._samples, strict=True):
+            samples.append((now, layer.octets))
+            while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+                samples.popleft()
+
+    def bitrate(self, index: int) -> float:
+        """Bits per second of the layer's payload over the last ``RATE_WINDOW_S`` (sampled)."""
+        samples = self._samples[index]
+        if len(samples) < 2:
+            return 0.0
+        (t0, o0), (t1, o1) = samples[0], samples[-1]
+        return 8 * (o1 - o0) / (t1 - t0) if t1 > t0 else 0.0
+
+    # --- viewers -----------------------------------------------------------------------------
+
+    def state(self, slot: Slot) -> LayerState:
+        state = self.states.get(slot)
+        if state is None:
+            state = self.states[slot] = LayerState()
+        return state
+
+    def place(self, slot: Slot, now: float) -> Fanout:
+        """The layer a newly assigned slot starts on (the top one while nothing is live yet: the
+        next evaluation moves it to a live one)."""
+        index = choose(self.state(slot), self, now)
+        return self.layers[-1 if index is None else index]
+
+    def slots(self) -> list[Slot]:
+        """Every slot attached to a layer of the group (started or waiting for its first keyframe)."""
+        found = []
+        for layer in self.layers:
+            for slot in (*layer.active, *layer.waiting):
+                if slot.publication is layer:
+                    found.append(slot)
+        return found
+
+    def current(self, slot: Slot) -> int | None:
+        """The layer the slot is on, or moving to."""
+        target = self.pending.get(slot)
+        if target is not None:
+            return target.layer
+        pub = slot.publication
+        return pub.layer if pub is not None and pub.group is self else None
+
+    def evaluate(self, now: float) -> None:
+        """Re-run the choice for every viewer; start the switches it asks for."""
+        self.sample(now)
+        if not self.layered:
+            return
+        for slot in self.slots():
+            target = choose(self.state(slot), self, now)
+            if target is not None and target != self.current(slot):
+                self.switch(slot, target)
+
+    def switch(self, slot: Slot, index: int) -> None:
+        """Move ``slot`` to layer ``index`` at that layer's next keyframe (asked for now)."""
+        target = self.layers[index]
+        current = slot.publication
+        previous = self.pending.pop(slot, None)
+        if previous is not None:
+            previous.detach(slot)
+        if current is None or current.group is not self or target is current:
+            return
+        if slot not in current.active:
+            # Not started yet (waiting for its first keyframe): wait on the target instead.
+            current.detach(slot)
+            slot.publication = target
+            target.attach(slot)
+            return
+        self.pending[slot] = target
+        target.waiting.append(slot)
+        target.request_keyframe()
+
+    def forget(self, slot: Slot) -> None:
+        """The slot leaves the group (released, or its viewer left)."""
+        target = self.pending.pop(slot, None)
+        if target is not None:
+            target.detach(slot)
+        self.states.pop(slot, None)
+
+    def close(self) -> None:
+        self.pending.clear()
+        self.states.clear()
+
+
+# --- the switch itself (called by Fanout._activate_waiting at the target's keyframe) -------------
+
+
+def leave(slot: Slot, previous: Fanout, target: Fanout) -> tuple[int, int] | None:
+    """The slot leaves ``previous`` for ``target``: its lines stop where the previous layer left
+    them. Returns the last picture id and TL0PICIDX the viewer saw (None if it saw none)."""
+    group = target.group
+    if group is not None:
+        group.pending.pop(slot, None)
+    seen: tuple[int, int] | None = None
+    if slot in previous.active:
+        slot.stop()
+        # The timestamp gap to the target's keyframe is counted from the previous layer's last
+        # frame, not from now: the viewer's playout sees the real frame spacing.
+        since = time.monotonic() - previous.last_arrival
+        if 0 <= since < LIVE_S and slot.last_sent_at is not None:
+            slot.last_sent_at -= since
+        if previous.last_pic >= 0:
+            seen = (previous.last_pic + slot.pic_off, previous.last_tl0 + slot.tl0_off)
+    previous.detach(slot)
+    slot.publication = target
+    if group is not None:
+        group.switches += 1
+    return seen
+
+
+def continue_pictures(slot: Slot, frame: Frame, seen: tuple[int, int]) -> None:
+    """After ``slot.start`` at the target's keyframe: offsets so that its picture id follows the
+    last one the viewer saw, and its TL0PICIDX the last TL0PICIDX (a keyframe is a TL0 picture)."""
+    fields = vp8.picture_fields(frame.packets[0].payload)
+    if fields is None:
+        return
+    _, bits, pid, tl0_pos, tl0 = fields
+    if bits:
+        slot.pic_off = (seen[0] + 1 - pid) % vp8.PICTURE_ID_MOD
+    if tl0_pos >= 0:
+        slot.tl0_off = (seen[1] + 1 - tl0) % vp8.TL0_MOD
+
+
+# --- the forwarding path of a layered VP8 publication ----------------------------------------
+
+
+def forward_rewriting(fanout: Fanout, frame: Frame, active: list[Slot], header: Any) -> None:
+    """``Fanout._forward``'s packet loop with the picture id and TL0PICIDX written per slot.
+
+    The descriptor is parsed once per packet (not per viewer), and its fields kept beside the
+    forwarding ring so that a retransmission is rewritten for the viewer that asked
+    (``patch_retransmission``). Per viewer it costs two or three byte writes.
+    """
+    renumber = fanout.renumber
+    ring = fanout.ring
+    vp8_ring = fanout.vp8_ring
+    write_pid = vp8.write_picture_id
+    for packet in frame.packets:
+        payload = packet.payload
+        buf = bytearray(12)
+        buf[0] = 0x80
+        buf += payload
+        if renumber:
+            seq = fanout.next_seq
+            fanout.next_seq = seq + 1
+        else:
+            seq = packet.ext_seq
+        ts = packet.timestamp
+        ring[seq & _RING_MASK] = (seq, buf, ts)
+        fields = vp8.picture_fields(payload)
+        vp8_ring[seq & _RING_MASK] = (seq, fields)
+        mark = 0x80 if packet.marker else 0
+        fanout.last_seq = seq
+        fanout.last_ts = ts
+        fanout.packets += 1
+        fanout.octets += len(payload)
+        if fields is None:
+            pid_pos = tl0_pos = -1
+            bits = pid = tl0 = 0
+        else:
+            pid_pos, bits, pid, tl0_pos, tl0 = fields
+            fanout.last_pic = pid
+            fanout.last_tl0 = tl0
+            pid_pos += 12
+            if tl0_pos >= 0:
+                tl0_pos += 12
+        for slot in active:
+            header(
+                buf,
+                1,
+                mark | slot.pt,
+                (seq + slot.seq_off) & 0xFFFF,
+                (ts + slot.ts_off) & 0xFFFFFFFF,
+                slot.ssrc,
+            )
+            if bits == 15:  # Chromium's: written in place, no call (vp8.write_picture_id's work)
+                v = (pid + slot.pic_off) & 0x7FFF
+                buf[pid_pos] = 0x80 | (v >> 8)
+                buf[pid_pos + 1] = v & 0xFF
+            elif bits:
+                write_pid(buf, pid_pos, bits, pid + slot.pic_off)
+            if tl0_pos >= 0:
+                buf[tl0_pos] = (tl0 + slot.tl0_off) & 0xFF
+            try:
+                slot.sendto(slot.protect(buf), slot.addr)
+            except Exception as exc:
+                slot.fail(exc)
+        stats.rtp_packets_sent += len(active)
+
+
+def patch_retransmission(slot: Slot, fanout: Fanout, seq: int, buf: bytearray) -> None:
+    """Write ``slot``'s picture id and TL0PICIDX into a packet taken from the forwarding ring."""
+    entry = fanout.vp8_ring[seq & _RING_MASK]
+    if entry is None or entry[0] != seq or entry[1] is None:
+        return
+    pid_pos, bits, pid, tl0_pos, tl0 = entry[1]
+    if bits:
+        vp8.write_picture_id(buf, 12 + pid_pos, bits, pid + slot.pic_off)
+    if tl0_pos >= 0:
+        buf[12 + tl0_pos] = (tl0 + slot.tl0_off) & 0xFF
+
+
+def new_vp8_ring() -> list[tuple[int, tuple[int, int, int, int, int] | None] | None]:
+    return [None] * RING_SIZE

@@ -1,0 +1,238 @@
+"""Simulcast switching (media/layergroup.py, media/layerchoice.py): synthetic VP8 packets through three
+layer Publications into real subscriber Slots. A switch waits for a keyframe of the target layer, the
+first packet after it is that keyframe, and sequence numbers, timestamps, picture ids and TL0PICIDX
+continue across it; retransmissions carry the asking viewer's numbering."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCRtpSender
+from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+from aiortc.rtp import RtpPacket
+
+from media import aiortc_hooks as hooks
+from media import vp8
+from media.layerchoice import LayerState, choose
+from media.layergroup import LIVE_S, LayerGroup
+from media.publication import Publication
+from media.subscriber import Slot
+from tests.media.test_vp8 import DELTA, KEY, descriptor
+
+
+@dataclass
+class Sent:
+    seq: int
+    ts: int
+    marker: bool
+    layer: int
+    keyframe: bool
+    pid: int
+    tl0: int
+
+
+@dataclass
+class Viewer:
+    slot: Slot
+    sent: list[Sent] = field(default_factory=list)
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        d = vp8.parse(data[12:])
+        assert d is not None and d.picture_id is not None and d.tl0picidx is not None
+        self.sent.append(
+            Sent(
+                seq=struct.unpack_from("!H", data, 2)[0],
+                ts=struct.unpack_from("!I", data, 4)[0],
+                marker=bool(data[1] & 0x80),
+                layer=data[12 + d.size + len(KEY)],  # the layer's mark after the VP8 bytes
+                keyframe=vp8.is_keyframe(data[12:]),
+                pid=d.picture_id,
+                tl0=d.tl0picidx,
+            )
+        )
+
+
+class FakeSubscriber:
+    participant_id = "viewer"
+
+
+class Layer:
+    """One encoding's sender: its own SSRC, sequence numbers, timestamps, picture ids, TL0PICIDX."""
+
+    def __init__(self, index: int, pub: Publication, seq: int, ts: int, pid: int, tl0: int) -> None:
+        self.index, self.pub = index, pub
+        self.seq, self.ts, self.pid, self.tl0 = seq, ts, pid, tl0
+        self.frames = 0
+
+    def frame(self, keyframe: bool = False, packets: int = 2) -> None:
+        if self.frames == 0:  # the publication's assembler syncs on a first marker, then forwards
+            self.frames = 1
+            self.frame(packets=1)
+        self.ts = (self.ts + 3000) & 0xFFFFFFFF
+        self.pid = (self.pid + 1) & 0x7FFF
+        tid = 0 if keyframe or self.frames % 2 == 0 else 1
+        if tid == 0:
+            self.tl0 = (self.tl0 + 1) & 0xFF
+        self.frames += 1
+        for i in range(packets):
+            body = (KEY if keyframe else DELTA.ljust(len(KEY), b"\0")) + bytes([self.index])
+            payload = descriptor(start=i == 0, pid=self.pid, tl0=self.tl0, tid=tid) + body
+            packet = RtpPacket(
+                payload_type=96,
+                marker=int(i == packets - 1),
+                sequence_number=self.seq,
+                timestamp=self.ts,
+                ssrc=1000 + self.index,
+                payload=payload,
+            )
+            packet._data = body if i == 0 else b"\x00"  # type: ignore[attr-defined]  # depayloaded
+            self.seq = (self.seq + 1) & 0xFFFF
+            self.pub.on_packet(packet)
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.plis = [0, 0, 0]
+        pubs = []
+        for i in range(3):
+            pub = Publication("speaker", "video", request_keyframe=self._pli(i), clock=lambda: self.now)
+            pub.mime = "video/vp8"
+            pub.rid = "lmh"[i]
+            pubs.append(pub)
+        self.group = LayerGroup("speaker", pubs)
+        starts = [(65000, 4_000_000_000, 32760, 250), (10, 5, 100, 3), (30000, 77, 0x7FF0, 0)]
+        self.layers = [Layer(i, p, *starts[i]) for i, p in enumerate(pubs)]
+        ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+        self.dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
+
+    def _pli(self, i: int) -> Any:
+        def send() -> None:
+            self.plis[i] += 1
+
+        return send
+
+    def viewer(self) -> Viewer:
+        slot = Slot(FakeSubscriber(), 0, "video", RTCRtpSender("video", self.dtls))  # type: ignore[arg-type]
+        slot.pts = {"video/vp8": 96}
+        viewer = Viewer(slot)
+        slot.connect(hooks.UdpPath(bytes, viewer.sendto, ("192.0.2.1", 9)))
+        fanout = self.group.place(slot, self.now)
+        slot.publication = fanout
+        fanout.attach(slot)
+        return viewer
+
+    def frames(
+        self, n: int, layers: tuple[int, ...] = (0, 1, 2), keyframe: int | tuple[int, ...] = ()
+    ) -> None:
+        keyframes = (keyframe,) if isinstance(keyframe, int) else keyframe
+        for _ in range(n):
+            self.now += 1 / 30
+            for i in layers:
+                self.layers[i].frame(keyframe=i in keyframes)
+
+
+def assert_continuous(sent: list[Sent]) -> None:
+    for a, b in itertools.pairwise(sent):
+        assert b.seq == (a.seq + 1) & 0xFFFF, (a, b)
+        if a.marker:  # a new frame: a later timestamp, the next picture id
+            assert 0 < (b.ts - a.ts) & 0xFFFFFFFF < 90000, (a, b)
+            assert b.pid == (a.pid + 1) & 0x7FFF, (a, b)
+            assert (b.tl0 - a.tl0) & 0xFF in (0, 1), (a, b)
+        else:
+            assert (b.ts, b.pid, b.tl0) == (a.ts, a.pid, a.tl0), (a, b)
+
+
+async def test_a_viewer_switches_down_and_up_only_at_keyframes_with_continuous_numbering() -> None:
+    rig = Rig()
+    v = rig.viewer()
+    assert v.slot.publication is rig.group.layers[2]  # nothing live yet: the top layer
+    rig.frames(1, keyframe=(0, 1, 2))
+    rig.frames(5)
+    assert [s.layer for s in v.sent] == [2] * 12 and v.sent[0].keyframe
+    assert [rig.group.live(i, rig.now) for i in range(3)] == [True, True, True]
+    assert choose(LayerState(), rig.group, rig.now) == 2
+
+    # The viewer is capped to the lowest layer: it keeps layer 2 until layer 0's keyframe.
+    rig.group.state(v.slot).cap = 0
+    plis = rig.plis[0]
+    rig.now += 0.5  # past the keyframe policy's interval since the layer's first keyframe
+    rig.group.evaluate(rig.now)
+    assert rig.plis[0] == plis + 1, "a keyframe of the target layer is asked for"
+    rig.frames(4)
+    assert {s.layer for s in v.sent} == {2}
+    n = len(v.sent)
+    rig.frames(1, keyframe=0)
+    rig.frames(6)
+    after = v.sent[n:]
+    assert after[0].layer == 0 and after[0].keyframe, "first packet after the switch: not a keyframe"
+    assert {s.layer for s in after} == {0}
+    assert rig.group.switches == 1
+    assert_continuous(v.sent)
+
+    # Back up: layer 0 until layer 2's keyframe (its delta frames are never shown first).
+    rig.group.state(v.slot).cap = None
+    rig.group.evaluate(rig.now)
+    rig.frames(3)
+    n = len(v.sent)
+    rig.frames(1, keyframe=2)
+    rig.frames(3)
+    first = next(i for i, s in enumerate(v.sent) if i >= n and s.layer == 2)
+    assert v.sent[first].keyframe and {s.layer for s in v.sent[n:first]} <= {0}
+    assert {s.layer for s in v.sent[first:]} == {2}
+    assert_continuous(v.sent)
+
+
+async def test_a_layer_that_stops_sends_its_viewers_down_at_the_next_keyframe_below() -> None:
+    rig = Rig()
+    v = rig.viewer()
+    rig.frames(1, keyframe=(0, 1, 2))
+    rig.frames(3)
+    rig.frames(int(LIVE_S * 30) + 3, layers=(0, 1))  # the browser stops its top layer
+    assert not rig.group.live(2, rig.now) and rig.group.live(1, rig.now)
+    rig.group.evaluate(rig.now)
+    assert rig.plis[1] >= 1
+    n = len(v.sent)
+    rig.frames(1, layers=(0, 1), keyframe=1)
+    rig.frames(2, layers=(0, 1))
+    assert v.sent[n].layer == 1 and v.sent[n].keyframe
+    assert_continuous(v.sent)
+
+
+async def test_a_viewer_not_started_yet_moves_its_wait_and_viewers_keep_their_own_numbering() -> None:
+    rig = Rig()
+    rig.frames(1, layers=(0, 1), keyframe=(0, 1))  # the top layer is not sent yet
+    rig.now += 0.6  # past the keyframe policy's interval
+    a = rig.viewer()
+    assert a.slot.publication is rig.group.layers[1]  # the highest live layer
+    b = rig.viewer()
+    rig.group.state(b.slot).cap = 0
+    rig.group.evaluate(rig.now)
+    assert b.slot.publication is rig.group.layers[0]  # moved before it ever started
+    rig.frames(1, layers=(0, 1), keyframe=0)
+    rig.frames(1, layers=(0, 1), keyframe=1)
+    rig.frames(3, layers=(0, 1))
+    assert {s.layer for s in a.sent} == {1} and a.sent[0].keyframe
+    assert {s.layer for s in b.sent} == {0} and b.sent[0].keyframe
+    # a switches to layer 0 too; b stays: both now take layer 0's packets, each numbered its own way.
+    rig.group.state(a.slot).cap = 0
+    rig.group.evaluate(rig.now)
+    n_a, n_b = len(a.sent), len(b.sent)
+    rig.frames(1, layers=(0, 1), keyframe=0)
+    rig.frames(2, layers=(0, 1))
+    assert_continuous(a.sent)
+    assert_continuous(b.sent)
+    assert a.sent[n_a].layer == 0 and a.sent[n_a].keyframe
+    assert a.sent[-1].pid != b.sent[-1].pid  # a continues its own picture ids, b the layer's
+
+    # A NACK of a's last packet is answered with a's picture id, though b was written last.
+    last_a, last_b = a.sent[-1], b.sent[-1]
+    a.slot.rtx_pts = {}
+    a.slot.retransmit(last_a.seq)
+    resent = a.sent[-1]
+    assert (resent.seq, resent.pid, resent.tl0) == (last_a.seq, last_a.pid, last_a.tl0)
+    assert b.sent[-1] == last_b and len(b.sent) - n_b == len(a.sent) - 1 - n_a
+    rig.group.forget(a.slot)
