@@ -43,7 +43,7 @@ class BweConfig:
     loss_high: float = 0.10  # above: the estimate shrinks
     loss_low: float = 0.02  # below: it may grow
     heavy_loss: float = 0.25  # at or above: switch down without waiting
-    growth_per_s: float = 1.15  # x per second of low loss
+    growth_per_s: float = 1.3  # x per second of low loss (REMB, when it binds, keeps it in check)
     remb_ceiling: float = 1.4  # REMB >= this x what we send: Chromium's own ceiling, not a cap
     remb_stale_s: float = 5.0  # a REMB older than this caps nothing
     ceiling_after_s: float = 2.0  # REMB at the ceiling this long (every one of them): not a cap
@@ -170,6 +170,12 @@ class LayerChooser:
         if not self.decided:
             self.decided = True
             return self._to(current, target, now)  # the first choice: no hysteresis
+        if (
+            self.last_up_at is not None
+            and now - self.last_up_at > c.probe_window_s
+            and (self.switched_at is None or self.switched_at <= self.last_up_at)
+        ):
+            self.up_wait_s = c.up_after_s  # the last up-switch held: the next waits the normal time
         rate = layer_bitrates_bps[current] if current is not None else 0.0
         # Down: the budget has been below the current layer long enough, or loss is heavy.
         if current is not None and (rate > budget_bps or loss >= c.heavy_loss):
