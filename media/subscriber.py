@@ -349,6 +349,7 @@ class Subscriber:
     def on_remb(self, bitrate_bps: int, now: float | None = None) -> None:
         """The viewer's REMB: what it sent us lately first (a REMB at Chromium's ceiling over it is
         not a cap, media/bwe.py)."""
+        stats.remb_received += 1
         now = time.monotonic() if now is None else now
         estimate = self.layers.bandwidth.estimate
         sent = self._sent_bps(now)
