@@ -16,6 +16,7 @@ import { Dialog } from './dialogs.js';
 import { Tabs } from './tabs.js';
 import { ConsentPrompt, PrivacyPanel } from './consent.js';
 import { RecordingControls, RecordingIndicator } from './recording.js';
+import { renderLayerChoice, setUpLayerChoice } from './layers.js';
 
 const STAGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_KEY = 'medstage.name';
@@ -271,6 +272,7 @@ function renderControls() {
   const publishing = session?.publishing ?? 'off';
   const live = joined && publishing === 'live';
   $('dock').hidden = !joined;
+  renderLayerChoice(session);
   const publish = $('publish-button');
   publish.hidden = !(joined && session.canPublish && publishing !== 'live');
   publish.disabled = publishing === 'starting';
@@ -743,6 +745,7 @@ async function join(name, role, { rejoining = false } = {}) {
   current.addEventListener('rejoined', onlyCurrent(onRejoined));
   current.addEventListener('roster', onlyCurrent(onRoster));
   current.addEventListener('slots', onlyCurrent(renderStage));
+  current.addEventListener('layers', onlyCurrent(() => renderLayerChoice(session)));
   current.addEventListener('publishing', onlyCurrent(() => { renderControls(); renderStage(); renderRoster(); }));
   current.addEventListener('role', onlyCurrent(onRole));
   current.addEventListener('model', onlyCurrent(onModel));
@@ -859,6 +862,7 @@ function setUpControls() {
   $('stop-button').addEventListener('click', () => session?.stopPublishing());
   $('hand-button').addEventListener('click', toggleHand);
   $('leave-button').addEventListener('click', () => session?.leave());
+  setUpLayerChoice(() => session);
   $('privacy-button').addEventListener('click', () => {
     privacy.open();
     $('privacy-button').setAttribute('aria-expanded', String(privacy.isOpen));
