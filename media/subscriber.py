@@ -181,7 +181,8 @@ class Slot(hooks.SenderHandler):
             _RTX_HEADER.pack_into(header, 0, 0x80, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
             struct.pack_into("!H", header, 12, sequence_number)
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            data = bytes(header) + bytes(buf[12:])
+            start = 12 + (4 + 4 * ((buf[14] << 8) | buf[15]) if buf[0] & 0x10 else 0)  # after extensions
+            data = bytes(header) + bytes(buf[start:])
         try:
             self.sendto(self.protect(data), self.addr)
         except Exception as exc:
@@ -370,7 +371,7 @@ class Subscriber:
                 pub = slot.publication
                 if pub is None or slot.held or slot.last_sent_at is None:
                     continue
-                octets = pub.octets + 12 * pub.packets
+                octets = pub.octets + 12 * pub.packets  # (+ 8 of abs-send-time per video packet: not counted)
                 before = self._sent_marks.get(slot.ssrc)
                 if before is not None and before[0] is pub:
                     sent += octets - before[1]

@@ -50,6 +50,9 @@ async def _audio_only_then_auto(node: RunningNode, clip: Any) -> None:
         audio = await viewer.wait_for("slot.assigned", lambda m: m["kind"] == "audio")
         await viewer.wait_media(video["mid"], timeout=10)
         await viewer.wait_media(audio["mid"], timeout=10)
+        # The aiortc viewer estimates its bandwidth from the abs-send-time the node writes on video
+        # and sends REMB: it reaches the viewer's estimate (counted in the process that serves it).
+        await eventually(lambda: node.metrics()["medstage_remb_received_total"] > 0, 10, interval=0.3)
 
         reply = await viewer.request({"type": "layer.set", "preference": "audio"})
         assert reply["type"] == "ok", reply
