@@ -36,8 +36,9 @@ _keys = itertools.count(1)
 
 # RFC 8285 one-byte header extension carrying abs-send-time (webrtc's 6.18 fixed-point seconds, 24
 # bits): the id aiortc's offer gives it in every viewer's video sections (a guard test checks it).
-# Chromium computes its REMB from it: without it, it sends none (docs/architecture.md, "Bandwidth
-# estimate"). The time is the frame's forwarding time, once per packet for every viewer.
+# The viewer's REMB then measures our send times, not the publisher's capture times (aiortc viewers
+# send none without it; docs/architecture.md, "Bandwidth estimate and layer choice"). The time is
+# the frame's forwarding time, once per packet for every viewer.
 ABS_SEND_TIME_ID = 3
 _ABS_SEND_TIME = struct.Struct("!HHI")  # 0xBEDE, length 1 word, id|len + 24-bit time
 _ABS_SEND_TIME_HEAD = 0xBEDE

@@ -1,5 +1,6 @@
-"""The abs-send-time header extension the forwarding path writes on video (Chromium computes its REMB
-from it): the id our offer gives it, and what aiortc reads back from a forwarded packet."""
+"""The abs-send-time header extension the forwarding path writes on video (viewers' REMB estimators
+time our sends with it): the id our offer gives it, and what aiortc reads back from a forwarded
+packet."""
 
 from __future__ import annotations
 
