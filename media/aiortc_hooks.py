@@ -28,6 +28,7 @@ import aiortc.rtcrtpreceiver
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
@@ -36,6 +37,8 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     RtcpSrPacket,
 )
+
+from media.rtcpin import parse_remb
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +277,7 @@ class SenderHandler:
     def on_keyframe_request(self) -> None: ...
     def retransmit(self, sequence_number: int) -> None: ...
     def on_receiver_report(self, fraction_lost: int, jitter: int) -> None: ...
+    def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None: ...
 
 
 def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
@@ -309,6 +313,12 @@ def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 handler.on_keyframe_request()
+            elif packet.fmt == RTCP_PSFB_APP:
+                # aiortc hands a REMB to every sender it names: the estimate is the connection's,
+                # so the repeats only set it again.
+                remb = parse_remb(packet.fci, 0, len(packet.fci))
+                if remb is not None and ssrc in remb[1]:
+                    handler.on_remb(*remb)
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == ssrc:

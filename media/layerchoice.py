@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from media.layergroup import LayerGroup
+    from media.subscriber import Slot
 
 
 @dataclass(slots=True)
@@ -21,16 +22,29 @@ class LayerState:
     cap: int | None = None  # highest layer index allowed (0 = lowest); None: no cap
 
 
-def choose(state: LayerState, group: LayerGroup, now: float) -> int | None:
-    """The layer index the slot should take, or None for "no video" (no layer is live).
+def choose(state: LayerState, group: LayerGroup, now: float, slot: Slot | None = None) -> int | None:
+    """The layer index the slot should take, or None for "no change possible" (no layer is live).
 
-    The highest live layer not above ``state.cap``; if every live layer is above the cap, the lowest
-    live one (a viewer is never left without video while some layer flows).
+    With the slot's viewer known (``slot.subscriber``, a ``media.subscriber.Subscriber``), its
+    bandwidth estimate and preference decide (media/bwe.py: hysteresis, audio paid first); where
+    that decision is "audio only" for lack of bandwidth, the viewer keeps the lowest live layer
+    (a preference of "audio" holds the video slot back before any layer is chosen,
+    media/viewers.py). Without a viewer (tests of the switching), the highest live layer.
+    Either way, never above ``state.cap`` while some live layer is at or below it.
     """
-    live = [i for i in range(len(group.layers)) if group.live(i, now)]
-    if not live:
+    live = [group.live(i, now) for i in range(len(group.layers))]
+    if not any(live):
         return None
-    if state.cap is not None:
-        allowed = [i for i in live if i <= state.cap]
-        return allowed[-1] if allowed else live[0]
-    return live[-1]
+    indices = [i for i, up in enumerate(live) if up]
+    decide = getattr(getattr(slot, "subscriber", None), "choose", None)
+    if slot is not None and decide is not None:
+        rates = [group.bitrate(i) for i in range(len(group.layers))]
+        target: int | None = decide(group.participant_id, rates, live, group.current(slot), now)
+        if target is None or not live[target]:
+            target = indices[0]
+    else:
+        target = indices[-1]
+    if state.cap is not None and target > state.cap:
+        allowed = [i for i in indices if i <= state.cap]
+        target = allowed[-1] if allowed else indices[0]
+    return target

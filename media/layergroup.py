@@ -93,7 +93,7 @@ class LayerGroup:
     def place(self, slot: Slot, now: float) -> Fanout:
         """The layer a newly assigned slot starts on (the top one while nothing is live yet: the
         next evaluation moves it to a live one)."""
-        index = choose(self.state(slot), self, now)
+        index = choose(self.state(slot), self, now, slot)
         return self.layers[-1 if index is None else index]
 
     def slots(self) -> list[Slot]:
@@ -119,7 +119,7 @@ class LayerGroup:
         if not self.layered:
             return
         for slot in self.slots():
-            target = choose(self.state(slot), self, now)
+            target = choose(self.state(slot), self, now, slot)
             if target is not None and target != self.current(slot):
                 self.switch(slot, target)
 
@@ -196,7 +196,9 @@ def continue_pictures(slot: Slot, frame: Frame, seen: tuple[int, int]) -> None:
 # --- the forwarding path of a layered VP8 publication ----------------------------------------
 
 
-def forward_rewriting(fanout: Fanout, frame: Frame, active: list[Slot], header: Any) -> None:
+def forward_rewriting(
+    fanout: Fanout, frame: Frame, active: list[Slot], header: Any, extension: bytes | None
+) -> None:
     """``Fanout._forward``'s packet loop with the picture id and TL0PICIDX written per slot.
 
     The descriptor is parsed once per packet (not per viewer), and its fields kept beside the
@@ -207,10 +209,15 @@ def forward_rewriting(fanout: Fanout, frame: Frame, active: list[Slot], header: 
     ring = fanout.ring
     vp8_ring = fanout.vp8_ring
     write_pid = vp8.write_picture_id
+    start = 12 if extension is None else 12 + len(extension)  # the payload's offset in ``buf``
     for packet in frame.packets:
         payload = packet.payload
         buf = bytearray(12)
-        buf[0] = 0x80
+        if extension is None:
+            buf[0] = 0x80
+        else:
+            buf[0] = 0x90
+            buf += extension
         buf += payload
         if renumber:
             seq = fanout.next_seq
@@ -233,9 +240,9 @@ def forward_rewriting(fanout: Fanout, frame: Frame, active: list[Slot], header: 
             pid_pos, bits, pid, tl0_pos, tl0 = fields
             fanout.last_pic = pid
             fanout.last_tl0 = tl0
-            pid_pos += 12
+            pid_pos += start
             if tl0_pos >= 0:
-                tl0_pos += 12
+                tl0_pos += start
         for slot in active:
             header(
                 buf,
@@ -266,10 +273,11 @@ def patch_retransmission(slot: Slot, fanout: Fanout, seq: int, buf: bytearray) -
     if entry is None or entry[0] != seq or entry[1] is None:
         return
     pid_pos, bits, pid, tl0_pos, tl0 = entry[1]
+    start = 12 + (4 + 4 * ((buf[14] << 8) | buf[15]) if buf[0] & 0x10 else 0)  # after extensions
     if bits:
-        vp8.write_picture_id(buf, 12 + pid_pos, bits, pid + slot.pic_off)
+        vp8.write_picture_id(buf, start + pid_pos, bits, pid + slot.pic_off)
     if tl0_pos >= 0:
-        buf[12 + tl0_pos] = (tl0 + slot.tl0_off) & 0xFF
+        buf[start + tl0_pos] = (tl0 + slot.tl0_off) & 0xFF
 
 
 def new_vp8_ring() -> list[tuple[int, tuple[int, int, int, int, int] | None] | None]:

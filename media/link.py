@@ -6,8 +6,8 @@ Two channels, nothing in them assumes the same machine:
 - **control**: a stream socket carrying length-prefixed msgpack frames (``encode_frame`` /
   ``FrameReader``), one tagged struct each (below). Main asks (``Subscribe``, ``Answer``,
   ``Candidate``: each with a request id ``rid``, answered by one ``Reply``) and tells (``Assign``,
-  ``Release``, ``Pause``, ``Unpublish``, ``Remove``); the forwarder tells main what main must act on
-  (``Connected``, ``Failed``, ``KeyframeRequest``, ``Counters``).
+  ``Release``, ``Pause``, ``Unpublish``, ``Remove``, ``Preference``); the forwarder tells main what
+  main must act on (``Connected``, ``Failed``, ``KeyframeRequest``, ``Counters``).
 - **media**: one UDP datagram per forwarded RTP packet per forwarder, whatever number of viewers it
   serves there: a 14-byte header (``DATAGRAM``: flags, codec, publication key, the sequence number and
   timestamp main forwarded it with) and the RTP payload as the publisher sent it. The forwarder keeps
@@ -171,6 +171,14 @@ class Remove(Control, frozen=True, kw_only=True, tag="remove"):
     vid: int
 
 
+class Preference(Control, frozen=True, kw_only=True, tag="preference"):
+    """The viewer's layer preference (``layer.set``), for every speaker or one (``participant_id``)."""
+
+    vid: int
+    preference: str  # "auto", "high", "low", "audio": checked by the server's wire schema
+    participant_id: str | None = None
+
+
 class CountersNow(Control, frozen=True, kw_only=True, tag="counters_now"):
     """Main → forwarder: send ``Counters`` now (a scrape), then a ``Reply``."""
 
@@ -214,6 +222,7 @@ ControlMessage = (
     | Pause
     | Unpublish
     | Remove
+    | Preference
     | CountersNow
     | Reply
     | Connected

@@ -35,6 +35,22 @@ _HEADER = struct.Struct("!BHII")  # M|PT, sequence number, timestamp, SSRC: byte
 _pack_header = _HEADER.pack_into
 _keys = itertools.count(1)
 
+# RFC 8285 one-byte header extension carrying abs-send-time (webrtc's 6.18 fixed-point seconds, 24
+# bits): the id aiortc's offer gives it in every viewer's video sections (a guard test checks it).
+# The viewer's REMB then measures our send times, not the publisher's capture times (aiortc viewers
+# send none without it; docs/architecture.md, "Bandwidth estimate and layer choice"). The time is
+# the frame's forwarding time, once per packet for every viewer.
+ABS_SEND_TIME_ID = 3
+_ABS_SEND_TIME = struct.Struct("!HHI")  # 0xBEDE, length 1 word, id|len + 24-bit time
+_ABS_SEND_TIME_HEAD = 0xBEDE
+_ABS_SEND_TIME_ELEMENT = (ABS_SEND_TIME_ID << 4 | 2) << 24
+
+
+def abs_send_time_extension(now: float) -> bytes:
+    """The 8 bytes of header extension after the fixed header (the X bit set in byte 0)."""
+    time_6_18 = int(now * 262144) & 0xFFFFFF
+    return _ABS_SEND_TIME.pack(_ABS_SEND_TIME_HEAD, 1, _ABS_SEND_TIME_ELEMENT | time_6_18)
+
 
 class Fanout:
     """Forwarded packets of one track to the slots attached to it: the per-packet path.
@@ -100,13 +116,18 @@ class Fanout:
         ring = self.ring
         octets = self.octets
         packets = frame.packets
+        extension = abs_send_time_extension(now) if self.kind == "video" else None
         if self.rewrite_vp8 and self.mime == "video/vp8":
-            layergroup.forward_rewriting(self, frame, active, _pack_header)
+            layergroup.forward_rewriting(self, frame, active, _pack_header, extension)
             packets = []
         for packet in packets:
             payload = packet.payload
             buf = bytearray(12)
-            buf[0] = 0x80
+            if extension is None:
+                buf[0] = 0x80
+            else:
+                buf[0] = 0x90
+                buf += extension
             buf += payload
             if renumber:
                 seq = self.next_seq
@@ -137,7 +158,8 @@ class Fanout:
         # Bytes forwarded, once per frame rather than per packet or per subscriber: every slot gets
         # the same 12-byte header + payload (SRTP's tag not counted), and ``active`` does not change
         # during the frame, so the frame's bytes times its subscribers is exact, at no cost per packet.
-        stats.rtp_sent_bytes += (self.octets - octets + 12 * len(frame.packets)) * len(active)
+        header = 12 if extension is None else 20
+        stats.rtp_sent_bytes += (self.octets - octets + header * len(frame.packets)) * len(active)
         self.last_arrival = now
         if any(s.failed for s in active):
             self.active = [s for s in active if not s.failed]

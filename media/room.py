@@ -46,6 +46,7 @@ class ViewerSide(Protocol):
     def peer(self, key: Any) -> Any: ...
     def assign(self, key: Any, pair: int, pub: Any) -> None: ...
     def release(self, key: Any, pair: int, kind: str) -> None: ...
+    def set_preference(self, key: Any, preference: str, participant_id: str | None) -> None: ...
     async def remove(self, key: Any) -> None: ...
 
 
@@ -198,6 +199,16 @@ class MediaRoom:
             for viewer in self.viewers.values():
                 self._assign_to(viewer, pub)
         return answer
+
+    def set_preference(self, participant_id: str, preference: str, speaker: str | None = None) -> bool:
+        """The viewer's layer preference ("auto", "high", "low", "audio"), for every speaker or for
+        ``speaker`` only (media/bwe.py ``Preference``). False: the participant has no receiving
+        connection."""
+        viewer = self.viewers.get(participant_id)
+        if viewer is None:
+            return False
+        viewer.side.set_preference(viewer.key, preference, speaker)
+        return True
 
     def kinds_published(self, participant_id: str, source: str = "camera") -> tuple[str, ...]:
         publisher = self._by_source(source).get(participant_id)

@@ -2,10 +2,11 @@
 
 Sans-I/O: ``ViewerRtcp`` takes one decrypted compound RTCP packet (RFC 3550 §6, RFC 4585 §6) and calls
 the slot its SSRC names: receiver report blocks (loss fraction, jitter), generic NACKs (resend), PLI
-and FIR (keyframe). The shared socket (media/udpmux.py) hands it a viewer's SRTCP directly, so
-aiortc's receive task, its queue, ``RtcpPacket.parse`` (an object per report) and its routing are not
-paid per packet and per viewer. A viewer's connection is send-only: aiortc's receivers there have
-nothing to learn from RTCP (SR, SDES, BYE are for receivers; REMB is ignored anyway).
+and FIR (keyframe), REMB (the viewer's bandwidth estimate, draft-alvestrand-rmcat-remb). The shared
+socket (media/udpmux.py) hands it a viewer's SRTCP directly, so aiortc's receive task, its queue,
+``RtcpPacket.parse`` (an object per report) and its routing are not paid per packet and per viewer. A
+viewer's connection is send-only: aiortc's receivers there have nothing to learn from RTCP (SR, SDES,
+BYE are for receivers).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ _SSRC = struct.Struct("!I").unpack_from
 _NACK = struct.Struct("!HH").unpack_from
 
 _SR, _RR, _RTPFB, _PSFB = 200, 201, 205, 206
-_NACK_FMT, _PLI_FMT, _FIR_FMT = 1, 1, 4
+_NACK_FMT, _PLI_FMT, _FIR_FMT, _APP_FMT = 1, 1, 4, 15
+_REMB = b"REMB"
+MAX_REMB_SSRCS = 64  # more than any viewer connection has slots (2 per pair)
 
 
 class Feedback(Protocol):
@@ -28,6 +31,21 @@ class Feedback(Protocol):
     def retransmit(self, sequence_number: int) -> None: ...
     def on_keyframe_request(self) -> None: ...
     def on_receiver_report(self, fraction_lost: int, jitter: int) -> None: ...
+    def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None: ...
+
+
+def parse_remb(data: bytes, start: int, end: int) -> tuple[int, list[int]] | None:
+    """The bitrate (bit/s) and SSRCs of a REMB FCI at ``data[start:end]`` (draft-alvestrand-rmcat-remb
+    §2.2: "REMB", number of SSRCs, 6-bit exponent and 18-bit mantissa, the SSRCs), or None when it is
+    not one. A count larger than the SSRCs present (or than ``MAX_REMB_SSRCS``) reads what is there."""
+    if end - start < 8 or data[start : start + 4] != _REMB:
+        return None
+    count = data[start + 4]
+    exponent = data[start + 5] >> 2
+    mantissa = ((data[start + 5] & 0x03) << 16) | (data[start + 6] << 8) | data[start + 7]
+    at = start + 8
+    count = min(count, (end - at) // 4, MAX_REMB_SSRCS)
+    return mantissa << exponent, [_SSRC(data, at + 4 * i)[0] for i in range(count)]
 
 
 class ViewerRtcp:
@@ -74,6 +92,13 @@ class ViewerRtcp:
                     slot = slots.get(_SSRC(data, pos + 8)[0])
                     if slot is not None:
                         slot.on_keyframe_request()
+                elif count == _APP_FMT:
+                    remb = parse_remb(data, pos + 12, end)
+                    if remb is not None:
+                        # One estimate for the whole connection: the first slot it names takes it.
+                        slot = next((s for ssrc in remb[1] if (s := slots.get(ssrc)) is not None), None)
+                        if slot is not None:
+                            slot.on_remb(*remb)
                 elif count == _FIR_FMT:
                     # RFC 5104 §4.3.1: the media SSRC field is 0; each FCI entry names an SSRC.
                     for at in range(pos + 12, end - 7, 8):

@@ -15,6 +15,7 @@ retransmissions_suppressed = 0  # NACKed packets not resent: media/nackguard.py
 keyframe_requests_upstream = 0  # PLIs we sent to publishers
 keyframe_requests_downstream = 0  # PLI/FIR we received from subscribers
 send_errors = 0
+remb_received = 0  # REMB (receiver estimated maximum bitrate) from viewers: media/bwe.py
 link_datagrams_sent = 0  # forwarding link: datagrams main sent to media workers (media/link.py)
 link_send_errors = 0  # ... and sends that failed (a worker's buffer full, or the worker gone)
 media_worker_restarts = 0
@@ -35,6 +36,7 @@ def snapshot() -> dict[str, int]:
         "keyframe_requests_upstream": keyframe_requests_upstream,
         "keyframe_requests_downstream": keyframe_requests_downstream,
         "send_errors": send_errors,
+        "remb_received": remb_received,
         "send_drops": udpmux.send_drops,
         "unroutable_datagrams": udpmux.unroutable,
         "viewer_rtcp_packets": udpmux.rtcp_received,

@@ -24,6 +24,7 @@ from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPac
 
 from media import aiortc_hooks as hooks
 from media import description_hooks, ice_hooks, layergroup, stats, transceiver_hooks
+from media.bwe import ViewerLayers
 from media.nackguard import ResendGuard, ResendLimits
 from media.rtcpin import ViewerRtcp
 
@@ -58,6 +59,7 @@ class Slot(hooks.SenderHandler):
         "cname",
         "failed",
         "fraction_lost",
+        "held",
         "index",
         "jitter",
         "kind",
@@ -123,6 +125,7 @@ class Slot(hooks.SenderHandler):
         self.rtx_seq = random.getrandbits(16)
         self.fraction_lost = 0  # from the subscriber's last receiver report (x/256)
         self.jitter = 0
+        self.held = False  # video the viewer does not want (layer preference "audio"): not forwarded
         self.resends = ResendGuard(resend_limits or ResendLimits())
         hooks.take_over_sender(sender, self)
 
@@ -185,7 +188,8 @@ class Slot(hooks.SenderHandler):
             _RTX_HEADER.pack_into(header, 0, 0x80, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
             struct.pack_into("!H", header, 12, sequence_number)
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            data = bytes(header) + bytes(buf[12:])
+            start = 12 + (4 + 4 * ((buf[14] << 8) | buf[15]) if buf[0] & 0x10 else 0)  # after extensions
+            data = bytes(header) + bytes(buf[start:])
         try:
             self.sendto(self.protect(data), self.addr)
         except Exception as exc:
@@ -194,11 +198,16 @@ class Slot(hooks.SenderHandler):
     def on_receiver_report(self, fraction_lost: int, jitter: int) -> None:
         self.fraction_lost = fraction_lost
         self.jitter = jitter
+        if self.kind == "video" and self.publication is not None and not self.held:
+            self.subscriber.on_loss(fraction_lost)
+
+    def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None:
+        self.subscriber.on_remb(bitrate_bps)
 
     def sender_report(self, ntp: int, now: float) -> RtcpSrPacket | None:
         """RFC 3550 §6.4.1 SR: our timestamp space mapped to wall-clock time ``ntp``."""
         pub = self.publication
-        if pub is None or self.last_sent_at is None or self.failed or pub.paused:
+        if pub is None or self.last_sent_at is None or self.failed or pub.paused or self.held:
             return None
         elapsed = max(0.0, now - pub.last_arrival)
         rtp_ts = (pub.last_ts + self.ts_off + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
@@ -284,6 +293,10 @@ class Subscriber:
         self.path: hooks.UdpPath | None = None
         self.closed = False
         self._dtls: Any = None
+        # The viewer's bandwidth estimate, its layer preferences and decisions (media/bwe.py).
+        self.layers = ViewerLayers()
+        self._sent_marks: dict[int, tuple[Any, int]] = {}  # slot SSRC -> (publication, its octets)
+        self._sent_at: float | None = None
 
         def add_pairs() -> None:
             for i in range(n_slots):
@@ -338,6 +351,81 @@ class Subscriber:
         # Negotiated once for good: aiortc's parsed offer and answer are ≈ 128 KB nobody reads again.
         description_hooks.forget_descriptions(self.pc)
         return True
+
+    # --- bandwidth estimate (media/bwe.py) ----------------------------------------------------
+
+    def on_remb(self, bitrate_bps: int, now: float | None = None) -> None:
+        """The viewer's REMB: what it sent us lately first (a REMB at Chromium's ceiling over it is
+        not a cap, media/bwe.py)."""
+        stats.remb_received += 1
+        now = time.monotonic() if now is None else now
+        estimate = self.layers.bandwidth.estimate
+        sent = self._sent_bps(now)
+        if sent is not None:
+            estimate.on_sent(sent)
+        estimate.on_remb(bitrate_bps, now)
+
+    def on_loss(self, fraction_lost: int, now: float | None = None) -> None:
+        """A video slot's receiver report: ``fraction_lost`` in 1/256."""
+        self.layers.bandwidth.estimate.on_loss(fraction_lost / 256, time.monotonic() if now is None else now)
+
+    def _sent_bps(self, now: float) -> float | None:
+        """Bits per second forwarded to this viewer since the last call (RTP headers and payloads)."""
+        marks: dict[int, tuple[Any, int]] = {}
+        sent = 0
+        for pair in self.pairs:
+            for slot in (pair.audio, pair.video):
+                pub = slot.publication
+                if pub is None or slot.held or slot.last_sent_at is None:
+                    continue
+                octets = pub.octets + 12 * pub.packets  # (+ 8 of abs-send-time per video packet: not counted)
+                before = self._sent_marks.get(slot.ssrc)
+                if before is not None and before[0] is pub:
+                    sent += octets - before[1]
+                marks[slot.ssrc] = (pub, octets)
+        self._sent_marks = marks
+        elapsed = None if self._sent_at is None else now - self._sent_at
+        self._sent_at = now
+        if elapsed is None or elapsed < 0.1:
+            return None
+        return 8 * sent / elapsed
+
+    def choose(
+        self,
+        participant_id: str,
+        layer_bitrates_bps: list[float],
+        live: list[bool],
+        current: int | None,
+        now: float,
+    ) -> int | None:
+        """The layer of ``participant_id``'s video this viewer should get (lowest first), or None:
+        audio only. Its budget is shared by the speakers whose video it receives, audio first."""
+        videos = [p.video.publication for p in self.pairs if p.video.publication is not None]
+        video = sum(1 for pub in videos if self.layers.wants_video(pub.participant_id))
+        audio = sum(1 for p in self.pairs if p.audio.publication is not None)
+        return self.layers.choose(
+            participant_id,
+            layer_bitrates_bps,
+            live,
+            current,
+            now,
+            audio_tracks=audio,
+            video_tracks=max(video, 1),
+        )
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """The viewer's estimate and preferences (for connection-quality reports)."""
+        now = time.monotonic() if now is None else now
+        estimate = self.layers.bandwidth.estimate
+        return {
+            "estimate_bps": round(estimate.value(now)),
+            "remb_bps": None if estimate.remb_bps is None else round(estimate.remb_bps),
+            "remb_binding": estimate.remb_binding(now),
+            "sent_bps": None if estimate.sent_bps is None else round(estimate.sent_bps),
+            "loss": estimate.loss,
+            "preference": str(self.layers.preference),
+            "preferences": {k: str(v) for k, v in self.layers.preferences.items()},
+        }
 
     def sender_reports(self, ntp: int, now: float) -> list[Any]:
         """Sender reports of every forwarding slot and their SDES CNAMEs: one compound RTCP packet

@@ -102,7 +102,7 @@ class LocalViewers:
                 return
         for pair in sub.pairs:
             for slot in (pair.audio, pair.video):
-                if slot.publication is not None and not slot.publication.closed:
+                if slot.publication is not None and not slot.publication.closed and not slot.held:
                     slot.publication.attach(slot)
         if self._on_state is not None:
             self._on_state(key, "connected")
@@ -133,8 +133,32 @@ class LocalViewers:
         if slot.publication is not None:
             self._unset(slot)
         slot.publication = fanout
-        if sub.connected:
+        slot.held = fanout.kind == "video" and not sub.layers.wants_video(fanout.participant_id)
+        if sub.connected and not slot.held:
             fanout.attach(slot)
+
+    def set_preference(self, key: Any, preference: str, participant_id: str | None = None) -> None:
+        """The viewer's layer preference (``layer.set``), for every speaker or for one. "audio" holds
+        the video slots back (nothing is forwarded to them; audio goes on); any other resumes them
+        at the video's next keyframe. High and low are the layer decision's (media/bwe.py)."""
+        sub = self.subscribers.get(key)
+        if sub is None:
+            return
+        sub.layers.set_preference(preference, participant_id)
+        for pair in sub.pairs:
+            slot, fanout = pair.video, pair.video.publication
+            if fanout is None:
+                continue
+            held = not sub.layers.wants_video(fanout.participant_id)
+            if held == slot.held:
+                continue
+            slot.held = held
+            if held:
+                if slot in fanout.active:  # remember where the slot's sequence and timestamp lines are
+                    slot.stop()
+                fanout.detach(slot)
+            elif sub.connected and not fanout.closed:
+                fanout.attach(slot)  # from its next keyframe, asked for now
 
     def release(self, key: Any, pair_index: int, kind: str) -> None:
         sub = self.subscribers.get(key)

@@ -148,6 +148,8 @@ class Worker(asyncio.DatagramProtocol):
             mirror = self.mirrors.pop(message.pub, None)
             if mirror is not None:
                 mirror.close()
+        elif isinstance(message, link.Preference):
+            viewers.set_preference(message.vid, message.preference, message.participant_id)
         elif isinstance(message, link.CountersNow):
             self._send_counters()
             self.tell(link.Reply(rid=message.rid))

@@ -263,6 +263,10 @@ class WorkerLink:
                     each.pub.links.remove(each)
                 self.tell(link.Unpublish(pub=each.pub.key))
 
+    def set_preference(self, vid: int, preference: str, participant_id: str | None) -> None:
+        if self.alive:
+            self.tell(link.Preference(vid=vid, preference=preference, participant_id=participant_id))
+
     async def remove(self, vid: int) -> None:
         for vid_, pair, kind in [s for s in self._assigned if s[0] == vid]:
             self.release(vid_, pair, kind)

@@ -32,6 +32,7 @@ class RateClass(enum.StrEnum):
     MODERATION = "moderation"  # every host and moderator command
     JOIN = "join"  # join
     HISTORY = "history"  # history.get
+    LAYER = "layer"  # layer.set
 
 
 _NOUNS = {
@@ -45,6 +46,7 @@ _NOUNS = {
     RateClass.MODERATION: "moderator actions",
     RateClass.JOIN: "joins",
     RateClass.HISTORY: "history requests",
+    RateClass.LAYER: "layer preferences",
 }
 
 
@@ -76,6 +78,7 @@ class RateLimits:
     moderation: Rate = Rate(100, 10.0)
     join: Rate = Rate(30, 60.0)
     history: Rate = Rate(20, 10.0)
+    layer: Rate = Rate(20, 10.0)
 
     def rules(self, comment: Rate) -> dict[RateClass, Rate]:
         """Every class's rate, comments' included."""

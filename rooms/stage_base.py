@@ -167,6 +167,14 @@ class StageBase:
         self.rates.check(me.identity, RateClass.MODERATION, now)
         return me
 
+    def check_rate(self, actor: str, kind: RateClass, now: float) -> None:
+        """The rate of a command the stage does not carry out itself (``layer.set``: the media side
+        does): raises ``RateLimited``; ``spend_rate`` counts it once it was accepted."""
+        self.rates.check(self._actor(actor).identity, kind, now)
+
+    def spend_rate(self, actor: str, kind: RateClass, now: float) -> None:
+        self.rates.spend(self._actor(actor).identity, kind, now)
+
     def _spent(self, identity: str, kind: RateClass, now: float, events: list[Event]) -> list[Event]:
         """Count an accepted command against its rate (checked before it ran); returns ``events``."""
         self.rates.spend(identity, kind, now)

@@ -32,6 +32,7 @@ COUNTERS = {
     "keyframe_requests_upstream": "PLIs sent to publishers",
     "keyframe_requests_downstream": "PLI/FIR received from subscribers",
     "send_errors": "Failed sends to subscribers",
+    "remb_received": "REMB bandwidth estimates received from viewers (one per viewer connection and report)",
     "send_drops": "Datagrams to subscribers the kernel refused (full send buffer): dropped, never waited for",
     "unroutable_datagrams": "Datagrams on the shared media port from an address no viewer connection owns",
     "viewer_rtcp_packets": "Viewers' SRTCP packets read on the shared media socket (reports, NACK, PLI/FIR)",

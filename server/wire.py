@@ -89,6 +89,13 @@ class Ping(Message, tag="ping", kw_only=True):
     pass
 
 
+class LayerSet(Message, tag="layer.set", kw_only=True):
+    """Which video layer this viewer wants: for every speaker, or for ``participant_id`` only."""
+
+    preference: Literal["auto", "high", "low", "audio"]
+    participant_id: ParticipantId | None = None
+
+
 class HistoryGet(Message, tag="history.get", kw_only=True):
     """Older comments or questions than ``joined`` carried (a request, not a stage command)."""
 
@@ -263,6 +270,7 @@ Request = (
     | Leave
     | Ping
     | HistoryGet
+    | LayerSet
     | StageStart
     | StageEnd
     | StageLock

@@ -18,11 +18,12 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
-from media.errors import MediaError
+from media.errors import MediaError, NoOffer
 from media.room import IcePeer
 from media.tasks import OwnedTasks
 from rooms.errors import DomainError, StageNotFound
 from rooms.events import Event
+from rooms.rates import RateClass
 from rooms.roles import Role
 from rooms.roles import is_moderator as role_is_moderator
 from server import metrics, wire, wire_out
@@ -284,7 +285,9 @@ class Connection:
                 await self._join(request)
             case _ if self.live is None or self.participant_id is None:
                 raise _NotJoined("join a stage first")
-            case wire.SubscriberAnswer() | wire.IceCandidate(pc="subscriber") if self.chat_only:
+            case (
+                wire.SubscriberAnswer() | wire.IceCandidate(pc="subscriber") | wire.LayerSet()
+            ) if self.chat_only:
                 raise _ChatOnly(
                     "this connection joined without media (a console, or join with media: false): it has "
                     "no subscriber connection; join on a new connection to receive media"
@@ -307,6 +310,8 @@ class Connection:
                 self.close_after_flush(CloseCode.NORMAL, "left")
             case wire.HistoryGet():
                 self._history(request)
+            case wire.LayerSet():
+                self._layer_set(request)
             case wire.StageCommand():
                 self._stage_command(request)
 
@@ -326,6 +331,17 @@ class Connection:
             raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
         page = live.stage.history(pid, request.kind, request.before, request.limit, self.node.clock())
         self.reply(request, wire_out.history(page))
+
+    def _layer_set(self, request: wire.LayerSet) -> None:
+        """The viewer's layer preference goes to its receiving connection (media/bwe.py); within the
+        ``layer`` rate."""
+        live, pid = self._joined()
+        now = self.node.clock()
+        live.stage.check_rate(pid, RateClass.LAYER, now)
+        if not live.media.set_preference(pid, request.preference, request.participant_id):
+            raise NoOffer("this participant has no receiving connection")
+        live.stage.spend_rate(pid, RateClass.LAYER, now)
+        self.reply(request, wire_out.Ok())
 
     # --- requests ----------------------------------------------------------------------------
 

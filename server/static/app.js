@@ -16,6 +16,7 @@ import { Dialog } from './dialogs.js';
 import { Tabs } from './tabs.js';
 import { ConsentPrompt, PrivacyPanel } from './consent.js';
 import { RecordingControls, RecordingIndicator } from './recording.js';
+import { renderLayerChoice, setUpLayerChoice } from './layers.js';
 
 const STAGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_KEY = 'medstage.name';
@@ -290,6 +291,7 @@ function renderControls() {
   const publishing = session?.publishing ?? 'off';
   const live = joined && publishing === 'live';
   $('dock').hidden = !joined;
+  renderLayerChoice(session);
   const publish = $('publish-button');
   publish.hidden = !(joined && session.canPublish && publishing !== 'live');
   publish.disabled = publishing === 'starting';
@@ -771,6 +773,7 @@ async function join(name, role, { rejoining = false } = {}) {
   current.addEventListener('rejoined', onlyCurrent(onRejoined));
   current.addEventListener('roster', onlyCurrent(onRoster));
   current.addEventListener('slots', onlyCurrent(renderStage));
+  current.addEventListener('layers', onlyCurrent(() => renderLayerChoice(session)));
   current.addEventListener('publishing', onlyCurrent(() => { renderControls(); renderStage(); renderRoster(); }));
   current.addEventListener('sharing', onlyCurrent(() => { renderControls(); renderStage(); }));
   current.addEventListener('role', onlyCurrent(onRole));
@@ -893,6 +896,7 @@ function setUpControls() {
   });
   $('hand-button').addEventListener('click', toggleHand);
   $('leave-button').addEventListener('click', () => session?.leave());
+  setUpLayerChoice(() => session);
   $('privacy-button').addEventListener('click', () => {
     privacy.open();
     $('privacy-button').setAttribute('aria-expanded', String(privacy.isOpen));

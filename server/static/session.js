@@ -81,6 +81,7 @@ export class StageSession extends EventTarget {
     super();
     this.forceRelay = forceRelay; // ?relay=1: troubleshooting and tests, whatever the node says
     this.invite = invite; // a private club's invite code, from the link (`?invite=`)
+    this.layerPreference = 'auto'; // `layer.set`: kept across rejoins
     this.getToken = getToken; // async (session) => access token; asked again at every (re)join
     this.stageId = stageId;
     this.name = name;
@@ -371,6 +372,21 @@ export class StageSession extends EventTarget {
     }
   }
 
+  /**
+   * The video this viewer wants (docs/protocol.md, `layer.set`): "auto" (the server picks by the
+   * connection's bandwidth), "high", "low" or "audio" (no video at all, the sound goes on).
+   */
+  async setLayerPreference(preference) {
+    this.layerPreference = preference;
+    this.#emit('layers');
+    if (!this.#sig || this.state !== 'joined') return;
+    try {
+      await this.#sig.request('layer.set', { preference });
+    } catch (err) {
+      this.#notice(err.message, err.code);
+    }
+  }
+
   /** Mute or unmute our `kind` ("audio" | "video") track. */
   async setMuted(kind, muted) {
     if (this.publishing !== 'live') return;
@@ -440,6 +456,8 @@ export class StageSession extends EventTarget {
       await sig.request('subscriber.answer', { sdp: trickle.takeSdp() });
       trickle.acknowledged();
       this.marks.subscriberReady = performance.now();
+      // A new receiving connection (a rejoin) starts at "auto": say again what the viewer chose.
+      if (this.layerPreference !== 'auto') await sig.request('layer.set', { preference: this.layerPreference });
     } catch (err) {
       if (err instanceof SignallingError && err.code === 'disconnected') return;
       if (this.#sig !== sig || this.state !== 'joined') return; // torn down while answering

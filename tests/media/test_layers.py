@@ -40,15 +40,17 @@ class Viewer:
     sent: list[Sent] = field(default_factory=list)
 
     def sendto(self, data: bytes, addr: Any) -> None:
-        d = vp8.parse(data[12:])
+        # Video carries abs-send-time: the payload starts after the header extension.
+        start = 12 + (4 + 4 * struct.unpack_from("!H", data, 14)[0] if data[0] & 0x10 else 0)
+        d = vp8.parse(data[start:])
         assert d is not None and d.picture_id is not None and d.tl0picidx is not None
         self.sent.append(
             Sent(
                 seq=struct.unpack_from("!H", data, 2)[0],
                 ts=struct.unpack_from("!I", data, 4)[0],
                 marker=bool(data[1] & 0x80),
-                layer=data[12 + d.size + len(KEY)],  # the layer's mark after the VP8 bytes
-                keyframe=vp8.is_keyframe(data[12:]),
+                layer=data[start + d.size + len(KEY)],  # the layer's mark after the VP8 bytes
+                keyframe=vp8.is_keyframe(data[start:]),
                 pid=d.picture_id,
                 tl0=d.tl0picidx,
             )

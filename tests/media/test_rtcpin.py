@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
@@ -13,9 +14,10 @@ from aiortc.rtp import (
     RtcpSenderInfo,
     RtcpSourceInfo,
     RtcpSrPacket,
+    pack_remb_fci,
 )
 
-from media.rtcpin import ViewerRtcp
+from media.rtcpin import MAX_REMB_SSRCS, ViewerRtcp, parse_remb
 
 
 class Slot:
@@ -23,6 +25,7 @@ class Slot:
         self.resent: list[int] = []
         self.keyframes = 0
         self.reports: list[tuple[int, int]] = []
+        self.rembs: list[tuple[int, list[int]]] = []
 
     def retransmit(self, sequence_number: int) -> None:
         self.resent.append(sequence_number)
@@ -32,6 +35,9 @@ class Slot:
 
     def on_receiver_report(self, fraction_lost: int, jitter: int) -> None:
         self.reports.append((fraction_lost, jitter))
+
+    def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None:
+        self.rembs.append((bitrate_bps, ssrcs))
 
 
 def report(ssrc: int, fraction_lost: int, jitter: int) -> RtcpReceiverInfo:
@@ -87,3 +93,50 @@ def test_sender_reports_fir_and_junk() -> None:
     rtcp(bytes([0x81, 201, 0, 200]) + bytes(8))  # a length beyond the datagram: nothing
     rtcp(bytes(RtcpRrPacket(ssrc=9, reports=[report(222, 1, 1)]))[:20])  # cut short: nothing
     assert video.reports == [(5, 6)]
+
+
+def remb(bitrate: int, ssrcs: list[int], count: int | None = None) -> bytes:
+    """A REMB as aiortc writes one (rtp.pack_remb_fci), with its SSRC count optionally a lie."""
+    fci = pack_remb_fci(bitrate, ssrcs)
+    if count is not None:
+        fci = fci[:4] + bytes([count]) + fci[5:]
+    return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=fci))
+
+
+def test_a_remb_reaches_the_first_slot_it_names_once() -> None:
+    audio, video = Slot(), Slot()
+    rtcp = ViewerRtcp({111: audio, 222: video})
+    rtcp(bytes(RtcpRrPacket(ssrc=9, reports=[report(222, 3, 4)])) + remb(312_000, [444, 222, 111]))
+    # 312 000 = 78 000 << 2: the exponent and the 18-bit mantissa both matter.
+    assert video.rembs == [(312_000, [444, 222, 111])] and audio.rembs == []
+    assert video.reports == [(3, 4)]
+    rtcp(remb(5_000_000, [444]))  # names nobody here: ignored
+    assert video.rembs == [(312_000, [444, 222, 111])]
+
+
+def test_hostile_rembs_read_only_what_is_there() -> None:
+    video = Slot()
+    rtcp = ViewerRtcp({222: video})
+    rtcp(remb(1_000_000, [222], count=255))  # 255 SSRCs announced, one present
+    assert video.rembs == [(1_000_000, [222])]
+    rtcp(remb(1_000_000, [222], count=0))  # none announced: names nobody
+    # the largest bitrate the format can say, 2^18 - 1 << 63, is a number like any other
+    huge = bytes(
+        RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=b"REMB\x01\xff\xff\xff" + (222).to_bytes(4, "big")
+        )
+    )
+    rtcp(huge)
+    assert video.rembs[-1] == (((1 << 18) - 1) << 63, [222])
+    rtcp(
+        bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=b"ABCD\x01\x00\x00\x01"))
+    )  # not REMB
+    rtcp(bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=b"REM\x00")))  # cut short
+    assert len(video.rembs) == 2
+    many = list(range(1000, 1000 + 200)) + [222]
+    assert parse_remb(
+        b"REMB" + bytes([201, 0, 0, 1]) + b"".join(x.to_bytes(4, "big") for x in many), 0, 8 + 4 * 201
+    ) == (
+        1,
+        many[:MAX_REMB_SSRCS],
+    )

@@ -1,0 +1,308 @@
+"""A viewer's bandwidth estimate and the layer decision made from it: pure, no I/O, the clock passed in.
+
+What a viewer's browser tells us about its downlink (docs/architecture.md, "Bandwidth estimate"):
+
+- **REMB** (draft-alvestrand-rmcat-remb, RTCP PSFB FMT 15), the browser's delay-based estimate of
+  what it can receive, for all the media SSRCs it lists. It is a *cap*. Chromium never lets it climb
+  above 1.5 x what it actually receives + 10 kbit/s (webrtc's AimdRateControl), so a REMB at that
+  ceiling means "no congestion at the rate you send now", not "this is all I can take": then the
+  cap is not binding and the estimate may grow past it (an up-switch is the probe; a failed one is
+  backed off, see ``LayerChooser``).
+- **Receiver reports** (RFC 3550 §6.4.2): the fraction of packets lost since the last report, per
+  video slot. Loss above ``loss_high`` lowers the estimate (x (1 - loss / 2)), loss below ``loss_low``
+  lets it grow (x ``growth_per_s`` per second), in between it holds (the loss-based controller of
+  Google congestion control, draft-ietf-rmcat-gcc-02 §6).
+
+``Estimate`` keeps that figure for one viewer; ``Bandwidth`` splits it into a budget per video slot
+(audio first: audio is never dropped before video); ``LayerChooser`` (one per video slot) turns a
+budget into a layer with hysteresis: down quickly, up slowly.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Preference(enum.StrEnum):
+    """What a viewer asked for (``layer.set``): the decision's input, per viewer or per speaker."""
+
+    AUTO = "auto"  # the estimate decides
+    HIGH = "high"  # the highest live layer, whatever the estimate
+    LOW = "low"  # the lowest live layer, whatever the estimate
+    AUDIO = "audio"  # no video at all
+
+
+@dataclass(frozen=True, slots=True)
+class BweConfig:
+    """The estimate's and the decision's constants (defaults: see docs/architecture.md)."""
+
+    initial_bps: float = 1_000_000.0  # before the viewer reported anything
+    min_bps: float = 30_000.0
+    max_bps: float = 20_000_000.0
+    loss_high: float = 0.10  # above: the estimate shrinks
+    loss_low: float = 0.02  # below: it may grow
+    heavy_loss: float = 0.25  # at or above: switch down without waiting
+    growth_per_s: float = 1.3  # x per second of low loss (REMB, when it binds, keeps it in check)
+    remb_ceiling: float = 1.4  # REMB >= this x what we send: Chromium's own ceiling, not a cap
+    remb_stale_s: float = 5.0  # a REMB older than this caps nothing
+    ceiling_after_s: float = 2.0  # REMB at the ceiling this long (every one of them): not a cap
+    audio_bps: float = 48_000.0  # reserved per audio track the viewer receives (Opus + overhead)
+    down_after_s: float = 1.5  # the budget below the current layer this long: down
+    up_margin: float = 1.3  # up only when the budget is above the next layer's rate x this
+    up_after_s: float = 4.0  # ... steadily, this long
+    up_backoff_max_s: float = 8.0  # a failed up-switch doubles the wait, up to this (a cap that
+    # lifts is found within about this, see "Bandwidth estimate" in docs/architecture.md)
+    probe_window_s: float = 8.0  # down again within this after an up-switch: it failed
+
+
+class Estimate:
+    """One viewer's downlink estimate in bits per second, from its REMB and receiver-report loss."""
+
+    __slots__ = ("ceiling_since", "config", "loss", "loss_at", "loss_bps", "remb_at", "remb_bps", "sent_bps")
+
+    def __init__(self, config: BweConfig | None = None) -> None:
+        self.config = config or BweConfig()
+        self.loss_bps = self.config.initial_bps  # the loss-based estimate
+        self.remb_bps: float | None = None
+        self.remb_at = 0.0
+        self.ceiling_since: float | None = None  # every REMB since then was at Chromium's ceiling
+        self.sent_bps: float | None = None  # what we sent the viewer lately (None: unknown)
+        self.loss = 0.0  # the last fraction lost reported (0..1)
+        self.loss_at: float | None = None  # when ``loss`` was reported
+
+    def on_remb(self, bitrate_bps: float, now: float) -> None:
+        self.remb_bps = max(0.0, float(bitrate_bps))
+        self.remb_at = now
+        sent = self.sent_bps
+        if sent is not None and sent > 0 and self.remb_bps >= self.config.remb_ceiling * sent:
+            if self.ceiling_since is None:
+                self.ceiling_since = now
+        else:
+            self.ceiling_since = None
+
+    def on_sent(self, sent_bps: float) -> None:
+        """What the viewer was sent over the last interval (tells a binding REMB from a ceiling)."""
+        self.sent_bps = max(0.0, float(sent_bps))
+
+    def on_loss(self, fraction_lost: float, now: float) -> None:
+        """A receiver report's fraction lost (0..1). Growth is per second elapsed, so several slots
+        reporting at once do not multiply it."""
+        c = self.config
+        loss = min(1.0, max(0.0, fraction_lost))
+        self.loss = loss
+        elapsed = 1.0 if self.loss_at is None else min(max(now - self.loss_at, 0.0), 2.0)
+        if loss > c.loss_high:
+            # Shrink to what got through when we know what was sent (the estimate may have grown far
+            # above anything sent while REMB capped it), else by GCC's x (1 - loss / 2).
+            if self.sent_bps is None:
+                self.loss_bps *= 1.0 - 0.5 * loss
+            else:
+                self.loss_bps = min(self.loss_bps, self.sent_bps) * (1.0 - 0.5 * loss)
+        elif loss < c.loss_low:
+            self.loss_bps *= c.growth_per_s**elapsed
+        self.loss_bps = min(c.max_bps, max(c.min_bps, self.loss_bps))
+        self.loss_at = now
+
+    def remb_binding(self, now: float) -> bool:
+        """Whether the last REMB caps the estimate: recent, and not steadily at Chromium's own
+        ceiling over what we send (there it only says the current rate is fine)."""
+        if self.remb_bps is None or now - self.remb_at > self.config.remb_stale_s:
+            return False
+        since = self.ceiling_since
+        return since is None or now - since < self.config.ceiling_after_s
+
+    def value(self, now: float) -> float:
+        """The estimate in bit/s."""
+        if self.remb_binding(now) and self.remb_bps is not None:
+            return min(self.loss_bps, self.remb_bps)
+        return self.loss_bps
+
+
+@dataclass(slots=True)
+class LayerChooser:
+    """One video slot's layer decision, with hysteresis. ``choose`` is called whenever a decision may
+    change (a report arrived, a layer went live or away, a keyframe is near); it returns the layer to
+    forward (an index into the group's layers, lowest first) or None: audio only."""
+
+    config: BweConfig = field(default_factory=BweConfig)
+    below_since: float | None = None  # the budget has been below the current layer since
+    above_since: float | None = None  # the budget has been above the next layer (x margin) since
+    up_wait_s: float = 0.0  # the current wait before an up-switch (backs off)
+    last_up_at: float | None = None
+    switched_at: float | None = None
+    switches: int = 0
+    decided: bool = False  # the first choice is made without hysteresis
+
+    def __post_init__(self) -> None:
+        self.up_wait_s = self.config.up_after_s
+
+    def choose(
+        self,
+        preference: Preference | str,
+        layer_bitrates_bps: list[float],
+        live: list[bool],
+        current: int | None,
+        now: float,
+        budget_bps: float,
+        loss: float = 0.0,
+        loss_at: float | None = None,
+    ) -> int | None:
+        """``budget_bps``: what this slot's video may take; ``loss``: the viewer's last fraction
+        lost (0..1), reported at ``loss_at`` (a report from before the last switch describes the
+        layer that was left, and is not acted on again)."""
+        c = self.config
+        if loss_at is not None and self.switched_at is not None and loss_at <= self.switched_at:
+            loss = 0.0
+        preference = Preference(preference)
+        live_layers = [i for i, up in enumerate(live) if up and i < len(layer_bitrates_bps)]
+        if preference is Preference.AUDIO or not live_layers:
+            return self._to(current, None, now)
+        if preference is Preference.HIGH:
+            return self._to(current, live_layers[-1], now)
+        if preference is Preference.LOW:
+            return self._to(current, live_layers[0], now)
+        fits = [i for i in live_layers if layer_bitrates_bps[i] <= budget_bps]
+        target = fits[-1] if fits else None
+        if current is not None and current not in live_layers:
+            # The layer went away (its encoding stopped): the best that fits now, no waiting.
+            return self._to(current, target, now)
+        if not self.decided:
+            self.decided = True
+            return self._to(current, target, now)  # the first choice: no hysteresis
+        if (
+            self.last_up_at is not None
+            and now - self.last_up_at > c.probe_window_s
+            and (self.switched_at is None or self.switched_at <= self.last_up_at)
+        ):
+            self.up_wait_s = c.up_after_s  # the last up-switch held: the next waits the normal time
+        rate = layer_bitrates_bps[current] if current is not None else 0.0
+        # Down: the budget has been below the current layer long enough, or loss is heavy.
+        if current is not None and (rate > budget_bps or loss >= c.heavy_loss):
+            self.above_since = None
+            if self.below_since is None:
+                self.below_since = now
+            if loss >= c.heavy_loss or now - self.below_since >= c.down_after_s:
+                lower = target
+                if loss >= c.heavy_loss and lower is not None and lower >= current:
+                    lower = max((i for i in live_layers if i < current), default=None)
+                return self._to(current, lower, now)
+            return current
+        self.below_since = None
+        # Up: the budget steadily above a higher layer's rate with a margin.
+        ups = [
+            i
+            for i in live_layers
+            if (current is None or i > current) and layer_bitrates_bps[i] * c.up_margin <= budget_bps
+        ]
+        if not ups or loss >= c.loss_high:
+            self.above_since = None
+            return current
+        if self.above_since is None:
+            self.above_since = now
+        if now - self.above_since >= self.up_wait_s:
+            return self._to(current, ups[-1], now)
+        return current
+
+    def _to(self, current: int | None, target: int | None, now: float) -> int | None:
+        if target == current:
+            return current
+        c = self.config
+        going_up = target is not None and (current is None or target > current)
+        if going_up:
+            self.last_up_at = now
+        elif self.last_up_at is not None:
+            if now - self.last_up_at <= c.probe_window_s:
+                self.up_wait_s = min(self.up_wait_s * 2, c.up_backoff_max_s)  # that up-switch failed
+            else:
+                self.up_wait_s = c.up_after_s  # it held: the next one waits the normal time
+        self.below_since = self.above_since = None
+        self.switched_at = now
+        self.switches += 1
+        return target
+
+
+class Bandwidth:
+    """A viewer's estimate and its split: audio's share first, the rest evenly over the video slots
+    that want video."""
+
+    __slots__ = ("config", "estimate")
+
+    def __init__(self, config: BweConfig | None = None) -> None:
+        self.config = config or BweConfig()
+        self.estimate = Estimate(self.config)
+
+    def video_budget(self, now: float, audio_tracks: int, video_tracks: int) -> float:
+        """Bits per second for each of ``video_tracks`` video slots once ``audio_tracks`` audio tracks
+        are paid for (0 when audio alone takes it all: then every video slot is below its lowest
+        layer and goes audio-only before any audio is touched)."""
+        left = self.estimate.value(now) - audio_tracks * self.config.audio_bps
+        if video_tracks <= 0 or left <= 0:
+            return 0.0
+        return left / video_tracks
+
+
+class ViewerLayers:
+    """Everything one viewer's layer decisions need: its ``Bandwidth``, its preferences (one for
+    every speaker, and per speaker where it named one) and one ``LayerChooser`` per speaker.
+
+    ``choose(participant_id, layer_bitrates_bps, live, current, now)`` is the decision the layer
+    switching calls for the speaker's video in this viewer's slot (docs/architecture.md)."""
+
+    __slots__ = ("bandwidth", "choosers", "preference", "preferences")
+
+    def __init__(self, config: BweConfig | None = None) -> None:
+        self.bandwidth = Bandwidth(config)
+        self.preference = Preference.AUTO
+        self.preferences: dict[str, Preference] = {}  # per speaker, over ``preference``
+        self.choosers: dict[str, LayerChooser] = {}
+
+    def set_preference(self, preference: Preference | str, participant_id: str | None = None) -> None:
+        """A viewer-wide preference replaces every per-speaker one; a speaker's overrides it for them."""
+        preference = Preference(preference)
+        if participant_id is None:
+            self.preference = preference
+            self.preferences.clear()
+        elif preference is self.preference:
+            self.preferences.pop(participant_id, None)
+        else:
+            self.preferences[participant_id] = preference
+
+    def preference_for(self, participant_id: str) -> Preference:
+        return self.preferences.get(participant_id, self.preference)
+
+    def wants_video(self, participant_id: str) -> bool:
+        return self.preference_for(participant_id) is not Preference.AUDIO
+
+    def forget(self, participant_id: str) -> None:
+        """The speaker's video left this viewer: its decision starts afresh next time."""
+        self.choosers.pop(participant_id, None)
+
+    def choose(
+        self,
+        participant_id: str,
+        layer_bitrates_bps: list[float],
+        live: list[bool],
+        current: int | None,
+        now: float,
+        *,
+        audio_tracks: int = 1,
+        video_tracks: int = 1,
+    ) -> int | None:
+        """The layer of ``participant_id``'s video to forward to this viewer (index into
+        ``layer_bitrates_bps``, lowest first), or None: audio only. ``audio_tracks`` and
+        ``video_tracks``: how many of each the viewer receives (its budget is shared)."""
+        chooser = self.choosers.get(participant_id)
+        if chooser is None:
+            chooser = self.choosers[participant_id] = LayerChooser(self.bandwidth.config)
+        budget = self.bandwidth.video_budget(now, audio_tracks, video_tracks)
+        return chooser.choose(
+            self.preference_for(participant_id),
+            layer_bitrates_bps,
+            live,
+            current,
+            now,
+            budget,
+            self.bandwidth.estimate.loss,
+            self.bandwidth.estimate.loss_at,
+        )

@@ -1,0 +1,216 @@
+"""media/bwe.py: the viewer's estimate and the layer decision, against scripted REMB and receiver
+reports from a small model of a viewer's link (plain function calls, the clock is ours)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from media.bwe import Bandwidth, BweConfig, Estimate, LayerChooser, Preference, ViewerLayers
+
+LAYERS = [150_000.0, 500_000.0, 1_500_000.0]  # a speaker's three encodings, lowest first
+LIVE = [True, True, True]
+AUDIO_BPS = 40_000.0
+TICK = 0.1
+INF = float("inf")
+
+
+@dataclass
+class Link:
+    """A viewer's downlink as Chromium reports it. ``cap(t)``: its capacity in bit/s. REMB every
+    0.5 s: below the capacity Chromium's delay-based estimate sits at its own ceiling (1.5 x what it
+    receives + 10 kbit/s), above it at 0.85 x what gets through; ``remb(t, value)`` may replace it
+    (noise). A receiver report every second with the fraction lost over the capacity."""
+
+    cap: Callable[[float], float]
+    remb: Callable[[float, float], float] = lambda t, value: value
+    viewer: ViewerLayers = field(default_factory=ViewerLayers)
+    current: int | None = None
+    history: list[tuple[float, int | None]] = field(default_factory=list)
+    t: float = 0.0
+
+    def run(self, until: float) -> None:
+        estimate = self.viewer.bandwidth.estimate
+        while self.t < until:
+            t = self.t
+            self.current = self.viewer.choose("speaker", LAYERS, LIVE, self.current, t)
+            self.history.append((t, self.current))
+            sent = AUDIO_BPS + (LAYERS[self.current] if self.current is not None else 0.0)
+            cap = self.cap(t)
+            through = min(sent, cap)
+            step = round(t / TICK)
+            if step % 5 == 0:
+                estimate.on_sent(sent)
+                value = 1.5 * through + 10_000 if sent <= cap else 0.85 * through
+                estimate.on_remb(self.remb(t, value), t)
+            if step % 10 == 5:
+                estimate.on_loss(max(0.0, (sent - cap) / sent), t)
+            self.t = round(t + TICK, 6)
+
+    def layers_between(self, start: float, end: float) -> set[int | None]:
+        return {layer for t, layer in self.history if start <= t < end}
+
+    def switches_between(self, start: float, end: float) -> int:
+        within = [layer for t, layer in self.history if start <= t < end]
+        return sum(1 for a, b in itertools.pairwise(within) if a != b)
+
+    def first_time(self, layer: int | None, after: float) -> float | None:
+        return next((t for t, got in self.history if t >= after and got == layer), None)
+
+
+def test_capped_to_300_kbits_the_viewer_is_on_the_low_layer_within_a_few_seconds() -> None:
+    link = Link(cap=lambda t: 300_000.0)
+    link.run(60.0)
+    reached = link.first_time(0, 0.0)
+    assert reached is not None and reached <= 3.0, link.history[:40]
+    # From then on the low layer, apart from brief up-switches that find the cap still there (without
+    # padding probes an up-switch is the probe): backed off (4 s, then 8 s), each undone at the next
+    # receiver report.
+    on_low = sum(1 for t, layer in link.history if t >= reached and layer == 0)
+    assert on_low >= 0.9 * sum(1 for t, _ in link.history if t >= reached)
+    assert link.layers_between(reached, 60.0) <= {0, 1, 2}
+    assert None not in link.layers_between(reached, 60.0), "audio only is never needed at 300 kbit/s"
+    probes = [t for t, layer in link.history if t >= reached and layer != 0]
+    longest = _longest_run(link.history, reached, lambda layer: layer != 0)
+    assert longest <= 1.2, f"a failed up-switch lasted {longest:.1f} s ({probes[:20]})"
+
+
+def test_noisy_remb_does_not_make_the_layer_flap() -> None:
+    rng = random.Random(13)
+    # A REMB that binds (below Chromium's ceiling) and jumps +-20 % around 620 kbit/s every 0.5 s:
+    # its budget crosses the middle layer's 500 kbit/s one REMB in five.
+    link = Link(cap=lambda t: INF, remb=lambda t, value: 620_000.0 * (1 + rng.uniform(-0.2, 0.2)))
+    link.run(60.0)
+    assert link.layers_between(5.0, 60.0) == {1}, link.switches_between(0.0, 60.0)
+    assert link.switches_between(5.0, 60.0) == 0
+    # Without hysteresis the same REMB would switch layers dozens of times.
+    rng2 = random.Random(13)
+    naive = [_naive(620_000.0 * (1 + rng2.uniform(-0.2, 0.2))) for _ in range(120)]
+    assert sum(1 for a, b in itertools.pairwise(naive) if a != b) >= 20
+
+
+def test_when_the_cap_lifts_the_viewer_is_back_on_the_high_layer_within_10_s() -> None:
+    link = Link(cap=lambda t: 300_000.0 if t < 40.0 else INF)
+    link.run(60.0)
+    assert link.layers_between(30.0, 40.0) >= {0}
+    back = link.first_time(2, 40.0)
+    assert back is not None and back - 40.0 <= 10.0, (back, link.history[390:520:5])
+    assert link.layers_between(back, 60.0) == {2}, "and it stays there"
+
+
+def test_under_an_extreme_cap_video_goes_and_audio_stays() -> None:
+    link = Link(cap=lambda t: 120_000.0 if t < 20.0 else INF)
+    link.run(40.0)
+    gone = link.first_time(None, 0.0)
+    assert gone is not None and gone <= 3.0
+    # Audio only, apart from up-switches that find the cap still there, each undone at the next report.
+    assert (
+        sum(1 for t, layer in link.history if gone <= t < 20.0 and layer is None)
+        >= 0.8 * (20.0 - gone) / TICK
+    )
+    assert (
+        _longest_run([h for h in link.history if h[0] < 20.0], gone, lambda layer: layer is not None) <= 1.2
+    )
+    # The budget left after audio is what video gets: with 1 audio track, 100 kbit/s leaves 52.
+    bandwidth = Bandwidth()
+    bandwidth.estimate.on_remb(100_000, 0.0)
+    assert bandwidth.video_budget(0.0, audio_tracks=1, video_tracks=1) == pytest.approx(52_000)
+    assert bandwidth.video_budget(0.0, audio_tracks=3, video_tracks=1) == 0.0
+    # And once the cap lifts, video comes back, the high layer within 10 s.
+    back = link.first_time(2, 20.0)
+    assert back is not None and back - 20.0 <= 10.0
+
+
+def test_the_budget_is_shared_between_the_speakers_a_viewer_receives() -> None:
+    viewer = ViewerLayers()
+    viewer.bandwidth.estimate.on_remb(1_200_000, 0.0)
+    one = viewer.choose("a", LAYERS, LIVE, None, 0.0, audio_tracks=1, video_tracks=1)
+    three = viewer.choose("b", LAYERS, LIVE, None, 0.0, audio_tracks=3, video_tracks=3)
+    assert (one, three) == (1, 0)  # 1.15 Mbit/s for one video; 352 kbit/s each for three
+
+
+@pytest.mark.parametrize(("preference", "expected"), [("high", 2), ("low", 0), ("audio", None), ("auto", 0)])
+def test_a_pinned_preference_wins_over_the_estimate(preference: str, expected: int | None) -> None:
+    viewer = ViewerLayers()
+    viewer.bandwidth.estimate.on_remb(250_000, 0.0)
+    viewer.set_preference(preference)
+    assert viewer.choose("a", LAYERS, LIVE, None, 0.0) == expected
+
+
+def test_pinned_layers_take_the_nearest_live_one_and_none_live_means_audio() -> None:
+    chooser = LayerChooser()
+    assert chooser.choose(Preference.HIGH, LAYERS, [True, True, False], 0, 0.0, 10e6) == 1
+    assert chooser.choose(Preference.LOW, LAYERS, [False, True, True], 1, 0.0, 10e6) == 1
+    assert chooser.choose(Preference.AUTO, LAYERS, [False, False, False], 1, 0.0, 10e6) is None
+
+
+def test_a_per_speaker_preference_overrides_the_viewers_and_a_viewer_wide_one_resets_them() -> None:
+    viewer = ViewerLayers()
+    viewer.set_preference("low")
+    viewer.set_preference("audio", "a")
+    assert (viewer.preference_for("a"), viewer.preference_for("b")) == (Preference.AUDIO, Preference.LOW)
+    assert not viewer.wants_video("a") and viewer.wants_video("b")
+    viewer.set_preference("high")
+    assert viewer.preference_for("a") is Preference.HIGH
+
+
+def test_heavy_loss_goes_down_at_once_and_moderate_loss_after_the_hold() -> None:
+    config = BweConfig()
+    chooser = LayerChooser(config)
+    assert chooser.choose("auto", LAYERS, LIVE, None, 0.0, 3e6) == 2
+    assert chooser.choose("auto", LAYERS, LIVE, 2, 1.0, 3e6, loss=0.3) == 1
+    chooser = LayerChooser(config)
+    assert chooser.choose("auto", LAYERS, LIVE, None, 0.0, 3e6) == 2
+    assert chooser.choose("auto", LAYERS, LIVE, 2, 1.0, 1e6) == 2  # below for 0 s
+    assert chooser.choose("auto", LAYERS, LIVE, 2, 2.0, 1e6) == 2  # 1 s
+    assert chooser.choose("auto", LAYERS, LIVE, 2, 2.6, 1e6) == 1  # 1.6 s: down
+
+
+def test_the_estimate_follows_loss_and_remb_caps_it() -> None:
+    estimate = Estimate(BweConfig(initial_bps=1e6))
+    estimate.on_loss(0.0, 0.0)
+    estimate.on_loss(0.0, 1.0)
+    assert estimate.value(1.0) == pytest.approx(1e6 * 1.3**2)
+    estimate.on_loss(0.05, 2.0)  # between 2 % and 10 %: holds
+    assert estimate.value(2.0) == pytest.approx(1e6 * 1.3**2)
+    estimate.on_loss(0.2, 3.0)  # nothing known of what was sent: x (1 - 0.1)
+    assert estimate.value(3.0) == pytest.approx(1e6 * 1.3**2 * 0.9)
+    estimate.on_sent(400_000)
+    estimate.on_loss(0.5, 4.0)  # from what was sent (400 kbit/s, below the estimate): x (1 - 0.25)
+    assert estimate.value(4.0) == pytest.approx(300_000)
+    estimate.on_remb(150_000, 4.0)
+    assert estimate.value(4.0) == 150_000
+    assert estimate.value(10.0) == pytest.approx(300_000), "a stale REMB caps nothing"
+
+
+def test_a_remb_steadily_at_chromiums_ceiling_stops_capping() -> None:
+    estimate = Estimate(BweConfig(initial_bps=2e6))
+    estimate.on_sent(200_000)
+    estimate.on_remb(310_000, 0.0)  # 1.5 x 200 + 10: the ceiling
+    assert estimate.value(0.0) == 310_000
+    estimate.on_remb(310_000, 1.0)
+    estimate.on_remb(305_000, 2.0)
+    assert estimate.value(2.0) == 2e6  # 2 s at the ceiling
+    estimate.on_remb(250_000, 2.5)  # below it once: it binds again
+    assert estimate.value(2.5) == 250_000
+
+
+def _naive(remb: float) -> int | None:
+    fits = [i for i, rate in enumerate(LAYERS) if rate <= remb - 48_000]
+    return fits[-1] if fits else None
+
+
+def _longest_run(
+    history: list[tuple[float, int | None]], start: float, test: Callable[[int | None], bool]
+) -> float:
+    longest = run = 0.0
+    for t, layer in history:
+        if t < start:
+            continue
+        run = run + TICK if test(layer) else 0.0
+        longest = max(longest, run)
+    return longest
