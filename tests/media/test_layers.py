@@ -5,8 +5,10 @@ continue across it; retransmissions carry the asking viewer's numbering."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +17,7 @@ from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks as hooks
-from media import vp8
+from media import link, vp8
 from media.layerchoice import LayerState, choose
 from media.layergroup import LIVE_S, LayerGroup
 from media.publication import Publication
@@ -236,3 +238,91 @@ async def test_a_viewer_not_started_yet_moves_its_wait_and_viewers_keep_their_ow
     assert (resent.seq, resent.pid, resent.tl0) == (last_a.seq, last_a.pid, last_a.tl0)
     assert b.sent[-1] == last_b and len(b.sent) - n_b == len(a.sent) - 1 - n_a
     rig.group.forget(a.slot)
+
+
+# --- in a media worker -------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.reader = link.FrameReader()
+        self.told: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self.told += list(self.reader.feed(data))
+
+
+async def test_a_worker_groups_the_encodings_main_names_and_switches_its_viewer_there() -> None:
+    from aiortc import RTCPeerConnection
+
+    from media.peer import MediaConfig
+    from media.subscriber import Subscriber
+    from media.viewers import LocalViewers
+    from media.worker import Worker
+
+    sink = Sink()
+    worker = Worker(0, sink)  # type: ignore[arg-type]
+    worker._source = ("127.0.0.1", 5000)
+    worker.viewers = viewers = LocalViewers(MediaConfig())
+    sub = Subscriber("viewer", RTCPeerConnection(), 1)
+    slot = sub.pairs[0].video
+    slot.pts = {"video/vp8": 96}
+    v = Viewer(slot)
+    path = hooks.UdpPath(bytes, v.sendto, ("192.0.2.1", 9))
+    slot.connect(path)
+    sub.path = path
+    viewers.subscribers[1] = sub
+
+    worker.on_message(
+        link.Assign(
+            vid=1, pair=0, kind="video", pub=12, participant_id="p", paused=False, layers=(10, 11, 12)
+        )
+    )
+    group = worker.mirrors[12].group
+    assert group is not None and [m.key for m in group.layers] == [10, 11, 12]  # type: ignore[attr-defined]
+    assert slot.publication is worker.mirrors[12]
+    assert link.KeyframeRequest(pub=12) in sink.told
+
+    # Main's forwarded packets of each layer, as datagrams (main's numbering, one counter per layer).
+    numbers = {10: 0, 11: 500, 12: 9000}
+    sources = {
+        key: Layer(key - 10, Publication("p", "video", request_keyframe=lambda: None), 1, 1, 1, 1)
+        for key in numbers
+    }
+
+    def send(key: int, keyframe: bool = False) -> None:
+        layer = sources[key]
+        layer.ts += 3000
+        layer.pid = (layer.pid + 1) & 0x7FFF
+        layer.tl0 = (layer.tl0 + 1) & 0xFF
+        body = (KEY if keyframe else DELTA.ljust(len(KEY), b"\0")) + bytes([key - 10])
+
+        class Packet:
+            marker = True
+            timestamp = layer.ts
+            payload = descriptor(pid=layer.pid, tl0=layer.tl0, tid=0) + body
+            ext_seq = numbers[key]
+
+        numbers[key] += 1
+        for datagram in link.encode_frame_packets(key, True, "video/vp8", keyframe, [Packet()], None):
+            worker.datagram_received(datagram, ("127.0.0.1", 5000))
+
+    for key in (10, 11, 12):
+        send(key, keyframe=True)
+    for _ in range(3):
+        for key in (10, 11, 12):
+            send(key)
+    assert [s.layer for s in v.sent] == [2] * 4 and v.sent[0].keyframe
+
+    group.state(slot).cap = 0
+    await asyncio.sleep(0.6)  # past main's keyframe interval; the layers stay live
+    for key in (10, 11, 12):
+        send(key)
+    group.evaluate(time.monotonic())
+    assert sink.told[-1] == link.KeyframeRequest(pub=10)
+    send(12)
+    send(10, keyframe=True)
+    send(10)
+    assert [s.layer for s in v.sent[-3:]] == [2, 0, 0] and v.sent[-2].keyframe
+    assert_continuous(v.sent)
+    await viewers.close()
