@@ -105,7 +105,7 @@ class Rig:
             pub.mime = "video/vp8"
             pub.rid = "lmh"[i]
             pubs.append(pub)
-        self.group = LayerGroup("speaker", pubs)
+        self.group = LayerGroup("speaker", [*pubs])
         starts = [(65000, 4_000_000_000, 32760, 250), (10, 5, 100, 3), (30000, 77, 0x7FF0, 0)]
         self.layers = [Layer(i, p, *starts[i]) for i, p in enumerate(pubs)]
         ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
@@ -326,3 +326,33 @@ async def test_a_worker_groups_the_encodings_main_names_and_switches_its_viewer_
     assert [s.layer for s in v.sent[-3:]] == [2, 0, 0] and v.sent[-2].keyframe
     assert_continuous(v.sent)
     await viewers.close()
+
+
+def test_main_forwards_every_encoding_to_the_worker_of_a_viewer_and_drops_them_together() -> None:
+    from media.workers import WorkerLink
+
+    class Socket:
+        def sendto(self, data: bytes, addr: Any) -> None: ...
+
+    sink = Sink()
+    hello = link.Hello(worker=0, token="", pid=1, media_host="127.0.0.1", media_port=9)
+    worker = WorkerLink(0, None, sink, hello, Socket())  # type: ignore[arg-type]
+    pubs = [Publication("p", "video", request_keyframe=lambda: None) for _ in range(3)]
+    LayerGroup("p", list(pubs))
+    worker.assign(1, 0, pubs[2])
+    worker.assign(2, 0, pubs[2])
+    assigns = [m for m in sink.told if isinstance(m, link.Assign)]
+    assert [(m.vid, m.pub) for m in assigns] == [(1, pubs[2].key), (2, pubs[2].key)]
+    assert assigns[0].layers == assigns[1].layers == tuple(p.key for p in pubs)
+    assert all(len(p.links) == 1 for p in pubs)  # each encoding goes to the worker once
+    worker.release(1, 0, "video")
+    assert all(len(p.links) == 1 for p in pubs)  # the other viewer still watches
+    worker.release(2, 0, "video")
+    assert all(p.links == [] for p in pubs)
+    unpublished = {m.pub for m in sink.told if isinstance(m, link.Unpublish)}
+    assert unpublished == {p.key for p in pubs}
+
+    # A video without layers: no layers named, one target.
+    single = Publication("q", "video", request_keyframe=lambda: None)
+    worker.assign(3, 1, single)
+    assert sink.told[-1].layers == () and len(single.links) == 1
