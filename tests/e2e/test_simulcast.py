@@ -118,11 +118,12 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
         got, samples = await poll(viewer.page, inbound, host_id, lambda s, w=width: s["width"] == w, 15)
         took = time.monotonic() - started
         # Then it keeps decoding that layer.
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         after = await viewer.page.evaluate(inbound, host_id)
         print(f"{active}: viewer on {width} px after {took:.1f} s; {after}")
         assert after["width"] == width, (active, after)
-        assert after["decoded"] > got["decoded"] + 10, (before, got, after)
+        # (30 fps sent; a machine shared by several test runs decodes as few as 6-10 a second)
+        assert after["decoded"] >= got["decoded"] + 5, (before, got, after)
         if before["width"] != width:
             # A switch happened: the decoder took a keyframe of the new layer, asked for nothing (a
             # delta frame first would be a decode error, answered with a PLI), and never stalled.

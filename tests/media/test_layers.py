@@ -5,8 +5,10 @@ continue across it; retransmissions carry the asking viewer's numbering."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +17,7 @@ from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks as hooks
-from media import vp8
+from media import link, vp8
 from media.layerchoice import LayerState, choose
 from media.layergroup import LIVE_S, LayerGroup
 from media.publication import Publication
@@ -105,7 +107,7 @@ class Rig:
             pub.mime = "video/vp8"
             pub.rid = "lmh"[i]
             pubs.append(pub)
-        self.group = LayerGroup("speaker", pubs)
+        self.group = LayerGroup("speaker", [*pubs])
         starts = [(65000, 4_000_000_000, 32760, 250), (10, 5, 100, 3), (30000, 77, 0x7FF0, 0)]
         self.layers = [Layer(i, p, *starts[i]) for i, p in enumerate(pubs)]
         ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
@@ -238,3 +240,121 @@ async def test_a_viewer_not_started_yet_moves_its_wait_and_viewers_keep_their_ow
     assert (resent.seq, resent.pid, resent.tl0) == (last_a.seq, last_a.pid, last_a.tl0)
     assert b.sent[-1] == last_b and len(b.sent) - n_b == len(a.sent) - 1 - n_a
     rig.group.forget(a.slot)
+
+
+# --- in a media worker -------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.reader = link.FrameReader()
+        self.told: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self.told += list(self.reader.feed(data))
+
+
+async def test_a_worker_groups_the_encodings_main_names_and_switches_its_viewer_there() -> None:
+    from aiortc import RTCPeerConnection
+
+    from media.peer import MediaConfig
+    from media.subscriber import Subscriber
+    from media.viewers import LocalViewers
+    from media.worker import Worker
+
+    sink = Sink()
+    worker = Worker(0, sink)  # type: ignore[arg-type]
+    worker._source = ("127.0.0.1", 5000)
+    worker.viewers = viewers = LocalViewers(MediaConfig())
+    sub = Subscriber("viewer", RTCPeerConnection(), 1)
+    slot = sub.pairs[0].video
+    slot.pts = {"video/vp8": 96}
+    v = Viewer(slot)
+    path = hooks.UdpPath(bytes, v.sendto, ("192.0.2.1", 9))
+    slot.connect(path)
+    sub.path = path
+    viewers.subscribers[1] = sub
+
+    worker.on_message(
+        link.Assign(
+            vid=1, pair=0, kind="video", pub=12, participant_id="p", paused=False, layers=(10, 11, 12)
+        )
+    )
+    group = worker.mirrors[12].group
+    assert group is not None and [m.key for m in group.layers] == [10, 11, 12]  # type: ignore[attr-defined]
+    assert slot.publication is worker.mirrors[12]
+    assert link.KeyframeRequest(pub=12) in sink.told
+
+    # Main's forwarded packets of each layer, as datagrams (main's numbering, one counter per layer).
+    numbers = {10: 0, 11: 500, 12: 9000}
+    sources = {
+        key: Layer(key - 10, Publication("p", "video", request_keyframe=lambda: None), 1, 1, 1, 1)
+        for key in numbers
+    }
+
+    def send(key: int, keyframe: bool = False) -> None:
+        layer = sources[key]
+        layer.ts += 3000
+        layer.pid = (layer.pid + 1) & 0x7FFF
+        layer.tl0 = (layer.tl0 + 1) & 0xFF
+        body = (KEY if keyframe else DELTA.ljust(len(KEY), b"\0")) + bytes([key - 10])
+
+        class Packet:
+            marker = True
+            timestamp = layer.ts
+            payload = descriptor(pid=layer.pid, tl0=layer.tl0, tid=0) + body
+            ext_seq = numbers[key]
+
+        numbers[key] += 1
+        for datagram in link.encode_frame_packets(key, True, "video/vp8", keyframe, [Packet()], None):
+            worker.datagram_received(datagram, ("127.0.0.1", 5000))
+
+    for key in (10, 11, 12):
+        send(key, keyframe=True)
+    for _ in range(3):
+        for key in (10, 11, 12):
+            send(key)
+    assert [s.layer for s in v.sent] == [2] * 4 and v.sent[0].keyframe
+
+    group.state(slot).cap = 0
+    await asyncio.sleep(0.6)  # past main's keyframe interval; the layers stay live
+    for key in (10, 11, 12):
+        send(key)
+    group.evaluate(time.monotonic())
+    assert sink.told[-1] == link.KeyframeRequest(pub=10)
+    send(12)
+    send(10, keyframe=True)
+    send(10)
+    assert [s.layer for s in v.sent[-3:]] == [2, 0, 0] and v.sent[-2].keyframe
+    assert_continuous(v.sent)
+    await viewers.close()
+
+
+def test_main_forwards_every_encoding_to_the_worker_of_a_viewer_and_drops_them_together() -> None:
+    from media.workers import WorkerLink
+
+    class Socket:
+        def sendto(self, data: bytes, addr: Any) -> None: ...
+
+    sink = Sink()
+    hello = link.Hello(worker=0, token="", pid=1, media_host="127.0.0.1", media_port=9)
+    worker = WorkerLink(0, None, sink, hello, Socket())  # type: ignore[arg-type]
+    pubs = [Publication("p", "video", request_keyframe=lambda: None) for _ in range(3)]
+    LayerGroup("p", list(pubs))
+    worker.assign(1, 0, pubs[2])
+    worker.assign(2, 0, pubs[2])
+    assigns = [m for m in sink.told if isinstance(m, link.Assign)]
+    assert [(m.vid, m.pub) for m in assigns] == [(1, pubs[2].key), (2, pubs[2].key)]
+    assert assigns[0].layers == assigns[1].layers == tuple(p.key for p in pubs)
+    assert all(len(p.links) == 1 for p in pubs)  # each encoding goes to the worker once
+    worker.release(1, 0, "video")
+    assert all(len(p.links) == 1 for p in pubs)  # the other viewer still watches
+    worker.release(2, 0, "video")
+    assert all(p.links == [] for p in pubs)
+    unpublished = {m.pub for m in sink.told if isinstance(m, link.Unpublish)}
+    assert unpublished == {p.key for p in pubs}
+
+    # A video without layers: no layers named, one target.
+    single = Publication("q", "video", request_keyframe=lambda: None)
+    worker.assign(3, 1, single)
+    assert sink.told[-1].layers == () and len(single.links) == 1

@@ -139,3 +139,26 @@ async def test_joined_hands_each_participant_its_own_fresh_credential(turn_node:
     assert len({r["ice_servers"][1]["username"] for r in replies}) == 3, "one per participant and join"
     log = turn_node.log()
     assert SECRET not in log and replies[0]["ice_servers"][1]["credential"] not in log, "never logged"
+
+
+async def test_an_allocation_outlives_its_credentials_expiry(tmp_path: Path) -> None:
+    """What docs/configuration.md promises for turn_ttl: a relay allocated before the expiry keeps
+    being refreshed (and gets new channels) after it, so a long talk does not lose its relayed media."""
+    with coturn(tmp_path) as server:
+        username = f"{int(time.time()) + 2}:p-1"
+        transport, _ = await aioice.turn.create_turn_endpoint(
+            asyncio.DatagramProtocol, ("127.0.0.1", server.port), username, credential(SECRET, username)
+        )
+        try:
+            await asyncio.sleep(3.2)  # expired
+            assert int(username.split(":")[0]) < time.time()
+            client = next(v for v in vars(transport).values() if isinstance(v, aioice.turn.TurnClientMixin))
+            refresh = aioice.stun.Message(
+                message_method=aioice.stun.Method.REFRESH, message_class=aioice.stun.Class.REQUEST
+            )
+            refresh.attributes["LIFETIME"] = 600
+            await client.request_with_retry(refresh)
+            await client.channel_bind(0x4001, ("127.0.0.1", 9))
+        finally:
+            transport.close()
+        assert "REFRESH processed, success" in server.log()
