@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiortc import RTCRtpReceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 
 from media import aiortc_hooks as hooks
-from media import stats
+from media import figures, stats
 from media.codecs import SUPPORTED
 from media.errors import BadSdp, UnsupportedCodec
 from media.peer import MediaConfig, new_peer_connection
@@ -34,6 +35,7 @@ class Publisher:
         self.config = config
         self.pc = new_peer_connection(config)
         self.publications: dict[str, Publication] = {}
+        self.uplink: dict[str, figures.UpTrack] = {}  # what arrives of each track (media/figures.py)
         self._on_closed = on_closed
         self._tasks = OwnedTasks(log, "publisher", participant=participant_id)
         self._closed = False
@@ -82,9 +84,13 @@ class Publisher:
             pli_interval=self.config.pli_interval,
         )
         on_packet = pub.on_packet
+        up = self.uplink[kind] = figures.UpTrack(kind)
+        arrived = up.arrivals.add
+        clock = time.monotonic
 
         def sink(packet: Any) -> bool:
             stats.rtp_packets_received += 1
+            arrived(packet.sequence_number, packet.timestamp, len(packet.payload), clock())
             if state["ssrc"] is None:
                 state["ssrc"] = packet.ssrc
                 if pub.assembler.is_video and pub.keyframes.pending:
@@ -92,6 +98,7 @@ class Publisher:
             return on_packet(packet)
 
         def on_parameters(parameters: RTCRtpReceiveParameters) -> None:
+            up.on_parameters(parameters)
             primary = parameters.codecs[0].mimeType.lower() if parameters.codecs else ""
             if primary in SUPPORTED:
                 pub.mime = primary
@@ -102,6 +109,12 @@ class Publisher:
 
         hooks.install_packet_sink(receiver, sink, on_parameters)
         self.publications[kind] = pub
+
+    def figures(self) -> figures.Direction:
+        """The up direction now (one sampler only: it closes a loss interval); a paused (muted)
+        track is not expected to arrive."""
+        paused = {kind for kind, pub in self.publications.items() if pub.paused}
+        return figures.publisher(self.pc, self.uplink, paused)
 
     async def close(self) -> None:
         self._closed = True

@@ -25,6 +25,7 @@ from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPac
 from media import aiortc_hooks as hooks
 from media import description_hooks, ice_hooks, stats, transceiver_hooks
 from media.nackguard import ResendGuard, ResendLimits
+from media.quality import RateMeter, SentReports
 from media.rtcpin import ViewerRtcp
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Slot(hooks.SenderHandler):
         "addr",
         "clock_rate",
         "cname",
+        "cumulative_lost",
         "failed",
         "fraction_lost",
         "index",
@@ -63,7 +65,9 @@ class Slot(hooks.SenderHandler):
         "kind",
         "last_out_ts",
         "last_sent_at",
+        "meter",
         "mid",
+        "negotiated",
         "next_seq",
         "octet_base",
         "packet_base",
@@ -72,11 +76,14 @@ class Slot(hooks.SenderHandler):
         "pts",
         "publication",
         "resends",
+        "rr_at",
+        "rtt",
         "rtx_pts",
         "rtx_seq",
         "rtx_ssrc",
         "sender",
         "sendto",
+        "sent_reports",
         "seq_off",
         "ssrc",
         "subscriber",
@@ -118,6 +125,13 @@ class Slot(hooks.SenderHandler):
         self.rtx_seq = random.getrandbits(16)
         self.fraction_lost = 0  # from the subscriber's last receiver report (x/256)
         self.jitter = 0
+        # Connection quality (media/quality.py, media/figures.py): the viewer's last report block.
+        self.cumulative_lost = 0
+        self.rr_at: float | None = None  # monotonic
+        self.rtt: float | None = None  # seconds, from the last block naming one of our SRs
+        self.sent_reports = SentReports()
+        self.meter = RateMeter()
+        self.negotiated: tuple[list[str], list[str]] = ([], [])  # header extension URIs, RTCP feedback
         self.resends = ResendGuard(resend_limits or ResendLimits())
         hooks.take_over_sender(sender, self)
 
@@ -126,6 +140,10 @@ class Slot(hooks.SenderHandler):
     def on_send_parameters(self, parameters: RTCRtpSendParameters) -> None:
         self.cname = parameters.rtcp.cname or ""
         self.mid = parameters.muxId
+        feedback = {
+            f"{fb.type} {fb.parameter or ''}".strip() for c in parameters.codecs for fb in c.rtcpFeedback
+        }
+        self.negotiated = ([e.uri for e in parameters.headerExtensions], sorted(feedback))
         for codec in parameters.codecs:
             name = codec.mimeType.lower()
             if codec.payloadType is None:
@@ -184,9 +202,16 @@ class Slot(hooks.SenderHandler):
         except Exception as exc:
             self.fail(exc)
 
-    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None:
+    def on_receiver_report(
+        self, fraction_lost: int, jitter: int, lost: int = 0, lsr: int = 0, dlsr: int = 0
+    ) -> None:
         self.fraction_lost = fraction_lost
         self.jitter = jitter
+        self.cumulative_lost = lost
+        self.rr_at = now = time.monotonic()
+        rtt = self.sent_reports.rtt(lsr, dlsr, now)
+        if rtt is not None:
+            self.rtt = rtt
 
     def sender_report(self, ntp: int, now: float) -> RtcpSrPacket | None:
         """RFC 3550 §6.4.1 SR: our timestamp space mapped to wall-clock time ``ntp``."""
@@ -195,6 +220,7 @@ class Slot(hooks.SenderHandler):
             return None
         elapsed = max(0.0, now - pub.last_arrival)
         rtp_ts = (pub.last_ts + self.ts_off + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+        self.sent_reports.sent(ntp, now)  # its LSR in the viewer's next report gives the round trip
         return RtcpSrPacket(
             ssrc=self.ssrc,
             sender_info=RtcpSenderInfo(

@@ -30,6 +30,8 @@ class Participant:
     grants: frozenset[str] | None = None  # from the access token; None: all the role allows
     joined_as: Role | None = None  # the role asked for at join (the token's), before any promotion
     observer: bool = False  # a moderator console: watches and moderates, is not on the stage
+    quality: str | None = None  # measured by the node (rooms/quality.py); None until measured
+    quality_at: float | None = None  # when it last changed
 
     def __post_init__(self) -> None:
         self.identity = self.identity or self.id
@@ -47,6 +49,7 @@ class Participant:
             "moderator_muted": {k: k in self.moderator_muted for k in KINDS},
             "chat_muted": self.chat_muted,
             "hand_raised": self.hand_raised,
+            "quality": self.quality,
             **extra,
         }
 

@@ -91,6 +91,10 @@ class Participant(Struct, kw_only=True, omit_defaults=True):
     moderator_muted: KindFlags
     chat_muted: bool
     hand_raised: bool
+    quality: Annotated[
+        Literal["excellent", "good", "poor", "lost"] | None,
+        Meta(description="Connection quality measured by the node; null until measured"),
+    ]
     observer: bool = False
     identity: str | UnsetType = UNSET
     joined_at: Annotated[float, Meta(description="Unix time, seconds")] | UnsetType = UNSET
