@@ -147,3 +147,32 @@ def test_timeline_is_a_bounded_ring() -> None:
     assert samples[0].down_rtt_ms == pytest.approx(42.0)
     assert samples[0].up_loss is None
     assert not math.isnan(samples[0].down_bitrate or 0.0)
+
+
+def test_a_lossy_link_goes_poor_and_comes_back_without_flapping() -> None:
+    """A publisher's stream as the node receives it, 50 packets/s: 12 % random loss for 20 s, then a
+    clean link. Loss per 2-second sample, as the stage's monitor samples it."""
+    import random
+
+    rng = random.Random(13)
+    stats = ArrivalStats(90000)
+    tracker = LevelTracker()
+    levels = []
+    seq = 0
+    for second in range(60):
+        lossy = 10 <= second < 30
+        for k in range(50):
+            t = second + k / 50
+            if not (lossy and rng.random() < 0.12):
+                stats.add(seq & 0xFFFF, int(t * 90000), 1000, t)
+            seq += 1
+        if second % 2 == 1:
+            sample = Figures(loss=stats.interval(), jitter_ms=stats.jitter_ms, silent_s=0.0)
+            levels.append((second, tracker.update([sample], float(second))))
+    changes = [(s, lv) for (s, lv), (_, before) in zip(levels[1:], levels, strict=False) if lv != before]
+    assert levels[0][1] is Level.EXCELLENT
+    assert [lv for _, lv in changes] == [Level.POOR, Level.EXCELLENT], changes
+    went_poor, recovered = changes[0][0], changes[1][0]
+    assert 10 <= went_poor <= 20  # after the 4-second hold (a 2-s sample under 8 % restarts it)
+    assert 30 <= recovered <= 42  # after 10 s clearly better
+    assert stats.lost > 0
