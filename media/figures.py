@@ -180,7 +180,8 @@ def viewer(sub: Subscriber, now: float | None = None) -> Direction:
             pub = slot.publication
             if pub is None:
                 continue
-            forwarding = slot in pub.active
+            # A paused (muted) track sends nothing: its viewers stop reporting on it, which is no loss.
+            forwarding = slot in pub.active and not pub.paused
             sent = (pub.packets - slot.packet_base) * 12 + pub.octets - slot.octet_base if forwarding else 0
             bitrate = slot.meter.add(now, sent) if forwarding else 0.0
             if forwarding:
