@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_S = 2.0  # a media worker reports every 2 s too (media/worker.py QUALITY_S)
+BATCH = 100  # participants sampled per event-loop pass (a large audience does not stall the loop)
 
 
 @dataclass(slots=True)
@@ -58,12 +59,15 @@ class QualityMonitor:
         self._clock = clock
         self._wall = wall
 
-    def sample(self) -> None:
-        """One round: every participant's figures, level, timeline; changed levels to the domain."""
+    def sample(self, pids: list[str] | None = None) -> None:
+        """Figures, level and timeline of ``pids`` (everyone by default); changed levels go to the
+        domain."""
         live = self.live
         stage = live.stage
         now, at = self._clock(), self._wall()
-        for pid in list(stage.participants):
+        for pid in list(stage.participants) if pids is None else pids:
+            if pid not in stage.participants:
+                continue
             conn = self.people.get(pid)
             if conn is None:
                 conn = self.people[pid] = Connection()
@@ -76,13 +80,22 @@ class QualityMonitor:
             person = stage.participants.get(pid)
             if level is not None and person is not None and person.quality != level:
                 live.apply(_set_quality(pid, level.value))
+        if pids is None:
+            self.forget_gone()
+
+    def forget_gone(self) -> None:
+        stage = self.live.stage
         for pid in [p for p in self.people if p not in stage.participants]:
             del self.people[pid]
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_S)
-            try:
-                self.sample()
-            except Exception:  # figures are a convenience: never the stage's end
-                log.exception("quality sampling failed", extra={"stage": self.live.stage.id})
+            pids = list(self.live.stage.participants)
+            for start in range(0, len(pids), BATCH):
+                try:
+                    self.sample(pids[start : start + BATCH])
+                except Exception:  # figures are a convenience: never the stage's end
+                    log.exception("quality sampling failed", extra={"stage": self.live.stage.id})
+                await asyncio.sleep(0)
+            self.forget_gone()

@@ -38,3 +38,17 @@ def test_unknown_levels_and_people() -> None:
     assert stage.set_quality("nobody", "good", now=2.0) == []
     stage.leave("p1", now=3.0)
     assert stage.set_quality("p1", "lost", now=9.0) == []
+
+
+def test_the_stage_bounds_quality_broadcasts_per_second() -> None:
+    from rooms.quality import QUALITY_STAGE_PER_S
+
+    stage = Stage("s1", "Grand rounds", created_at=0.0)
+    people = [f"p{i}" for i in range(QUALITY_STAGE_PER_S + 5)]
+    for i, pid in enumerate(people):
+        stage.join(pid, f"Dr {i}", Role.AUDIENCE, now=1.0)
+    changed = [pid for pid in people if stage.set_quality(pid, "poor", now=10.0)]
+    assert len(changed) == QUALITY_STAGE_PER_S
+    # A second later the others get theirs.
+    late = [pid for pid in people if pid not in changed and stage.set_quality(pid, "poor", now=11.0)]
+    assert len(late) == 5
