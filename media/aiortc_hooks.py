@@ -276,7 +276,9 @@ class SenderHandler:
     def on_send_parameters(self, parameters: RTCRtpSendParameters) -> None: ...
     def on_keyframe_request(self) -> None: ...
     def retransmit(self, sequence_number: int) -> None: ...
-    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None: ...
+    def on_receiver_report(
+        self, fraction_lost: int, jitter: int, lost: int = 0, lsr: int = 0, dlsr: int = 0
+    ) -> None: ...
     def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None: ...
 
 
@@ -322,7 +324,9 @@ def take_over_sender(sender: RTCRtpSender, handler: SenderHandler) -> None:
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == ssrc:
-                    handler.on_receiver_report(report.fraction_lost, report.jitter)
+                    handler.on_receiver_report(
+                        report.fraction_lost, report.jitter, report.packets_lost, report.lsr, report.dlsr
+                    )
 
     sender.send = send  # type: ignore[method-assign]
     sender.stop = stop  # type: ignore[method-assign]

@@ -171,3 +171,14 @@ def take_rtcp(dtls: RTCDtlsTransport, handle: Callable[[bytes], None]) -> bool:
 
     pair.protocol.transport.mux.rtcp[pair.protocol] = on_rtcp
     return True
+
+
+def nominated_pair(dtls: RTCDtlsTransport | None) -> tuple[Any, Any] | None:
+    """The (local, remote) aioice candidates of a connection's nominated pair (component 1), or None
+    before nomination. Read by media/figures.py for the troubleshooting report."""
+    connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    pair = nominated.get(1) if isinstance(nominated, dict) else None
+    if pair is None:
+        return None
+    return pair.local_candidate, pair.remote_candidate

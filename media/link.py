@@ -7,7 +7,7 @@ Two channels, nothing in them assumes the same machine:
   ``FrameReader``), one tagged struct each (below). Main asks (``Subscribe``, ``Answer``,
   ``Candidate``: each with a request id ``rid``, answered by one ``Reply``) and tells (``Assign``,
   ``Release``, ``Pause``, ``Unpublish``, ``Remove``, ``Preference``); the forwarder tells main what
-  main must act on (``Connected``, ``Failed``, ``KeyframeRequest``, ``Counters``).
+  main must act on (``Connected``, ``Failed``, ``KeyframeRequest``, ``Counters``, ``Quality``).
 - **media**: one UDP datagram per forwarded RTP packet per forwarder, whatever number of viewers it
   serves there: a 14-byte header (``DATAGRAM``: flags, codec, publication key, the sequence number and
   timestamp main forwarded it with) and the RTP payload as the publisher sent it. The forwarder keeps
@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from media.figures import Direction
 from media.messages import SubscriberOffer
 from media.peer import MediaConfig
 from media.simulcast import MAX_LAYERS
@@ -211,6 +212,14 @@ class Counters(Control, frozen=True, kw_only=True, tag="counters"):
     gauges: dict[str, int] = {}  # now: "active_slots", the slots forwarding a track
 
 
+class Quality(Control, frozen=True, kw_only=True, tag="quality"):
+    """Forwarder → main, every few seconds per connected viewer: its down figures (media/figures.py),
+    sampled where its connection lives; main keeps the last one (the stage's quality monitor)."""
+
+    vid: int
+    down: Direction
+
+
 ControlMessage = (
     Setup
     | Hello
@@ -229,6 +238,7 @@ ControlMessage = (
     | Failed
     | KeyframeRequest
     | Counters
+    | Quality
 )
 
 _LENGTH = struct.Struct("!I")

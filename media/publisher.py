@@ -12,7 +12,7 @@ from aiortc import RTCRtpReceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 
 from media import aiortc_hooks as hooks
-from media import simulcast_hooks, stats
+from media import figures, simulcast_hooks, stats
 from media.codecs import SUPPORTED
 from media.errors import BadSdp, UnsupportedCodec
 from media.layergroup import EVALUATE_S, LayerGroup
@@ -43,6 +43,7 @@ class Publisher:
         # Video as layers (media/layergroup.py): a simulcast video's encodings, lowest first; its
         # highest is ``publications["video"]`` (what the room assigns, the recorder taps).
         self.groups: dict[str, LayerGroup] = {}
+        self.uplink: dict[str, figures.UpTrack] = {}  # what arrives of each track (media/figures.py)
         self._on_closed = on_closed
         self._tasks = OwnedTasks(log, "publisher", participant=participant_id)
         self._closed = False
@@ -110,9 +111,13 @@ class Publisher:
             source=self.source,
         )
         on_packet = pub.on_packet
+        up = self.uplink[kind] = figures.UpTrack(kind)
+        arrived = up.arrivals.add
+        clock = time.monotonic
 
         def sink(packet: Any) -> bool:
             stats.rtp_packets_received += 1
+            arrived(packet.sequence_number, packet.timestamp, len(packet.payload), clock())
             if state["ssrc"] is None:
                 state["ssrc"] = packet.ssrc
                 if pub.assembler.is_video and pub.keyframes.pending:
@@ -120,6 +125,7 @@ class Publisher:
             return on_packet(packet)
 
         def on_parameters(parameters: RTCRtpReceiveParameters) -> None:
+            up.on_parameters(parameters)
             primary = parameters.codecs[0].mimeType.lower() if parameters.codecs else ""
             if primary in SUPPORTED:
                 pub.mime = primary
@@ -155,19 +161,32 @@ class Publisher:
             pub.rid = rid
             pubs[rid] = pub
 
+        # Connection figures per encoding (each its own SSRC and sequence space).
+        ups = {rid: figures.UpTrack("video") for rid in offer.layers}
+        for rid, up in ups.items():
+            self.uplink[f"video/{rid}"] = up
+        arrivals: dict[int, Callable[[int, int, int, float], None]] = {}
+        clock = time.monotonic
+
         def on_ssrc(rid: str, ssrc: int) -> None:
             pub = pubs[rid]
             ssrcs[pub] = ssrc
             by_ssrc[ssrc] = pub.on_packet
+            arrivals[ssrc] = ups[rid].arrivals.add
             if pub.keyframes.pending:
                 pub._send_pli()
 
         def sink(packet: Any) -> bool:
             stats.rtp_packets_received += 1
             on_packet = by_ssrc.get(packet.ssrc)
-            return on_packet(packet) if on_packet is not None else False
+            if on_packet is None:
+                return False
+            arrivals[packet.ssrc](packet.sequence_number, packet.timestamp, len(packet.payload), clock())
+            return on_packet(packet)
 
         def on_parameters(parameters: RTCRtpReceiveParameters) -> None:
+            for up in ups.values():
+                up.on_parameters(parameters)
             primary = parameters.codecs[0].mimeType.lower() if parameters.codecs else ""
             if primary not in SUPPORTED:
                 log.warning("unsupported codec %s from %s", primary, self.participant_id)
@@ -192,6 +211,12 @@ class Publisher:
                 group.evaluate(time.monotonic())
             except Exception:  # one bad evaluation must not end switching for good
                 log.exception("layer evaluation failed", extra={"participant": self.participant_id})
+
+    def figures(self) -> figures.Direction:
+        """The up direction now (one sampler only: it closes a loss interval); a paused (muted)
+        track is not expected to arrive."""
+        paused = {kind for kind, pub in self.publications.items() if pub.paused}
+        return figures.publisher(self.pc, self.uplink, paused)
 
     async def close(self) -> None:
         self._closed = True

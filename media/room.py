@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiortc import RTCIceCandidate
 
 from media.errors import NoOffer
+from media.figures import Direction
 from media.messages import MediaMessage, SlotAssigned, SlotReleased, SubscriberOffer
 from media.peer import MediaConfig
 from media.publication import Publication
@@ -44,6 +45,7 @@ class ViewerSide(Protocol):
     async def subscribe(self, key: Any) -> SubscriberOffer: ...
     async def answer(self, key: Any, sdp: str) -> None: ...
     def peer(self, key: Any) -> Any: ...
+    def figures(self, key: Any) -> Direction | None: ...
     def assign(self, key: Any, pair: int, pub: Any) -> None: ...
     def release(self, key: Any, pair: int, kind: str) -> None: ...
     def set_preference(self, key: Any, preference: str, participant_id: str | None) -> None: ...
@@ -162,6 +164,15 @@ class MediaRoom:
         """The viewer's receiving connection, for trickled ICE candidates (None if it has none)."""
         viewer = self.viewers.get(participant_id)
         return viewer.side.peer(viewer.key) if viewer is not None else None
+
+    def figures(self, participant_id: str) -> tuple[Direction | None, Direction | None]:
+        """The participant's (down, up) connection figures (media/figures.py): sampled now where this
+        process holds the connection, as last reported by a media worker otherwise. One sampler only
+        (the stage's quality monitor): each call closes a loss interval."""
+        viewer = self.viewers.get(participant_id)
+        publisher = self.publishers.get(participant_id)
+        down = viewer.side.figures(viewer.key) if viewer is not None else None
+        return down, publisher.figures() if publisher is not None else None
 
     def _viewer_lost(self, participant_id: str) -> None:
         """The worker holding this viewer's connection died: the server makes it reconnect."""

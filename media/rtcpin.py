@@ -15,7 +15,8 @@ import struct
 from typing import Protocol
 
 _HEADER = struct.Struct("!BBH").unpack_from
-_REPORT = struct.Struct("!IIII").unpack_from  # SSRC, fraction lost | cumulative lost, highest seq, jitter
+# SSRC, fraction lost | cumulative lost, highest seq, jitter, LSR, DLSR (RFC 3550 §6.4.1)
+_REPORT = struct.Struct("!IIIIII").unpack_from
 _SSRC = struct.Struct("!I").unpack_from
 _NACK = struct.Struct("!HH").unpack_from
 
@@ -30,7 +31,9 @@ class Feedback(Protocol):
 
     def retransmit(self, sequence_number: int) -> None: ...
     def on_keyframe_request(self) -> None: ...
-    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None: ...
+    def on_receiver_report(
+        self, fraction_lost: int, jitter: int, lost: int = 0, lsr: int = 0, dlsr: int = 0
+    ) -> None: ...
     def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None: ...
 
 
@@ -72,10 +75,13 @@ class ViewerRtcp:
                 for _ in range(count):
                     if at + 24 > end:
                         return
-                    ssrc, lost, _highest, jitter = _REPORT(data, at)
+                    ssrc, lost, _highest, jitter, lsr, dlsr = _REPORT(data, at)
                     slot = slots.get(ssrc)
                     if slot is not None:
-                        slot.on_receiver_report(lost >> 24, jitter)
+                        cumulative = lost & 0xFFFFFF  # 24-bit signed (duplicates make it negative)
+                        if cumulative & 0x800000:
+                            cumulative -= 0x1000000
+                        slot.on_receiver_report(lost >> 24, jitter, cumulative, lsr, dlsr)
                     at += 24
             elif kind == _RTPFB and count == _NACK_FMT and end - pos >= 12:
                 slot = slots.get(_SSRC(data, pos + 8)[0])

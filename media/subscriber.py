@@ -26,6 +26,7 @@ from media import aiortc_hooks as hooks
 from media import description_hooks, ice_hooks, layergroup, stats, transceiver_hooks
 from media.bwe import ViewerLayers
 from media.nackguard import ResendGuard, ResendLimits
+from media.quality import RateMeter, SentReports
 from media.rtcpin import ViewerRtcp
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Slot(hooks.SenderHandler):
         "addr",
         "clock_rate",
         "cname",
+        "cumulative_lost",
         "failed",
         "fraction_lost",
         "held",
@@ -65,7 +67,9 @@ class Slot(hooks.SenderHandler):
         "kind",
         "last_out_ts",
         "last_sent_at",
+        "meter",
         "mid",
+        "negotiated",
         "next_seq",
         "octet_base",
         "packet_base",
@@ -75,11 +79,14 @@ class Slot(hooks.SenderHandler):
         "pts",
         "publication",
         "resends",
+        "rr_at",
+        "rtt",
         "rtx_pts",
         "rtx_seq",
         "rtx_ssrc",
         "sender",
         "sendto",
+        "sent_reports",
         "seq_off",
         "ssrc",
         "subscriber",
@@ -126,6 +133,13 @@ class Slot(hooks.SenderHandler):
         self.fraction_lost = 0  # from the subscriber's last receiver report (x/256)
         self.jitter = 0
         self.held = False  # video the viewer does not want (layer preference "audio"): not forwarded
+        # Connection quality (media/quality.py, media/figures.py): the viewer's last report block.
+        self.cumulative_lost = 0
+        self.rr_at: float | None = None  # monotonic
+        self.rtt: float | None = None  # seconds, from the last block naming one of our SRs
+        self.sent_reports = SentReports()
+        self.meter = RateMeter()
+        self.negotiated: tuple[list[str], list[str]] = ([], [])  # header extension URIs, RTCP feedback
         self.resends = ResendGuard(resend_limits or ResendLimits())
         hooks.take_over_sender(sender, self)
 
@@ -134,6 +148,10 @@ class Slot(hooks.SenderHandler):
     def on_send_parameters(self, parameters: RTCRtpSendParameters) -> None:
         self.cname = parameters.rtcp.cname or ""
         self.mid = parameters.muxId
+        feedback = {
+            f"{fb.type} {fb.parameter or ''}".strip() for c in parameters.codecs for fb in c.rtcpFeedback
+        }
+        self.negotiated = ([e.uri for e in parameters.headerExtensions], sorted(feedback))
         for codec in parameters.codecs:
             name = codec.mimeType.lower()
             if codec.payloadType is None:
@@ -195,11 +213,18 @@ class Slot(hooks.SenderHandler):
         except Exception as exc:
             self.fail(exc)
 
-    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None:
+    def on_receiver_report(
+        self, fraction_lost: int, jitter: int, lost: int = 0, lsr: int = 0, dlsr: int = 0
+    ) -> None:
         self.fraction_lost = fraction_lost
         self.jitter = jitter
+        self.cumulative_lost = lost
+        self.rr_at = now = time.monotonic()
+        rtt = self.sent_reports.rtt(lsr, dlsr, now)
+        if rtt is not None:
+            self.rtt = rtt
         if self.kind == "video" and self.publication is not None and not self.held:
-            self.subscriber.on_loss(fraction_lost)
+            self.subscriber.on_loss(fraction_lost, now)
 
     def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None:
         self.subscriber.on_remb(bitrate_bps)
@@ -211,6 +236,7 @@ class Slot(hooks.SenderHandler):
             return None
         elapsed = max(0.0, now - pub.last_arrival)
         rtp_ts = (pub.last_ts + self.ts_off + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+        self.sent_reports.sent(ntp, now)  # its LSR in the viewer's next report gives the round trip
         return RtcpSrPacket(
             ssrc=self.ssrc,
             sender_info=RtcpSenderInfo(

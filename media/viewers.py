@@ -17,6 +17,7 @@ from typing import Any
 
 from aiortc import RTCIceCandidate, RTCSessionDescription
 
+from media import figures
 from media.errors import BadSdp, NoOffer
 from media.messages import SlotLayout, SubscriberOffer
 from media.peer import MediaConfig, new_peer_connection
@@ -77,6 +78,13 @@ class LocalViewers:
             await sub.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         except Exception as exc:
             raise BadSdp(f"the answer could not be applied: {exc}") from None
+
+    def figures(self, key: Any) -> figures.Direction | None:
+        """The viewer's figures now, once connected (feeds its meters: one sampler only)."""
+        sub = self.subscribers.get(key)
+        if sub is None or not sub.connected or sub.closed:
+            return None
+        return figures.viewer(sub)
 
     def peer(self, key: Any) -> Any:
         """The viewer's peer connection (trickled ICE candidates go there), or None."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiortc.sdp import candidate_from_sdp
 
-from media import link, peer, stats
+from media import figures, link, peer, stats
 from media.errors import MediaError
 from media.layergroup import EVALUATE_S, LayerGroup
 from media.publication import Fanout
@@ -32,6 +32,7 @@ from media.viewers import LocalViewers
 log = logging.getLogger("media.worker")
 
 COUNTERS_S = 0.25  # how often changed counters go to main (its /metrics lags by at most this)
+QUALITY_S = 2.0  # how often each connected viewer's figures go to main (link.Quality)
 
 
 class Mirror(Fanout):
@@ -245,6 +246,22 @@ class Worker(asyncio.DatagramProtocol):
             await asyncio.sleep(COUNTERS_S)
             self._send_counters()
 
+    def send_quality(self) -> None:
+        """Every connected viewer's figures, one ``link.Quality`` each (sampled here: one sampler)."""
+        if self.viewers is None:
+            return
+        for vid, sub in list(self.viewers.subscribers.items()):
+            if sub.connected and not sub.closed:
+                self.tell(link.Quality(vid=vid, down=figures.viewer(sub)))
+
+    async def report_quality(self) -> None:
+        while True:
+            await asyncio.sleep(QUALITY_S)
+            try:
+                self.send_quality()
+            except Exception:  # figures are a convenience: never the worker's end
+                log.exception("quality figures failed")
+
     async def close(self) -> None:
         if self.viewers is not None:
             await self.viewers.close()
@@ -274,6 +291,7 @@ async def serve(control: str, index: int) -> None:
         )
     )
     counters = asyncio.ensure_future(worker.report_counters())
+    quality = asyncio.ensure_future(worker.report_quality())
     frames = link.FrameReader()
     try:
         while True:
@@ -284,6 +302,7 @@ async def serve(control: str, index: int) -> None:
                 worker.on_message(message)
     finally:
         counters.cancel()
+        quality.cancel()
         transport.close()
         await worker.close()
 

@@ -29,6 +29,7 @@ from aiortc.sdp import candidate_to_sdp
 
 from media import link, stats
 from media.errors import MediaError
+from media.figures import Direction
 from media.messages import SubscriberOffer
 from media.peer import MediaConfig
 from media.tasks import OwnedTasks
@@ -118,6 +119,7 @@ class WorkerLink:
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, int] = {}
         self.viewers: dict[int, Callable[[], None]] = {}  # viewer id -> its room's "lost" callback
+        self.quality: dict[int, Direction] = {}  # viewer id -> its last figures (link.Quality)
         self._reader = reader
         self._writer = writer
         self._rids = itertools.count(1)
@@ -174,6 +176,9 @@ class WorkerLink:
         elif isinstance(message, link.Counters):
             self.counters = message.values
             self.gauges = message.gauges
+        elif isinstance(message, link.Quality):
+            if message.vid in self.viewers:
+                self.quality[message.vid] = message.down
         elif isinstance(message, (link.Connected, link.Failed)):
             log.debug("viewer %s on worker %d: %s", message.vid, self.index, type(message).__name__)
         else:
@@ -207,6 +212,10 @@ class WorkerLink:
 
     async def answer(self, vid: int, sdp: str) -> None:
         _raise_for(await self.request(lambda rid: link.Answer(rid=rid, vid=vid, sdp=sdp)))
+
+    def figures(self, vid: int) -> Direction | None:
+        """The viewer's figures as its worker last reported them (every ``worker.QUALITY_S``)."""
+        return self.quality.get(vid)
 
     def peer(self, vid: int) -> RemotePeer | None:
         return RemotePeer(self, vid) if self.alive and vid in self.viewers else None
@@ -271,6 +280,7 @@ class WorkerLink:
         for vid_, pair, kind in [s for s in self._assigned if s[0] == vid]:
             self.release(vid_, pair, kind)
         self.viewers.pop(vid, None)
+        self.quality.pop(vid, None)
         self.tell(link.Remove(vid=vid))
 
 

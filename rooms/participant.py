@@ -32,6 +32,8 @@ class Participant:
     observer: bool = False  # a moderator console: watches and moderates, is not on the stage
     sharing: set[str] = field(default_factory=set)  # the kinds of their screen share (rooms/sharing.py)
     share_muted: set[str] = field(default_factory=set)  # of the share, by the participant
+    quality: str | None = None  # measured by the node (rooms/quality.py); None until measured
+    quality_at: float | None = None  # when it last changed
 
     def __post_init__(self) -> None:
         self.identity = self.identity or self.id
@@ -51,6 +53,7 @@ class Participant:
             "share_muted": {k: k in self.share_muted for k in KINDS},
             "chat_muted": self.chat_muted,
             "hand_raised": self.hand_raised,
+            "quality": self.quality,
             **extra,
         }
 

@@ -27,6 +27,7 @@ from rooms.events import StageEnded as StageEndedEvent
 from rooms.moderation import Moderation
 from rooms.participant import KINDS, Participant
 from rooms.polls import PollSpec
+from rooms.quality import Quality
 from rooms.rates import RateClass
 from rooms.recording_consent import RecordingConsent
 from rooms.roles import Permission, Role
@@ -41,7 +42,7 @@ from rooms.text import require_text
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
 
 
-class Stage(Snapshots, Sharing, Moderation, Talk, RecordingConsent):
+class Stage(Snapshots, Sharing, Moderation, Talk, RecordingConsent, Quality):
     """One live talk: participants and their roles, hands, invitations, moderation, chat, questions,
     polls, consent and recording, and the ordered log of everything that happened.
 

@@ -61,6 +61,7 @@ class ParticipantInfo(Struct, kw_only=True):
     share_muted: Kinds
     chat_muted: bool
     hand_raised: bool
+    quality: Literal["excellent", "good", "poor", "lost"] | None  # None until measured
     observer: bool | UnsetType = UNSET
 
 

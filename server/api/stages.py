@@ -15,7 +15,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from rooms.clubs import ClubNotFound
 from rooms.errors import DomainError, StageExists, StageNotFound
-from server.api import health, recordings, spec, tokens
+from server.api import health, quality, recordings, spec, tokens
 from server.api.bodies import BadBody, read_json
 from server.api.common import Role, answer, bearer, problem, stage_caller
 from server.backend import BackendError
@@ -93,6 +93,10 @@ class Participant(Struct, kw_only=True, omit_defaults=True):
     share_muted: KindFlags
     chat_muted: bool
     hand_raised: bool
+    quality: Annotated[
+        Literal["excellent", "good", "poor", "lost"] | None,
+        Meta(description="Connection quality measured by the node; null until measured"),
+    ]
     observer: bool = False
     identity: str | UnsetType = UNSET
     joined_at: Annotated[float, Meta(description="Unix time, seconds")] | UnsetType = UNSET
@@ -210,6 +214,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/stages/{stage_id}", get_stage),
         web.post("/api/stages/{stage_id}/end", end_stage),
         web.get("/api/stages/{stage_id}/participants", list_participants),
+        *quality.routes(),
         *recordings.routes(),
         *tokens.routes(),
         *health.routes(),

@@ -148,10 +148,11 @@ def who_table(copy: StageCopy) -> str:
             _kinds(p.get("publishing")) or "-",
             _muted(p) or "-",
             "up" if p.get("hand_raised") else "-",
+            p.get("quality") or "-",
         ]
         for p in sorted(copy.people.values(), key=lambda p: (bool(p.get("observer")), p["name"].lower()))
     ]
-    return table(["id", "name", "role", "publishing", "muted", "hand"], rows)
+    return table(["id", "name", "role", "publishing", "muted", "hand", "quality"], rows)
 
 
 def stages_table(console: Console) -> str:

@@ -60,6 +60,18 @@ class _NodeCollector(Collector):
             gauge = GaugeMetricFamily(f"medstage_{name}", help_)
             gauge.add_metric([], value)
             yield gauge
+        by_level = GaugeMetricFamily(
+            "medstage_participants_by_quality",
+            "Participants present by the connection quality the node measured (unknown: not yet)",
+            labels=["level"],
+        )
+        levels = dict.fromkeys(("excellent", "good", "poor", "lost", "unknown"), 0)
+        for live in stages:
+            for person in live.stage.participants.values():
+                levels[person.quality or "unknown"] += 1
+        for level, count in levels.items():
+            by_level.add_metric([level], count)
+        yield by_level
         pool = self.node.media_workers
         if pool is not None:
             per_worker = GaugeMetricFamily(

@@ -29,6 +29,7 @@ from recording.signing import NodeKey
 from rooms.events import Event
 from rooms.stage import Stage, StageState
 from server.closecodes import CloseCode
+from server.host.quality import QualityMonitor
 from server.host.sinks import FanOut, Hooks, RecorderSink
 from server.host.webhooks import Webhooks
 from server.routing.ledgerheads import LedgerHeadPublisher
@@ -69,6 +70,7 @@ class LiveStage:
         self.fanout = FanOut(self)
         self.hooks = Hooks(stage, webhooks) if webhooks is not None else None
         self.recording = RecorderSink(self, recordings_root, signing_key, ledger_heads)
+        self.quality = QualityMonitor(self)  # connection figures and levels (server/host/quality.py)
         self._ids = itertools.count(1)
         # A stage restored on this node (its host died) keeps the ids its comments, questions and
         # polls had; ours must not collide with them, and the old host's counter is gone with it.
@@ -173,6 +175,7 @@ class LiveStage:
 
     def start_ticker(self) -> None:
         self._ticker = self._tasks.supervise("ticker", self._tick)
+        self._tasks.supervise("quality", self.quality.run)
 
     async def _tick(self) -> None:
         """Aggregated reactions and poll timers: the domain says what is due at ``now``."""

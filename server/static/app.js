@@ -5,7 +5,7 @@ import { hydrateIcons, icon } from './icons.js';
 import { StageSession } from './session.js';
 import { SignallingError } from './signalling.js';
 import { ROLES, ROLE_LABELS, canModerate, isAudience } from './roles.js';
-import { TileGrid, Toasts } from './ui.js';
+import { TileGrid, Toasts, figuresText, qualityIndicator } from './ui.js';
 import { PeoplePanel } from './people.js';
 import { ChatPanel } from './chat.js';
 import { QuestionsPanel } from './qa.js';
@@ -25,6 +25,7 @@ const $ = (id) => document.getElementById(id);
 
 const stageId = decodeURIComponent(window.location.pathname.split('/').filter(Boolean)[1] ?? '');
 const query = new URLSearchParams(window.location.search);
+let ownFigures = ''; // our figures from our own connection report, for the quality indicator's tooltip
 const initialRole = ROLES.includes(query.get('role')) ? query.get('role') : 'audience';
 
 const toasts = new Toasts($('toasts'));
@@ -199,6 +200,8 @@ function renderStage() {
       muted: session.muted,
       moderatorMuted: session.moderatorMuted,
       hasVideo: session.localStream.getVideoTracks().length > 0,
+      quality: session.self?.quality,
+      qualityDetail: ownFigures,
     });
   }
   const shares = [];
@@ -225,6 +228,7 @@ function renderStage() {
       muted: share ? tile.participant?.share_muted : tile.participant?.muted,
       moderatorMuted: share ? null : tile.participant?.moderator_muted,
       hasVideo: tile.kinds.includes('video'),
+      quality: share ? null : tile.participant?.quality,
       share,
     });
   }
@@ -283,6 +287,8 @@ function renderRoster() {
     hands: model?.hands ?? [],
     invited: new Set(model?.invitations.keys() ?? []),
     consent,
+    // Moderators: each person's quality links to their connection report (docs/console.md).
+    report: canModerate(session.role) ? (id) => reportUrl(id, true) : null,
   });
 }
 
@@ -352,8 +358,42 @@ function renderChips() {
     role.className = `chip chip-role badge-${session.role}`;
   }
   if (joined && stage?.title) setTitle(stage.title);
+  const quality = $('chip-quality');
+  const level = joined ? session.self?.quality : null;
+  quality.hidden = !level;
+  quality.replaceChildren(...(level ? [qualityIndicator(level, ownFigures, 'self-quality')] : []));
   renderRecording();
 }
+
+// --- connection quality ----------------------------------------------------------------------
+
+/** A participant's connection report (docs/protocol.md): the person and moderators may read it. */
+function reportUrl(participantId, withToken = false) {
+  const token = query.get('token') || devToken;
+  const url = `${session.httpUrl}/api/stages/${encodeURIComponent(stageId)}/participants/${encodeURIComponent(participantId)}/connection`;
+  return withToken && token ? `${url}?access_token=${encodeURIComponent(token)}` : url;
+}
+
+/** Our connection report (GET …/participants/{pid}/connection: the person may read their own). */
+async function refreshOwnFigures() {
+  const token = query.get('token') || devToken;
+  if (!session || session.state !== 'joined' || !token || !session.participantId) return;
+  try {
+    const response = await fetch(reportUrl(session.participantId), { headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' } });
+    if (!response.ok) return;
+    const report = await response.json();
+    const parts = [report.down && `down: ${figuresText(report.down.figures)}`, report.up && `up: ${figuresText(report.up.figures)}`];
+    const text = parts.filter((p) => p && !p.endsWith(': ')).join('; ');
+    if (text !== ownFigures) {
+      ownFigures = text;
+      renderChips();
+      renderStage();
+    }
+  } catch {
+    // a figure for a tooltip: the next round tries again
+  }
+}
+setInterval(refreshOwnFigures, 10000);
 
 /** The REC indicator, the Privacy button and the moderators' recording card. */
 function renderRecording() {

@@ -4,7 +4,7 @@
 import { consentBadge } from './consent.js';
 import { icon } from './icons.js';
 import { actionsOn, canModerate } from './roles.js';
-import { element, initials, roleBadge } from './ui.js';
+import { element, initials, qualityIndicator, roleBadge } from './ui.js';
 
 const ACTIONS = {
   invite: { label: 'Invite to stage', icon: 'userPlus' },
@@ -156,6 +156,20 @@ export class PeoplePanel {
     if (live && (person.muted?.video || modMuted.video)) flags.append(flag('cameraOff', 'Camera off'));
     if (person.sharing?.video) flags.append(flag('screen', 'Sharing their screen', 'flag-share'));
     if (person.chat_muted) flags.append(flag('chatOff', 'Muted in chat'));
+    if (person.quality) {
+      const indicator = qualityIndicator(person.quality, '', 'participant-quality');
+      if (this.#view.report) {
+        // Moderators: the level opens the person's troubleshooting report (docs/operations.md).
+        const link = element('a', 'quality-link', {
+          href: this.#view.report(person.id), target: '_blank', rel: 'noopener',
+          'data-testid': 'participant-report', title: `${indicator.title}: open the connection report`,
+        });
+        link.append(indicator);
+        flags.append(link);
+      } else {
+        flags.append(indicator);
+      }
+    }
     const consent = this.#view.consent?.get(person.id);
     if (consent) flags.append(consentBadge(consent));
     li.append(avatar, text, flags);

@@ -51,6 +51,35 @@ export class Toasts {
 
 const TILE_GAP_PX = 12;
 
+const QUALITY_BARS = { excellent: 3, good: 2, poor: 1, lost: 0 };
+
+/**
+ * A connection-quality indicator: three bars (`data-level`), its level and `detail` (figures, when
+ * known) in the tooltip. Levels come from participant objects' `quality` (docs/protocol.md).
+ */
+export function qualityIndicator(level, detail = '', testId = 'quality-indicator') {
+  const text = `Connection: ${level}${detail ? ` (${detail})` : ''}`;
+  const el = element('span', 'quality', {
+    role: 'img', 'aria-label': text, title: text, 'data-level': level, 'data-testid': testId,
+  });
+  for (let i = 1; i <= 3; i += 1) {
+    const bar = element('span', 'quality-bar');
+    if (i <= (QUALITY_BARS[level] ?? 0)) bar.classList.add('on');
+    el.append(bar);
+  }
+  return el;
+}
+
+/** Figures of a connection report's direction as a tooltip line: loss, RTT, jitter. */
+export function figuresText(figures) {
+  if (!figures) return '';
+  const parts = [];
+  if (figures.loss != null) parts.push(`loss ${(100 * figures.loss).toFixed(1)} %`);
+  if (figures.rtt_ms != null) parts.push(`RTT ${Math.round(figures.rtt_ms)} ms`);
+  if (figures.jitter_ms != null) parts.push(`jitter ${Math.round(figures.jitter_ms)} ms`);
+  return parts.join(', ');
+}
+
 /** How many columns make `count` 16:9 tiles biggest inside `box` (less its padding). */
 export function bestColumns(count, box) {
   if (count <= 1) return 1;
@@ -172,6 +201,7 @@ export class TileGrid {
     nameEl.textContent = item.self ? `${name} (you)` : name;
     label.append(nameEl);
     if (item.role) label.append(roleBadge(item.role));
+    if (item.quality) label.append(qualityIndicator(item.quality, item.qualityDetail ?? '', 'tile-quality'));
     if (item.moderatorMuted?.audio || item.moderatorMuted?.video) {
       const what = [item.moderatorMuted.audio && 'microphone', item.moderatorMuted.video && 'camera']
         .filter(Boolean).join(' and ');

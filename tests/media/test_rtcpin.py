@@ -26,6 +26,7 @@ class Slot:
         self.keyframes = 0
         self.reports: list[tuple[int, int]] = []
         self.rembs: list[tuple[int, list[int]]] = []
+        self.blocks: list[tuple[int, int, int]] = []
 
     def retransmit(self, sequence_number: int) -> None:
         self.resent.append(sequence_number)
@@ -33,8 +34,11 @@ class Slot:
     def on_keyframe_request(self) -> None:
         self.keyframes += 1
 
-    def on_receiver_report(self, fraction_lost: int, jitter: int) -> None:
+    def on_receiver_report(
+        self, fraction_lost: int, jitter: int, lost: int = 0, lsr: int = 0, dlsr: int = 0
+    ) -> None:
         self.reports.append((fraction_lost, jitter))
+        self.blocks.append((lost, lsr, dlsr))
 
     def on_remb(self, bitrate_bps: int, ssrcs: list[int]) -> None:
         self.rembs.append((bitrate_bps, ssrcs))
@@ -140,3 +144,13 @@ def test_hostile_rembs_read_only_what_is_there() -> None:
         1,
         many[:MAX_REMB_SSRCS],
     )
+
+
+def test_report_blocks_carry_cumulative_loss_lsr_and_dlsr() -> None:
+    video = Slot()
+    block = RtcpReceiverInfo(
+        ssrc=222, fraction_lost=3, packets_lost=-2, highest_sequence=5, jitter=9, lsr=0xB7052000, dlsr=0x54000
+    )
+    ViewerRtcp({222: video})(bytes(RtcpRrPacket(ssrc=9, reports=[block])))
+    assert video.reports == [(3, 9)]
+    assert video.blocks == [(-2, 0xB7052000, 0x54000)]  # cumulative loss is 24-bit signed (duplicates)

@@ -29,6 +29,7 @@ def test_join_emits_an_event_and_lists_the_person() -> None:
         "share_muted": {"audio": False, "video": False},
         "chat_muted": False,
         "hand_raised": False,
+        "quality": None,
     }
 
 

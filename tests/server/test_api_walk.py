@@ -125,6 +125,7 @@ async def valid(node: RunningNode, http: aiohttp.ClientSession, recordings: Path
     return {
         "stage_id": stage,
         "session_id": "s-walk",
+        "participant_id": "p-walk",
         "name": "tracks/a.webm",
         "club_id": club,
         "identity": "alice",

@@ -226,6 +226,9 @@ async def test_a_node_answers_as_its_document_says(
     async with http.get("/api/stages/never-created/participants", headers=bearer()) as r:
         assert r.status == 404
         await api.check(r, "/api/stages/{stage_id}/participants")
+    connection = "/api/stages/{stage_id}/participants/{participant_id}/connection"
+    async with http.get(stage_path + "/participants/p-nobody/connection", headers=bearer()) as r:
+        assert r.status == 404 and (await api.check(r, connection))["code"] == "participant_not_found"
 
     recordings = stage_path + "/recordings"
     async with http.get(recordings, headers=bearer(token(stage, "audience"))) as r:
