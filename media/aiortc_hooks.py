@@ -25,6 +25,7 @@ from typing import Any
 import aioice.ice
 import aiortc
 import aiortc.rtcrtpreceiver
+import aiortc.rtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtp import (
@@ -240,6 +241,25 @@ class _SinkBuffer:
 
     def add(self, packet: Any) -> tuple[bool, None]:
         return self._sink(packet), None
+
+
+def guard_remb_routing() -> None:
+    """aiortc routes a REMB by the SSRCs in its FCI (``RtpRouter.route_rtcp`` calls
+    ``rtp.unpack_remb_fci``, which catches only ValueError there), and that reader trusts the SSRC
+    count: a REMB claiming more SSRCs than it holds raises ``struct.error``, which ends the
+    connection's DTLS receive loop (the viewer's own connection, with ``media_single_port`` off).
+    Replaced by ours (media/rtcpin.py ``parse_remb``): bounded, ValueError when it is not a REMB."""
+    if getattr(aiortc.rtp.unpack_remb_fci, "_medstage", False):
+        return
+
+    def unpack_remb_fci(data: bytes) -> tuple[int, list[int]]:
+        remb = parse_remb(data, 0, len(data))
+        if remb is None:
+            raise ValueError("Invalid REMB prefix")
+        return remb
+
+    unpack_remb_fci._medstage = True  # type: ignore[attr-defined]
+    aiortc.rtp.unpack_remb_fci = unpack_remb_fci
 
 
 def install_packet_sink(

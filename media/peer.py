@@ -66,6 +66,7 @@ def setup(config: MediaConfig) -> list[str]:
     addresses = config.ice_addresses or aiortc_hooks.default_host_addresses() or ["127.0.0.1"]
     aiortc_hooks.announce_host_addresses(addresses)
     aiortc_hooks.count_decodes()
+    aiortc_hooks.guard_remb_routing()
     if config.single_port:
         problems = ice_hooks.check()
         if problems:

@@ -396,7 +396,11 @@ class Subscriber:
         self.layers.bandwidth.estimate.on_loss(fraction_lost / 256, time.monotonic() if now is None else now)
 
     def _sent_bps(self, now: float) -> float | None:
-        """Bits per second forwarded to this viewer since the last call (RTP headers and payloads)."""
+        """Bits per second forwarded to this viewer since the last call (RTP headers and payloads);
+        None for the first call and within 0.1 s of the last (aiortc hands a REMB to every slot it
+        names: the repeats measure nothing)."""
+        if self._sent_at is not None and now - self._sent_at < 0.1:
+            return None
         marks: dict[int, tuple[Any, int]] = {}
         sent = 0
         for pair in self.pairs:
@@ -412,9 +416,7 @@ class Subscriber:
         self._sent_marks = marks
         elapsed = None if self._sent_at is None else now - self._sent_at
         self._sent_at = now
-        if elapsed is None or elapsed < 0.1:
-            return None
-        return 8 * sent / elapsed
+        return None if elapsed is None else 8 * sent / elapsed
 
     def choose(
         self,

@@ -214,3 +214,30 @@ def _longest_run(
         run = run + TICK if test(layer) else 0.0
         longest = max(longest, run)
     return longest
+
+
+async def test_a_subscriber_measures_what_it_sent_between_rembs_and_ignores_repeats() -> None:
+    from tests.media.peers import loopback_ice, new_subscriber
+
+    class Pub:
+        participant_id = "speaker"
+        octets = 0
+        packets = 0
+
+    with loopback_ice():
+        sub = new_subscriber(slots=1)
+    try:
+        slot, pub = sub.pairs[0].video, Pub()
+        slot.publication, slot.last_sent_at = pub, 0.0  # type: ignore[assignment]
+        sub.on_remb(1_000_000, now=10.0)
+        pub.octets, pub.packets = 125_000 - 12 * 100, 100  # 1 Mbit in 1 s, headers included
+        sub.on_remb(900_000, now=11.0)
+        sub.on_remb(900_000, now=11.001)  # the same REMB through another slot: no measure
+        stats = sub.stats(now=11.0)
+        assert stats["sent_bps"] == 1_000_000 and stats["remb_bps"] == 900_000
+        assert stats["estimate_bps"] == 900_000 and stats["preference"] == "auto"
+        sub.on_loss(128, now=12.0)  # half lost: what got through, x (1 - 0.25) of what was sent
+        assert sub.stats(now=12.0)["loss"] == 0.5
+        assert sub.stats(now=12.0)["estimate_bps"] == 750_000
+    finally:
+        await sub.pc.close()

@@ -154,3 +154,21 @@ def test_report_blocks_carry_cumulative_loss_lsr_and_dlsr() -> None:
     ViewerRtcp({222: video})(bytes(RtcpRrPacket(ssrc=9, reports=[block])))
     assert video.reports == [(3, 9)]
     assert video.blocks == [(-2, 0xB7052000, 0x54000)]  # cumulative loss is 24-bit signed (duplicates)
+
+
+def test_aiortcs_own_routing_survives_a_remb_that_lies_about_its_ssrcs() -> None:
+    """With media_single_port off aiortc routes viewers' RTCP itself (RtpRouter.route_rtcp): its REMB
+    reader raised struct.error on a lying count, which ended the DTLS receive loop."""
+    from aiortc.rtcdtlstransport import RtpRouter
+    from aiortc.rtp import RtcpPacket
+
+    from media import aiortc_hooks
+
+    aiortc_hooks.guard_remb_routing()
+    sender = object()
+    router = RtpRouter()
+    router.senders[222] = sender  # type: ignore[assignment]
+    (lying,) = RtcpPacket.parse(remb(1_000_000, [222], count=255))
+    assert router.route_rtcp(lying) == {sender}
+    (junk,) = RtcpPacket.parse(bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=9, media_ssrc=0, fci=b"ABCD")))
+    assert router.route_rtcp(junk) == set()

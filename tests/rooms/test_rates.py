@@ -267,3 +267,16 @@ def test_history_requests_have_a_rate() -> None:
     stage = limited(history=Rate(1, 10.0))
     stage.history(ALICE, "comments", None, 10, 1)
     refused(stage, RateLimited, lambda: stage.history(ALICE, "questions", None, 10, 2))
+
+
+def test_layer_preferences_have_a_rate_counted_only_once_accepted() -> None:
+    stage = limited(layer=Rate(2, 10.0))
+    for now in (1, 2, 3):  # checked, never spent (the media side refused, say): never refused
+        stage.check_rate(ALICE, RateClass.LAYER, now)
+    stage.spend_rate(ALICE, RateClass.LAYER, 4)
+    stage.spend_rate(ALICE, RateClass.LAYER, 5)
+    with pytest.raises(RateLimited) as limited_at:
+        stage.check_rate(ALICE, RateClass.LAYER, 6)
+    assert limited_at.value.retry_after == pytest.approx(8.0)
+    stage.check_rate(BOB, RateClass.LAYER, 6)  # per identity
+    stage.check_rate(ALICE, RateClass.LAYER, 14.5)  # the window moved on
