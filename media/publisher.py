@@ -110,7 +110,7 @@ class Publisher:
         hooks.install_packet_sink(receiver, sink, on_parameters)
         self.publications[kind] = pub
 
-    def figures(self) -> figures.Direction:
+    def figures(self) -> figures.ConnectionDirection:
         """The up direction now (one sampler only: it closes a loss interval); a paused (muted)
         track is not expected to arrive."""
         paused = {kind for kind, pub in self.publications.items() if pub.paused}
