@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from media import ice_hooks
-from media.quality import ArrivalStats, Figures, RateMeter
+from media.quality import ArrivalStats, QualityFigures, RateMeter
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from media.subscriber import Subscriber
 
 
-class Endpoint(msgspec.Struct, kw_only=True):
+class CandidateEnd(msgspec.Struct, kw_only=True):
     """One end of the chosen ICE candidate pair: never its address (the report may be read by a
     moderator), only what helps: the family, the candidate type and the transport."""
 
@@ -35,15 +35,15 @@ class Endpoint(msgspec.Struct, kw_only=True):
     protocol: str  # udp, tcp
 
 
-class Path(msgspec.Struct, kw_only=True):
+class ConnectionPath(msgspec.Struct, kw_only=True):
     connection: str  # RTCPeerConnection.connectionState
     ice: str  # iceConnectionState
     dtls: str | None
-    local: Endpoint | None = None
-    remote: Endpoint | None = None
+    local: CandidateEnd | None = None
+    remote: CandidateEnd | None = None
 
 
-class Codec(msgspec.Struct, kw_only=True):
+class NegotiatedCodec(msgspec.Struct, kw_only=True):
     mime: str
     payload_type: int
     rtx_payload_type: int | None = None
@@ -53,7 +53,7 @@ class Negotiated(msgspec.Struct, kw_only=True):
     """What one kind of track negotiated (every slot of a kind negotiates the same)."""
 
     kind: str
-    codecs: list[Codec]
+    codecs: list[NegotiatedCodec]
     header_extensions: list[str]
     feedback: list[str]  # RTCP feedback: "nack", "nack pli", "goog-remb", "transport-cc", ...
     rtx: bool
@@ -91,12 +91,12 @@ class TrackFigures(msgspec.Struct, kw_only=True):
     silent_s: float | None  # since the last packet
 
 
-class Direction(msgspec.Struct, kw_only=True):
+class ConnectionDirection(msgspec.Struct, kw_only=True):
     """One direction of a participant's media: aggregate figures (the worst track), the path, what
     was negotiated, and each slot (down) or track (up)."""
 
-    figures: Figures
-    path: Path
+    figures: QualityFigures
+    path: ConnectionPath
     negotiated: list[Negotiated]
     slots: list[SlotFigures] = []
     tracks: list[TrackFigures] = []
@@ -106,17 +106,17 @@ class Direction(msgspec.Struct, kw_only=True):
 # --- reading aiortc objects ----------------------------------------------------------------------
 
 
-def _endpoint(candidate: Any) -> Endpoint:
+def _endpoint(candidate: Any) -> CandidateEnd:
     try:
         family: str | None = f"ipv{ipaddress.ip_address(candidate.host).version}"
     except ValueError:
         family = None
-    return Endpoint(family=family, type=str(candidate.type), protocol=str(candidate.transport).lower())
+    return CandidateEnd(family=family, type=str(candidate.type), protocol=str(candidate.transport).lower())
 
 
-def path_of(pc: RTCPeerConnection, dtls: Any) -> Path:
+def path_of(pc: RTCPeerConnection, dtls: Any) -> ConnectionPath:
     pair = ice_hooks.nominated_pair(dtls)
-    return Path(
+    return ConnectionPath(
         connection=pc.connectionState,
         ice=pc.iceConnectionState,
         dtls=getattr(dtls, "state", None),
@@ -133,7 +133,7 @@ def negotiated_of(kind: str, parameters: RTCRtpParameters) -> Negotiated:
         if c.mimeType.lower().endswith("/rtx")
     }
     codecs = [
-        Codec(
+        NegotiatedCodec(
             mime=c.mimeType.lower(), payload_type=c.payloadType or 0, rtx_payload_type=rtx.get(c.payloadType)
         )
         for c in parameters.codecs
@@ -155,7 +155,7 @@ def negotiated_of(kind: str, parameters: RTCRtpParameters) -> Negotiated:
 # --- down: a viewer's slots ----------------------------------------------------------------------
 
 
-def viewer(sub: Subscriber, now: float | None = None) -> Direction:
+def viewer(sub: Subscriber, now: float | None = None) -> ConnectionDirection:
     """The viewer's figures now (feeds the slots' bit-rate meters: one sampler only)."""
     now = time.monotonic() if now is None else now
     slots: list[SlotFigures] = []
@@ -166,7 +166,7 @@ def viewer(sub: Subscriber, now: float | None = None) -> Direction:
             if slot.kind not in negotiated and slot.pts:
                 extensions, feedback = slot.negotiated
                 codecs = [
-                    Codec(mime=mime, payload_type=pt, rtx_payload_type=slot.rtx_pts.get(pt))
+                    NegotiatedCodec(mime=mime, payload_type=pt, rtx_payload_type=slot.rtx_pts.get(pt))
                     for mime, pt in slot.pts.items()
                 ]
                 negotiated[slot.kind] = Negotiated(
@@ -208,7 +208,7 @@ def viewer(sub: Subscriber, now: float | None = None) -> Direction:
             )
     active = [s for s in slots if s.forwarding]
     rtts = [s.rtt_ms for s in active if s.rtt_ms is not None]
-    figures = Figures(
+    figures = QualityFigures(
         loss=max((s.loss for s in active), default=None),
         rtt_ms=max(rtts) if rtts else None,
         jitter_ms=max((s.jitter_ms for s in active), default=None),
@@ -216,7 +216,7 @@ def viewer(sub: Subscriber, now: float | None = None) -> Direction:
         silent_s=min(silent) if silent else None,
     )
     dtls = sub.pairs[0].audio.sender.transport if sub.pairs else None
-    return Direction(
+    return ConnectionDirection(
         figures=figures, path=path_of(sub.pc, dtls), negotiated=list(negotiated.values()), slots=slots
     )
 
@@ -264,14 +264,14 @@ UP_RTT_NOTE = (
 
 def publisher(
     pc: RTCPeerConnection, tracks: dict[str, UpTrack], muted: set[str], now: float | None = None
-) -> Direction:
+) -> ConnectionDirection:
     """The publisher's figures now (closes a loss interval: one sampler only). A muted track is not
     expected to send (browsers keep sending silence or black, but a paused one may not)."""
     now = time.monotonic() if now is None else now
     sampled = [t.sample(now) for t in tracks.values()]
     expected = [t for t in sampled if t.kind not in muted]
     silent = [t.silent_s if t.silent_s is not None else 0.0 for t in expected]
-    figures = Figures(
+    figures = QualityFigures(
         loss=max((t.loss for t in expected), default=None),
         rtt_ms=None,
         jitter_ms=max((t.jitter_ms for t in expected), default=None),
@@ -280,6 +280,6 @@ def publisher(
     )
     dtls = next((t.receiver.transport for t in pc.getTransceivers()), None)
     negotiated = [t.negotiated for t in tracks.values() if t.negotiated is not None]
-    return Direction(
+    return ConnectionDirection(
         figures=figures, path=path_of(pc, dtls), negotiated=negotiated, tracks=sampled, rtt_note=UP_RTT_NOTE
     )

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from media.figures import Direction
+from media.figures import ConnectionDirection
 from media.messages import SubscriberOffer
 from media.peer import MediaConfig
 from media.simulcast import MAX_LAYERS
@@ -217,7 +217,7 @@ class Quality(Control, frozen=True, kw_only=True, tag="quality"):
     sampled where its connection lives; main keeps the last one (the stage's quality monitor)."""
 
     vid: int
-    down: Direction
+    down: ConnectionDirection
 
 
 ControlMessage = (

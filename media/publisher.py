@@ -212,7 +212,7 @@ class Publisher:
             except Exception:  # one bad evaluation must not end switching for good
                 log.exception("layer evaluation failed", extra={"participant": self.participant_id})
 
-    def figures(self) -> figures.Direction:
+    def figures(self) -> figures.ConnectionDirection:
         """The up direction now (one sampler only: it closes a loss interval); a paused (muted)
         track is not expected to arrive."""
         paused = {kind for kind, pub in self.publications.items() if pub.paused}

@@ -176,7 +176,7 @@ class RateMeter:
 # --- figures and levels --------------------------------------------------------------------------
 
 
-class Figures(msgspec.Struct, kw_only=True, omit_defaults=False):
+class QualityFigures(msgspec.Struct, kw_only=True, omit_defaults=False):
     """One direction's figures (the worst of its tracks): what a level is computed from. ``silent_s``:
     seconds since the last RTCP (down) or RTP (up), None when nothing is expected."""
 
@@ -225,7 +225,7 @@ class Thresholds:
 THRESHOLDS = Thresholds()
 
 
-def classify(figures: Figures, t: Thresholds = THRESHOLDS, margin: float = 1.0) -> Level:
+def classify(figures: QualityFigures, t: Thresholds = THRESHOLDS, margin: float = 1.0) -> Level:
     """The level of one direction's figures; ``margin`` < 1 makes each limit stricter."""
     if figures.silent_s is not None and figures.silent_s >= t.lost_s:
         return Level.LOST
@@ -260,7 +260,7 @@ class LevelTracker:
         self._candidate: Level | None = None
         self._since = 0.0
 
-    def update(self, directions: list[Figures], now: float) -> Level | None:
+    def update(self, directions: list[QualityFigures], now: float) -> Level | None:
         t = self.thresholds
         directions = [f for f in directions if f.measured]
         raw = worst([classify(f, t) for f in directions])
@@ -291,8 +291,8 @@ class LevelTracker:
 # --- the timeline --------------------------------------------------------------------------------
 
 
-class Sample(msgspec.Struct, kw_only=True):
-    """One point of a participant's quality timeline (figures as in ``Figures``; None: not measured)."""
+class QualitySample(msgspec.Struct, kw_only=True):
+    """One point of a participant's quality timeline (as in ``QualityFigures``; None: not measured)."""
 
     at: float  # Unix time, seconds
     level: str | None
@@ -305,7 +305,7 @@ class Sample(msgspec.Struct, kw_only=True):
     up_bitrate: float | None
 
 
-_ROW = 8  # level, then the seven figures of a Sample, as float32 (NaN: None)
+_ROW = 8  # level, then the seven figures of a QualitySample, as float32 (NaN: None)
 _NAN = float("nan")
 
 
@@ -330,13 +330,15 @@ class Timeline:
     def __len__(self) -> int:
         return len(self._at)
 
-    def maybe_add(self, at: float, level: Level | None, down: Figures | None, up: Figures | None) -> bool:
+    def maybe_add(
+        self, at: float, level: Level | None, down: QualityFigures | None, up: QualityFigures | None
+    ) -> bool:
         """Add a sample if ``every`` seconds passed since the last one (``at``: Unix time)."""
         if at - self._last < self.every:
             return False
         self._last = at
-        d = down or Figures()
-        u = up or Figures()
+        d = down or QualityFigures()
+        u = up or QualityFigures()
         row = [
             _NAN if level is None else float(_RANK[level]),
             *(_NAN if v is None else v for v in (d.loss, d.rtt_ms, d.jitter_ms, d.bitrate)),
@@ -352,7 +354,7 @@ class Timeline:
             self._next = (i + 1) % self.size
         return True
 
-    def samples(self) -> list[Sample]:
+    def samples(self) -> list[QualitySample]:
         """Oldest first."""
         n = len(self._at)
         order = [(self._next + k) % n for k in range(n)] if n == self.size else list(range(n))
@@ -360,7 +362,7 @@ class Timeline:
         for i in order:
             r = self._rows[i * _ROW : (i + 1) * _ROW]
             out.append(
-                Sample(
+                QualitySample(
                     at=self._at[i],
                     level=None if math.isnan(r[0]) else LEVELS[int(r[0])].value,
                     down_loss=_opt(r[1]),

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aiortc import RTCIceCandidate
 
 from media.errors import NoOffer
-from media.figures import Direction
+from media.figures import ConnectionDirection
 from media.messages import MediaMessage, SlotAssigned, SlotReleased, SubscriberOffer
 from media.peer import MediaConfig
 from media.publication import Publication
@@ -45,7 +45,7 @@ class ViewerSide(Protocol):
     async def subscribe(self, key: Any) -> SubscriberOffer: ...
     async def answer(self, key: Any, sdp: str) -> None: ...
     def peer(self, key: Any) -> Any: ...
-    def figures(self, key: Any) -> Direction | None: ...
+    def figures(self, key: Any) -> ConnectionDirection | None: ...
     def assign(self, key: Any, pair: int, pub: Any) -> None: ...
     def release(self, key: Any, pair: int, kind: str) -> None: ...
     def set_preference(self, key: Any, preference: str, participant_id: str | None) -> None: ...
@@ -165,7 +165,7 @@ class MediaRoom:
         viewer = self.viewers.get(participant_id)
         return viewer.side.peer(viewer.key) if viewer is not None else None
 
-    def figures(self, participant_id: str) -> tuple[Direction | None, Direction | None]:
+    def figures(self, participant_id: str) -> tuple[ConnectionDirection | None, ConnectionDirection | None]:
         """The participant's (down, up) connection figures (media/figures.py): sampled now where this
         process holds the connection, as last reported by a media worker otherwise. One sampler only
         (the stage's quality monitor): each call closes a loss interval."""

@@ -79,7 +79,7 @@ class LocalViewers:
         except Exception as exc:
             raise BadSdp(f"the answer could not be applied: {exc}") from None
 
-    def figures(self, key: Any) -> figures.Direction | None:
+    def figures(self, key: Any) -> figures.ConnectionDirection | None:
         """The viewer's figures now, once connected (feeds its meters: one sampler only)."""
         sub = self.subscribers.get(key)
         if sub is None or not sub.connected or sub.closed:

@@ -29,7 +29,7 @@ from aiortc.sdp import candidate_to_sdp
 
 from media import link, stats
 from media.errors import MediaError
-from media.figures import Direction
+from media.figures import ConnectionDirection
 from media.messages import SubscriberOffer
 from media.peer import MediaConfig
 from media.tasks import OwnedTasks
@@ -119,7 +119,7 @@ class WorkerLink:
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, int] = {}
         self.viewers: dict[int, Callable[[], None]] = {}  # viewer id -> its room's "lost" callback
-        self.quality: dict[int, Direction] = {}  # viewer id -> its last figures (link.Quality)
+        self.quality: dict[int, ConnectionDirection] = {}  # viewer id -> its last figures (link.Quality)
         self._reader = reader
         self._writer = writer
         self._rids = itertools.count(1)
@@ -213,7 +213,7 @@ class WorkerLink:
     async def answer(self, vid: int, sdp: str) -> None:
         _raise_for(await self.request(lambda rid: link.Answer(rid=rid, vid=vid, sdp=sdp)))
 
-    def figures(self, vid: int) -> Direction | None:
+    def figures(self, vid: int) -> ConnectionDirection | None:
         """The viewer's figures as its worker last reported them (every ``worker.QUALITY_S``)."""
         return self.quality.get(vid)
 

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from media.figures import Direction
-from media.quality import THRESHOLDS, Sample
+from media.figures import ConnectionDirection
+from media.quality import THRESHOLDS, QualitySample
 from server.api import spec
 from server.api.common import answer, problem, stage_caller
 from server.host.node import Node
@@ -46,9 +46,11 @@ class ConnectionReport(Struct, kw_only=True):
     sampled_at: Annotated[float, Meta(description="Unix time of the figures, seconds")] | None
     sample_interval_s: float
     thresholds: QualityThresholds
-    down: Direction | None
-    up: Direction | None
-    timeline: Annotated[list[Sample], Meta(description="Oldest first, one sample every 5 s, 30 minutes")]
+    down: ConnectionDirection | None
+    up: ConnectionDirection | None
+    timeline: Annotated[
+        list[QualitySample], Meta(description="Oldest first, one sample every 5 s, 30 minutes")
+    ]
 
 
 _LIMITS = QualityThresholds(

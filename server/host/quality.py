@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from media.figures import Direction
+from media.figures import ConnectionDirection
 from media.quality import Level, LevelTracker, Timeline
 from rooms.events import Event
 from rooms.stage import Stage
@@ -34,8 +34,8 @@ class Connection:
 
     tracker: LevelTracker = field(default_factory=LevelTracker)
     timeline: Timeline = field(default_factory=Timeline)
-    down: Direction | None = None
-    up: Direction | None = None
+    down: ConnectionDirection | None = None
+    up: ConnectionDirection | None = None
     sampled_at: float | None = None  # Unix time
 
     @property
@@ -60,7 +60,7 @@ class QualityMonitor:
         self._wall = wall
 
     def sample(self, pids: list[str] | None = None) -> None:
-        """Figures, level and timeline of ``pids`` (everyone by default); changed levels go to the
+        """QualityFigures, level and timeline of ``pids`` (everyone by default); changed levels go to the
         domain."""
         live = self.live
         stage = live.stage

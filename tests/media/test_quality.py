@@ -9,9 +9,9 @@ import pytest
 
 from media.quality import (
     ArrivalStats,
-    Figures,
     Level,
     LevelTracker,
+    QualityFigures,
     RateMeter,
     SentReports,
     Thresholds,
@@ -92,19 +92,19 @@ def test_rate_meter() -> None:
 
 
 def test_levels() -> None:
-    assert classify(Figures(loss=0.0, rtt_ms=40, jitter_ms=5)) is Level.EXCELLENT
-    assert classify(Figures(loss=0.03, rtt_ms=40, jitter_ms=5)) is Level.GOOD
-    assert classify(Figures(loss=0.0, rtt_ms=200, jitter_ms=5)) is Level.GOOD
-    assert classify(Figures(loss=0.0, rtt_ms=40, jitter_ms=90)) is Level.POOR
-    assert classify(Figures(loss=0.10)) is Level.POOR
-    assert classify(Figures(loss=0.0, silent_s=8.0)) is Level.LOST
+    assert classify(QualityFigures(loss=0.0, rtt_ms=40, jitter_ms=5)) is Level.EXCELLENT
+    assert classify(QualityFigures(loss=0.03, rtt_ms=40, jitter_ms=5)) is Level.GOOD
+    assert classify(QualityFigures(loss=0.0, rtt_ms=200, jitter_ms=5)) is Level.GOOD
+    assert classify(QualityFigures(loss=0.0, rtt_ms=40, jitter_ms=90)) is Level.POOR
+    assert classify(QualityFigures(loss=0.10)) is Level.POOR
+    assert classify(QualityFigures(loss=0.0, silent_s=8.0)) is Level.LOST
 
 
 def test_hysteresis_worse_after_a_hold_better_only_when_clearly_better() -> None:
     t = Thresholds(worse_hold_s=4.0, better_hold_s=10.0)
     tracker = LevelTracker(t)
-    good = Figures(loss=0.0, rtt_ms=50, jitter_ms=5)
-    bad = Figures(loss=0.2, rtt_ms=50, jitter_ms=5)
+    good = QualityFigures(loss=0.0, rtt_ms=50, jitter_ms=5)
+    bad = QualityFigures(loss=0.2, rtt_ms=50, jitter_ms=5)
     assert tracker.update([good], 0.0) is Level.EXCELLENT
     # A 2-second burst of loss does not change the level.
     assert tracker.update([bad], 2.0) is Level.EXCELLENT
@@ -114,7 +114,7 @@ def test_hysteresis_worse_after_a_hold_better_only_when_clearly_better() -> None
     assert tracker.update([bad], 8.0) is Level.EXCELLENT
     assert tracker.update([bad], 10.0) is Level.POOR
     # Just under the excellent limit is not clearly better (margin 0.8): it stays good, not excellent.
-    borderline = Figures(loss=0.019, rtt_ms=50, jitter_ms=5)
+    borderline = QualityFigures(loss=0.019, rtt_ms=50, jitter_ms=5)
     levels = [tracker.update([borderline], 10.0 + 2 * k) for k in range(1, 12)]
     assert set(levels) == {Level.POOR, Level.GOOD}
     assert levels[-1] is Level.GOOD
@@ -122,21 +122,22 @@ def test_hysteresis_worse_after_a_hold_better_only_when_clearly_better() -> None
     flaps = [tracker.update([bad if k % 2 else good], 40.0 + 2 * k) for k in range(20)]
     assert len({*flaps}) == 1
     # Silence: lost at once.
-    assert tracker.update([Figures(silent_s=9.0)], 100.0) is Level.LOST
+    assert tracker.update([QualityFigures(silent_s=9.0)], 100.0) is Level.LOST
 
 
 def test_worst_direction_counts_and_unmeasured_is_ignored() -> None:
     tracker = LevelTracker()
-    up_bad = Figures(loss=0.3, rtt_ms=None, jitter_ms=3)
-    assert tracker.update([Figures(), Figures(loss=0.0, rtt_ms=20, jitter_ms=2)], 0.0) is Level.EXCELLENT
+    up_bad = QualityFigures(loss=0.3, rtt_ms=None, jitter_ms=3)
+    clean = QualityFigures(loss=0.0, rtt_ms=20, jitter_ms=2)
+    assert tracker.update([QualityFigures(), clean], 0.0) is Level.EXCELLENT
     tracker = LevelTracker()
-    assert tracker.update([Figures(loss=0.0, rtt_ms=20, jitter_ms=2), up_bad], 0.0) is Level.POOR
-    assert LevelTracker().update([Figures()], 0.0) is None
+    assert tracker.update([QualityFigures(loss=0.0, rtt_ms=20, jitter_ms=2), up_bad], 0.0) is Level.POOR
+    assert LevelTracker().update([QualityFigures()], 0.0) is None
 
 
 def test_timeline_is_a_bounded_ring() -> None:
     timeline = Timeline(every=5.0, size=4)
-    down = Figures(loss=0.01, rtt_ms=42.0, jitter_ms=3.0, bitrate=800_000.0)
+    down = QualityFigures(loss=0.01, rtt_ms=42.0, jitter_ms=3.0, bitrate=800_000.0)
     assert timeline.maybe_add(1000.0, Level.GOOD, down, None)
     assert not timeline.maybe_add(1002.0, Level.GOOD, down, None)  # within 5 s
     for k in range(1, 7):
@@ -167,7 +168,7 @@ def test_a_lossy_link_goes_poor_and_comes_back_without_flapping() -> None:
                 stats.add(seq & 0xFFFF, int(t * 90000), 1000, t)
             seq += 1
         if second % 2 == 1:
-            sample = Figures(loss=stats.interval(), jitter_ms=stats.jitter_ms, silent_s=0.0)
+            sample = QualityFigures(loss=stats.interval(), jitter_ms=stats.jitter_ms, silent_s=0.0)
             levels.append((second, tracker.update([sample], float(second))))
     changes = [(s, lv) for (s, lv), (_, before) in zip(levels[1:], levels, strict=False) if lv != before]
     assert levels[0][1] is Level.EXCELLENT

@@ -110,6 +110,15 @@ async def test_the_report_shows_rtt_no_loss_bitrate_and_the_chosen_pair(node: Ru
         async with http.get(base, headers=bearer()) as r:
             listed = {p["id"]: p for p in (await r.json())["participants"]}
         assert listed[vid]["quality"] in ("excellent", "good")
+        async with http.get(f"{node.url}/metrics") as r:
+            text = await r.text()
+        by_level = {
+            line.split('level="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("medstage_participants_by_quality{")
+        }
+        assert set(by_level) == {"excellent", "good", "poor", "lost", "unknown"}
+        assert by_level["excellent"] + by_level["good"] >= 1 and sum(by_level.values()) == 2
 
 
 @pytest.fixture
