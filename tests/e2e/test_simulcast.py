@@ -84,7 +84,7 @@ def longest_stall(samples: list[tuple[float, dict | None]]) -> float:
 async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_a_break(
     open_stage, stage, node
 ):
-    host = await open_stage(stage, "host", "Dr Host")
+    host = await open_stage(stage, "host", "Dr Host", camera="720p")
     host_id = await host.join()
     await host.go_on_stage()
     answer = await host.page.evaluate("window.medstage.publisherPc.remoteDescription.sdp")
@@ -92,6 +92,10 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
 
     viewer = await open_stage(stage, "audience", "Viewer")
     await viewer.join()
+    # "High": the highest live layer whatever the bandwidth estimate, so each switch below follows the
+    # speaker's encodings at once (the estimate's own slower up-switches: tests/media/test_bwe.py and
+    # bench/impairment.py).
+    await viewer.page.get_by_test_id("layer-select").select_option("high")
     video = await viewer.wait_for_video_of(host_id, frames=5, timeout_s=10)
     assert video["ok"], video
 

@@ -4,7 +4,8 @@
 (framesDecoded, framesReceived, freezeCount, totalFreezesDuration, nackCount, pliCount, firCount,
 jitterBufferDelay and its emitted count, packetsLost/Received, bytesReceived), the largest frameHeight and
 framesPerSecond of the moment, and the selected candidate pair's local port (the viewer's own port,
-what tests/support/impair.py impairs). ``sent_frames(page)``: a speaker's framesSent.
+what tests/support/impair.py impairs). ``sent_frames(page)``: a speaker's framesSent (of its busiest
+encoding).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ SENT_FRAMES = """async () => {
   const pc = window.medstage.publisherPc;
   let framesSent = 0;
   if (pc) (await pc.getStats()).forEach((r) => {
-    if (r.type === 'outbound-rtp' && r.kind === 'video') framesSent += r.framesSent || 0;
+    // A simulcast camera has one outbound-rtp per encoding, each with the same frames: the most of them.
+    if (r.type === 'outbound-rtp' && r.kind === 'video') framesSent = Math.max(framesSent, r.framesSent || 0);
   });
   return framesSent;
 }"""
