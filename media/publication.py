@@ -315,7 +315,6 @@ class Publication(Fanout):
         if self.kind != "video" or self.closed:
             return
         if self.keyframes.request(self._clock()):
-            stats.keyframe_requests_upstream += 1
             self._send_pli()
         self._arm_pli_timer()
 
@@ -330,7 +329,6 @@ class Publication(Fanout):
         if self.closed:
             return
         if self.keyframes.due(self._clock()):
-            stats.keyframe_requests_upstream += 1
             self._send_pli()
         self._arm_pli_timer()
 

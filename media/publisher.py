@@ -99,7 +99,8 @@ class Publisher:
 
         def send_pli() -> None:
             ssrc = state["ssrc"]
-            if ssrc is not None:
+            if ssrc is not None:  # (before the first packet: asked for when it comes)
+                stats.keyframe_requests_upstream += 1
                 self._tasks.spawn(hooks.request_keyframe(receiver, ssrc))
 
         pub = Publication(
@@ -147,7 +148,8 @@ class Publisher:
 
             def send_pli(rid: str = rid) -> None:
                 ssrc = ssrcs.get(pubs[rid])
-                if ssrc is not None:
+                if ssrc is not None:  # an encoding the browser does not send yet: asked for when it comes
+                    stats.keyframe_requests_upstream += 1
                     self._tasks.spawn(hooks.request_keyframe(receiver, ssrc))
 
             pub = Publication(
