@@ -3,6 +3,7 @@ created on one node, every WebSocket on another node of the same Redis)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,36 +52,102 @@ def node_env() -> dict[str, str]:
     return {}
 
 
+_Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class _Deployments:
+    """The suite's running deployments, shared by every module that asks for the same kind with the
+    same environment: starting 4 nodes (each with its media workers) and a Redis per module cost about
+    a minute and a half of the suite. Two environments of each kind stay up, so modules that alternate
+    between the default and ``recording_env`` restart nothing. Each test uses stage ids of its own, so
+    a node that served other modules' stages is still a fair node for the next test."""
+
+    PER_KIND = 2
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._live: dict[_Key, tuple[object, list[RunningNode], RedisServer | None]] = {}
+
+    def get(self, kind: str, env: dict[str, str]) -> object:
+        # A module may also configure its nodes through os.environ (monkeypatched): that counts too.
+        inherited = {k: v for k, v in os.environ.items() if k.startswith("MEDSTAGE_")}
+        key = (kind, tuple(sorted({**inherited, **env}.items())))
+        live = self._live.pop(key, None)
+        if live is not None:
+            self._live[key] = live  # most recently used last
+            return live[0]
+        same_kind = [k for k in self._live if k[0] == kind]
+        if len(same_kind) >= self.PER_KIND:  # the least recently used of this kind is done
+            self._stop(same_kind[0])
+        directory: Path = self._tmp.mktemp(kind)
+        redis = None if kind == "memory" else RedisServer(directory)
+        nodes: list[RunningNode] = []
+        try:
+            if redis is not None:
+                redis.start()
+                env = {**env, "MEDSTAGE_REDIS_URL": redis.url}
+            nodes.append(start_node(directory, env))
+            served: object = nodes[0]
+            if kind == "relay":
+                nodes.append(start_node(directory, env))
+                # Each node learns of the other at its next heartbeat, and tells its clients
+                # (`nodes`): so that message cannot land in the middle of a test, wait until both know.
+                deadline = time.monotonic() + 10
+                while not all(node.metrics()["medstage_nodes"] == 2 for node in nodes):
+                    assert time.monotonic() < deadline, "the nodes did not see each other's heartbeat"
+                    time.sleep(0.05)
+                served = Deployment(nodes[0], nodes[1])
+        except BaseException:
+            for node in nodes:
+                node.stop()
+            if redis is not None:
+                redis.stop()
+            raise
+        self._live[key] = (served, nodes, redis)
+        return served
+
+    def _stop(self, key: _Key) -> None:
+        _served, nodes, redis = self._live.pop(key)
+        try:
+            for node in nodes:
+                _stopped_cleanly(node)
+        finally:
+            for node in nodes:
+                node.stop()
+            if redis is not None:
+                redis.stop()
+
+    def close(self) -> None:
+        errors = []
+        for key in list(self._live):
+            try:
+                self._stop(key)
+            except AssertionError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def _deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Deployments]:
+    deployments = _Deployments(tmp_path_factory)
+    yield deployments
+    deployments.close()
+
+
+@pytest.fixture(scope="session")
+def recording_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """For a module's ``node_env``: nodes that may record (``recording.start`` is refused on a stage
+    that may not, whoever asks), into one directory for the modules that share these nodes."""
+    return {
+        "MEDSTAGE_RECORDING_MODE": "manual",
+        "MEDSTAGE_RECORDINGS_DIR": str(tmp_path_factory.mktemp("recordings")),
+    }
+
+
 @pytest.fixture(scope="module", params=["memory", "redis", "relay"])
 def module_node(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, node_env: dict[str, str]
-) -> Iterator[object]:
-    directory: Path = tmp_path_factory.mktemp(request.param)
-    if request.param == "memory":
-        node = start_node(directory, node_env)
-        yield node
-        _stopped_cleanly(node)
-        return
-    redis = RedisServer(directory)
-    redis.start()
-    env = {**node_env, "MEDSTAGE_REDIS_URL": redis.url}
-    nodes: list[RunningNode] = []
-    try:
-        nodes.append(start_node(directory, env))
-        if request.param == "redis":
-            yield nodes[0]
-        else:
-            nodes.append(start_node(directory, env))
-            # Each node learns of the other at its next heartbeat, and tells its clients (`nodes`): so
-            # that message cannot land in the middle of a test, wait until both know.
-            deadline = time.monotonic() + 10
-            while not all(node.metrics()["medstage_nodes"] == 2 for node in nodes):
-                assert time.monotonic() < deadline, "the nodes did not see each other's heartbeat"
-                time.sleep(0.05)
-            yield Deployment(nodes[0], nodes[1])
-        for node in nodes:
-            _stopped_cleanly(node)
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.stop()
+    request: pytest.FixtureRequest, _deployments: _Deployments, node_env: dict[str, str]
+) -> object:
+    """The module's node, of each kind in turn: shared with other modules of the same environment."""
+    return _deployments.get(request.param, node_env)

@@ -11,7 +11,7 @@ on Redis and through the relay (``module_node`` in tests/server/conftest.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,14 +30,10 @@ ROLES = ("host", "moderator", "speaker", "audience")
 REPLIES = ("ok", "publish.answer")  # what an accepted command is answered with
 
 
-@pytest.fixture(scope="module", autouse=True)
-def recording_allowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The nodes of this module may record (``recording.start`` is refused on a stage that may not,
-    whoever asks), into a directory of the test's own. Autouse fixtures start before ``module_node``."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MEDSTAGE_RECORDING_MODE", "manual")
-        env.setenv("MEDSTAGE_RECORDINGS_DIR", str(tmp_path_factory.mktemp("recordings")))
-        yield
+@pytest.fixture(scope="module")
+def node_env(recording_env: dict[str, str]) -> dict[str, str]:
+    """These nodes may record (recording.start is refused on a stage that may not, whoever asks)."""
+    return recording_env
 
 
 # --- a fresh stage for each cell ------------------------------------------------------------------

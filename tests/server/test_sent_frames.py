@@ -7,7 +7,6 @@ undocumented extra field, or a null where the field used to be absent, fails too
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -21,13 +20,10 @@ from tests.support.client import MedstageClient
 from tests.support.tokens import bearer, token
 
 
-@pytest.fixture(scope="module", autouse=True)
-def recording_allowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """These nodes may record (for recording.* and consent.* frames). Autouse: before ``module_node``."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MEDSTAGE_RECORDING_MODE", "manual")
-        env.setenv("MEDSTAGE_RECORDINGS_DIR", str(tmp_path_factory.mktemp("recordings")))
-        yield
+@pytest.fixture(scope="module")
+def node_env(recording_env: dict[str, str]) -> dict[str, str]:
+    """These nodes may record (recording.start is refused on a stage that may not, whoever asks)."""
+    return recording_env
 
 
 class Recorder(MedstageClient):
