@@ -1,0 +1,122 @@
+"""The playback page's data (recording/playback.py) from a session written by the recorder's parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from recording import playback
+from recording.ledger import Ledger
+from recording.sharing import SharePolicy
+from rooms.consent import ConsentRecord
+from tests.support.playback_session import (
+    AUDIENCE,
+    POLICY,
+    QUIET,
+    SESSION_S,
+    SPEAKER,
+    standard_session,
+    write_session,
+)
+
+T0 = 1_796_000_000.0
+
+
+def build(tmp_path: Path) -> tuple[Path, playback.Playback]:
+    directory = standard_session(tmp_path, "cardio", "20261203T080000Z-ab12", t0=T0, video_s=None)
+    return directory, playback.of_session(directory)
+
+
+def test_times_are_seconds_of_the_export_whose_origin_is_the_session_start(tmp_path: Path) -> None:
+    directory, data = build(tmp_path)
+    manifest = msgspec.json.decode((directory / "manifest.json").read_bytes())
+    assert playback.export_origin(manifest) == manifest["started_at"] == data.origin_at == T0
+    assert data.duration_s == SESSION_S
+    by_kind: dict[str, float] = {}
+    for marker in data.markers:
+        by_kind.setdefault(marker.kind, marker.t)
+    assert by_kind["speaker.joined"] == 1.0  # the first: SPEAKER at t0 + 1
+    assert by_kind["poll.closed"] == 7.5 and by_kind["screen.started"] == 9.0
+    assert [m.t for m in data.markers] == sorted(m.t for m in data.markers)
+
+
+def test_what_a_person_without_share_wrote_is_left_out_and_placeholders_never_shown(tmp_path: Path) -> None:
+    _, data = build(tmp_path)
+    text = playback.encode(data).decode()
+    assert [c.id for c in data.comments] == ["c-1", "c-4"]  # AUDIENCE, SPEAKER: both granted share
+    assert "not for attendees" not in text and "quiet question" not in text  # QUIET: no share
+    assert "never stored" not in text and '"redacted"' not in text  # DECLINED: placeholders
+    assert "oops wrong chat" not in text  # deleted by a moderator while live
+    assert QUIET.name not in text and QUIET.participant_id not in text  # not named anywhere
+    joined = [m for m in data.markers if m.kind == "speaker.joined"]
+    assert [(m.label, m.participant_id) for m in joined] == [
+        ("Dr Speaker went on stage", SPEAKER.participant_id),
+        ("A speaker went on stage", None),
+    ]
+
+
+def test_poll_results_keep_every_vote_and_name_only_who_shares(tmp_path: Path) -> None:
+    _, data = build(tmp_path)
+    closed = next(m.poll for m in data.markers if m.kind == "poll.closed")
+    assert closed is not None
+    assert closed.counts == [2, 1] and closed.ballots == 3  # QUIET's and DECLINED's ballots counted
+    assert [(v.name, v.choices) for v in closed.voters] == [(AUDIENCE.name, [0])]
+    assert closed.withheld_voters == 2
+
+
+def test_questions_answers_pins_and_screen_shares_are_markers(tmp_path: Path) -> None:
+    _, data = build(tmp_path)
+    kinds = [(m.kind, m.t) for m in data.markers]
+    assert ("question.asked", 5.0) in kinds and ("question.answered", 12.5) in kinds
+    assert ("comment.pinned", 8.0) in kinds
+    assert ("screen.started", 9.0) in kinds and ("screen.stopped", 12.0) in kinds
+    assert [m.kind for m in data.markers].count("question.asked") == 1  # QUIET's is not shown
+    answered = next(m for m in data.markers if m.kind == "question.answered")
+    assert answered.question is not None and answered.question.votes == 2
+    assert [(c.t, c.end, c.title) for c in data.chapters] == [
+        (0.0, 2.0, "Dr Speaker"),  # SPEAKER went on at 1 s: merged into the start
+        (2.0, 9.0, "Dr Speaker, A speaker"),
+        (9.0, 12.0, "Dr Speaker shares the screen"),
+        (12.0, 15.0, "Dr Speaker, A speaker"),
+        (15.0, SESSION_S, "Dr Speaker"),
+    ]
+
+
+def test_a_later_withdrawal_of_share_takes_the_person_out(tmp_path: Path) -> None:
+    directory, before = build(tmp_path)
+    assert any(c.author_name == SPEAKER.name for c in before.comments)
+    Ledger(directory / "consent.jsonl").append(
+        ConsentRecord(
+            record_id="consent-later",
+            stage_id="cardio",
+            session_id=directory.name,
+            participant_id=SPEAKER.participant_id,
+            identity=SPEAKER.identity,
+            name=SPEAKER.name,
+            scopes=("comments", "media"),
+            policy_version=POLICY,
+            decision="granted",
+            at=T0 + 100,
+            method="settings",
+        )  # fmt: skip
+    )
+    after = playback.of_session(directory)
+    text = playback.encode(after).decode()
+    assert SPEAKER.name not in text and "Slides follow by mail" not in text
+    assert [c.id for c in after.comments] == ["c-1"]
+
+
+def test_who_was_on_stage_when_recording_started_opens_the_first_chapter(tmp_path: Path) -> None:
+    track = {"participant_id": SPEAKER.participant_id, "kind": "video", "source": "camera",
+             "capture_started_at": T0 + 0.2, "first_frame_at": T0 + 0.25}  # fmt: skip
+    directory = write_session(
+        tmp_path, "cardio", "s-1", [SPEAKER], [], started_at=T0, stopped_at=T0 + 5, tracks=[track]
+    )
+    data = playback.build(
+        msgspec.json.decode((directory / "manifest.json").read_bytes()),
+        playback.load_events(directory),
+        SharePolicy.of_session(directory),
+    )
+    assert [(c.t, c.title) for c in data.chapters] == [(0.0, "Dr Speaker")]
+    assert data.markers == []  # already there: no "went on stage"
