@@ -16,13 +16,16 @@ Range request of the video, and nowhere else. The platform's link carries the to
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from recording import playback
 from recording.sharing import SharePolicy
@@ -233,11 +236,32 @@ async def video(request: web.Request) -> web.StreamResponse:
     path = watched.directory / EXPORT
     if not path.is_file():
         return problem(404, "not_exported", "this session has no composite export yet")
-    response = web.FileResponse(
+    response = _ExportResponse(
         path, headers={"Cache-Control": "private, no-cache", "Referrer-Policy": "no-referrer"}
     )
     response.content_type = "video/mp4"
     return response
+
+
+class _ExportResponse(web.FileResponse):
+    """aiohttp's FileResponse, with If-Range by entity tag honoured: aiohttp reads If-Range as a date
+    only, and served the range whatever the tag said. An export rebuilt since the client cached its
+    first part (a later withdrawal of ``share`` rebuilds it) must come whole (RFC 9110, 13.1.5)."""
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        tag = request.headers.get("If-Range", "")
+        if tag.startswith(('"', "W/")) and "Range" in request.headers:
+            try:
+                st = await asyncio.to_thread(os.stat, self._path)
+                current = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'  # aiohttp's own ETag of the file
+            except OSError:
+                current = None
+            if tag != current:  # a weak tag never matches for If-Range (RFC 9110, 8.8.3.2)
+                headers = CIMultiDict(request.headers)
+                del headers["Range"]
+                del headers["If-Range"]
+                request = request.clone(headers=headers)
+        return await super().prepare(request)
 
 
 def routes() -> list[web.RouteDef]:
