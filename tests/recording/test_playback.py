@@ -99,7 +99,7 @@ def test_a_later_withdrawal_of_share_takes_the_person_out(tmp_path: Path) -> Non
             decision="granted",
             at=T0 + 100,
             method="settings",
-        )  # fmt: skip
+        )
     )
     after = playback.of_session(directory)
     text = playback.encode(after).decode()
@@ -108,8 +108,13 @@ def test_a_later_withdrawal_of_share_takes_the_person_out(tmp_path: Path) -> Non
 
 
 def test_who_was_on_stage_when_recording_started_opens_the_first_chapter(tmp_path: Path) -> None:
-    track = {"participant_id": SPEAKER.participant_id, "kind": "video", "source": "camera",
-             "capture_started_at": T0 + 0.2, "first_frame_at": T0 + 0.25}  # fmt: skip
+    track = {
+        "participant_id": SPEAKER.participant_id,
+        "kind": "video",
+        "source": "camera",
+        "capture_started_at": T0 + 0.2,
+        "first_frame_at": T0 + 0.25,
+    }
     directory = write_session(
         tmp_path, "cardio", "s-1", [SPEAKER], [], started_at=T0, stopped_at=T0 + 5, tracks=[track]
     )
