@@ -161,8 +161,8 @@ class _Builder:
     def __init__(self, manifest: Mapping[str, Any], policy: SharePolicy) -> None:
         self.policy = policy
         self.origin = export_origin(manifest)
-        started, stopped = manifest.get("started_at"), manifest.get("stopped_at")
-        self.duration = round(float(stopped) - float(started), 3) if stopped is not None else None
+        stopped = manifest.get("stopped_at")
+        self.duration = round(float(stopped) - self.origin, 3) if stopped is not None else None
         self.manifest = manifest
         self.names: dict[str, str] = {}
         for person in manifest.get("participants") or ():

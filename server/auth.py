@@ -244,7 +244,7 @@ class Authenticator:
         exp = body.get("exp")
         if not _numeric_date(exp) or exp <= self.clock():
             raise Unauthorized("token_expired", "the access cookie has expired: open the link again")
-        return body
+        return dict(body)
 
     def _mac(self, key: str, purpose: str, data: str) -> bytes:
         message = f"medstage sealed v1\n{purpose}\n{data}".encode()
