@@ -17,6 +17,7 @@ Range request of the video, and nowhere else. The platform's link carries the to
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from rooms.clubs import ClubError
 from server.api import spec
 from server.api.common import answer, problem
 from server.auth import WATCH, AuthError, Claims, Forbidden, Unauthorized
+from server.backend import BackendError
 from server.host.node import Node
 
 COOKIE = "medstage_watch"
@@ -93,7 +95,8 @@ async def _check_viewer(node: Node, claims: Claims, directory: Path, manifest: d
     claims.require_stage(manifest["stage_id"], club)
     if claims.has("record") or claims.named(WATCH):
         return
-    if claims.identity in SharePolicy.of_session(directory).identities.values():
+    policy = await asyncio.to_thread(SharePolicy.of_session, directory)
+    if claims.identity in policy.identities.values():
         return
     if club is not None:
         try:
@@ -150,15 +153,23 @@ async def _watched(request: web.Request, *, cookie: bool = True) -> Watched:
     raise web.HTTPNotFound()
 
 
-def _refused(exc: AuthError) -> web.Response:
-    response = problem(exc.status, exc.code, exc.message)
-    if isinstance(exc, Unauthorized):
-        response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{exc.code}"'
-    return response
-
-
-def _not_found() -> web.Response:
-    return problem(404, "not_found", "no such recording session")
+async def _resolve(request: web.Request, *, cookie: bool = True) -> Watched | web.Response:
+    """``_watched``, or the problem document that refuses the caller."""
+    try:
+        return await _watched(request, cookie=cookie)
+    except AuthError as exc:
+        response = problem(exc.status, exc.code, exc.message)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="invalid_token", error_description="{exc.code}"'
+            )
+        return response
+    except web.HTTPNotFound:
+        return problem(404, "not_found", "no such recording session")
+    except BackendError as exc:  # the club's members could not be read
+        response = problem(503, "unavailable", f"the shared store is unreachable: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
 
 
 # --- handlers --------------------------------------------------------------------------------------
@@ -167,26 +178,23 @@ def _not_found() -> web.Response:
 async def page(request: web.Request) -> web.Response:
     """The page, with the status its caller's access gives: the same bytes for every session and
     every status (it holds no data), so a 401 page can still exchange a token from its fragment."""
-    status = 200
-    try:
-        await _watched(request)
-    except AuthError as exc:
-        status = exc.status
-    except web.HTTPNotFound:
-        status = 404
-    response = web.Response(body=PAGE.read_bytes(), status=status, content_type="text/html", charset="utf-8")
+    found = await _resolve(request)
+    status = found.status if isinstance(found, web.Response) else 200
+    response = web.Response(body=_page(), status=status, content_type="text/html", charset="utf-8")
     response.headers.update(_SECURITY)
     return response
 
 
+@functools.cache
+def _page() -> bytes:
+    return PAGE.read_bytes()
+
+
 async def access(request: web.Request) -> web.Response:
     """Exchange a bearer token for the session's cookie (204)."""
-    try:
-        watched = await _watched(request, cookie=False)
-    except AuthError as exc:
-        return _refused(exc)
-    except web.HTTPNotFound:
-        return _not_found()
+    watched = await _resolve(request, cookie=False)
+    if isinstance(watched, web.Response):
+        return watched
     node: Node = request.app["node"]
     ttl = request.app["config"].playback_cookie_ttl_s
     session_id = request.match_info["session_id"]
@@ -208,31 +216,32 @@ async def access(request: web.Request) -> web.Response:
 
 async def playback_data(request: web.Request) -> web.Response:
     """Chapters, markers and comments (recording/playback.py) and where the video is."""
-    try:
-        watched = await _watched(request, cookie=request.path.startswith("/r/"))
-    except AuthError as exc:
-        return _refused(exc)
-    except web.HTTPNotFound:
-        return _not_found()
-    data = playback.build(
-        watched.manifest, playback.load_events(watched.directory), SharePolicy.of_session(watched.directory)
-    )
+    watched = await _resolve(request, cookie=request.path.startswith("/r/"))
+    if isinstance(watched, web.Response):
+        return watched
+    # A long session's timeline is megabytes: read and built off the event loop the stages share.
+    data = await asyncio.to_thread(_build, watched)
     data.video_url = f"/r/{request.match_info['session_id']}/composite.mp4"
-    data.video_ready = (watched.directory / EXPORT).is_file()
     response = answer(data)
     response.headers.update(_SECURITY)
     return response
 
 
+def _build(watched: Watched) -> playback.Playback:
+    directory = watched.directory
+    data = playback.build(
+        watched.manifest, playback.load_events(directory), SharePolicy.of_session(directory)
+    )
+    data.video_ready = (directory / EXPORT).is_file()
+    return data
+
+
 async def video(request: web.Request) -> web.StreamResponse:
     """The composite export; Range requests are answered 206 (aiohttp's FileResponse: single ranges,
     If-Range, 416 for a range outside the file)."""
-    try:
-        watched = await _watched(request)
-    except AuthError as exc:
-        return _refused(exc)
-    except web.HTTPNotFound:
-        return _not_found()
+    watched = await _resolve(request)
+    if isinstance(watched, web.Response):
+        return watched
     path = watched.directory / EXPORT
     if not path.is_file():
         return problem(404, "not_exported", "this session has no composite export yet")

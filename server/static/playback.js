@@ -198,7 +198,20 @@ async function main() {
   for (const event of ['timeupdate', 'seeked', 'seeking', 'loadedmetadata']) {
     video.addEventListener(event, followPlayhead);
   }
+  video.addEventListener('error', explainVideoError);
   video.src = data.video_url;
+}
+
+/** The video stopped loading: most likely the cookie expired (or access was revoked) mid-talk. */
+async function explainVideoError() {
+  const response = await fetch(`${base}/playback.json`, { credentials: 'same-origin' }).catch(() => null);
+  if (response && !response.ok) {
+    state.error = await problemOf(response);
+    showMessage(state.error.title, state.error.text);
+  } else {
+    state.error = { title: 'The video could not be played', text: video.error?.message || '' };
+    showMessage(state.error.title, state.error.text);
+  }
 }
 
 main().catch((error) => {
