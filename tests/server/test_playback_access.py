@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from recording.ledger import Ledger
+from rooms.consent import ConsentRecord
 from server.auth import Authenticator
 from tests.conftest import RunningNode, start_node
-from tests.support.playback_session import AUDIENCE, HOST, SPEAKER, standard_session
+from tests.support.playback_session import AUDIENCE, HOST, POLICY, SPEAKER, standard_session
 from tests.support.tokens import admin_token, token
 
 STAGE, OTHER, CLUB = "cardio-rounds", "neuro-rounds", "cardio-club"
@@ -236,3 +238,29 @@ def test_the_export_is_404_until_it_exists(node: RunningNode) -> None:
     assert answer.status == 404 and answer.json()["code"] == "not_exported"
     data = call(node, "GET", f"/api/recordings/{SHARED_ID}/playback", admin_token()).json()
     assert data["video_ready"] is False and data["video_url"] == f"/r/{SHARED_ID}/composite.mp4"
+
+
+def test_a_later_withdrawal_of_share_shows_at_the_next_load(node: RunningNode, root: Path) -> None:
+    directory = standard_session(root, STAGE, "20261203T100000Z-aa00", club_id=CLUB, video_s=None)
+    path = f"/api/recordings/{directory.name}/playback"
+    before = call(node, "GET", path, admin_token()).json()
+    assert call(node, "GET", path, admin_token()).body == json.dumps(before, separators=(",", ":")).encode()
+    assert "c-1" in [c["id"] for c in before["comments"]]  # AUDIENCE's
+    Ledger(directory / "consent.jsonl").append(
+        ConsentRecord(
+            record_id="consent-later",
+            stage_id=STAGE,
+            session_id=directory.name,
+            participant_id=AUDIENCE.participant_id,
+            identity=AUDIENCE.identity,
+            name=AUDIENCE.name,
+            scopes=("comments", "media"),
+            policy_version=POLICY,
+            decision="granted",
+            at=time.time(),
+            method="settings",
+        )
+    )
+    after = call(node, "GET", path, admin_token()).json()
+    assert [c["id"] for c in after["comments"]] == ["c-4"]
+    assert AUDIENCE.name not in json.dumps(after)
