@@ -21,6 +21,7 @@ const MESSAGES = {
 };
 
 function showMessage(title, text = '') {
+  $('comments-empty').hidden = true;
   $('message-title').textContent = title;
   $('message-text').textContent = text;
   $('playback-message').hidden = false;
@@ -29,8 +30,9 @@ function showMessage(title, text = '') {
 
 async function problemOf(response) {
   const body = await response.json().catch(() => ({}));
-  const [title, text] = MESSAGES[response.status] || ['The recording could not be loaded', ''];
-  return { status: response.status, code: body.code || null, title, text: body.detail || text };
+  const known = MESSAGES[response.status];
+  const [title, text] = known || ['The recording could not be loaded', body.detail || ''];
+  return { status: response.status, code: body.code || null, detail: body.detail || null, title, text };
 }
 
 function clock(seconds) {
