@@ -216,6 +216,11 @@ async function explainVideoError() {
   }
 }
 
+// A link opened on the page already open only changes its fragment: start again with its token.
+window.addEventListener('hashchange', () => {
+  if (new URLSearchParams(window.location.hash.slice(1)).has('token')) window.location.reload();
+});
+
 main().catch((error) => {
   state.error = { title: 'The recording could not be loaded', text: String(error) };
   showMessage(state.error.title);

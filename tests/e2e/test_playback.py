@@ -4,7 +4,6 @@ browser's Range requests are answered 206, and the comment list follows the play
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +19,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 STAGE, SESSION = "cardio-rounds", "20261203T080000Z-ab12"
 
 
-@pytest.fixture
-def playback_node(tmp_path: Path) -> Iterator[RunningNode]:
+@pytest.fixture(scope="module")
+def playback_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    """A node whose recordings hold one session with its composite export (the module's tests only
+    read it)."""
+    tmp_path = tmp_path_factory.mktemp("playback")
     root = tmp_path / "recordings"
     standard_session(root, STAGE, SESSION, video_s=VIDEO_S)
     running = start_node(tmp_path, {"MEDSTAGE_RECORDINGS_DIR": str(root)})
@@ -113,6 +115,32 @@ async def test_the_page_plays_seeks_to_markers_and_replays_comments(
         assert videos, "the video was never requested"
         assert all(status == 206 for status, _ in videos), videos
         assert any(sent and sent.startswith("bytes=") for _, sent in videos), videos
+        unexpected = unexpected_errors([viewer])
+    finally:
+        await context.close()
+    check_errors(unexpected)
+
+
+async def test_without_a_link_or_with_another_stages_token_nothing_plays(
+    browser: Browser, playback_node: RunningNode
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    viewer = watch(page, "stranger")
+    viewer.tolerate(r"status of 40[13] \([A-Za-z]+\) @ \S+/r/" + SESSION, "refused on purpose")
+    media: list[str] = []
+    page.on("request", lambda request: media.append(request.url) if "composite" in request.url else None)
+    try:
+        await page.goto(f"{playback_node.url}/r/{SESSION}")
+        await expect(page.get_by_test_id("playback-message")).to_contain_text("needs an access link")
+        assert await page.evaluate("window.medstagePlayback.error.status") == 401
+        wrong = token("neuro-rounds", "host", "id-elsewhere")
+        await page.goto(f"{playback_node.url}/r/{SESSION}#token={wrong}")
+        await expect(page.get_by_test_id("playback-message")).to_contain_text("not shared with you")
+        assert await page.evaluate("window.medstagePlayback.error.code") == "token_wrong_stage"
+        await expect(page.get_by_test_id("playback-video")).to_be_hidden()
+        assert await page.locator('[data-testid="playback-marker"]').count() == 0
+        assert media == [], "no request for the video"
         unexpected = unexpected_errors([viewer])
     finally:
         await context.close()
