@@ -52,7 +52,6 @@ LEEWAY_S = 10  # clocks of the platform and the nodes may differ this much
 MAX_TTL_S = 7 * 24 * 3600
 
 
-
 class AuthError(Exception):
     status = 401
     close_code = CloseCode.UNAUTHORIZED
@@ -214,7 +213,6 @@ class Authenticator:
         if verified.expires_at <= self.clock() - LEEWAY_S:
             raise Unauthorized("token_expired", "the access token has expired")
         return verified
-
 
     # --- sealed values (the playback page's cookie) ------------------------------------------------
 
