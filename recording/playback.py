@@ -119,7 +119,7 @@ class Playback(Struct, kw_only=True):
     stage_id: str
     title: str | None
     origin_at: float  # the wall-clock time of the export's t=0 (``export_origin``)
-    duration_s: float | None  # of the session, from its manifest (the video says its own)
+    duration_s: float | None  # of the export (its state), else from the origin to the session's stop
     video_url: str | None = None  # filled in by the server: where the page loads the export
     video_ready: bool = False
     chapters: list[Chapter] = []
@@ -127,11 +127,33 @@ class Playback(Struct, kw_only=True):
     comments: list[CommentItem] = []
 
 
-def export_origin(manifest: Mapping[str, Any]) -> float:
-    """The wall-clock time of the composite export's t=0: the session's ``started_at`` (when
-    recording started). A track is placed at ``first_frame_at - export_origin(manifest)``; what
-    precedes a first frame is the layout without it. One definition for the export and the page."""
-    return float(manifest["started_at"])
+def export_origin(manifest: Mapping[str, Any], policy: SharePolicy) -> float:
+    """The wall-clock time of the composite export's t=0: the earliest ``first_frame_at`` of the
+    tracks it shows (their owner granted ``share``, and they hold frames), else the session's
+    ``started_at``. The export places each track at ``first_frame_at - origin``
+    (recording/composite/plan.py); one definition for the export and the page."""
+    firsts = [
+        float(track["first_frame_at"])
+        for track in manifest.get("tracks") or ()
+        if isinstance(track.get("first_frame_at"), int | float)
+        and track.get("frames")
+        and policy.track_shared(track)
+    ]
+    return min(firsts) if firsts else float(manifest["started_at"])
+
+
+def exported_origin(session_dir: Path) -> tuple[float, float | None] | None:
+    """The origin (and duration) the export wrote into ``exports/composite.json``: the t=0 of the file
+    actually served, which a consent decision made since may have moved (until it is exported again)."""
+    try:
+        state = json.loads((session_dir / "exports" / "composite.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    origin = state.get("origin") if isinstance(state, dict) else None
+    if isinstance(origin, bool) or not isinstance(origin, int | float):
+        return None
+    duration = state.get("duration_s")
+    return float(origin), float(duration) if isinstance(duration, int | float) else None
 
 
 def load_events(session_dir: Path) -> list[dict[str, Any]]:
@@ -147,22 +169,39 @@ def load_events(session_dir: Path) -> list[dict[str, Any]]:
     return []
 
 
-def of_session(session_dir: Path) -> Playback:
-    manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
-    return build(manifest, load_events(session_dir), SharePolicy.of_session(session_dir))
+def of_session(session_dir: Path, manifest: Mapping[str, Any] | None = None) -> Playback:
+    """``build`` from the session's files, in seconds of its export when there is one."""
+    if manifest is None:
+        manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
+    exported = exported_origin(session_dir)
+    origin, duration = exported if exported is not None else (None, None)
+    policy = SharePolicy.of_session(session_dir)
+    return build(manifest, load_events(session_dir), policy, origin=origin, duration_s=duration)
 
 
-def build(manifest: Mapping[str, Any], events: Iterable[Mapping[str, Any]], policy: SharePolicy) -> Playback:
-    """Chapters, markers and comments of a session, filtered by ``policy`` (module docstring)."""
-    return _Builder(manifest, policy).run(events)
+def build(
+    manifest: Mapping[str, Any],
+    events: Iterable[Mapping[str, Any]],
+    policy: SharePolicy,
+    *,
+    origin: float | None = None,
+    duration_s: float | None = None,
+) -> Playback:
+    """Chapters, markers and comments of a session, filtered by ``policy`` (module docstring).
+    ``origin``: the export's t=0 if known (else ``export_origin``); ``duration_s``: the export's."""
+    return _Builder(manifest, policy, origin, duration_s).run(events)
 
 
 class _Builder:
-    def __init__(self, manifest: Mapping[str, Any], policy: SharePolicy) -> None:
+    def __init__(
+        self, manifest: Mapping[str, Any], policy: SharePolicy, origin: float | None, duration: float | None
+    ) -> None:
         self.policy = policy
-        self.origin = export_origin(manifest)
+        self.origin = export_origin(manifest, policy) if origin is None else origin
         stopped = manifest.get("stopped_at")
-        self.duration = round(float(stopped) - self.origin, 3) if stopped is not None else None
+        if duration is None and isinstance(stopped, int | float):
+            duration = max(0.0, float(stopped) - self.origin)
+        self.duration = None if duration is None else round(duration, 3)
         self.manifest = manifest
         self.names: dict[str, str] = {}
         for person in manifest.get("participants") or ():

@@ -248,9 +248,7 @@ class _Built:
             if entry is not None and entry[0] == stamp:
                 self._entries.move_to_end(directory)
                 return entry[1]
-        data = playback.build(
-            watched.manifest, playback.load_events(directory), SharePolicy.of_session(directory)
-        )
+        data = playback.of_session(directory, watched.manifest)
         data.video_url = f"/r/{directory.name}/composite.mp4"
         data.video_ready = stamp[-1] is not None
         body = msgspec.json.encode(data)
@@ -262,7 +260,14 @@ class _Built:
         return body
 
 
-_SOURCES = ("manifest.json", "timeline.msgpack", "timeline.json", "consent.jsonl", str(EXPORT))
+_SOURCES = (
+    "manifest.json",
+    "timeline.msgpack",
+    "timeline.json",
+    "consent.jsonl",
+    "exports/composite.json",  # the export's origin
+    str(EXPORT),  # last: video_ready
+)
 _CACHE = _Built()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import msgspec
@@ -16,6 +17,8 @@ from tests.support.playback_session import (
     QUIET,
     SESSION_S,
     SPEAKER,
+    Person,
+    standard_events,
     standard_session,
     write_session,
 )
@@ -28,10 +31,11 @@ def build(tmp_path: Path) -> tuple[Path, playback.Playback]:
     return directory, playback.of_session(directory)
 
 
-def test_times_are_seconds_of_the_export_whose_origin_is_the_session_start(tmp_path: Path) -> None:
+def test_without_a_shared_track_times_are_seconds_from_the_session_start(tmp_path: Path) -> None:
     directory, data = build(tmp_path)
     manifest = msgspec.json.decode((directory / "manifest.json").read_bytes())
-    assert playback.export_origin(manifest) == manifest["started_at"] == data.origin_at == T0
+    policy = SharePolicy.of_session(directory)
+    assert playback.export_origin(manifest, policy) == manifest["started_at"] == data.origin_at == T0
     assert data.duration_s == SESSION_S
     by_kind: dict[str, float] = {}
     for marker in data.markers:
@@ -125,3 +129,52 @@ def test_who_was_on_stage_when_recording_started_opens_the_first_chapter(tmp_pat
     )
     assert [(c.t, c.title) for c in data.chapters] == [(0.0, "Dr Speaker")]
     assert data.markers == []  # already there: no "went on stage"
+
+
+def track(who: Person, first: float, frames: int = 50, kind: str = "video") -> dict[str, object]:
+    return {
+        "participant_id": who.participant_id,
+        "kind": kind,
+        "source": "camera",
+        "frames": frames,
+        "file": f"tracks/{who.participant_id}-{kind}-1.webm",
+        "capture_started_at": first - 0.05,
+        "first_frame_at": first,
+    }
+
+
+def test_the_origin_is_the_first_frame_the_export_shows(tmp_path: Path) -> None:
+    tracks = [
+        track(QUIET, T0 + 0.4),  # no share: not in the export, so not its t=0
+        track(AUDIENCE, T0 + 0.6, frames=0),  # nothing written
+        track(SPEAKER, T0 + 1.25, kind="audio"),
+        track(SPEAKER, T0 + 1.5),
+    ]
+    directory = write_session(
+        tmp_path,
+        "cardio",
+        "s-2",
+        [SPEAKER, QUIET, AUDIENCE],
+        standard_events("cardio", T0),
+        started_at=T0,
+        stopped_at=T0 + SESSION_S,
+        tracks=tracks,
+    )
+    data = playback.of_session(directory)
+    assert data.origin_at == T0 + 1.25
+    assert data.duration_s == SESSION_S - 1.25
+    assert [c.t for c in data.comments] == [3.0 - 1.25, 13.0 - 1.25]
+
+
+def test_the_origin_the_export_wrote_wins(tmp_path: Path) -> None:
+    """The file served is the judge: its state names the t=0 it was made with (a consent decision
+    made since may move export_origin until the session is exported again)."""
+    directory, _ = build(tmp_path)
+    (directory / "exports").mkdir()
+    state = {"version": 1, "status": "done", "origin": T0 + 2.0, "duration_s": 15.5}
+    (directory / "exports" / "composite.json").write_text(json.dumps(state))
+    data = playback.of_session(directory)
+    assert (data.origin_at, data.duration_s) == (T0 + 2.0, 15.5)
+    assert [c.t for c in data.comments] == [1.0, 11.0]
+    (directory / "exports" / "composite.json").write_text("{not json")  # a torn state: ignored
+    assert playback.of_session(directory).origin_at == T0

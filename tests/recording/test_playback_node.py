@@ -58,6 +58,12 @@ async def test_a_recorded_session_plays_back_only_what_was_shared(
         session = rec_root / stage / session_id
         await yes.wait_for("recording.started", timeout=5)
         await yes.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+
+        def capturing() -> bool:  # both tracks have their first frame (the recorder notes it at once)
+            tracks = json.loads((session / "manifest.json").read_text())["tracks"]
+            return sum(t["first_frame_at"] is not None for t in tracks) == 2
+
+        await eventually(capturing, 10)
         await yes.request({"type": "comment.post", "text": "shared: slides follow"})
         await quiet.request({"type": "comment.post", "text": "quiet: not for attendees"})
         asked = await yes.request({"type": "question.ask", "text": "Is the dose weight-based?"})
@@ -80,7 +86,8 @@ async def test_a_recorded_session_plays_back_only_what_was_shared(
     assert kinds["question.asked"]["question"]["text"] == "Is the dose weight-based?"
     assert kinds["question.answered"]["t"] >= kinds["question.asked"]["t"]
     assert 0 <= kinds["speaker.joined"]["t"] <= data["duration_s"]
-    assert data["origin_at"] == manifest["started_at"]
+    firsts = [t["first_frame_at"] for t in manifest["tracks"] if t["participant_id"] == yes.participant_id]
+    assert len(firsts) == 2 and data["origin_at"] == min(firsts) > manifest["started_at"], (data, manifest)
 
     # Who was there may watch (sharing or not); a token for the stage of someone who was not may not.
     assert (await playback(recording_node, session_id, token(stage, "audience", ids["quiet"])))[0] == 200
