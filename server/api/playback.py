@@ -185,6 +185,8 @@ async def page(request: web.Request) -> web.Response:
     status = found.status if isinstance(found, web.Response) else 200
     response = web.Response(body=_page(), status=status, content_type="text/html", charset="utf-8")
     response.headers.update(_SECURITY)
+    # Its cookie is SameSite=Strict, so a page framed by another site would not play anyway: say so.
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
 
 
