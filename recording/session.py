@@ -301,6 +301,8 @@ class SessionRecorder:
         return {
             "version": MANIFEST_VERSION,
             "stage_id": self.stage.id,
+            # Who may watch the session later includes the club's members (docs/recording.md, Playback).
+            "club_id": self.stage.club_id,
             "title": self.stage.title,
             "session_id": self.session_id,
             "status": self.status,

@@ -2,9 +2,10 @@
 
 A token says who someone is (``sub``: the identity; ``name``), where they may go (``stage``, or
 ``club`` for every stage of a club), as what (``role``), what they may do (``grants``: publish,
-subscribe, comment, moderate, record; by default everything their role allows) and until when
-(``exp``). A platform token (``admin: true``) may use the whole HTTP API. The key that signed a token
-is in its header (``kid``), so keys can be rotated: configure the new pair beside the old one.
+subscribe, comment, moderate, record; by default everything their role allows; and ``watch``, which
+no role implies: the platform's leave to watch the stage's recordings without having been there) and
+until when (``exp``). A platform token (``admin: true``) may use the whole HTTP API. The key that
+signed a token is in its header (``kid``), so keys can be rotated: configure the new pair beside the old one.
 
 Without configured keys the node runs in *development mode*: it signs with a built-in development key,
 and ``POST /api/dev/token`` hands tokens to anyone (the browser client uses it so that
@@ -18,6 +19,10 @@ a valid token for another stage or club, without the grant a call needs, or for 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -29,10 +34,14 @@ import jwt
 from rooms.text import bad_text_message, find_bad_text
 from server.closecodes import CloseCode
 
-GRANTS = frozenset({"publish", "subscribe", "comment", "moderate", "record"})
+# What roles do on a live stage; ``watch`` (recordings' playback, server/api/playback.py) is given by
+# name only: an attendee's token must not open every past session of its stage by default.
+STAGE_GRANTS = frozenset({"publish", "subscribe", "comment", "moderate", "record"})
+WATCH = "watch"
+GRANTS = STAGE_GRANTS | {WATCH}
 ROLES = ("host", "moderator", "speaker", "audience")
 ROLE_GRANTS: dict[str, frozenset[str]] = {
-    "host": GRANTS,
+    "host": STAGE_GRANTS,
     "moderator": frozenset({"subscribe", "comment", "moderate", "record"}),
     "speaker": frozenset({"publish", "subscribe", "comment"}),
     "audience": frozenset({"publish", "subscribe", "comment"}),  # publish: once invited on stage
@@ -41,7 +50,6 @@ DEV_KEY = "dev"
 DEV_SECRET = "medstage-development-secret-not-for-production"  # public by design: dev mode only
 LEEWAY_S = 10  # clocks of the platform and the nodes may differ this much
 MAX_TTL_S = 7 * 24 * 3600
-
 
 
 class AuthError(Exception):
@@ -86,6 +94,11 @@ class Claims:
             return True
         allowed = grant in ROLE_GRANTS.get(self.role or "audience", frozenset())
         return allowed and (self.grants is None or grant in self.grants)
+
+    def named(self, grant: str) -> bool:
+        """The token names ``grant`` itself (or is a platform token): for ``watch``, which no role
+        implies."""
+        return self.admin or (self.grants is not None and grant in self.grants)
 
     def require(self, grant: str) -> None:
         if not self.has(grant):
@@ -200,6 +213,44 @@ class Authenticator:
         if verified.expires_at <= self.clock() - LEEWAY_S:
             raise Unauthorized("token_expired", "the access token has expired")
         return verified
+
+    # --- sealed values (the playback page's cookie) ------------------------------------------------
+
+    def seal(self, purpose: str, payload: dict[str, Any], ttl_s: float) -> str:
+        """``payload`` and an expiry, signed with the first key for ``purpose`` alone: never a JWT,
+        so a sealed value is no access token anywhere, and one purpose's is refused by another."""
+        key = next(iter(self.keys))
+        body = {**payload, "exp": int(self.clock() + ttl_s), "kid": key}
+        data = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+        return f"{data}.{_b64(self._mac(key, purpose, data))}"
+
+    def unseal(self, purpose: str, value: str | None) -> dict[str, Any]:
+        """The payload of a value ``seal`` made for ``purpose``, unexpired (``Unauthorized`` if not)."""
+        if not value or not value.isascii() or value.count(".") != 1:
+            raise Unauthorized("token_missing" if not value else "token_invalid", "no valid access cookie")
+        data, mac = value.split(".")
+        try:
+            body = json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
+            given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
+        except (ValueError, TypeError):
+            raise Unauthorized("token_invalid", "the access cookie is malformed") from None
+        key = body.get("kid") if isinstance(body, dict) else None
+        if not isinstance(key, str) or key not in self.keys:
+            raise Unauthorized("token_invalid", "the access cookie is signed by an unknown key")
+        if not hmac.compare_digest(given, self._mac(key, purpose, data)):
+            raise Unauthorized("token_invalid", "the access cookie's signature is wrong")
+        exp = body.get("exp")
+        if not _numeric_date(exp) or exp <= self.clock():
+            raise Unauthorized("token_expired", "the access cookie has expired: open the link again")
+        return dict(body)
+
+    def _mac(self, key: str, purpose: str, data: str) -> bytes:
+        message = f"medstage sealed v1\n{purpose}\n{data}".encode()
+        return hmac.new(self.keys[key].encode(), message, hashlib.sha256).digest()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def _claims(raw: dict[str, Any], key: str) -> Claims:

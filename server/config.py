@@ -83,6 +83,8 @@ class Config:
     recordings_dir: str = field(default_factory=lambda: str(default_root(os.environ)))
     signing_key: str = ""  # empty: keys/ledger-ed25519.key beside recordings_dir (recording/signing.py)
     recording_mode: str = "manual"
+    # How long the playback page's cookie opens one session (/r/<session>; docs/recording.md, Playback).
+    playback_cookie_ttl_s: float = 14_400.0
     consent_policy_version: str = "2026-11"
     consent_policy_file: str = ""
     speaking_requires_consent: bool = False
@@ -322,6 +324,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("max_frame_bytes must be at least 1024")
     if not 4 <= config.max_depth <= 512:  # deeper would let the decoders' recursion be the limit
         raise ConfigError("max_depth must be 4-512")
+    if not 60 <= config.playback_cookie_ttl_s <= 7 * 24 * 3600:
+        raise ConfigError("playback_cookie_ttl_s must be 60-604800")
     if not 1 <= config.comment_max_chars <= 10_000:
         raise ConfigError("comment_max_chars must be 1-10000")
     if config.comment_history < 0 or config.comment_rate < 1 or config.comment_rate_window_s <= 0:

@@ -15,7 +15,7 @@ from server.host.node import Node
 
 # server/auth.py's ROLES and GRANTS, spelled out for the schemas and the type checker (a test compares).
 Role = Literal["host", "moderator", "speaker", "audience"]
-Grant = Literal["comment", "moderate", "publish", "record", "subscribe"]
+Grant = Literal["comment", "moderate", "publish", "record", "subscribe", "watch"]
 
 
 class Problem(msgspec.Struct, kw_only=True):

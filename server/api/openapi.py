@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api import clubs, health, quality, recordings, spec, stages, tokens
+from server.api import clubs, health, playback, quality, recordings, spec, stages, tokens
 from server.api.common import Problem
 
 _OWN = spec.Paths("operations")
@@ -28,7 +28,15 @@ _OWN.add(
 )
 # The node's document; the clubs' paths are merged in when served (``document(clubs.OPENAPI_PATHS)``),
 # their schemas are here already.
-_MODULES = (stages.OPENAPI, quality.OPENAPI, recordings.OPENAPI, tokens.OPENAPI, health.OPENAPI, _OWN)
+_MODULES = (
+    stages.OPENAPI,
+    quality.OPENAPI,
+    recordings.OPENAPI,
+    playback.OPENAPI,
+    tokens.OPENAPI,
+    health.OPENAPI,
+    _OWN,
+)
 
 _DOCUMENT: spec.Schema = {
     "openapi": "3.1.0",

@@ -83,6 +83,7 @@ class RecordingManifest(Struct, kw_only=True):
 
     version: Literal[1]
     stage_id: str
+    club_id: str | None = None  # the stage's club when it was recorded
     title: str | None = None
     session_id: str
     status: Status

@@ -243,6 +243,19 @@ async def test_a_node_answers_as_its_document_says(
         assert r.status == 404
         await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}/files/{name}")
 
+    async with http.get("/api/recordings/nope/playback") as r:
+        assert r.status == 401
+        await api.check(r, "/api/recordings/{session_id}/playback")
+    async with http.get("/api/recordings/nope/playback", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/recordings/{session_id}/playback")
+    async with http.post("/r/nope/access", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/r/{session_id}/access")
+    async with http.get("/r/nope/composite.mp4", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/r/{session_id}/composite.mp4")
+
     async with http.post(stage_path + "/end", headers=bearer(token(stage, "audience"))) as r:
         assert r.status == 403  # no "moderate" grant
         await api.check(r, "/api/stages/{stage_id}/end")
