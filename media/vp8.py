@@ -163,3 +163,12 @@ def picture_fields(payload: bytes | bytearray) -> tuple[int, int, int, int, int]
         d.tl0picidx_pos,
         d.tl0picidx or 0,
     )
+
+
+def temporal_layer(payload: bytes | bytearray) -> tuple[int, bool, bool] | None:
+    """For a frame's first packet: (TID, Y, whether it carries a picture id); None without a T bit
+    (no temporal layers) or when truncated. What a temporal-layer switch decides on, once per frame."""
+    d = parse(payload)
+    if d is None or d.tid is None:
+        return None
+    return d.tid, d.layer_sync, d.picture_id is not None
