@@ -262,7 +262,7 @@ def forward_rewriting(
                     temporal.resume(slot, first_seq)
                 sending.append(slot)
             else:
-                temporal.drop(slot, len(packets), has_pid)
+                temporal.drop(slot, first_seq, len(packets), has_pid)
     buffer = fanout._buffer
     vp8_ring = fanout.vp8_ring
     write_pid = vp8.write_picture_id

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 TL_ALL = 3  # the highest TID the descriptor can carry (2 bits): "every temporal layer"
 MAX_TID = 3
-MAX_MARKS = 64  # offset changes remembered per slot: ≈ 4 s of dropping every other frame at 30 fps,
+MAX_MARKS = 128  # offset changes remembered per slot: ≈ 4 s of dropping every other frame at 30 fps,
 # more than the forwarding ring (media/nackguard.RING_SIZE packets) holds at a temporal layer's rates
 _BEFORE_ANY = -(1 << 62)  # the first mark covers everything forwarded before the first drop
+_GAP = 1 << 62  # a mark's offset saying "dropped from here": these packets were never sent
 
 
 def select(slot: Slot, tid: int, sync: bool, keyframe: bool) -> int:
@@ -51,14 +52,20 @@ def select(slot: Slot, tid: int, sync: bool, keyframe: bool) -> int:
     return cur
 
 
-def drop(slot: Slot, packets: int, has_picture_id: bool) -> None:
-    """The slot does not get this frame of ``packets`` packets: its numbering closes over it."""
-    if not slot.tl_marks:
-        slot.tl_marks.append((_BEFORE_ANY, slot.seq_off, slot.pic_off))
+def drop(slot: Slot, first_seq: int, packets: int, has_picture_id: bool) -> None:
+    """The slot does not get this frame (``packets`` packets from ``first_seq``, the forwarded
+    space): its numbering closes over it."""
+    if not slot.tl_gap:
+        marks = slot.tl_marks
+        if not marks:
+            marks.append((_BEFORE_ANY, slot.seq_off, slot.pic_off))
+        marks.append((first_seq, _GAP, 0))
+        if len(marks) > MAX_MARKS:
+            del marks[0]
+        slot.tl_gap = True
     slot.seq_off -= packets
     if has_picture_id:
         slot.pic_off = (slot.pic_off - 1) % PICTURE_ID_MOD
-    slot.tl_gap = True
 
 
 def resume(slot: Slot, first_seq: int) -> None:
@@ -79,13 +86,14 @@ def source(slot: Slot, last_seq: int, out_seq: int) -> tuple[int, int] | None:
     if not marks:
         back = ((last_seq + slot.seq_off) - out_seq) & 0xFFFF
         return None if back >= 0x8000 else (last_seq - back, slot.pic_off)
+    end = None  # where the newer mark begins: a segment's packets end there
     for first, seq_off, pic_off in reversed(marks):
-        back = ((last_seq + seq_off) - out_seq) & 0xFFFF
-        if back >= 0x8000:
-            continue
-        seq = last_seq - back
-        if seq >= first:
-            return seq, pic_off
+        if seq_off != _GAP:
+            back = ((last_seq + seq_off) - out_seq) & 0xFFFF
+            seq = last_seq - back
+            if back < 0x8000 and seq >= first and (end is None or seq < end):
+                return seq, pic_off
+        end = first
     return None
 
 
