@@ -238,12 +238,14 @@ def forward_rewriting(
     active: list[Slot],
     header: Any,
     extension: bytes | None,
-    layer: tuple[int, bool, bool] | None = None,
+    layer: tuple[int, bool, bool, bool] | None = None,
 ) -> list[Slot]:
     """``Fanout._forward`` for VP8 whose picture id and TL0PICIDX are written per slot: a simulcast
     layer (each viewer's offsets continue the layers it came from), or a video with temporal layers
-    (``layer``: the frame's TID, Y, picture id present), where each slot first decides whether it
-    takes the frame (media/temporal.py). Returns the slots the frame went to.
+    (``layer``: the frame's TID, Y, picture id present, frame start), where each slot decides at
+    each frame's start whether it takes the frame (media/temporal.py); in a media worker the frame
+    comes a packet at a time, and its later packets follow the decision. Returns the slots the
+    packets went to.
 
     The descriptor is parsed once per packet (not per viewer), and its fields kept beside the
     forwarding ring so that a retransmission is rewritten for the viewer that asked
@@ -252,17 +254,18 @@ def forward_rewriting(
     sending = active
     packets = frame.packets
     if layer is not None and fanout.tl_count > 1:
-        tid, sync, has_pid = layer
+        tid, sync, has_pid, begins = layer
         keyframe = frame.keyframe
         first_seq = fanout.next_seq if fanout.renumber else packets[0].ext_seq
         sending = []
         for slot in active:
-            if tid <= temporal.select(slot, tid, sync, keyframe):
+            cur = temporal.select(slot, tid, sync, keyframe) if begins else slot.tl_cur
+            if tid <= cur:
                 if slot.tl_gap:
                     temporal.resume(slot, first_seq)
                 sending.append(slot)
             else:
-                temporal.drop(slot, first_seq, len(packets), has_pid)
+                temporal.drop(slot, first_seq, len(packets), has_pid and begins)
     buffer = fanout._buffer
     vp8_ring = fanout.vp8_ring
     write_pid = vp8.write_picture_id

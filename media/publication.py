@@ -180,9 +180,10 @@ class Fanout:
         self.octets += len(payload)
         return buf, seq, ts
 
-    def _measure_temporal(self, frame: Frame, now: float) -> tuple[int, bool, bool] | None:
-        """The frame's temporal layer (TID, Y, picture id present), counted into that layer's
-        bytes and liveness (media/layergroup.py turns them into layers to choose from)."""
+    def _measure_temporal(self, frame: Frame, now: float) -> tuple[int, bool, bool, bool] | None:
+        """The frame's temporal layer (``vp8.temporal_layer``), counted into that layer's bytes and
+        liveness (media/layergroup.py turns them into layers to choose from). A worker's mirror
+        forwards one packet at a time: there a "frame" is a packet, and only some start a frame."""
         layer = vp8.temporal_layer(frame.packets[0].payload) if frame.packets else None
         if layer is not None:
             tid = layer[0]

@@ -29,8 +29,10 @@ PATTERN = (0, 2, 1, 2)  # L1T3's temporal layer of each frame, as libvpx encodes
 
 
 def test_the_temporal_layer_of_a_frame_is_read_from_its_first_packet() -> None:
-    assert vp8.temporal_layer(descriptor(pid=9, tl0=3, tid=2, y=True) + DELTA) == (2, True, True)
-    assert vp8.temporal_layer(descriptor(tl0=3, tid=1) + DELTA) == (1, False, False)
+    assert vp8.temporal_layer(descriptor(pid=9, tl0=3, tid=2, y=True) + DELTA) == (2, True, True, True)
+    assert vp8.temporal_layer(descriptor(tl0=3, tid=1) + DELTA) == (1, False, False, True)
+    later = descriptor(start=False, pid=9, tl0=3, tid=1) + DELTA  # a frame's second packet
+    assert vp8.temporal_layer(later) == (1, False, True, False)
     assert vp8.temporal_layer(descriptor(pid=9, tl0=3) + DELTA) is None  # no T bit: no layers
     assert vp8.temporal_layer(descriptor(pid=9, keyidx=4) + DELTA) is None  # K without T
     assert vp8.temporal_layer(descriptor(pid=9, tl0=3, tid=1)[:-1]) is None  # truncated
@@ -401,9 +403,10 @@ async def test_a_worker_groups_a_single_encoding_and_its_low_viewer_gets_the_bas
             worker.datagram_received(datagram, ("127.0.0.1", 5000))
 
     source = Source(feed)
-    source.frame(keyframe=True, packets=1)
+    # Three packets a frame: the worker forwards them one at a time, deciding at each frame's first.
+    source.frame(keyframe=True, packets=3)
     for _ in range(8):
-        source.frame(packets=1)
+        source.frame(packets=3)
     assert group.count == 3 and len(v.frames()) == 9
     # The viewer's preference "low" (layer.set): the lowest live layer, i.e. the base layer.
     viewers.set_preference(1, "low")
@@ -411,8 +414,8 @@ async def test_a_worker_groups_a_single_encoding_and_its_low_viewer_gets_the_bas
     assert slot.tl_target == 0
     n = len(v.sent)
     for _ in range(12):
-        source.frame(packets=1)
-    assert [s.tid for s in v.sent[n:]] == [0, 0, 0]
+        source.frame(packets=3)
+    assert [s.tid for s in v.frames(n)] == [0, 0, 0] and len(v.sent) - n == 9
     assert_continuous(v.sent)
     assert sum(isinstance(m, link.KeyframeRequest) for m in sink.told) == 1  # the first keyframe
     await asyncio.sleep(0)
