@@ -7,9 +7,11 @@ and its timestamps run on with the wall clock across the switches."""
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import itertools
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -29,14 +31,14 @@ FPS = 30
 class Encoding:
     """One simulcast encoding of a browser: libvpx at one size, a keyframe when asked (PLI)."""
 
-    def __init__(self, index: int, clock: list[float]) -> None:
+    def __init__(self, index: int, clock: Callable[[], float]) -> None:
         self.width, self.height = SIZES[index]
         self.encoder = Vp8Encoder()
         self.asked = True
         self.seq = random.getrandbits(16)
         self.ts = random.getrandbits(32)
         self.frames = 0
-        self.pub = Publication("speaker", "video", request_keyframe=self.ask, clock=lambda: clock[0])
+        self.pub = Publication("speaker", "video", request_keyframe=self.ask, clock=clock)
         self.pub.mime = "video/vp8"
 
     def ask(self) -> None:
@@ -67,7 +69,7 @@ class Encoding:
 
 async def test_the_recording_follows_the_highest_live_layer_in_one_continuous_file(tmp_path: Path) -> None:
     clock = [1000.0]
-    layers = [Encoding(i, clock) for i in range(3)]
+    layers = [Encoding(i, lambda: clock[0]) for i in range(3)]
     group = LayerGroup("speaker", [e.pub for e in layers])
     writer = TrackWriter(tmp_path / "speaker-video-1", "video/vp8")
     written: list[tuple[int, bool]] = []
@@ -123,3 +125,43 @@ async def test_the_recording_follows_the_highest_live_layer_in_one_continuous_fi
     assert sizes[:top_frames] == [SIZES[2]] * top_frames
     for e in layers:
         e.pub.close()
+
+
+async def test_a_session_records_a_simulcast_camera_whose_top_encoding_never_comes(tmp_path: Path) -> None:
+    """Chromium sends two encodings of a 360p camera (l, m): the session's capture of the speaker's
+    video (its top encoding, ``publications["video"]``) writes the middle one's frames. In real time
+    (the session's tap reads the monotonic clock, as the node's layers do)."""
+    import time as wall
+    from types import SimpleNamespace
+
+    from media.peer import MediaConfig
+    from media.room import MediaRoom
+    from recording.session import SessionRecorder
+    from rooms.roles import Role
+    from rooms.stage import Stage, StageSettings
+
+    now = wall.time()
+    stage = Stage("cardio", "Cardiology", now, settings=StageSettings(recording_mode="manual"))
+    stage.join("p-host", "Dr Host", Role.HOST, now)
+    stage.give_consent("p-host", frozenset({"media", "comments"}), "2026-11", "join_prompt", now, "c-host")
+    stage.start_publishing("p-host", ("video",), now)
+    stage.start_recording("p-host", "s-1", now)
+    layers = [Encoding(i, wall.monotonic) for i in range(3)]
+    LayerGroup("p-host", [e.pub for e in layers])
+    media = MediaRoom("cardio", MediaConfig(), lambda pid, message: None)
+    media.publishers["p-host"] = SimpleNamespace(publications={"video": layers[2].pub})  # type: ignore[assignment]
+    failures: list[str] = []
+    recorder = SessionRecorder(tmp_path, stage, media, "s-1", now, failures.append)
+    assert list(recorder.captures) == [("p-host", "video")]
+    for _ in range(int(1.5 * FPS)):
+        for i in (0, 1):
+            layers[i].send_frame()
+        await asyncio.sleep(1 / FPS)
+    await recorder.stop(now + 3)
+    assert not failures
+    [track] = recorder.manifest()["tracks"]
+    assert track["frames"] >= FPS // 2, track
+    with av.open(str(tmp_path / "cardio" / "s-1" / track["file"])) as container:
+        sizes = {(f.width, f.height) for f in container.decode(video=0)}
+    assert sizes == {SIZES[1]}
+    assert all(e.pub.taps == [] for e in layers)  # the capture's taps went with it
