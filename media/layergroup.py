@@ -258,6 +258,7 @@ def forward_rewriting(
         keyframe = frame.keyframe
         first_seq = fanout.next_seq if fanout.renumber else packets[0].ext_seq
         sending = []
+        size = -1
         for slot in active:
             cur = temporal.select(slot, tid, sync, keyframe) if begins else slot.tl_cur
             if tid <= cur:
@@ -265,7 +266,9 @@ def forward_rewriting(
                     temporal.resume(slot, first_seq)
                 sending.append(slot)
             else:
-                temporal.drop(slot, first_seq, len(packets), has_pid and begins)
+                if size < 0:
+                    size = sum(len(p.payload) for p in packets)
+                temporal.drop(slot, first_seq, len(packets), size, has_pid and begins)
     buffer = fanout._buffer
     vp8_ring = fanout.vp8_ring
     write_pid = vp8.write_picture_id

@@ -94,6 +94,7 @@ class Slot(hooks.SenderHandler):
         "tl_cur",
         "tl_gap",
         "tl_marks",
+        "tl_skipped",
         "tl_target",
         "ts_off",
     )
@@ -132,6 +133,7 @@ class Slot(hooks.SenderHandler):
         self.tl_cur = self.tl_target = temporal.TL_ALL
         self.tl_gap = False
         self.tl_marks: list[tuple[int, int, int]] = []
+        self.tl_skipped = 0  # bytes (RTP headers and payloads) of the frames not sent to this slot
         self.last_out_ts = random.getrandbits(32)
         self.last_sent_at: float | None = None
         self.clock_rate = 48000 if kind == "audio" else 90000
@@ -417,7 +419,8 @@ class Subscriber:
                 pub = slot.publication
                 if pub is None or slot.held or slot.last_sent_at is None:
                     continue
-                octets = pub.octets + 12 * pub.packets  # (+ 8 of abs-send-time per video packet: not counted)
+                # (+ 8 of abs-send-time per video packet: not counted; temporal layers dropped: not sent)
+                octets = pub.octets + 12 * pub.packets - slot.tl_skipped
                 before = self._sent_marks.get(slot.ssrc)
                 if before is not None and before[0] is pub:
                     sent += octets - before[1]

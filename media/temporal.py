@@ -52,9 +52,10 @@ def select(slot: Slot, tid: int, sync: bool, keyframe: bool) -> int:
     return cur
 
 
-def drop(slot: Slot, first_seq: int, packets: int, has_picture_id: bool) -> None:
+def drop(slot: Slot, first_seq: int, packets: int, size: int, has_picture_id: bool) -> None:
     """The slot does not get this frame (``packets`` packets from ``first_seq``, the forwarded
-    space): its numbering closes over it."""
+    space, ``size`` payload bytes): its numbering closes over it, and its sender reports and sent
+    bitrate leave it out."""
     if not slot.tl_gap:
         marks = slot.tl_marks
         if not marks:
@@ -64,6 +65,9 @@ def drop(slot: Slot, first_seq: int, packets: int, has_picture_id: bool) -> None
             del marks[0]
         slot.tl_gap = True
     slot.seq_off -= packets
+    slot.packet_base += packets  # the SR counts what the publication forwarded less these
+    slot.octet_base += size
+    slot.tl_skipped += size + 12 * packets
     if has_picture_id:
         slot.pic_off = (slot.pic_off - 1) % PICTURE_ID_MOD
 

@@ -229,6 +229,10 @@ async def test_a_viewer_on_the_base_layer_gets_every_fourth_frame_numbered_witho
     for v in (full, low, half):
         assert v.sent[0].keyframe
         assert_continuous(v.sent)
+        # Its sender reports count what it was sent, not what the publication forwarded.
+        report = v.slot.sender_report(0, rig.now)
+        assert report is not None and report.sender_info.packet_count == len(v.sent)
+    assert full.slot.tl_skipped == 0 < half.slot.tl_skipped < low.slot.tl_skipped
     assert rig.plis == 1  # the viewers' first keyframe, nothing more
 
 
@@ -319,6 +323,7 @@ def test_offset_marks_map_back_and_stay_bounded() -> None:
     class State:
         seq_off = 100
         pic_off = 0
+        packet_base = octet_base = tl_skipped = 0
         tl_marks: list[tuple[int, int, int]] = []
         tl_gap = False
 
@@ -326,15 +331,16 @@ def test_offset_marks_map_back_and_stay_bounded() -> None:
     slot.tl_marks = []
     assert temporal.source(slot, 50, 150) == (50, 0)  # never dropped: one offset
     assert temporal.source(slot, 50, 151) is None  # not sent yet
-    temporal.drop(slot, 51, 3, True)  # source packets 51-53 dropped
+    temporal.drop(slot, 51, 3, 3000, True)  # source packets 51-53 dropped
     assert (slot.seq_off, slot.pic_off, slot.tl_gap) == (97, vp8.PICTURE_ID_MOD - 1, True)
+    assert (slot.packet_base, slot.octet_base, slot.tl_skipped) == (3, 3000, 3036)
     assert temporal.source(slot, 53, 150) == (50, 0)
     assert temporal.source(slot, 53, 151) is None  # 51 was never sent
     temporal.resume(slot, 54)
     assert temporal.source(slot, 54, 151) == (54, vp8.PICTURE_ID_MOD - 1)
     assert temporal.source(slot, 54, 150) == (50, 0)
     for i in range(temporal.MAX_MARKS + 5):
-        temporal.drop(slot, 59 + 2 * i, 1, False)
+        temporal.drop(slot, 59 + 2 * i, 1, 1000, False)
         temporal.resume(slot, 60 + 2 * i)
     assert len(slot.tl_marks) == temporal.MAX_MARKS
     temporal.reset(slot)
