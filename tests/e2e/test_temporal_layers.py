@@ -3,7 +3,8 @@ one encoding with ``scalabilityMode: "L1T3"``; a Chromium viewer pinned to "Low"
 (a quarter of the frames), then "High" the full rate. The node drops frames per viewer and rewrites
 the rest (sequence numbers, picture ids): the viewer's decoder never stalls, never asks for a
 keyframe at a switch, and nothing is decoded on the node. The viewer is an audience member, so its
-connection lives in a media worker (the suite runs nodes with MEDSTAGE_MEDIA_WORKERS=2)."""
+connection lives in a media worker (the suite runs nodes with MEDSTAGE_MEDIA_WORKERS=2); a
+moderator, whose connection lives in the node's process, is pinned Low beside it."""
 
 from __future__ import annotations
 
@@ -46,20 +47,29 @@ _INBOUND_OF = """async (participantId) => {
 }"""
 
 
-async def rate_window(host, viewer, host_id: str, seconds: float):  # type: ignore[no-untyped-def]
-    """Frames the viewer decoded per frame the speaker encoded over ``seconds``; the samples."""
+async def rate_window(host, viewer, host_id: str, seconds: float, other=None):  # type: ignore[no-untyped-def]
+    """Frames the viewer (and ``other``) decoded per frame the speaker encoded over ``seconds``;
+    the viewer's samples."""
     sent0 = await host.page.evaluate(_OUTBOUND)
     first = await viewer.page.evaluate(_INBOUND_OF, host_id)
+    other_first = None if other is None else await other.page.evaluate(_INBOUND_OF, host_id)
     samples = [(time.monotonic(), first)]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         samples.append((time.monotonic(), await viewer.page.evaluate(_INBOUND_OF, host_id)))
     sent1 = await host.page.evaluate(_OUTBOUND)
+    other_last = None if other is None else await other.page.evaluate(_INBOUND_OF, host_id)
     last = samples[-1][1]
     encoded = sent1["frames"] - sent0["frames"]
     assert encoded > 0, (sent0, sent1)
-    return (last["decoded"] - first["decoded"]) / encoded, samples
+    if other is None:
+        return (last["decoded"] - first["decoded"]) / encoded, samples
+    return (
+        (last["decoded"] - first["decoded"]) / encoded,
+        samples,
+        (other_last["decoded"] - other_first["decoded"]) / encoded,
+    )
 
 
 async def test_a_speaker_without_simulcast_sends_temporal_layers_and_a_low_viewer_gets_the_base_rate(
@@ -77,17 +87,22 @@ async def test_a_speaker_without_simulcast_sends_temporal_layers_and_a_low_viewe
     assert out["mode"] == "L1T3" and out["rid"] is None, out  # Chromium's libvpx honours it
 
     viewer = await open_stage(stage, "audience", "Viewer")
-    await viewer.join()
-    await viewer.page.get_by_test_id("layer-select").select_option("low")
-    video = await viewer.wait_for_video_of(host_id, frames=3, timeout_s=10)
-    assert video["ok"], video
+    moderator = await open_stage(stage, "moderator", "Dr Moderator")
+    for page in (viewer, moderator):
+        await page.join()
+        await page.page.get_by_test_id("layer-select").select_option("low")
+    for page in (viewer, moderator):
+        video = await page.wait_for_video_of(host_id, frames=3, timeout_s=10)
+        assert video["ok"], video
     await asyncio.sleep(1.0)  # the node's layer evaluation (every 0.25 s) has taken the base layer
 
-    # Low: the base temporal layer, a quarter of the frames (TIDs 0, 2, 1, 2: one in four is TID 0).
+    # Low: the base temporal layer, a quarter of the frames (TIDs 0, 2, 1, 2: one in four is TID 0),
+    # in a media worker and in the node's process alike.
     start = await viewer.page.evaluate(_INBOUND_OF, host_id)
-    low, low_samples = await rate_window(host, viewer, host_id, 3.0)
-    print(f"low: {low:.2f} of the frames sent; {low_samples[-1][1]}")
+    low, low_samples, in_process = await rate_window(host, viewer, host_id, 3.0, moderator)
+    print(f"low: {low:.2f} of the frames sent ({in_process:.2f} in-process); {low_samples[-1][1]}")
     assert 0.15 <= low <= 0.4, (low, low_samples)
+    assert 0.15 <= in_process <= 0.4, in_process
     assert longest_stall(low_samples) < 1.0, low_samples
 
     # High: every frame, reached at the next sync point; no keyframe asked for, no stall.
@@ -110,3 +125,4 @@ async def test_a_speaker_without_simulcast_sends_temporal_layers_and_a_low_viewe
     assert metrics["medstage_decoded_frames_total"] == 0, "the SFU decoded something"
     assert not host.unexpected_errors(), host.errors
     assert not viewer.unexpected_errors(), viewer.errors
+    assert not moderator.unexpected_errors(), moderator.errors
