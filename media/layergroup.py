@@ -253,8 +253,9 @@ def forward_rewriting(
     """
     sending = active
     packets = frame.packets
-    if layer is not None and fanout.tl_count > 1:
-        tid, sync, has_pid, begins = layer
+    if fanout.temporal and fanout.tl_count > 1:
+        # A frame without a T bit in a layered stream: a base-layer packet that decides nothing.
+        tid, sync, has_pid, begins = layer if layer is not None else (0, False, False, False)
         keyframe = frame.keyframe
         first_seq = fanout.next_seq if fanout.renumber else packets[0].ext_seq
         sending = []

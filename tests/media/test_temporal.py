@@ -46,7 +46,7 @@ class Sent:
     marker: bool
     pid: int
     tl0: int
-    tid: int
+    tid: int  # -1: no T bit
     sync: bool
     keyframe: bool
     frame: int  # the source frame's number (a mark in the payload)
@@ -60,7 +60,7 @@ class Viewer:
     def sendto(self, data: bytes, addr: Any) -> None:
         start = 12 + (4 + 4 * struct.unpack_from("!H", data, 14)[0] if data[0] & 0x10 else 0)
         d = vp8.parse(data[start:])
-        assert d is not None and d.picture_id is not None and d.tl0picidx is not None and d.tid is not None
+        assert d is not None and d.picture_id is not None and d.tl0picidx is not None
         self.sent.append(
             Sent(
                 seq=struct.unpack_from("!H", data, 2)[0],
@@ -68,7 +68,7 @@ class Viewer:
                 marker=bool(data[1] & 0x80),
                 pid=d.picture_id,
                 tl0=d.tl0picidx,
-                tid=d.tid,
+                tid=-1 if d.tid is None else d.tid,
                 sync=d.layer_sync,
                 keyframe=vp8.is_keyframe(data[start:]),
                 frame=struct.unpack_from("!H", data, start + d.size + len(KEY))[0],
@@ -426,3 +426,40 @@ async def test_a_worker_groups_a_single_encoding_and_its_low_viewer_gets_the_bas
     assert sum(isinstance(m, link.KeyframeRequest) for m in sink.told) == 1  # the first keyframe
     await asyncio.sleep(0)
     await viewers.close()
+
+
+async def test_a_frame_without_temporal_layer_goes_to_every_viewer_and_its_numbers_stay_mapped() -> None:
+    rig = Rig()
+    low = rig.viewer()
+    rig.frames(1, keyframe=True)
+    rig.frames(3)
+    rig.cap(low, 0)
+    rig.until(2)
+    rig.frames(1)  # dropped for the viewer: it is in a gap
+    assert low.slot.tl_gap
+    n = len(low.sent)
+    source = rig.source
+    source.ts = (source.ts + 3000) & 0xFFFFFFFF
+    source.pid = (source.pid + 1) & 0x7FFF
+    source.count += 1
+    body = DELTA.ljust(len(KEY), b"\0") + struct.pack("!H", source.count)
+    packet = RtpPacket(
+        payload_type=96,
+        marker=1,
+        sequence_number=source.seq,
+        timestamp=source.ts,
+        ssrc=1000,
+        payload=descriptor(pid=source.pid, tl0=source.tl0) + body,  # no T bit
+    )
+    packet._data = body  # type: ignore[attr-defined]
+    source.seq = (source.seq + 1) & 0xFFFF
+    rig.pub.on_packet(packet)
+    assert len(low.sent) == n + 1 and not low.slot.tl_gap
+    low.slot.rtx_pts = {}
+    original = low.sent[-1]
+    low.slot.retransmit(original.seq)
+    assert (low.sent[-1].seq, low.sent[-1].pid, low.sent[-1].frame) == (
+        original.seq,
+        original.pid,
+        original.frame,
+    )
