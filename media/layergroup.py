@@ -261,7 +261,9 @@ def forward_rewriting(
         sending = []
         size = -1
         for slot in active:
-            cur = temporal.select(slot, tid, sync, keyframe) if begins else slot.tl_cur
+            cur = slot.tl_cur
+            if begins and slot.tl_target != cur:  # (no call for a slot that is where it wants)
+                cur = temporal.select(slot, tid, sync, keyframe)
             if tid <= cur:
                 if slot.tl_gap:
                     temporal.resume(slot, first_seq)
