@@ -18,7 +18,7 @@ from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks as hooks
-from media import link, temporal, vp8
+from media import figures, link, temporal, vp8
 from media.layerchoice import LayerState, choose
 from media.layergroup import LayerGroup
 from media.publication import Publication
@@ -422,6 +422,8 @@ async def test_a_worker_groups_a_single_encoding_and_its_low_viewer_gets_the_bas
     for _ in range(12):
         source.frame(packets=3)
     assert [s.tid for s in v.frames(n)] == [0, 0, 0] and len(v.sent) - n == 9
+    [video] = [s for s in figures.viewer(sub).slots if s.kind == "video"]
+    assert video.layer == "T0" and video.forwarding  # the connection figures name the layer
     assert_continuous(v.sent)
     assert sum(isinstance(m, link.KeyframeRequest) for m in sink.told) == 1  # the first keyframe
     await asyncio.sleep(0)
