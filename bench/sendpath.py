@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -198,8 +199,9 @@ async def main() -> None:
         s.close()
 
 
-async def simulcast(args: argparse.Namespace) -> None:
-    n = args.viewers
+def shared_socket_viewers(n: int) -> tuple[list[socket.socket], socket.socket, udpmux.SendBatch, Any]:
+    """``n`` receiving sockets, the shared sending socket and its batch, and a function making the
+    ``n`` viewers' paths through it (each with its own SRTP session)."""
     receivers = []
     for _ in range(n):
         r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -213,13 +215,22 @@ async def simulcast(args: argparse.Namespace) -> None:
     shared.bind(("127.0.0.1", 0))
     shared.setblocking(False)
     batch = udpmux.SendBatch(shared.fileno(), None)
-    pubs = {}
-    for name, layered in (("one layer", False), ("simulcast layer, VP8 rewrite", True)):
-        paths = [
+
+    def paths() -> list[aiortc_hooks.UdpPath]:
+        return [
             aiortc_hooks.UdpPath(batch.protector(session()), batch.queue, batch.destination(a))  # type: ignore[arg-type]
             for a in addrs
         ]
-        pubs[name] = publication(paths, layered, DESCRIPTOR)
+
+    return receivers, shared, batch, paths
+
+
+async def simulcast(args: argparse.Namespace) -> None:
+    n = args.viewers
+    receivers, shared, batch, paths = shared_socket_viewers(n)
+    pubs = {}
+    for name, layered in (("one layer", False), ("simulcast layer, VP8 rewrite", True)):
+        pubs[name] = publication(paths(), layered, DESCRIPTOR)
         batch.flush()
     drain(receivers)
     payload = DESCRIPTOR + b"\x11" + bytes(1099 - len(DESCRIPTOR))
@@ -260,27 +271,11 @@ def l1t3_payload(tid: int) -> bytes:
 
 async def temporal_layers(args: argparse.Namespace) -> None:
     n = args.viewers
-    receivers = []
-    for _ in range(n):
-        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        r.bind(("127.0.0.1", 0))
-        r.setblocking(False)
-        receivers.append(r)
-    addrs = [r.getsockname() for r in receivers]
-    shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    shared.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, udpmux.SOCKET_BUFFER)
-    shared.bind(("127.0.0.1", 0))
-    shared.setblocking(False)
-    batch = udpmux.SendBatch(shared.fileno(), None)
+    receivers, shared, batch, paths = shared_socket_viewers(n)
     names = ("one layer", "temporal layers, half on TID 0")
     pubs = {}
     for name in names:
-        paths = [
-            aiortc_hooks.UdpPath(batch.protector(session()), batch.queue, batch.destination(a))  # type: ignore[arg-type]
-            for a in addrs
-        ]
-        pubs[name] = publication(paths, descriptor=DESCRIPTOR[:-1] + b"\x00", temporal=name != names[0])
+        pubs[name] = publication(paths(), descriptor=DESCRIPTOR[:-1] + b"\x00", temporal=name != names[0])
         batch.flush()
     layered = pubs[names[1]]
     frames = [

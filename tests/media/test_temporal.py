@@ -23,6 +23,7 @@ from media.layerchoice import LayerState, choose
 from media.layergroup import LayerGroup
 from media.publication import Publication
 from media.subscriber import Slot, Subscriber
+from tests.media.test_layers import Sink
 from tests.media.test_vp8 import DELTA, KEY, descriptor
 
 PATTERN = (0, 2, 1, 2)  # L1T3's temporal layer of each frame, as libvpx encodes it for Chromium
@@ -348,15 +349,6 @@ def test_offset_marks_map_back_and_stay_bounded() -> None:
 
 
 # --- in a media worker -------------------------------------------------------------------------
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.reader = link.FrameReader()
-        self.told: list[Any] = []
-
-    def write(self, data: bytes) -> None:
-        self.told += list(self.reader.feed(data))
 
 
 async def test_a_worker_groups_a_single_encoding_and_its_low_viewer_gets_the_base_layer() -> None:
