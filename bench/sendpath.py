@@ -17,8 +17,14 @@ three-layer simulcast group (media/layergroup.py: the VP8 descriptor parsed once
 viewer's picture id and TL0PICIDX written per packet, every viewer with its own offsets), both with the
 same VP8 payload (15-bit picture id, TL0PICIDX, TID): the cost of layers on the hot path.
 
+``--temporal``: a single-layer publication against a single encoding with VP8 temporal layers
+(media/temporal.py: L1T3's TIDs 0, 2, 1, 2, the descriptor parsed once per frame, each viewer's
+decision per frame and its picture id written per packet), half of the viewers on the base layer (a
+quarter of the frames). CPU per packet *sent* (dropped frames cost their decision, not a send).
+
     python bench/sendpath.py --viewers 100
     python bench/sendpath.py --viewers 100 --simulcast
+    python bench/sendpath.py --viewers 100 --temporal
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,7 +46,7 @@ import uvloop
 from aiortc import RTCPeerConnection
 from pylibsrtp import Policy, Session
 
-from media import aiortc_hooks, udpmux
+from media import aiortc_hooks, stats, udpmux
 from media.assembler import Frame
 from media.layergroup import LayerGroup
 from media.publication import Publication
@@ -63,13 +70,18 @@ DESCRIPTOR = bytes([0x90, 0xE0, 0x80 | 0x12, 0x34, 0x56, 0x40])
 
 
 def publication(
-    paths: list[aiortc_hooks.UdpPath], layered: bool = False, descriptor: bytes = b"\x10"
+    paths: list[aiortc_hooks.UdpPath],
+    layered: bool = False,
+    descriptor: bytes = b"\x10",
+    temporal: bool = False,
 ) -> Publication:
     pub = Publication("bench", "video", request_keyframe=lambda: None)
     pub.mime = "video/vp8"
     if layered:
         lower = [Publication("bench", "video", request_keyframe=lambda: None) for _ in range(2)]
         LayerGroup("bench", [*lower, pub])
+    elif temporal:
+        LayerGroup("bench", [pub])  # a group of one: its temporal layers
     for i, path in enumerate(paths):
         slot = Subscriber("viewer", RTCPeerConnection(), 1).pairs[0].video
         slot.pts = {"video/vp8": 96}
@@ -102,9 +114,13 @@ async def main() -> None:
     parser.add_argument("--packets", type=int, default=50, help="packets per round")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--simulcast", action="store_true", help="one layer vs a simulcast layer")
+    parser.add_argument("--temporal", action="store_true", help="one layer vs temporal layers (L1T3)")
     args = parser.parse_args()
     if args.simulcast:
         await simulcast(args)
+        return
+    if args.temporal:
+        await temporal_layers(args)
         return
     loop = asyncio.get_running_loop()
     n = args.viewers
@@ -183,8 +199,9 @@ async def main() -> None:
         s.close()
 
 
-async def simulcast(args: argparse.Namespace) -> None:
-    n = args.viewers
+def shared_socket_viewers(n: int) -> tuple[list[socket.socket], socket.socket, udpmux.SendBatch, Any]:
+    """``n`` receiving sockets, the shared sending socket and its batch, and a function making the
+    ``n`` viewers' paths through it (each with its own SRTP session)."""
     receivers = []
     for _ in range(n):
         r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -198,13 +215,22 @@ async def simulcast(args: argparse.Namespace) -> None:
     shared.bind(("127.0.0.1", 0))
     shared.setblocking(False)
     batch = udpmux.SendBatch(shared.fileno(), None)
-    pubs = {}
-    for name, layered in (("one layer", False), ("simulcast layer, VP8 rewrite", True)):
-        paths = [
+
+    def paths() -> list[aiortc_hooks.UdpPath]:
+        return [
             aiortc_hooks.UdpPath(batch.protector(session()), batch.queue, batch.destination(a))  # type: ignore[arg-type]
             for a in addrs
         ]
-        pubs[name] = publication(paths, layered, DESCRIPTOR)
+
+    return receivers, shared, batch, paths
+
+
+async def simulcast(args: argparse.Namespace) -> None:
+    n = args.viewers
+    receivers, shared, batch, paths = shared_socket_viewers(n)
+    pubs = {}
+    for name, layered in (("one layer", False), ("simulcast layer, VP8 rewrite", True)):
+        pubs[name] = publication(paths(), layered, DESCRIPTOR)
         batch.flush()
     drain(receivers)
     payload = DESCRIPTOR + b"\x11" + bytes(1099 - len(DESCRIPTOR))
@@ -233,6 +259,64 @@ async def simulcast(args: argparse.Namespace) -> None:
         )
     one_layer, rewriting = medians.values()
     print(f"simulcast layer: {100 * (rewriting / one_layer - 1):+.1f} % CPU per packet sent")
+    for sock in (*receivers, shared):
+        sock.close()
+
+
+def l1t3_payload(tid: int) -> bytes:
+    """A 1,100-byte VP8 payload whose descriptor carries TID ``tid`` (DESCRIPTOR's fields otherwise)."""
+    descriptor = DESCRIPTOR[:-1] + bytes([tid << 6])
+    return descriptor + b"\x11" + bytes(1099 - len(descriptor))
+
+
+async def temporal_layers(args: argparse.Namespace) -> None:
+    n = args.viewers
+    receivers, shared, batch, paths = shared_socket_viewers(n)
+    names = ("one layer", "temporal layers, half on TID 0")
+    pubs = {}
+    for name in names:
+        pubs[name] = publication(paths(), descriptor=DESCRIPTOR[:-1] + b"\x00", temporal=name != names[0])
+        batch.flush()
+    layered = pubs[names[1]]
+    frames = [
+        Frame([Packet(l1t3_payload(tid), 1, 3000 * (i + 1), 0)], False, 3000)
+        for i, tid in enumerate((0, 2, 1, 2))
+    ]
+    for frame in frames:  # the TIDs are seen: three layers to choose from
+        layered._forward(frame, 0.0)
+    assert layered.group is not None and layered.group.count == 3
+    for slot in layered.active[::2]:
+        slot.tl_target = 0
+    batch.flush()
+    drain(receivers)
+    per_sent: dict[str, list[float]] = {name: [] for name in pubs}
+    per_viewer: dict[str, list[float]] = {name: [] for name in pubs}
+    for _ in range(args.rounds):
+        for name, pub in pubs.items():
+            sent = stats.rtp_packets_sent
+            start = time.process_time()
+            for i in range(args.packets):
+                pub._forward(frames[i % 4], 0.0)
+                batch.flush()
+            seconds = time.process_time() - start
+            sends = stats.rtp_packets_sent - sent
+            await asyncio.sleep(0)
+            drain(receivers)
+            per_sent[name].append(seconds / sends * 1e6)
+            per_viewer[name].append(seconds / (args.packets * n) * 1e6)
+    print(
+        f"{n} viewers, {args.packets} frames of one packet x {args.rounds} rounds, 1,100-byte VP8, one socket"
+    )
+    medians = {}
+    for name in pubs:
+        low, _, high = statistics.quantiles(per_sent[name], n=4)
+        medians[name] = statistics.median(per_sent[name])
+        print(
+            f"{name:32s} {medians[name]:6.2f} µs per packet sent (quartiles {low:.2f}-{high:.2f}), "
+            f"{statistics.median(per_viewer[name]):.2f} µs per packet in per viewer"
+        )
+    one_layer, temporal = medians.values()
+    print(f"temporal layers: {100 * (temporal / one_layer - 1):+.1f} % CPU per packet sent")
     for sock in (*receivers, shared):
         sock.close()
 

@@ -189,6 +189,8 @@ def viewer(sub: Subscriber, now: float | None = None) -> ConnectionDirection:
                 if since is not None:
                     silent.append(now - max(since, slot.last_sent_at or since))
             layer = getattr(pub, "layer", None) or getattr(pub, "rid", None)
+            if pub.tl_count > 1:  # temporal layers (media/temporal.py): the highest TID forwarded
+                layer = f"T{min(slot.tl_cur, pub.tl_count - 1)}"
             slots.append(
                 SlotFigures(
                     slot=slot.index,

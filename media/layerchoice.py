@@ -32,13 +32,14 @@ def choose(state: LayerState, group: LayerGroup, now: float, slot: Slot | None =
     media/viewers.py). Without a viewer (tests of the switching), the highest live layer.
     Either way, never above ``state.cap`` while some live layer is at or below it.
     """
-    live = [group.live(i, now) for i in range(len(group.layers))]
+    count = group.count  # simulcast encodings, or a single encoding's temporal layers
+    live = [group.live(i, now) for i in range(count)]
     if not any(live):
         return None
     indices = [i for i, up in enumerate(live) if up]
     decide = getattr(getattr(slot, "subscriber", None), "choose", None)
     if slot is not None and decide is not None:
-        rates = [group.bitrate(i) for i in range(len(group.layers))]
+        rates = [group.bitrate(i) for i in range(count)]
         target: int | None = decide(group.participant_id, rates, live, group.current(slot), now)
         if target is None or not live[target]:
             target = indices[0]

@@ -2,7 +2,8 @@
 
 A simulcast publisher sends its camera two or three times (RFC 8853 "rid" encodings, see
 media/simulcast.py); each encoding is its own ``Publication`` (``rid``, ``layer``: 0 = lowest). A
-non-simulcast video is a group of one, and nothing here runs for it.
+non-simulcast video is a group of one: its layers are its VP8 temporal layers when it has some
+(L1T3, media/temporal.py), and nothing here runs for it otherwise.
 
 A viewer's video slot is attached to exactly one layer. ``media.layerchoice.choose`` says which; when
 the choice changes, the slot keeps the current layer until a keyframe of the target layer arrives
@@ -10,7 +11,8 @@ the choice changes, the slot keeps the current layer until a keyframe of the tar
 ``continue_pictures``, called by ``Fanout._activate_waiting``): its sequence numbers and timestamps
 continue (``Slot.stop``/``Slot.start``), and the VP8 picture id and TL0PICIDX continue through
 per-slot offsets that the forwarding path writes into each packet (``forward_rewriting``), only for
-the layers of a group with more than one layer.
+the layers of a group with more than one layer. A temporal layer needs no keyframe: the forwarding
+path moves the slot at the next frame that allows it, dropping the frames above its layer.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from media import stats, vp8
+from media import stats, temporal, vp8
 from media.layerchoice import LayerState, choose
 from media.nackguard import RING_SIZE
+from media.temporal import TL_ALL
 
 if TYPE_CHECKING:
     from media.assembler import Frame
@@ -36,41 +39,57 @@ _RING_MASK = RING_SIZE - 1
 
 
 class LayerGroup:
-    """One published video's layers (lowest first) and the viewers' pending switches."""
+    """One published video's layers (lowest first) and the viewers' pending switches.
+
+    Simulcast: ``layers`` are the encodings. A single encoding (a group of one) has layers too when
+    its VP8 frames carry temporal layer indices (L1T3): then layer ``i`` is "TIDs 0 to i" of the one
+    publication, chosen the same way (media/layerchoice.py), and reached per slot at the next sync
+    point instead of a keyframe (media/temporal.py)."""
 
     def __init__(self, participant_id: str, layers: list[Fanout]) -> None:
         self.participant_id = participant_id
         self.layers = layers
+        self.spatial = len(layers) > 1
         self.states: dict[Slot, LayerState] = {}
         self.pending: dict[Slot, Fanout] = {}  # slot -> the layer it moves to at its next keyframe
         self.switches = 0  # completed switches (tests, metrics)
-        self._samples: list[deque[tuple[float, int]]] = [deque() for _ in layers]
-        layered = len(layers) > 1
+        self._samples: list[deque[tuple[float, int]]] = [
+            deque() for _ in range(max(len(layers), temporal.MAX_TID + 1))
+        ]
         for i, layer in enumerate(layers):
             layer.group = self
             layer.layer = i
-            layer.rewrite_vp8 = layered
-            if layered:
-                layer.vp8_ring = new_vp8_ring()
+            layer.rewrite_vp8 = self.spatial
+            layer.vp8_ring = new_vp8_ring()
+        if not self.spatial:
+            layers[0].temporal = True
+
+    @property
+    def count(self) -> int:
+        """How many layers there are to choose from (a single encoding's: its temporal layers)."""
+        return len(self.layers) if self.spatial else max(1, self.layers[0].tl_count)
 
     @property
     def layered(self) -> bool:
-        return len(self.layers) > 1
+        return self.count > 1
 
     # --- measurements ------------------------------------------------------------------------
 
     def live(self, index: int, now: float) -> bool:
         """Packets of this layer arrived within the last ``LIVE_S`` (and it is not muted)."""
-        layer = self.layers[index]
-        return (
-            not layer.closed
-            and not layer.paused
-            and now - max(layer.received_at, layer.last_arrival) < LIVE_S
-        )
+        layer = self.layers[index if self.spatial else 0]
+        if layer.closed or layer.paused or now - max(layer.received_at, layer.last_arrival) >= LIVE_S:
+            return False
+        return self.spatial or now - layer.tl_seen[index] < LIVE_S
+
+    def _octets(self, index: int) -> int:
+        if self.spatial:
+            return self.layers[index].octets if index < len(self.layers) else 0
+        return sum(self.layers[0].tl_octets[: index + 1])  # a temporal layer needs those below
 
     def sample(self, now: float) -> None:
-        for layer, samples in zip(self.layers, self._samples, strict=True):
-            samples.append((now, layer.octets))
+        for index, samples in enumerate(self._samples):
+            samples.append((now, self._octets(index)))
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                 samples.popleft()
 
@@ -94,6 +113,9 @@ class LayerGroup:
         """The layer a newly assigned slot starts on (the top one while nothing is live yet: the
         next evaluation moves it to a live one)."""
         index = choose(self.state(slot), self, now, slot)
+        if not self.spatial:
+            self._set_temporal(slot, self.count - 1 if index is None else index)
+            return self.layers[0]
         return self.layers[-1 if index is None else index]
 
     def slots(self) -> list[Slot]:
@@ -111,6 +133,8 @@ class LayerGroup:
         if target is not None:
             return target.layer
         pub = slot.publication
+        if not self.spatial:
+            return min(slot.tl_target, self.count - 1) if pub is self.layers[0] else None
         return pub.layer if pub is not None and pub.group is self else None
 
     def evaluate(self, now: float) -> None:
@@ -124,7 +148,11 @@ class LayerGroup:
                 self.switch(slot, target)
 
     def switch(self, slot: Slot, index: int) -> None:
-        """Move ``slot`` to layer ``index`` at that layer's next keyframe (asked for now)."""
+        """Move ``slot`` to layer ``index`` at that layer's next keyframe (asked for now); a temporal
+        layer at the next frame that allows it (media/temporal.py), no keyframe asked for."""
+        if not self.spatial:
+            self._set_temporal(slot, index)
+            return
         target = self.layers[index]
         current = slot.publication
         previous = self.pending.pop(slot, None)
@@ -142,8 +170,16 @@ class LayerGroup:
         target.waiting.append(slot)
         target.request_keyframe()
 
+    def _set_temporal(self, slot: Slot, index: int) -> None:
+        target = TL_ALL if index >= self.count - 1 else index  # the top: whatever TIDs come
+        if slot.tl_target != target:
+            slot.tl_target = target
+            self.switches += 1
+
     def forget(self, slot: Slot) -> None:
         """The slot leaves the group (released, or its viewer left)."""
+        if not self.spatial:
+            slot.tl_target = slot.tl_cur = TL_ALL  # the next publication in the slot: every frame
         target = self.pending.pop(slot, None)
         if target is not None:
             target.detach(slot)
@@ -197,42 +233,54 @@ def continue_pictures(slot: Slot, frame: Frame, seen: tuple[int, int]) -> None:
 
 
 def forward_rewriting(
-    fanout: Fanout, frame: Frame, active: list[Slot], header: Any, extension: bytes | None
-) -> None:
-    """``Fanout._forward``'s packet loop with the picture id and TL0PICIDX written per slot.
+    fanout: Fanout,
+    frame: Frame,
+    active: list[Slot],
+    header: Any,
+    extension: bytes | None,
+    layer: tuple[int, bool, bool, bool] | None = None,
+) -> list[Slot]:
+    """``Fanout._forward`` for VP8 whose picture id and TL0PICIDX are written per slot: a simulcast
+    layer (each viewer's offsets continue the layers it came from), or a video with temporal layers
+    (``layer``: the frame's TID, Y, picture id present, frame start), where each slot decides at
+    each frame's start whether it takes the frame (media/temporal.py); in a media worker the frame
+    comes a packet at a time, and its later packets follow the decision. Returns the slots the
+    packets went to.
 
     The descriptor is parsed once per packet (not per viewer), and its fields kept beside the
     forwarding ring so that a retransmission is rewritten for the viewer that asked
     (``patch_retransmission``). Per viewer it costs two or three byte writes.
     """
-    renumber = fanout.renumber
-    ring = fanout.ring
+    sending = active
+    packets = frame.packets
+    if fanout.temporal and fanout.tl_count > 1:
+        # A frame without a T bit in a layered stream: a base-layer packet that decides nothing.
+        tid, sync, has_pid, begins = layer if layer is not None else (0, False, False, False)
+        keyframe = frame.keyframe
+        first_seq = fanout.next_seq if fanout.renumber else packets[0].ext_seq
+        sending = []
+        size = -1
+        for slot in active:
+            cur = slot.tl_cur
+            if begins and slot.tl_target != cur:  # (no call for a slot that is where it wants)
+                cur = temporal.select(slot, tid, sync, keyframe)
+            if tid <= cur:
+                if slot.tl_gap:
+                    temporal.resume(slot, first_seq)
+                sending.append(slot)
+            else:
+                if size < 0:
+                    size = sum(len(p.payload) for p in packets)
+                temporal.drop(slot, first_seq, len(packets), size, has_pid and begins)
+    buffer = fanout._buffer
     vp8_ring = fanout.vp8_ring
     write_pid = vp8.write_picture_id
     start = 12 if extension is None else 12 + len(extension)  # the payload's offset in ``buf``
-    for packet in frame.packets:
-        payload = packet.payload
-        buf = bytearray(12)
-        if extension is None:
-            buf[0] = 0x80
-        else:
-            buf[0] = 0x90
-            buf += extension
-        buf += payload
-        if renumber:
-            seq = fanout.next_seq
-            fanout.next_seq = seq + 1
-        else:
-            seq = packet.ext_seq
-        ts = packet.timestamp
-        ring[seq & _RING_MASK] = (seq, buf, ts)
-        fields = vp8.picture_fields(payload)
+    for packet in packets:
+        buf, seq, ts = buffer(packet, extension)
+        fields = vp8.picture_fields(packet.payload)
         vp8_ring[seq & _RING_MASK] = (seq, fields)
         mark = 0x80 if packet.marker else 0
-        fanout.last_seq = seq
-        fanout.last_ts = ts
-        fanout.packets += 1
-        fanout.octets += len(payload)
         if fields is None:
             pid_pos = tl0_pos = -1
             bits = pid = tl0 = 0
@@ -243,7 +291,7 @@ def forward_rewriting(
             pid_pos += start
             if tl0_pos >= 0:
                 tl0_pos += start
-        for slot in active:
+        for slot in sending:
             header(
                 buf,
                 1,
@@ -264,18 +312,20 @@ def forward_rewriting(
                 slot.sendto(slot.protect(buf), slot.addr)
             except Exception as exc:
                 slot.fail(exc)
-        stats.rtp_packets_sent += len(active)
+    stats.rtp_packets_sent += len(sending) * len(packets)
+    return sending
 
 
-def patch_retransmission(slot: Slot, fanout: Fanout, seq: int, buf: bytearray) -> None:
-    """Write ``slot``'s picture id and TL0PICIDX into a packet taken from the forwarding ring."""
+def patch_retransmission(slot: Slot, fanout: Fanout, seq: int, buf: bytearray, pic_off: int) -> None:
+    """Write ``slot``'s picture id (with ``pic_off``, the offset the packet was first sent with) and
+    TL0PICIDX into a packet taken from the forwarding ring."""
     entry = fanout.vp8_ring[seq & _RING_MASK]
     if entry is None or entry[0] != seq or entry[1] is None:
         return
     pid_pos, bits, pid, tl0_pos, tl0 = entry[1]
     start = 12 + (4 + 4 * ((buf[14] << 8) | buf[15]) if buf[0] & 0x10 else 0)  # after extensions
     if bits:
-        vp8.write_picture_id(buf, start + pid_pos, bits, pid + slot.pic_off)
+        vp8.write_picture_id(buf, start + pid_pos, bits, pid + pic_off)
     if tl0_pos >= 0:
         buf[start + tl0_pos] = (tl0 + slot.tl0_off) & 0xFF
 

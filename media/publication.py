@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from media import layergroup, stats
+from media import layergroup, stats, temporal, vp8
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
@@ -94,6 +94,12 @@ class Fanout:
         self.vp8_ring: list[Any] = []  # beside ``ring``, for a layer of a group of several
         self.last_pic = -1  # original picture id / TL0PICIDX of the last forwarded packet
         self.last_tl0 = 0
+        # VP8 temporal layers of a single-encoding video (media/temporal.py): measured when
+        # ``temporal`` (a group of one), dropped per slot once more than one was seen.
+        self.temporal = False
+        self.tl_count = 0  # the highest TID seen + 1
+        self.tl_octets = [0] * (temporal.MAX_TID + 1)  # payload bytes per TID
+        self.tl_seen = [0.0] * (temporal.MAX_TID + 1)  # last frame of each TID
 
     def request_keyframe(self) -> None:
         """Ask the track's source for a keyframe (a waiting slot, a viewer's PLI)."""
@@ -112,57 +118,80 @@ class Fanout:
         for tap in self.taps:
             tap(frame)
         active = self.active
-        renumber = self.renumber
-        ring = self.ring
         octets = self.octets
-        packets = frame.packets
         extension = abs_send_time_extension(now) if self.kind == "video" else None
-        if self.rewrite_vp8 and self.mime == "video/vp8":
-            layergroup.forward_rewriting(self, frame, active, _pack_header, extension)
-            packets = []
-        for packet in packets:
-            payload = packet.payload
-            buf = bytearray(12)
-            if extension is None:
-                buf[0] = 0x80
-            else:
-                buf[0] = 0x90
-                buf += extension
-            buf += payload
-            if renumber:
-                seq = self.next_seq
-                self.next_seq = seq + 1
-            else:
-                seq = packet.ext_seq
-            ts = packet.timestamp
-            ring[seq & _RING_MASK] = (seq, buf, ts)
-            mark = 0x80 if packet.marker else 0
-            self.last_seq = seq
-            self.last_ts = ts
-            self.packets += 1
-            self.octets += len(payload)
-            for slot in active:
-                _pack_header(
-                    buf,
-                    1,
-                    mark | slot.pt,
-                    (seq + slot.seq_off) & 0xFFFF,
-                    (ts + slot.ts_off) & 0xFFFFFFFF,
-                    slot.ssrc,
-                )
-                try:
-                    slot.sendto(slot.protect(buf), slot.addr)
-                except Exception as exc:
-                    slot.fail(exc)
-            stats.rtp_packets_sent += len(active)
+        layer = None
+        if self.temporal and self.mime == "video/vp8":
+            layer = self._measure_temporal(frame, now)
+        sent_to = active
+        if self.mime == "video/vp8" and (self.rewrite_vp8 or self.tl_count > 1):
+            sent_to = layergroup.forward_rewriting(self, frame, active, _pack_header, extension, layer)
+        else:
+            buffer = self._buffer
+            for packet in frame.packets:
+                buf, seq, ts = buffer(packet, extension)
+                mark = 0x80 if packet.marker else 0
+                for slot in active:
+                    _pack_header(
+                        buf,
+                        1,
+                        mark | slot.pt,
+                        (seq + slot.seq_off) & 0xFFFF,
+                        (ts + slot.ts_off) & 0xFFFFFFFF,
+                        slot.ssrc,
+                    )
+                    try:
+                        slot.sendto(slot.protect(buf), slot.addr)
+                    except Exception as exc:
+                        slot.fail(exc)
+            stats.rtp_packets_sent += len(active) * len(frame.packets)
         # Bytes forwarded, once per frame rather than per packet or per subscriber: every slot gets
-        # the same 12-byte header + payload (SRTP's tag not counted), and ``active`` does not change
-        # during the frame, so the frame's bytes times its subscribers is exact, at no cost per packet.
+        # the same 12-byte header + payload (SRTP's tag not counted), and the slots a frame goes to do
+        # not change during the frame, so the frame's bytes times its subscribers is exact, at no
+        # cost per packet.
         header = 12 if extension is None else 20
-        stats.rtp_sent_bytes += (self.octets - octets + header * len(frame.packets)) * len(active)
+        stats.rtp_sent_bytes += (self.octets - octets + header * len(frame.packets)) * len(sent_to)
         self.last_arrival = now
         if any(s.failed for s in active):
             self.active = [s for s in active if not s.failed]
+
+    def _buffer(self, packet: Any, extension: bytes | None) -> tuple[bytearray, int, int]:
+        """A forwarded packet's bytes (a fixed header the slots patch, the extension, the payload),
+        its number in the forwarded space and its timestamp; kept in the ring and counted. Every
+        forwarding loop starts each packet here (the per-slot loops differ)."""
+        buf = bytearray(12)
+        if extension is None:
+            buf[0] = 0x80
+        else:
+            buf[0] = 0x90
+            buf += extension
+        payload = packet.payload
+        buf += payload
+        if self.renumber:
+            seq = self.next_seq
+            self.next_seq = seq + 1
+        else:
+            seq = packet.ext_seq
+        ts = packet.timestamp
+        self.ring[seq & _RING_MASK] = (seq, buf, ts)
+        self.last_seq = seq
+        self.last_ts = ts
+        self.packets += 1
+        self.octets += len(payload)
+        return buf, seq, ts
+
+    def _measure_temporal(self, frame: Frame, now: float) -> tuple[int, bool, bool, bool] | None:
+        """The frame's temporal layer (``vp8.temporal_layer``), counted into that layer's bytes and
+        liveness (media/layergroup.py turns them into layers to choose from). A worker's mirror
+        forwards one packet at a time: there a "frame" is a packet, and only some start a frame."""
+        layer = vp8.temporal_layer(frame.packets[0].payload) if frame.packets else None
+        if layer is not None:
+            tid = layer[0]
+            self.tl_octets[tid] += sum(len(p.payload) for p in frame.packets)
+            self.tl_seen[tid] = now
+            if tid >= self.tl_count:
+                self.tl_count = tid + 1
+        return layer
 
     def _activate_waiting(self, frame: Frame) -> None:
         """Waiting slots start with this keyframe; one that cannot take this codec keeps waiting

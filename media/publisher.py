@@ -41,7 +41,8 @@ class Publisher:
         self.pc = new_peer_connection(config)
         self.publications: dict[str, Publication] = {}
         # Video as layers (media/layergroup.py): a simulcast video's encodings, lowest first; its
-        # highest is ``publications["video"]`` (what the room assigns, the recorder taps).
+        # highest is ``publications["video"]`` (what the room assigns); a single encoding is a group
+        # of one (its temporal layers).
         self.groups: dict[str, LayerGroup] = {}
         self.uplink: dict[str, figures.UpTrack] = {}  # what arrives of each track (media/figures.py)
         self._on_closed = on_closed
@@ -137,6 +138,9 @@ class Publisher:
 
         hooks.install_packet_sink(receiver, sink, on_parameters)
         self.publications[kind] = pub
+        if kind == "video":  # a group of one: its temporal layers, if it sends some (media/temporal.py)
+            group = self.groups[kind] = LayerGroup(self.participant_id, [pub])
+            self._tasks.spawn(self._evaluate_layers(group))
 
     def _publish_simulcast(self, receiver: RTCRtpReceiver, offer: SimulcastOffer) -> None:
         """One Publication per encoding (``rid``, ``layer``), fed by SSRC from one aiortc receiver."""

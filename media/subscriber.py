@@ -23,7 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
-from media import description_hooks, ice_hooks, layergroup, stats, transceiver_hooks
+from media import description_hooks, ice_hooks, layergroup, stats, temporal, transceiver_hooks
 from media.bwe import ViewerLayers
 from media.nackguard import ResendGuard, ResendLimits
 from media.quality import RateMeter, SentReports
@@ -91,6 +91,11 @@ class Slot(hooks.SenderHandler):
         "ssrc",
         "subscriber",
         "tl0_off",
+        "tl_cur",
+        "tl_gap",
+        "tl_marks",
+        "tl_skipped",
+        "tl_target",
         "ts_off",
     )
 
@@ -124,6 +129,11 @@ class Slot(hooks.SenderHandler):
         # VP8 picture id / TL0PICIDX offsets, continued across simulcast layers (media/layergroup.py)
         self.pic_off = 0
         self.tl0_off = 0
+        # VP8 temporal layers forwarded (media/temporal.py): now, wanted, and the offsets' history
+        self.tl_cur = self.tl_target = temporal.TL_ALL
+        self.tl_gap = False
+        self.tl_marks: list[tuple[int, int, int]] = []
+        self.tl_skipped = 0  # bytes (RTP headers and payloads) of the frames not sent to this slot
         self.last_out_ts = random.getrandbits(32)
         self.last_sent_at: float | None = None
         self.clock_rate = 48000 if kind == "audio" else 90000
@@ -178,12 +188,12 @@ class Slot(hooks.SenderHandler):
         pub = self.publication
         if pub is None or self.protect is None or self.failed:
             return
-        # Map the 16-bit outgoing number back into the publication's packet space.
-        latest_out = (pub.last_seq + self.seq_off) & 0xFFFF
-        back = (latest_out - sequence_number) & 0xFFFF
-        if back >= 0x8000:
+        # Map the 16-bit outgoing number back into the publication's packet space (temporal layers
+        # dropped for this viewer moved its offsets: each packet's own).
+        mapped = temporal.source(self, pub.last_seq, sequence_number)
+        if mapped is None:
             return
-        seq = pub.last_seq - back
+        seq, pic_off = mapped
         found = pub.packet_for_retransmission(seq)
         if found is None:
             return
@@ -191,8 +201,8 @@ class Slot(hooks.SenderHandler):
             stats.retransmissions_suppressed += 1
             return
         buf, source_ts = found
-        if pub.rewrite_vp8:
-            layergroup.patch_retransmission(self, pub, seq, buf)
+        if pub.vp8_ring:
+            layergroup.patch_retransmission(self, pub, seq, buf, pic_off)
         stats.retransmissions += 1
         ts = (source_ts + self.ts_off) & 0xFFFFFFFF
         marker = buf[1] & 0x80
@@ -263,6 +273,7 @@ class Slot(hooks.SenderHandler):
         self.packet_base = pub.packets
         self.octet_base = pub.octets
         self.resends.restart(pub.packets)
+        temporal.reset(self)
         self.last_sent_at = now
 
     def stop(self) -> None:
@@ -408,7 +419,8 @@ class Subscriber:
                 pub = slot.publication
                 if pub is None or slot.held or slot.last_sent_at is None:
                     continue
-                octets = pub.octets + 12 * pub.packets  # (+ 8 of abs-send-time per video packet: not counted)
+                # (+ 8 of abs-send-time per video packet: not counted; temporal layers dropped: not sent)
+                octets = pub.octets + 12 * pub.packets - slot.tl_skipped
                 before = self._sent_marks.get(slot.ssrc)
                 if before is not None and before[0] is pub:
                     sent += octets - before[1]

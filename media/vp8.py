@@ -163,3 +163,13 @@ def picture_fields(payload: bytes | bytearray) -> tuple[int, int, int, int, int]
         d.tl0picidx_pos,
         d.tl0picidx or 0,
     )
+
+
+def temporal_layer(payload: bytes | bytearray) -> tuple[int, bool, bool, bool] | None:
+    """(TID, Y, whether it carries a picture id, whether it starts a frame: S=1 and PID=0); None
+    without a T bit (no temporal layers) or when truncated. What a temporal-layer switch decides on,
+    at the first packet of each frame (Chromium repeats the T byte in every packet of a frame)."""
+    d = parse(payload)
+    if d is None or d.tid is None:
+        return None
+    return d.tid, d.layer_sync, d.picture_id is not None, d.start and d.partition == 0

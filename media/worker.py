@@ -83,7 +83,7 @@ class Worker(asyncio.DatagramProtocol):
         self.index = index
         self._writer = writer
         self.mirrors: dict[int, Mirror] = {}
-        self.groups: list[LayerGroup] = []  # simulcast videos: mirrors of their encodings
+        self.groups: list[LayerGroup] = []  # videos: mirrors of their encodings (or of the one)
         self._evaluating: asyncio.Task[Any] | None = None
         self.viewers: LocalViewers | None = None
         self.pli_interval = 0.5
@@ -170,7 +170,8 @@ class Worker(asyncio.DatagramProtocol):
         return mirror
 
     def _group(self, message: link.Assign) -> None:
-        """A simulcast video's mirrors as one group, lowest first, switched here (media/layergroup.py)."""
+        """A video's mirrors as one group, lowest first, switched here (media/layergroup.py): a
+        simulcast video's encodings, or a single encoding whose temporal layers are switched here."""
         mirrors = [self._mirror(key, message) for key in message.layers]
         for mirror in mirrors:
             mirror.set_paused(message.paused)

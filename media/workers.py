@@ -285,9 +285,10 @@ class WorkerLink:
 
 
 def _layers_of(pub: Publication) -> list[Publication]:
-    """A simulcast video's encodings, lowest first; nothing for any other publication."""
+    """A video's encodings, lowest first (one for a single encoding: the worker measures and switches
+    its temporal layers); nothing for audio."""
     group = pub.group
-    if group is None or not group.layered:
+    if group is None:
         return []
     # In main every layer is a Publication (a worker's are Mirrors, never passed here).
     return [cast("Publication", layer) for layer in group.layers]

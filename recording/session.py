@@ -25,6 +25,7 @@ only once all of them are on disk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from media.aiortc_hooks import payloads
 from media.assembler import Frame
 from media.publication import Publication
 from media.room import MediaRoom
+from media.toplayer import TopLayerTap
 from recording.diskqueue import DiskQueue
 from recording.ledger import Ledger
 from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, append_head, public_text, write_atomic
@@ -59,7 +61,7 @@ class _Capture:
     kind: str
     publication: Publication
     writer: TrackWriter
-    tap: Callable[[Frame], None]
+    detach: Callable[[], None]  # stops the frames coming
     started_at: float
     ended_at: float | None = None
     failed: str | None = None
@@ -198,18 +200,30 @@ class SessionRecorder:
             on_error=lambda w, exc: loop.call_soon_threadsafe(self._on_writer_error, key, exc),
         )
 
-        def tap(frame: Frame) -> None:
-            writer.write(payloads(frame.packets), frame.timestamp, frame.keyframe)
+        group = pub.group
+        if group is not None and group.spatial:
+            # A simulcast video: the highest live encoding, switched at keyframes (media/toplayer.py).
+            def follow(frame: Frame, timestamp: int) -> None:
+                writer.write(payloads(frame.packets), timestamp, frame.keyframe)
 
-        self.captures[key] = _Capture(pid, kind, pub, writer, tap, self.clock())
-        pub.add_tap(tap)
+            top = TopLayerTap(group, follow)
+            top.start()
+            detach = top.stop
+        else:
+
+            def tap(frame: Frame) -> None:
+                writer.write(payloads(frame.packets), frame.timestamp, frame.keyframe)
+
+            pub.add_tap(tap)
+            detach = functools.partial(pub.remove_tap, tap)
+        self.captures[key] = _Capture(pid, kind, pub, writer, detach, self.clock())
         self.write_manifest()
         self._note_participant(pid)
         log.info("capture started", extra={"stage": self.stage.id, "participant": pid, "kind": track})
 
     def _stop_capture(self, key: tuple[str, str]) -> None:
         capture = self.captures.pop(key)
-        capture.publication.remove_tap(capture.tap)
+        capture.detach()
         capture.ended_at = self.clock()
         self.finished.append(capture)
         task = asyncio.ensure_future(self._close_writer(capture))

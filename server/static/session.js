@@ -357,6 +357,7 @@ export class StageSession extends EventTarget {
       if (this.publisherPc !== pc) return;
       await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
       if (this.publisherPc !== pc) return;
+      await temporalFallback(pc, answer.sdp);
       trickle.acknowledged();
       this.muted = { audio: Boolean(muted?.audio), video: Boolean(muted?.video) };
       this.marks.published = performance.now();
@@ -762,21 +763,51 @@ export class StageSession extends EventTarget {
 
 /**
  * Camera video goes out as three simulcast encodings, lowest first (docs/protocol.md, media model):
- * the node forwards one of them to each viewer. A browser that refuses simulcast sends one encoding.
+ * the node forwards one of them to each viewer. Where simulcast is not wanted (`?simulcast=0` on the
+ * page) or not possible (the browser refuses the encodings, or the answer does not receive them), the
+ * camera goes out as one encoding with VP8 temporal layers (`L1T3`): the node then forwards a quarter,
+ * half or all of its frames to each viewer.
  */
 export const SIMULCAST_ENCODINGS = [
   { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
   { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
   { rid: 'h', maxBitrate: 1500000 },
 ];
+export const TEMPORAL_ENCODING = { scalabilityMode: 'L1T3', maxBitrate: 1500000 };
+
+function simulcastWanted() {
+  return new URLSearchParams(window.location.search).get('simulcast') !== '0';
+}
 
 function addPublishTransceiver(pc, track, stream) {
   const init = { direction: 'sendonly', streams: [stream] };
   if (track.kind !== 'video') return pc.addTransceiver(track, init);
+  const tries = simulcastWanted() ? [SIMULCAST_ENCODINGS, [TEMPORAL_ENCODING]] : [[TEMPORAL_ENCODING]];
+  for (const encodings of tries) {
+    try {
+      return pc.addTransceiver(track, { ...init, sendEncodings: encodings.map((e) => ({ ...e })) });
+    } catch {
+      // the next, down to one plain encoding
+    }
+  }
+  return pc.addTransceiver(track, init);
+}
+
+/**
+ * The answer did not take simulcast (one encoding is sent): ask for temporal layers on it instead.
+ * Best effort: a browser that cannot encode L1T3 keeps sending one layer, which the node forwards whole.
+ */
+async function temporalFallback(pc, answerSdp) {
+  if (answerSdp.includes('a=simulcast:')) return;
+  const sender = pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  if (!sender) return;
+  const params = sender.getParameters();
+  if (params.encodings?.length !== 1 || params.encodings[0].scalabilityMode === 'L1T3') return;
+  params.encodings[0].scalabilityMode = 'L1T3';
   try {
-    return pc.addTransceiver(track, { ...init, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) });
-  } catch {
-    return pc.addTransceiver(track, init);
+    await sender.setParameters(params);
+  } catch (err) {
+    console.info(`temporal layers not available: ${err.message}`);
   }
 }
 

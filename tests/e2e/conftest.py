@@ -338,17 +338,20 @@ async def open_stage(browser: Browser, node: Any) -> AsyncIterator[Callable[...,
         init_script: str | None = None,
         at: Any = None,
         camera: str = "360p",
+        query: str = "",
     ) -> StagePage:
         """``at``: the node that serves the page (default ``node``). ``camera``: the capture size the
         page asks for, 360p unless a test needs 720p (three simulcast layers of 720p per speaker
-        would take most of the 2 cores the suite runs on)."""
+        would take most of the 2 cores the suite runs on). ``query``: more page parameters
+        (``simulcast=0``...)."""
         context = await browser.new_context(viewport={"width": 1280, "height": 720})
         contexts.append(context)
         if init_script:
             await context.add_init_script(init_script)
         page = await context.new_page()
         stage_page = watch(page, name)
-        await page.goto(f"{(at or node).url}/s/{stage}?role={role}&camera={camera}")
+        extra = f"&{query}" if query else ""
+        await page.goto(f"{(at or node).url}/s/{stage}?role={role}&camera={camera}{extra}")
         await page.wait_for_function("window.medstage !== undefined", timeout=10_000)
         pages.append(stage_page)
         return stage_page
