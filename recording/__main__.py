@@ -3,6 +3,8 @@
     python -m recording verify SESSION [--root DIR] [--public-key KEY] [--signing-key FILE] [--head HEAD]
     python -m recording repair SESSION [--root DIR]
     python -m recording export SESSION [--root DIR]
+    python -m recording report SESSION [--root DIR] [--format json|csv] [--table attendees|questions]
+    python -m recording sweep [--root DIR] [--dry-run] [--default-days N]
 
 SESSION is a session directory, or a session id looked up under ``--root`` (default: the node's
 ``recordings_dir`` from the same configuration, ``MEDSTAGE_RECORDINGS_DIR`` or ``--config``, else
@@ -28,6 +30,7 @@ from recording.evidence import TrustedKey, verify_session
 from recording.ledger import FILENAME, truncate_incomplete
 from recording.location import LocationError, configured_root
 from recording.repair import RepairFailed, is_finalized, repair_session
+from recording.report import TABLES, ReportError, build, to_csv
 from recording.signing import (
     HEADS_FILENAME,
     SignedHead,
@@ -158,6 +161,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the session report: attendance, polls and quizzes, questions (JSON, or a CSV table)."""
+    session = resolve_session(args.session, args.root)
+    try:
+        report = build(session)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.format == "csv":
+        sys.stdout.write(to_csv(report, args.table))
+    else:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    return EXIT_OK
+
+
 def _mark_repaired(manifest: Path) -> None:
     """A session a crash interrupted says so; its tracks' finalized flags follow the files."""
     try:
@@ -214,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(commands, "repair", cmd_repair, parents=[session])
     _add(commands, "export", cmd_export, parents=[session])
+    report = _add(commands, "report", cmd_report, parents=[session])
+    report.add_argument("--format", choices=("json", "csv"), default="json", help="default: json")
+    report.add_argument(
+        "--table", choices=TABLES, default="attendees", help="with --format csv: which table (default: attendees)"
+    )
     return parser
 
 

@@ -25,9 +25,12 @@ only once all of them are on disk.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +112,9 @@ class SessionRecorder:
     _parts: dict[tuple[str, str], int] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     _manifests: int = 0  # manifests queued so far
+    # Keys the per-session pseudonym of an identity (``person``): held in memory only, so the files
+    # group one person's connections (reconnects) without saying, or letting anyone test, who it is.
+    _person_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
 
     def __post_init__(self) -> None:
         self.dir = self.root / self.stage.id / self.session_id
@@ -128,6 +134,18 @@ class SessionRecorder:
                 self._ledger_append(state.record)
                 self.consent[pid] = msgspec.to_builtins(state.record)
             self._note_participant(pid)
+        # Who was there when recording started (later arrivals have participant.joined): the report's
+        # attendance intervals begin here for them (docs/recording.md, "Session report"). Written after
+        # the start's own events (the first batch), so the timeline still opens with them.
+        self._present: dict[str, Any] | None = {
+            "type": "recording.present",
+            "stage_id": self.stage.id,
+            "at": self.started_at,
+            "participants": [
+                {"participant_id": pid, "person": self._person(p.identity), "joined_at": p.joined_at}
+                for pid, p in self.stage.participants.items()
+            ],
+        }
         if self.ledger.count == 0:
             self._seal(final=False)  # even an empty ledger has a signed head: none was removed
         # The session exists (listed, its manifest served) as soon as recording.started goes out: the
@@ -154,7 +172,13 @@ class SessionRecorder:
             if data.get("type") == "participant.joined":
                 self._note_participant(data.get("participant_id") or data.get("participant", ""))
             self.timeline.append(redact(data, lambda pid: covers(pid, "comments")))
+        self._note_present()
         self.sync()
+
+    def _note_present(self) -> None:
+        if self._present is not None:
+            self.timeline.append(self._present)
+            self._present = None
 
     def sync(self) -> None:
         """Capture exactly the tracks that are published and covered by their publisher's consent."""
@@ -289,7 +313,20 @@ class SessionRecorder:
         person = self.stage.participants.get(pid)
         if person is None:
             return
-        self.participants[pid] = {"participant_id": pid, "name": person.name, "role": str(person.role)}
+        self.participants[pid] = {
+            "participant_id": pid,
+            "name": person.name,
+            "role": str(person.role),
+            "person": self._person(person.identity),
+        }
+        # A reconnect is a new participant id under the same identity, whose decision stands without a
+        # new ledger record: note it, so SharePolicy knows whose connection this is.
+        state = self.stage.consent_of(pid)
+        if pid not in self.consent and state is not None and state.record is not None:
+            self.consent[pid] = msgspec.to_builtins(state.record)
+
+    def _person(self, identity: str) -> str:
+        return hmac.new(self._person_key, identity.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
     # --- manifest and stop ---------------------------------------------------------------------
 
@@ -351,6 +388,8 @@ class SessionRecorder:
             return
         if self.status == "recording":
             self.status = "complete"
+        if self.status != "failed":
+            self._note_present()
         for key in list(self.captures):
             self._stop_capture(key)
         self.stopped_at = now
