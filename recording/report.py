@@ -324,6 +324,8 @@ def _poll(view: Mapping[str, Any]) -> dict[str, Any]:
         "ballots": 0,
         "counts": [],
         "answers": [],
+        "anonymous_answers": 0,
+        "correct_ballots": None,
         "results": [],
     }
 
