@@ -63,10 +63,16 @@ async def record_session(root: Path, key: NodeKey | None, session_id: str = "rec
         recorder.on_events(batch)
 
     at(5, stage.join("p-dave", "Dave", Role.AUDIENCE, T0 + 5, identity="dave@x"))
-    at(6, stage.give_consent("p-dave", frozenset({"share", "comments"}), POLICY, "join_prompt", T0 + 6, "c-4"))
+    at(
+        6,
+        stage.give_consent("p-dave", frozenset({"share", "comments"}), POLICY, "join_prompt", T0 + 6, "c-4"),
+    )
     at(8, stage.ask_question("p-alice", "q-a", "What about beta blockers?", T0 + 8))
     at(9, stage.ask_question("p-bob", "q-b", "bob's secret question", T0 + 9))
-    at(10, stage.create_poll("p-host", "poll-1", PollSpec("Which drug?", ("A", "B"), anonymous=False), T0 + 10))
+    at(
+        10,
+        stage.create_poll("p-host", "poll-1", PollSpec("Which drug?", ("A", "B"), anonymous=False), T0 + 10),
+    )
     at(10, stage.open_poll("p-host", "poll-1", T0 + 10))
     at(11, stage.vote("p-alice", "poll-1", [1], T0 + 11))
     at(11, stage.vote("p-bob", "poll-1", [0], T0 + 11))

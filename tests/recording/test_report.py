@@ -72,7 +72,11 @@ async def test_polls_quiz_and_questions_name_only_shared_answers(recorded: Recor
     assert (questions["asked"], questions["answered"], questions["open"]) == (2, 1, 1)
     assert (questions["named"], questions["anonymous"]) == (1, 1)
     first, second = questions["items"]
-    assert (first["identity"], first["text"], first["status"]) == ("alice@x", "What about beta blockers?", "answered")
+    assert (first["identity"], first["text"], first["status"]) == (
+        "alice@x",
+        "What about beta blockers?",
+        "answered",
+    )
     assert first["answered_at"] == T0 + 16
     assert (second["identity"], second["text"], second["status"]) == (None, None, "open")
     assert "secret" not in json.dumps(report)

@@ -72,16 +72,27 @@ async def test_a_session_is_swept_only_once_its_retention_is_over(recorded: Reco
     deleted, refused = sweep(root, day_31, 0, key)
     assert [c.session_id for c in deleted] == ["rec-1"] and refused == []
     session = recorded.session
-    assert sorted(p.name for p in session.iterdir()) == ["consent.heads.jsonl", "consent.jsonl", "manifest.json"]
+    assert sorted(p.name for p in session.iterdir()) == [
+        "consent.heads.jsonl",
+        "consent.jsonl",
+        "manifest.json",
+    ]
     done = manifest(session)
     assert done["status"] == "deleted" and done["previous_status"] == "complete"
     assert done["deleted_at"] == day_31 and done["deletion"]["reason"] == "retention"
     last = read_entries(session / "consent.jsonl")[-1].record
-    assert (last["type"], last["at"], last["by"], last["retention_days"]) == ("deletion", day_31, "sweeper", 30)
+    assert (last["type"], last["at"], last["by"], last["retention_days"]) == (
+        "deletion",
+        day_31,
+        "sweeper",
+        30,
+    )
     assert "tracks" in last["deleted"] and "exports" in last["deleted"]
     evidence = verify_session(session, TrustedKey(key.public, "test key"))
     assert evidence.ok, evidence.message
-    assert "media, timeline and exports were deleted at" in evidence.message and "retention" in evidence.message
+    assert (
+        "media, timeline and exports were deleted at" in evidence.message and "retention" in evidence.message
+    )
     # The report still answers from what is kept: who consented, no timeline.
     assert build(session)["media_deleted"] is True
 
