@@ -154,7 +154,7 @@ class _Report:
                 if interval is None:  # present at the start of a session recorded without recording.present
                     interval = self._open(pid, self.started_at)
                 interval[1] = at
-        for pid in self.info:  # noted in the manifest, no event: there all along
+        for pid in self.info if self.events else ():  # noted, no event: there all along (older sessions)
             if not any(pid in person.participant_ids for person in self.people.values()):
                 open_[pid] = self._open(pid, self.started_at)
         for interval in open_.values():

@@ -344,6 +344,10 @@ class SessionRecorder:
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "policy_version": self.stage.settings.consent_policy_version,
+            # The retention decided for this stage (its own, else its club's) when it was created;
+            # null: the node's default (recording/retention.py).
+            "club_id": self.stage.club_id,
+            "retention_days": self.stage.settings.recording_retention_days,
             "participants": participants,
             "tracks": [c.entry(self.dir) for c in captures],
             "timeline": "timeline.msgpack",
