@@ -218,6 +218,11 @@ class _Report:
                     poll["counts"] = list(results.get("counts") or [])
                     if results.get("correct") is not None:
                         poll["correct"] = list(results["correct"])
+            elif type_ == "poll.counts":  # live counts: what a poll still open at the stop had
+                poll = polls.setdefault(str(event.get("poll_id")), _poll({"id": event.get("poll_id")}))
+                if poll["closed_at"] is None:
+                    poll["ballots"] = int(event.get("ballots") or 0)
+                    poll["counts"] = list(event.get("counts") or [])
             elif type_ == "poll.voters":
                 poll = polls.setdefault(str(event.get("poll_id")), _poll({"id": event.get("poll_id")}))
                 for pid, choices in (event.get("voters") or {}).items():

@@ -209,3 +209,38 @@ async def test_the_nodes_sweeper_deletes_what_expired_and_keeps_the_rest(
     assert manifest(kept.session)["status"] == "complete" and (kept.session / "timeline.msgpack").is_file()
     verified = verify(old.session)
     assert verified.returncode == 0 and "retention, by sweeper" in verified.stdout, verified.stdout
+
+
+async def test_a_sessions_retention_is_its_stages_else_its_clubs(node: RunningNode, root: Path) -> None:
+    club = "club-" + uuid.uuid4().hex[:6]
+    inherits, own = "inh-" + uuid.uuid4().hex[:6], "own-" + uuid.uuid4().hex[:6]
+    async with aiohttp.ClientSession(node.url) as http:
+        body = {"id": club, "name": "Cardiology", "recording_retention_days": 30}
+        async with http.post("/api/clubs", json=body, headers=bearer()) as r:
+            assert r.status == 201 and (await r.json())["recording_retention_days"] == 30
+        async with http.patch(
+            f"/api/clubs/{club}", json={"recording_retention_days": 45}, headers=bearer()
+        ) as r:
+            assert r.status == 200 and (await r.json())["recording_retention_days"] == 45
+        async with http.patch(
+            f"/api/clubs/{club}", json={"recording_retention_days": -1}, headers=bearer()
+        ) as r:
+            assert r.status == 400
+        for stage, extra in ((inherits, {}), (own, {"recording_retention_days": 7})):
+            async with http.post(
+                "/api/stages", json={"id": stage, "club": club, **extra}, headers=bearer()
+            ) as r:
+                assert r.status == 201, await r.text()
+    sessions = {}
+    for stage in (inherits, own):
+        async with MedstageClient(node.url) as host:
+            await host.join(stage, "Dr Host", "host")
+            started = await host.request({"type": "recording.start"})
+            await host.request({"type": "recording.stop"})
+        sessions[stage] = root / stage / started["session_id"]
+        await eventually(lambda s=sessions[stage]: manifest(s)["status"] == "complete", 15)
+    assert (manifest(sessions[inherits])["retention_days"], manifest(sessions[inherits])["club_id"]) == (
+        45,
+        club,
+    )
+    assert manifest(sessions[own])["retention_days"] == 7
