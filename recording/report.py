@@ -135,23 +135,22 @@ class _Report:
 
     def attendance(self) -> dict[str, Any]:
         open_: dict[str, list[Any]] = {}  # pid -> its open interval
+        for entry in self.manifest.get("present_at_start") or [] if self.events else []:
+            pid = str(entry.get("participant_id"))
+            if entry.get("person"):
+                self.pseudonyms[pid] = str(entry["person"])
+            if pid not in open_:
+                open_[pid] = self._open(pid, self.started_at)
         for event in self.events:
             type_, at = event.get("type"), float(event.get("at") or 0.0)
-            if type_ == "recording.present":
-                for entry in event.get("participants") or []:
-                    pid = str(entry.get("participant_id"))
-                    if entry.get("person"):
-                        self.pseudonyms[pid] = str(entry["person"])
-                    if pid not in open_:
-                        open_[pid] = self._open(pid, max(self.started_at, at))
-            elif type_ == "participant.joined":
+            if type_ == "participant.joined":
                 pid = str(event.get("participant") or event.get("participant_id"))
                 if pid not in open_:
                     open_[pid] = self._open(pid, at)
             elif type_ == "participant.left":
                 pid = str(event.get("participant_id") or event.get("participant"))
                 interval = open_.pop(pid, None)
-                if interval is None:  # present at the start of a session recorded without recording.present
+                if interval is None:  # present at the start of a session recorded without present_at_start
                     interval = self._open(pid, self.started_at)
                 interval[1] = at
         for pid in self.info if self.events else ():  # noted, no event: there all along (older sessions)

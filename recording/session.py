@@ -127,6 +127,12 @@ class SessionRecorder:
             self.dir / "timeline.msgpack",
             on_error=lambda exc: loop.call_soon_threadsafe(self._fail, f"timeline: {exc}"),
         )
+        # Who was there when recording started (later arrivals have participant.joined in the
+        # timeline): the report's attendance begins at the start for them (docs/recording.md).
+        self.present_at_start = [
+            {"participant_id": pid, "person": self._person(p.identity), "joined_at": p.joined_at}
+            for pid, p in self.stage.participants.items()
+        ]
         # The consent in force when recording starts is part of the recording's ledger.
         for pid in list(self.stage.participants):
             state = self.stage.consent_of(pid)
@@ -134,18 +140,6 @@ class SessionRecorder:
                 self._ledger_append(state.record)
                 self.consent[pid] = msgspec.to_builtins(state.record)
             self._note_participant(pid)
-        # Who was there when recording started (later arrivals have participant.joined): the report's
-        # attendance intervals begin here for them (docs/recording.md, "Session report"). Written after
-        # the start's own events (the first batch), so the timeline still opens with them.
-        self._present: dict[str, Any] | None = {
-            "type": "recording.present",
-            "stage_id": self.stage.id,
-            "at": self.started_at,
-            "participants": [
-                {"participant_id": pid, "person": self._person(p.identity), "joined_at": p.joined_at}
-                for pid, p in self.stage.participants.items()
-            ],
-        }
         if self.ledger.count == 0:
             self._seal(final=False)  # even an empty ledger has a signed head: none was removed
         # The session exists (listed, its manifest served) as soon as recording.started goes out: the
@@ -172,13 +166,7 @@ class SessionRecorder:
             if data.get("type") == "participant.joined":
                 self._note_participant(data.get("participant_id") or data.get("participant", ""))
             self.timeline.append(redact(data, lambda pid: covers(pid, "comments")))
-        self._note_present()
         self.sync()
-
-    def _note_present(self) -> None:
-        if self._present is not None:
-            self.timeline.append(self._present)
-            self._present = None
 
     def sync(self) -> None:
         """Capture exactly the tracks that are published and covered by their publisher's consent."""
@@ -349,6 +337,7 @@ class SessionRecorder:
             "club_id": self.stage.club_id,
             "retention_days": self.stage.settings.recording_retention_days,
             "participants": participants,
+            "present_at_start": self.present_at_start,
             "tracks": [c.entry(self.dir) for c in captures],
             "timeline": "timeline.msgpack",
             "timeline_json": "timeline.json",
@@ -392,8 +381,6 @@ class SessionRecorder:
             return
         if self.status == "recording":
             self.status = "complete"
-        if self.status != "failed":
-            self._note_present()
         for key in list(self.captures):
             self._stop_capture(key)
         self.stopped_at = now

@@ -101,6 +101,8 @@ class RecordingManifest(Struct, kw_only=True):
         Meta(description="Days kept after the stop (0: forever), as recorded; null: the node's default"),
     ] = None
     participants: list[dict[str, Any]] = []
+    # Who was there when recording started: participant_id, person (a per-session pseudonym), joined_at.
+    present_at_start: list[dict[str, Any]] = []
     tracks: list[RecordingTrack]
     timeline: str | None = None
     timeline_json: str | None = None
