@@ -25,6 +25,7 @@ from server.api.report_bodies import SessionReport
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.recording.recorded import record_session
 from tests.support.client import MedstageClient
+from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.tokens import bearer, token
 from tests.support.waiting import eventually
 
@@ -75,7 +76,12 @@ async def consent(client: MedstageClient, scopes: list[str]) -> None:
     )
 
 
-async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNode, root: Path) -> None:
+@pytest.fixture(scope="module")
+def clip():  # type: ignore[no-untyped-def]
+    return load_clip()
+
+
+async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNode, root: Path, clip) -> None:  # type: ignore[no-untyped-def]
     stage = "rep-" + uuid.uuid4().hex[:6]
     alice_id = "alice-" + uuid.uuid4().hex[:6]
     async with (
@@ -90,9 +96,17 @@ async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNo
         await consent(host, ["media", "comments", "share"])
         await consent(alice, ["comments", "share"])
         await consent(bob, ["comments"])  # recorded, never named
+        await host.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
         started = await host.request({"type": "recording.start"})
         session_id = started["session_id"]
         session = root / stage / session_id
+
+        def written() -> int:
+            if not (session / "manifest.json").is_file():
+                return 0
+            return sum(t["first_frame_at"] is not None for t in manifest(session)["tracks"])
+
+        await eventually(lambda: written() == 2, 15)  # the host's camera and microphone
         recording = f"/api/stages/{stage}/recordings/{session_id}"
 
         async with http.delete(recording, headers=bearer(token(stage, "host"))) as r:
@@ -167,9 +181,12 @@ async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNo
             assert r.status == 403
         async with http.delete(recording, headers={}) as r:
             assert r.status == 401
-        assert (session / "timeline.msgpack").is_file() and (session / "tracks").is_dir()
+        tracks = [session / t["file"] for t in manifest(session)["tracks"]]
+        assert len(tracks) == 2 and all(t.stat().st_size > 0 for t in tracks)
+        assert (session / "timeline.msgpack").is_file()
         async with http.delete(recording, headers=bearer(token(stage, "moderator"))) as r:
             assert r.status == 204
+        assert not any(t.exists() for t in tracks), "the media is gone"
         assert sorted(p.name for p in session.iterdir()) == [
             "consent.heads.jsonl",
             "consent.jsonl",
