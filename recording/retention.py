@@ -44,7 +44,8 @@ DELETION = "deletion"  # the ``type`` of a deletion record in the ledger (consen
 class NotDeletable(Exception):
     """A session that cannot be deleted now; ``code``: ``recording`` (it still is), ``no_key`` (its
     ledger is signed by a key this process does not hold), ``ledger_damaged`` (its chain is broken:
-    appending would bury that), ``unreadable`` (no manifest)."""
+    appending would bury that), ``unreadable`` (no manifest), ``io_error`` (the disk refused: in
+    ``sweep``, for one session while the others go on)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -157,6 +158,9 @@ def sweep(
             )  # fmt: skip
         except NotDeletable as exc:
             refused.append((candidate, exc))
+            continue
+        except OSError as exc:  # one session's disk trouble must not stop the others' deletion
+            refused.append((candidate, NotDeletable("io_error", f"{candidate.session}: {exc}")))
             continue
         deleted.append(candidate)
     return deleted, refused

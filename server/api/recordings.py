@@ -231,7 +231,7 @@ async def delete_recording(request: web.Request) -> web.StreamResponse:
     try:
         await node.delete_recording(directory, by="platform" if claims.admin else claims.identity)
     except NotDeletable as exc:
-        return problem(409, exc.code, exc.message)
+        return problem(500 if exc.code == "io_error" else 409, exc.code, exc.message)
     return web.Response(status=204)
 
 
@@ -365,6 +365,9 @@ OPENAPI.add(
             "recording",
             "no_key",
             "ledger_damaged",
+        ),
+        "500": spec.refused(
+            "The disk refused to delete the files; the ledger may record the intent", "io_error"
         ),
     },
     params=[spec.STAGE_ID, _SESSION],

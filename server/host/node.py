@@ -17,7 +17,7 @@ from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from media.workers import WorkerPool
 from recording import retention
-from recording.signing import NodeKey
+from recording.signing import NodeKey, SigningKeyError
 from rooms import durable
 from rooms.clubs import ClubError
 from rooms.errors import StageExists, StageNotFound
@@ -155,7 +155,10 @@ class Node:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await self.sweep_recordings()
+            try:
+                await self.sweep_recordings()
+            except (OSError, SigningKeyError) as exc:  # the disk or the key: try again next period
+                log.error("retention sweep failed", extra={"error": repr(exc)})
             await asyncio.sleep(self.config.recording_sweep_interval_s)
 
     async def sweep_recordings(self) -> list[retention.Candidate]:
@@ -188,11 +191,22 @@ class Node:
         sweeper does; raises ``retention.NotDeletable`` (``recording``: it is being recorded)."""
         if f"{session.parent.name}/{session.name}" in self.recording_now():
             raise retention.NotDeletable("recording", "this session is being recorded: stop it first")
-        key = self.signing_key()
+        try:
+            key = self.signing_key()
+        except (OSError, SigningKeyError) as exc:
+            raise retention.NotDeletable("no_key", f"the node's signing key is unusable: {exc}") from exc
         async with self._deleting:
-            return await asyncio.to_thread(
-                retention.delete_session, session, now=self.clock(), reason="by hand", by=by, signing_key=key
-            )
+            try:
+                return await asyncio.to_thread(
+                    retention.delete_session,
+                    session,
+                    now=self.clock(),
+                    reason="by hand",
+                    by=by,
+                    signing_key=key,
+                )
+            except OSError as exc:
+                raise retention.NotDeletable("io_error", f"the disk refused: {exc}") from exc
 
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)
