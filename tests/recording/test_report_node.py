@@ -177,8 +177,9 @@ async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNo
             assert r.status == 400 and (await r.json(content_type=None))["code"] == "invalid_query"
 
         # Deleting by hand: the record grant or the platform, as reading.
-        async with http.delete(recording, headers=bearer(token(stage, "speaker"))) as r:
-            assert r.status == 403
+        for refused in (token(stage, "speaker"), token(stage, "audience"), token("elsewhere", "host")):
+            async with http.delete(recording, headers=bearer(refused)) as r:
+                assert r.status == 403
         async with http.delete(recording, headers={}) as r:
             assert r.status == 401
         tracks = [session / t["file"] for t in manifest(session)["tracks"]]
