@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
+from media.peer import MediaConfig
+from media.room import MediaRoom
 from recording.report import ReportError, build, to_csv
+from recording.session import SessionRecorder
+from rooms.polls import PollSpec
+from rooms.roles import Role
+from rooms.stage import Stage, StageSettings
 from tests.conftest import ROOT
 from tests.recording.recorded import T0, Recorded, record_session
 
@@ -123,3 +129,24 @@ async def test_the_command_line_prints_json_and_csv(recorded: Recorded) -> None:
 def test_a_directory_without_a_manifest_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(ReportError):
         build(tmp_path)
+
+
+async def test_a_poll_still_open_at_the_stop_reports_its_live_counts(tmp_path: Path) -> None:
+    stage = Stage("cardio", "Cardiology", T0, settings=StageSettings(recording_mode="manual"))
+    stage.join("p-host", "Dr Host", Role.HOST, T0, identity="host@x")
+    stage.join("p-a", "A", Role.AUDIENCE, T0, identity="a@x")
+    media = MediaRoom("cardio", MediaConfig(), lambda pid, message: None)
+    events = stage.start_recording("p-host", "rec-open", T0)
+    recorder = SessionRecorder(tmp_path, stage, media, "rec-open", T0, lambda reason: None)
+    recorder.on_events(events)
+    for batch in (
+        stage.create_poll("p-host", "poll-open", PollSpec("Still open?", ("yes", "no")), T0 + 1),
+        stage.open_poll("p-host", "poll-open", T0 + 1),
+        stage.vote("p-a", "poll-open", [0], T0 + 2),
+        stage.stop_recording("p-host", T0 + 3),
+    ):
+        recorder.on_events(batch)
+    await recorder.stop(T0 + 3)
+    (poll,) = build(recorder.dir)["polls"]
+    assert (poll["counts"], poll["ballots"], poll["closed_at"]) == ([1, 0], 1, None)
+    assert poll["answers"] == [] and poll["anonymous_answers"] == 1  # nobody shared anything
