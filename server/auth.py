@@ -43,6 +43,7 @@ LEEWAY_S = 10  # clocks of the platform and the nodes may differ this much
 MAX_TTL_S = 7 * 24 * 3600
 
 
+
 class AuthError(Exception):
     status = 401
     close_code = CloseCode.UNAUTHORIZED

@@ -60,7 +60,6 @@ class LiveStage(Protocol):
         self, change: Callable[[Stage, float], list[Event]], then: Callable[[list[Event]], None] | None = None
     ) -> list[Event]: ...
 
-
 log = logging.getLogger(__name__)
 
 

@@ -51,6 +51,7 @@ from server.routing.stagelog import StageLog
 log = logging.getLogger(__name__)
 
 
+
 def make_backend(config: Config) -> Backend:
     if config.redis_url:
         # A dead Redis closes its sockets and is noticed at once; the PING only catches a silent one.

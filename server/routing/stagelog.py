@@ -36,7 +36,9 @@ class StageLog:
     them. One task writes, so appends are in ``seq`` order and the state is saved after them.
     """
 
-    def __init__(self, cluster: Place, stage: Stage, lease: Lease, via: Callable[[str], str | None]) -> None:
+    def __init__(
+        self, cluster: Place, stage: Stage, lease: Lease, via: Callable[[str], str | None]
+    ) -> None:
         self.cluster = cluster
         self.stage = stage
         self._via = via  # the front node of a participant relayed from another node

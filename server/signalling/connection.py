@@ -285,9 +285,9 @@ class Connection:
                 await self._join(request)
             case _ if self.live is None or self.participant_id is None:
                 raise _NotJoined("join a stage first")
-            case wire.SubscriberAnswer() | wire.IceCandidate(pc="subscriber") | wire.LayerSet() if (
-                self.chat_only
-            ):
+            case (
+                wire.SubscriberAnswer() | wire.IceCandidate(pc="subscriber") | wire.LayerSet()
+            ) if self.chat_only:
                 raise _ChatOnly(
                     "this connection joined without media (a console, or join with media: false): it has "
                     "no subscriber connection; join on a new connection to receive media"
@@ -319,7 +319,6 @@ class Connection:
         live, pid = self._joined()
         if request.stage is not None and request.stage != live.stage.id:
             raise _WrongStage(f"this connection is on stage {live.stage.id}, not {request.stage}")
-
         def accepted(extra: dict[str, Any]) -> None:
             if request.id is not None:
                 self.reply(request, wire_out.Ok(**extra))
@@ -603,7 +602,6 @@ def _flush_direct_count() -> None:
     global _direct_uncounted
     metrics.signalling_messages.labels(direction="out").inc(_direct_uncounted)
     _direct_uncounted = 0
-
 
 def _on_stage(live: LiveStage, pid: str) -> bool:
     """Host, moderators and speakers keep their receiving connection in the node's process: a media

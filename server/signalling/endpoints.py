@@ -28,7 +28,9 @@ async def _serve(request: web.Request, observer: bool) -> web.WebSocketResponse:
     # zlib compressor of its own (about 90 KB of RSS per socket measured, up to 256 KB) and
     # compresses every broadcast again for itself, where an uncompressed one is sent the same
     # bytes as everyone (Connection.send). Our frames are small; the media dwarfs them.
-    ws = web.WebSocketResponse(max_msg_size=4 * node.config.max_frame_bytes, heartbeat=20.0, compress=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=4 * node.config.max_frame_bytes, heartbeat=20.0, compress=False
+    )
     await ws.prepare(request)
     conn = Connection(ws, node, None if ws.compress else request.transport)
     conn.observer = observer
