@@ -3,6 +3,8 @@
     python -m recording verify SESSION [--root DIR] [--public-key KEY] [--signing-key FILE] [--head HEAD]
     python -m recording repair SESSION [--root DIR]
     python -m recording export SESSION [--root DIR]
+    python -m recording report SESSION [--root DIR] [--format json|csv] [--table attendees|questions]
+    python -m recording sweep [--root DIR] [--dry-run] [--default-days N]
 
 SESSION is a session directory, or a session id looked up under ``--root`` (default: the node's
 ``recordings_dir`` from the same configuration, ``MEDSTAGE_RECORDINGS_DIR`` or ``--config``, else
@@ -21,15 +23,20 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recording.evidence import TrustedKey, verify_session
 from recording.ledger import FILENAME, truncate_incomplete
-from recording.location import LocationError, configured_root
+from recording.location import LocationError, configured_retention_days, configured_root
 from recording.repair import RepairFailed, is_finalized, repair_session
+from recording.report import TABLES, ReportError, build, to_csv
+from recording.retention import sweep
 from recording.signing import (
     HEADS_FILENAME,
+    NodeKey,
     SignedHead,
     SigningKeyError,
     default_key_path,
@@ -158,6 +165,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the session report: attendance, polls and quizzes, questions (JSON, or a CSV table)."""
+    session = resolve_session(args.session, args.root)
+    try:
+        report = build(session)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.format == "csv":
+        sys.stdout.write(to_csv(report, args.table))
+    else:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Delete the media, timeline and exports of sessions whose retention is over (--dry-run: list them)."""
+    default_days = (
+        args.default_days
+        if args.default_days is not None
+        else configured_retention_days(args.config, os.environ)
+    )
+    now = args.at if args.at is not None else time.time()
+    key = None
+    if not args.dry_run:
+        path: Path = args.signing_key or default_key_path(args.root)
+        if path.is_file():
+            try:
+                key = NodeKey(load_private_key(path), path)
+            except SigningKeyError as exc:
+                raise UsageError(str(exc)) from exc
+        elif args.signing_key is not None:
+            raise UsageError(f"no signing key at {path}")
+    deleted, refused = sweep(args.root, now, default_days, key, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for c in deleted:
+        days = f"{c.retention_days} days" if c.retention_days else "?"
+        print(f"{verb} {c.stage_id}/{c.session_id} (retention {days}, expired {_iso(c.expires_at)}): "
+              f"{', '.join(c.paths) or 'nothing left'}")  # fmt: skip
+    for c, why in refused:
+        print(f"not deleted {c.stage_id}/{c.session_id}: {why.message}", file=sys.stderr)
+    if not deleted and not refused:
+        print(f"nothing expired under {args.root}")
+    return EXIT_PROBLEM if refused else EXIT_OK
+
+
+def _iso(at: float | None) -> str:
+    return "never" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _mark_repaired(manifest: Path) -> None:
     """A session a crash interrupted says so; its tracks' finalized flags follow the files."""
     try:
@@ -214,6 +270,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(commands, "repair", cmd_repair, parents=[session])
     _add(commands, "export", cmd_export, parents=[session])
+    report = _add(commands, "report", cmd_report, parents=[session])
+    report.add_argument("--format", choices=("json", "csv"), default="json", help="default: json")
+    report.add_argument(
+        "--table",
+        choices=TABLES,
+        default="attendees",
+        help="with --format csv: which table (default: attendees)",
+    )
+    sweep_ = _add(commands, "sweep", cmd_sweep)
+    sweep_.add_argument(
+        "--root", type=Path, help=f"where recordings are kept (default: as for the others, {DEFAULT_ROOT})"
+    )
+    sweep_.add_argument(
+        "--config", help="the node's TOML configuration file (recordings_dir, recording_retention_days)"
+    )
+    sweep_.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    sweep_.add_argument(
+        "--default-days",
+        type=int,
+        metavar="N",
+        help="retention of sessions naming none (default: the node's recording_retention_days; 0: forever)",
+    )
+    sweep_.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="the node's key, to sign the ledger's deletion records (default: keys/ beside --root)",
+    )
+    sweep_.add_argument(
+        "--at",
+        type=float,
+        metavar="UNIX_TIME",
+        help="judge expiry at this time instead of now (e.g. with --dry-run)",
+    )
     return parser
 
 

@@ -159,8 +159,23 @@ def _against_heads(
         True,
         f"ok: {chain.count} record{'' if chain.count == 1 else 's'}, chain intact and head signed by key "
         f"{trusted} ({source}) at {_iso(last.signed_at)}, {sealed}: {upto} was altered, removed or "
-        f"inserted",
+        f"inserted{_deletions(entries)}",
     )
+
+
+def _deletions(entries: list[Any]) -> str:
+    """What the ledger says of the session's media being deleted (recording/retention.py), if it was."""
+    said = []
+    for entry in entries:
+        record = entry.record
+        if record.get("type") == "deletion":
+            at = record.get("at")
+            when = _iso(float(at)) if isinstance(at, int | float) else "?"
+            said.append(
+                f"; the session's media, timeline and exports were deleted at {when} (record {entry.index}: "
+                f"{record.get('reason')}, by {record.get('by')})"
+            )
+    return "".join(said)
 
 
 def _manifest(path: Path) -> dict[str, Any]:

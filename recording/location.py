@@ -17,6 +17,7 @@ from pathlib import Path
 
 ENV_DIR = "MEDSTAGE_RECORDINGS_DIR"
 ENV_CONFIG = "MEDSTAGE_CONFIG"
+ENV_RETENTION = "MEDSTAGE_RECORDING_RETENTION_DAYS"
 
 
 class LocationError(ValueError):
@@ -44,6 +45,27 @@ def configured_root(config_file: str | None, env: Mapping[str, str]) -> Path:
         if "recordings_dir" in data:
             return Path(str(data["recordings_dir"]))
     return default_root(env)
+
+
+def configured_retention_days(config_file: str | None, env: Mapping[str, str]) -> int:
+    """The node's ``recording_retention_days`` (0: keep forever), from the same sources as the node."""
+    value: object = env.get(ENV_RETENTION)
+    path = config_file or env.get(ENV_CONFIG)
+    if value is None and path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LocationError(f"config file {path}: {exc}") from None
+        value = data.get("recording_retention_days")
+    if value is None:
+        return 0
+    try:
+        days = int(str(value))
+    except ValueError:
+        raise LocationError(f"recording_retention_days: {value!r} is not a number of days") from None
+    if days < 0:
+        raise LocationError("recording_retention_days must be >= 0 (0: keep forever)")
+    return days
 
 
 def _home(env: Mapping[str, str]) -> Path:

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +114,9 @@ class SessionRecorder:
     _parts: dict[tuple[str, str], int] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     _manifests: int = 0  # manifests queued so far
+    # Keys the per-session pseudonym of an identity (``person``): held in memory only, so the files
+    # group one person's connections (reconnects) without saying, or letting anyone test, who it is.
+    _person_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
 
     def __post_init__(self) -> None:
         self.dir = self.root / self.stage.id / self.session_id
@@ -123,6 +129,12 @@ class SessionRecorder:
             self.dir / "timeline.msgpack",
             on_error=lambda exc: loop.call_soon_threadsafe(self._fail, f"timeline: {exc}"),
         )
+        # Who was there when recording started (later arrivals have participant.joined in the
+        # timeline): the report's attendance begins at the start for them (docs/recording.md).
+        self.present_at_start = [
+            {"participant_id": pid, "person": self._person(p.identity), "joined_at": p.joined_at}
+            for pid, p in self.stage.participants.items()
+        ]
         # The consent in force when recording starts is part of the recording's ledger.
         for pid in list(self.stage.participants):
             state = self.stage.consent_of(pid)
@@ -303,7 +315,20 @@ class SessionRecorder:
         person = self.stage.participants.get(pid)
         if person is None:
             return
-        self.participants[pid] = {"participant_id": pid, "name": person.name, "role": str(person.role)}
+        self.participants[pid] = {
+            "participant_id": pid,
+            "name": person.name,
+            "role": str(person.role),
+            "person": self._person(person.identity),
+        }
+        # A reconnect is a new participant id under the same identity, whose decision stands without a
+        # new ledger record: note it, so SharePolicy knows whose connection this is.
+        state = self.stage.consent_of(pid)
+        if pid not in self.consent and state is not None and state.record is not None:
+            self.consent[pid] = msgspec.to_builtins(state.record)
+
+    def _person(self, identity: str) -> str:
+        return hmac.new(self._person_key, identity.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
     # --- manifest and stop ---------------------------------------------------------------------
 
@@ -323,7 +348,11 @@ class SessionRecorder:
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
             "policy_version": self.stage.settings.consent_policy_version,
+            # The retention decided for this stage (its own, else its club's) when it was created;
+            # null: the node's default (recording/retention.py).
+            "retention_days": self.stage.settings.recording_retention_days,
             "participants": participants,
+            "present_at_start": self.present_at_start,
             "tracks": [c.entry(self.dir) for c in captures],
             "timeline": "timeline.msgpack",
             "timeline_json": "timeline.json",

@@ -43,7 +43,9 @@ def redact(event: dict[str, Any], consented: Callable[[str], bool]) -> dict[str,
     if type_ == "quiz.result":
         if consented(str(event.get("participant_id"))):
             return event
-        return {k: event[k] for k in ("type", "stage_id", "seq", "at", "poll_id") if k in event} | REDACTED
+        # Whether the ballot was right stays (it names nobody): the quiz's totals stay right.
+        fields = ("type", "stage_id", "seq", "at", "poll_id", "correct")
+        return {k: event[k] for k in fields if k in event} | REDACTED
     return event
 
 

@@ -54,6 +54,7 @@ Via = Literal["link", "invite", "added"]
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # club ids and invite codes: safe in a URL and a Redis key
 _MAX_NAME = 200
 _MAX_IDENTITY = 128  # a token's ``sub`` (server/auth.py)
+MAX_RETENTION_DAYS = 36_500
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -147,6 +148,7 @@ class _State(msgspec.Struct, frozen=True, kw_only=True):
     invites: list[Invite]
     removed: dict[str, Annotated[int, msgspec.Meta(ge=0)]]
     serial: Annotated[int, msgspec.Meta(ge=0)]
+    recording_retention_days: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 # --- the club -------------------------------------------------------------------------------------
@@ -165,11 +167,20 @@ class Club:
     # identity -> ``serial`` when they were removed: only an invite with a higher serial admits them.
     removed: dict[str, int] = field(default_factory=dict)
     serial: int = 0  # counts invites issued and members removed (an order without trusting clocks)
+    # Days the recordings of the club's stages are kept (0: forever; None: the node's default); a
+    # stage's own setting overrides it. Read when a stage is created (docs/recording.md, "Retention").
+    recording_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         if not _ID.fullmatch(self.id):
             raise InvalidMessage("a club id is 1-64 characters of A-Z a-z 0-9 _ -")
         _check_name(self.name, "a club's name")
+        _check_retention(self.recording_retention_days)
+
+    def set_retention(self, days: int | None) -> None:
+        """How long the recordings of the club's stages created from now on are kept (see the field)."""
+        _check_retention(days)
+        self.recording_retention_days = days
 
     # --- joining ------------------------------------------------------------------------------
 
@@ -327,6 +338,7 @@ class Club:
             invites=sorted(self.invites.values(), key=lambda i: i.serial),
             removed=dict(sorted(self.removed.items())),
             serial=self.serial,
+            recording_retention_days=self.recording_retention_days,
         )
         return msgspec.to_builtins(state)  # type: ignore[no-any-return]
 
@@ -340,7 +352,13 @@ class Club:
             raise InvalidClubState(f"club format {version!r} is not one this node reads ({FORMAT})")
         try:
             state = msgspec.convert(data, _State)
-            club = cls(state.id, state.name, state.private, state.created_at)
+            club = cls(
+                state.id,
+                state.name,
+                state.private,
+                state.created_at,
+                recording_retention_days=state.recording_retention_days,
+            )
         except (msgspec.ValidationError, InvalidMessage) as error:
             raise InvalidClubState(f"stored club {data.get('id')!r} is invalid: {error}") from None
         club.members = {m.identity: m for m in state.members}
@@ -362,6 +380,11 @@ def _check_name(name: str, what: str) -> None:
     require_text(name, what)
     if not 0 < len(name) <= _MAX_NAME or not name.strip():
         raise InvalidMessage(f"{what} is 1-{_MAX_NAME} characters, not only spaces")
+
+
+def _check_retention(days: int | None) -> None:
+    if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
+        raise InvalidMessage(f"recording_retention_days is 0-{MAX_RETENTION_DAYS} (0: forever), or null")
 
 
 def _check_role(role: str) -> None:

@@ -32,6 +32,9 @@ class StageSettings:
     # off: nobody may record; manual: the host and moderators start and stop it; auto: as manual, and
     # recording starts by itself when the stage is live and has never recorded (``Stage.recording_due``).
     recording_mode: str = "off"
+    # Days a recording of this stage is kept after it stops (0: forever; None: the node's
+    # ``recording_retention_days``): the stage's own, else its club's when the stage was created.
+    recording_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         if self.question_max_open < 1 or self.question_max_per_person < 1 or self.question_history < 0:
@@ -40,6 +43,8 @@ class StageSettings:
             raise ValueError(f"recording_mode is one of {', '.join(RECORDING_MODES)}")
         if self.max_screen_shares < 0:
             raise ValueError("max_screen_shares >= 0 (0: nobody may share a screen)")
+        if self.recording_retention_days is not None and self.recording_retention_days < 0:
+            raise ValueError("recording_retention_days >= 0 (0: forever), or None")
         if not self.consent_policy_version:
             raise ValueError("consent_policy_version must not be empty")
 

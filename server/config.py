@@ -81,6 +81,8 @@ class Config:
     outbox_limit: int = 512
     # The user's data directory (recording/location.py), so `python -m recording` finds it from anywhere.
     recordings_dir: str = field(default_factory=lambda: str(default_root(os.environ)))
+    recording_retention_days: int = 0  # after a session stops; 0: forever (clubs and stages override)
+    recording_sweep_interval_s: float = 3600.0  # the retention sweeper's period; 0: the node never sweeps
     signing_key: str = ""  # empty: keys/ledger-ed25519.key beside recordings_dir (recording/signing.py)
     recording_mode: str = "manual"
     # How long the playback page's cookie opens one session (/r/<session>; docs/recording.md, Playback).
@@ -337,6 +339,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("outbox_limit must be at least 16")
     if not 16 <= config.listen_backlog <= 65535:
         raise ConfigError("listen_backlog must be 16-65535")
+    if not 0 <= config.recording_retention_days <= 36_500:
+        raise ConfigError("recording_retention_days must be 0-36500 (0: keep forever)")
+    if config.recording_sweep_interval_s < 0:
+        raise ConfigError("recording_sweep_interval_s must be >= 0 (0: the node does not sweep)")
     if config.recording_mode not in ("off", "manual", "auto"):
         raise ConfigError("recording_mode must be off, manual or auto")
     if not config.consent_policy_version.strip():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from rooms.clubs import Club, Invite, Member
 
@@ -18,12 +18,31 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 # --- bodies ---------------------------------------------------------------------------------------
 
 
+RetentionDays = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=36_500,
+        description="Days a recording of the club's stages is kept after it stops (0: forever); "
+        "null: the node's `recording_retention_days`. A stage's own setting overrides it",
+    ),
+]
+
+
 class ClubCreate(Struct, kw_only=True, forbid_unknown_fields=True):
     """A new club; without ``id``, the node makes one."""
 
     id: ClubId | None = None
     name: Name
     private: bool = False
+    recording_retention_days: RetentionDays | None = None
+
+
+class ClubPatch(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Change a club's settings; a field left out is left as it is (null resets the retention to the
+    node's default). Applies to stages created afterwards."""
+
+    recording_retention_days: RetentionDays | UnsetType | None = UNSET
 
 
 class MemberPut(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -53,6 +72,7 @@ class ClubView(Struct, kw_only=True):
     members: int
     admins: int
     invites: int
+    recording_retention_days: int | None = None
 
 
 class ClubList(Struct, kw_only=True):
@@ -111,6 +131,7 @@ def club_view(club: Club) -> ClubView:
         members=len(club.members),
         admins=sum(1 for m in club.members.values() if m.role == "admin"),
         invites=len(club.invites),
+        recording_retention_days=club.recording_retention_days,
     )
 
 

@@ -40,6 +40,7 @@ from server.api.club_bodies import (
     INVITE_URL_TEMPLATE,
     ClubCreate,
     ClubList,
+    ClubPatch,
     ClubStage,
     ClubStages,
     ClubView,
@@ -61,6 +62,7 @@ __all__ = [  # the bodies are club_bodies.py's, named here too: the API's struct
     "OPENAPI_PATHS",
     "ClubCreate",
     "ClubList",
+    "ClubPatch",
     "ClubStages",
     "ClubView",
     "InviteCreate",
@@ -136,7 +138,7 @@ async def _club_admin(request: web.Request) -> tuple[Club, Claims]:
 async def create_club(request: web.Request) -> web.StreamResponse:
     bearer(request).require_admin()
     body: ClubCreate = await read_json(request, ClubCreate)
-    club = await _store(request).create(body.id, body.name, body.private)
+    club = await _store(request).create(body.id, body.name, body.private, body.recording_retention_days)
     return answer(club_view(club), 201)
 
 
@@ -156,6 +158,21 @@ async def list_clubs(request: web.Request) -> web.StreamResponse:
 @_refusals
 async def get_club(request: web.Request) -> web.StreamResponse:
     club, _ = await _club_admin(request)
+    return answer(club_view(club))
+
+
+@_refusals
+async def patch_club(request: web.Request) -> web.StreamResponse:
+    club, _ = await _club_admin(request)
+    body: ClubPatch = await read_json(request, ClubPatch)
+    if body.recording_retention_days is not msgspec.UNSET:
+        days = body.recording_retention_days
+
+        def change(c: Club) -> Club:
+            c.set_retention(days)
+            return c
+
+        club = await _store(request).update(club.id, change)
     return answer(club_view(club))
 
 
@@ -221,6 +238,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/clubs", create_club),
         web.get("/api/clubs", list_clubs),
         web.get("/api/clubs/{club_id}", get_club),
+        web.patch("/api/clubs/{club_id}", patch_club),
         web.get("/api/clubs/{club_id}/members", list_members),
         web.put("/api/clubs/{club_id}/members/{identity}", put_member),
         web.delete("/api/clubs/{club_id}/members/{identity}", remove_member),
@@ -322,6 +340,15 @@ _admin_op(
     "A club (club admins)",
     {"200": spec.ok(ClubView, "The club")},
     [_CLUB_ID],
+)
+_admin_op(
+    "patch",
+    "/api/clubs/{club_id}",
+    "patchClub",
+    "Change a club's settings: the retention of its stages' recordings (club admins)",
+    {"200": spec.ok(ClubView, "The club, changed"), "400": _BAD_BODY},
+    [_CLUB_ID],
+    request=spec.body(ClubPatch, required=True),
 )
 _admin_op(
     "get",

@@ -1,9 +1,11 @@
-"""Recordings over HTTP: a stage's sessions, their manifests and files, for the platform and for hosts
-and moderators of the stage (the ``record`` grant). The files are the recorder's (docs/recording.md):
-served as written, never a ``.partial`` one, nothing outside the session's directory."""
+"""Recordings over HTTP: a stage's sessions, their manifests, files and reports, and deleting one, for
+the platform and for hosts and moderators of the stage (the ``record`` grant). The files are the
+recorder's (docs/recording.md): served as written, never a ``.partial`` one, nothing outside the
+session's directory."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,14 +14,18 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from recording.report import TABLES, ReportError, build, to_csv
+from recording.retention import NotDeletable
 from rooms.errors import StageNotFound
 from server.api import spec
 from server.api.common import answer, problem, stage_caller
+from server.api.report_bodies import SessionReport
 from server.host.node import Node
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-Status = Literal["recording", "complete", "failed"]
+# interrupted: a crash cut it short and `repair` finished it; deleted: its media is gone (retention).
+Status = Literal["recording", "complete", "failed", "interrupted", "deleted"]
 
 
 class RecordingSession(Struct, kw_only=True):
@@ -90,7 +96,13 @@ class RecordingManifest(Struct, kw_only=True):
     started_at: float
     stopped_at: float | None = None
     policy_version: str | None = None
+    retention_days: Annotated[
+        int | None,
+        Meta(description="Days kept after the stop (0: forever), as recorded; null: the node's default"),
+    ] = None
     participants: list[dict[str, Any]] = []
+    # Who was there when recording started: participant_id, person (a per-session pseudonym), joined_at.
+    present_at_start: list[dict[str, Any]] = []
     tracks: list[RecordingTrack]
     timeline: str | None = None
     timeline_json: str | None = None
@@ -100,6 +112,10 @@ class RecordingManifest(Struct, kw_only=True):
     ledger_heads: str | None = None  # the file of signed heads
     ledger_key: LedgerKey | None = None  # the node key that signs them (docs/recording.md)
     ledger_signature: LedgerSignature | None = None  # the last signed head
+    # After a deletion (recording/retention.py): the status before, when, and the deletion's details.
+    previous_status: str | None = None
+    deleted_at: float | None = None
+    deletion: dict[str, Any] | None = None
 
 
 class _Summary(Struct):
@@ -181,6 +197,44 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(target)
 
 
+async def get_report(request: web.Request) -> web.StreamResponse:
+    directory = _session(request)
+    if isinstance(directory, web.Response):
+        return directory
+    fmt, table = request.query.get("format", "json"), request.query.get("table", "attendees")
+    if fmt not in ("json", "csv") or table not in TABLES:
+        return problem(400, "invalid_query", f"format is json or csv; table is {' or '.join(TABLES)}")
+    try:
+        report = await asyncio.to_thread(build, directory)
+    except (ReportError, OSError, ValueError) as exc:
+        return problem(409, "report_unavailable", f"this session cannot be reported on: {exc}")
+    if fmt == "json":
+        return answer(report)
+    name = f"{report['stage_id']}-{report['session_id']}-{table}.csv"
+    return web.Response(
+        text=to_csv(report, table),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def delete_recording(request: web.Request) -> web.StreamResponse:
+    live, refusal = _authorized(request)
+    if refusal is not None:
+        return refusal
+    claims = stage_caller(request, live, "record")
+    directory = _session_dir(request, live)
+    if directory is None:
+        return problem(404, "not_found", "no such recording session")
+    node: Node = request.app["node"]
+    try:
+        await node.delete_recording(directory, by="platform" if claims.admin else claims.identity)
+    except NotDeletable as exc:
+        return problem(500 if exc.code == "io_error" else 409, exc.code, exc.message)
+    return web.Response(status=204)
+
+
 def _file_in(directory: Path, name: str) -> Path | None:
     """The session's finished file called ``name``: nothing outside the session, and no name the file
     system refuses (a NUL byte, a name too long, one that cannot be encoded) is a 500."""
@@ -198,6 +252,8 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/stages/{stage_id}/recordings", list_recordings),
         web.get("/api/stages/{stage_id}/recordings/{session_id}", get_recording),
+        web.delete("/api/stages/{stage_id}/recordings/{session_id}", delete_recording),
+        web.get("/api/stages/{stage_id}/recordings/{session_id}/report", get_report),
         web.get("/api/stages/{stage_id}/recordings/{session_id}/files/{name:.+}", get_recording_file),
     ]
 
@@ -258,4 +314,63 @@ OPENAPI.add(
     description="`name` is a path relative to the session directory and may contain `/` "
     "(`tracks/p-1a2b-video-1.webm`); files still being written (`.partial`) are not served. "
     "Range requests are honoured.",
+)
+_REPORT = spec.ok(SessionReport, "The report (JSON), or one of its tables (CSV)")
+_REPORT["content"]["text/csv"] = {"schema": {"type": "string"}}
+OPENAPI.add(
+    "get",
+    "/api/stages/{stage_id}/recordings/{session_id}/report",
+    "getRecordingReport",
+    "The session's report: attendance, polls and quizzes with answers and scores, questions",
+    {
+        "200": _REPORT,
+        "400": spec.refused("`format` or `table` is not one of theirs", "invalid_query"),
+        **_AUTH,
+        "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
+        "409": spec.refused("The session's files cannot be read", "report_unavailable"),
+    },
+    params=[
+        spec.STAGE_ID,
+        _SESSION,
+        {
+            "name": "format",
+            "in": "query",
+            "required": False,
+            "description": "json (default) or csv",
+            "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+        },
+        {
+            "name": "table",
+            "in": "query",
+            "required": False,
+            "description": "With csv: `attendees` (a row per named attendee, a last row for everyone "
+            "counted anonymously, a column per poll and quiz) or `questions` (a row per question)",
+            "schema": {"type": "string", "enum": list(TABLES), "default": "attendees"},
+        },
+    ],
+    description="Only people whose last consent decision grants `share` appear under their name; "
+    'everyone else is counted (docs/recording.md, "Session report").',
+)
+OPENAPI.add(
+    "delete",
+    "/api/stages/{stage_id}/recordings/{session_id}",
+    "deleteRecording",
+    "Delete a session's media, timeline and exports now, as the retention sweeper does",
+    {
+        "204": {"description": "Deleted (or deleted already); the ledger and manifest say so"},
+        **_AUTH,
+        "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
+        "409": spec.refused(
+            "The session is still recording, or its ledger cannot take the deletion record",
+            "recording",
+            "no_key",
+            "ledger_damaged",
+        ),
+        "500": spec.refused(
+            "The disk refused to delete the files; the ledger may record the intent", "io_error"
+        ),
+    },
+    params=[spec.STAGE_ID, _SESSION],
+    description="The consent ledger and the manifest stay as evidence: a `deletion` record is appended "
+    "to the ledger (signed like every record) and the manifest says `status: deleted`, when and why.",
 )

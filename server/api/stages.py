@@ -41,6 +41,18 @@ class StageCreate(Struct, kw_only=True):
         Meta(description="scheduled: the host starts it with `stage.start`; nobody publishes before"),
     ] = "live"
     club: StageId | None = None
+    recording_retention_days: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=36_500,
+                description="Days this stage's recordings are kept after they stop (0: forever); absent: "
+                "its club's, else the node's `recording_retention_days`",
+            ),
+        ]
+        | None
+    ) = None
 
 
 # --- responses ----------------------------------------------------------------------------------------
@@ -138,7 +150,11 @@ async def create_stage(request: web.Request) -> web.Response:
             return problem(503, "unavailable", f"the shared store is unreachable: {exc}")
     try:
         live = await node.create_stage(
-            body.id, body.title, scheduled=body.state == "scheduled", club_id=body.club
+            body.id,
+            body.title,
+            scheduled=body.state == "scheduled",
+            club_id=body.club,
+            retention_days=body.recording_retention_days,
         )
     except DomainError as exc:
         response = problem(_STATUS.get(type(exc), 400), exc.code, exc.message)

@@ -80,9 +80,17 @@ class ClubStore:
         """Every club's id, sorted."""
         return await self.backend.list_clubs()
 
-    async def create(self, club_id: str | None, name: str, private: bool) -> Club:
+    async def create(
+        self, club_id: str | None, name: str, private: bool, recording_retention_days: int | None = None
+    ) -> Club:
         """A new club with no members (ClubExists if the id is taken; a random id when None)."""
-        club = Club(club_id or new_club_id(), name, private, self.clock())
+        club = Club(
+            club_id or new_club_id(),
+            name,
+            private,
+            self.clock(),
+            recording_retention_days=recording_retention_days,
+        )
         try:
             await self.backend.save_club(club.id, _encode(club), expected_version=None)
         except Conflict:

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +16,10 @@ from media.messages import MediaMessage
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from media.workers import WorkerPool
-from recording.signing import NodeKey
+from recording import retention
+from recording.signing import NodeKey, SigningKeyError
 from rooms import durable
+from rooms.clubs import ClubError
 from rooms.errors import StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
 from server import wire_out
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+
 
 class Node:
     """The stages this node hosts, and its place among the nodes (``Cluster``)."""
@@ -56,6 +60,7 @@ class Node:
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
         self._signing_key: NodeKey | None = None
+        self._deleting = asyncio.Lock()  # one deletion at a time: the sweeper's and the API's
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
             consent_policy_version=config.consent_policy_version,
@@ -82,6 +87,8 @@ class Node:
             await self.media_workers.start()
         await self.cluster.start()
         await self.webhooks.start()
+        if self.config.recording_sweep_interval_s > 0:
+            self._tasks.supervise("retention sweeper", self._sweep_forever)
 
     async def check_not_revoked(self, identity: str) -> None:
         """Revocations are shared by all nodes; during a backend outage they cannot be read, and
@@ -136,6 +143,71 @@ class Node:
             self._signing_key = key
         return self._signing_key
 
+    # --- retention (recording/retention.py) ------------------------------------------------------
+
+    def recording_now(self) -> frozenset[str]:
+        """``stage/session`` of every session this node records now: never swept, never deleted."""
+        return frozenset(
+            f"{live.stage.id}/{live.recording.recorder.session_id}"
+            for live in self.stages.values()
+            if live.recording.recorder is not None
+        )
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_recordings()
+            except (OSError, SigningKeyError) as exc:  # the disk or the key: try again next period
+                log.error("retention sweep failed", extra={"error": repr(exc)})
+            await asyncio.sleep(self.config.recording_sweep_interval_s)
+
+    async def sweep_recordings(self) -> list[retention.Candidate]:
+        """One pass of the sweeper: delete what expired (off the loop); returns what was deleted."""
+        root, days, now = self.recordings_root, self.config.recording_retention_days, self.clock()
+        due, _ = await asyncio.to_thread(
+            retention.sweep, root, now, days, None, dry_run=True, active=self.recording_now()
+        )
+        if not due:
+            return []
+        key = self.signing_key()
+        async with self._deleting:
+            deleted, refused = await asyncio.to_thread(
+                retention.sweep, root, now, days, key, active=self.recording_now()
+            )
+        for c in deleted:
+            log.info(
+                "recording deleted: retention over",
+                extra={"stage": c.stage_id, "session": c.session_id, "retention_days": c.retention_days},
+            )
+        for c, why in refused:
+            log.error(
+                "expired recording not deleted",
+                extra={"stage": c.stage_id, "session": c.session_id, "code": why.code, "error": why.message},
+            )
+        return deleted
+
+    async def delete_recording(self, session: Path, by: str) -> dict[str, Any] | None:
+        """Delete a session's media, timeline and exports by hand (``DELETE`` in the API), as the
+        sweeper does; raises ``retention.NotDeletable`` (``recording``: it is being recorded)."""
+        if f"{session.parent.name}/{session.name}" in self.recording_now():
+            raise retention.NotDeletable("recording", "this session is being recorded: stop it first")
+        try:
+            key = self.signing_key()
+        except (OSError, SigningKeyError) as exc:
+            raise retention.NotDeletable("no_key", f"the node's signing key is unusable: {exc}") from exc
+        async with self._deleting:
+            try:
+                return await asyncio.to_thread(
+                    retention.delete_session,
+                    session,
+                    now=self.clock(),
+                    reason="by hand",
+                    by=by,
+                    signing_key=key,
+                )
+            except OSError as exc:
+                raise retention.NotDeletable("io_error", f"the disk refused: {exc}") from exc
+
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)
 
@@ -146,7 +218,12 @@ class Node:
             live.broadcast(wire_out.Nodes(nodes=urls))
 
     async def create_stage(
-        self, stage_id: str | None, title: str | None, scheduled: bool = False, club_id: str | None = None
+        self,
+        stage_id: str | None,
+        title: str | None,
+        scheduled: bool = False,
+        club_id: str | None = None,
+        retention_days: int | None = None,
     ) -> LiveStage:
         stage_id = stage_id or secrets.token_urlsafe(6).replace("_", "x").replace("-", "y")
         if stage_id in self.stages:
@@ -155,13 +232,25 @@ class Node:
         if stage_id in self.stages:  # created here meanwhile
             raise StageExists(f"stage {stage_id} already exists")
         state = StageState.SCHEDULED if scheduled else StageState.LIVE
+        if retention_days is None and club_id is not None:
+            retention_days = await self._club_retention(club_id)
+        settings = replace(self.settings, recording_retention_days=retention_days)
         stage = Stage(
-            stage_id, title or stage_id, self.clock(), settings=self.settings, state=state, club_id=club_id
+            stage_id, title or stage_id, self.clock(), settings=settings, state=state, club_id=club_id
         )
         live = self._host(stage, lease)
         live.record_if_due()
         log.info("stage created", extra={"stage": stage_id, "node": self.cluster.node_id})
         return live
+
+    async def _club_retention(self, club_id: str) -> int | None:
+        """The club's retention for a stage created now; the node's default when it cannot be read
+        (the club is gone, or the store is unreachable: the stage is not refused for that)."""
+        try:
+            return (await self.clubs.get(club_id)).recording_retention_days
+        except (ClubError, BackendError) as exc:
+            log.warning("club retention unreadable", extra={"club": club_id, "error": repr(exc)})
+            return None
 
     async def locate(
         self, stage_id: str, *, create: bool = False, club_id: str | None = None

@@ -313,3 +313,17 @@ def test_any_history_round_trips_and_refusals_change_nothing(
         assert any(m.role == "admin" for m in c.members.values())
         for invite in c.invites.values():
             assert invite.max_uses is None or invite.uses <= invite.max_uses
+
+
+def test_a_clubs_recording_retention_is_stored_and_checked() -> None:
+    club = Club("cardio", "Cardiology", False, 0.0, recording_retention_days=30)
+    assert (
+        Club.from_builtins(msgpack.unpackb(msgpack.packb(club.to_builtins()))).recording_retention_days == 30
+    )
+    club.set_retention(None)  # back to the node's default
+    assert Club.from_builtins(club.to_builtins()).recording_retention_days is None
+    with pytest.raises(InvalidMessage):
+        club.set_retention(-1)
+    stored = club.to_builtins()
+    del stored["recording_retention_days"]  # a club stored before retention existed
+    assert Club.from_builtins(stored).recording_retention_days is None

@@ -242,6 +242,15 @@ async def test_a_node_answers_as_its_document_says(
     async with http.get(recordings + "/nope/files/tracks/x.webm", headers=bearer()) as r:
         assert r.status == 404
         await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}/files/{name}")
+    async with http.get(recordings + "/nope/report?format=csv", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}/report")
+    async with http.delete(recordings + "/nope", headers=bearer(token(stage, "audience"))) as r:
+        assert r.status == 403
+        await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}")
+    async with http.delete(recordings + "/nope", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, "/api/stages/{stage_id}/recordings/{session_id}")
 
     async with http.get("/api/recordings/nope/playback") as r:
         assert r.status == 401
