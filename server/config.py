@@ -109,6 +109,9 @@ class Config:
     webhook_secret: str = ""
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8
+    # Composite exports (server/host/exports.py): one runs at a time, this many wait behind it.
+    export_queue: int = 4
+    export_size: str = "1280x720"  # the exported picture, WIDTHxHEIGHT (even numbers)
 
     @property
     def dev_mode(self) -> bool:
@@ -335,6 +338,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("listen_backlog must be 16-65535")
     if config.recording_mode not in ("off", "manual", "auto"):
         raise ConfigError("recording_mode must be off, manual or auto")
+    if not 1 <= config.export_queue <= 1000:
+        raise ConfigError("export_queue must be 1-1000")
+    width, _, height = config.export_size.lower().partition("x")
+    sized = width.isdigit() and height.isdigit() and 16 <= int(width) <= 3840 and 16 <= int(height) <= 2160
+    if not sized or int(width) % 2 or int(height) % 2:
+        raise ConfigError("export_size must be WIDTHxHEIGHT, even numbers from 16x16 to 3840x2160")
     if not config.consent_policy_version.strip():
         raise ConfigError("consent_policy_version must not be empty")
     key = config.signing_key_path.resolve()

@@ -3,8 +3,16 @@ files, laid out (screen share, active speaker, grid), mixed, and limited to the 
 granted ``share``. The only place that decodes and encodes media. See docs/recording.md,
 "Composite export"."""
 
-from recording.composite.export import CompositeExport, ExportBusy, Progress, read_state
+from recording.composite.export import CompositeExport, ExportBusy, Progress, is_up_to_date, read_state
 from recording.composite.plan import ExportError
 from recording.composite.video import VideoSettings
 
-__all__ = ["CompositeExport", "ExportBusy", "ExportError", "Progress", "VideoSettings", "read_state"]
+__all__ = [
+    "CompositeExport",
+    "ExportBusy",
+    "ExportError",
+    "Progress",
+    "VideoSettings",
+    "is_up_to_date",
+    "read_state",
+]

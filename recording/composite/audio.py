@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,7 +36,7 @@ class _Piece:
     samples: np.ndarray  # float32, mono
 
 
-def _pieces(track: PlannedTrack) -> Iterator[_Piece]:
+def _pieces(track: PlannedTrack) -> Generator[_Piece, None, None]:
     """The track's decoded sound, mono float32, each piece at its sample position from the origin."""
     with av.open(os.fspath(track.path)) as container:
         stream = container.streams.audio[0]
@@ -54,13 +54,19 @@ def _pieces(track: PlannedTrack) -> Iterator[_Piece]:
                 if expected is not None and abs(start - expected) <= _SNAP:
                     start = expected  # Matroska keeps milliseconds: do not jitter by a sample
                 if frame.format.name != "fltp" or frame.sample_rate != RATE:
-                    resampler = resampler or av.AudioResampler(format="fltp", layout=frame.layout.name, rate=RATE)
+                    resampler = resampler or av.AudioResampler(
+                        format="fltp", layout=frame.layout.name, rate=RATE
+                    )
                     frames_out = resampler.resample(frame)
                 else:
                     frames_out = [frame]
                 for out in frames_out:
                     data = out.to_ndarray()
-                    mono = data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data[0].astype(np.float32)
+                    mono = (
+                        data.mean(axis=0, dtype=np.float32)
+                        if data.shape[0] > 1
+                        else data[0].astype(np.float32)
+                    )
                     yield _Piece(start, mono)
                     start += mono.shape[0]
                 expected = start
@@ -128,7 +134,11 @@ def mix_audio(
                 squares = {pid: np.zeros(n, dtype=np.float32) for pid in people}
                 scratch = np.zeros(n, dtype=np.float32)
                 for feed in feeds:
-                    sink = squares.get(feed.track.participant_id, scratch) if feed.track.source != "screen" else scratch
+                    sink = (
+                        squares.get(feed.track.participant_id, scratch)
+                        if feed.track.source != "screen"
+                        else scratch
+                    )
                     feed.add_into(mix, sink, pos)
                 for pid in people:
                     for w in range(0, n, window):

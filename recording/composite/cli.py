@@ -21,13 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="build exports/composite.mp4: one playable file of the tracks shared with attendees",
     )
-    group.add_argument("--force", action="store_true", help="start over, even if an export is done or half done")
+    group.add_argument(
+        "--force", action="store_true", help="start over, even if an export is done or half done"
+    )
     group.add_argument("--size", default="1280x720", metavar="WxH", help="picture size (default 1280x720)")
     group.add_argument("--fps", type=int, default=25, help="frames per second (default 25)")
     group.add_argument("--preset", default="veryfast", help="libx264 preset (default veryfast)")
     group.add_argument("--crf", type=int, default=23, help="libx264 quality, lower is better (default 23)")
-    group.add_argument("--segment-s", type=float, default=30.0, help="seconds per resumable segment (default 30)")
-    group.add_argument("--nice", type=int, default=DEFAULT_NICE, help=f"CPU niceness to add (default {DEFAULT_NICE})")
+    group.add_argument(
+        "--segment-s", type=float, default=30.0, help="seconds per resumable segment (default 30)"
+    )
+    group.add_argument(
+        "--nice", type=int, default=DEFAULT_NICE, help=f"CPU niceness to add (default {DEFAULT_NICE})"
+    )
     group.add_argument("--no-progress", action="store_true", help="no progress bar (a line when done)")
 
 
@@ -65,7 +71,7 @@ def run(session: os.PathLike[str] | str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_bar(export: CompositeExport) -> os.PathLike[str]:
+def _with_bar(export: CompositeExport) -> Path:
     from rich import progress as rich  # only for the bar: --no-progress (the node's runs) needs none
 
     columns = (

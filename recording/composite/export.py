@@ -42,6 +42,7 @@ EXPORTS = "exports"
 STATE = "composite.json"
 RESULT = "composite.mp4"
 SEGMENT_S = 30.0
+DEFAULT_SETTINGS = VideoSettings()
 AUDIO_SHARE = 0.03  # of the progress bar: the sound pass is a few per cent of the work
 
 
@@ -93,7 +94,7 @@ class CompositeExport:
     def __init__(
         self,
         session_dir: Path,
-        settings: VideoSettings = VideoSettings(),
+        settings: VideoSettings = DEFAULT_SETTINGS,
         *,
         segment_s: float = SEGMENT_S,
         force: bool = False,
@@ -192,13 +193,21 @@ class CompositeExport:
                 encode_segment(compositor, first, count, self.dir / _segment_name(index), step)
                 done.add(index)
                 self.state["segments_done"] = sorted(done)
-                self.state["progress"] = self._video_progress((first + count) / self.settings.fps, plan.duration).fraction
+                self.state["progress"] = self._video_progress(
+                    (first + count) / self.settings.fps, plan.duration
+                ).fraction
                 self._save()
         finally:
             compositor.close()
 
         self._report(Progress(0.99, "assembling", plan.duration, plan.duration))
-        assemble([self.dir / _segment_name(i) for i in range(segments)], audio, result, self.settings.fps, seg_frames)
+        assemble(
+            [self.dir / _segment_name(i) for i in range(segments)],
+            audio,
+            result,
+            self.settings.fps,
+            seg_frames,
+        )
         self.state.update(
             status="done",
             progress=1.0,
@@ -245,6 +254,18 @@ class CompositeExport:
             (self.dir / name).unlink(missing_ok=True)
 
 
+def is_up_to_date(session_dir: Path, settings: VideoSettings = DEFAULT_SETTINGS) -> bool:
+    """Is ``exports/composite.mp4`` finished from the session's inputs as they are now, with these
+    settings? (Reads the manifest, the ledger and the tracks' headers: call it off the event loop.)
+    Raises ``ExportError`` when there is nothing to export."""
+    state = read_state(session_dir)
+    if state is None or state.get("status") != "done" or not (exports_dir(session_dir) / RESULT).is_file():
+        plan_session(session_dir)  # nothing to export says so even before a first export
+        return False
+    plan = plan_session(session_dir)
+    return state.get("fingerprint") == plan.fingerprint and state.get("settings") == settings.to_dict()
+
+
 def _same(old: dict[str, Any], identity: dict[str, Any]) -> bool:
     return all(old.get(k) == v for k, v in identity.items())
 
@@ -258,7 +279,7 @@ def _spans(plan: Plan) -> list[Span]:
 
 def _packets(
     paths: list[Path], kind: str, out_stream: Any, offsets: list[Fraction]
-) -> Iterator[tuple[float, int, av.Packet]]:
+) -> Iterator[tuple[float, int, Any]]:
     """The packets of ``paths`` (one stream of ``kind`` each) end to end, the n-th shifted by
     ``offsets[n]`` seconds, with their time in seconds for interleaving."""
     order = 0
@@ -291,7 +312,9 @@ def assemble(segments: list[Path], audio: Path, result: Path, fps: int, seg_fram
             for path in segments[1:]:
                 with av.open(os.fspath(path)) as other:
                     if other.streams.video[0].codec_context.extradata != extradata:
-                        raise ExportError(f"{path.name} was encoded with other parameters: export again with force")
+                        raise ExportError(
+                            f"{path.name} was encoded with other parameters: export again with force"
+                        )
             offsets = [Fraction(i * seg_frames, fps) for i in range(len(segments))]
             merged = heapq.merge(
                 _packets(segments, "video", video, offsets),

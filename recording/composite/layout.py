@@ -19,15 +19,17 @@ large tile only after being clearly the loudest (``margin_db`` above everyone el
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Rect",
     "Scene",
-    "SpeakerRules",
     "Span",
+    "SpeakerRules",
     "arrange",
     "scenes",
     "speakers",
@@ -70,18 +72,23 @@ class Scene:
     small: tuple[str, ...]
 
     def to_dict(self) -> dict[str, object]:
-        return {"start": self.start, "end": self.end, "mode": self.mode, "big": self.big, "small": list(self.small)}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "mode": self.mode,
+            "big": self.big,
+            "small": list(self.small),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Scene:
-        small = data.get("small") or ()
+    def from_dict(cls, data: Mapping[str, Any]) -> Scene:
         big = data.get("big")
         return cls(
-            start=float(data["start"]),  # type: ignore[arg-type]
-            end=float(data["end"]),  # type: ignore[arg-type]
+            start=float(data["start"]),
+            end=float(data["end"]),
             mode=str(data["mode"]),
             big=None if big is None else str(big),
-            small=tuple(str(s) for s in small),  # type: ignore[union-attr]
+            small=tuple(str(s) for s in data.get("small") or ()),
         )
 
 
@@ -90,7 +97,11 @@ def dominant(levels: Mapping[str, float], rules: SpeakerRules) -> str | None:
     ranked = sorted(levels.items(), key=lambda kv: kv[1], reverse=True)
     if not ranked or ranked[0][1] < rules.threshold_db:
         return None
-    if len(ranked) > 1 and ranked[1][1] >= rules.threshold_db and ranked[0][1] - ranked[1][1] < rules.margin_db:
+    if (
+        len(ranked) > 1
+        and ranked[1][1] >= rules.threshold_db
+        and ranked[0][1] - ranked[1][1] < rules.margin_db
+    ):
         return None
     return ranked[0][0]
 
@@ -170,7 +181,7 @@ def scenes(
         cuts.update(t for t in (s.start, s.end) if 0 < t < duration)
     edges = sorted(cuts)
     out: list[Scene] = []
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         if b - a < 1e-9:
             continue
         speaker, active = decided[min(int(a / WINDOW_S + 1e-9), windows - 1)]

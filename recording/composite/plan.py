@@ -108,8 +108,18 @@ def plan_session(session_dir: Path) -> Plan:
                 duration=duration,
             )
         )
-        files.append({"file": entry["file"], "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "first_frame_at": first})
+        files.append(
+            {
+                "file": entry["file"],
+                "bytes": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "first_frame_at": first,
+            }
+        )
     tracks.sort(key=lambda t: (t.start, t.file))
     duration = max(t.end for t in tracks)
-    inputs = {"tracks": sorted(files, key=lambda f: f["file"]), "consent": _sha256(session_dir / "consent.jsonl")}
+    inputs = {
+        "tracks": sorted(files, key=lambda f: f["file"]),
+        "consent": _sha256(session_dir / "consent.jsonl"),
+    }
     return Plan(session_dir, origin, duration, tuple(tracks), excluded, inputs)

@@ -76,7 +76,9 @@ class _Source:
         self.frames = self._decode(container, stream)
 
     @staticmethod
-    def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[VideoFrame]:
+    def _decode(
+        container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    ) -> Iterator[VideoFrame]:
         for packet in container.demux(stream):
             try:
                 yield from packet.decode()
@@ -154,7 +156,9 @@ class Canvas:
 class Compositor:
     """Draws the export's frame at any time; holds one decoder per shared video track."""
 
-    def __init__(self, tracks: Sequence[PlannedTrack], layout: Sequence[Scene], settings: VideoSettings) -> None:
+    def __init__(
+        self, tracks: Sequence[PlannedTrack], layout: Sequence[Scene], settings: VideoSettings
+    ) -> None:
         self.sources = {t.file: _Source(t) for t in tracks}
         self.layout = list(layout)
         self.settings = settings

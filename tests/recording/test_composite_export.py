@@ -18,8 +18,8 @@ import av
 import numpy as np
 import pytest
 
-from recording.composite.export import AUDIO_SHARE
 from recording.composite import CompositeExport, ExportBusy, ExportError, VideoSettings, read_state
+from recording.composite.export import AUDIO_SHARE
 from tests.support.session_maker import Capture, Speaker, make_session, withdraw
 
 SETTINGS = VideoSettings(width=320, height=180, fps=25, preset="ultrafast")
@@ -187,7 +187,9 @@ def test_a_second_export_of_the_same_session_at_once_is_refused(tmp_path: Path) 
 def test_an_export_killed_mid_way_resumes_from_its_last_finished_segment(tmp_path: Path) -> None:
     # Long enough that the kill lands between segments: 12 s at 640x360, 1 s segments.
     speakers = [
-        Speaker("p-a", (200, 30, 30), captures=[Capture(0.0, 12.0)], flashes=[9.0], beeps=[9.0], tone_hz=A_HZ),
+        Speaker(
+            "p-a", (200, 30, 30), captures=[Capture(0.0, 12.0)], flashes=[9.0], beeps=[9.0], tone_hz=A_HZ
+        ),
         Speaker("p-b", (30, 200, 30), captures=[Capture(0.0, 12.0)], beeps=[4.0], tone_hz=B_HZ),
     ]
     session = make_session(tmp_path / "s", speakers)
@@ -216,7 +218,10 @@ def test_an_export_killed_mid_way_resumes_from_its_last_finished_segment(tmp_pat
 
     seen: list[float] = []
     CompositeExport(
-        session, VideoSettings(640, 360, 25, "medium"), segment_s=1.0, progress=lambda p: seen.append(p.fraction)
+        session,
+        VideoSettings(640, 360, 25, "medium"),
+        segment_s=1.0,
+        progress=lambda p: seen.append(p.fraction),
     ).run()
     state = read_state(session)
     assert state is not None and state["status"] == "done"

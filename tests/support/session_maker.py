@@ -51,7 +51,9 @@ FLASH_S = BEEP_S = 0.2
 T0 = 1_795_000_000.0
 
 
-def _video(path_stem: Path, sp: Speaker, cap: Capture, rgb: tuple[int, int, int], flashes: list[float]) -> dict:
+def _video(
+    path_stem: Path, sp: Speaker, cap: Capture, rgb: tuple[int, int, int], flashes: list[float]
+) -> dict:
     encoder = av.CodecContext.create("libvpx", "w")
     encoder.width, encoder.height, encoder.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     encoder.time_base = Fraction(1, FPS)
@@ -70,7 +72,9 @@ def _video(path_stem: Path, sp: Speaker, cap: Capture, rgb: tuple[int, int, int]
         if not last:
             t = cap.start + i / FPS
             lit = any(f <= t < f + FLASH_S for f in flashes)
-            frame = av.VideoFrame.from_ndarray(white if lit else plain, format="rgb24").reformat(format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(white if lit else plain, format="rgb24").reformat(
+                format="yuv420p"
+            )
             frame.pts = i
             frames = encoder.encode(frame)
         else:
