@@ -139,12 +139,13 @@ class CompositeExport:
         }
         old = read_state(self.session_dir)
         result = self.dir / RESULT
-        if not self.force and old is not None and _same(old, identity):
-            if old.get("status") == "done" and result.is_file():
-                self.state = old
-                self._report(Progress(1.0, "done", plan.duration, plan.duration))
-                return result
-            self.state = old
+        finished = old is not None and old.get("status") == "done" and result.is_file()
+        if not self.force and old is not None and finished and _same(old, identity, "segment_frames"):
+            self.state = old  # made from these very inputs (with segments of any length)
+            self._report(Progress(1.0, "done", plan.duration, plan.duration))
+            return result
+        if not self.force and old is not None and not finished and _same(old, identity):
+            self.state = old  # resume: the parts made so far fit
         else:
             self._clean()
             self.state = {
@@ -266,8 +267,8 @@ def is_up_to_date(session_dir: Path, settings: VideoSettings = DEFAULT_SETTINGS)
     return state.get("fingerprint") == plan.fingerprint and state.get("settings") == settings.to_dict()
 
 
-def _same(old: dict[str, Any], identity: dict[str, Any]) -> bool:
-    return all(old.get(k) == v for k, v in identity.items())
+def _same(old: dict[str, Any], identity: dict[str, Any], *ignoring: str) -> bool:
+    return all(old.get(k) == v for k, v in identity.items() if k not in ignoring)
 
 
 def _spans(plan: Plan) -> list[Span]:

@@ -77,6 +77,7 @@ class Exporter:
         self.running: ExportJob | None = None
         self.finished: dict[tuple[str, str], ExportJob] = {}  # the last job of each session
         self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()  # a job started or ended
         self._tasks = OwnedTasks(log, "exports")
         self._child: asyncio.subprocess.Process | None = None
 
@@ -110,6 +111,15 @@ class Exporter:
                 return i
         return None
 
+    async def wait(self, predicate: Callable[[], bool]) -> None:
+        """Until ``predicate()`` holds, checked whenever a job starts or ends (put a timeout around it)."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
     # --- lifetime --------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -138,11 +148,13 @@ class Exporter:
                 continue
             job = self.running = self.queue.popleft()
             try:
+                await self._notify()
                 await self._run(job)
             finally:
                 self.running = None
                 self.finished[job.key] = job
             await self._announce(job)
+            await self._notify()
 
     async def _run(self, job: ExportJob) -> None:
         job.status, job.started_at = "running", self.clock()

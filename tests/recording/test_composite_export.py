@@ -235,3 +235,18 @@ def test_an_export_killed_mid_way_resumes_from_its_last_finished_segment(tmp_pat
     assert flashes and abs(min(flashes) - 9.0) < 0.1
     beep = _onset(_tone_envelope(_sound(result), A_HZ), 8.5)
     assert abs(beep - 9.0) < 0.1
+
+
+def test_the_command_line_reuses_a_finished_export_and_shows_its_bar(exported: Path) -> None:
+    before = (exported / "exports" / "composite.mp4").stat().st_mtime_ns
+    command = [
+        sys.executable, "-m", "recording", "export", str(exported), "--composite", "--preset", "ultrafast",
+        "--size", "320x180",
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("exports/composite.mp4")
+    assert "100.0 %" in run.stdout and "done" in run.stdout  # the bar, at its end
+    assert (exported / "exports" / "composite.mp4").stat().st_mtime_ns == before  # not made again
+    bad = subprocess.run([*command[:-1], "17x9"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--size" in bad.stderr

@@ -46,9 +46,9 @@ async def _exported(receiver: Receiver) -> list[Received]:
 async def test_an_export_is_started_followed_announced_and_served(tmp_path: Path) -> None:
     receiver = Receiver(answers(200))
     await receiver.start()
-    settings = {"webhook_urls": [receiver.url], "webhook_secret": SECRET, "export_size": "320x180", "media_workers": 0}
+    settings = {"webhook_urls": [receiver.url], "webhook_secret": SECRET, "export_size": "320x180"}
     try:
-        async with serve(tmp_path, **settings) as node, aiohttp.ClientSession() as http:
+        async with serve(tmp_path, media_workers=0, **settings) as node, aiohttp.ClientSession() as http:
             stage = "exp-" + uuid.uuid4().hex[:6]
             async with http.post(f"{node.url}/api/stages", json={"id": stage}, headers=bearer()) as r:
                 assert r.status == 201
@@ -92,7 +92,6 @@ async def test_an_export_is_started_followed_announced_and_served(tmp_path: Path
                 assert r.status == 206 and len(await r.read()) == 100
             async with http.post(url, headers=moderator) as r:  # nothing changed: nothing to do
                 assert r.status == 200 and (await r.json())["status"] == "done"
-            await asyncio.sleep(0.2)
             assert node.node.exports.running is None and not node.node.exports.queue
             assert len(await _exported(receiver)) == 1, "no second run, no second webhook"
     finally:
@@ -100,19 +99,20 @@ async def test_an_export_is_started_followed_announced_and_served(tmp_path: Path
 
 
 async def test_a_full_queue_is_refused_and_a_session_with_nothing_shared_too(tmp_path: Path) -> None:
-    async with serve(tmp_path, export_size="320x180", export_queue=1, media_workers=0) as node, aiohttp.ClientSession() as http:
+    settings = {"export_size": "320x180", "export_queue": 1, "media_workers": 0}
+    async with serve(tmp_path, **settings) as node, aiohttp.ClientSession() as http:
         stage = "exq-" + uuid.uuid4().hex[:6]
         async with http.post(f"{node.url}/api/stages", json={"id": stage}, headers=bearer()) as r:
             assert r.status == 201
         root = tmp_path / "recordings"
-        long_one = _session(root, stage, seconds=12.0)
+        long_one = _session(root, stage)  # running for its child's start-up alone (≈ 1 s): the posts take ms
         waiting, refused = _session(root, stage), _session(root, stage)
         base = f"{node.url}/api/stages/{stage}/recordings"
         async with http.post(f"{base}/{long_one}/export", headers=bearer()) as r:
             assert r.status == 202
+        exports = node.node.exports
         async with asyncio.timeout(20):
-            while node.node.exports.running is None:
-                await asyncio.sleep(0.01)
+            await exports.wait(lambda: exports.running is not None)
         async with http.post(f"{base}/{waiting}/export", headers=bearer()) as r:
             assert r.status == 202 and (await r.json())["position"] == 1
         async with http.post(f"{base}/{refused}/export", headers=bearer()) as r:
@@ -124,8 +124,7 @@ async def test_a_full_queue_is_refused_and_a_session_with_nothing_shared_too(tmp
         async with http.post(f"{base}/{lonely}/export", headers=bearer()) as r:
             assert r.status == 422 and (await r.json())["code"] == "nothing_to_export"
         async with asyncio.timeout(60):
-            while node.node.exports.running is not None or node.node.exports.queue:
-                await asyncio.sleep(0.05)
+            await exports.wait(lambda: exports.running is None and not exports.queue)
         for session_id in (long_one, waiting):
             state = json.loads((root / stage / session_id / "exports" / "composite.json").read_text())
             assert state["status"] == "done"

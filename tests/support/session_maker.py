@@ -61,7 +61,7 @@ def _video(
     encoder.gop_size = FPS
     encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
     encoder.bit_rate = 300_000
-    writer = TrackWriter(path_stem, "video/VP8", clock=lambda: T0 + cap.start)
+    writer = TrackWriter(path_stem, "video/VP8", clock=lambda: T0 + cap.start, max_queue=100_000)
     plain = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     plain[:] = rgb
     white = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
@@ -94,7 +94,7 @@ def _audio(path_stem: Path, sp: Speaker, cap: Capture, beeps: list[float], delay
     encoder.bit_rate = 48_000
     encoder.time_base = Fraction(1, RATE)
     start = cap.start + delay
-    writer = TrackWriter(path_stem, "audio/opus", clock=lambda: T0 + start)
+    writer = TrackWriter(path_stem, "audio/opus", clock=lambda: T0 + start, max_queue=100_000)
     total = round((cap.end - start) * RATE)
     t = start + np.arange(total) / RATE
     on = np.ones(total, dtype=bool) if sp.tone_always else np.zeros(total, dtype=bool)
