@@ -14,9 +14,9 @@ medians. ``--nice 0`` by default here (the CLI's own default is 19): the figure 
 not its share of a busy machine.
 
 ``beside``: bench/forwarding.py (a real node, one publisher, ``--subscribers`` subscribers, no naive
-relay) alone and with an export running beside it (the CLI as the node runs it: nice 19, restarted
-with ``--force`` while the window lasts), alternating, ``--repeat`` pairs: the node's CPU per packet
-sent and the packets its subscribers received per second, and their change.
+relay) alone and with an export running beside it (the CLI as the node runs it: in a session of its
+own, nice 19, restarted with ``--force`` while the window lasts), alternating, ``--repeat`` pairs: the
+node's CPU per packet sent and the packets its subscribers received per second, and their change.
 
     python bench/export.py speed --minutes 10 --runs 3
     unshare --net sh -c 'ip link set lo up && exec python bench/export.py beside --subscribers 25'
@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -245,6 +246,21 @@ def _forwarding(args: argparse.Namespace, out: Path) -> dict:
     }
 
 
+def _export_loop(session: Path, size: str, stop: threading.Event) -> None:
+    """Exports, started over and over until ``stop``, as the node starts them: a session of their own
+    (the CLI then lowers its autogroup as well as its nice: recording/composite/cli.py)."""
+    while not stop.is_set():
+        child = subprocess.Popen(
+            [sys.executable, "-m", "recording", "export", str(session), "--composite", "--force",
+             "--no-progress", "--size", size],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        while child.poll() is None:
+            if stop.wait(0.2):
+                child.kill()
+        child.wait()
+
+
 def cmd_beside(args: argparse.Namespace) -> None:
     session = make_session(args.minutes)
     alone: list[dict] = []
@@ -252,24 +268,17 @@ def cmd_beside(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.repeat):
             for with_export in (False, True) if pair % 2 == 0 else (True, False):
-                exporter = None
+                stop = threading.Event()
+                worker = threading.Thread(target=_export_loop, args=(session, args.size, stop))
                 if with_export:
-                    exporter = subprocess.Popen(
-                        [
-                            "sh", "-c",
-                            f"while :; do {sys.executable} -m recording export {session} --composite --force "
-                            f"--no-progress --size {args.size} || exit 1; done",
-                        ],
-                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )  # fmt: skip
+                    worker.start()
                     time.sleep(2.0)  # the export past its start-up, encoding
                 try:
                     r = _forwarding(args, Path(tmp) / f"run-{pair}-{with_export}.json")
                 finally:
-                    if exporter is not None:
-                        os.killpg(exporter.pid, 9)
-                        exporter.wait()
+                    stop.set()
+                    if with_export:
+                        worker.join()
                 (beside if with_export else alone).append(r)
                 log(f"pair {pair + 1}, export beside: {with_export}: {r}")
     a = {k: statistics.median(r[k] for r in alone) for k in alone[0]}

@@ -260,11 +260,14 @@ def _export_status(
         bytes=state.get("bytes") if done else None,
         tracks=len(state["tracks"]) if state.get("tracks") is not None else None,
         excluded_tracks=state.get("excluded_tracks"),
-        error=(job.error if job is not None and job.status == "failed" else None) or state.get("error")
-        if status == "failed"
-        else None,
+        error=_failure(job, state) if status == "failed" else None,
         updated_at=state.get("updated_at"),
     )
+
+
+def _failure(job: ExportJob | None, state: dict[str, Any]) -> str | None:
+    """Why it failed: the export's own words (the state file), else what its process said."""
+    return state.get("error") or (job.error if job is not None else None)
 
 
 def _export_settings(request: web.Request) -> VideoSettings:

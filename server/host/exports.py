@@ -126,8 +126,11 @@ class Exporter:
         self._tasks.supervise("export worker", self._work)
 
     async def close(self) -> None:
-        """Stop the running child (its finished segments stay for a later run) and the worker."""
+        """Stop the worker, then the running child (its finished segments stay for a later run: the
+        state says ``running``, which the API reports as ``interrupted``). No webhook for it: the
+        export did not fail, the node stopped."""
         child = self._child
+        await self._tasks.cancel_all()
         if child is not None and child.returncode is None:
             child.terminate()
             try:
@@ -136,7 +139,6 @@ class Exporter:
             except TimeoutError:
                 child.kill()
                 await child.wait()
-        await self._tasks.cancel_all()
 
     # --- the worker ------------------------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class Exporter:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                # Its own session, so it lowers its own autogroup's weight, not the node's (cli.py).
+                start_new_session=True,
             )
             assert child.stderr is not None
             stderr = b""
