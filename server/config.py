@@ -112,6 +112,7 @@ class Config:
     # Composite exports (server/host/exports.py): one runs at a time, this many wait behind it.
     export_queue: int = 4
     export_size: str = "1280x720"  # the exported picture, WIDTHxHEIGHT (even numbers)
+    export_nice: int = 19  # the export process's niceness (and its session's autogroup's)
 
     @property
     def dev_mode(self) -> bool:
@@ -340,6 +341,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("recording_mode must be off, manual or auto")
     if not 1 <= config.export_queue <= 1000:
         raise ConfigError("export_queue must be 1-1000")
+    if not 0 <= config.export_nice <= 19:
+        raise ConfigError("export_nice must be 0-19")
     width, _, height = config.export_size.lower().partition("x")
     sized = width.isdigit() and height.isdigit() and 16 <= int(width) <= 3840 and 16 <= int(height) <= 2160
     if not sized or int(width) % 2 or int(height) % 2:

@@ -2,9 +2,9 @@
 
 The export decodes and encodes (recording/composite): never on the node's event loop, nor in its
 process. Each runs as ``python -m recording export DIR --composite --no-progress`` in a child that
-lowers its own priority (``nice`` 19), so forwarding keeps the CPU; one at a time per node, with at
-most ``export_queue`` waiting (beyond: refused, ``ExportQueueFull``). Asking again for a session that
-is queued or running gets the same job. The child's work survives it: the state file
+lowers its own priority (``export_nice``, 19 by default), so forwarding keeps the CPU; one at a time
+per node, with at most ``export_queue`` waiting (beyond: refused, ``ExportQueueFull``). Asking again
+for a session that is queued or running gets the same job. The child's work survives it: the state file
 (``exports/composite.json``) says what is done, and a later run resumes there. When a job ends the
 node sends the ``recording.exported`` webhook (docs/webhooks.md).
 """
@@ -65,12 +65,14 @@ class Exporter:
         *,
         limit: int,
         size: str,
+        nice: int = 19,
         clock: Callable[[], float] = time.time,
         command: tuple[str, ...] = (sys.executable, "-m", "recording", "export"),
     ) -> None:
         self.webhooks = webhooks
         self.limit = limit
         self.size = size
+        self.nice = nice
         self.clock = clock
         self.command = command
         self.queue: deque[ExportJob] = deque()
@@ -161,6 +163,7 @@ class Exporter:
     async def _run(self, job: ExportJob) -> None:
         job.status, job.started_at = "running", self.clock()
         args = [*self.command, str(job.session_dir), "--composite", "--no-progress", "--size", self.size]
+        args += ["--nice", str(self.nice)]
         if job.force:
             args.append("--force")
         log.info("export started", extra={"stage": job.stage_id, "session": job.session_id})

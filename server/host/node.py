@@ -48,7 +48,11 @@ class Node:
         self.auth = Authenticator(parse_keys(config.api_keys), clock)
         self.webhooks = Webhooks.from_config(config, self.cluster.node_id)
         self.exports = Exporter(
-            self.webhooks, limit=config.export_queue, size=config.export_size, clock=clock
+            self.webhooks,
+            limit=config.export_queue,
+            size=config.export_size,
+            nice=config.export_nice,
+            clock=clock,
         )
         self.clubs = ClubStore(self.cluster.backend, clock)
         # Joins announce themselves to the whole stage: one per loop pass (server/host/turns.py).
