@@ -121,7 +121,7 @@ class CompositeExport:
         except ExportError as exc:
             self._fail(str(exc))
             raise
-        except (OSError, av.error.FFmpegError) as exc:
+        except (OSError, av.error.FFmpegError, IndexError, ValueError) as exc:  # a damaged or odd input
             self._fail(f"{type(exc).__name__}: {exc}")
             raise ExportError(str(exc)) from exc
         finally:

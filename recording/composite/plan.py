@@ -73,29 +73,46 @@ def _sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _usable(session_dir: Path, entry: Any) -> tuple[Path, float] | None:
+    """A manifest track entry's file and first frame time, if it names a file with frames in the
+    session (a damaged entry counts as a track left out, not as a reason to fail)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("participant_id"), str):
+        return None
+    first, name = entry.get("first_frame_at"), entry.get("file")
+    if not isinstance(first, int | float) or not isinstance(name, str) or not entry.get("frames"):
+        return None
+    path = (session_dir / name).resolve()
+    if session_dir.resolve() not in path.parents or not path.is_file():
+        return None
+    return path, float(first)
+
+
 def plan_session(session_dir: Path) -> Plan:
     """The shared export's inputs, from ``manifest.json`` and ``consent.jsonl``."""
     try:
         manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot read {session_dir / 'manifest.json'}: {exc}") from exc
-    policy = SharePolicy.of_session(session_dir)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        policy = SharePolicy.of_session(session_dir)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # a damaged manifest or ledger
+        raise ExportError(f"cannot read the session's manifest and consent ledger: {exc}") from exc
     chosen: list[tuple[dict[str, Any], Path, float]] = []
     excluded = 0
-    for entry in manifest.get("tracks") or []:
-        path = session_dir / str(entry.get("file", ""))
-        first = entry.get("first_frame_at")
-        if not policy.track_shared(entry) or first is None or not path.is_file() or not entry.get("frames"):
+    tracks_listed = manifest.get("tracks")
+    for entry in tracks_listed if isinstance(tracks_listed, list) else []:
+        usable = _usable(session_dir, entry)
+        if usable is None or not policy.track_shared(entry):
             excluded += 1
             continue
-        chosen.append((entry, path, float(first)))
+        chosen.append((entry, *usable))
     if not chosen:
         raise ExportError("nothing to export: no recorded track's owner granted share")
     origin = min(first for _, _, first in chosen)
     tracks = []
     files: list[dict[str, Any]] = []
     for entry, path, first in chosen:
-        duration = _probe_duration(path, float(entry.get("duration_s") or 0.0))
+        listed = entry.get("duration_s")
+        duration = _probe_duration(path, float(listed) if isinstance(listed, int | float) else 0.0)
         stat = path.stat()
         tracks.append(
             PlannedTrack(

@@ -250,3 +250,26 @@ def test_the_command_line_reuses_a_finished_export_and_shows_its_bar(exported: P
     assert (exported / "exports" / "composite.mp4").stat().st_mtime_ns == before  # not made again
     bad = subprocess.run([*command[:-1], "17x9"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--size" in bad.stderr
+
+
+def test_a_screen_share_is_shown_large_with_the_cameras_beside_it(tmp_path: Path) -> None:
+    speakers = [
+        Speaker("p-a", (200, 30, 30), captures=[Capture(0.0, 4.0)], screen=Capture(1.0, 3.0)),
+        Speaker("p-b", (30, 200, 30), captures=[Capture(0.0, 4.0)]),
+    ]
+    session = make_session(tmp_path / "s", speakers)
+    CompositeExport(session, SETTINGS, segment_s=2.0).run()
+    frames = dict(_frames(session / "exports" / "composite.mp4"))
+
+    def colour(rgb: np.ndarray, x: float, y: float) -> tuple[int, ...]:
+        return tuple(int(v) for v in rgb[int(y * rgb.shape[0]), int(x * rgb.shape[1])])
+
+    def near(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+        return all(abs(g - w) < 40 for g, w in zip(got, want, strict=True))
+
+    during = frames[2.0]
+    assert near(colour(during, 0.35, 0.5), (55, 225, 225))  # the share (A's colour inverted), large, left
+    right = {colour(during, 0.9, y) for y in (0.3, 0.4, 0.6, 0.7)}
+    assert any(near(c, (200, 30, 30)) for c in right) and any(near(c, (30, 200, 30)) for c in right)
+    after = frames[3.6]
+    assert not any(near(colour(after, x, 0.5), (55, 225, 225)) for x in (0.2, 0.35, 0.6, 0.9))
