@@ -106,6 +106,11 @@ class Exporter:
                 return job
         return self.finished.get(key)
 
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The child running the current export, if any."""
+        return self._child
+
     def position(self, job: ExportJob) -> int | None:
         """1 for the next to run; None if not waiting."""
         for i, queued in enumerate(self.queue, 1):

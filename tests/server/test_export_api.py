@@ -17,6 +17,7 @@ from tests.server.test_webhooks import Received, Receiver, answers
 from tests.support.inprocess import serve
 from tests.support.session_maker import Capture, Speaker, make_session
 from tests.support.tokens import bearer, token
+from tests.support.waiting import eventually
 
 SECRET = "webhook-secret-for-the-export-test"
 
@@ -134,3 +135,43 @@ async def test_a_full_queue_is_refused_and_a_session_with_nothing_shared_too(tmp
         for session_id in (long_one, waiting):
             state = json.loads((root / stage / session_id / "exports" / "composite.json").read_text())
             assert state["status"] == "done"
+
+
+async def test_a_node_stopping_mid_export_leaves_it_interrupted_and_resumable(tmp_path: Path) -> None:
+    receiver = Receiver(answers(200))
+    await receiver.start()
+    settings = {
+        "webhook_urls": [receiver.url], "webhook_secret": SECRET, "export_size": "640x360", "export_nice": 0,
+        "media_workers": 0,
+    }  # fmt: skip
+    stage = "exi-" + uuid.uuid4().hex[:6]
+    root = tmp_path / "recordings"
+    session_id = _session(root, stage, seconds=8.0)
+    state_file = root / stage / session_id / "exports" / "composite.json"
+    url = f"/api/stages/{stage}/recordings/{session_id}/export"
+    try:
+        async with serve(tmp_path, **settings) as node, aiohttp.ClientSession() as http:
+            async with http.post(f"{node.url}/api/stages", json={"id": stage}, headers=bearer()) as r:
+                assert r.status == 201
+            async with http.post(node.url + url, headers=bearer()) as r:
+                assert r.status == 202
+            exports = node.node.exports
+            await eventually(lambda: state_file.is_file(), timeout=30)  # the child is at work
+            child = exports.process
+            assert child is not None and child.returncode is None
+        # The node stopped: its export with it, without a webhook (it did not fail).
+        assert child.returncode is not None
+        assert json.loads(state_file.read_text())["status"] == "running"
+        assert not [r for r in receiver.requests if r.event["type"] == "recording.exported"]
+
+        async with serve(tmp_path, **settings) as node, aiohttp.ClientSession() as http:
+            async with http.post(f"{node.url}/api/stages", json={"id": stage}, headers=bearer()) as r:
+                assert r.status == 201
+            async with http.get(node.url + url, headers=bearer()) as r:
+                assert r.status == 200 and (await r.json())["status"] == "interrupted"
+            async with http.post(node.url + url, headers=bearer()) as r:
+                assert r.status == 202  # resumes
+            hook = (await _exported(receiver))[0]
+            assert hook.event["data"]["status"] == "done"
+    finally:
+        await receiver.stop()
