@@ -900,6 +900,8 @@ def write_json(path: str, results: list[Result]) -> None:
                     for r in results
                 ],
                 indent=2,
+                # Result holds LoopStats (a dataclass) since loop health joined the tables.
+                default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o),
             )
         )
 

@@ -5,6 +5,7 @@
     python -m recording export SESSION [--root DIR]
     python -m recording report SESSION [--root DIR] [--format json|csv] [--table attendees|questions]
     python -m recording sweep [--root DIR] [--dry-run] [--default-days N]
+    python -m recording export SESSION --composite [--force] [--size WxH] [--fps N] [--no-progress] ...
 
 SESSION is a session directory, or a session id looked up under ``--root`` (default: the node's
 ``recordings_dir`` from the same configuration, ``MEDSTAGE_RECORDINGS_DIR`` or ``--config``, else
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recording.composite import cli as composite_cli
 from recording.evidence import TrustedKey, verify_session
 from recording.ledger import FILENAME, truncate_incomplete
 from recording.location import LocationError, configured_retention_days, configured_root
@@ -156,8 +158,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export the session's timeline (msgpack) as JSON next to it."""
+    """Export the session's timeline (msgpack) as JSON next to it; with --composite, its video."""
     session = resolve_session(args.session, args.root)
+    if args.composite:
+        try:
+            return composite_cli.run(session, args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     timeline = session / "timeline.msgpack"
     if not timeline.is_file():
         raise UsageError(f"{session} has no timeline (timeline.msgpack)")
@@ -269,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a signed head published elsewhere, e.g. in the shared log (JSON, or a file): checked too",
     )
     _add(commands, "repair", cmd_repair, parents=[session])
-    _add(commands, "export", cmd_export, parents=[session])
+    export = _add(commands, "export", cmd_export, parents=[session])
+    composite_cli.add_arguments(export)
     report = _add(commands, "report", cmd_report, parents=[session])
     report.add_argument("--format", choices=("json", "csv"), default="json", help="default: json")
     report.add_argument(

@@ -113,6 +113,10 @@ class Config:
     webhook_secret: str = ""
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8
+    # Composite exports (server/host/exports.py): one runs at a time, this many wait behind it.
+    export_queue: int = 4
+    export_size: str = "1280x720"  # the exported picture, WIDTHxHEIGHT (even numbers)
+    export_nice: int = 19  # the export process's niceness (and its session's autogroup's)
 
     @property
     def dev_mode(self) -> bool:
@@ -345,6 +349,14 @@ def _validate(config: Config) -> None:
         raise ConfigError("recording_sweep_interval_s must be >= 0 (0: the node does not sweep)")
     if config.recording_mode not in ("off", "manual", "auto"):
         raise ConfigError("recording_mode must be off, manual or auto")
+    if not 1 <= config.export_queue <= 1000:
+        raise ConfigError("export_queue must be 1-1000")
+    if not 0 <= config.export_nice <= 19:
+        raise ConfigError("export_nice must be 0-19")
+    width, _, height = config.export_size.lower().partition("x")
+    sized = width.isdigit() and height.isdigit() and 16 <= int(width) <= 3840 and 16 <= int(height) <= 2160
+    if not sized or int(width) % 2 or int(height) % 2:
+        raise ConfigError("export_size must be WIDTHxHEIGHT, even numbers from 16x16 to 3840x2160")
     if not config.consent_policy_version.strip():
         raise ConfigError("consent_policy_version must not be empty")
     key = config.signing_key_path.resolve()

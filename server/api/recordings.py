@@ -1,7 +1,8 @@
 """Recordings over HTTP: a stage's sessions, their manifests, files and reports, and deleting one, for
 the platform and for hosts and moderators of the stage (the ``record`` grant). The files are the
 recorder's (docs/recording.md): served as written, never a ``.partial`` one, nothing outside the
-session's directory."""
+session's directory. A session's composite export is started and followed here too (``/export``;
+server/host/exports.py runs it)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from recording.composite import ExportError, VideoSettings, is_up_to_date, read_state
 from recording.report import TABLES, ReportError, build, to_csv
 from recording.retention import NotDeletable
 from rooms.errors import StageNotFound
 from server.api import spec
+from server.api.bodies import BadBody, read_json
 from server.api.common import answer, problem, stage_caller
 from server.api.report_bodies import SessionReport
+from server.host.exports import ExportJob, ExportQueueFull
 from server.host.node import Node
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -248,6 +252,135 @@ def _file_in(directory: Path, name: str) -> Path | None:
     return target if found else None
 
 
+# --- the composite export -----------------------------------------------------------------------------
+
+ExportState = Literal["queued", "running", "done", "failed", "interrupted"]
+_QUEUE_FULL_RETRY_S = 60
+
+
+class ExportRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Start the session's composite export (`exports/composite.mp4`)."""
+
+    force: Annotated[bool, Meta(description="Start over even if an export from these inputs is done")] = False
+
+
+class ExportStatus(Struct, kw_only=True):
+    """Where the session's composite export stands."""
+
+    stage_id: str
+    session_id: str
+    status: Annotated[
+        ExportState,
+        Meta(description="`interrupted`: a run stopped half way (a restart); asking again resumes it"),
+    ]
+    progress: Annotated[float, Meta(ge=0, le=1)]
+    position: Annotated[int | None, Meta(description="Place in the node's queue (1: next)")] = None
+    file: Annotated[str | None, Meta(description="When done: the file, relative to the session")] = None
+    url: Annotated[str | None, Meta(description="When done: where to download it (Range requests)")] = None
+    duration_s: float | None = None
+    bytes: int | None = None
+    tracks: Annotated[int | None, Meta(description="Shared tracks in it")] = None
+    excluded_tracks: Annotated[int | None, Meta(description="Tracks left out: not shared")] = None
+    error: str | None = None
+    updated_at: float | None = None
+
+
+def _export_status(
+    stage_id: str, session_id: str, job: ExportJob | None, position: int | None, state: dict[str, Any] | None
+) -> ExportStatus | None:
+    state = state or {}
+    base = f"/api/stages/{stage_id}/recordings/{session_id}"
+    status: str | None
+    if job is not None and job.status in ("queued", "running"):
+        status = job.status
+    elif state.get("status") in ("done", "failed"):
+        status = state["status"]
+    elif state.get("status") == "running":
+        status = "interrupted"  # no child of this node runs it (the node restarted, or a CLI run died)
+    else:
+        status = job.status if job is not None else None
+    if status is None:
+        return None
+    done = status == "done"
+    return ExportStatus(
+        stage_id=stage_id,
+        session_id=session_id,
+        status=status,  # type: ignore[arg-type]
+        progress=1.0 if done else (0.0 if status == "queued" else float(state.get("progress") or 0.0)),
+        position=position,
+        file=state.get("file") if done else None,
+        url=f"{base}/files/{state['file']}" if done and state.get("file") else None,
+        duration_s=state.get("duration_s"),
+        bytes=state.get("bytes") if done else None,
+        tracks=len(state["tracks"]) if state.get("tracks") is not None else None,
+        excluded_tracks=state.get("excluded_tracks"),
+        error=_failure(job, state) if status == "failed" else None,
+        updated_at=state.get("updated_at"),
+    )
+
+
+def _failure(job: ExportJob | None, state: dict[str, Any]) -> str | None:
+    """Why it failed: the export's own words (the state file), else what its process said."""
+    return state.get("error") or (job.error if job is not None else None)
+
+
+def _export_settings(request: web.Request) -> VideoSettings:
+    width, _, height = request.app["config"].export_size.lower().partition("x")
+    return VideoSettings(width=int(width), height=int(height))
+
+
+async def start_export(request: web.Request) -> web.Response:
+    directory = _session(request)
+    if isinstance(directory, web.Response):
+        return directory
+    try:
+        body = await read_json(request, ExportRequest)
+    except BadBody as exc:
+        return problem(400, exc.code, str(exc))
+    node: Node = request.app["node"]
+    stage_id, session_id = directory.parent.name, directory.name
+    job = node.exports.job(stage_id, session_id)
+    code = 202
+    if job is None or job.status not in ("queued", "running"):
+        try:
+            current = await asyncio.to_thread(is_up_to_date, directory, _export_settings(request))
+        except ExportError as exc:
+            return problem(422, "nothing_to_export", str(exc))
+        if current and not body.force:
+            code = 200
+        else:
+            try:
+                job = node.exports.request(stage_id, session_id, directory, force=body.force)
+            except ExportQueueFull as exc:
+                response = problem(503, "export_queue_full", str(exc))
+                response.headers["Retry-After"] = str(_QUEUE_FULL_RETRY_S)
+                return response
+    state = await asyncio.to_thread(read_state, directory)
+    status = _export_status(stage_id, session_id, job if code == 202 else None, _position(node, job), state)
+    assert status is not None
+    response = answer(status, code)
+    response.headers["Location"] = f"/api/stages/{stage_id}/recordings/{session_id}/export"
+    return response
+
+
+def _position(node: Node, job: ExportJob | None) -> int | None:
+    return None if job is None else node.exports.position(job)
+
+
+async def get_export(request: web.Request) -> web.Response:
+    directory = _session(request)
+    if isinstance(directory, web.Response):
+        return directory
+    node: Node = request.app["node"]
+    stage_id, session_id = directory.parent.name, directory.name
+    job = node.exports.job(stage_id, session_id)
+    state = await asyncio.to_thread(read_state, directory)
+    status = _export_status(stage_id, session_id, job, _position(node, job), state)
+    if status is None:
+        return problem(404, "not_exported", "this session has not been exported: POST to start")
+    return answer(status)
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/stages/{stage_id}/recordings", list_recordings),
@@ -255,6 +388,8 @@ def routes() -> list[web.RouteDef]:
         web.delete("/api/stages/{stage_id}/recordings/{session_id}", delete_recording),
         web.get("/api/stages/{stage_id}/recordings/{session_id}/report", get_report),
         web.get("/api/stages/{stage_id}/recordings/{session_id}/files/{name:.+}", get_recording_file),
+        web.post("/api/stages/{stage_id}/recordings/{session_id}/export", start_export),
+        web.get("/api/stages/{stage_id}/recordings/{session_id}/export", get_export),
     ]
 
 
@@ -373,4 +508,43 @@ OPENAPI.add(
     params=[spec.STAGE_ID, _SESSION],
     description="The consent ledger and the manifest stay as evidence: a `deletion` record is appended "
     "to the ledger (signed like every record) and the manifest says `status: deleted`, when and why.",
+)
+_EXPORT = "/api/stages/{stage_id}/recordings/{session_id}/export"
+OPENAPI.add(
+    "post",
+    _EXPORT,
+    "startExport",
+    "Start the session's composite export (one MP4 of what its people shared)",
+    {
+        "200": spec.ok(ExportStatus, "Already exported from the session as it is now: nothing to do"),
+        "202": spec.ok(ExportStatus, "Queued or running (asking again gets the same job); follow `Location`"),
+        "400": spec.refused("The body is not a valid request", "invalid_body", "bad_text"),
+        **_AUTH,
+        "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
+        "422": spec.refused("No recorded track's owner granted share", "nothing_to_export"),
+        "503": spec.refused(
+            "The node's export queue is full",
+            "export_queue_full",
+            retry_after="Seconds to wait before asking again",
+        ),
+    },
+    params=[spec.STAGE_ID, _SESSION],
+    request=spec.body(ExportRequest),
+    description="The export runs in a child process of the node at low priority, one at a time per "
+    "node; when it ends the node sends the `recording.exported` webhook. Only tracks whose owner's "
+    "last consent decision granted `share` are in it (docs/recording.md, Composite export).",
+)
+OPENAPI.add(
+    "get",
+    _EXPORT,
+    "getExport",
+    "Progress of the session's composite export",
+    {
+        "200": spec.ok(ExportStatus, "Its state; when `done`, `url` downloads it"),
+        **_AUTH,
+        "404": spec.refused(
+            "No such stage or session, or never exported", "stage_not_found", "not_found", "not_exported"
+        ),
+    },
+    params=[spec.STAGE_ID, _SESSION],
 )

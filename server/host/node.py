@@ -28,6 +28,7 @@ from server.backend import BackendError, Lease, Owner
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
+from server.host.exports import Exporter
 from server.host.live import LiveStage
 from server.host.turns import Turns
 from server.host.webhooks import Webhooks
@@ -50,6 +51,13 @@ class Node:
         self.cluster = Cluster(self, config)
         self.auth = Authenticator(parse_keys(config.api_keys), clock)
         self.webhooks = Webhooks.from_config(config, self.cluster.node_id)
+        self.exports = Exporter(
+            self.webhooks,
+            limit=config.export_queue,
+            size=config.export_size,
+            nice=config.export_nice,
+            clock=clock,
+        )
         self.clubs = ClubStore(self.cluster.backend, clock)
         # Joins announce themselves to the whole stage: one per loop pass (server/host/turns.py).
         self.join_turns = Turns()
@@ -89,6 +97,7 @@ class Node:
         await self.webhooks.start()
         if self.config.recording_sweep_interval_s > 0:
             self._tasks.supervise("retention sweeper", self._sweep_forever)
+        await self.exports.start()
 
     async def check_not_revoked(self, identity: str) -> None:
         """Revocations are shared by all nodes; during a backend outage they cannot be read, and
@@ -365,6 +374,7 @@ class Node:
         for live in list(self.stages.values()):
             await live.close()
         await self.cluster.close()
+        await self.exports.close()
         await self.webhooks.close(drain_s=self.config.shutdown_timeout_s / 2)
         await self._tasks.cancel_all()
         if self.media_workers is not None:

@@ -44,7 +44,14 @@ from server.metrics import REGISTRY
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = frozenset(
-    {"stage.started", "stage.ended", "participant.joined", "participant.left", "recording.ready"}
+    {
+        "stage.started",
+        "stage.ended",
+        "participant.joined",
+        "participant.left",
+        "recording.ready",
+        "recording.exported",
+    }
 )
 SIGNATURE_TOLERANCE_S = 300.0  # what docs/webhooks.md tells receivers to accept
 USER_AGENT = "medstage-webhooks/1"

@@ -264,6 +264,13 @@ async def test_a_node_answers_as_its_document_says(
     async with http.get("/r/nope/composite.mp4", headers=bearer()) as r:
         assert r.status == 404
         await api.check(r, "/r/{session_id}/composite.mp4")
+    export = "/api/stages/{stage_id}/recordings/{session_id}/export"  # tests/server/test_export_api.py
+    async with http.post(recordings + "/nope/export", headers=bearer(token(stage, "audience"))) as r:
+        assert r.status == 403
+        await api.check(r, export)
+    async with http.get(recordings + "/nope/export", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, export)
 
     async with http.post(stage_path + "/end", headers=bearer(token(stage, "audience"))) as r:
         assert r.status == 403  # no "moderate" grant
