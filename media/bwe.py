@@ -54,12 +54,16 @@ class BweConfig:
     up_backoff_max_s: float = 8.0  # a failed up-switch doubles the wait, up to this (a cap that
     # lifts is found within about this, see "Bandwidth estimate" in docs/architecture.md)
     probe_window_s: float = 8.0  # down again within this after an up-switch: it failed
+    switch_report_s: float = 1.5  # a loss report this soon after a down-switch still covers the
+    # layer left (it is forwarded until the target's keyframe; Chromium reports every 0.5-1.5 s)
     remb_drop: float = 0.05  # a REMB this much below the one before: Chromium saw congestion
     remb_hold_s: float = 3.0  # a REMB caps this long after it dropped (or first came); then it only
     # lags what gets through (Chromium climbs back at 8 %/s at most) and caps nothing
     # Padding probes (``Probe``; docs/architecture.md, "Bandwidth estimate"): a higher layer is taken
     # only once padding at its rate went through clean.
-    probe_step_s: float = 0.8  # each layer's rate is held this long (a step per layer climbed)
+    probe_step_s: float = 1.2  # each layer's rate is held this long (a step per layer climbed): a
+    # link's buffer absorbs a probe's excess for a while before anything is lost or delayed (the
+    # bench's tbf cap: 16 KB of burst and 200 ms of queue, ~0.9 s at 200 kbit/s over its rate)
     probe_quiet_s: float = 2.0  # no congestion signal for this long before a probe
     probe_after_switch_s: float = 1.0  # and none within this after a layer switch
     probe_backoff_s: float = 2.0  # a failed probe: the next one waits this, doubling ...
@@ -163,10 +167,13 @@ class Estimate:
         return since is None or now - since < c.ceiling_after_s
 
     def quiet(self, now: float) -> bool:
-        """No congestion signal for ``probe_quiet_s`` and the last loss report below ``loss_low``."""
+        """No congestion signal for ``probe_quiet_s`` and the last loss report (if that recent) below
+        ``loss_low`` (a viewer held on audio only reports no video loss: an old report is no news)."""
         c = self.config
         since = self.congested_at
-        return self.loss < c.loss_low and (since is None or now - since >= c.probe_quiet_s)
+        recent = self.loss_at is not None and now - self.loss_at < c.probe_quiet_s
+        lossy = recent and self.loss >= c.loss_low
+        return not lossy and (since is None or now - since >= c.probe_quiet_s)
 
     def probed(self, bitrate_bps: float, now: float) -> None:
         """Padding took the rate to ``bitrate_bps`` without a congestion signal: the link carries it."""
@@ -192,6 +199,7 @@ class LayerChooser:
     up_wait_s: float = 0.0  # the current wait before an up-switch (backs off)
     last_up_at: float | None = None
     switched_at: float | None = None
+    down_at: float | None = None  # the last switch down (or to audio only)
     switches: int = 0
     decided: bool = False  # the first choice is made without hysteresis
     wants: int | None = None  # the layer an up-switch would take (``blind_up`` off: a probe's target)
@@ -216,13 +224,16 @@ class LayerChooser:
         layer that was left, and is not acted on again). ``blind_up`` off (padding probes possible):
         an up-switch is never made here, the layer it would take is left in ``wants`` for a probe.
 
-        None (audio only) needs loss besides a budget below the lowest layer (``heavy_loss`` at
-        once, ``loss_high`` after ``down_after_s``): a budget below it from a REMB alone keeps the
-        lowest layer (Chromium's REMB lags far below what gets through after a drop)."""
+        None (audio only) comes from the lowest layer only, and only when that layer itself loses
+        besides a budget below it (``heavy_loss`` at once, ``loss_high`` after ``down_after_s``): a
+        budget below it from a REMB alone keeps it (Chromium's REMB lags far below what gets through
+        after a drop)."""
         c = self.config
         self.wants = None
         if loss_at is not None and self.switched_at is not None and loss_at <= self.switched_at:
             loss = 0.0
+        if loss_at is not None and self.down_at is not None and loss_at <= self.down_at + c.switch_report_s:
+            loss = 0.0  # still the layer left (forwarded until the target's keyframe)
         preference = Preference(preference)
         live_layers = [i for i, up in enumerate(live) if up and i < len(layer_bitrates_bps)]
         if preference is Preference.AUDIO or not live_layers:
@@ -255,12 +266,12 @@ class LayerChooser:
                 lower = target
                 if loss >= c.heavy_loss and lower is not None and lower >= current:
                     lower = max((i for i in live_layers if i < current), default=None)
-                if lower is None and loss < c.loss_high:
+                if lower is None and current != live_layers[0]:
+                    lower = live_layers[0]  # audio only is decided on the lowest layer's own loss
+                elif lower is None and loss < c.loss_high:
                     # Without loss the budget is a REMB's: it never holds the video back on its own
                     # (after a drop Chromium's REMB lags far below what gets through).
-                    if current == live_layers[0]:
-                        return current
-                    lower = live_layers[0]
+                    return current
                 return self._to(current, lower, now)
             return current
         self.below_since = None
@@ -287,6 +298,8 @@ class LayerChooser:
             return current
         c = self.config
         going_up = target is not None and (current is None or target > current)
+        if not going_up:
+            self.down_at = now
         if going_up:
             self.last_up_at = now
         elif self.last_up_at is not None:
@@ -390,16 +403,27 @@ class ViewerLayers:
     # --- padding probes ------------------------------------------------------------------------
 
     def padding_bps(self, now: float) -> tuple[str, float] | None:
-        """The padding to send now: (the speaker whose video slot carries it, bit/s), or None."""
+        """The padding to send now: (the speaker whose video slot carries it, bit/s), or None (also
+        from the first congestion signal on: the probe has failed, the next decision says so)."""
         probe = self.probe
         if probe is None:
+            return None
+        congested = self.bandwidth.estimate.congested_at
+        if congested is not None and congested >= probe.started_at:
             return None
         return probe.participant_id, probe.padding_bps[probe.step]
 
     def on_nack(self, now: float) -> None:
-        """The viewer asked for a retransmission: a loss, so a probe running now fails."""
+        """The viewer asked for a retransmission: a loss, so a probe running now fails at once."""
         if self.probe is not None:
             self.bandwidth.estimate.congested_at = now
+            self._probe_failed(now)
+
+    def _start_probe(self, probe: Probe) -> None:
+        self.probe = probe
+        self.probes += 1
+        # Loss reported while it runs may be its padding's doing: it shrinks no estimate.
+        self.bandwidth.estimate.probe_span = (probe.started_at, float("inf"))
 
     def _probe_failed(self, now: float) -> None:
         if self.probe is not None:
@@ -430,7 +454,7 @@ class ViewerLayers:
                 self._probe_failed(now)
                 return target
             if target != current or probe.current != current or not live[probe.layers[-1]]:
-                self.probe = None  # the decision moved on meanwhile (down, a layer gone)
+                self._probe_failed(now)  # the decision moved on meanwhile (down, a layer gone)
                 return target
             if now - probe.step_at < c.probe_step_s:
                 return target
@@ -439,6 +463,7 @@ class ViewerLayers:
             if probe.step < len(probe.layers):
                 return target
             self.probe = None
+            self.bandwidth.estimate.probe_span = (0.0, -1.0)
             self.probes_ok += 1
             self.probe_wait_s = c.probe_backoff_s
             self.next_probe_at = now + c.probe_after_switch_s
@@ -448,6 +473,10 @@ class ViewerLayers:
         if chooser.switched_at is not None:
             self.next_probe_at = max(self.next_probe_at, chooser.switched_at + c.probe_after_switch_s)
         wants = chooser.wants
+        if wants is None and target == current and chooser.below_since is None:
+            # The estimate does not reach the next layer (it shrank at the last congestion and grows
+            # 30 %/s from there; held on audio only it gets no report at all): the probe is the test.
+            wants = next((i for i, up in enumerate(live) if up and (current is None or i > current)), None)
         if (
             probe is None
             and wants is not None
@@ -460,15 +489,8 @@ class ViewerLayers:
                 i for i, up in enumerate(live) if up and (current is None or i > current) and i <= wants
             ]
             if layers:
-                self.probe = Probe(
-                    participant_id,
-                    current,
-                    layers,
-                    [max(0.0, layer_bitrates_bps[i] * c.up_margin - base) for i in layers],
-                    started_at=now,
-                    step_at=now,
-                )
-                self.probes += 1
+                paddings = [max(0.0, layer_bitrates_bps[i] * c.up_margin - base) for i in layers]
+                self._start_probe(Probe(participant_id, current, layers, paddings, now, step_at=now))
         return target
 
     def choose(

@@ -490,11 +490,15 @@ class Subscriber:
         )
         stats.probes_started += self.layers.probes - probes
         stats.probes_succeeded += self.layers.probes_ok - probes_ok
+        self.pad_while_probing(now)
+        return target
+
+    def pad_while_probing(self, now: float) -> None:
+        """Start the padding bursts if a probe runs (they stop by themselves when it ends)."""
         if self.layers.probe is not None and self._padding is None and not self.closed:
             self._padding_at = now
             self._padding_credit = 0.0
             self._padding = asyncio.get_running_loop().call_later(PADDING_TICK_S, self._pad)
-        return target
 
     def _video_slot(self, participant_id: str) -> Slot | None:
         for pair in self.pairs:
