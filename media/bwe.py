@@ -61,9 +61,10 @@ class BweConfig:
     # lags what gets through (Chromium climbs back at 8 %/s at most) and caps nothing
     # Padding probes (``Probe``; docs/architecture.md, "Bandwidth estimate"): a higher layer is taken
     # only once padding at its rate went through clean.
-    probe_step_s: float = 1.2  # each layer's rate is held this long (a step per layer climbed): a
-    # link's buffer absorbs a probe's excess for a while before anything is lost or delayed (the
-    # bench's tbf cap: 16 KB of burst and 200 ms of queue, ~0.9 s at 200 kbit/s over its rate)
+    probe_first_step_s: float = 2.0  # the first step (the next layer's rate) is held this long: a
+    # link's buffer absorbs a probe's excess before anything is lost or delayed (the bench's tbf cap
+    # holds ~40 KB: 1.6 s of a probe 200 kbit/s over it, which 1.2 s steps passed unnoticed)
+    probe_step_s: float = 1.0  # each further step (a layer more: far more over any cap between)
     probe_quiet_s: float = 2.0  # no congestion signal for this long before a probe
     probe_after_switch_s: float = 1.0  # and none within this after a layer switch
     probe_backoff_s: float = 2.0  # a failed probe: the next one waits this, doubling ...
@@ -316,8 +317,9 @@ class LayerChooser:
 @dataclass(slots=True)
 class Probe:
     """Padding towards one viewer that takes what it receives to a higher layer's rate before that
-    layer is forwarded: one step per layer climbed (``probe_step_s`` each), lowest first. Any
-    congestion signal meanwhile (a NACK, a REMB drop, a loss report >= ``loss_low``) ends it."""
+    layer is forwarded: one step per layer climbed (``probe_first_step_s``, then ``probe_step_s``
+    each), lowest first. Any congestion signal meanwhile (a NACK, a REMB drop, a loss report >=
+    ``loss_low``) ends it; the layer of the last step that went through, if any, is taken."""
 
     participant_id: str  # whose video slot it is for (the padding goes on that slot's RTX stream)
     current: int | None  # the layer forwarded meanwhile
@@ -359,6 +361,7 @@ class ViewerLayers:
         "bandwidth",
         "choosers",
         "next_probe_at",
+        "partial",
         "preference",
         "preferences",
         "probe",
@@ -373,6 +376,7 @@ class ViewerLayers:
         self.preferences: dict[str, Preference] = {}  # per speaker, over ``preference``
         self.choosers: dict[str, LayerChooser] = {}
         self.probe: Probe | None = None  # one at a time per viewer
+        self.partial: tuple[Probe, int] | None = None  # a failed probe, and the last layer it passed
         self.probe_wait_s = self.bandwidth.config.probe_backoff_s
         self.next_probe_at = 0.0
         self.probes = self.probes_ok = 0  # started, succeeded (figures, tests)
@@ -426,9 +430,12 @@ class ViewerLayers:
         self.bandwidth.estimate.probe_span = (probe.started_at, float("inf"))
 
     def _probe_failed(self, now: float) -> None:
-        if self.probe is not None:
-            span = (self.probe.started_at, now + self.bandwidth.config.probe_report_s)
+        probe = self.probe
+        if probe is not None:
+            span = (probe.started_at, now + self.bandwidth.config.probe_report_s)
             self.bandwidth.estimate.probe_span = span
+            if probe.step > 0:
+                self.partial = (probe, probe.layers[probe.step - 1])
         self.probe = None
         self.next_probe_at = now + self.probe_wait_s
         self.probe_wait_s = min(self.probe_wait_s * 2, self.bandwidth.config.probe_backoff_max_s)
@@ -452,24 +459,33 @@ class ViewerLayers:
             congested = estimate.congested_at is not None and estimate.congested_at >= probe.started_at
             if congested:
                 self._probe_failed(now)
-                return target
-            if target != current or probe.current != current or not live[probe.layers[-1]]:
+            elif target != current or probe.current != current or not live[probe.layers[-1]]:
                 self._probe_failed(now)  # the decision moved on meanwhile (down, a layer gone)
+                self.partial = None
                 return target
-            if now - probe.step_at < c.probe_step_s:
-                return target
-            probe.step += 1
-            probe.step_at = now
-            if probe.step < len(probe.layers):
-                return target
-            self.probe = None
-            self.bandwidth.estimate.probe_span = (0.0, -1.0)
-            self.probes_ok += 1
-            self.probe_wait_s = c.probe_backoff_s
-            self.next_probe_at = now + c.probe_after_switch_s
-            top = probe.layers[-1]
-            estimate.probed(layer_bitrates_bps[top] * c.up_margin, now)
-            return chooser._to(current, top, now)
+            else:
+                step_s = c.probe_first_step_s if probe.step == 0 else c.probe_step_s
+                if now - probe.step_at < step_s:
+                    return target
+                probe.step += 1
+                probe.step_at = now
+                if probe.step < len(probe.layers):
+                    return target
+                self.probe = None
+                self.bandwidth.estimate.probe_span = (0.0, -1.0)
+                self.partial = (probe, probe.layers[-1])
+        partial = self.partial
+        if partial is not None and partial[0].participant_id == participant_id:
+            # Up to the last layer whose step went through (all of them: a success).
+            self.partial = None
+            passed, layer = partial
+            if passed.current == current == target and live[layer]:
+                self.probes_ok += 1
+                if layer == passed.layers[-1]:
+                    self.probe_wait_s = c.probe_backoff_s
+                self.next_probe_at = max(self.next_probe_at, now + c.probe_after_switch_s)
+                estimate.probed(layer_bitrates_bps[layer] * c.up_margin, now)
+                return chooser._to(current, layer, now)
         if chooser.switched_at is not None:
             self.next_probe_at = max(self.next_probe_at, chooser.switched_at + c.probe_after_switch_s)
         wants = chooser.wants

@@ -349,9 +349,9 @@ def test_a_probe_steps_through_each_layer_and_any_congestion_signal_ends_it_with
     assert probe is not None and probe.layers == [1, 2]
     assert probe.padding_bps == pytest.approx([500_000 * 1.3 - 150_000, 1_500_000 * 1.3 - 150_000])
     assert viewer.padding_bps(4.0) == ("a", pytest.approx(500_000))
-    assert viewer.choose("a", LAYERS, LIVE, 0, 5.21, can_probe=True) == 0  # the second step
-    assert viewer.padding_bps(5.21) == ("a", pytest.approx(1_800_000))
-    viewer.on_nack(5.3)  # a loss: over
+    assert viewer.choose("a", LAYERS, LIVE, 0, 5.9, can_probe=True) == 0  # the first step: 2 s
+    assert viewer.padding_bps(5.9) == ("a", pytest.approx(500_000))
+    viewer.on_nack(5.3)  # a loss: over (nothing passed)
     assert viewer.probe is None and viewer.padding_bps(5.3) is None
     assert viewer.choose("a", LAYERS, LIVE, 0, 5.3, can_probe=True) == 0
     # The next probe waits 2 s, then 4, then 6, then 6 (each failing at once).
@@ -370,9 +370,18 @@ def test_a_probe_steps_through_each_layer_and_any_congestion_signal_ends_it_with
     t = starts[-1] + 6.0
     estimate.congested_at = None
     assert viewer.choose("a", LAYERS, LIVE, 0, t, can_probe=True) == 0 and viewer.probe is not None
-    assert viewer.choose("a", LAYERS, LIVE, 0, t + 1.21, can_probe=True) == 0
-    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.42, can_probe=True) == 2
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.01, can_probe=True) == 0  # the second step
+    assert viewer.padding_bps(t + 2.01) == ("a", pytest.approx(1_800_000))
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 3.02, can_probe=True) == 2
     assert viewer.probes_ok == 1 and viewer.probe_wait_s == config.probe_backoff_s
+    # One whose second step fails takes the layer of its first.
+    t += 10.0
+    estimate.congested_at = None
+    assert viewer.choose("a", LAYERS, LIVE, 0, t, can_probe=True) == 0 and viewer.probe is not None
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.01, can_probe=True) == 0
+    viewer.on_nack(t + 2.5)
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.5, can_probe=True) == 1
+    assert viewer.probes_ok == 2
 
 
 def test_an_old_loss_report_does_not_keep_a_viewer_held_on_audio_only_from_probing() -> None:
