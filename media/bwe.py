@@ -43,6 +43,8 @@ class BweConfig:
     loss_high: float = 0.10  # above: the estimate shrinks
     loss_low: float = 0.02  # below: it may grow
     heavy_loss: float = 0.25  # at or above: switch down without waiting
+    loss_window_s: float = 1.0  # a report's fraction counts by the time it covers, out of this
+    # (Chromium sends a receiver report with every NACK: 1 lost of 3 is "33 %" of 0.1 s)
     growth_per_s: float = 1.3  # x per second of low loss (REMB, when it binds, keeps it in check)
     remb_ceiling: float = 1.4  # REMB >= this x what we send: Chromium's own ceiling, not a cap
     remb_stale_s: float = 5.0  # a REMB older than this caps nothing
@@ -98,7 +100,7 @@ class Estimate:
         self.remb_at = 0.0
         self.ceiling_since: float | None = None  # every REMB since then was at Chromium's ceiling
         self.sent_bps: float | None = None  # what we sent the viewer lately (None: unknown)
-        self.loss = 0.0  # the last fraction lost reported (0..1)
+        self.loss = 0.0  # fraction lost (0..1) over about the last ``loss_window_s`` of reports
         self.loss_at: float | None = None  # when ``loss`` was reported
         self.loss_binds = False  # ``loss`` >= loss_high, not a failed probe's: the REMB caps meanwhile
         self.remb_dropped_at: float | None = None  # the last REMB below the one before (or the first)
@@ -131,7 +133,8 @@ class Estimate:
         """A receiver report's fraction lost (0..1). Growth is per second elapsed, so several slots
         reporting at once do not multiply it."""
         c = self.config
-        loss = min(1.0, max(0.0, fraction_lost))
+        weight = 1.0 if self.loss_at is None else min(1.0, max(now - self.loss_at, 0.0) / c.loss_window_s)
+        loss = self.loss + (min(1.0, max(0.0, fraction_lost)) - self.loss) * weight
         self.loss = loss
         if loss >= c.loss_low:
             self.congested_at = now

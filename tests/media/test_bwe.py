@@ -391,3 +391,35 @@ def test_an_old_loss_report_does_not_keep_a_viewer_held_on_audio_only_from_probi
     estimate.on_loss(0.66, 0.0)
     assert not estimate.quiet(1.0)
     assert estimate.quiet(2.5)
+
+
+def test_random_loss_reported_with_every_nack_neither_switches_down_nor_holds_the_video() -> None:
+    # 5 % random loss on the low layer's 20 packets a second: Chromium sends a receiver report with
+    # each NACK, a packet or two after the last report, so single reports say 33 % or 50 % (1 lost of
+    # 3, of 2) between the regular ones each second.
+    viewer = ViewerLayers()
+    estimate = viewer.bandwidth.estimate
+    estimate.on_sent(240_000)
+    estimate.on_remb(400_000, 0.0)
+    current = viewer.choose("a", LAYERS, LIVE, None, 0.0, can_probe=True)
+    assert current == 0
+    rng = random.Random(5)
+    expected = lost = 0
+    last_report = 0.0
+    held = []
+    for step in range(600):  # 30 s of packets, every 50 ms
+        t = round(step * 0.05, 6)
+        expected += 1
+        if rng.random() < 0.05:
+            lost += 1
+            estimate.on_loss(lost / expected, t)  # with the NACK
+            expected = lost = 0
+            last_report = t
+        elif t - last_report >= 1.0:
+            estimate.on_loss(lost / expected, t)
+            expected = lost = 0
+            last_report = t
+        current = viewer.choose("a", LAYERS, LIVE, current, t, can_probe=True)
+        if current is None:
+            held.append(t)
+    assert not held, f"held on audio only at {held[:5]}"
