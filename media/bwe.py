@@ -152,6 +152,10 @@ class Estimate:
                 self.loss_bps = min(self.loss_bps, self.sent_bps) * (1.0 - 0.5 * loss)
         elif loss < c.loss_low:
             self.loss_bps *= c.growth_per_s**elapsed
+            if self.sent_bps is not None:
+                # What was sent got through: the link carries at least that (the estimate shrank
+                # at the last congestion, and would otherwise take seconds to climb back to it).
+                self.loss_bps = max(self.loss_bps, self.sent_bps)
         self.loss_bps = min(c.max_bps, max(c.min_bps, self.loss_bps))
         self.loss_at = now
 
@@ -492,10 +496,13 @@ class ViewerLayers:
         if chooser.switched_at is not None:
             self.next_probe_at = max(self.next_probe_at, chooser.switched_at + c.probe_after_switch_s)
         wants = chooser.wants
-        if wants is None and target == current and chooser.below_since is None:
-            # The estimate does not reach the next layer (it shrank at the last congestion and grows
-            # 30 %/s from there; held on audio only it gets no report at all): the probe is the test.
-            wants = next((i for i, up in enumerate(live) if up and (current is None or i > current)), None)
+        lowest = next((i for i, up in enumerate(live) if up), None)
+        if target == current and (chooser.below_since is None or current in (None, lowest)):
+            # Up to the top live layer, a step per layer, whatever the estimate says (it shrank at
+            # the last congestion and grows 30 %/s from there; held on audio only, it gets no report
+            # at all): the probe is the test, and one probe climbs every layer the link carries.
+            above = [i for i, up in enumerate(live) if up and (current is None or i > current)]
+            wants = above[-1] if above else None
         if (
             probe is None
             and wants is not None
