@@ -65,7 +65,8 @@ class LayerGroup:
     # --- measurements ------------------------------------------------------------------------
 
     def live(self, index: int, now: float) -> bool:
-        """Packets of this layer arrived within the last ``LIVE_S`` (and it is not muted)."""
+        """Packets of this layer arrived within the last ``LIVE_S``, and within ``STOPPED_FRAMES`` of
+        its frame intervals while a lower layer still flows (and it is not muted)."""
         layer = self.layers[index]
         if layer.closed or layer.paused:
             return False
