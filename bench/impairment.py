@@ -149,6 +149,31 @@ _KEEP_RESOLUTION = """async () => {
 }"""
 
 
+# The speaker's encodings as its Chromium sends them: frames sent per rid (and their height), so a
+# viewer's fps can be told from what the publisher sent on the layer it receives.
+_SENT_PER_RID = """async () => {
+  const out = {};
+  (await window.medstage.publisherPc.getStats()).forEach((r) => {
+    if (r.type === 'outbound-rtp' && r.kind === 'video') {
+      out[r.rid || 'single'] = {framesSent: r.framesSent || 0, frameHeight: r.frameHeight || 0,
+                               at: performance.now()};
+    }
+  });
+  return out;
+}"""
+
+
+def sent_fps(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Frames per second each encoding sent between two samples, lowest encoding first."""
+    rates = []
+    for rid, end in after.items():
+        start = before.get(rid)
+        if start is not None and end["at"] > start["at"]:
+            fps_ = (end["framesSent"] - start["framesSent"]) * 1000 / (end["at"] - start["at"])
+            rates.append((end["frameHeight"], fps_))
+    return {"low": min(rates)[1], "high": max(rates)[1]} if rates else {"low": 0.0, "high": 0.0}
+
+
 async def speaker(browser: Browser, node: RunningNode, stage: str, args: argparse.Namespace) -> StagePage:
     host = await open_joined(browser, node, stage, "host", "Speaker")
     await host.go_on_stage()
@@ -159,7 +184,7 @@ async def speaker(browser: Browser, node: RunningNode, stage: str, args: argpars
 
 async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace) -> dict[str, float]:
     stage = create_stage(node)
-    await speaker(browser, node, stage, args)
+    host = await speaker(browser, node, stage, args)
     viewers = {
         f"v{i}": await open_joined(browser, node, stage, "audience", f"v{i}") for i in range(args.viewers)
     }
@@ -173,7 +198,10 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
     try:
         with rate_cap(port, args.cap_kbit) as cap:
             started = time.monotonic()
-            await asyncio.sleep(args.cap_s)
+            await asyncio.sleep(SETTLE_S)
+            sent_before = await host.page.evaluate(_SENT_PER_RID)
+            await asyncio.sleep(args.cap_s - SETTLE_S)
+            sent_after = await host.page.evaluate(_SENT_PER_RID)
             ended = time.monotonic()
             tbf = cap.stats()
         # Lifted: until the capped viewer decodes the others' frame height (their layer) for a second.
@@ -201,11 +229,13 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
         "capped_min_height": float(min((s["frameHeight"] for s in after_settle), default=0)),
         "others_height": statistics.median(median_height(o) for o in others),
         "others_fps": statistics.median(fps(o) for o in others),
+        "speaker_low_layer_fps": sent_fps(sent_before, sent_after)["low"],
+        "speaker_high_layer_fps": sent_fps(sent_before, sent_after)["high"],
         "tbf_dropped": float(tbf["dropped"]),
         "tbf_kbit": tbf["bytes"] * 8 / 1000 / (ended - started),
         "lift_back_s": back_after,
     }
-    for context in {v.page.context for v in viewers.values()}:
+    for context in {v.page.context for v in [host, *viewers.values()]}:
         await context.close()
     return result
 

@@ -43,6 +43,8 @@ class BweConfig:
     loss_high: float = 0.10  # above: the estimate shrinks
     loss_low: float = 0.02  # below: it may grow
     heavy_loss: float = 0.25  # at or above: switch down without waiting
+    loss_window_s: float = 1.0  # a report's fraction counts by the time it covers, out of this
+    # (Chromium sends a receiver report with every NACK: 1 lost of 3 is "33 %" of 0.1 s)
     growth_per_s: float = 1.3  # x per second of low loss (REMB, when it binds, keeps it in check)
     remb_ceiling: float = 1.4  # REMB >= this x what we send: Chromium's own ceiling, not a cap
     remb_stale_s: float = 5.0  # a REMB older than this caps nothing
@@ -54,12 +56,42 @@ class BweConfig:
     up_backoff_max_s: float = 8.0  # a failed up-switch doubles the wait, up to this (a cap that
     # lifts is found within about this, see "Bandwidth estimate" in docs/architecture.md)
     probe_window_s: float = 8.0  # down again within this after an up-switch: it failed
+    switch_report_s: float = 1.5  # a loss report this soon after a down-switch still covers the
+    # layer left (it is forwarded until the target's keyframe; Chromium reports every 0.5-1.5 s)
+    remb_drop: float = 0.05  # a REMB this much below the one before: Chromium saw congestion
+    remb_hold_s: float = 3.0  # a REMB caps this long after it dropped (or first came); then it only
+    # lags what gets through (Chromium climbs back at 8 %/s at most) and caps nothing
+    # Padding probes (``Probe``; docs/architecture.md, "Bandwidth estimate"): a higher layer is taken
+    # only once padding at its rate went through clean.
+    probe_first_step_s: float = 2.0  # the first step (the next layer's rate) is held this long: a
+    # link's buffer absorbs a probe's excess before anything is lost or delayed (the bench's tbf cap
+    # holds ~40 KB: 1.6 s of a probe 200 kbit/s over it, which 1.2 s steps passed unnoticed)
+    probe_step_s: float = 1.0  # each further step (a layer more: far more over any cap between)
+    probe_quiet_s: float = 2.0  # no congestion signal for this long before a probe
+    probe_after_switch_s: float = 1.0  # and none within this after a layer switch
+    probe_backoff_s: float = 2.0  # a failed probe: the next one waits this, doubling ...
+    probe_backoff_max_s: float = 6.0  # ... up to this (a lifted cap is found within about this)
+    probe_report_s: float = 1.5  # loss reported this long after a failed probe is the padding's
+    # doing (it ended at the first sign): it moves no layer (Chromium reports every 0.5-1.5 s)
 
 
 class Estimate:
     """One viewer's downlink estimate in bits per second, from its REMB and receiver-report loss."""
 
-    __slots__ = ("ceiling_since", "config", "loss", "loss_at", "loss_bps", "remb_at", "remb_bps", "sent_bps")
+    __slots__ = (
+        "ceiling_since",
+        "config",
+        "congested_at",
+        "loss",
+        "loss_at",
+        "loss_binds",
+        "loss_bps",
+        "probe_span",
+        "remb_at",
+        "remb_bps",
+        "remb_dropped_at",
+        "sent_bps",
+    )
 
     def __init__(self, config: BweConfig | None = None) -> None:
         self.config = config or BweConfig()
@@ -68,11 +100,23 @@ class Estimate:
         self.remb_at = 0.0
         self.ceiling_since: float | None = None  # every REMB since then was at Chromium's ceiling
         self.sent_bps: float | None = None  # what we sent the viewer lately (None: unknown)
-        self.loss = 0.0  # the last fraction lost reported (0..1)
+        self.loss = 0.0  # fraction lost (0..1) over about the last ``loss_window_s`` of reports
         self.loss_at: float | None = None  # when ``loss`` was reported
+        self.loss_binds = False  # ``loss`` >= loss_high, not a failed probe's: the REMB caps meanwhile
+        self.remb_dropped_at: float | None = None  # the last REMB below the one before (or the first)
+        self.congested_at: float | None = None  # the last congestion signal: a REMB drop, loss
+        # The last failed padding probe, from its start to its end + ``probe_report_s``: loss
+        # reported then is the padding's doing (``ViewerLayers``), it shrinks nothing.
+        self.probe_span = (0.0, -1.0)
 
     def on_remb(self, bitrate_bps: float, now: float) -> None:
-        self.remb_bps = max(0.0, float(bitrate_bps))
+        bitrate = max(0.0, float(bitrate_bps))
+        previous = self.remb_bps
+        if previous is None or bitrate < previous * (1.0 - self.config.remb_drop):
+            self.remb_dropped_at = now
+            if previous is not None:
+                self.congested_at = now
+        self.remb_bps = bitrate
         self.remb_at = now
         sent = self.sent_bps
         if sent is not None and sent > 0 and self.remb_bps >= self.config.remb_ceiling * sent:
@@ -89,10 +133,17 @@ class Estimate:
         """A receiver report's fraction lost (0..1). Growth is per second elapsed, so several slots
         reporting at once do not multiply it."""
         c = self.config
-        loss = min(1.0, max(0.0, fraction_lost))
+        weight = 1.0 if self.loss_at is None else min(1.0, max(now - self.loss_at, 0.0) / c.loss_window_s)
+        loss = self.loss + (min(1.0, max(0.0, fraction_lost)) - self.loss) * weight
         self.loss = loss
+        if loss >= c.loss_low:
+            self.congested_at = now
         elapsed = 1.0 if self.loss_at is None else min(max(now - self.loss_at, 0.0), 2.0)
-        if loss > c.loss_high:
+        in_probe = self.probe_span[0] <= now <= self.probe_span[1]
+        self.loss_binds = loss >= c.loss_high and not in_probe
+        if in_probe:
+            pass  # the failed probe's padding lost it: the estimate holds
+        elif loss > c.loss_high:
             # Shrink to what got through when we know what was sent (the estimate may have grown far
             # above anything sent while REMB capped it), else by GCC's x (1 - loss / 2).
             if self.sent_bps is None:
@@ -101,16 +152,41 @@ class Estimate:
                 self.loss_bps = min(self.loss_bps, self.sent_bps) * (1.0 - 0.5 * loss)
         elif loss < c.loss_low:
             self.loss_bps *= c.growth_per_s**elapsed
+            if self.sent_bps is not None:
+                # What was sent got through: the link carries at least that (the estimate shrank
+                # at the last congestion, and would otherwise take seconds to climb back to it).
+                self.loss_bps = max(self.loss_bps, self.sent_bps)
         self.loss_bps = min(c.max_bps, max(c.min_bps, self.loss_bps))
         self.loss_at = now
 
     def remb_binding(self, now: float) -> bool:
-        """Whether the last REMB caps the estimate: recent, and not steadily at Chromium's own
-        ceiling over what we send (there it only says the current rate is fine)."""
-        if self.remb_bps is None or now - self.remb_at > self.config.remb_stale_s:
+        """Whether the last REMB caps the estimate: recent, dropped (or first came) within
+        ``remb_hold_s`` or the last report's loss is high, and not steadily at Chromium's own
+        ceiling over what we send (there it only says the current rate is fine). A REMB that has
+        held or climbed since is Chromium's slow ramp, no cap (measured: 57 kbit/s held 10 s while
+        200 kbit/s got through without loss)."""
+        c = self.config
+        if self.remb_bps is None or now - self.remb_at > c.remb_stale_s:
+            return False
+        dropped = self.remb_dropped_at is not None and now - self.remb_dropped_at < c.remb_hold_s
+        if not dropped and not self.loss_binds:
             return False
         since = self.ceiling_since
-        return since is None or now - since < self.config.ceiling_after_s
+        return since is None or now - since < c.ceiling_after_s
+
+    def quiet(self, now: float) -> bool:
+        """No congestion signal for ``probe_quiet_s`` and the last loss report (if that recent) below
+        ``loss_low`` (a viewer held on audio only reports no video loss: an old report is no news)."""
+        c = self.config
+        since = self.congested_at
+        recent = self.loss_at is not None and now - self.loss_at < c.probe_quiet_s
+        lossy = recent and self.loss >= c.loss_low
+        return not lossy and (since is None or now - since >= c.probe_quiet_s)
+
+    def probed(self, bitrate_bps: float, now: float) -> None:
+        """Padding took the rate to ``bitrate_bps`` without a congestion signal: the link carries it."""
+        self.loss_bps = min(self.config.max_bps, max(self.loss_bps, bitrate_bps))
+        self.remb_dropped_at = None
 
     def value(self, now: float) -> float:
         """The estimate in bit/s."""
@@ -131,8 +207,10 @@ class LayerChooser:
     up_wait_s: float = 0.0  # the current wait before an up-switch (backs off)
     last_up_at: float | None = None
     switched_at: float | None = None
+    down_at: float | None = None  # the last switch down (or to audio only)
     switches: int = 0
     decided: bool = False  # the first choice is made without hysteresis
+    wants: int | None = None  # the layer an up-switch would take (``blind_up`` off: a probe's target)
 
     def __post_init__(self) -> None:
         self.up_wait_s = self.config.up_after_s
@@ -147,13 +225,23 @@ class LayerChooser:
         budget_bps: float,
         loss: float = 0.0,
         loss_at: float | None = None,
+        blind_up: bool = True,
     ) -> int | None:
         """``budget_bps``: what this slot's video may take; ``loss``: the viewer's last fraction
         lost (0..1), reported at ``loss_at`` (a report from before the last switch describes the
-        layer that was left, and is not acted on again)."""
+        layer that was left, and is not acted on again). ``blind_up`` off (padding probes possible):
+        an up-switch is never made here, the layer it would take is left in ``wants`` for a probe.
+
+        None (audio only) comes from the lowest layer only, and only when that layer itself loses
+        besides a budget below it (``heavy_loss`` at once, ``loss_high`` after ``down_after_s``): a
+        budget below it from a REMB alone keeps it (Chromium's REMB lags far below what gets through
+        after a drop)."""
         c = self.config
+        self.wants = None
         if loss_at is not None and self.switched_at is not None and loss_at <= self.switched_at:
             loss = 0.0
+        if loss_at is not None and self.down_at is not None and loss_at <= self.down_at + c.switch_report_s:
+            loss = 0.0  # still the layer left (forwarded until the target's keyframe)
         preference = Preference(preference)
         live_layers = [i for i, up in enumerate(live) if up and i < len(layer_bitrates_bps)]
         if preference is Preference.AUDIO or not live_layers:
@@ -166,10 +254,10 @@ class LayerChooser:
         target = fits[-1] if fits else None
         if current is not None and current not in live_layers:
             # The layer went away (its encoding stopped): the best that fits now, no waiting.
-            return self._to(current, target, now)
+            return self._to(current, live_layers[0] if target is None else target, now)
         if not self.decided:
             self.decided = True
-            return self._to(current, target, now)  # the first choice: no hysteresis
+            return self._to(current, live_layers[0] if target is None else target, now)  # no hysteresis
         if (
             self.last_up_at is not None
             and now - self.last_up_at > c.probe_window_s
@@ -186,6 +274,12 @@ class LayerChooser:
                 lower = target
                 if loss >= c.heavy_loss and lower is not None and lower >= current:
                     lower = max((i for i in live_layers if i < current), default=None)
+                if lower is None and current != live_layers[0]:
+                    lower = live_layers[0]  # audio only is decided on the lowest layer's own loss
+                elif lower is None and loss < c.loss_high:
+                    # Without loss the budget is a REMB's: it never holds the video back on its own
+                    # (after a drop Chromium's REMB lags far below what gets through).
+                    return current
                 return self._to(current, lower, now)
             return current
         self.below_since = None
@@ -198,6 +292,9 @@ class LayerChooser:
         if not ups or loss >= c.loss_high:
             self.above_since = None
             return current
+        if not blind_up:
+            self.wants = ups[-1]
+            return current
         if self.above_since is None:
             self.above_since = now
         if now - self.above_since >= self.up_wait_s:
@@ -209,6 +306,8 @@ class LayerChooser:
             return current
         c = self.config
         going_up = target is not None and (current is None or target > current)
+        if not going_up:
+            self.down_at = now
         if going_up:
             self.last_up_at = now
         elif self.last_up_at is not None:
@@ -220,6 +319,22 @@ class LayerChooser:
         self.switched_at = now
         self.switches += 1
         return target
+
+
+@dataclass(slots=True)
+class Probe:
+    """Padding towards one viewer that takes what it receives to a higher layer's rate before that
+    layer is forwarded: one step per layer climbed (``probe_first_step_s``, then ``probe_step_s``
+    each), lowest first. Any congestion signal meanwhile (a NACK, a REMB drop, a loss report >=
+    ``loss_low``) ends it; the layer of the last step that went through, if any, is taken."""
+
+    participant_id: str  # whose video slot it is for (the padding goes on that slot's RTX stream)
+    current: int | None  # the layer forwarded meanwhile
+    layers: list[int]  # the layers climbed, lowest first
+    padding_bps: list[float]  # padding per step: the step's layer rate x up_margin - current's rate
+    started_at: float
+    step: int = 0
+    step_at: float = 0.0
 
 
 class Bandwidth:
@@ -249,13 +364,29 @@ class ViewerLayers:
     ``choose(participant_id, layer_bitrates_bps, live, current, now)`` is the decision the layer
     switching calls for the speaker's video in this viewer's slot (docs/architecture.md)."""
 
-    __slots__ = ("bandwidth", "choosers", "preference", "preferences")
+    __slots__ = (
+        "bandwidth",
+        "choosers",
+        "next_probe_at",
+        "partial",
+        "preference",
+        "preferences",
+        "probe",
+        "probe_wait_s",
+        "probes",
+        "probes_ok",
+    )
 
     def __init__(self, config: BweConfig | None = None) -> None:
         self.bandwidth = Bandwidth(config)
         self.preference = Preference.AUTO
         self.preferences: dict[str, Preference] = {}  # per speaker, over ``preference``
         self.choosers: dict[str, LayerChooser] = {}
+        self.probe: Probe | None = None  # one at a time per viewer
+        self.partial: tuple[Probe, int] | None = None  # a failed probe, and the last layer it passed
+        self.probe_wait_s = self.bandwidth.config.probe_backoff_s
+        self.next_probe_at = 0.0
+        self.probes = self.probes_ok = 0  # started, succeeded (figures, tests)
 
     def set_preference(self, preference: Preference | str, participant_id: str | None = None) -> None:
         """A viewer-wide preference replaces every per-speaker one; a speaker's overrides it for them."""
@@ -277,6 +408,116 @@ class ViewerLayers:
     def forget(self, participant_id: str) -> None:
         """The speaker's video left this viewer: its decision starts afresh next time."""
         self.choosers.pop(participant_id, None)
+        if self.probe is not None and self.probe.participant_id == participant_id:
+            self.probe = None
+
+    # --- padding probes ------------------------------------------------------------------------
+
+    def padding_bps(self, now: float) -> tuple[str, float] | None:
+        """The padding to send now: (the speaker whose video slot carries it, bit/s), or None (also
+        from the first congestion signal on: the probe has failed, the next decision says so)."""
+        probe = self.probe
+        if probe is None:
+            return None
+        congested = self.bandwidth.estimate.congested_at
+        if congested is not None and congested >= probe.started_at:
+            return None
+        return probe.participant_id, probe.padding_bps[probe.step]
+
+    def on_nack(self, now: float) -> None:
+        """The viewer asked for a retransmission: a loss, so a probe running now fails at once."""
+        if self.probe is not None:
+            self.bandwidth.estimate.congested_at = now
+            self._probe_failed(now)
+
+    def _start_probe(self, probe: Probe) -> None:
+        self.probe = probe
+        self.probes += 1
+        # Loss reported while it runs may be its padding's doing: it shrinks no estimate.
+        self.bandwidth.estimate.probe_span = (probe.started_at, float("inf"))
+
+    def _probe_failed(self, now: float) -> None:
+        probe = self.probe
+        if probe is not None:
+            span = (probe.started_at, now + self.bandwidth.config.probe_report_s)
+            self.bandwidth.estimate.probe_span = span
+            if probe.step > 0:
+                self.partial = (probe, probe.layers[probe.step - 1])
+        self.probe = None
+        self.next_probe_at = now + self.probe_wait_s
+        self.probe_wait_s = min(self.probe_wait_s * 2, self.bandwidth.config.probe_backoff_max_s)
+
+    def _probing(
+        self,
+        participant_id: str,
+        chooser: LayerChooser,
+        layer_bitrates_bps: list[float],
+        live: list[bool],
+        current: int | None,
+        target: int | None,
+        now: float,
+    ) -> int | None:
+        """A probe's progress for this speaker's slot; the layer to forward (``target`` unless a
+        probe just succeeded)."""
+        c = self.bandwidth.config
+        estimate = self.bandwidth.estimate
+        probe = self.probe
+        if probe is not None and probe.participant_id == participant_id:
+            congested = estimate.congested_at is not None and estimate.congested_at >= probe.started_at
+            if congested:
+                self._probe_failed(now)
+            elif target != current or probe.current != current or not live[probe.layers[-1]]:
+                self._probe_failed(now)  # the decision moved on meanwhile (down, a layer gone)
+                self.partial = None
+                return target
+            else:
+                step_s = c.probe_first_step_s if probe.step == 0 else c.probe_step_s
+                if now - probe.step_at < step_s:
+                    return target
+                probe.step += 1
+                probe.step_at = now
+                if probe.step < len(probe.layers):
+                    return target
+                self.probe = None
+                self.bandwidth.estimate.probe_span = (0.0, -1.0)
+                self.partial = (probe, probe.layers[-1])
+        partial = self.partial
+        if partial is not None and partial[0].participant_id == participant_id:
+            # Up to the last layer whose step went through (all of them: a success).
+            self.partial = None
+            passed, layer = partial
+            if passed.current == current == target and live[layer]:
+                self.probes_ok += 1
+                if layer == passed.layers[-1]:
+                    self.probe_wait_s = c.probe_backoff_s
+                self.next_probe_at = max(self.next_probe_at, now + c.probe_after_switch_s)
+                estimate.probed(layer_bitrates_bps[layer] * c.up_margin, now)
+                return chooser._to(current, layer, now)
+        if chooser.switched_at is not None:
+            self.next_probe_at = max(self.next_probe_at, chooser.switched_at + c.probe_after_switch_s)
+        wants = chooser.wants
+        lowest = next((i for i, up in enumerate(live) if up), None)
+        if target == current and (chooser.below_since is None or current in (None, lowest)):
+            # Up to the top live layer, a step per layer, whatever the estimate says (it shrank at
+            # the last congestion and grows 30 %/s from there; held on audio only, it gets no report
+            # at all): the probe is the test, and one probe climbs every layer the link carries.
+            above = [i for i, up in enumerate(live) if up and (current is None or i > current)]
+            wants = above[-1] if above else None
+        if (
+            probe is None
+            and wants is not None
+            and target == current
+            and now >= self.next_probe_at
+            and estimate.quiet(now)
+        ):
+            base = layer_bitrates_bps[current] if current is not None else 0.0
+            layers = [
+                i for i, up in enumerate(live) if up and (current is None or i > current) and i <= wants
+            ]
+            if layers:
+                paddings = [max(0.0, layer_bitrates_bps[i] * c.up_margin - base) for i in layers]
+                self._start_probe(Probe(participant_id, current, layers, paddings, now, step_at=now))
+        return target
 
     def choose(
         self,
@@ -288,21 +529,35 @@ class ViewerLayers:
         *,
         audio_tracks: int = 1,
         video_tracks: int = 1,
+        can_probe: bool = False,
     ) -> int | None:
         """The layer of ``participant_id``'s video to forward to this viewer (index into
         ``layer_bitrates_bps``, lowest first), or None: audio only. ``audio_tracks`` and
-        ``video_tracks``: how many of each the viewer receives (its budget is shared)."""
+        ``video_tracks``: how many of each the viewer receives (its budget is shared).
+        ``can_probe``: padding can be sent on this slot (RTX negotiated): every up-switch then waits
+        for a probe at the target's rate to go through clean (``Probe``, ``padding_bps``)."""
         chooser = self.choosers.get(participant_id)
         if chooser is None:
             chooser = self.choosers[participant_id] = LayerChooser(self.bandwidth.config)
         budget = self.bandwidth.video_budget(now, audio_tracks, video_tracks)
-        return chooser.choose(
-            self.preference_for(participant_id),
+        preference = self.preference_for(participant_id)
+        loss, loss_at = self.bandwidth.estimate.loss, self.bandwidth.estimate.loss_at
+        span = self.bandwidth.estimate.probe_span
+        if loss_at is not None and span[0] <= loss_at <= span[1]:
+            loss = 0.0  # the failed probe's padding lost it
+        target = chooser.choose(
+            preference,
             layer_bitrates_bps,
             live,
             current,
             now,
             budget,
-            self.bandwidth.estimate.loss,
-            self.bandwidth.estimate.loss_at,
+            loss,
+            loss_at,
+            blind_up=not (can_probe and preference is Preference.AUTO),
         )
+        if not can_probe or preference is not Preference.AUTO:
+            if self.probe is not None and self.probe.participant_id == participant_id:
+                self.probe = None
+            return target
+        return self._probing(participant_id, chooser, layer_bitrates_bps, live, current, target, now)

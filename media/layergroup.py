@@ -22,7 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from media import stats, temporal, vp8
-from media.layerchoice import LayerState, choose
+from media.layerchoice import HOLD, LayerState, choose, held_slots, hold_or_resume
 from media.nackguard import RING_SIZE
 from media.temporal import TL_ALL
 
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from media.subscriber import Slot
 
 LIVE_S = 1.0  # a layer with no packet for this long is not live (the browser stopped sending it)
+# ... or for this many of its frame intervals (at least STOPPED_MIN_S) while a lower layer still
+# flows: Chromium dropping its top encoding under CPU or bandwidth pressure is known at once.
+STOPPED_FRAMES = 5
+STOPPED_MIN_S = 0.25
 RATE_WINDOW_S = 2.0  # each layer's bitrate is measured over this window
 EVALUATE_S = 0.25  # how often the publisher's task re-evaluates every viewer's layer
 
@@ -56,6 +60,8 @@ class LayerGroup:
         self._samples: list[deque[tuple[float, int]]] = [
             deque() for _ in range(max(len(layers), temporal.MAX_TID + 1))
         ]
+        # Frames counted per encoding: a simulcast layer that stops is known by its frame interval.
+        self._frames: list[deque[tuple[float, int]]] = [deque() for _ in layers]
         for i, layer in enumerate(layers):
             layer.group = self
             layer.layer = i
@@ -76,11 +82,36 @@ class LayerGroup:
     # --- measurements ------------------------------------------------------------------------
 
     def live(self, index: int, now: float) -> bool:
-        """Packets of this layer arrived within the last ``LIVE_S`` (and it is not muted)."""
-        layer = self.layers[index if self.spatial else 0]
-        if layer.closed or layer.paused or now - max(layer.received_at, layer.last_arrival) >= LIVE_S:
+        """Packets of this layer arrived within the last ``LIVE_S`` (and it is not muted); for a
+        simulcast encoding, also within ``STOPPED_FRAMES`` of its frame intervals while a lower
+        layer still flows."""
+        if not self.spatial:
+            layer = self.layers[0]
+            if layer.closed or layer.paused or now - max(layer.received_at, layer.last_arrival) >= LIVE_S:
+                return False
+            return now - layer.tl_seen[index] < LIVE_S
+        layer = self.layers[index]
+        if layer.closed or layer.paused:
             return False
-        return self.spatial or now - layer.tl_seen[index] < LIVE_S
+        silent = now - max(layer.received_at, layer.last_arrival)
+        if silent < STOPPED_MIN_S:
+            return True
+        if silent >= LIVE_S:
+            return False
+        # Stopped while a lower layer goes on: no packet for a few of its frame intervals.
+        interval = self.frame_interval(index)
+        if interval is None or silent < STOPPED_FRAMES * interval:
+            return True
+        lower = self.layers[:index]
+        return not any(now - max(low.received_at, low.last_arrival) < STOPPED_MIN_S for low in lower)
+
+    def frame_interval(self, index: int) -> float | None:
+        """Seconds between the encoding's frames over the last ``RATE_WINDOW_S`` (sampled), or None."""
+        samples = self._frames[index]
+        if len(samples) < 2:
+            return None
+        (t0, f0), (t1, f1) = samples[0], samples[-1]
+        return (t1 - t0) / (f1 - f0) if f1 > f0 else None
 
     def _octets(self, index: int) -> int:
         if self.spatial:
@@ -92,6 +123,10 @@ class LayerGroup:
             samples.append((now, self._octets(index)))
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
                 samples.popleft()
+        for layer, frames in zip(self.layers, self._frames, strict=True):
+            frames.append((now, layer.frames))
+            while len(frames) > 2 and now - frames[1][0] >= RATE_WINDOW_S:
+                frames.popleft()
 
     def bitrate(self, index: int) -> float:
         """Bits per second of the layer's payload over the last ``RATE_WINDOW_S`` (sampled)."""
@@ -114,9 +149,9 @@ class LayerGroup:
         next evaluation moves it to a live one)."""
         index = choose(self.state(slot), self, now, slot)
         if not self.spatial:
-            self._set_temporal(slot, self.count - 1 if index is None else index)
+            self._set_temporal(slot, self.count - 1 if index is None or index == HOLD else index)
             return self.layers[0]
-        return self.layers[-1 if index is None else index]
+        return self.layers[-1 if index is None else 0 if index == HOLD else index]
 
     def slots(self) -> list[Slot]:
         """Every slot attached to a layer of the group (started or waiting for its first keyframe)."""
@@ -142,9 +177,11 @@ class LayerGroup:
         self.sample(now)
         if not self.layered:
             return
-        for slot in self.slots():
+        for slot in [*self.slots(), *held_slots(self)]:
             target = choose(self.state(slot), self, now, slot)
-            if target is not None and target != self.current(slot):
+            if target is None or hold_or_resume(self, slot, target):
+                continue
+            if target != self.current(slot):
                 self.switch(slot, target)
 
     def switch(self, slot: Slot, index: int) -> None:

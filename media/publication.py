@@ -85,6 +85,7 @@ class Fanout:
         self.received_at = 0.0  # last packet from the source, forwarded or not (layer liveness)
         self.packets = 0  # forwarded packets, the basis of every slot's SR counters
         self.octets = 0
+        self.frames = 0  # forwarded frames (a simulcast layer's frame rate: media/layergroup.py)
         # Simulcast (media/layergroup.py): the group of encodings this one belongs to, its place in
         # it (0 = lowest), its rid; a layer of a group of several rewrites VP8 picture ids per slot.
         self.group: LayerGroup | None = None
@@ -111,6 +112,7 @@ class Fanout:
     def _forward(self, frame: Frame, now: float) -> None:
         if self.paused or self.closed:
             return
+        self.frames += 1
         if frame.keyframe:
             self._keyframe_arrived()
             if self.waiting:

@@ -16,6 +16,9 @@ keyframe_requests_upstream = 0  # PLIs we sent to publishers
 keyframe_requests_downstream = 0  # PLI/FIR we received from subscribers
 send_errors = 0
 remb_received = 0  # REMB (receiver estimated maximum bitrate) from viewers: media/bwe.py
+probes_started = 0  # padding probes towards viewers (media/bwe.py, Probe) ...
+probes_succeeded = 0  # ... that went through clean (an up-switch followed)
+padding_packets_sent = 0  # their padding-only RTX packets
 link_datagrams_sent = 0  # forwarding link: datagrams main sent to media workers (media/link.py)
 link_send_errors = 0  # ... and sends that failed (a worker's buffer full, or the worker gone)
 media_worker_restarts = 0
@@ -37,6 +40,9 @@ def snapshot() -> dict[str, int]:
         "keyframe_requests_downstream": keyframe_requests_downstream,
         "send_errors": send_errors,
         "remb_received": remb_received,
+        "probes_started": probes_started,
+        "probes_succeeded": probes_succeeded,
+        "padding_packets_sent": padding_packets_sent,
         "send_drops": udpmux.send_drops,
         "unroutable_datagrams": udpmux.unroutable,
         "viewer_rtcp_packets": udpmux.rtcp_received,

@@ -26,6 +26,7 @@ from media import aiortc_hooks as hooks
 from media import description_hooks, ice_hooks, layergroup, stats, temporal, transceiver_hooks
 from media.bwe import ViewerLayers
 from media.nackguard import ResendGuard, ResendLimits
+from media.publication import abs_send_time_extension
 from media.quality import RateMeter, SentReports
 from media.rtcpin import ViewerRtcp
 
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RTX_HEADER = struct.Struct("!BBHII")
+
+# Padding probes (media/bwe.py, ``Probe``): padding-only RTP packets on a video slot's RTX stream (RFC
+# 4588: its own sequence numbers, which no viewer NACKs, and no media a retransmission could
+# confuse them with), each with abs-send-time like every video packet, so that Chromium's remote
+# estimator counts their bytes (payload + padding) in what it receives.
+PADDING_BYTES = 224  # per packet (the RTP padding count is one octet; libwebrtc sends at most 224)
+PADDING_TICK_S = 0.02  # padding goes out in bursts this far apart
 
 
 def _slot_codecs(kind: str) -> list[RTCRtpCodecCapability]:
@@ -188,6 +196,7 @@ class Slot(hooks.SenderHandler):
         pub = self.publication
         if pub is None or self.protect is None or self.failed:
             return
+        self.subscriber.layers.on_nack(time.monotonic())  # a loss: a padding probe now has failed
         # Map the 16-bit outgoing number back into the publication's packet space (temporal layers
         # dropped for this viewer moved its offsets: each packet's own).
         mapped = temporal.source(self, pub.last_seq, sequence_number)
@@ -262,6 +271,35 @@ class Slot(hooks.SenderHandler):
     def supports(self, mime: str) -> bool:
         return mime in self.pts
 
+    def can_pad(self) -> bool:
+        """Padding can go on this slot's RTX stream (RTX negotiated for its codec, a path)."""
+        ready = self.protect is not None and not self.failed
+        return ready and bool(self.rtx_ssrc) and self.pt in self.rtx_pts
+
+    def send_padding(self, count: int, now: float) -> int:
+        """``count`` padding-only packets on the RTX stream, timestamped as the last media sent;
+        returns the bytes sent (RTP header and padding, before SRTP)."""
+        pub = self.publication
+        if pub is not None and self in pub.active:
+            ts = (pub.last_ts + self.ts_off) & 0xFFFFFFFF
+        else:
+            ts = self.last_out_ts
+        packet = bytearray(20 + PADDING_BYTES)
+        packet[12:20] = abs_send_time_extension(now)
+        packet[-1] = PADDING_BYTES
+        rtx_pt = self.rtx_pts[self.pt]
+        for _ in range(count):
+            # V=2, P (padding), X (the abs-send-time extension)
+            _RTX_HEADER.pack_into(packet, 0, 0xB0, rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            try:
+                self.sendto(self.protect(bytes(packet)), self.addr)
+            except Exception as exc:
+                self.fail(exc)
+                return 0
+        stats.padding_packets_sent += count
+        return count * len(packet)
+
     def start(self, pub: Fanout, first_seq: int, first_ts: int) -> None:
         """Called by the publication when forwarding begins (at a keyframe for video)."""
         self.pt = self.pts[pub.mime]
@@ -334,6 +372,12 @@ class Subscriber:
         self.layers = ViewerLayers()
         self._sent_marks: dict[int, tuple[Any, int]] = {}  # slot SSRC -> (publication, its octets)
         self._sent_at: float | None = None
+        # Padding probes: the burst timer while a probe runs, the bytes owed, the bytes sent.
+        self._padding: asyncio.TimerHandle | None = None
+        self._padding_at = 0.0
+        self._padding_credit = 0.0
+        self.padding_octets = 0
+        self._padding_mark = 0
 
         def add_pairs() -> None:
             for i in range(n_slots):
@@ -413,7 +457,8 @@ class Subscriber:
         if self._sent_at is not None and now - self._sent_at < 0.1:
             return None
         marks: dict[int, tuple[Any, int]] = {}
-        sent = 0
+        sent = self.padding_octets - self._padding_mark
+        self._padding_mark = self.padding_octets
         for pair in self.pairs:
             for slot in (pair.audio, pair.video):
                 pub = slot.publication
@@ -443,7 +488,9 @@ class Subscriber:
         videos = [p.video.publication for p in self.pairs if p.video.publication is not None]
         video = sum(1 for pub in videos if self.layers.wants_video(pub.participant_id))
         audio = sum(1 for p in self.pairs if p.audio.publication is not None)
-        return self.layers.choose(
+        slot = self._video_slot(participant_id)
+        probes, probes_ok = self.layers.probes, self.layers.probes_ok
+        target = self.layers.choose(
             participant_id,
             layer_bitrates_bps,
             live,
@@ -451,7 +498,44 @@ class Subscriber:
             now,
             audio_tracks=audio,
             video_tracks=max(video, 1),
+            can_probe=slot is not None and slot.can_pad(),
         )
+        stats.probes_started += self.layers.probes - probes
+        stats.probes_succeeded += self.layers.probes_ok - probes_ok
+        self.pad_while_probing(now)
+        return target
+
+    def pad_while_probing(self, now: float) -> None:
+        """Start the padding bursts if a probe runs (they stop by themselves when it ends)."""
+        if self.layers.probe is not None and self._padding is None and not self.closed:
+            self._padding_at = now
+            self._padding_credit = 0.0
+            self._padding = asyncio.get_running_loop().call_later(PADDING_TICK_S, self._pad)
+
+    def _video_slot(self, participant_id: str) -> Slot | None:
+        for pair in self.pairs:
+            pub = pair.video.publication
+            if pub is not None and pub.participant_id == participant_id:
+                return pair.video
+        return None
+
+    def _pad(self) -> None:
+        """One burst of a probe's padding: what its rate owes since the last (at most two ticks')."""
+        self._padding = None
+        now = time.monotonic()
+        wanted = self.layers.padding_bps(now)
+        slot = None if wanted is None or self.closed else self._video_slot(wanted[0])
+        if wanted is None or slot is None or not slot.can_pad():
+            return
+        elapsed = min(now - self._padding_at, 2 * PADDING_TICK_S)
+        self._padding_at = now
+        self._padding_credit += wanted[1] * elapsed / 8
+        size = 20 + PADDING_BYTES
+        count = int(self._padding_credit // size)
+        if count:
+            self._padding_credit -= count * size
+            self.padding_octets += slot.send_padding(count, now)
+        self._padding = asyncio.get_running_loop().call_later(PADDING_TICK_S, self._pad)
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """The viewer's estimate and preferences (for connection-quality reports)."""
@@ -463,6 +547,9 @@ class Subscriber:
             "remb_binding": estimate.remb_binding(now),
             "sent_bps": None if estimate.sent_bps is None else round(estimate.sent_bps),
             "loss": estimate.loss,
+            "probing": self.layers.probe is not None,
+            "probes": self.layers.probes,
+            "probes_succeeded": self.layers.probes_ok,
             "preference": str(self.layers.preference),
             "preferences": {k: str(v) for k, v in self.layers.preferences.items()},
         }
@@ -486,6 +573,9 @@ class Subscriber:
     def close(self) -> None:
         # The report ticker drops a closed subscriber when its turn comes.
         self.closed = True
+        if self._padding is not None:
+            self._padding.cancel()
+            self._padding = None
 
 
 def report_interval() -> float:

@@ -7,18 +7,25 @@ jitter (a userspace relay) leaves playback going. Run with viewers in media work
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiortc.rtp import RtcpPsfbPacket
+from playwright.async_api import async_playwright
 
 from tests.conftest import RunningNode, free_port, start_node
+from tests.e2e.conftest import CHROMIUM, StagePage, chromium_args
 from tests.support.client import MedstageClient
-from tests.support.impair import UdpRelay, loss, relay_init_script
+from tests.support.impair import UdpRelay, loss, rate_cap, relay_init_script
 from tests.support.referee import delta, sent_frames, video_stats
+from tests.support.tokens import bearer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -176,3 +183,124 @@ async def test_delay_and_jitter_through_a_relay_leave_playback_going(
     assert later["framesDecoded"] >= 10 * later["seconds"], later  # the speaker sends ~20-30 fps
     assert later["freezeCount"] <= 1, later
     assert buffered_ms > 20, "the jitter buffer grew to absorb the jitter"
+
+
+# --- a capped viewer, then the cap lifted: padding probes find it (media/bwe.py, Probe) ---------
+
+# The speaker keeps its resolution under load (frames are dropped instead), so that its layers need
+# the link (bench/impairment.py does the same).
+_KEEP_RESOLUTION = """async () => {
+  for (const sender of window.medstage.publisherPc.getSenders()) {
+    if (sender.track?.kind !== 'video') continue;
+    const params = sender.getParameters();
+    params.degradationPreference = 'maintain-resolution';
+    await sender.setParameters(params);
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A moving 1280x720 test pattern Chromium's fake camera plays in a loop: its simulcast layers
+    need ~150 / 500 / 1,500 kbit/s (Chromium's own fake pattern compresses to ~100 kbit/s in all)."""
+    path = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-t", "2", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )  # fmt: skip
+    return str(path)
+
+
+async def _heights(page: Any, seconds: float) -> list[float]:
+    """The viewer's decoded frame height every 0.2 s for ``seconds``."""
+    heights = []
+    for _ in range(int(seconds / 0.2)):
+        heights.append((await video_stats(page))["frameHeight"])
+        await asyncio.sleep(0.2)
+    return heights
+
+
+async def test_a_capped_viewer_takes_the_low_layer_and_the_high_one_within_10_s_of_the_lift(
+    tmp_path: Path, camera_clip: str
+) -> None:
+    node = start_node(tmp_path, {"MEDSTAGE_MEDIA_WORKERS": "2"})
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[*chromium_args(), f"--use-file-for-fake-video-capture={camera_clip}"],
+            )
+            try:
+                await _cap_and_lift(browser, node)
+            finally:
+                await browser.close()
+    finally:
+        assert node.stop() == 0
+
+
+async def _open(browser: Any, node: RunningNode, stage: str, role: str, name: str) -> StagePage:
+    context = await browser.new_context(viewport={"width": 1280, "height": 720})
+    page = await context.new_page()
+    await page.goto(f"{node.url}/s/{stage}?role={role}&camera=720p")
+    await page.wait_for_function("window.medstage !== undefined", timeout=10_000)
+    stage_page = StagePage(page=page, name=name)
+    await stage_page.join()
+    return stage_page
+
+
+def _create_stage(node: RunningNode) -> str:
+    stage = f"lift-{uuid.uuid4().hex[:8]}"
+    request = urllib.request.Request(
+        f"{node.url}/api/stages",
+        data=json.dumps({"id": stage, "title": "lift"}).encode(),
+        headers={"Content-Type": "application/json", **bearer()},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        return stage
+
+
+async def _cap_and_lift(browser: Any, node: RunningNode) -> None:
+    stage = _create_stage(node)
+    host = await _open(browser, node, stage, "host", "Speaker")
+    await host.go_on_stage()
+    await host.page.evaluate(_KEEP_RESOLUTION)
+    viewer = await _open(browser, node, stage, "audience", "Viewer")
+    assert (await viewer.wait_for_media(timeout_s=15, need_audio=False))["videoAt"] is not None
+    # The top layer first (a new viewer starts on the highest the estimate allows).
+    top = 0.0
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and top < 720:
+        top = (await video_stats(viewer.page))["frameHeight"]
+        await asyncio.sleep(0.2)
+    assert top >= 720, top
+    port = (await video_stats(viewer.page))["localPort"]
+    before = node.metrics()
+    with rate_cap(port, 300) as cap:
+        # Down to the low layer within a few seconds, and there while the cap lasts.
+        heights = await _heights(viewer.page, 7)
+        low = min(heights)
+        assert low <= 180 and heights[-5:] == [low] * 5, heights
+        cap.lift()
+        lifted = time.monotonic()
+        back = None
+        while time.monotonic() - lifted < 12 and back is None:
+            if (await video_stats(viewer.page))["frameHeight"] >= 720:
+                back = time.monotonic() - lifted
+            await asyncio.sleep(0.2)
+    after = node.metrics()
+
+    def grew(name: str) -> float:
+        return after[f"medstage_{name}_total"] - before[f"medstage_{name}_total"]
+
+    print(
+        f"capped: {heights}; back on the high layer {back} s after the lift; probes "
+        f"{grew('probes_started'):.0f} ({grew('probes_succeeded'):.0f} through), "
+        f"{grew('padding_packets_sent'):.0f} padding packets"
+    )
+    assert back is not None and back <= 10.0, back
+    assert grew("probes_succeeded") >= 1 and grew("padding_packets_sent") > 0
+    for page in (host, viewer):
+        await page.page.context.close()

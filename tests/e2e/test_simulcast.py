@@ -137,6 +137,10 @@ async def test_a_simulcast_speaker_and_a_viewer_switched_between_layers_without_
             # (LIVE_S) and to get the lower layer's keyframe; switching up there is no gap at all.
             stall = longest_stall(samples)
             assert stall < LIVE_S + 1.5, (stall, samples)
+        if width < before["width"]:
+            # A stopped encoding is known as soon as it misses a few of its frames while the lower
+            # ones go on (media/layergroup.py, STOPPED_FRAMES), not after the 1 s liveness timeout.
+            assert took < LIVE_S, (active, took)
 
     metrics = node.metrics()
     assert metrics["medstage_decoded_frames_total"] == 0, "the SFU decoded something"

@@ -24,7 +24,12 @@ class Link:
     """A viewer's downlink as Chromium reports it. ``cap(t)``: its capacity in bit/s. REMB every
     0.5 s: below the capacity Chromium's delay-based estimate sits at its own ceiling (1.5 x what it
     receives + 10 kbit/s), above it at 0.85 x what gets through; ``remb(t, value)`` may replace it
-    (noise). A receiver report every second with the fraction lost over the capacity."""
+    (noise). A receiver report every second with the fraction lost over the capacity.
+
+    ``chromium``: the REMB as Chromium's AimdRateControl moves it instead: on overuse down to 0.85 x
+    what gets through (never up), otherwise up by 8 % a second at most, under its ceiling (what
+    bench/impairment.py showed: 57 kbit/s for 10 s while 200 kbit/s got through). ``can_probe``: the
+    viewer's padding (``ViewerLayers.padding_bps``) is sent too, and a loss is NACKed at once."""
 
     cap: Callable[[float], float]
     remb: Callable[[float, float], float] = lambda t, value: value
@@ -32,23 +37,50 @@ class Link:
     current: int | None = None
     history: list[tuple[float, int | None]] = field(default_factory=list)
     t: float = 0.0
+    chromium: bool = False
+    can_probe: bool = False
+    remb_value: float | None = None
+    padding: list[tuple[float, float]] = field(default_factory=list)  # (t, bit/s) while probing
+    interval: list[float] = field(default_factory=lambda: [0.0, 0.0])  # sent, lost since the report
 
     def run(self, until: float) -> None:
         estimate = self.viewer.bandwidth.estimate
         while self.t < until:
             t = self.t
-            self.current = self.viewer.choose("speaker", LAYERS, LIVE, self.current, t)
+            self.current = self.viewer.choose(
+                "speaker", LAYERS, LIVE, self.current, t, can_probe=self.can_probe
+            )
             self.history.append((t, self.current))
             sent = AUDIO_BPS + (LAYERS[self.current] if self.current is not None else 0.0)
+            padding = self.viewer.padding_bps(t) if self.can_probe else None
+            if padding is not None:
+                sent += padding[1]
+                self.padding.append((t, padding[1]))
             cap = self.cap(t)
             through = min(sent, cap)
+            if sent > cap and self.can_probe:
+                self.viewer.on_nack(t)
             step = round(t / TICK)
             if step % 5 == 0:
                 estimate.on_sent(sent)
-                value = 1.5 * through + 10_000 if sent <= cap else 0.85 * through
+                ceiling = 1.5 * through + 10_000
+                if not self.chromium:
+                    value = ceiling if sent <= cap else 0.85 * through
+                elif self.remb_value is None:
+                    value = ceiling
+                elif sent > cap:
+                    value = min(self.remb_value, 0.85 * through)
+                else:
+                    value = min(self.remb_value * 1.08**0.5, ceiling)
+                self.remb_value = value
                 estimate.on_remb(self.remb(t, value), t)
-            if step % 10 == 5:
-                estimate.on_loss(max(0.0, (sent - cap) / sent), t)
+            self.interval[0] += sent
+            self.interval[1] += sent - through
+            if step % 10 == 5 and (self.current is not None or not self.chromium):
+                # (a held video slot gets no packets: Chromium reports no loss for it)
+                lost = self.interval[1] / self.interval[0] if self.chromium else max(0.0, (sent - cap) / sent)
+                estimate.on_loss(lost, t)
+                self.interval = [0.0, 0.0]
             self.t = round(t + TICK, 6)
 
     def layers_between(self, start: float, end: float) -> set[int | None]:
@@ -103,11 +135,13 @@ def test_when_the_cap_lifts_the_viewer_is_back_on_the_high_layer_within_10_s() -
 
 
 def test_under_an_extreme_cap_video_goes_and_audio_stays() -> None:
-    link = Link(cap=lambda t: 120_000.0 if t < 20.0 else INF)
+    # A Chromium viewer (RTX: padding probes). Without RTX an up-switch is the probe, and one into
+    # this cap comes back down through the low layer: two receiver reports (test_bwe's others).
+    link = Link(cap=lambda t: 120_000.0 if t < 20.0 else INF, can_probe=True)
     link.run(40.0)
     gone = link.first_time(None, 0.0)
     assert gone is not None and gone <= 3.0
-    # Audio only, apart from up-switches that find the cap still there, each undone at the next report.
+    # Audio only, apart from padding probes that find the cap still there.
     assert (
         sum(1 for t, layer in link.history if gone <= t < 20.0 and layer is None)
         >= 0.8 * (20.0 - gone) / TICK
@@ -241,3 +275,151 @@ async def test_a_subscriber_measures_what_it_sent_between_rembs_and_ignores_repe
         assert sub.stats(now=12.0)["estimate_bps"] == 750_000
     finally:
         await sub.pc.close()
+
+
+# --- padding probes (a Chromium viewer: RTX negotiated, REMB as Chromium moves it) ----------------
+
+
+def test_under_a_cap_probes_replace_up_switches_and_a_lifted_cap_is_found_within_10_s() -> None:
+    link = Link(cap=lambda t: 300_000.0 if t < 40.0 else INF, chromium=True, can_probe=True)
+    link.run(40.0)
+    reached = link.first_time(0, 0.0)
+    assert reached is not None and reached <= 3.0, link.history[:40]
+    # Never above the low layer again while the cap lasts: each probe found the cap with padding
+    # (ended at the first NACK) and the next one waited longer, up to 6 s.
+    assert link.layers_between(reached, 40.0) == {0}
+    assert link.viewer.probes >= 4 and link.viewer.probes_ok == 0
+    pads = link.padding
+    starts = [t for i, (t, _) in enumerate(pads) if i == 0 or t - pads[i - 1][0] > 1.5 * TICK]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert max(gaps) <= BweConfig().probe_backoff_max_s + 0.5, gaps
+    assert sum(1 for t, _ in link.padding if t >= 20.0) * TICK <= 0.3 * 20 / 6 + 0.2, "probes are short"
+    link.run(60.0)
+    back = link.first_time(2, 40.0)
+    assert back is not None and back - 40.0 <= 10.0, (back, link.history[390:520:5])
+    assert link.layers_between(back, 60.0) == {2}, "and it stays there"
+    assert link.viewer.probes_ok == 1, "one probe climbed the two layers (a step per layer)"
+
+
+def test_a_remb_that_dropped_and_lags_never_holds_the_lowest_layer_back() -> None:
+    viewer = ViewerLayers()
+    estimate = viewer.bandwidth.estimate
+    estimate.on_sent(200_000)
+    estimate.on_remb(1_000_000, 0.0)
+    assert viewer.choose("a", LAYERS, LIVE, None, 0.0, can_probe=True) == 1
+    for i, remb in enumerate((212_000, 71_000, 57_000)):  # Chromium's REMB at a cap: it drops ...
+        estimate.on_remb(remb, 1.0 + i)
+    current: int | None = 1
+    seen = set()
+    for step in range(100):  # ... and holds at 57 kbit/s while 200 kbit/s get through loss-free
+        t = 1.0 + step * TICK
+        if step % 5 == 0:
+            estimate.on_remb(57_000, t)
+        if step % 10 == 5:
+            estimate.on_loss(0.0, t)
+        current = viewer.choose("a", LAYERS, LIVE, current, t, can_probe=True)
+        assert current is not None, f"held at {t}"
+        seen.add(current)
+    assert 0 in seen, "down to the low layer (the budget is below the middle one), never to audio only"
+    assert not estimate.remb_binding(11.0), "a REMB that has not dropped for 3 s caps nothing"
+
+
+def test_audio_only_needs_the_lowest_layer_itself_to_lose_and_comes_back_through_a_probe() -> None:
+    link = Link(cap=lambda t: 100_000.0 if t < 20.0 else INF, chromium=True, can_probe=True)
+    link.run(20.0)
+    gone = link.first_time(None, 0.0)
+    assert gone is not None and gone <= 3.0, link.history[:40]
+    assert link.layers_between(gone, 20.0) == {None}, "no video tried under the cap, only padding"
+    link.run(32.0)
+    back = next((t for t, layer in link.history if t >= 20.0 and layer is not None), None)
+    assert back is not None and back - 20.0 <= 8.0, link.history[195::5]
+
+
+def test_a_probe_steps_through_each_layer_and_any_congestion_signal_ends_it_with_backoff() -> None:
+    config = BweConfig()
+    viewer = ViewerLayers(config)
+    estimate = viewer.bandwidth.estimate
+    estimate.on_sent(200_000)
+    estimate.on_remb(300_000, 0.0)  # binds: the first choice is the low layer
+    assert viewer.choose("a", LAYERS, LIVE, None, 0.0, can_probe=True) == 0
+    for t in (1.0, 2.0, 3.0, 4.0):
+        estimate.on_loss(0.0, t)  # the estimate grows, the REMB stops binding after 3 s
+    assert viewer.choose("a", LAYERS, LIVE, 0, 4.0, can_probe=True) == 0
+    probe = viewer.probe
+    assert probe is not None and probe.layers == [1, 2]
+    assert probe.padding_bps == pytest.approx([500_000 * 1.3 - 150_000, 1_500_000 * 1.3 - 150_000])
+    assert viewer.padding_bps(4.0) == ("a", pytest.approx(500_000))
+    assert viewer.choose("a", LAYERS, LIVE, 0, 5.9, can_probe=True) == 0  # the first step: 2 s
+    assert viewer.padding_bps(5.9) == ("a", pytest.approx(500_000))
+    viewer.on_nack(5.3)  # a loss: over (nothing passed)
+    assert viewer.probe is None and viewer.padding_bps(5.3) is None
+    assert viewer.choose("a", LAYERS, LIVE, 0, 5.3, can_probe=True) == 0
+    # The next probe waits 2 s, then 4, then 6, then 6 (each failing at once).
+    starts = []
+    t = 5.3
+    while len(starts) < 4 and t < 60.0:
+        t = round(t + TICK, 6)
+        estimate.congested_at = None  # quiet (the test is about the backoff alone)
+        viewer.choose("a", LAYERS, LIVE, 0, t, can_probe=True)
+        if viewer.probe is not None:
+            starts.append(t)
+            viewer.on_nack(t)
+            viewer.choose("a", LAYERS, LIVE, 0, t, can_probe=True)
+    assert [round(b - a, 1) for a, b in itertools.pairwise([5.3, *starts])] == [2.0, 4.0, 6.0, 6.0]
+    # A clean probe: up after its two steps, to the top layer at once.
+    t = starts[-1] + 6.0
+    estimate.congested_at = None
+    assert viewer.choose("a", LAYERS, LIVE, 0, t, can_probe=True) == 0 and viewer.probe is not None
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.01, can_probe=True) == 0  # the second step
+    assert viewer.padding_bps(t + 2.01) == ("a", pytest.approx(1_800_000))
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 3.02, can_probe=True) == 2
+    assert viewer.probes_ok == 1 and viewer.probe_wait_s == config.probe_backoff_s
+    # One whose second step fails takes the layer of its first.
+    t += 10.0
+    estimate.congested_at = None
+    assert viewer.choose("a", LAYERS, LIVE, 0, t, can_probe=True) == 0 and viewer.probe is not None
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.01, can_probe=True) == 0
+    viewer.on_nack(t + 2.5)
+    assert viewer.choose("a", LAYERS, LIVE, 0, t + 2.5, can_probe=True) == 1
+    assert viewer.probes_ok == 2
+
+
+def test_an_old_loss_report_does_not_keep_a_viewer_held_on_audio_only_from_probing() -> None:
+    # Held on audio only, the viewer reports no video loss any more: its last report (66 % lost
+    # when the cap came) is no news after a while, and a probe may try the lowest layer again.
+    estimate = Estimate()
+    estimate.on_loss(0.66, 0.0)
+    assert not estimate.quiet(1.0)
+    assert estimate.quiet(2.5)
+
+
+def test_random_loss_reported_with_every_nack_neither_switches_down_nor_holds_the_video() -> None:
+    # 5 % random loss on the low layer's 20 packets a second: Chromium sends a receiver report with
+    # each NACK, a packet or two after the last report, so single reports say 33 % or 50 % (1 lost of
+    # 3, of 2) between the regular ones each second.
+    viewer = ViewerLayers()
+    estimate = viewer.bandwidth.estimate
+    estimate.on_sent(240_000)
+    estimate.on_remb(400_000, 0.0)
+    current = viewer.choose("a", LAYERS, LIVE, None, 0.0, can_probe=True)
+    assert current == 0
+    rng = random.Random(5)
+    expected = lost = 0
+    last_report = 0.0
+    held = []
+    for step in range(600):  # 30 s of packets, every 50 ms
+        t = round(step * 0.05, 6)
+        expected += 1
+        if rng.random() < 0.05:
+            lost += 1
+            estimate.on_loss(lost / expected, t)  # with the NACK
+            expected = lost = 0
+            last_report = t
+        elif t - last_report >= 1.0:
+            estimate.on_loss(lost / expected, t)
+            expected = lost = 0
+            last_report = t
+        current = viewer.choose("a", LAYERS, LIVE, current, t, can_probe=True)
+        if current is None:
+            held.append(t)
+    assert not held, f"held on audio only at {held[:5]}"

@@ -12,14 +12,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCRtpSender
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks as hooks
 from media import link, vp8
+from media.bwe import ViewerLayers
 from media.layerchoice import LayerState, choose
-from media.layergroup import LIVE_S, LayerGroup
+from media.layergroup import LIVE_S, STOPPED_MIN_S, LayerGroup
 from media.publication import Publication
 from media.subscriber import Slot
 from tests.media.test_vp8 import DELTA, KEY, descriptor
@@ -61,6 +63,7 @@ class Viewer:
 
 class FakeSubscriber:
     participant_id = "viewer"
+    layers = ViewerLayers()  # a NACK tells its padding probe (media/bwe.py)
 
 
 class Layer:
@@ -358,3 +361,83 @@ def test_main_forwards_every_encoding_to_the_worker_of_a_viewer_and_drops_them_t
     single = Publication("q", "video", request_keyframe=lambda: None)
     worker.assign(3, 1, single)
     assert sink.told[-1].layers == () and len(single.links) == 1
+
+
+async def test_a_layer_that_stops_while_lower_ones_flow_is_left_within_a_few_frame_intervals() -> None:
+    rig = Rig()
+    v = rig.viewer()
+    rig.frames(1, keyframe=(0, 1, 2))
+    for _ in range(30):  # a second of 30 fps, sampled as the publisher's task does
+        rig.frames(1)
+        rig.group.sample(rig.now)
+    assert rig.group.frame_interval(2) == pytest.approx(1 / 30, rel=0.05)
+    plis = rig.plis[1]
+    stopped_at = rig.now
+    evaluated_at = None
+    while rig.now - stopped_at < LIVE_S:  # the browser stops its top layer, the others go on
+        rig.frames(1, layers=(0, 1))
+        rig.group.evaluate(rig.now)
+        if rig.plis[1] > plis:
+            evaluated_at = rig.now
+            break
+    assert evaluated_at is not None and evaluated_at - stopped_at <= STOPPED_MIN_S + 0.05
+    assert rig.group.current(v.slot) == 1
+    n = len(v.sent)
+    rig.frames(1, layers=(0, 1), keyframe=1)
+    assert v.sent[n].layer == 1 and v.sent[n].keyframe
+    assert_continuous(v.sent)
+    # Layers that go quiet together (a frozen screen, a stalled publisher) have not "stopped": they
+    # stay live until LIVE_S.
+    for _ in range(30):
+        rig.frames(1)
+        rig.group.sample(rig.now)
+    assert all(rig.group.live(i, rig.now + 0.5) for i in range(3))
+    assert not any(rig.group.live(i, rig.now + LIVE_S) for i in range(3))
+
+
+class DecidingSubscriber(FakeSubscriber):
+    """A viewer whose layer decision the test scripts (media/bwe.py's is tested in test_bwe.py)."""
+
+    def __init__(self) -> None:
+        self.layers = ViewerLayers()
+        self.answer: int | None = 0
+
+    def choose(self, participant_id: str, rates: Any, live: Any, current: Any, now: float) -> int | None:
+        return self.answer
+
+
+async def test_audio_only_for_lack_of_bandwidth_holds_the_video_and_resumes_at_a_keyframe() -> None:
+    rig = Rig()
+    v = rig.viewer()
+    sub = DecidingSubscriber()
+    v.slot.subscriber = sub  # type: ignore[assignment]
+    rig.frames(1, keyframe=(0, 1, 2))
+    rig.frames(3)
+    assert v.sent and {s.layer for s in v.sent} == {2}
+    sub.answer = None  # not even the lowest layer fits: audio only
+    rig.group.evaluate(rig.now)
+    assert v.slot.held and rig.group.state(v.slot).held
+    n = len(v.sent)
+    rig.frames(10, keyframe=(0, 1, 2))
+    assert len(v.sent) == n, "nothing forwarded while held"
+    assert v.slot.sender_report(0, rig.now) is None
+    rig.group.evaluate(rig.now)
+    assert v.slot.held, "still held while the decision says so"
+    sub.answer = 0  # it fits again
+    rig.now += 0.6  # past the keyframe policy's interval
+    plis = rig.plis[0]
+    rig.group.evaluate(rig.now)
+    assert not v.slot.held and rig.plis[0] > plis, "resumed, the target's keyframe asked for at once"
+    rig.frames(2, layers=(0, 1, 2))
+    assert len(v.sent) == n, "from a keyframe only"
+    rig.frames(1, keyframe=0)
+    rig.frames(2)
+    resumed = v.sent[n:]
+    assert resumed[0].keyframe and {s.layer for s in resumed} == {0}
+    assert resumed[0].seq == (v.sent[n - 1].seq + 1) & 0xFFFF, "its sequence numbers continue"
+    assert_continuous(resumed)
+    # A preference of "audio" is the viewer's own: never a hold of the group's (media/viewers.py).
+    sub.layers.set_preference("audio")
+    sub.answer = None
+    rig.group.evaluate(rig.now)
+    assert not rig.group.state(v.slot).held
