@@ -19,6 +19,7 @@ from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks as hooks
 from media import figures, link, temporal, vp8
+from media.bwe import ViewerLayers
 from media.layerchoice import LayerState, choose
 from media.layergroup import LayerGroup
 from media.publication import Publication
@@ -83,6 +84,7 @@ class Viewer:
 
 class FakeSubscriber:
     participant_id = "viewer"
+    layers = ViewerLayers()  # a NACK tells its padding probe (media/bwe.py)
 
 
 class Source:
