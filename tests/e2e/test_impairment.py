@@ -97,7 +97,9 @@ async def test_five_percent_loss_on_one_viewer_is_repaired_by_retransmissions(
         f"lossy viewer decoded {lossy_d['framesDecoded']:.0f} ({decoded_share:.1%} of the clean one's "
         f"{clean_d['framesDecoded']:.0f}), NACKs {lossy_d['nackCount']:.0f}, PLIs {lossy_d['pliCount']:.0f}, "
         f"freezes {lossy_d['freezeCount']:.0f} ({lossy_d['totalFreezesDuration']:.2f} s), "
-        f"the clean one's {clean_d['freezeCount']:.0f}; node resent {resent:.0f} (refused {suppressed:.0f})"
+        f"the clean one's {clean_d['freezeCount']:.0f}; node resent {resent:.0f} (refused {suppressed:.0f}); "
+        f"lossy height {before['lossy'].get('frameHeight')} -> {lossy_d.get('frameHeight')}, "
+        f"probes {metrics['medstage_probes_started_total'] - metrics_before['medstage_probes_started_total']:.0f}"
     )
     assert dropped > 20, "the loss was applied"
     assert lossy_d["nackCount"] > 0 and resent > 0, "losses were NACKed and retransmitted"
