@@ -52,9 +52,7 @@ __all__ = [
 FILENAME = "ledger.jsonl"
 HEADS_FILENAME = "ledger.heads.jsonl"
 SIGNED_AS = ("@people", "ledger")  # (stage_id, session_id) of this ledger's signed heads
-RECORD_TYPES = frozenset(
-    {"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"}
-)
+RECORD_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
 WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn"})
 CAPACITIES = ("person", "nominee", "platform")
 
@@ -170,9 +168,9 @@ class PeopleLedger:
             self.ledger.write(entry)
             self.entries.append(entry)
         self._size = self.path.stat().st_size
-        head = self.key.sign(
-            SignedHead(SIGNED_AS[0], SIGNED_AS[1], self.ledger.count, self.ledger.head, now, False, self.key.id)
-        )
+        stage_id, session_id = SIGNED_AS
+        unsigned = SignedHead(stage_id, session_id, self.count, self.head, now, False, self.key.id)
+        head = self.key.sign(unsigned)
         append_head(self.heads_path, head)
         return head
 
