@@ -23,10 +23,9 @@ backend's compare-and-append decides, each node mirrors).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ class PeopleLedger:
 
     ``prepare`` chains a record in memory (no I/O), ``write`` appends prepared entries, fsyncs them
     and signs the new head; ``rollback`` forgets a prepared entry that another node's append beat.
-    Several processes may share the directory (nodes on one disk): ``locked`` takes an exclusive
+    Several processes may share the directory (nodes on one disk): ``acquire`` takes an exclusive
     ``flock``, and ``refresh`` reloads what another process wrote meanwhile.
     """
 
@@ -132,18 +131,23 @@ class PeopleLedger:
     def head(self) -> str:
         return self.ledger.head
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Exclusive use of the directory's files against other processes (blocking)."""
+    def acquire(self) -> int:
+        """Exclusive use of the directory's files against other processes (blocking); returns what
+        ``release`` takes. Held across the server's awaits, hence not a context manager."""
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def release(fd: int) -> None:
+        os.close(fd)  # releases the lock
 
     def refresh(self) -> None:
-        """Reload the file when another process appended to it (under ``locked``)."""
+        """Reload the file when another process appended to it (under ``acquire``)."""
         size = self.path.stat().st_size if self.path.exists() else 0
         if size != self._size:
             self._open()

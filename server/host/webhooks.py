@@ -44,7 +44,19 @@ from server.metrics import REGISTRY
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = frozenset(
-    {"stage.started", "stage.ended", "participant.joined", "participant.left", "recording.ready"}
+    {
+        "stage.started",
+        "stage.ended",
+        "participant.joined",
+        "participant.left",
+        "recording.ready",
+        # Data rights (issue 15; payloads built in server/host/people.py): only nominee_changed is sent
+        # yet, the others by the erasure, correction and access export to come.
+        "person.erased",
+        "person.corrected",
+        "person.exported",
+        "person.nominee_changed",
+    }
 )
 SIGNATURE_TOLERANCE_S = 300.0  # what docs/webhooks.md tells receivers to accept
 USER_AGENT = "medstage-webhooks/1"
