@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from recording.evidence import Evidence, TrustedKey, verify_session
-from recording.ledger import Entry, Ledger
-from recording.signing import NodeKey, SignedHead, append_head
+from recording.ledger import Entry, Ledger, truncate_incomplete, verify
+from recording.signing import NodeKey, SignedHead, append_head, drop_incomplete_tail
 
 __all__ = [
     "FILENAME",
@@ -119,6 +119,12 @@ class PeopleLedger:
         self._open()
 
     def _open(self) -> None:
+        # A write cut short by a crash: its entry never counted (the caller got an error; on several
+        # nodes the shared log still has it and it is mirrored again). Anything else is damage.
+        if self.path.exists() and verify(self.path).problem == "incomplete":
+            truncate_incomplete(self.path)
+        if self.heads_path.exists():
+            drop_incomplete_tail(self.heads_path)
         self.ledger = Ledger(self.path)  # verifies the chain on disk (LedgerError if broken)
         self.entries: list[Entry] = self.ledger.entries() if self.path.exists() else []
         self._size = self.path.stat().st_size if self.path.exists() else 0

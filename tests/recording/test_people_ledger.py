@@ -107,3 +107,18 @@ def test_only_known_record_types_are_written(tmp_path: Path, key: NodeKey) -> No
     with pytest.raises(ValueError):
         nomination_record("nomination.granted", "a", "b", "a", "stranger", T0)
     assert ledger.count == 0 and not (tmp_path / "people" / FILENAME).exists()
+
+
+def test_a_write_cut_short_by_a_crash_is_dropped_at_the_next_open(tmp_path: Path, key: NodeKey) -> None:
+    directory = tmp_path / "people"
+    ledger = PeopleLedger(directory, key)
+    write(ledger, grant("alice", "bob", T0), T0)
+    with (directory / FILENAME).open("a") as f:
+        f.write('{"index":1,"prev":"')  # the crash
+    with (directory / HEADS_FILENAME).open("a") as f:
+        f.write('{"count":')
+    reopened = PeopleLedger(directory, key)
+    assert reopened.count == 1
+    write(reopened, grant("alice", "carol", T0 + 1), T0 + 1)
+    verdict = verify_people(directory, TrustedKey(key.public, "test key"))
+    assert verdict.ok and verdict.message.startswith("ok: 2 records"), verdict.message
