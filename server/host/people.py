@@ -224,8 +224,16 @@ class People:
             saved = ledger.count, ledger.head
             prepared = []
             for _, payload in batch:
-                remote = _parse(payload)
-                entry = ledger.prepare(remote.record)
+                try:
+                    remote = _parse(payload)
+                    entry = ledger.prepare(remote.record)
+                except (ValueError, KeyError, TypeError):
+                    ledger.rollback(*saved)
+                    raise PeopleError(
+                        503,
+                        "people_diverged",
+                        "the shared people ledger holds an entry this node cannot read",
+                    ) from None
                 if entry.hash != remote.hash:
                     ledger.rollback(*saved)
                     raise PeopleError(
@@ -248,15 +256,21 @@ class People:
             finally:
                 await asyncio.to_thread(ledger.release, fd)
 
-    async def append(self, record: dict[str, Any]) -> Entry:
+    async def append(
+        self, record: dict[str, Any], check: Callable[[list[Entry]], None] | None = None
+    ) -> Entry:
         """Append ``record`` once, in the one order of all nodes; returns its entry once it is in the
-        shared log and fsynced in this node's file."""
+        shared log and fsynced in this node's file. ``check`` sees every entry before it, each time the
+        append is tried, and may refuse (raise): a condition such as "not nominated yet" then holds
+        at the record's place in the order, whichever node appends what meanwhile."""
         async with self._lock:
             ledger = await self._open()
             fd = await asyncio.to_thread(ledger.acquire)
             try:
                 for _ in range(_APPEND_ATTEMPTS):
                     await self._sync(ledger)
+                    if check is not None:
+                        check(ledger.entries)
                     saved = ledger.count, ledger.head
                     entry = ledger.prepare(record)
                     try:
@@ -289,13 +303,18 @@ class People:
         self._require_person_or_platform(claims, identity)
         if nominee == identity:
             raise PeopleError(400, "self_nomination", "a person cannot nominate themselves")
-        if nominee in await self.nominees(identity):
-            raise PeopleError(409, "already_nominated", f"{nominee!r} is already a nominee of {identity!r}")
+
+        def not_yet(entries: list[Entry]) -> None:
+            if nominee in nominations(entries).get(identity, {}):
+                raise PeopleError(
+                    409, "already_nominated", f"{nominee!r} is already a nominee of {identity!r}"
+                )
+
         who = capacity(claims, identity)
         record = nomination_record(
             "nomination.granted", identity, nominee, claims.identity, who, self._clock()
         )
-        entry = await self.append(record)
+        entry = await self.append(record, not_yet)
         self._emit("person.nominee_changed", nominee_changed_payload(entry))
         return entry
 
@@ -306,13 +325,16 @@ class People:
         stepping_down = person_level(claims) and claims.identity == nominee and not claims.admin
         if not stepping_down:
             self._require_person_or_platform(claims, identity)
-        if nominee not in await self.nominees(identity):
-            raise PeopleError(404, "not_nominated", f"{nominee!r} is not a nominee of {identity!r}")
+
+        def in_force(entries: list[Entry]) -> None:
+            if nominee not in nominations(entries).get(identity, {}):
+                raise PeopleError(404, "not_nominated", f"{nominee!r} is not a nominee of {identity!r}")
+
         who = "nominee" if stepping_down else capacity(claims, identity)
         record = nomination_record(
             "nomination.withdrawn", identity, nominee, claims.identity, who, self._clock()
         )
-        entry = await self.append(record)
+        entry = await self.append(record, in_force)
         self._emit("person.nominee_changed", nominee_changed_payload(entry))
         return entry
 

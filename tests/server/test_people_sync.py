@@ -99,3 +99,25 @@ async def test_a_file_and_a_log_of_different_histories_are_refused(tmp_path: Pat
     with pytest.raises(PeopleError):
         await moved.nominate(own("carol"), "carol", "dora")
     assert await MemoryBackend(store).people_count() == 1, "nothing of the other history was mixed in"
+
+
+async def test_a_condition_holds_at_the_records_place_in_the_order(tmp_path: Path) -> None:
+    """Two nodes withdrawing the same nominee at once: one withdrawal is written, the other is told
+    that the nominee is no longer in force (checked after catching up, at its place in the order)."""
+    store, sent = MemoryStore(), []
+    a, b = node(tmp_path, "a", store, sent), node(tmp_path, "b", store, sent)
+    await a.nominate(own("alice"), "alice", "nina")
+    results = await asyncio.gather(
+        a.withdraw(PLATFORM, "alice", "nina"),
+        b.withdraw(own("alice"), "alice", "nina"),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, PeopleError)]
+    assert len(refused) == 1 and refused[0].code == "not_nominated", results
+    assert [e.record["type"] for e in await b.entries()] == ["nomination.granted", "nomination.withdrawn"]
+    doubled = await asyncio.gather(
+        a.nominate(own("alice"), "alice", "otto"),
+        b.nominate(PLATFORM, "alice", "otto"),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in doubled) == ["Entry", "PeopleError"], doubled
