@@ -196,7 +196,7 @@ class People:
             common = min(local, remote)
             if common:
                 ((_, payload),) = await self.backend.people_read(common - 1, 1)
-                if _parse(payload).hash != ledger.entries[common - 1].hash:
+                if _hash(payload) != ledger.entries[common - 1].hash:
                     raise PeopleError(
                         503,
                         "people_diverged",
@@ -360,6 +360,14 @@ def _refusal(claims: Claims, identity: str, *, nominees_may: bool = True) -> Peo
         )
     who = "the person, a nominee of theirs or the platform" if nominees_may else "the person or the platform"
     return PeopleError(403, "not_allowed", f"only {who} may do this")
+
+
+def _hash(payload: bytes) -> str | None:
+    """The hash a shared entry claims (None when it is no entry: then it matches nothing)."""
+    try:
+        return _parse(payload).hash
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _parse(payload: bytes) -> Entry:
