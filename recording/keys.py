@@ -20,8 +20,10 @@ changed header fails like a changed ciphertext.
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import binascii
+import builtins
 import contextlib
 import hashlib
 import json
@@ -242,7 +244,7 @@ class FileKeyStore(KeyStore):
     name exists, so two processes racing both end up with the first one's key. Destruction writes the
     tombstone first (atomically), then overwrites the key file with zeros, fsyncs, unlinks it and
     fsyncs the directory: a crash in between leaves a tombstone, and the next ``destroy`` (or
-    ``get``) finishes the job. Blocking file I/O, small and rare: called from the event loop as is.
+    ``get``) finishes the job. The file I/O (fsyncs) runs in a thread, off the event loop.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -257,14 +259,19 @@ class FileKeyStore(KeyStore):
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     async def get_or_create(self, identity: str, now: float, *, after_destroy: bool = False) -> PersonKey:
+        return await asyncio.to_thread(self._get_or_create, identity, now, after_destroy)
+
+    def _get_or_create(self, identity: str, now: float, after_destroy: bool) -> PersonKey:
         key_path, tomb_path = self._paths(identity)
         stones = _read_tombstones(tomb_path)
-        if stones and not after_destroy:
-            _shred(key_path)  # a destruction cut short by a crash: finish it
-            raise KeyDestroyed(stones[-1])
         existing = _read_key(key_path)
+        if existing is not None and stones and stones[-1].key_id == existing.key_id:
+            _shred(key_path)  # a destruction cut short by a crash: finish it
+            existing = None
         if existing is not None:
-            return existing
+            return existing  # a live key, made again after an earlier destruction or never destroyed
+        if stones and not after_destroy:
+            raise KeyDestroyed(stones[-1])
         self._ensure_dir()
         key = new_key(identity, now)
         tmp = self.directory / f".{secrets.token_hex(8)}.tmp"
@@ -290,6 +297,9 @@ class FileKeyStore(KeyStore):
         return winner
 
     async def get(self, identity: str) -> PersonKey | None:
+        return await asyncio.to_thread(self._get, identity)
+
+    def _get(self, identity: str) -> PersonKey | None:
         key_path, tomb_path = self._paths(identity)
         key = _read_key(key_path)
         if key is None:
@@ -301,9 +311,12 @@ class FileKeyStore(KeyStore):
         return key
 
     async def tombstones(self, identity: str) -> list[Tombstone]:
-        return _read_tombstones(self._paths(identity)[1])
+        return await asyncio.to_thread(_read_tombstones, self._paths(identity)[1])
 
     async def destroy(self, identity: str, reason: str, now: float) -> Tombstone:
+        return await asyncio.to_thread(self._destroy, identity, reason, now)
+
+    def _destroy(self, identity: str, reason: str, now: float) -> Tombstone:
         key_path, tomb_path = self._paths(identity)
         stones = _read_tombstones(tomb_path)
         key = _read_key(key_path)
@@ -327,6 +340,9 @@ class FileKeyStore(KeyStore):
         return stone
 
     async def list(self) -> list[KeyEntry]:
+        return await asyncio.to_thread(self._list)
+
+    def _list(self) -> builtins.list[KeyEntry]:
         if not self.directory.is_dir():
             return []
         names = {p.name.partition(".")[0] for p in self.directory.iterdir() if not p.name.startswith(".")}

@@ -92,6 +92,7 @@ async def test_a_destroyed_key_is_gone_for_good_and_leaves_a_tombstone(stores: l
     # Asked for, a new key is made: another id, another secret; the tombstone stays.
     fresh = await b.get_or_create("dave", NOW + 40, after_destroy=True)
     assert fresh.key_id != key.key_id
+    assert await a.get_or_create("dave", NOW + 45) == fresh, "the new key lives: no flag needed to get it"
     with pytest.raises(EnvelopeError) as wrong:
         open_(fresh, envelope, b"timeline:7")
     assert wrong.value.code == "wrong_key"
