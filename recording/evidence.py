@@ -42,19 +42,28 @@ class TrustedKey:
     source: str  # "--public-key FILE", "this node's key (PATH)", or why there is none
 
 
-def verify_session(session: Path, key: TrustedKey, published: list[SignedHead] | None = None) -> Evidence:
+def verify_session(
+    session: Path,
+    key: TrustedKey,
+    published: list[SignedHead] | None = None,
+    *,
+    ledger_name: str = FILENAME,
+    heads_name: str = HEADS_FILENAME,
+    signed_as: tuple[str, str] | None = None,
+) -> Evidence:
     """Check ``session``'s ledger, its signed heads (and ``published`` ones, e.g. from the shared
-    log) with ``key``. Raises ``OSError`` when the ledger cannot be read."""
-    ledger = session / FILENAME
+    log) with ``key``. Raises ``OSError`` when the ledger cannot be read.
+
+    Another ledger of the same kind (the people ledger, recording/people.py) is checked by naming its
+    files and the ``(stage_id, session_id)`` its heads are signed as."""
+    ledger = session / ledger_name
     manifest = _manifest(session / "manifest.json")
     heads: list[tuple[str, SignedHead]] = []
-    lines, _ = read_heads(session / HEADS_FILENAME)
+    lines, _ = read_heads(session / heads_name)
     for number, head in lines:
         if head is None:
-            return Evidence(
-                False, "a signed head is unreadable", f"{session / HEADS_FILENAME}, line {number}"
-            )
-        heads.append((f"{session / HEADS_FILENAME}, line {number}", head))
+            return Evidence(False, "a signed head is unreadable", f"{session / heads_name}, line {number}")
+        heads.append((f"{session / heads_name}, line {number}", head))
     if isinstance(manifest.get("ledger_signature"), dict):
         try:
             heads.append((str(session / "manifest.json"), SignedHead.from_dict(manifest["ledger_signature"])))
@@ -80,6 +89,8 @@ def verify_session(session: Path, key: TrustedKey, published: list[SignedHead] |
     trusted = key_id(key.public)
     stage_id = str(manifest.get("stage_id") or session.parent.name)
     session_id = str(manifest.get("session_id") or session.name)
+    if signed_as is not None:
+        stage_id, session_id = signed_as
     for where, head in heads:
         if head.key_id != trusted:
             return Evidence(

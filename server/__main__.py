@@ -56,6 +56,11 @@ def token_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stage", help="the stage the token opens")
     where.add_argument("--club", help="the club whose stages the token opens")
+    where.add_argument(
+        "--person",
+        action="store_true",
+        help="a person-level token: no stage, no club; for the person's own data (docs/protocol.md, People)",
+    )
     parser.add_argument("--role", choices=ROLES, help="role on the stage (default audience)")
     parser.add_argument(
         "--grant",
@@ -87,8 +92,8 @@ def mint_token(argv: list[str]) -> int:
         value = getattr(args, flag)
         if value is not None and not _ID.fullmatch(value):
             parser.error(f"--{flag}: 1-64 characters of A-Z a-z 0-9 _ -")
-    if args.stage is None and args.club is None and not args.admin:
-        parser.error("one of --stage, --club or --admin is required (the token would open nothing)")
+    if args.stage is None and args.club is None and not args.person and not args.admin:
+        parser.error("one of --stage, --club, --person or --admin is required (the token would open nothing)")
     if not 0 < args.ttl <= MAX_TTL_S:
         parser.error(f"--ttl: 1 to {MAX_TTL_S} seconds")
     from server.config import ConfigError, load

@@ -14,6 +14,7 @@ from media import peer
 from server import loophealth
 from server.api import clubs as clubs_api
 from server.api import openapi
+from server.api import people as people_api
 from server.api import playback as playback_api
 from server.api import stages as http_api
 from server.api.common import bearer, problem
@@ -132,6 +133,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(clubs_api.routes())
     app.router.add_routes(openapi.routes())
     app.router.add_routes(playback_api.routes())
+    app.router.add_routes(people_api.routes())
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/console", console_handler)
     app.router.add_get("/", _index)

@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from media.nackguard import ResendLimits
 from media.peer import IceServer, MediaConfig
+from recording.keys import default_keys_dir
 from recording.location import default_root
+from recording.people import default_people_dir
 from recording.signing import default_key_path
 from rooms.rates import Rate, RateClass, RateLimits
 from server.auth import parse_keys
@@ -84,6 +86,9 @@ class Config:
     recording_retention_days: int = 0  # after a session stops; 0: forever (clubs and stages override)
     recording_sweep_interval_s: float = 3600.0  # the retention sweeper's period; 0: the node never sweeps
     signing_key: str = ""  # empty: keys/ledger-ed25519.key beside recordings_dir (recording/signing.py)
+    # Data rights (issue 15; docs/recording.md): the people ledger, and people's keys (file store).
+    people_dir: str = ""  # empty: people/ beside recordings_dir
+    people_keys_dir: str = ""  # empty: keys/people/ beside recordings_dir; unused on Redis
     recording_mode: str = "manual"
     # How long the playback page's cookie opens one session (/r/<session>; docs/recording.md, Playback).
     playback_cookie_ttl_s: float = 14_400.0
@@ -144,6 +149,16 @@ class Config:
     def signing_key_path(self) -> Path:
         """The node's Ed25519 key that signs consent ledger heads: outside every session directory."""
         return Path(self.signing_key) if self.signing_key else default_key_path(self.recordings_dir)
+
+    @property
+    def people_path(self) -> Path:
+        """The people ledger's directory (recording/people.py): outside every session directory."""
+        return Path(self.people_dir) if self.people_dir else default_people_dir(self.recordings_dir)
+
+    @property
+    def people_keys_path(self) -> Path:
+        """The file key store's directory (recording/keys.py): outside the recordings, as the signing key."""
+        return Path(self.people_keys_dir) if self.people_keys_dir else default_keys_dir(self.recordings_dir)
 
     @property
     def consent_policy_text(self) -> str:

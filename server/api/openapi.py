@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api import clubs, health, playback, quality, recordings, spec, stages, tokens
+from server.api import clubs, health, people, playback, quality, recordings, spec, stages, tokens
 from server.api.common import Problem
 
 _OWN = spec.Paths("operations")
@@ -34,6 +34,7 @@ _MODULES = (
     recordings.OPENAPI,
     playback.OPENAPI,
     tokens.OPENAPI,
+    people.OPENAPI,
     health.OPENAPI,
     _OWN,
 )
@@ -52,6 +53,7 @@ _DOCUMENT: spec.Schema = {
         {"name": "recordings"},
         {"name": "tokens"},
         {"name": "clubs"},
+        {"name": "people", "description": "Data rights: nominees (docs/protocol.md, People)"},
         {"name": "operations", "description": "Open: for load balancers and scrapers"},
     ],
     "security": [{"bearer": []}, {"access_token": []}],

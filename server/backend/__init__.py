@@ -81,6 +81,13 @@ Recording evidence
     consent ledger (``ms:{stage:ID}:ledger-heads``, a hash by session; recording/signing.py), written by
     the stage's host: a copy of the evidence outside the node's disk (docs/recording.md, threat model).
 
+People ledger (issue 15: one order for all nodes)
+    ``people_append(index, payload)`` adds entry ``index`` only if the log holds exactly ``index``
+    entries (a Lua script on a list, ``ms:{people}:ledger``): of two nodes appending at once, one
+    wins and the other re-reads, re-chains and tries again (server/host/people.py). An identical entry
+    already at ``index`` is a retry that landed (True). ``people_read``/``people_count`` read it.
+    People's keys live beside it in Redis (``server/backend/redis_keys.py``), not in this interface.
+
 Bans and revocations
     ``ban``/``is_banned`` per stage; ``revoke``/``is_revoked`` per identity, for every stage. Kept until
     deleted (no TTL yet: see issue 6 for token lifetimes).
@@ -105,6 +112,10 @@ Redis keys (a stage's keys share the hash tag ``{stage:ID}``: one cluster slot; 
     ms:{identity:ID}:revoked  string  msgpack {at}
     ms:{club:ID}              hash    v = the version, data = the club (bytes made by the caller)
     ms:clubs                  set     every stored club's id
+    ms:{people}:ledger        list    the people ledger's entries (JSON lines), compare-and-append only
+    ms:{person:ID}:key        hash    data (the key, JSON), id, at: a person's live key (redis_keys.py)
+    ms:{person:ID}:destroyed  list    the person's key tombstones (JSON), oldest first
+    ms:people                 set     every identity with a key or a tombstone
 """
 
 from server.backend.base import (

@@ -254,6 +254,23 @@ class Backend(abc.ABC):
     async def ledger_head(self, stage_id: str, session_id: str) -> bytes | None:
         """The last head stored for that session, or None."""
 
+    # --- people ledger (issue 15) ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def people_append(self, index: int, payload: bytes) -> bool:
+        """Append ``payload`` as entry ``index`` (0-based) of the people ledger if the log holds
+        exactly ``index`` entries, atomically: True when it did. False when the log holds another
+        number (someone else appended first: read, re-chain, try again). Repeating an append that
+        landed, identically, is True again (a retry after a lost reply)."""
+
+    @abc.abstractmethod
+    async def people_read(self, start: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """At most ``limit`` entries of the people ledger from index ``start``, in order."""
+
+    @abc.abstractmethod
+    async def people_count(self) -> int:
+        """How many entries the people ledger holds."""
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -286,6 +303,11 @@ def check_inbox_limit(limit: int) -> None:
 def check_rate(window_s: float, limit: int) -> None:
     if window_s <= 0 or limit < 1:
         raise ValueError(f"a rate limit needs window_s > 0 and limit >= 1, not {window_s}, {limit}")
+
+
+def check_index(index: int) -> None:
+    if index < 0:
+        raise ValueError(f"people ledger indexes start at 0, not {index}")
 
 
 def check_version(expected_version: int | None) -> None:

@@ -74,3 +74,25 @@ def club(club_id: str) -> str:
 def clubs() -> str:
     """Set of every stored club's id (its own slot: added to after each save, never in the script)."""
     return f"{PREFIX}:clubs"
+
+
+def person_key(identity: str) -> str:
+    """Hash ``{id, k, at, identity}``: the person's live data-encryption key (recording/keys.py), made
+    by a script only if absent and not destroyed; deleted when destroyed. No TTL."""
+    return f"{PREFIX}:{{person:{identity}}}:key"
+
+
+def person_tombstones(identity: str) -> str:
+    """List of JSON tombstones, oldest first: the person's destroyed keys (same slot as their key)."""
+    return f"{PREFIX}:{{person:{identity}}}:destroyed"
+
+
+def people() -> str:
+    """Set of every identity with a key or a tombstone (its own slot: added to after the script)."""
+    return f"{PREFIX}:people"
+
+
+def people_ledger() -> str:
+    """List: the people ledger's entries (JSON lines, recording/people.py), index = position; appended
+    only by a compare-and-append script, so all nodes agree on one order."""
+    return f"{PREFIX}:{{people}}:ledger"

@@ -32,6 +32,7 @@ from server.backend.base import (
     OutOfOrder,
     Owner,
     check_inbox_limit,
+    check_index,
     check_rate,
     check_seq,
     check_ttl,
@@ -105,6 +106,7 @@ class MemoryStore:
         self.states: dict[str, bytes] = {}
         self.ledger_heads: dict[tuple[str, str], bytes] = {}  # (stage, session) -> signed head
         self.clubs: dict[str, tuple[int, bytes]] = {}  # club id -> (version, payload)
+        self.people_log: list[bytes] = []  # the people ledger's entries, index = position
         self.inboxes: dict[str, set[_MemoryInbox]] = {}  # node id -> its open inboxes (any backend's)
 
     def holds(self, stage_id: str, lease: Lease) -> bool:
@@ -364,6 +366,24 @@ class MemoryBackend(Backend):
 
     async def ledger_head(self, stage_id: str, session_id: str) -> bytes | None:
         return self._open().ledger_heads.get((stage_id, session_id))
+
+    # --- people ledger -------------------------------------------------------------------------
+
+    async def people_append(self, index: int, payload: bytes) -> bool:
+        check_index(index)
+        log = self._open().people_log
+        if len(log) == index:
+            log.append(bytes(payload))
+            return True
+        return index < len(log) and log[index] == payload
+
+    async def people_read(self, start: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
+        check_index(start)
+        log = self._open().people_log
+        return list(enumerate(log[start : start + max(limit, 0)], start))
+
+    async def people_count(self) -> int:
+        return len(self._open().people_log)
 
     # --- bans and revocations ------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from server.backend.base import (
     Inbox,
     Lease,
     Owner,
+    check_index,
     check_rate,
     check_ttl,
     check_version,
@@ -245,6 +246,26 @@ class RedisBackend(RedisLog, Backend):
         async with self._call():
             value: Any = await self._redis.hget(keys.ledger_heads(stage_id), session_id)
         return None if value is None else bytes(value)
+
+    # --- people ledger -------------------------------------------------------------------------
+
+    async def people_append(self, index: int, payload: bytes) -> bool:
+        check_index(index)
+        async with self._call():
+            done: Any = await self._people_append(keys=[keys.people_ledger()], args=[index, payload])
+        return bool(done)
+
+    async def people_read(self, start: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
+        check_index(start)
+        if limit < 1:
+            return []
+        async with self._call():
+            values: Any = await self._redis.lrange(keys.people_ledger(), start, start + limit - 1)
+        return [(start + i, bytes(v)) for i, v in enumerate(values)]
+
+    async def people_count(self) -> int:
+        async with self._call():
+            return int(await self._redis.llen(keys.people_ledger()))
 
     # --- bans and revocations ------------------------------------------------------------------
 

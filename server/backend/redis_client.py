@@ -29,6 +29,7 @@ from server.backend.redis_scripts import (
     APPEND,
     CLAIM,
     HIT,
+    PEOPLE_APPEND,
     PRESENCE_LEAVE,
     RELEASE,
     RENEW,
@@ -99,6 +100,7 @@ class RedisClient:
         self._save_state = register(SAVE_STATE)
         self._save_club = register(SAVE_CLUB)
         self._hit = register(HIT)
+        self._people_append = register(PEOPLE_APPEND)
 
     @contextlib.asynccontextmanager
     async def _call(self, seconds: float | None = None) -> AsyncIterator[None]:

@@ -95,6 +95,19 @@ local oldest = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
 return {0, tonumber(oldest[2]) + window - now}
 """
 
+# The people ledger's compare-and-append: entry ARGV[1] (0-based) only when the list holds exactly
+# that many; an identical entry already at that index is a retry that landed. Returns 1 or 0.
+PEOPLE_APPEND = """
+local n = redis.call('LLEN', KEYS[1])
+local i = tonumber(ARGV[1])
+if n == i then
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+  return 1
+end
+if i < n and redis.call('LINDEX', KEYS[1], i) == ARGV[2] then return 1 end
+return 0
+"""
+
 
 def lease_value(lease: Lease) -> bytes:
     value: bytes = msgpack.packb([lease.node_id, lease.node_url, lease.token])

@@ -17,6 +17,7 @@ from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from media.workers import WorkerPool
 from recording import retention
+from recording.keys import FileKeyStore, KeyStore
 from recording.signing import NodeKey, SigningKeyError
 from rooms import durable
 from rooms.clubs import ClubError
@@ -24,12 +25,14 @@ from rooms.errors import StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
 from server import wire_out
 from server.auth import Authenticator, Forbidden, parse_keys
-from server.backend import BackendError, Lease, Owner
+from server.backend import BackendError, Lease, Owner, RedisBackend
+from server.backend.redis_keys import RedisKeyStore
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
 from server.host.exports import Exporter
 from server.host.live import LiveStage
+from server.host.people import People
 from server.host.turns import Turns
 from server.host.webhooks import Webhooks
 from server.routing.cluster import Cluster
@@ -69,6 +72,14 @@ class Node:
         self.recordings_root = Path(config.recordings_dir)
         self._signing_key: NodeKey | None = None
         self._deleting = asyncio.Lock()  # one deletion at a time: the sweeper's and the API's
+        backend = self.cluster.backend
+        # People's keys: in Redis when the nodes share one (each node's disk holds none then).
+        keys: KeyStore = (
+            RedisKeyStore(backend)
+            if isinstance(backend, RedisBackend)
+            else FileKeyStore(config.people_keys_path)
+        )
+        self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
             consent_policy_version=config.consent_policy_version,

@@ -51,6 +51,12 @@ EVENT_TYPES = frozenset(
         "participant.left",
         "recording.ready",
         "recording.exported",
+        # Data rights (issue 15; payloads built in server/host/people.py): only nominee_changed is sent
+        # yet, the others by the erasure, correction and access export to come.
+        "person.erased",
+        "person.corrected",
+        "person.exported",
+        "person.nominee_changed",
     }
 )
 SIGNATURE_TOLERANCE_S = 300.0  # what docs/webhooks.md tells receivers to accept

@@ -630,3 +630,27 @@ async def test_a_lease_needs_a_ttl(cluster: Cluster) -> None:
         await a.claim(STAGE, "node-a", "http://a", 0)
     with pytest.raises(ValueError):
         await a.heartbeat("node-a", 0)
+
+
+# --- people ledger -----------------------------------------------------------------------------
+
+
+async def test_the_people_ledger_appends_once_and_in_order_across_nodes(cluster: Cluster) -> None:
+    a, b = cluster.node(), cluster.node()
+    assert await a.people_count() == 0 and await a.people_read() == []
+    assert await a.people_append(0, b"first")
+    assert not await b.people_append(0, b"b's first"), "index 0 is taken: b must re-read and re-chain"
+    assert await a.people_append(0, b"first"), "a retry of an append that landed is accepted"
+    assert not await b.people_append(2, b"a gap"), "no gap"
+    assert await b.people_append(1, b"second")
+    assert await a.people_count() == 2
+    assert await a.people_read() == [(0, b"first"), (1, b"second")]
+    assert await b.people_read(1) == [(1, b"second")]
+    assert await b.people_read(0, limit=1) == [(0, b"first")]
+    assert await b.people_read(5) == []
+    # Two nodes racing for the same index: exactly one wins.
+    won = await asyncio.gather(*(n.people_append(2, f"from {i}".encode()) for i, n in enumerate([a, b] * 4)))
+    assert won.count(True) == 1
+    assert len(await a.people_read()) == 3
+    with pytest.raises(ValueError):
+        await a.people_append(-1, b"x")

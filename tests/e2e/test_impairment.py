@@ -90,6 +90,7 @@ async def test_five_percent_loss_on_one_viewer_is_repaired_by_retransmissions(
         metrics["medstage_retransmissions_suppressed_total"]
         - metrics_before["medstage_retransmissions_suppressed_total"]
     )
+    probes = metrics["medstage_probes_started_total"] - metrics_before["medstage_probes_started_total"]
     decoded_share = lossy_d["framesDecoded"] / clean_d["framesDecoded"]
     freezes_per_minute = lossy_d["freezeCount"] * 60 / lossy_d["seconds"]
     print(
@@ -99,7 +100,7 @@ async def test_five_percent_loss_on_one_viewer_is_repaired_by_retransmissions(
         f"freezes {lossy_d['freezeCount']:.0f} ({lossy_d['totalFreezesDuration']:.2f} s), "
         f"the clean one's {clean_d['freezeCount']:.0f}; node resent {resent:.0f} (refused {suppressed:.0f}); "
         f"lossy height {before['lossy'].get('frameHeight')} -> {lossy_d.get('frameHeight')}, "
-        f"probes {metrics['medstage_probes_started_total'] - metrics_before['medstage_probes_started_total']:.0f}"
+        f"probes {probes:.0f}"
     )
     assert dropped > 20, "the loss was applied"
     assert lossy_d["nackCount"] > 0 and resent > 0, "losses were NACKed and retransmitted"

@@ -129,6 +129,7 @@ async def valid(node: RunningNode, http: aiohttp.ClientSession, recordings: Path
         "name": "tracks/a.webm",
         "club_id": club,
         "identity": "alice",
+        "nominee": "bob",
         "code": code,
     }
 

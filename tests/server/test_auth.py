@@ -706,6 +706,12 @@ async def test_the_cli_mints_tokens_the_node_accepts(
     reply = await host.request({"type": "stage.lock", "id": "l", "locked": True})
     assert reply["code"] == "not_allowed", reply
 
+    # A person-level token: the identity alone, for the person's own data (docs/protocol.md, People).
+    done = cli("--identity", "cli-3", "--person", "--config", str(config), env=cli_env())
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), KEYS["k2"], algorithms=["HS256"])
+    assert claims["sub"] == "cli-3" and not {"stage", "club", "role", "admin"} & set(claims)
+
     # Without keys: the development key, and a warning on stderr.
     done = cli("--identity", "platform", "--admin", env=cli_env())
     assert done.returncode == 0 and "development key" in done.stderr
@@ -719,7 +725,8 @@ async def test_the_cli_mints_tokens_the_node_accepts(
 BAD_ARGUMENTS = {
     "no-identity": (["--stage", "s"], "--identity"),
     "stage-and-club": (["--identity", "a", "--stage", "s", "--club", "c"], "not allowed with"),
-    "no-stage-club-or-admin": (["--identity", "a"], "--stage, --club or --admin"),
+    "no-stage-club-or-admin": (["--identity", "a"], "--stage, --club, --person or --admin"),
+    "person-and-stage": (["--identity", "a", "--person", "--stage", "s"], "not allowed with"),
     "unknown-role": (["--identity", "a", "--stage", "s", "--role", "king"], "--role"),
     "unknown-grant": (["--identity", "a", "--stage", "s", "--grant", "fly"], "--grant"),
     "zero-ttl": (["--identity", "a", "--stage", "s", "--ttl", "0"], "--ttl"),

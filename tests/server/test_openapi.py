@@ -19,7 +19,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from server import auth
-from server.api import clubs, common, health, openapi, recordings, spec, stages, tokens
+from server.api import clubs, common, health, openapi, people, recordings, spec, stages, tokens
 from server.app import create_app
 from server.config import Config
 from tests.conftest import RunningNode, start_node
@@ -47,7 +47,8 @@ def app_routes() -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def api_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    running = start_node(tmp_path_factory.mktemp("openapi"))
+    directory = tmp_path_factory.mktemp("openapi")
+    running = start_node(directory, {"MEDSTAGE_PEOPLE_DIR": str(directory / "people")})
     try:
         yield running
     finally:
@@ -121,6 +122,7 @@ def test_the_schemas_are_made_from_the_structs_the_handlers_decode_and_encode() 
         *(recordings.RecordingList, recordings.RecordingManifest),
         *(tokens.DevTokenRequest, tokens.DevToken, tokens.Revocation, health.Health, health.Readiness),
         *(clubs.ClubCreate, clubs.ClubView, clubs.MemberPut, clubs.InviteList, clubs.ClubStages),
+        *(people.NomineeCreate, people.NomineeChange, people.NomineeList),
     ]
     _, made = msgspec.json.schema_components(structs, ref_template=spec.REF_TEMPLATE)
     assert {name: doc["components"]["schemas"][name] for name in made} == made
@@ -289,6 +291,28 @@ async def test_a_node_answers_as_its_document_says(
     async with http.post("/api/identities/someone/revoke", headers={"Authorization": "Bearer x"}) as r:
         assert r.status == 401
         await api.check(r, "/api/identities/{identity}/revoke")
+
+    person = "oa-person-" + uuid.uuid4().hex[:8]
+    nominees = f"/api/people/{person}/nominees"
+    own = bearer(token(None, None, person))  # a person-level token: no stage, no club
+    async with http.post(nominees, json={"nominee": "oa-nominee"}, headers=own) as r:
+        assert r.status == 201
+        assert (await api.check(r, "/api/people/{identity}/nominees"))["change"] == "granted"
+    async with http.post(nominees, json={"nominee": person}, headers=bearer()) as r:
+        assert r.status == 400
+        await api.check(r, "/api/people/{identity}/nominees")
+    async with http.get(nominees, headers=bearer(token(stage, "moderator"))) as r:
+        assert r.status == 403
+        await api.check(r, "/api/people/{identity}/nominees")
+    async with http.get(nominees, headers=bearer()) as r:
+        listed = await api.check(r, "/api/people/{identity}/nominees")
+        assert [n["nominee"] for n in listed["nominees"]] == ["oa-nominee"]
+    withdraw = "/api/people/{identity}/nominees/{nominee}"
+    async with http.delete(nominees + "/oa-nominee", headers=bearer()) as r:
+        assert r.status == 200 and (await api.check(r, withdraw))["change"] == "withdrawn"
+    async with http.delete(nominees + "/oa-nominee", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, withdraw)
 
     for path in ("/healthz", "/readyz", "/metrics"):
         async with http.get(path) as r:
