@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Response, expect
 
+from recording.composite import CompositeExport, VideoSettings, read_state
 from tests.conftest import RunningNode, start_node
 from tests.e2e.conftest import check_errors, unexpected_errors, watch
 from tests.support.playback_session import AUDIENCE, VIDEO_S, standard_session
+from tests.support.session_maker import Capture, Speaker, make_session
 from tests.support.tokens import token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -144,4 +146,54 @@ async def test_without_a_link_or_with_another_stages_token_nothing_plays(
         unexpected = unexpected_errors([viewer])
     finally:
         await context.close()
+    check_errors(unexpected)
+
+
+async def test_a_real_composite_export_plays_on_the_page_from_end_to_end(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The chain of issue 14 in one go: tracks as the recorder writes them (two speakers, one
+    without ``share``), the composite export made from them by recording/composite, and the page
+    playing that file (not a stand-in) through a node: duration, playing, a seek, Range."""
+    tmp_path = tmp_path_factory.mktemp("real-export")
+    root = tmp_path / "recordings"
+    session_id = "20261203T090000Z-real"
+    session = root / "stage-x" / session_id
+    make_session(
+        session,
+        [
+            Speaker("p-shared", (200, 40, 40), captures=[Capture(0.0, 6.0)], beeps=[1.0]),
+            Speaker("p-private", (40, 40, 200), share=False, captures=[Capture(0.0, 6.0)]),
+        ],
+        session_id,
+    )
+    CompositeExport(session, VideoSettings(width=320, height=180, fps=25, preset="ultrafast")).run()
+    state = read_state(session)
+    assert state is not None and state["status"] == "done", state
+    node = start_node(tmp_path, {"MEDSTAGE_RECORDINGS_DIR": str(root)})
+    context = await browser.new_context()
+    page = await context.new_page()
+    viewer = watch(page, "host")
+    first_load = r"status of 401 \(Unauthorized\) @ \S+/r/" + session_id + "(#token=[^ ]*)?$"
+    viewer.tolerate(first_load, "the first load")
+    viewer.tolerate(r"request failed: GET \S+/composite\.mp4: net::ERR_ABORTED$", "a seek cancels a read")
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/composite.mp4") else None)
+    try:
+        await page.goto(f"{node.url}/r/{session_id}#token={token('stage-x', 'host', 'id-p-shared')}")
+        await page.wait_for_function(
+            "document.getElementById('playback-video').readyState >= 2", timeout=10_000
+        )
+        duration = await page.evaluate("document.getElementById('playback-video').duration")
+        assert abs(duration - state["duration_s"]) < 0.5 and 5.0 < duration < 7.0, (duration, state)
+        await page.evaluate("document.getElementById('playback-video').play()")
+        assert await page.evaluate(_WAIT_TIME, {"above": 0.5, "timeoutMs": 5000}) is not None
+        await page.evaluate("document.getElementById('playback-video').currentTime = 4.0")
+        landed = await page.evaluate(_WAIT_TIME, {"above": 3.9, "timeoutMs": 5000})
+        assert landed is not None and abs(landed - 4.0) < 1.0, landed
+        assert statuses and all(status == 206 for status in statuses), statuses
+        unexpected = unexpected_errors([viewer])
+    finally:
+        await context.close()
+        assert node.stop() == 0, node.log()[-3000:]
     check_errors(unexpected)
