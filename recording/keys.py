@@ -36,6 +36,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from recording.ledger import fsync_dir
+
 __all__ = [
     "ENVELOPE_VERSION",
     "EnvelopeError",
@@ -290,7 +292,7 @@ class FileKeyStore(KeyStore):
         except BaseException:
             _shred(tmp)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         winner = _read_key(key_path)
         if winner is None:  # destroyed between our link and our read
             raise KeyDestroyed(_read_tombstones(tomb_path)[-1])
@@ -336,7 +338,7 @@ class FileKeyStore(KeyStore):
         text = json.dumps([s.to_dict() for s in [*stones, stone]]).encode("utf-8")
         _write_atomic(tomb_path, text)
         _shred(key_path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return stone
 
     async def list(self) -> list[KeyEntry]:
@@ -413,12 +415,5 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

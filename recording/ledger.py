@@ -178,7 +178,7 @@ class Ledger:
                 f.flush()
                 os.fsync(f.fileno())
             if created:  # the new directory entry must survive a crash too
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         except OSError as exc:
             self.failed = exc
             raise
@@ -380,7 +380,8 @@ def _iso(at: float) -> str:
         return str(at)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (POSIX: the entry is the directory's)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from recording.ledger import canonical
+from recording.ledger import canonical, fsync_dir
 
 __all__ = [
     "DOMAIN",
@@ -155,7 +155,7 @@ class NodeKey:
                     f.write(pem)
                     f.flush()
                     os.fsync(f.fileno())
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         key = cls(load_private_key(path), path)
         pub = path.with_name(path.name + ".pub")
         if not pub.exists() or pub.read_bytes() != public_pem(key.public):
@@ -242,7 +242,7 @@ def append_head(path: Path, head: SignedHead) -> None:
         f.flush()
         os.fsync(f.fileno())
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def drop_incomplete_tail(path: Path) -> int:
@@ -267,12 +267,5 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
