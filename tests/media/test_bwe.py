@@ -42,6 +42,9 @@ class Link:
     remb_value: float | None = None
     padding: list[tuple[float, float]] = field(default_factory=list)  # (t, bit/s) while probing
     interval: list[float] = field(default_factory=lambda: [0.0, 0.0])  # sent, lost since the report
+    # Random loss on top of the capacity's: the fraction a receiver report says, drawn for each one
+    # (e.g. a binomial count over the packets a report covers).
+    random_loss: Callable[[], float] | None = None
 
     def run(self, until: float) -> None:
         estimate = self.viewer.bandwidth.estimate
@@ -79,6 +82,8 @@ class Link:
             if step % 10 == 5 and (self.current is not None or not self.chromium):
                 # (a held video slot gets no packets: Chromium reports no loss for it)
                 lost = self.interval[1] / self.interval[0] if self.chromium else max(0.0, (sent - cap) / sent)
+                if self.random_loss is not None:
+                    lost = min(1.0, lost + self.random_loss())
                 estimate.on_loss(lost, t)
                 self.interval = [0.0, 0.0]
             self.t = round(t + TICK, 6)
@@ -211,14 +216,16 @@ def test_the_estimate_follows_loss_and_remb_caps_it() -> None:
     assert estimate.value(1.0) == pytest.approx(1e6 * 1.3**2)
     estimate.on_loss(0.05, 2.0)  # between 2 % and 10 %: holds
     assert estimate.value(2.0) == pytest.approx(1e6 * 1.3**2)
-    estimate.on_loss(0.2, 3.0)  # nothing known of what was sent: x (1 - 0.1)
-    assert estimate.value(3.0) == pytest.approx(1e6 * 1.3**2 * 0.9)
+    estimate.on_loss(0.2, 3.0)  # one report: not lasting (over 3 s the loss is below 10 %), holds
+    assert estimate.value(3.0) == pytest.approx(1e6 * 1.3**2)
+    estimate.on_loss(0.2, 4.0)  # lasting; nothing known of what was sent: x (1 - 0.1)
+    assert estimate.value(4.0) == pytest.approx(1e6 * 1.3**2 * 0.9)
     estimate.on_sent(400_000)
-    estimate.on_loss(0.5, 4.0)  # from what was sent (400 kbit/s, below the estimate): x (1 - 0.25)
-    assert estimate.value(4.0) == pytest.approx(300_000)
-    estimate.on_remb(150_000, 4.0)
-    assert estimate.value(4.0) == 150_000
-    assert estimate.value(10.0) == pytest.approx(300_000), "a stale REMB caps nothing"
+    estimate.on_loss(0.5, 5.0)  # from what was sent (400 kbit/s, below the estimate): x (1 - 0.25)
+    assert estimate.value(5.0) == pytest.approx(300_000)
+    estimate.on_remb(150_000, 5.0)
+    assert estimate.value(5.0) == 150_000
+    assert estimate.value(11.0) == pytest.approx(300_000), "a stale REMB caps nothing"
 
 
 def test_a_remb_steadily_at_chromiums_ceiling_stops_capping() -> None:
@@ -423,3 +430,36 @@ def test_random_loss_reported_with_every_nack_neither_switches_down_nor_holds_th
         if current is None:
             held.append(t)
     assert not held, f"held on audio only at {held[:5]}"
+
+
+def _top_share_under_random_loss(seed: int, fraction: float) -> float:
+    """A viewer on the top layer, then ``fraction`` random loss for 120 s: the share of that time on
+    the top layer. A report's fraction is a binomial count over the packets it covers (1,200-byte
+    packets for a second)."""
+    rng = random.Random(seed)
+    state = {"lossy": False}
+    link: Link | None = None
+
+    def random_loss() -> float:
+        if not state["lossy"] or link is None:
+            return 0.0
+        rate = AUDIO_BPS + (LAYERS[link.current] if link.current is not None else 0.0)
+        packets = max(10, round(rate / 9600))
+        return sum(rng.random() < fraction for _ in range(packets)) / packets
+
+    link = Link(cap=lambda t: INF, chromium=True, can_probe=True, random_loss=random_loss)
+    link.run(30.0)
+    top = len(LAYERS) - 1
+    assert link.current == top, (seed, link.history[::10])
+    state["lossy"] = True
+    link.run(150.0)
+    during = [layer for t, layer in link.history if t >= 30.0]
+    return during.count(top) / len(during)
+
+
+def test_steady_random_loss_repaired_by_retransmissions_keeps_the_layer() -> None:
+    # 5 % random loss, as nftables makes it in tests/e2e/test_impairment.py. One report now and then
+    # reads above 10 %: that must not take the viewer down for good (the hold region kept such a
+    # shrink: a ratchet). Before the fix 4 seeds of these 20 spent 8-40 % of the time below the top.
+    shares = [_top_share_under_random_loss(seed, 0.05) for seed in range(20)]
+    assert min(shares) >= 0.95, shares
