@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--nice", type=int, default=DEFAULT_NICE, help=f"CPU niceness to add (default {DEFAULT_NICE})"
     )
+    group.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="processes encoding video segments at once (default: one per core)",
+    )
     group.add_argument("--no-progress", action="store_true", help="no progress bar (a line when done)")
 
 
@@ -50,6 +56,8 @@ def settings(args: argparse.Namespace) -> VideoSettings:
         raise ValueError("--crf: 0 to 51")
     if not 1 <= args.segment_s <= 3600:
         raise ValueError("--segment-s: 1 to 3600")
+    if args.jobs is not None and not 1 <= args.jobs <= 64:
+        raise ValueError("--jobs: 1 to 64")
     return VideoSettings(width=width, height=height, fps=args.fps, preset=args.preset, crf=args.crf)
 
 
@@ -72,7 +80,9 @@ def run(session: os.PathLike[str] | str, args: argparse.Namespace) -> int:
     video = settings(args)
     if args.nice > 0:
         lower_priority(args.nice)
-    export = CompositeExport(Path(session), video, segment_s=args.segment_s, force=args.force)
+    export = CompositeExport(
+        Path(session), video, segment_s=args.segment_s, force=args.force, jobs=args.jobs
+    )
     try:
         if args.no_progress:
             result = export.run()

@@ -18,22 +18,26 @@ repaired track) or ``force`` starts over.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import heapq
 import json
+import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import av
 
 from recording.composite.audio import mix_audio
 from recording.composite.layout import Scene, Span, scenes
-from recording.composite.plan import ExportError, Plan, plan_session
+from recording.composite.plan import ExportError, Plan, PlannedTrack, plan_session
 from recording.composite.video import Compositor, VideoSettings, encode_segment
 from recording.signing import write_atomic
 
@@ -43,6 +47,7 @@ STATE = "composite.json"
 RESULT = "composite.mp4"
 SEGMENT_S = 30.0
 DEFAULT_SETTINGS = VideoSettings()
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 AUDIO_SHARE = 0.03  # of the progress bar: the sound pass is a few per cent of the work
 
 
@@ -100,8 +105,11 @@ class CompositeExport:
         force: bool = False,
         progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], float] = time.time,
+        jobs: int | None = None,
     ) -> None:
         self.session_dir = session_dir
+        # Segment workers: one per core by default (their output is the same as one process's).
+        self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
         self.dir = exports_dir(session_dir)
         self.settings = settings
         self.segment_s = segment_s
@@ -179,27 +187,12 @@ class CompositeExport:
         layout = [Scene.from_dict(s) for s in self.state["layout"]]
 
         done = {i for i in self.state["segments_done"] if (self.dir / _segment_name(i)).is_file()}
-        compositor = Compositor(plan.of_kind("video"), layout, self.settings)
-        try:
-            for index in range(segments):
-                if index in done:
-                    continue
-                first = index * seg_frames
-                count = min(seg_frames, frames_total - first)
-
-                def step(i: int, first: int = first) -> None:
-                    rendered = (first + i) / self.settings.fps
-                    self._report(self._video_progress(rendered, plan.duration))
-
-                encode_segment(compositor, first, count, self.dir / _segment_name(index), step)
-                done.add(index)
-                self.state["segments_done"] = sorted(done)
-                self.state["progress"] = self._video_progress(
-                    (first + count) / self.settings.fps, plan.duration
-                ).fraction
-                self._save()
-        finally:
-            compositor.close()
+        pending = [i for i in range(segments) if i not in done]
+        jobs = max(1, min(self.jobs, len(pending)))
+        if jobs == 1:
+            self._encode_here(plan, layout, pending, seg_frames, frames_total, done)
+        else:
+            self._encode_in_workers(plan, layout, pending, seg_frames, frames_total, done, jobs)
 
         self._report(Progress(0.99, "assembling", plan.duration, plan.duration))
         assemble(
@@ -223,6 +216,90 @@ class CompositeExport:
         audio.unlink(missing_ok=True)
         self._report(Progress(1.0, "done", plan.duration, plan.duration))
         return result
+
+    # --- the video segments ----------------------------------------------------------------------
+
+    def _segment_done(self, index: int, done: set[int], rendered: float, total: float) -> None:
+        done.add(index)
+        self.state["segments_done"] = sorted(done)
+        self.state["progress"] = self._video_progress(rendered, total).fraction
+        self._save()
+
+    def _encode_here(
+        self, plan: Plan, layout: list[Scene], pending: list[int], seg_frames: int, frames_total: int,
+        done: set[int],
+    ) -> None:
+        compositor = Compositor(plan.of_kind("video"), layout, self.settings)
+        try:
+            for index in pending:
+                first = index * seg_frames
+                count = min(seg_frames, frames_total - first)
+
+                def step(i: int, first: int = first) -> None:
+                    rendered = (first + i) / self.settings.fps
+                    self._report(self._video_progress(rendered, plan.duration))
+
+                encode_segment(compositor, first, count, self.dir / _segment_name(index), step)
+                self._segment_done(index, done, (first + count) / self.settings.fps, plan.duration)
+        finally:
+            compositor.close()
+
+    def _encode_in_workers(
+        self, plan: Plan, layout: list[Scene], pending: list[int], seg_frames: int, frames_total: int,
+        done: set[int], jobs: int,
+    ) -> None:
+        """The pending segments in ``jobs`` processes, each a contiguous run of them (one seek per
+        worker, then decoding forward as a single process does). The compositor's Python work and the
+        encoder then use every core: in one process the drawing of a frame waits for nothing but holds
+        one core while x264 waits for it (bench/export.py: 3.1x real time in one process on 2 cores)."""
+        runs = [pending[k * len(pending) // jobs : (k + 1) * len(pending) // jobs] for k in range(jobs)]
+        settings = replace(self.settings, threads=max(1, (os.cpu_count() or 1) // jobs))
+        ctx = multiprocessing.get_context("spawn")  # not fork: the node's or the CLI's threads stay home
+        queue: Any = ctx.Queue()
+        tracks = plan.of_kind("video")
+        workers = [
+            ctx.Process(
+                target=_segment_worker,
+                args=(no, tracks, [sc.to_dict() for sc in layout], settings, run, seg_frames,
+                      frames_total, self.dir, queue, os.getpid()),
+                daemon=True,
+            )
+            for no, run in enumerate(r for r in runs if r)
+        ]
+        rendered = [0.0] * len(workers)  # seconds each worker has drawn, for the progress
+        base = len(done) * seg_frames / self.settings.fps
+        try:
+            for worker in workers:
+                worker.start()
+            running = len(workers)
+            while running:
+                try:
+                    message = queue.get(timeout=1.0)
+                except Empty:
+                    dead = [w for w in workers if w.exitcode not in (None, 0)]
+                    if dead:
+                        raise ExportError(f"a segment worker died (exit code {dead[0].exitcode})") from None
+                    continue
+                kind, worker_no, value = message
+                if kind == "frames":
+                    rendered[worker_no] = value
+                    total = min(plan.duration, base + sum(rendered))
+                    self._report(self._video_progress(total, plan.duration))
+                elif kind == "segment":
+                    self._segment_done(
+                        value, done, min(plan.duration, base + sum(rendered)), plan.duration
+                    )
+                elif kind == "error":
+                    raise ExportError(value)
+                elif kind == "finished":
+                    running -= 1
+        finally:
+            for worker in workers:
+                if worker.is_alive():
+                    worker.terminate()
+            for worker in workers:
+                worker.join(timeout=5)
+            queue.close()
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -327,3 +404,46 @@ def assemble(segments: list[Path], audio: Path, result: Path, fps: int, seg_fram
         finally:
             out.close()
     os.replace(tmp, result)
+
+
+def _segment_worker(
+    worker_no: int,
+    tracks: list[PlannedTrack], layout: list[dict[str, Any]], settings: VideoSettings, run: list[int],
+    seg_frames: int, frames_total: int, directory: Path, queue: Any, parent: int,
+) -> None:
+    """One worker of ``_encode_in_workers``: encodes the segments of ``run`` in order, saying how far it
+    got; stops when its parent is gone (a killed export must not leave encoders behind that would race
+    a resumed one for the same segment files)."""
+    _die_with_parent()
+    compositor = Compositor(tracks, [Scene.from_dict(sc) for sc in layout], settings)
+    drawn = 0
+
+    try:
+        for index in run:
+            first = index * seg_frames
+            count = min(seg_frames, frames_total - first)
+
+            def step(i: int, before: int = drawn) -> None:
+                if os.getppid() != parent:
+                    raise SystemExit(1)
+                queue.put(("frames", worker_no, (before + i) / settings.fps))
+
+            encode_segment(compositor, first, count, directory / _segment_name(index), step)
+            drawn += count
+            queue.put(("frames", worker_no, drawn / settings.fps))
+            queue.put(("segment", worker_no, index))
+    except Exception as exc:  # said to the parent, which fails the export with it
+        queue.put(("error", worker_no, f"{type(exc).__name__}: {exc}"))
+    finally:
+        compositor.close()
+    queue.put(("finished", worker_no, None))
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies (even by SIGKILL), at once rather
+    than at the next progress check."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the progress check above still stops it
+        pass

@@ -273,3 +273,27 @@ def test_a_screen_share_is_shown_large_with_the_cameras_beside_it(tmp_path: Path
     assert any(near(c, (200, 30, 30)) for c in right) and any(near(c, (30, 200, 30)) for c in right)
     after = frames[3.6]
     assert not any(near(colour(after, x, 0.5), (55, 225, 225)) for x in (0.2, 0.35, 0.6, 0.9))
+
+
+def test_one_process_and_two_workers_make_the_same_export(tmp_path: Path) -> None:
+    speakers = [
+        Speaker("p-a", (200, 30, 30), captures=[Capture(0.0, 6.0)], flashes=[4.5], beeps=[4.5], tone_hz=A_HZ),
+        Speaker("p-b", (30, 200, 30), captures=[Capture(1.0, 6.0)], beeps=[2.0], tone_hz=B_HZ),
+    ]
+    results = {}
+    for jobs in (1, 2):
+        session = make_session(tmp_path / f"jobs{jobs}", speakers)
+        seen: list[float] = []
+        CompositeExport(
+            session, SETTINGS, segment_s=1.0, jobs=jobs, progress=lambda p, seen=seen: seen.append(p.fraction)
+        ).run()
+        state = read_state(session)
+        assert state is not None and state["status"] == "done"
+        assert state["segments_done"] == list(range(state["segments_total"]))
+        assert seen == sorted(seen)  # workers report as they go; the sum of what they drew only grows
+        assert seen[-1] == 1.0
+        result = session / "exports" / "composite.mp4"
+        frames = _frames(result)
+        results[jobs] = (len(frames), _white_times(frames))
+    assert results[1][0] == results[2][0] == 6 * SETTINGS.fps
+    assert results[1][1] == results[2][1] and abs(min(results[2][1]) - 4.5) < 0.1
