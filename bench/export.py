@@ -8,7 +8,8 @@ under bench/.cache/export-<minutes>min.
 
 ``speed``: ``python -m recording export SESSION --composite --force --no-progress`` (1280x720, 25 fps,
 libx264 veryfast: the defaults), ``--runs`` times; for each run the wall time, the speed (session
-seconds per wall second) and the child's RSS sampled every 0.5 s: at 10 %, 50 % and 90 % of the run,
+seconds per wall second) and the RSS of the child and its
+segment workers together, sampled every 0.5 s: at 10 %, 50 % and 90 % of the run,
 the maximum, and the slope from 10 % to the end (MiB per minute of session: flat is ≈ 0). Prints the
 medians. ``--nice 0`` by default here (the CLI's own default is 19): the figure is the export's speed,
 not its share of a busy machine.
@@ -148,19 +149,25 @@ def make_session(minutes: float) -> Path:
 
 
 def _rss(pid: int) -> int:
+    """The RSS of ``pid`` and of its descendants (the export's segment workers) together."""
+    total = 0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+                total += int(line.split()[1]) * 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _rss(int(child))
     except OSError:
         pass
-    return 0
+    return total
 
 
 def export_once(session: Path, args: argparse.Namespace) -> dict:
     command = [
         sys.executable, "-m", "recording", "export", str(session), "--composite", "--force",
         "--no-progress", "--nice", str(args.nice), "--size", args.size,
+        *(["--jobs", str(args.jobs)] if args.jobs else []),
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
@@ -305,6 +312,7 @@ def main() -> None:
     speed = commands.add_parser("speed", help="export speed and RSS over time")
     speed.add_argument("--runs", type=int, default=3)
     speed.add_argument("--nice", type=int, default=0)
+    speed.add_argument("--jobs", type=int, default=0, help="segment workers (0: the CLI's default)")
     beside = commands.add_parser("beside", help="forwarding CPU with an export beside the node")
     beside.add_argument("--subscribers", type=int, default=25)
     beside.add_argument("--window", type=float, default=15.0)
