@@ -22,6 +22,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ class Watched:
     directory: Path
     manifest: dict[str, Any]
     identity: str
+    basis: str = "cookie"  # on what ground (``_check_viewer``); "cookie": a cookie's, checked then
+    club: str | None = None
 
 
 # --- finding the session and deciding ---------------------------------------------------------------
@@ -90,27 +93,54 @@ def _club_of(node: Node, manifest: dict[str, Any]) -> str | None:
     return live.stage.club_id if live is not None else None
 
 
-async def _check_viewer(node: Node, claims: Claims, directory: Path, manifest: dict[str, Any]) -> None:
-    """Forbidden unless ``claims`` may watch this session (module docstring)."""
+async def _check_viewer(node: Node, claims: Claims, directory: Path, manifest: dict[str, Any]) -> str:
+    """On what ground ``claims`` may watch this session (module docstring): ``admin``, ``record``,
+    ``watch``, ``participant`` or ``member``; Forbidden when on none."""
     if claims.admin:
-        return
+        return "admin"
     club = _club_of(node, manifest)
     claims.require_stage(manifest["stage_id"], club)
-    if claims.has("record") or claims.named(WATCH):
-        return
+    if claims.has("record"):
+        return "record"
+    if claims.named(WATCH):
+        return "watch"
     policy = await asyncio.to_thread(SharePolicy.of_session, directory)
     if claims.identity in policy.identities.values():
-        return
-    if club is not None:
-        try:
-            if claims.identity in (await node.clubs.get(club)).members:
-                return
-        except ClubError:
-            pass  # a deleted or unreadable club has no members to let in
+        return "participant"
+    if club is not None and await _is_member(node, club, claims.identity):
+        return "member"
     raise Forbidden(
         "not_a_viewer",
         "this token's holder was not in this session, is not a member of its club and has no 'watch' grant",
     )
+
+
+async def _is_member(node: Node, club: str, identity: str) -> bool:
+    try:
+        return identity in (await node.clubs.get(club)).members
+    except ClubError:
+        return False  # a deleted or unreadable club has no members to let in
+
+
+# A cookie given for club membership is checked against the club again, at most this often per
+# (club, identity): the page's video is fetched in many Range requests, and a member removed from the
+# club (or erased) must lose the recording within seconds, not when the cookie expires.
+MEMBERSHIP_RECHECK_S = 2.0
+_members_seen: dict[tuple[str, str], float] = {}
+
+
+async def _still_member(node: Node, club: str, identity: str) -> bool:
+    key, now = (club, identity), time.monotonic()
+    seen = _members_seen.get(key)
+    if seen is not None and now - seen < MEMBERSHIP_RECHECK_S:
+        return True
+    if not await _is_member(node, club, identity):
+        _members_seen.pop(key, None)
+        return False
+    if len(_members_seen) >= 10_000:
+        _members_seen.clear()
+    _members_seen[key] = now
+    return True
 
 
 async def _watched(request: web.Request, *, cookie: bool = True) -> Watched:
@@ -136,6 +166,13 @@ async def _watched(request: web.Request, *, cookie: bool = True) -> Watched:
             raise web.HTTPNotFound()
         identity = str(seal.get("sub", ""))
         await node.check_not_revoked(identity)
+        club = seal.get("club")
+        if seal.get("basis") == "member" and (
+            not isinstance(club, str) or not await _still_member(node, club, identity)
+        ):
+            raise Forbidden(
+                "not_a_viewer", "this cookie was given to a club member, and its holder no longer is one"
+            )
         return Watched(directory, manifest, identity)
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
     claims = node.auth.verify(token)  # no query-string token here: it would end up in logs
@@ -146,11 +183,11 @@ async def _watched(request: web.Request, *, cookie: bool = True) -> Watched:
         if manifest is None:
             continue
         try:
-            await _check_viewer(node, claims, directory, manifest)
+            basis = await _check_viewer(node, claims, directory, manifest)
         except AuthError as exc:
             refusal = refusal or exc
             continue
-        return Watched(directory, manifest, claims.identity)
+        return Watched(directory, manifest, claims.identity, basis, _club_of(node, manifest))
     if refusal is not None:
         raise refusal
     raise web.HTTPNotFound()
@@ -203,9 +240,10 @@ async def access(request: web.Request) -> web.Response:
     node: Node = request.app["node"]
     ttl = request.app["config"].playback_cookie_ttl_s
     session_id = request.match_info["session_id"]
-    value = node.auth.seal(
-        PURPOSE, {"stage": watched.manifest["stage_id"], "session": session_id, "sub": watched.identity}, ttl
-    )
+    grant = {"stage": watched.manifest["stage_id"], "session": session_id, "sub": watched.identity}
+    if watched.basis == "member":  # re-checked at every use (``_still_member``)
+        grant |= {"basis": "member", "club": watched.club}
+    value = node.auth.seal(PURPOSE, grant, ttl)
     response = web.Response(status=204, headers=_SECURITY)
     response.set_cookie(
         COOKIE,

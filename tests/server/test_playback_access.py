@@ -264,3 +264,22 @@ def test_a_later_withdrawal_of_share_shows_at_the_next_load(node: RunningNode, r
     after = call(node, "GET", path, admin_token()).json()
     assert [c["id"] for c in after["comments"]] == ["c-4"]
     assert AUDIENCE.name not in json.dumps(after)
+
+
+def test_a_members_cookie_stops_opening_the_session_once_they_leave_the_club(node: RunningNode) -> None:
+    leaver = "id-club-leaver"
+    added = call(node, "PUT", f"/api/clubs/{CLUB}/members/{leaver}", admin_token(), {"name": "Dr Leaver"})
+    assert added.status in (200, 201, 204), added.body
+    answer = call(node, "POST", f"/r/{SESSION}/access", token(None, "audience", leaver, club=CLUB))
+    assert answer.status == 204, answer.body
+    with_cookie = {"Cookie": cookie_of(answer)[0]}
+    assert call(node, "GET", PATHS["page data"], headers=with_cookie).status == 200
+    removed = call(node, "DELETE", f"/api/clubs/{CLUB}/members/{leaver}", admin_token())
+    assert removed.status in (200, 204), removed.body
+    time.sleep(2.1)  # MEMBERSHIP_RECHECK_S: Range requests within it share one look at the club
+    for what in ("page data", "export"):
+        refused = call(node, "GET", PATHS[what], headers=with_cookie)
+        assert refused.status == 403 and refused.json()["code"] == "not_a_viewer", (what, refused.body)
+    # A participant's cookie does not depend on the club: it keeps working.
+    kept = call(node, "POST", f"/r/{SESSION}/access", token(STAGE, "audience", AUDIENCE.identity))
+    assert call(node, "GET", PATHS["page data"], headers={"Cookie": cookie_of(kept)[0]}).status == 200
