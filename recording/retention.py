@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recording.composite.export import ExportBusy, export_lock
 from recording.ledger import FILENAME, Ledger, LedgerError
 from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, append_head, write_atomic
 
@@ -44,8 +45,9 @@ DELETION = "deletion"  # the ``type`` of a deletion record in the ledger (consen
 class NotDeletable(Exception):
     """A session that cannot be deleted now; ``code``: ``recording`` (it still is), ``no_key`` (its
     ledger is signed by a key this process does not hold), ``ledger_damaged`` (its chain is broken:
-    appending would bury that), ``unreadable`` (no manifest), ``io_error`` (the disk refused: in
-    ``sweep``, for one session while the others go on)."""
+    appending would bury that), ``unreadable`` (no manifest), ``exporting`` (its composite export is
+    running: the sweeper tries again at its next pass), ``io_error`` (the disk refused: in ``sweep``,
+    for one session while the others go on)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -215,6 +217,30 @@ def delete_session(
         ledger = Ledger(session / FILENAME)
     except LedgerError as exc:
         raise NotDeletable("ledger_damaged", f"{session}: {exc}") from exc
+    try:
+        lock = export_lock(session)  # no export may start, nor run, while the files go
+    except ExportBusy:
+        raise NotDeletable(
+            "exporting", f"{session}: its composite export is running; delete it once that ends"
+        ) from None
+    try:
+        return _delete_locked(session, manifest, ledger, key_id, now, reason, by, signing_key, retention_days)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _delete_locked(
+    session: Path,
+    manifest: dict[str, Any],
+    ledger: Ledger,
+    key_id: str | None,
+    now: float,
+    reason: str,
+    by: str,
+    signing_key: NodeKey | None,
+    retention_days: int | None,
+) -> dict[str, Any]:
     paths = doomed_paths(session)
     record = deletion_record(manifest, session, now, reason, by, paths, retention_days)
     ledger.append(record)

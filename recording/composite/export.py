@@ -89,6 +89,24 @@ class _Lock:
         os.close(self.fd)  # closing drops the flock; a killed process drops it too
 
 
+def export_lock(session_dir: Path) -> _Lock | None:
+    """The session's export lock, taken (``ExportBusy`` while an export runs); None when the session
+    has no ``exports/`` (nothing was ever exported). Retention holds it while it deletes."""
+    directory = exports_dir(session_dir)
+    if not directory.is_dir():
+        return None
+    return _Lock(directory / "composite.lock")
+
+
+def _refuse_deleted(session_dir: Path) -> None:
+    try:
+        manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # plan_session says what is wrong with it
+    if isinstance(manifest, dict) and manifest.get("status") == "deleted":
+        raise ExportError("the session's recording was deleted")
+
+
 def _segment_name(index: int) -> str:
     return f"composite.seg-{index:05d}.mp4"
 
@@ -122,9 +140,12 @@ class CompositeExport:
 
     def run(self) -> Path:
         """Make ``exports/composite.mp4`` (or find it made from these very inputs); its path."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _refuse_deleted(self.session_dir)  # before making ``exports/`` again in a deleted session
+        self.dir.mkdir(exist_ok=True)
         lock = _Lock(self.dir / "composite.lock")
         try:
+            # Deleted meanwhile (recording/retention.py takes this lock to delete): nothing to make.
+            _refuse_deleted(self.session_dir)
             return self._run()
         except ExportError as exc:
             self._fail(str(exc))

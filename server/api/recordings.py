@@ -496,8 +496,10 @@ OPENAPI.add(
         **_AUTH,
         "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
         "409": spec.refused(
-            "The session is still recording, or its ledger cannot take the deletion record",
+            "The session is still recording or being exported, or its ledger cannot take the "
+            "deletion record",
             "recording",
+            "exporting",
             "no_key",
             "ledger_damaged",
         ),

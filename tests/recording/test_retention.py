@@ -156,3 +156,30 @@ async def test_the_command_line_sweeps_with_the_nodes_key(recorded: Recorded, ke
     verified = run("verify", str(recorded.session))
     assert verified.returncode == 0, verified
     assert "were deleted at" in verified.stdout
+
+
+async def test_a_session_being_exported_is_not_deleted_and_an_export_of_a_deleted_one_makes_nothing(
+    recorded: Recorded, key: NodeKey
+) -> None:
+    from recording.composite import CompositeExport
+    from recording.composite.export import export_lock
+    from recording.composite.plan import ExportError
+
+    session = recorded.session
+    (session / "exports").mkdir(exist_ok=True)
+    held = export_lock(session)  # as a running export holds it
+    assert held is not None
+    try:
+        with pytest.raises(NotDeletable) as refused:
+            delete_session(session, now=recorded.stopped_at, reason="by hand", by="x", signing_key=key)
+        assert refused.value.code == "exporting"
+        assert (session / "tracks").is_dir() and json.loads((session / "manifest.json").read_text())[
+            "status"
+        ] != "deleted"
+    finally:
+        held.release()
+    assert delete_session(session, now=recorded.stopped_at, reason="by hand", by="x", signing_key=key)
+    assert not (session / "exports").exists()
+    with pytest.raises(ExportError, match="deleted"):
+        CompositeExport(session).run()
+    assert not (session / "exports").exists(), "an export of a deleted session made its directory again"
