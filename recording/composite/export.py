@@ -251,17 +251,21 @@ class CompositeExport:
         done: set[int],
     ) -> None:
         compositor = Compositor(plan.of_kind("video"), layout, self.settings)
+        fps = self.settings.fps
+        # What is made so far, in frames: the segments done before (anywhere: workers of an earlier
+        # run leave gaps) and those drawn here. The bar never goes back, nor understates a resume.
+        made = sum(min(seg_frames, frames_total - i * seg_frames) for i in done)
         try:
             for index in pending:
                 first = index * seg_frames
                 count = min(seg_frames, frames_total - first)
 
-                def step(i: int, first: int = first) -> None:
-                    rendered = (first + i) / self.settings.fps
-                    self._report(self._video_progress(rendered, plan.duration))
+                def step(i: int, made: int = made) -> None:
+                    self._report(self._video_progress((made + i) / fps, plan.duration))
 
                 encode_segment(compositor, first, count, self.dir / _segment_name(index), step)
-                self._segment_done(index, done, (first + count) / self.settings.fps, plan.duration)
+                made += count
+                self._segment_done(index, done, made / fps, plan.duration)
         finally:
             compositor.close()
 
@@ -288,7 +292,7 @@ class CompositeExport:
             for no, run in enumerate(r for r in runs if r)
         ]
         rendered = [0.0] * len(workers)  # seconds each worker has drawn, for the progress
-        base = len(done) * seg_frames / self.settings.fps
+        base = sum(min(seg_frames, frames_total - i * seg_frames) for i in done) / self.settings.fps
         try:
             for worker in workers:
                 worker.start()

@@ -126,7 +126,10 @@ async def test_the_bench_scraper_reads_the_window_p99_and_longest_stall(
     after = loopstats.parse(metrics.render().decode())
     window = loopstats.window(before, after)
     assert window.ticks >= 10 and window.ticks == after.ticks - before.ticks
-    assert 0.5 <= window.lag_max_s == after.lag_max_s
+    assert 0.5 <= window.lag_max_s <= after.lag_max_s
+    if after.lag_max_s > before.lag_max_s:  # this window's stall is the process's longest: exact
+        assert window.lag_max_s == after.lag_max_s
+    # else a longer stall came earlier (a loaded machine): the window says its stall's bucket bound
     assert 0.5 <= window.quantile(1.0) <= 1.0, "the stall's bucket"
     assert window.quantile(0.5) < 0.05, "most ticks were on time"
     assert window.gc_total_s >= 0 and set(window.gc_collections) == {"0", "1", "2"}
