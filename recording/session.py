@@ -49,6 +49,7 @@ from recording.diskqueue import DiskQueue
 from recording.ledger import Ledger
 from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, append_head, public_text, write_atomic
 from recording.timeline import TimelineWriter, export_json, redact
+from recording.vault import KeyRing
 from recording.writer import TrackWriter
 from rooms.events import ConsentRecorded, Event
 from rooms.stage import Stage
@@ -103,6 +104,9 @@ class SessionRecorder:
     # Signs the ledger's head after each append and at the stop (None: the session is not signed).
     signing_key: NodeKey | None = None
     on_head: Callable[[SignedHead], None] | None = None  # each signed head, e.g. to the shared log
+    # People's live keys (issue 15): what is recorded of a person is sealed with their key. The node
+    # puts a participant's key here when they join, before anything of theirs can be recorded.
+    ring: KeyRing = field(default_factory=KeyRing)
     dir: Path = field(init=False)
     captures: dict[tuple[str, str], _Capture] = field(default_factory=dict)
     finished: list[_Capture] = field(default_factory=list)

@@ -26,6 +26,7 @@ import msgspec
 from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from recording.signing import NodeKey
+from recording.vault import KeyRing
 from rooms.events import Event
 from rooms.stage import Stage, StageState
 from server.closecodes import CloseCode
@@ -59,6 +60,7 @@ class LiveStage:
         webhooks: Webhooks | None = None,
         restored: bool = False,
         signing_key: Callable[[], NodeKey] | None = None,
+        ring: KeyRing | None = None,
         ledger_heads: LedgerHeadPublisher | None = None,
     ) -> None:
         self.stage = stage
@@ -69,7 +71,7 @@ class LiveStage:
         self._tasks = OwnedTasks(log, "stage", stage=stage.id)
         self.fanout = FanOut(self)
         self.hooks = Hooks(stage, webhooks) if webhooks is not None else None
-        self.recording = RecorderSink(self, recordings_root, signing_key, ledger_heads)
+        self.recording = RecorderSink(self, recordings_root, signing_key, ledger_heads, ring)
         self.quality = QualityMonitor(self)  # connection figures and levels (server/host/quality.py)
         self._ids = itertools.count(1)
         # A stage restored on this node (its host died) keeps the ids its comments, questions and

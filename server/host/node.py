@@ -17,8 +17,9 @@ from media.room import MediaRoom
 from media.tasks import OwnedTasks
 from media.workers import WorkerPool
 from recording import retention
-from recording.keys import FileKeyStore, KeyStore
+from recording.keys import FileKeyStore, KeyStore, PersonKey
 from recording.signing import NodeKey, SigningKeyError
+from recording.vault import KeyRing
 from rooms import durable
 from rooms.clubs import ClubError
 from rooms.errors import StageExists, StageNotFound
@@ -79,6 +80,9 @@ class Node:
             if isinstance(backend, RedisBackend)
             else FileKeyStore(config.people_keys_path)
         )
+        self.keys = keys
+        # The live keys of the people on this node's stages: recorders seal with them synchronously.
+        self.ring = KeyRing()
         self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
@@ -329,6 +333,7 @@ class Node:
             self.webhooks,
             restored=restored,
             signing_key=self.signing_key,
+            ring=self.ring,
             ledger_heads=LedgerHeadPublisher(self.cluster.backend, stage_id),
         )
         live.stage_log = self.cluster.hosting(stage, lease, live.front_of)
@@ -336,6 +341,16 @@ class Node:
         live.start_ticker()
         self.stages[stage_id] = live
         return live
+
+    async def person_key(self, identity: str) -> PersonKey:
+        """The person's key, made on first use and put in the ring before anything of theirs can be
+        recorded. A person erased earlier who comes back gets a new key: what was erased stays erased,
+        what they do from now on is theirs again."""
+        key = self.ring.for_identity(identity)
+        if key is None:
+            key = await self.keys.get_or_create(identity, self.clock(), after_destroy=True)
+            self.ring.put(key)
+        return key
 
     async def let_go(self, stage_id: str) -> None:
         """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""

@@ -20,6 +20,7 @@ import msgspec
 
 from recording.session import SessionRecorder
 from recording.signing import NodeKey, SigningKeyError
+from recording.vault import KeyRing
 from rooms.events import (
     Event,
     ParticipantJoined,
@@ -235,8 +236,10 @@ class RecorderSink:
         root: Path,
         signing_key: Callable[[], NodeKey] | None = None,
         heads: LedgerHeadPublisher | None = None,
+        ring: KeyRing | None = None,
     ) -> None:
         self.live = live
+        self.ring = ring if ring is not None else KeyRing()  # people's live keys (the node's)
         self.root = root
         self.signing_key = signing_key  # the node's key, read or made on first use
         self.heads = heads  # signed ledger heads to the shared backend
@@ -279,6 +282,7 @@ class RecorderSink:
                 clock=live.clock,
                 signing_key=key,
                 on_head=heads.push if heads is not None else None,
+                ring=self.ring,
             )
         except (OSError, SigningKeyError) as exc:
             log.error("recording could not start", exc_info=exc, extra={"stage": live.stage.id})

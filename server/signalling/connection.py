@@ -379,6 +379,11 @@ class Connection:
         await node.clubs.check_join(live.stage.club_id, claims, name, request.invite)
         if self._closing:
             return
+        # The person's key is in the ring before they are in the stage: a recording running there
+        # seals what it keeps of them from their first event on (issue 15).
+        await node.person_key(claims.identity)
+        if self._closing:
+            return
         if role is Role.HOST and not observer:
             await self._replace_own_host_connection(live, claims.identity)
         # A join's announcement and its list grow with the audience: in a wave, joins take turns
