@@ -342,13 +342,21 @@ class Node:
         self.stages[stage_id] = live
         return live
 
-    async def person_key(self, identity: str) -> PersonKey:
+    async def person_key(self, identity: str) -> PersonKey | None:
         """The person's key, made on first use and put in the ring before anything of theirs can be
         recorded. A person erased earlier who comes back gets a new key: what was erased stays erased,
-        what they do from now on is theirs again."""
+        what they do from now on is theirs again. None when the key store cannot answer (Redis down,
+        a disk error): the join goes on, as it does when revocations are unreadable, and a recording
+        keeps what it may of them unsealed, as recordings were before people had keys."""
         key = self.ring.for_identity(identity)
         if key is None:
-            key = await self.keys.get_or_create(identity, self.clock(), after_destroy=True)
+            try:
+                key = await self.keys.get_or_create(identity, self.clock(), after_destroy=True)
+            except (BackendError, OSError) as exc:
+                log.warning(
+                    "person key unavailable: join allowed", extra={"identity": identity, "error": repr(exc)}
+                )
+                return None
             self.ring.put(key)
         return key
 
