@@ -4,6 +4,7 @@
     python -m recording repair SESSION [--root DIR]
     python -m recording export SESSION [--root DIR]
     python -m recording report SESSION [--root DIR] [--format json|csv] [--table attendees|questions]
+                                       [--people-keys DIR]
     python -m recording sweep [--root DIR] [--dry-run] [--default-days N]
     python -m recording export SESSION --composite [--force] [--size WxH] [--fps N] [--no-progress] ...
 
@@ -21,6 +22,7 @@ Exit status: 0 when the check passes, 1 when it finds a problem or cannot prove 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from recording.composite import cli as composite_cli
 from recording.evidence import TrustedKey, verify_session
+from recording.keys import FileKeyStore, default_keys_dir
 from recording.ledger import FILENAME, truncate_incomplete
 from recording.location import LocationError, configured_retention_days, configured_root
 from recording.repair import RepairFailed, is_finalized, repair_session
@@ -47,6 +50,7 @@ from recording.signing import (
     load_public_key,
 )
 from recording.timeline import export_json
+from recording.vault import KeyRing, load_ring
 
 DEFAULT_ROOT = "~/.local/share/medstage/recordings"  # for the help text (location.default_root)
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -175,8 +179,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the session report: attendance, polls and quizzes, questions (JSON, or a CSV table)."""
     session = resolve_session(args.session, args.root)
+    keys_dir: Path = args.people_keys or default_keys_dir(session.resolve().parent.parent)
+    if args.people_keys is not None and not keys_dir.is_dir():
+        raise UsageError(f"no people's key directory at {keys_dir}")
+    # The people's live keys open what the recording sealed of them; without, nobody is named.
+    ring = asyncio.run(load_ring(FileKeyStore(keys_dir))) if keys_dir.is_dir() else KeyRing()
     try:
-        report = build(session)
+        report = build(session, ring=ring)
     except ReportError as exc:
         raise UsageError(str(exc)) from exc
     if args.format == "csv":
@@ -280,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     composite_cli.add_arguments(export)
     report = _add(commands, "report", cmd_report, parents=[session])
     report.add_argument("--format", choices=("json", "csv"), default="json", help="default: json")
+    report.add_argument(
+        "--people-keys",
+        type=Path,
+        metavar="DIR",
+        help="the people's key store (a file key store directory) that opens what is sealed of them "
+        "(default: keys/people/ beside the recordings directory, if there is one)",
+    )
     report.add_argument(
         "--table",
         choices=TABLES,

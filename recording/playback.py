@@ -8,6 +8,10 @@ Only what may be shown to attendees is kept (docs/recording.md, "Playback"): a c
 named vote whose author's last decision does not grant ``share`` is left out; redacted placeholders
 (no ``comments`` consent when it happened) are never shown; a poll's counts stay (they are anonymous).
 People who did not grant ``share`` are not named: a marker says "A speaker".
+
+What the recorder sealed with a person's key (recording/items.py) is opened with the ``ring`` given:
+a person whose key is gone (erased) is not named and nothing they wrote is shown; ``names``
+(identity -> current display name, a correction) is preferred over the name the recording stored.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import msgspec
 from msgspec import Struct
 
 from recording import timeline
+from recording.items import Names, Opener
 from recording.sharing import SharePolicy
+from recording.vault import KeyRing
 
 __all__ = [
     "Chapter",
@@ -169,14 +175,30 @@ def load_events(session_dir: Path) -> list[dict[str, Any]]:
     return []
 
 
-def of_session(session_dir: Path, manifest: Mapping[str, Any] | None = None) -> Playback:
-    """``build`` from the session's files, in seconds of its export when there is one."""
+def of_session(
+    session_dir: Path,
+    manifest: Mapping[str, Any] | None = None,
+    *,
+    ring: KeyRing | None = None,
+    names: Names | None = None,
+) -> Playback:
+    """``build`` from the session's files, in seconds of its export when there is one. ``ring``: the
+    people's live keys (None: none, everything sealed reads as erased)."""
     if manifest is None:
         manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
     exported = exported_origin(session_dir)
     origin, duration = exported if exported is not None else (None, None)
-    policy = SharePolicy.of_session(session_dir)
-    return build(manifest, load_events(session_dir), policy, origin=origin, duration_s=duration)
+    ring = ring if ring is not None else KeyRing()
+    policy = SharePolicy.of_session(session_dir, ring=ring)
+    return build(
+        manifest,
+        load_events(session_dir),
+        policy,
+        origin=origin,
+        duration_s=duration,
+        ring=ring,
+        names=names,
+    )
 
 
 def build(
@@ -186,17 +208,28 @@ def build(
     *,
     origin: float | None = None,
     duration_s: float | None = None,
+    ring: KeyRing | None = None,
+    names: Names | None = None,
 ) -> Playback:
     """Chapters, markers and comments of a session, filtered by ``policy`` (module docstring).
-    ``origin``: the export's t=0 if known (else ``export_origin``); ``duration_s``: the export's."""
-    return _Builder(manifest, policy, origin, duration_s).run(events)
+    ``origin``: the export's t=0 if known (else ``export_origin``); ``duration_s``: the export's;
+    ``ring`` opens sealed items (None: none opens); ``names``: current display names by identity."""
+    opener = Opener(ring)
+    return _Builder(manifest, policy, origin, duration_s, opener, names).run(opener.event(e) for e in events)
 
 
 class _Builder:
     def __init__(
-        self, manifest: Mapping[str, Any], policy: SharePolicy, origin: float | None, duration: float | None
+        self,
+        manifest: Mapping[str, Any],
+        policy: SharePolicy,
+        origin: float | None,
+        duration: float | None,
+        opener: Opener,
+        corrections: Names | None,
     ) -> None:
         self.policy = policy
+        self.corrections = corrections
         self.origin = export_origin(manifest, policy) if origin is None else origin
         stopped = manifest.get("stopped_at")
         if duration is None and isinstance(stopped, int | float):
@@ -205,8 +238,8 @@ class _Builder:
         self.manifest = manifest
         self.names: dict[str, str] = {}
         for person in manifest.get("participants") or ():
-            pid, name = person.get("participant_id"), person.get("name")
-            if isinstance(pid, str) and isinstance(name, str):
+            pid, name = person.get("participant_id"), opener.value(person.get("name"), "name")
+            if isinstance(pid, str) and isinstance(name, str):  # ERASED is not a str
                 self.names[pid] = name
         self.markers: list[Marker] = []
         self.comments: dict[str, CommentItem] = {}
@@ -230,11 +263,23 @@ class _Builder:
         return isinstance(pid, str) and self.policy.shared(pid)
 
     def name(self, pid: str) -> str:
-        return self.names.get(pid, UNNAMED) if self.shown(pid) else UNNAMED
+        if not self.shown(pid):
+            return UNNAMED
+        return self.corrected(pid) or self.names.get(pid, UNNAMED)
+
+    def corrected(self, pid: Any) -> str | None:
+        """The person's current display name (a correction), if ``names`` knows one."""
+        identity = self.policy.identity(pid) if isinstance(pid, str) else None
+        return self.corrections(identity) if identity is not None and self.corrections else None
+
+    def author(self, data: Mapping[str, Any]) -> str:
+        return self.corrected(data.get("author_id")) or str(data.get("author_name", ""))
 
     def item(self, data: Any) -> Mapping[str, Any] | None:
         """A comment's or question's object, if it may be shown: not a placeholder, author sharing."""
-        if not isinstance(data, Mapping) or data.get("redacted") or not self.shown(data.get("author_id")):
+        if not isinstance(data, Mapping) or data.get("redacted") or data.get("erased"):
+            return None
+        if not self.shown(data.get("author_id")):
             return None
         return data
 
@@ -346,7 +391,7 @@ class _Builder:
         self.comments[str(data.get("id"))] = CommentItem(
             id=str(data.get("id")),
             t=t,
-            author_name=str(data.get("author_name", "")),
+            author_name=self.author(data),
             text=str(data.get("text", "")),
         )
 
@@ -363,7 +408,7 @@ class _Builder:
         comment = self.comments.get(str(data.get("id"))) or CommentItem(
             id=str(data.get("id")),
             t=t,
-            author_name=str(data.get("author_name", "")),
+            author_name=self.author(data),
             text=str(data.get("text", "")),
         )
         self.markers.append(
@@ -374,7 +419,7 @@ class _Builder:
         return QuestionSummary(
             id=str(data.get("id")),
             text=str(data.get("text", "")),
-            author_name=str(data.get("author_name", "")),
+            author_name=self.author(data),
             votes=int(data.get("votes") or 0),
             status=str(data.get("status", "open")),
         )
@@ -420,7 +465,9 @@ class _Builder:
         voters = event.get("voters")
         if isinstance(poll_id, str) and isinstance(voters, Mapping):
             self.voters[poll_id] = {str(p): list(c) for p, c in voters.items() if isinstance(c, list | tuple)}
-            self.withheld[poll_id] = int(event.get("redacted_voters") or 0)
+            self.withheld[poll_id] = int(event.get("redacted_voters") or 0) + int(
+                event.get("erased_voters") or 0
+            )
 
     def _poll_closed(self, event: Mapping[str, Any], t: float) -> None:
         data = event.get("poll")

@@ -8,6 +8,11 @@ Consent decides what appears under a name (docs/recording.md): a person is *name
 decision in the ledger grants ``share`` (``SharePolicy``); their answers, scores and questions also
 need to have been recorded under ``comments`` (the timeline keeps only placeholders otherwise).
 Everyone else is counted, never named: every total covers everyone.
+
+What the recorder sealed with a person's key (recording/items.py) is opened with the ``ring`` given;
+a person whose key is gone (erased) is counted anonymously, never named, and their sealed answers
+count only in the anonymous totals. ``names`` (identity -> current display name, a correction) is
+preferred over the name the recording stored.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recording.items import Names, Opener
 from recording.sharing import SharePolicy
 from recording.timeline import read
+from recording.vault import ERASED, KeyRing
 
 __all__ = ["REPORT_VERSION", "TABLES", "ReportError", "build", "to_csv"]
 
@@ -46,8 +53,11 @@ class _Person:
     intervals: list[list[Any]] = field(default_factory=list)  # [joined_at, left_at | None, pid]
 
 
-def build(session_dir: str | Path) -> dict[str, Any]:
-    """The report of the session in ``session_dir``; raises ``ReportError`` when it has no manifest."""
+def build(
+    session_dir: str | Path, *, ring: KeyRing | None = None, names: Names | None = None
+) -> dict[str, Any]:
+    """The report of the session in ``session_dir``; raises ``ReportError`` when it has no manifest.
+    ``ring``: the people's live keys (None: none, everything sealed reads as erased)."""
     root = Path(session_dir)
     try:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
@@ -55,12 +65,14 @@ def build(session_dir: str | Path) -> dict[str, Any]:
         raise ReportError(f"{root}: no readable manifest.json ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ReportError(f"{root}: manifest.json is not an object")
+    ring = ring if ring is not None else KeyRing()
     try:
-        policy = SharePolicy.of_session(root)
+        policy = SharePolicy.of_session(root, ring=ring)
     except ValueError as exc:
         raise ReportError(f"{root}: the consent ledger is unreadable ({exc})") from exc
-    events = _events(root)
-    return _Report(manifest, policy, events).build()
+    opener = Opener(ring)
+    events = [opener.event(e) for e in _events(root)]
+    return _Report(manifest, policy, events, opener, names).build()
 
 
 def _events(root: Path) -> list[dict[str, Any]]:
@@ -74,8 +86,16 @@ def _events(root: Path) -> list[dict[str, Any]]:
 
 
 class _Report:
-    def __init__(self, manifest: dict[str, Any], policy: SharePolicy, events: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        policy: SharePolicy,
+        events: list[dict[str, Any]],
+        opener: Opener,
+        names: Names | None,
+    ) -> None:
         self.manifest = manifest
+        self.names = names
         self.policy = policy
         self.events = events
         self.started_at = float(manifest.get("started_at") or 0.0)
@@ -83,16 +103,18 @@ class _Report:
         last = max((float(e.get("at") or 0.0) for e in events), default=self.started_at)
         # A session a crash cut short ends, for attendance, with the last thing it recorded.
         self.ended_at = float(stopped) if stopped is not None else max(last, self.started_at)
-        self.info: dict[str, dict[str, Any]] = {
-            str(p.get("participant_id")): p for p in manifest.get("participants") or [] if isinstance(p, dict)
-        }
+        self.info: dict[str, dict[str, Any]] = {}
+        for p in manifest.get("participants") or []:
+            if isinstance(p, dict):
+                name = opener.value(p.get("name"), "name")
+                self.info[str(p.get("participant_id"))] = {**p, "name": None if name is ERASED else name}
         self.pseudonyms: dict[str, str] = {}  # participant id -> person pseudonym, from the timeline
         self.people: dict[str, _Person] = {}
 
     # --- who is who ------------------------------------------------------------------------------
 
     def named(self, pid: str) -> bool:
-        return self.policy.shared(pid)
+        return self.policy.shared(pid) and self.policy.identity(pid) is not None
 
     def person(self, pid: str) -> _Person:
         identity = self.policy.identity(pid)
@@ -105,7 +127,8 @@ class _Report:
         if person is None:
             person = self.people[key] = _Person(key, named)
         info = self.info.get(pid, {})
-        person.name = str(info.get("name") or person.name)
+        corrected = self.names(identity) if named and identity is not None and self.names else None
+        person.name = str(corrected or info.get("name") or person.name)
         person.role = str(info.get("role") or person.role)
         if pid not in person.participant_ids:
             person.participant_ids.append(pid)
@@ -234,7 +257,9 @@ class _Report:
         for poll in polls.values():
             results = poll.pop("results")
             correct_by_pid = {
-                str(r.get("participant_id")): bool(r.get("correct")) for r in results if not r.get("redacted")
+                str(r.get("participant_id")): bool(r.get("correct"))
+                for r in results
+                if not r.get("redacted") and not r.get("erased")
             }
             for answer in poll["answers"]:
                 answer["correct"] = correct_by_pid.get(answer["participant_id"]) if poll["quiz"] else None

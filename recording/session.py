@@ -46,11 +46,13 @@ from media.publication import Publication
 from media.room import MediaRoom
 from media.toplayer import TopLayerTap
 from recording.diskqueue import DiskQueue
+from recording.items import Sealer
 from recording.ledger import Ledger
 from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, append_head, public_text, write_atomic
 from recording.timeline import TimelineWriter, export_json, redact
 from recording.vault import KeyRing
 from recording.writer import TrackWriter
+from rooms.consent import ConsentRecord
 from rooms.events import ConsentRecorded, Event
 from rooms.stage import Stage
 
@@ -121,8 +123,12 @@ class SessionRecorder:
     # Keys the per-session pseudonym of an identity (``person``): held in memory only, so the files
     # group one person's connections (reconnects) without saying, or letting anyone test, who it is.
     _person_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+    # participant (or observer) id -> identity, kept after they leave: whose key seals their items.
+    _identities: dict[str, str] = field(default_factory=dict)
+    _forgotten: set[str] = field(default_factory=set)  # identities erased while recording (forget)
 
     def __post_init__(self) -> None:
+        self.sealer = Sealer(self.ring, self._identity_of)
         self.dir = self.root / self.stage.id / self.session_id
         (self.dir / "tracks").mkdir(parents=True, exist_ok=True)
         (self.dir / "consent.jsonl").touch()  # a session with no decision yet still has its ledger
@@ -143,8 +149,7 @@ class SessionRecorder:
         for pid in list(self.stage.participants):
             state = self.stage.consent_of(pid)
             if state is not None and state.record is not None:
-                self._ledger_append(state.record)
-                self.consent[pid] = msgspec.to_builtins(state.record)
+                self.consent[pid] = self._ledger_append(state.record)
             self._note_participant(pid)
         if self.ledger.count == 0:
             self._seal(final=False)  # even an empty ledger has a signed head: none was removed
@@ -165,14 +170,75 @@ class SessionRecorder:
             return
         covers = self.stage.covers
         for event in events:
-            if isinstance(event, ConsentRecorded):
-                self._ledger_append(event.record)
-                self.consent[event.record.participant_id] = msgspec.to_builtins(event.record)
             data = msgspec.to_builtins(event)
+            if self._forgotten:
+                data = self._without_forgotten(data)
+                if data is None:
+                    continue
+            if isinstance(event, ConsentRecorded):
+                stored = self.consent[event.record.participant_id] = self._ledger_append(event.record)
+                data = {**data, "record": stored}  # the timeline's copy is sealed as the ledger's
             if data.get("type") == "participant.joined":
                 self._note_participant(data.get("participant_id") or data.get("participant", ""))
-            self.timeline.append(redact(data, lambda pid: covers(pid, "comments")))
+            self.timeline.append(self.sealer.event(redact(data, lambda pid: covers(pid, "comments"))))
         self.sync()
+
+    # --- people --------------------------------------------------------------------------------
+
+    def _identity_of(self, pid: str) -> str | None:
+        person = self.stage.participants.get(pid) or self.stage.observers.get(pid)
+        if person is not None:
+            self._identities[pid] = person.identity
+            return person.identity
+        return self._identities.get(pid)
+
+    def _is_forgotten(self, pid: Any) -> bool:
+        return isinstance(pid, str) and self._identity_of(pid) in self._forgotten
+
+    def _without_forgotten(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The event without what it says of a forgotten person (None: nothing of it is kept)."""
+        type_ = data.get("type")
+        if type_ in ("comment.posted", "comment.pinned"):
+            author = (data.get("comment") or {}).get("author_id")
+        elif type_ in ("question.asked", "question.updated"):
+            author = (data.get("question") or {}).get("author_id")
+        elif type_ == "consent.recorded":
+            author = (data.get("record") or {}).get("participant_id")
+        elif type_ == "poll.voters":
+            voters = data.get("voters") or {}
+            return {**data, "voters": {p: c for p, c in voters.items() if not self._is_forgotten(p)}}
+        elif type_ == "quiz.leaderboard":
+            entries = data.get("entries") or ()
+            return {
+                **data,
+                "entries": [e for e in entries if not self._is_forgotten(e.get("participant_id"))],
+            }
+        else:
+            author = data.get("participant_id", data.get("participant"))
+        return None if self._is_forgotten(author) else data
+
+    async def forget(self, identity: str) -> list[Path]:
+        """Stop recording this person at once (their key is being destroyed: erasure): their captures
+        stop before the first ``await``, nothing more of theirs is recorded in this session (events
+        about them, their consent records and tracks; a rejoin too), and what the manifest keeps of
+        them in memory loses their name and consent copy. Returns, once their track writers are
+        closed, the files of all their captures in this session (for the caller to delete)."""
+        self._forgotten.add(identity)
+        pids = {
+            pid
+            for pid in [*self.participants, *self.stage.participants]
+            if self._identity_of(pid) == identity
+        }
+        for key in [key for key, capture in self.captures.items() if capture.participant_id in pids]:
+            self._stop_capture(key)
+        for pid in pids & set(self.participants):
+            self.participants[pid] = {**self.participants[pid], "name": None}
+            self.consent.pop(pid, None)
+        files = sorted({c.writer.path for c in self.finished if c.participant_id in pids})
+        self.write_manifest()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        return files
 
     def sync(self) -> None:
         """Capture exactly the tracks that are published and covered by their publisher's consent."""
@@ -183,7 +249,11 @@ class SessionRecorder:
         for source, publishers in (("camera", self.media.publishers), ("screen", self.media.shares)):
             for pid, publisher in publishers.items():
                 person = self.stage.participants.get(pid)
-                if person is None or not self.stage.covers(pid, "media"):
+                if (
+                    person is None
+                    or person.identity in self._forgotten
+                    or not self.stage.covers(pid, "media")
+                ):
                     continue
                 published = person.sharing if source == "screen" else person.publishing
                 for kind, pub in publisher.publications.items():
@@ -272,15 +342,18 @@ class SessionRecorder:
             capture.failed = capture.failed or reason
         self.on_failure(reason)
 
-    def _ledger_append(self, record: Any) -> None:
-        """Chain the record now (on the loop, in event order); the thread writes it, then its signed head."""
+    def _ledger_append(self, record: ConsentRecord) -> dict[str, Any]:
+        """Chain the record now (on the loop, in event order); the thread writes it, then its signed head.
+        Returns the record as stored (identity and name sealed with the person's key)."""
+        stored = self.sealer.record(msgspec.to_builtins(record), self._person(record.identity))
         if self.ledger.failed is not None:
-            return  # the recording is failing already: nothing may follow the gap
-        entry = self.ledger.prepare(record)
+            return stored  # the recording is failing already: nothing may follow the gap
+        entry = self.ledger.prepare(stored)
         self.disk.submit("consent ledger", lambda: self.ledger.write(entry))
         self._seal(final=False)
         if hasattr(self, "timeline"):  # after start-up: keep the manifest's anchor current
             self.write_manifest()
+        return stored
 
     def _seal(self, *, final: bool) -> None:
         """Sign the ledger's head as it will be once the queued entries are written, and queue it."""
@@ -317,19 +390,21 @@ class SessionRecorder:
 
     def _note_participant(self, pid: str) -> None:
         person = self.stage.participants.get(pid)
-        if person is None:
+        if person is None or person.identity in self._forgotten:
             return
+        self._identities[pid] = person.identity
+        info = {"participant_id": pid, "name": person.name, "role": str(person.role)}
         self.participants[pid] = {
-            "participant_id": pid,
-            "name": person.name,
-            "role": str(person.role),
+            **self.sealer.name(info, person.identity),
             "person": self._person(person.identity),
         }
         # A reconnect is a new participant id under the same identity, whose decision stands without a
         # new ledger record: note it, so SharePolicy knows whose connection this is.
         state = self.stage.consent_of(pid)
         if pid not in self.consent and state is not None and state.record is not None:
-            self.consent[pid] = msgspec.to_builtins(state.record)
+            self.consent[pid] = self.sealer.record(
+                msgspec.to_builtins(state.record), self._person(person.identity)
+            )
 
     def _person(self, identity: str) -> str:
         return hmac.new(self._person_key, identity.encode("utf-8"), hashlib.sha256).hexdigest()[:16]

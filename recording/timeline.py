@@ -7,6 +7,9 @@ flushed as they happen, so a crash loses at most the last write) and exported as
 Redaction is decided when the event happens, from the consent in force then: a comment, a question
 or a vote of someone who had not granted the ``comments`` scope is stored as a placeholder that keeps
 the event's place and id, never its content or author.
+
+A person's content is stored sealed with their key (recording/items.py); the stored ``timeline.json``
+keeps it sealed. ``export_json(..., ring=...)`` writes an opened copy elsewhere (for a reader).
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from recording.items import Names, Opener
+from recording.sharing import SharePolicy
+from recording.vault import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +125,50 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
             yield from unpacker
 
 
-def export_json(path: Path, target: Path | None = None) -> Path:
-    """``timeline.msgpack`` → ``timeline.json`` (a list of events), written atomically."""
+def export_json(
+    path: Path, target: Path | None = None, *, ring: KeyRing | None = None, names: Names | None = None
+) -> Path:
+    """``timeline.msgpack`` → ``timeline.json`` (a list of events), written atomically, sealed items
+    as stored. With ``ring``: opened (``opened``) into ``target``, which must then be given and lie
+    outside the session directory (an opened copy there would outlive an erasure)."""
+    events: list[Any] = list(read(path))
+    if ring is not None:
+        if target is None or target.resolve().parent == path.resolve().parent:
+            raise ValueError("an opened timeline is written outside the session directory")
+        events = opened(events, ring, names=names, session_dir=path.parent)
     target = target or path.with_suffix(".json")
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(list(read(path)), ensure_ascii=False, indent=1))
+    tmp.write_text(json.dumps(events, ensure_ascii=False, indent=1))
     tmp.replace(target)
     return target
+
+
+def opened(
+    events: list[Any], ring: KeyRing, *, names: Names | None = None, session_dir: Path | None = None
+) -> list[Any]:
+    """The events with their sealed items opened (erased ones: placeholders, recording/items.py);
+    with ``names`` and ``session_dir`` (its consent ledger says whose participant id is whose), the
+    authors' current display names replace the stored ones."""
+    opener = Opener(ring)
+    out = [opener.event(e) if isinstance(e, dict) else e for e in events]
+    if names is None or session_dir is None:
+        return out
+    policy = SharePolicy.of_session(session_dir, ring=ring)
+
+    def name(pid: Any, stored: Any) -> Any:
+        identity = policy.identity(pid) if isinstance(pid, str) else None
+        return (names(identity) if identity is not None else None) or stored
+
+    for event in out:
+        if not isinstance(event, dict):
+            continue
+        for field in ("comment", "question"):
+            item = event.get(field)
+            if isinstance(item, dict) and "author_name" in item:
+                event[field] = {**item, "author_name": name(item.get("author_id"), item["author_name"])}
+        if event.get("type") == "quiz.leaderboard":
+            event["entries"] = [
+                {**e, "name": name(e.get("participant_id"), e.get("name"))} if isinstance(e, dict) else e
+                for e in event.get("entries") or ()
+            ]
+    return out

@@ -33,13 +33,16 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from recording import playback
+from recording.items import Names
 from recording.sharing import SharePolicy
+from recording.vault import KeyRing
 from rooms.clubs import ClubError
 from server.api import spec
 from server.api.common import problem
 from server.auth import WATCH, AuthError, Claims, Forbidden, Unauthorized
 from server.backend import BackendError
 from server.host.node import Node
+from server.host.readers import names_of, session_ring
 
 COOKIE = "medstage_watch"
 PURPOSE = "watch"  # the seal's purpose: a cookie made for anything else does not open a session
@@ -104,7 +107,8 @@ async def _check_viewer(node: Node, claims: Claims, directory: Path, manifest: d
         return "record"
     if claims.named(WATCH):
         return "watch"
-    policy = await asyncio.to_thread(SharePolicy.of_session, directory)
+    ring = await session_ring(node, directory)
+    policy = await asyncio.to_thread(functools.partial(SharePolicy.of_session, directory, ring=ring))
     if claims.identity in policy.identities.values():
         return "participant"
     if club is not None and await _is_member(node, club, claims.identity):
@@ -264,7 +268,14 @@ async def playback_data(request: web.Request) -> web.Response:
         return watched
     # A long session's timeline is megabytes (20,000 events: 0.23 s to build, bench/playback_data.py):
     # read and built off the event loop, once for all its viewers until one of its files changes.
-    body = await asyncio.to_thread(_CACHE.get, watched)
+    node: Node = request.app["node"]
+    try:
+        ring = await session_ring(node, watched.directory)
+    except (BackendError, OSError) as exc:
+        response = problem(503, "keys_unavailable", f"the people's keys cannot be read now: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
+    body = await asyncio.to_thread(_CACHE.get, watched, ring, names_of(node))
     response = web.Response(body=body, content_type="application/json", charset="utf-8")
     response.headers.update(_SECURITY)
     return response
@@ -278,19 +289,22 @@ class _Built:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Path, tuple[tuple[tuple[int, int] | None, ...], bytes]] = OrderedDict()
+        self._entries: OrderedDict[Path, tuple[tuple[object, ...], bytes]] = OrderedDict()
 
-    def get(self, watched: Watched) -> bytes:
+    def get(self, watched: Watched, ring: KeyRing, names: Names | None = None) -> bytes:
+        """``names``: current display names (corrections); the cache does not see them change: a
+        correction shows once a file changes or the entry is evicted."""
         directory = watched.directory
-        stamp = tuple(_stamp(directory / name) for name in _SOURCES)
+        # A key destroyed since (an erasure) changes what the same files say: it is part of the state.
+        stamp = (*(_stamp(directory / name) for name in _SOURCES), ring.key_ids())
         with self._lock:
             entry = self._entries.get(directory)
             if entry is not None and entry[0] == stamp:
                 self._entries.move_to_end(directory)
                 return entry[1]
-        data = playback.of_session(directory, watched.manifest)
+        data = playback.of_session(directory, watched.manifest, ring=ring, names=names)
         data.video_url = f"/r/{directory.name}/composite.mp4"
-        data.video_ready = stamp[-1] is not None
+        data.video_ready = stamp[-2] is not None
         body = msgspec.json.encode(data)
         with self._lock:
             self._entries[directory] = (stamp, body)

@@ -23,8 +23,10 @@ from server.api import spec
 from server.api.bodies import BadBody, read_json
 from server.api.common import answer, problem, stage_caller
 from server.api.report_bodies import SessionReport
+from server.backend import BackendError
 from server.host.exports import ExportJob, ExportQueueFull
 from server.host.node import Node
+from server.host.readers import names_of, session_ring
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -208,8 +210,13 @@ async def get_report(request: web.Request) -> web.StreamResponse:
     fmt, table = request.query.get("format", "json"), request.query.get("table", "attendees")
     if fmt not in ("json", "csv") or table not in TABLES:
         return problem(400, "invalid_query", f"format is json or csv; table is {' or '.join(TABLES)}")
+    node: Node = request.app["node"]
     try:
-        report = await asyncio.to_thread(build, directory)
+        ring = await session_ring(node, directory)
+    except (BackendError, OSError) as exc:
+        return problem(503, "keys_unavailable", f"the people's keys cannot be read now: {exc}")
+    try:
+        report = await asyncio.to_thread(build, directory, ring=ring, names=names_of(node))
     except (ReportError, OSError, ValueError) as exc:
         return problem(409, "report_unavailable", f"this session cannot be reported on: {exc}")
     if fmt == "json":
@@ -496,8 +503,7 @@ OPENAPI.add(
         **_AUTH,
         "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
         "409": spec.refused(
-            "The session is still recording or being exported, or its ledger cannot take the "
-            "deletion record",
+            "The session is still recording or being exported, or its ledger cannot take the deletion record",
             "recording",
             "exporting",
             "no_key",

@@ -23,6 +23,10 @@ import aiohttp
 import msgpack
 import pytest
 
+from recording.timeline import opened
+from recording.vault import load_ring
+from server.backend.redis import RedisBackend
+from server.backend.redis_keys import RedisKeyStore
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
@@ -412,7 +416,14 @@ async def test_the_recording_timeline_is_the_shared_log(
     assert timeline[1]["type"] == "recording.started" and timeline[-1]["type"] == "recording.stopped"
     for event in timeline:
         assert shared[event["seq"]]["type"] == event["type"], event
-    texts = [e["comment"]["text"] for e in timeline if e["type"] == "comment.posted"]
+    # Each comment is sealed with its author's key (recording/items.py), kept in Redis for every node.
+    assert "recorded, from node" not in json.dumps(timeline)
+    backend = RedisBackend(redis.url, name="cluster-test-keys")
+    try:
+        ring = await load_ring(RedisKeyStore(backend))
+    finally:
+        await backend.close()
+    texts = [e["comment"]["text"] for e in opened(timeline, ring) if e["type"] == "comment.posted"]
     assert texts == ["recorded, from node b", "recorded, from node a"]
     # The host published the ledger's final signed head in Redis, beside the stage's log: the same
     # as the manifest's, and verify accepts it as a witness (docs/recording.md, threat model).

@@ -11,6 +11,7 @@ from media.peer import MediaConfig
 from media.room import MediaRoom
 from recording.session import SessionRecorder
 from recording.signing import NodeKey
+from recording.vault import KeyRing
 from rooms.polls import PollSpec
 from rooms.roles import Role
 from rooms.stage import Stage, StageSettings
@@ -26,7 +27,12 @@ class Recorded:
     stopped_at: float
 
 
-async def record_session(root: Path, key: NodeKey | None, session_id: str = "rec-1") -> Recorded:
+COMMENTS = {"alice@x": "MARKER-ALICE-COMMENT", "bob@x": "MARKER-BOB-COMMENT"}
+
+
+async def record_session(
+    root: Path, key: NodeKey | None, session_id: str = "rec-1", ring: KeyRing | None = None
+) -> Recorded:
     """Who does what (times relative to T0), and what their consent allows the report to name:
 
     - Dr Host (host@x): media, comments, share; present all along; asks nothing.
@@ -36,6 +42,9 @@ async def record_session(root: Path, key: NodeKey | None, session_id: str = "rec
       asks "bob's secret question".
     - Carol (carol@x): no decision: her vote and quiz answer (wrong) are placeholders in the timeline.
     - Dave (dave@x): joins at +5 with share, withdraws at +40: his last decision shares nothing.
+
+    Alice and Bob comment at +7 (``COMMENTS``); the host pins Alice's. ``ring``: the people's keys
+    (their items are sealed with them, recording/items.py).
     """
     now = T0 - 60
     stage = Stage("cardio", "Cardiology", now, settings=StageSettings(recording_mode="manual"))
@@ -54,7 +63,15 @@ async def record_session(root: Path, key: NodeKey | None, session_id: str = "rec
     failures: list[str] = []
     events = stage.start_recording("p-host", session_id, T0)
     recorder = SessionRecorder(
-        root, stage, media, session_id, T0, failures.append, clock=lambda: T0, signing_key=key
+        root,
+        stage,
+        media,
+        session_id,
+        T0,
+        failures.append,
+        clock=lambda: T0,
+        signing_key=key,
+        ring=ring if ring is not None else KeyRing(),
     )
     recorder.on_events(events)
 
@@ -67,6 +84,9 @@ async def record_session(root: Path, key: NodeKey | None, session_id: str = "rec
         6,
         stage.give_consent("p-dave", frozenset({"share", "comments"}), POLICY, "join_prompt", T0 + 6, "c-4"),
     )
+    at(7, stage.post_comment("p-alice", "c-alice", COMMENTS["alice@x"], T0 + 7))
+    at(7, stage.post_comment("p-bob", "c-bob", COMMENTS["bob@x"], T0 + 7))
+    at(7.5, stage.pin_comment("p-host", "c-alice", T0 + 7.5))
     at(8, stage.ask_question("p-alice", "q-a", "What about beta blockers?", T0 + 8))
     at(9, stage.ask_question("p-bob", "q-b", "bob's secret question", T0 + 9))
     at(

@@ -20,6 +20,9 @@ import av
 import msgspec
 import pytest
 
+from recording.keys import FileKeyStore, default_keys_dir
+from recording.timeline import opened
+from recording.vault import load_ring
 from server.api.recordings import RecordingManifest
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
@@ -183,7 +186,9 @@ async def test_only_consented_media_and_comments_are_stored(node: RunningNode, r
     assert files[(yes.participant_id, "video")].suffix == ".webm"
 
     timeline = json.loads((session / "timeline.json").read_text())
-    texts = json.dumps(timeline)
+    assert "kept: I consented" not in json.dumps(timeline), "sealed with its author's key"
+    ring = await load_ring(FileKeyStore(default_keys_dir(rec_root)))  # the node's key store
+    texts = json.dumps(opened(timeline, ring))
     assert "kept: I consented" in texts
     assert "secret: I declined" not in texts, "a comment without consent is never stored"
     posted = [e for e in timeline if e["type"] == "comment.posted"]
@@ -334,7 +339,10 @@ async def test_auto_mode_records_from_the_start_and_only_who_consented(
         assert not list((session / "tracks").glob(f"{no.participant_id}*")), "nothing of who declined"
         for (_, kind), path in files.items():
             assert assert_decodable(path, kind).duration > 1.5
-        timeline = json.dumps(json.loads((session / "timeline.json").read_text()))
+        stored = json.loads((session / "timeline.json").read_text())
+        assert "kept: I consented" not in json.dumps(stored), "sealed with its author's key"
+        ring = await load_ring(FileKeyStore(default_keys_dir(rec_root)))
+        timeline = json.dumps(opened(stored, ring))
         assert "kept: I consented" in timeline and "secret: I declined" not in timeline
         started = [e for e in json.loads(timeline) if e["type"] == "recording.started"]
         assert [e["by"] for e in started] == [None], "the stage started it by itself"

@@ -1,0 +1,241 @@
+"""Timeline items and consent records sealed with each person's key (recording/items.py): no plaintext
+of them in any stored file, readers (report, playback, timeline export) open them with the keys, and
+once a key is destroyed they read as erased while the ledger still verifies and the totals still hold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media.peer import MediaConfig
+from media.room import MediaRoom
+from recording import playback, report, timeline
+from recording.items import session_key_ids
+from recording.keys import FileKeyStore
+from recording.ledger import verify
+from recording.session import SessionRecorder
+from recording.signing import NodeKey
+from recording.vault import KeyRing, is_sealed, load_ring
+from rooms.roles import Role
+from rooms.stage import Stage, StageSettings
+from tests.conftest import ROOT
+from tests.recording.recorded import COMMENTS, POLICY, T0, Recorded, record_session
+
+PEOPLE = ("host@x", "alice@x", "bob@x", "carol@x", "dave@x")
+# Everything stored of the people that must never be readable without their key.
+SECRETS = (
+    *COMMENTS.values(),
+    "What about beta blockers?",
+    "bob's secret question",
+    *PEOPLE,
+    "Dr Host",
+    "Alice",
+    "Bob",
+    "Carol",
+    "Dave",
+)
+STORED = ("timeline.msgpack", "timeline.json", "consent.jsonl", "manifest.json")
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path) -> tuple[Recorded, FileKeyStore]:
+    store = FileKeyStore(tmp_path / "people-keys")
+    for identity in PEOPLE:
+        await store.get_or_create(identity, T0 - 100)
+    key = NodeKey.load_or_create(tmp_path / "keys" / "ledger-ed25519.key")
+    recorded = await record_session(tmp_path / "recordings", key, ring=await load_ring(store))
+    return recorded, store
+
+
+def stored_bytes(session: Path) -> bytes:
+    return b"".join((session / name).read_bytes() for name in STORED)
+
+
+def assert_verifies(session: Path) -> None:
+    manifest = json.loads((session / "manifest.json").read_text())
+    assert verify(session / "consent.jsonl", anchor=(manifest["ledger_count"], manifest["ledger_head"])).ok
+    run = subprocess.run(
+        [sys.executable, "-m", "recording", "verify", str(session)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def by_identity(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["identity"]: p for p in data["attendance"]["people"]}
+
+
+async def test_no_plaintext_of_a_keyed_person_in_any_stored_file(
+    keyed: tuple[Recorded, FileKeyStore],
+) -> None:
+    recorded, _ = keyed
+    raw = stored_bytes(recorded.session)
+    for secret in SECRETS:
+        assert secret.encode() not in raw, secret
+    events = list(timeline.read(recorded.session / "timeline.msgpack"))
+    posted = [e["comment"] for e in events if e["type"] == "comment.posted"]
+    assert [c["id"] for c in posted] == ["c-alice", "c-bob"]  # ids, authors' ids and times stay clear
+    assert all(is_sealed(c["text"]) and is_sealed(c["author_name"]) for c in posted)
+    voters = next(e for e in events if e["type"] == "poll.voters")["voters"]
+    assert set(voters) == {"p-alice", "p-bob"} and all(is_sealed(v) for v in voters.values())
+    closed = next(e for e in events if e["type"] == "poll.closed")
+    assert closed["poll"]["results"]["counts"] == [1, 2]  # the anonymous totals stay clear
+    records = [json.loads(line)["record"] for line in (recorded.session / "consent.jsonl").open()]
+    assert all(is_sealed(r["identity"]) and is_sealed(r["name"]) and len(r["person"]) == 16 for r in records)
+    assert len(session_key_ids(recorded.session)) == len(PEOPLE)
+    assert_verifies(recorded.session)
+
+
+async def test_unkeyed_people_stay_plaintext(tmp_path: Path) -> None:
+    recorded = await record_session(tmp_path / "recordings", None)
+    raw = stored_bytes(recorded.session)
+    assert COMMENTS["alice@x"].encode() in raw and b"alice@x" in raw
+    assert session_key_ids(recorded.session) == set()
+
+
+async def test_readers_open_the_items_with_the_keys(keyed: tuple[Recorded, FileKeyStore]) -> None:
+    recorded, store = keyed
+    ring = await load_ring(store)
+    data = report.build(recorded.session, ring=ring)
+    assert (data["attendance"]["named"], data["attendance"]["anonymous"]) == (2, 3)
+    assert by_identity(data)["alice@x"]["name"] == "Alice"
+    questions = {q["question_id"]: q for q in data["questions"]["items"]}
+    assert questions["q-a"]["text"] == "What about beta blockers?" and questions["q-a"]["name"] == "Alice"
+    assert questions["q-b"]["text"] is None  # Bob did not grant share: counted, not named
+    poll = next(p for p in data["polls"] if p["poll_id"] == "poll-1")
+    assert [(a["identity"], a["choices"]) for a in poll["answers"]] == [("alice@x", [1])]
+
+    shown = playback.of_session(recorded.session, ring=ring)
+    assert [(c.author_name, c.text) for c in shown.comments] == [("Alice", COMMENTS["alice@x"])]
+    pinned = [m for m in shown.markers if m.kind == "comment.pinned"]
+    assert pinned and pinned[0].comment is not None and pinned[0].comment.text == COMMENTS["alice@x"]
+
+    out = timeline.export_json(
+        recorded.session / "timeline.msgpack", recorded.session.parent / "t.json", ring=ring
+    )
+    text = out.read_text()
+    assert COMMENTS["alice@x"] in text and COMMENTS["bob@x"] in text and '"sealed"' not in text
+    with pytest.raises(ValueError):  # an opened copy never lands in the session directory
+        timeline.export_json(recorded.session / "timeline.msgpack", recorded.session / "t.json", ring=ring)
+
+
+async def test_without_the_keys_the_readers_name_nobody(keyed: tuple[Recorded, FileKeyStore]) -> None:
+    recorded, _ = keyed
+    data = report.build(recorded.session)  # no ring: nothing sealed opens
+    assert (data["attendance"]["attendees"], data["attendance"]["named"]) == (5, 0)
+    assert data["questions"]["asked"] == 2 and data["questions"]["named"] == 0
+    assert playback.of_session(recorded.session).comments == []
+
+
+async def test_a_destroyed_key_erases_the_person_everywhere_and_the_ledger_still_verifies(
+    keyed: tuple[Recorded, FileKeyStore],
+) -> None:
+    recorded, store = keyed
+    before = report.build(recorded.session, ring=await load_ring(store))
+    await store.destroy("alice@x", "erasure", T0 + 1000)
+    ring = await load_ring(store)
+    assert ring.for_identity("alice@x") is None
+    assert_verifies(recorded.session)
+
+    data = report.build(recorded.session, ring=ring)
+    attendance = data["attendance"]
+    # Alice (two connections) is counted anonymously now: never named, still in every total.
+    assert (
+        set(by_identity(data)) == {"host@x"} and attendance["attendees"] == before["attendance"]["attendees"]
+    )
+    assert attendance["total_s"] == before["attendance"]["total_s"]
+    assert "Alice" not in json.dumps(data) and "alice@x" not in json.dumps(data)
+    questions = {q["question_id"]: q for q in data["questions"]["items"]}
+    assert questions["q-a"]["text"] is None and questions["q-a"]["status"] == "answered"
+    poll = next(p for p in data["polls"] if p["poll_id"] == "poll-1")
+    assert poll["answers"] == [] and poll["counts"] == [1, 2] and poll["anonymous_answers"] == 3
+    assert data["quiz"]["correct"] == before["quiz"]["correct"] and data["quiz"]["scores"] == [
+        s for s in before["quiz"]["scores"] if s["identity"] != "alice@x"
+    ]
+
+    shown = playback.of_session(recorded.session, ring=ring)
+    assert shown.comments == [] and not [m for m in shown.markers if m.kind == "comment.pinned"]
+
+    out = timeline.export_json(
+        recorded.session / "timeline.msgpack", recorded.session.parent / "t.json", ring=ring
+    )
+    events = json.loads(out.read_text())
+    posted = {e["comment"]["id"]: e["comment"] for e in events if e["type"] == "comment.posted"}
+    assert posted["c-alice"] == {"id": "c-alice", "at": T0 + 7, "erased": True}
+    assert posted["c-bob"]["text"] == COMMENTS["bob@x"]
+    assert COMMENTS["alice@x"] not in out.read_text()
+
+
+async def test_a_corrected_name_is_preferred_by_every_reader(keyed: tuple[Recorded, FileKeyStore]) -> None:
+    recorded, store = keyed
+    ring = await load_ring(store)
+    names = {"alice@x": "Alice Corrected"}.get
+    data = report.build(recorded.session, ring=ring, names=names)
+    assert by_identity(data)["alice@x"]["name"] == "Alice Corrected"
+    assert by_identity(data)["host@x"]["name"] == "Dr Host"
+    shown = playback.of_session(recorded.session, ring=ring, names=names)
+    assert [c.author_name for c in shown.comments] == ["Alice Corrected"]
+    out = timeline.export_json(
+        recorded.session / "timeline.msgpack", recorded.session.parent / "t.json", ring=ring, names=names
+    )
+    assert "Alice Corrected" in out.read_text()
+
+
+async def test_the_command_line_report_opens_with_the_key_directory(
+    keyed: tuple[Recorded, FileKeyStore], tmp_path: Path
+) -> None:
+    recorded, _ = keyed
+
+    def run(*extra: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "recording", "report", str(recorded.session), *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    assert set(by_identity(run("--people-keys", str(tmp_path / "people-keys")))) == {"host@x", "alice@x"}
+    assert by_identity(run()) == {}
+
+
+async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None:
+    store = FileKeyStore(tmp_path / "keys")
+    now = T0 - 10
+    stage = Stage("s1", "Talk", now, settings=StageSettings(recording_mode="manual"))
+    media = MediaRoom("s1", MediaConfig(), lambda pid, message: None)
+    ring = KeyRing()
+    for pid, name, role, identity in [
+        ("p-h", "Host", Role.HOST, "h@x"),
+        ("p-e", "Eve", Role.AUDIENCE, "e@x"),
+    ]:
+        stage.join(pid, name, role, now, identity=identity)
+        stage.give_consent(
+            pid, frozenset({"media", "comments", "share"}), POLICY, "join_prompt", now, "c-" + pid
+        )
+        ring.put(await store.get_or_create(identity, now))
+    recorder = SessionRecorder(tmp_path, stage, media, "rec", T0, lambda reason: None, ring=ring)
+    recorder.on_events(stage.start_recording("p-h", "rec", T0))
+    recorder.on_events(stage.post_comment("p-e", "c1", "MARKER-BEFORE", T0 + 1))
+    assert await recorder.forget("e@x") == []  # no capture of hers (no media here)
+    recorder.on_events(stage.post_comment("p-e", "c2", "MARKER-AFTER", T0 + 2))
+    recorder.on_events(stage.post_comment("p-h", "c3", "host's", T0 + 3))
+    recorder.on_events(stage.withdraw_consent("p-e", T0 + 4, "c-w"))
+    assert recorder.participants["p-e"]["name"] is None and "p-e" not in recorder.consent
+    await recorder.stop(T0 + 5)
+    events = list(timeline.read(recorder.dir / "timeline.msgpack"))
+    comments = [e["comment"]["id"] for e in events if e["type"] == "comment.posted"]
+    assert comments == ["c1", "c3"]  # c1 was recorded (sealed) before; nothing of hers after
+    records = [json.loads(line)["record"] for line in (recorder.dir / "consent.jsonl").open()]
+    assert [r["participant_id"] for r in records] == ["p-h", "p-e"]  # her withdrawal is not recorded
+    assert b"MARKER" not in stored_bytes(recorder.dir)
