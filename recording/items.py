@@ -7,25 +7,13 @@ times, types, statuses, vote counts, a poll's per-option totals, whether a quiz 
 destroying the key (erasure) leaves every file structurally whole, and the consent ledger, which hashes
 the sealed form, verifiable. The sealed fields (docs/recording.md, "Sealed timeline items"):
 
-=====================================  ===================================  ==========
-event / record                         field                                purpose
-=====================================  ===================================  ==========
-comment.posted, comment.pinned         ``comment.text``                     comment
-                                       ``comment.author_name``              name
-question.asked, question.updated       ``question.text``                    question
-                                       ``question.author_name``             name
-poll.voters                            each voter's choices                 vote
-quiz.result                            ``score``                            answer
-quiz.leaderboard                       ``entries[].name``                   name
-moderation.audit                       ``actor_identity``, ``target_identity``  person
-                                       ``actor_name``, ``target_name``      name
-observer.joined                        ``name``                             name
-invitation                             ``by_name``                          name
-consent record (ledger, manifest,      ``identity``                         person
-consent.recorded's ``record``)
-                                       ``name``                             name
-manifest participant                   ``name``                             name
-=====================================  ===================================  ==========
+- comments and questions: ``text`` (purpose ``comment``, ``question``) and ``author_name`` (``name``);
+- ``poll.voters``: each voter's choices (``vote``); ``quiz.result``: ``score`` (``answer``);
+- names of ``quiz.leaderboard`` entries, ``observer.joined``, ``invitation`` (``by_name``) and
+  ``moderation.audit`` (``actor_name``, ``target_name``: ``name``; ``*_identity``: ``person``);
+- consent records (ledger, ``consent.recorded``, the manifest's copy): ``identity`` (``person``) and
+  ``name`` (``name``), plus ``person``, the session's pseudonym of the identity, in clear;
+- the manifest's participants: ``name``.
 
 People without a key (a key store that could not answer when they joined) stay plaintext, as
 recordings were before keys. Readers open with a ``KeyRing``: a value whose key is gone reads as
