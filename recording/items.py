@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from recording.keys import EnvelopeError, KeyStore, PersonKey
+from recording.keys import EnvelopeError, PersonKey
 from recording.ledger import read_entries
 from recording.vault import ERASED, KeyRing, is_sealed, open_value, seal_value, sealed_key_id
 
@@ -41,7 +41,6 @@ __all__ = [
     "Opener",
     "Sealer",
     "key_ids",
-    "ring_for",
     "session_key_ids",
 ]
 
@@ -266,22 +265,3 @@ def session_key_ids(session_dir: Path) -> set[str]:
                 unpacker.feed(chunk)
                 found.update(k for event in unpacker for k in key_ids(event))
     return found
-
-
-async def ring_for(store: KeyStore, wanted: Iterable[str], base: KeyRing | None = None) -> KeyRing:
-    """A ring with the live keys of these ids: from ``base`` when it holds them, else from ``store``
-    (one ``list``, then a ``get`` per key missing). A destroyed key is in neither: it stays out."""
-    ring, missing = KeyRing(), set()
-    for key_id in set(wanted):
-        key = base.by_id(key_id) if base is not None else None
-        if key is not None:
-            ring.put(key)
-        else:
-            missing.add(key_id)
-    if missing:
-        for entry in await store.list():
-            if entry.key_id in missing:
-                key = await store.get(entry.identity)
-                if key is not None and key.key_id == entry.key_id:
-                    ring.put(key)
-    return ring

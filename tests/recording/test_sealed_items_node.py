@@ -11,7 +11,10 @@ from typing import Any
 
 import aiohttp
 
+from recording.keys import FileKeyStore, default_keys_dir
+from recording.vault import load_ring
 from tests.conftest import RunningNode
+from tests.recording.recorded import COMMENTS, T0, record_session
 from tests.support.client import MedstageClient
 from tests.support.tokens import admin_token, bearer, token
 from tests.support.waiting import eventually
@@ -72,3 +75,37 @@ async def test_a_comment_is_sealed_on_disk_and_shown_by_the_node(
             assert r.status == 200, await r.text()
             shown: dict[str, Any] = await r.json()
         assert [(c["author_name"], c["text"]) for c in shown["comments"]] == [("Alice Sealed", COMMENT)]
+
+
+async def test_keys_not_on_the_node_are_read_from_its_store_and_a_destroyed_one_erases(
+    recording_node: RunningNode, rec_root: Path
+) -> None:
+    """A session whose people are not on the node (recorded before it started): their keys come from
+    the node's key store; once one is destroyed there, that person is counted, never named."""
+    store = FileKeyStore(default_keys_dir(rec_root))  # the node's own store (one node: files)
+    for identity in ("host@x", "alice@x", "bob@x", "carol@x", "dave@x"):
+        await store.get_or_create(identity, T0 - 100)
+    session_id = "sealed-" + uuid.uuid4().hex[:6]
+    recorded = await record_session(rec_root, None, session_id=session_id, ring=await load_ring(store))
+    async with aiohttp.ClientSession(recording_node.url) as http:
+        async with http.post("/api/stages", json={"id": "cardio"}, headers=bearer()) as r:
+            assert r.status in (201, 409), await r.text()
+
+        async def named() -> set[str]:
+            url = f"/api/stages/cardio/recordings/{session_id}/report"
+            async with http.get(url, headers=bearer()) as r:
+                assert r.status == 200, await r.text()
+                return {p["identity"] for p in (await r.json())["attendance"]["people"]}
+
+        async def comments() -> list[str]:
+            url = f"/api/recordings/{session_id}/playback"
+            async with http.get(url, headers=bearer(admin_token())) as r:
+                assert r.status == 200, await r.text()
+                return [c["text"] for c in (await r.json())["comments"]]
+
+        assert await named() == {"host@x", "alice@x"}
+        assert await comments() == [COMMENTS["alice@x"]]
+        await store.destroy("alice@x", "erasure", T0 + 1000)
+        assert await named() == {"host@x"}
+        assert await comments() == []
+    assert COMMENTS["alice@x"].encode() not in (recorded.session / "timeline.msgpack").read_bytes()
