@@ -4,9 +4,11 @@ once a key is destroyed they read as erased while the ledger still verifies and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,37 @@ async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None
     records = [json.loads(line)["record"] for line in (recorder.dir / "consent.jsonl").open()]
     assert [r["participant_id"] for r in records] == ["p-h", "p-e"]  # her withdrawal is not recorded
     assert b"MARKER" not in stored_bytes(recorder.dir)
+
+
+async def test_forget_closes_the_persons_track_writers_and_returns_their_files(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tests.recording.test_simulcast_recording import Encoding
+
+    now = T0
+    stage = Stage("s1", "Talk", now, settings=StageSettings(recording_mode="manual"))
+    stage.join("p-h", "Host", Role.HOST, now, identity="h@x")
+    stage.give_consent("p-h", frozenset({"media", "comments"}), POLICY, "join_prompt", now, "c-h")
+    stage.start_publishing("p-h", ("video",), now)
+    stage.start_recording("p-h", "rec", now)
+    camera = Encoding(0, time.monotonic)  # the tap reads the monotonic clock, as the node's do
+    media = MediaRoom("s1", MediaConfig(), lambda pid, message: None)
+    media.publishers["p-h"] = SimpleNamespace(publications={"video": camera.pub})  # type: ignore[assignment]
+    ring = KeyRing([await FileKeyStore(tmp_path / "keys").get_or_create("h@x", now)])
+    recorder = SessionRecorder(tmp_path, stage, media, "rec", now, lambda reason: None, ring=ring)
+    assert list(recorder.captures) == [("p-h", "video")]
+    writer = recorder.captures[("p-h", "video")].writer
+    async with asyncio.timeout(10):
+        while writer.stats.frames_written < 3:
+            camera.send_frame()
+            await asyncio.sleep(1 / 30)
+    files = await recorder.forget("h@x")
+    assert recorder.captures == {} and camera.pub.taps == []  # stopped before the first await
+    assert [f.name for f in files] == ["p-h-video-1.webm"] and files[0].is_file()
+    size = files[0].stat().st_size
+    camera.send_frame()
+    recorder.sync()  # still published, still consented: never captured again
+    assert recorder.captures == {} and files[0].stat().st_size == size
+    [track] = recorder.manifest()["tracks"]
+    assert track["finalized"] and track["capture_ended_at"] is not None
+    await recorder.stop(now + 1)
