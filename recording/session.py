@@ -116,6 +116,7 @@ class SessionRecorder:
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant -> last record
     stopped_at: float | None = None
     status: str = "recording"
+    forgotten: set[str] = field(default_factory=set)  # identities erased meanwhile: never captured
     signed: SignedHead | None = None  # the last head signed (written once its entries are)
     _parts: dict[tuple[str, str], int] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
@@ -125,7 +126,6 @@ class SessionRecorder:
     _person_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     # participant (or observer) id -> identity, kept after they leave: whose key seals their items.
     _identities: dict[str, str] = field(default_factory=dict)
-    _forgotten: set[str] = field(default_factory=set)  # identities erased while recording (forget)
 
     def __post_init__(self) -> None:
         self.sealer = Sealer(self.ring, self._identity_of)
@@ -171,7 +171,7 @@ class SessionRecorder:
         covers = self.stage.covers
         for event in events:
             data = msgspec.to_builtins(event)
-            if self._forgotten:
+            if self.forgotten:
                 data = self._without_forgotten(data)
                 if data is None:
                     continue
@@ -193,7 +193,7 @@ class SessionRecorder:
         return self._identities.get(pid)
 
     def _is_forgotten(self, pid: Any) -> bool:
-        return isinstance(pid, str) and self._identity_of(pid) in self._forgotten
+        return isinstance(pid, str) and self._identity_of(pid) in self.forgotten
 
     def _without_forgotten(self, data: dict[str, Any]) -> dict[str, Any] | None:
         """The event without what it says of a forgotten person (None: nothing of it is kept)."""
@@ -217,29 +217,6 @@ class SessionRecorder:
             author = data.get("participant_id", data.get("participant"))
         return None if self._is_forgotten(author) else data
 
-    async def forget(self, identity: str) -> list[Path]:
-        """Stop recording this person at once (their key is being destroyed: erasure): their captures
-        stop before the first ``await``, nothing more of theirs is recorded in this session (events
-        about them, their consent records and tracks; a rejoin too), and what the manifest keeps of
-        them in memory loses their name and consent copy. Returns, once their track writers are
-        closed, the files of all their captures in this session (for the caller to delete)."""
-        self._forgotten.add(identity)
-        pids = {
-            pid
-            for pid in [*self.participants, *self.stage.participants]
-            if self._identity_of(pid) == identity
-        }
-        for key in [key for key, capture in self.captures.items() if capture.participant_id in pids]:
-            self._stop_capture(key)
-        for pid in pids & set(self.participants):
-            self.participants[pid] = {**self.participants[pid], "name": None}
-            self.consent.pop(pid, None)
-        files = sorted({c.writer.path for c in self.finished if c.participant_id in pids})
-        self.write_manifest()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
-        return files
-
     def sync(self) -> None:
         """Capture exactly the tracks that are published and covered by their publisher's consent."""
         if self.status != "recording":
@@ -249,11 +226,7 @@ class SessionRecorder:
         for source, publishers in (("camera", self.media.publishers), ("screen", self.media.shares)):
             for pid, publisher in publishers.items():
                 person = self.stage.participants.get(pid)
-                if (
-                    person is None
-                    or person.identity in self._forgotten
-                    or not self.stage.covers(pid, "media")
-                ):
+                if person is None or not self.stage.covers(pid, "media") or person.identity in self.forgotten:
                     continue
                 published = person.sharing if source == "screen" else person.publishing
                 for kind, pub in publisher.publications.items():
@@ -271,6 +244,33 @@ class SessionRecorder:
             for capture in fresh:
                 capture.noted = True
             self.write_manifest()
+
+    def forget(self, identity: str) -> list[str]:
+        """The person was erased (issue 15): stop capturing them at once, and for the rest of the session;
+        returns the participant ids whose capture stopped. Nothing more of theirs is recorded in this
+        session (their items, events about them, their consent records; a rejoin neither), and the
+        manifest loses their name and consent copy. Their writers close in the background (``stop`` and
+        ``writers_closed`` wait for them); what was written of them is erased from the session's files
+        once it stops (server/host/erasure.py)."""
+        self.forgotten.add(identity)
+        ids = {
+            pid
+            for pid in [*self.participants, *self.stage.participants]
+            if self._identity_of(pid) == identity
+        }
+        stopped = sorted({key[0] for key in self.captures if key[0] in ids})
+        for key in [k for k in self.captures if k[0] in ids]:
+            self._stop_capture(key)
+        for pid in ids & set(self.participants):
+            self.participants[pid] = {**self.participants[pid], "name": None}
+            self.consent.pop(pid, None)
+        self.write_manifest()
+        return stopped
+
+    async def writers_closed(self) -> None:
+        """Wait until every track writer stopped so far is closed (its file final)."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # --- captures ------------------------------------------------------------------------------
 
@@ -390,7 +390,7 @@ class SessionRecorder:
 
     def _note_participant(self, pid: str) -> None:
         person = self.stage.participants.get(pid)
-        if person is None or person.identity in self._forgotten:
+        if person is None or person.identity in self.forgotten:
             return
         self._identities[pid] = person.identity
         info = {"participant_id": pid, "name": person.name, "role": str(person.role)}

@@ -229,7 +229,7 @@ async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None
     recorder = SessionRecorder(tmp_path, stage, media, "rec", T0, lambda reason: None, ring=ring)
     recorder.on_events(stage.start_recording("p-h", "rec", T0))
     recorder.on_events(stage.post_comment("p-e", "c1", "MARKER-BEFORE", T0 + 1))
-    assert await recorder.forget("e@x") == []  # no capture of hers (no media here)
+    assert recorder.forget("e@x") == []  # no capture of hers (no media here)
     recorder.on_events(stage.post_comment("p-e", "c2", "MARKER-AFTER", T0 + 2))
     recorder.on_events(stage.post_comment("p-h", "c3", "host's", T0 + 3))
     recorder.on_events(stage.withdraw_consent("p-e", T0 + 4, "c-w"))
@@ -243,7 +243,7 @@ async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None
     assert b"MARKER" not in stored_bytes(recorder.dir)
 
 
-async def test_forget_closes_the_persons_track_writers_and_returns_their_files(tmp_path: Path) -> None:
+async def test_forget_stops_the_persons_capture_at_once_and_for_good(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from tests.recording.test_simulcast_recording import Encoding
@@ -265,13 +265,14 @@ async def test_forget_closes_the_persons_track_writers_and_returns_their_files(t
         while writer.stats.frames_written < 3:
             camera.send_frame()
             await asyncio.sleep(1 / 30)
-    files = await recorder.forget("h@x")
-    assert recorder.captures == {} and camera.pub.taps == []  # stopped before the first await
-    assert [f.name for f in files] == ["p-h-video-1.webm"] and files[0].is_file()
-    size = files[0].stat().st_size
+    assert recorder.forget("h@x") == ["p-h"]
+    assert recorder.captures == {} and camera.pub.taps == []  # stopped at once
+    await recorder.writers_closed()
+    [track] = recorder.manifest()["tracks"]
+    path = recorder.dir / track["file"]
+    assert track["finalized"] and track["capture_ended_at"] is not None and path.is_file()
+    size = path.stat().st_size
     camera.send_frame()
     recorder.sync()  # still published, still consented: never captured again
-    assert recorder.captures == {} and files[0].stat().st_size == size
-    [track] = recorder.manifest()["tracks"]
-    assert track["finalized"] and track["capture_ended_at"] is not None
+    assert recorder.captures == {} and path.stat().st_size == size
     await recorder.stop(now + 1)
