@@ -105,6 +105,7 @@ async def session_ring(node: Node, directory: Path) -> KeyRing:
 
 
 def names_of(node: Node) -> Names | None:
-    """identity -> current display name (corrections), when the node has them; else None."""
-    names = getattr(node, "names", None)
-    return names if callable(names) else None
+    """identity -> current display name (corrections: the node's profile store, recording/profiles.py,
+    when it has one); else None."""
+    get_name = getattr(getattr(node, "profiles", None), "get_name", None)
+    return get_name if callable(get_name) else None
