@@ -9,7 +9,8 @@ the sealed form, verifiable. The sealed fields (docs/recording.md, "Sealed timel
 
 - comments and questions: ``text`` (purpose ``comment``, ``question``) and ``author_name`` (``name``);
 - ``poll.voters``: each voter's choices (``vote``); ``quiz.result``: ``score`` (``answer``);
-- names of ``quiz.leaderboard`` entries, ``observer.joined``, ``invitation`` (``by_name``) and
+- ``quiz.leaderboard`` entries' ``name`` (``name``) and ``score`` (``answer``); the names of
+  ``observer.joined``, ``invitation`` (``by_name``) and
   ``moderation.audit`` (``actor_name``, ``target_name``: ``name``; ``*_identity``: ``person``);
 - consent records (ledger, ``consent.recorded``, the manifest's copy): ``identity`` (``person``) and
   ``name`` (``name``), plus ``person``, the session's pseudonym of the identity, in clear;
@@ -101,7 +102,8 @@ class Sealer:
             entries = []
             for entry in event.get("entries") or ():
                 key = self.key(entry.get("participant_id")) if isinstance(entry, Mapping) else None
-                entries.append(entry if key is None else self._fields(entry, key, {"name": "name"}))
+                sealed = {"name": "name", "score": "answer"}
+                entries.append(entry if key is None else self._fields(entry, key, sealed))
             return {**event, "entries": entries}
         if type_ == "moderation.audit":
             out = dict(event)
@@ -197,9 +199,11 @@ class Opener:
             for entry in event.get("entries") or ():
                 if isinstance(entry, Mapping):
                     name = self.value(entry.get("name"), "name")
-                    entry = (
-                        {**entry, "name": None, **ERASED_ITEM} if name is ERASED else {**entry, "name": name}
-                    )
+                    score = self.value(entry.get("score"), "answer")
+                    if name is ERASED or score is ERASED:
+                        entry = {**entry, "name": None, "score": None, **ERASED_ITEM}
+                    else:
+                        entry = {**entry, "name": name, "score": score}
                 entries.append(entry)
             return {**event, "entries": entries}
         if type_ == "moderation.audit":

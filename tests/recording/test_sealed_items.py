@@ -276,3 +276,53 @@ async def test_forget_stops_the_persons_capture_at_once_and_for_good(tmp_path: P
     recorder.sync()  # still published, still consented: never captured again
     assert recorder.captures == {} and path.stat().st_size == size
     await recorder.stop(now + 1)
+
+
+def test_every_sealed_event_type_round_trips_and_erases_to_its_placeholder() -> None:
+    from recording.items import Opener, Sealer
+    from recording.keys import new_key
+
+    ana, bob = new_key("ana@x", 1.0), new_key("bob@x", 1.0)
+    identities = {"p-ana": "ana@x", "p-bob": "bob@x", "p-ned": "ned@x"}  # Ned has no key
+    sealer = Sealer(KeyRing([ana, bob]), identities.get)
+    comment = {"id": "c1", "author_id": "p-ana", "author_name": "Ana", "text": "MARKER-1", "at": 5.0}
+    audit = {"actor": "p-bob", "actor_identity": "bob@x", "actor_name": "Bob", "action": "participant.remove"}
+    audit |= {"target": "p-ana", "target_identity": "ana@x", "target_name": "Ana"}
+    question = {**comment, "id": "q1", "votes": 2, "status": "open"}
+    result = {"participant_id": "p-ana", "poll_id": "z", "correct": True, "score": 3}
+    board = [{"participant_id": "p-ana", "name": "Ana", "score": 3}]
+    events: list[dict[str, Any]] = [
+        {"type": "comment.posted", "at": 5.0, "comment": comment},
+        {"type": "question.asked", "at": 6.0, "question": question},
+        {"type": "poll.voters", "at": 7.0, "poll_id": "v", "voters": {"p-ana": [1], "p-ned": [0]}},
+        {"type": "quiz.result", "at": 8.0, **result},
+        {"type": "quiz.leaderboard", "at": 9.0, "entries": board},
+        {"type": "moderation.audit", "at": 10.0, **audit},
+        {"type": "observer.joined", "at": 11.0, "participant_id": "p-bob", "name": "Bob", "role": "host"},
+        {"type": "invitation", "at": 12.0, "participant_id": "p-ned", "by": "p-bob", "by_name": "Bob"},
+    ]  # fmt: skip
+    stored = [sealer.event(e) for e in events]
+    raw = json.dumps(stored)
+    for secret in ("MARKER-1", "Ana", "Bob", "ana@x", "bob@x", '"score": 3'):
+        assert secret not in raw, secret
+    assert stored[2]["voters"]["p-ned"] == [0]  # unkeyed: as before
+    assert Opener(KeyRing([ana, bob])).event(stored[0]) == events[0]
+    assert [Opener(KeyRing([ana, bob])).event(e) for e in stored[1:]] == [
+        *events[1:2],
+        {**events[2], "erased_voters": 0},
+        *events[3:],
+    ]
+
+    gone = Opener(KeyRing([bob]))  # Ana's key destroyed
+    opened = [gone.event(e) for e in stored]
+    assert opened[0]["comment"] == {"id": "c1", "at": 5.0, "erased": True}
+    assert opened[1]["question"] == {"id": "q1", "at": 5.0, "votes": 2, "status": "open", "erased": True}
+    assert opened[2]["voters"] == {"p-ned": [0]} and opened[2]["erased_voters"] == 1
+    assert opened[3] == {"type": "quiz.result", "at": 8.0, "poll_id": "z", "correct": True, "erased": True}
+    assert opened[4]["entries"] == [{"participant_id": "p-ana", "name": None, "score": None, "erased": True}]
+    assert (opened[5]["actor_name"], opened[5]["target_identity"], opened[5]["target_name"]) == (
+        "Bob",
+        None,
+        None,
+    )
+    assert opened[6]["name"] == "Bob" and opened[7]["by_name"] == "Bob"
