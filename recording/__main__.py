@@ -2,7 +2,7 @@
 
     python -m recording verify SESSION [--root DIR] [--public-key KEY] [--signing-key FILE] [--head HEAD]
     python -m recording repair SESSION [--root DIR]
-    python -m recording export SESSION [--root DIR]
+    python -m recording export SESSION [--root DIR] [--opened FILE [--people-keys DIR]]
     python -m recording report SESSION [--root DIR] [--format json|csv] [--table attendees|questions]
                                        [--people-keys DIR]
     python -m recording sweep [--root DIR] [--dry-run] [--default-days N]
@@ -172,20 +172,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     timeline = session / "timeline.msgpack"
     if not timeline.is_file():
         raise UsageError(f"{session} has no timeline (timeline.msgpack)")
-    print(export_json(timeline))
+    if args.opened is None:
+        print(export_json(timeline))  # as stored: what is sealed stays sealed
+        return EXIT_OK
+    try:
+        print(export_json(timeline, args.opened, ring=_people_ring(args, session)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return EXIT_OK
+
+
+def _people_ring(args: argparse.Namespace, session: Path) -> KeyRing:
+    """The people's live keys of ``--people-keys`` (a file key store), by default ``keys/people/``
+    beside the recordings directory when there is one; else none (nothing sealed opens)."""
+    keys_dir: Path = args.people_keys or default_keys_dir(session.resolve().parent.parent)
+    if args.people_keys is not None and not keys_dir.is_dir():
+        raise UsageError(f"no people's key directory at {keys_dir}")
+    return asyncio.run(load_ring(FileKeyStore(keys_dir))) if keys_dir.is_dir() else KeyRing()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the session report: attendance, polls and quizzes, questions (JSON, or a CSV table)."""
     session = resolve_session(args.session, args.root)
-    keys_dir: Path = args.people_keys or default_keys_dir(session.resolve().parent.parent)
-    if args.people_keys is not None and not keys_dir.is_dir():
-        raise UsageError(f"no people's key directory at {keys_dir}")
-    # The people's live keys open what the recording sealed of them; without, nobody is named.
-    ring = asyncio.run(load_ring(FileKeyStore(keys_dir))) if keys_dir.is_dir() else KeyRing()
-    try:
-        report = build(session, ring=ring)
+    try:  # the people's live keys open what the recording sealed of them; without, nobody is named
+        report = build(session, ring=_people_ring(args, session))
     except ReportError as exc:
         raise UsageError(str(exc)) from exc
     if args.format == "csv":
@@ -285,17 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="a signed head published elsewhere, e.g. in the shared log (JSON, or a file): checked too",
     )
     _add(commands, "repair", cmd_repair, parents=[session])
-    export = _add(commands, "export", cmd_export, parents=[session])
-    composite_cli.add_arguments(export)
-    report = _add(commands, "report", cmd_report, parents=[session])
-    report.add_argument("--format", choices=("json", "csv"), default="json", help="default: json")
-    report.add_argument(
+    people_keys = argparse.ArgumentParser(add_help=False)
+    people_keys.add_argument(
         "--people-keys",
         type=Path,
         metavar="DIR",
         help="the people's key store (a file key store directory) that opens what is sealed of them "
         "(default: keys/people/ beside the recordings directory, if there is one)",
     )
+    export = _add(commands, "export", cmd_export, parents=[session, people_keys])
+    export.add_argument(
+        "--opened",
+        type=Path,
+        metavar="FILE",
+        help="write the timeline with what is sealed opened (--people-keys) to FILE, outside the "
+        "session directory; erased items are placeholders",
+    )
+    composite_cli.add_arguments(export)
+    report = _add(commands, "report", cmd_report, parents=[session, people_keys])
+    report.add_argument("--format", choices=("json", "csv"), default="json", help="default: json")
     report.add_argument(
         "--table",
         choices=TABLES,

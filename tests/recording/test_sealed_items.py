@@ -58,16 +58,16 @@ def stored_bytes(session: Path) -> bytes:
     return b"".join((session / name).read_bytes() for name in STORED)
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recording", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
 def assert_verifies(session: Path) -> None:
     manifest = json.loads((session / "manifest.json").read_text())
     assert verify(session / "consent.jsonl", anchor=(manifest["ledger_count"], manifest["ledger_head"])).ok
-    run = subprocess.run(
-        [sys.executable, "-m", "recording", "verify", str(session)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = cli("verify", str(session))
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -191,24 +191,24 @@ async def test_a_corrected_name_is_preferred_by_every_reader(keyed: tuple[Record
     assert "Alice Corrected" in out.read_text()
 
 
-async def test_the_command_line_report_opens_with_the_key_directory(
+async def test_the_command_line_report_and_export_open_with_the_key_directory(
     keyed: tuple[Recorded, FileKeyStore], tmp_path: Path
 ) -> None:
     recorded, _ = keyed
 
     def run(*extra: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-m", "recording", "report", str(recorded.session), *extra],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = cli("report", str(recorded.session), *extra)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
-    assert set(by_identity(run("--people-keys", str(tmp_path / "people-keys")))) == {"host@x", "alice@x"}
+    keys = ["--people-keys", str(tmp_path / "people-keys")]
+    assert set(by_identity(run(*keys))) == {"host@x", "alice@x"}
     assert by_identity(run()) == {}
+    opened = tmp_path / "opened.json"
+    done = cli("export", str(recorded.session), "--opened", str(opened), *keys)
+    assert done.returncode == 0, done.stderr
+    assert COMMENTS["alice@x"] in opened.read_text()
+    assert COMMENTS["alice@x"].encode() not in stored_bytes(recorded.session)  # the stored copy: sealed
 
 
 async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None:
