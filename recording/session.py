@@ -207,6 +207,15 @@ class SessionRecorder:
         elif type_ == "poll.voters":
             voters = data.get("voters") or {}
             return {**data, "voters": {p: c for p, c in voters.items() if not self._is_forgotten(p)}}
+        elif type_ == "moderation.audit":  # a moderator's action stays; who they or their target were goes
+            out = dict(data)
+            if data.get("actor_identity") in self.forgotten or self._is_forgotten(data.get("actor")):
+                out.update(actor_identity=None, actor_name=None)
+            if data.get("target_identity") in self.forgotten or self._is_forgotten(data.get("target")):
+                out.update(target_identity=None, target_name=None)
+            return out
+        elif type_ == "invitation" and self._is_forgotten(data.get("by")):
+            return {**data, "by_name": None}
         elif type_ == "quiz.leaderboard":
             entries = data.get("entries") or ()
             return {

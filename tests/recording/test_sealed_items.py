@@ -233,6 +233,8 @@ async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None
     recorder.on_events(stage.post_comment("p-e", "c2", "MARKER-AFTER", T0 + 2))
     recorder.on_events(stage.post_comment("p-h", "c3", "host's", T0 + 3))
     recorder.on_events(stage.withdraw_consent("p-e", T0 + 4, "c-w"))
+    recorder.ring.drop("e@x")  # the erasure destroys the key: nothing can be sealed with it any more
+    recorder.on_events(stage.remove("p-h", "p-e", "erased", T0 + 4.5))
     assert recorder.participants["p-e"]["name"] is None and "p-e" not in recorder.consent
     await recorder.stop(T0 + 5)
     events = list(timeline.read(recorder.dir / "timeline.msgpack"))
@@ -240,7 +242,10 @@ async def test_forget_stops_recording_the_person_at_once(tmp_path: Path) -> None
     assert comments == ["c1", "c3"]  # c1 was recorded (sealed) before; nothing of hers after
     records = [json.loads(line)["record"] for line in (recorder.dir / "consent.jsonl").open()]
     assert [r["participant_id"] for r in records] == ["p-h", "p-e"]  # her withdrawal is not recorded
-    assert b"MARKER" not in stored_bytes(recorder.dir)
+    raw = stored_bytes(recorder.dir)
+    assert b"MARKER" not in raw and b"e@x" not in raw and b"Eve" not in raw
+    [audit] = [e for e in events if e["type"] == "moderation.audit" and e["action"] == "moderation.remove"]
+    assert (audit["target"], audit["target_identity"], audit["target_name"]) == ("p-e", None, None)
 
 
 async def test_forget_stops_the_persons_capture_at_once_and_for_good(tmp_path: Path) -> None:
