@@ -102,8 +102,8 @@ class Sealer:
             entries = []
             for entry in event.get("entries") or ():
                 key = self.key(entry.get("participant_id")) if isinstance(entry, Mapping) else None
-                sealed = {"name": "name", "score": "answer"}
-                entries.append(entry if key is None else self._fields(entry, key, sealed))
+                fields = {"name": "name", "score": "answer"}
+                entries.append(entry if key is None else self._fields(entry, key, fields))
             return {**event, "entries": entries}
         if type_ == "moderation.audit":
             out = dict(event)
