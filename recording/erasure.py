@@ -31,6 +31,7 @@ once all is done a second run changes nothing. Blocking I/O: the server calls it
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ SEALED_MAGIC = b"MEDSTAGE-SEALED/1\n"  # recording/sealed.py's MAGIC (the brief'
 ERASED = {"redacted": True, "erased": True}
 REDACTED_TYPE = "redacted"
 ERASURE_TYPE = "erasure"
+LOCK_NAME = ".erasure.lock"  # in the recordings directory: no stage id starts with a dot
 
 
 def sealed_key_id(path: Path) -> str | None:
@@ -152,11 +154,39 @@ def erase_person_from_recordings(
     now: float,
     signing_key: NodeKey | None,
     skip: Collection[tuple[str, str]] = (),
+    only: Collection[tuple[str, str]] | None = None,
 ) -> ErasureResult:
     """Erase ``identity`` (and files sealed with ``key_ids``) from every session under the directory.
-    ``skip``: sessions recording right now (stage, session): left for a run after their stop."""
+    ``skip``: sessions recording right now (stage, session): left for a run after their stop;
+    ``only``: just these sessions. Processes sharing the directory (nodes on one disk) take turns
+    (``.erasure.lock`` in it)."""
     result = ErasureResult(identity, erasure_id, sorted(key_ids))
-    for session in sessions_under(Path(recordings_dir)):
+    root = Path(recordings_dir)
+    if not root.is_dir():
+        return result
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _erase_all(root, result, identity, key_ids, erasure_id, now, signing_key, skip, only)
+    finally:
+        os.close(fd)
+    return result
+
+
+def _erase_all(
+    root: Path,
+    result: ErasureResult,
+    identity: str,
+    key_ids: Collection[str],
+    erasure_id: str,
+    now: float,
+    signing_key: NodeKey | None,
+    skip: Collection[tuple[str, str]],
+    only: Collection[tuple[str, str]] | None,
+) -> None:
+    for session in sessions_under(root):
+        if only is not None and (session.parent.name, session.name) not in only:
+            continue
         if (session.parent.name, session.name) in skip:
             result.sessions.append(SessionErasure(session.parent.name, session.name, skipped="recording"))
             continue
@@ -165,7 +195,6 @@ def erase_person_from_recordings(
         )
         if done.changed or done.skipped:
             result.sessions.append(done)
-    return result
 
 
 def erase_person_from_session(

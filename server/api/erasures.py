@@ -24,7 +24,9 @@ class ErasedKeys(Struct, kw_only=True):
     erased_key_ids: Annotated[
         list[str], Meta(description="Every key id of the person: their files were deleted")
     ]
-    tombstone: dict[str, Any]
+    tombstone: Annotated[
+        dict[str, Any] | None, Meta(description="The key's tombstone (null: another node destroyed it)")
+    ]
 
 
 class ErasedSession(Struct, kw_only=True):
@@ -67,7 +69,10 @@ class ErasureProof(Struct, kw_only=True):
     clubs_left: list[str]
     sessions: list[ErasedSession]
     exports_queued: list[dict[str, Any]]
-    ledger: LedgerProof
+    ledger: Annotated[
+        LedgerProof | None,
+        Meta(description="The people ledger's erasure entry (null: not yet on this node's copy)"),
+    ]
     remains: dict[str, Any]
 
 

@@ -38,7 +38,6 @@ from recording.erasure import (
     ErasureResult,
     SessionErasure,
     erase_person_from_recordings,
-    erase_person_from_session,
 )
 from recording.keys import KeyStore
 from recording.signing import NodeKey, write_atomic
@@ -60,7 +59,8 @@ class Here:
     """What the erasure needs of the node (server/host/node.py), as callables: no import cycle."""
 
     erase_here: Callable[[str], int]  # ring, recorders, sockets on this node: connections closed
-    tell_others: Callable[[str], Awaitable[int]]  # other nodes do the same: how many were told
+    # Other nodes do the same (identity, erasure id, by, as): how many were told.
+    tell_others: Callable[[str, str, str, str], Awaitable[int]]
     recording_now: Callable[[], frozenset[str]]  # ``stage/session`` being recorded here
     signing_key: Callable[[], NodeKey]
 
@@ -121,6 +121,11 @@ class Erasure:
             raise PeopleError(
                 404, "erasure_not_found", f"no erasure {erasure_id!r} of {identity!r} on this node"
             )
+        if proof.get("ledger") is None:  # this node's part of another node's erasure
+            for entry in reversed(await self.people.entries()):
+                if entry.record.get("type") == "erasure" and entry.record.get("erasure_id") == erasure_id:
+                    proof["ledger"] = {"index": entry.index, "hash": entry.hash, "record": entry.record}
+                    break
         return proof
 
     # --- the steps --------------------------------------------------------------------------------
@@ -134,27 +139,10 @@ class Erasure:
         key_ids = sorted({s.key_id for s in [*before, stone] if s.key_id})
         destroyed = [stone.key_id] if live_key is not None and stone.key_id else []
         closed = self.here.erase_here(identity)
-        told = await self.here.tell_others(identity)
+        told = await self.here.tell_others(identity, erasure_id, by, capacity_)
         clubs = await self._leave_clubs(identity)
-        signing_key = await asyncio.to_thread(self.here.signing_key)
-        # Sessions being recorded are erased once they stop (registered first: one may stop meanwhile).
-        skip: set[tuple[str, str]] = set()
-        for name in self.here.recording_now():
-            stage_id, _, session_id = name.partition("/")
-            skip.add((stage_id, session_id))
-            self._pending.setdefault((stage_id, session_id), []).append((identity, erasure_id, key_ids))
-        result: ErasureResult = await asyncio.to_thread(
-            erase_person_from_recordings,
-            self.root,
-            identity,
-            key_ids,
-            erasure_id=erasure_id,
-            now=now,
-            signing_key=signing_key,
-            skip=skip,
-        )
+        result, exports = await self._files(identity, erasure_id, key_ids, now)
         pending = [s for s in result.sessions if s.skipped == "recording"]
-        exports = self._queue_exports(result.sessions)
         sessions = [s for s in result.sessions if s.changed]
         record = {
             "type": "erasure",
@@ -218,6 +206,62 @@ class Erasure:
         )
         return proof
 
+    async def _files(
+        self, identity: str, erasure_id: str, key_ids: list[str], now: float
+    ) -> tuple[ErasureResult, list[dict[str, Any]]]:
+        """The recordings under this node's directory; composite exports queued again."""
+        signing_key = await asyncio.to_thread(self.here.signing_key)
+        # Sessions being recorded are erased once they stop (registered first: one may stop meanwhile).
+        skip: set[tuple[str, str]] = set()
+        for name in self.here.recording_now():
+            stage_id, _, session_id = name.partition("/")
+            skip.add((stage_id, session_id))
+            self._pending.setdefault((stage_id, session_id), []).append((identity, erasure_id, key_ids))
+        result: ErasureResult = await asyncio.to_thread(
+            erase_person_from_recordings,
+            self.root,
+            identity,
+            key_ids,
+            erasure_id=erasure_id,
+            now=now,
+            signing_key=signing_key,
+            skip=skip,
+        )
+        return result, self._queue_exports(result.sessions)
+
+    async def erase_files_here(self, identity: str, erasure_id: str, by: str, capacity_: str) -> None:
+        """Another node erased the person (key destroyed in the shared store): this node's recordings
+        too. Its part of the proof is this node's ``GET .../erasures/{id}`` (unless the directory is
+        shared with the node that erased: then that node's proof says it all)."""
+        if not ERASURE_ID.fullmatch(erasure_id):
+            return
+        async with self._lock:
+            now = self._clock()
+            key_ids = sorted({s.key_id for s in await self.keys.tombstones(identity) if s.key_id})
+            result, exports = await self._files(identity, erasure_id, key_ids, now)
+            if await asyncio.to_thread(self._read, erasure_id) is not None:
+                return  # the directory is the erasing node's too
+            pending = [s for s in result.sessions if s.skipped == "recording"]
+            proof: dict[str, Any] = {
+                "version": PROOF_VERSION,
+                "erasure_id": erasure_id,
+                "identity": identity,
+                "by": by,
+                "as": capacity_,
+                "at": now,
+                "status": "pending" if pending else "done",
+                "keys": {"destroyed": [], "erased_key_ids": key_ids, "tombstone": None},
+                "connections_closed": 0,
+                "nodes_told": 0,
+                "clubs_left": [],
+                "sessions": [s.to_dict() for s in result.sessions if s.changed or s.skipped],
+                "exports_queued": exports,
+                "ledger": None,  # appended by the erasing node; found by ``proof`` in the people ledger
+                "remains": _remains(result),
+            }
+            await asyncio.to_thread(self._write, proof)
+        log.info("person erased on another node: recordings here done", extra={"erasure": erasure_id})
+
     async def _leave_clubs(self, identity: str) -> list[str]:
         """Delete the person from every club (member, and the mark of a removal): the club ids."""
 
@@ -258,20 +302,21 @@ class Erasure:
         """A session stopped: erase from it the people erased while it was being recorded."""
         if (stage_id, session_id) not in self._pending:
             return
-        session = self.root / stage_id / session_id
         signing_key = await asyncio.to_thread(self.here.signing_key)
         async with self._lock:  # an erasure running now registered the session before its files
             waiting = self._pending.pop((stage_id, session_id), [])
             for identity, erasure_id, key_ids in waiting:
-                done = await asyncio.to_thread(
-                    erase_person_from_session,
-                    session,
+                result = await asyncio.to_thread(
+                    erase_person_from_recordings,
+                    self.root,
                     identity,
                     key_ids,
                     erasure_id=erasure_id,
                     now=self._clock(),
                     signing_key=signing_key,
+                    only={(stage_id, session_id)},
                 )
+                done = next(iter(result.sessions), SessionErasure(stage_id, session_id))
                 self._queue_exports([done])
                 await asyncio.to_thread(self._complete, erasure_id, done)
 

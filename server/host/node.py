@@ -185,8 +185,13 @@ class Node:
                     closed += 1
         return closed
 
-    async def _tell_erased(self, identity: str) -> int:
-        """Every other node does ``erase_here`` too, through its inbox; how many were told."""
+    def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
+        """Another node erased the person (its relay item ``e``): the same here, recordings included."""
+        self.erase_here(identity)
+        self._tasks.spawn(self.erasure.erase_files_here(identity, erasure_id, by, capacity))
+
+    async def _tell_erased(self, identity: str, erasure_id: str, by: str, capacity: str) -> int:
+        """Every other node does ``erased_elsewhere`` through its inbox; how many were told."""
         relay = self.cluster.relay
         if relay is None:
             return 0
@@ -196,7 +201,7 @@ class Node:
             log.error("erasure not told to the other nodes", extra={"error": repr(exc)})
             return 0
         for peer in peers:
-            relay.enqueue(peer, ["e", identity])
+            relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
         return len(peers)
 
     def signing_key(self) -> NodeKey:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,14 +20,19 @@ import pytest
 from recording.ledger import read_entries
 from recording.people import FILENAME as PEOPLE_LEDGER
 from recording.signing import NodeKey
+from server.host.webhooks import verify as webhook_verify
+from tests.conftest import RunningNode, start_node
 from tests.recording.erasable import grep, marker, record_plain_session, sealed_file
+from tests.server.test_webhooks import Receiver, answers
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
 from tests.support.inprocess import InProcessNode, serve
+from tests.support.redis_server import running_redis
 from tests.support.tokens import bearer, token
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "webhook-secret-for-the-erasure-test"
 
 
 def own(identity: str) -> dict[str, str]:
@@ -213,3 +219,84 @@ async def test_an_erasure_during_a_recording_stops_the_capture_at_once_and_the_f
     assert grep(tmp_path, marker("p-host", "COMMENT"))
     result = await asyncio.to_thread(verify, session)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_an_erasure_on_one_node_reaches_the_other_on_redis(tmp_path: Path) -> None:
+    """Two nodes on one real redis-server, each with its own disk: the person is on a stage of node b
+    and in a session recorded before encryption on b's disk; the platform erases them on node a."""
+    receiver = Receiver(answers(200))
+    await receiver.start()
+    key_b = NodeKey.load_or_create(tmp_path / "b" / "keys" / "ledger-ed25519.key")
+    session = await record_plain_session(tmp_path / "b" / "recordings", key_b)
+    nodes: list[RunningNode] = []
+    with running_redis(tmp_path / "redis") as redis:
+        try:
+            for name in ("a", "b"):
+                data = tmp_path / name
+                data.mkdir(exist_ok=True)
+                env = {
+                    "MEDSTAGE_REDIS_URL": redis.url,
+                    "MEDSTAGE_RECORDINGS_DIR": str(data / "recordings"),
+                    "MEDSTAGE_WEBHOOK_URLS": receiver.url,
+                    "MEDSTAGE_WEBHOOK_SECRET": SECRET,
+                    "MEDSTAGE_MEDIA_WORKERS": "0",
+                }
+                nodes.append(start_node(data, env))
+            a, b = nodes
+            stage = "er-" + uuid.uuid4().hex[:6]
+            async with aiohttp.ClientSession() as http:
+                async with http.post(b.url + "/api/stages", json={"id": stage}, headers=bearer()) as r:
+                    assert r.status == 201
+                async with MedstageClient(b.url) as alice, MedstageClient(b.url) as bob:
+                    await alice.join(stage, "Alice Zqxwv", "audience", identity="alice@x", answer=False)
+                    await bob.join(stage, "Bob Ykjhg", "audience", identity="bob@x", answer=False)
+                    async with http.post(a.url + "/api/people/alice@x/erase", headers=bearer()) as r:
+                        assert r.status == 200, await r.text()
+                        proof = await r.json()
+                    assert len(proof["keys"]["destroyed"]) == 1, "b made her key in the shared store"
+                    assert proof["nodes_told"] == 1 and proof["sessions"] == []  # nothing on a's disk
+                    assert await alice.wait_closed(timeout=10) == 4005
+                    assert not bob.closed
+                    erasure_id = proof["erasure_id"]
+                    path = f"/api/people/alice@x/erasures/{erasure_id}"
+
+                    async def b_proof() -> dict[str, Any] | None:
+                        async with http.get(b.url + path, headers=bearer()) as r:
+                            return await r.json() if r.status == 200 else None
+
+                    for _ in range(200):
+                        part = await b_proof()
+                        if part is not None:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert part is not None, "b erased its own recordings"
+                    assert [(s["stage_id"], s["session_id"]) for s in part["sessions"]] == [
+                        ("cardio", "old-1")
+                    ]
+                    assert part["ledger"]["hash"] == proof["ledger"]["hash"], "one ledger entry, on both"
+                    # She comes back: a new key, nothing of the old one.
+                    async with MedstageClient(b.url) as again:
+                        joined = await again.join(stage, "A", "audience", identity="alice@x", answer=False)
+                        assert joined["type"] == "joined"
+            await eventually(
+                lambda: any(r.headers.get("Medstage-Event") == "person.erased" for r in receiver.requests), 15
+            )
+            got = [r for r in receiver.requests if r.headers.get("Medstage-Event") == "person.erased"]
+        finally:
+            for node in nodes:
+                assert node.stop() == 0, node.log()[-3000:]
+            await receiver.stop()
+
+    assert grep(tmp_path / "b", marker("p-alice", "COMMENT")) == []
+    assert grep(tmp_path / "b", "Alice Zqxwv") == []
+    assert grep(tmp_path / "b", marker("p-bob", "COMMENT"))
+    result = await asyncio.to_thread(verify, session)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (received,) = got
+    assert received.headers["Medstage-Event"] == "person.erased"
+    assert webhook_verify(SECRET, received.headers["Medstage-Signature"], received.body, time.time())
+    data = received.event["data"]
+    assert (data["identity"], data["keys_destroyed"], data["ledger_hash"]) == (
+        "alice@x", proof["keys"]["destroyed"], proof["ledger"]["hash"],
+    )  # fmt: skip
+    assert data["report"] == f"/api/people/alice@x/erasures/{proof['erasure_id']}"
