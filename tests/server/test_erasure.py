@@ -300,3 +300,33 @@ async def test_an_erasure_on_one_node_reaches_the_other_on_redis(tmp_path: Path)
         "alice@x", proof["keys"]["destroyed"], proof["ledger"]["hash"],
     )  # fmt: skip
     assert data["report"] == f"/api/people/alice@x/erasures/{proof['erasure_id']}"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "people", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_command_line_erases_through_the_node_and_prints_the_proof(tmp_path: Path) -> None:
+    key = NodeKey.load_or_create(tmp_path / "keys" / "ledger-ed25519.key")
+    session = await record_plain_session(tmp_path / "recordings", key)
+    async with serve(tmp_path) as running:
+        done = await asyncio.to_thread(cli, "erase", "bob@x", "--url", running.url)
+        assert done.returncode == 0, done.stderr
+        proof = json.loads(done.stdout)
+        assert [s["session_id"] for s in proof["sessions"]] == ["old-1"]
+        shown = await asyncio.to_thread(cli, "erasure", "bob@x", proof["erasure_id"], "--url", running.url)
+        assert shown.returncode == 0 and json.loads(shown.stdout) == proof
+        missing = await asyncio.to_thread(
+            cli, "erasure", "bob@x", "er-0000000000000000", "--url", running.url
+        )
+        assert missing.returncode == 1 and "erasure_not_found" in missing.stderr
+    assert grep(tmp_path, marker("p-bob", "COMMENT")) == [] and grep(tmp_path, marker("p-alice", "COMMENT"))
+    assert (await asyncio.to_thread(verify, session)).returncode == 0
+    unreachable = await asyncio.to_thread(cli, "erase", "bob@x", "--url", "http://127.0.0.1:9")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
