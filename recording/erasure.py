@@ -47,6 +47,7 @@ from recording.composite.export import ExportBusy, export_lock
 from recording.ledger import FILENAME, GENESIS, Entry, canonical, entry_hash, fsync_dir, read_entries
 from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, read_heads, write_atomic
 from recording.timeline import read as read_timeline
+from recording.vault import sealed_key_id as sealed_value_key_id
 
 __all__ = [
     "ERASED",
@@ -213,8 +214,9 @@ def erase_person_from_session(
         str(manifest.get("session_id") or session.name),
     )
     if manifest.get("status") == "recording" and not (session / "timeline.json").exists():
-        # A recorder may be writing it (or crashed: ``python -m recording repair`` first).
-        done.skipped = "recording"
+        # A recorder (here, another node, a recorder process) may be writing it, or it crashed:
+        # ``python -m recording repair`` finalizes it, then erasing again reaches it.
+        done.skipped = "unfinished"
         return done
     key_info = manifest.get("ledger_key")
     signed_by = key_info.get("key_id") if isinstance(key_info, dict) else None
@@ -222,10 +224,11 @@ def erase_person_from_session(
     entries = read_entries(ledger_path) if ledger_path.exists() else []
     timeline_path = session / "timeline.msgpack"
     events = list(read_timeline(timeline_path)) if timeline_path.exists() else []
-    pids = _participant_ids(identity, manifest, entries, events)
+    keys = frozenset(key_ids)
+    pids = _participant_ids(identity, keys, manifest, entries, events)
     done.participant_ids = sorted(pids)
     doomed = _doomed_tracks(session, pids, key_ids, manifest)
-    ours = [e.index for e in entries if _about(e.record, identity, pids)]
+    ours = [e.index for e in entries if _about(e.record, identity, pids, keys)]
     erasure_logged = any(
         e.record.get("type") == ERASURE_TYPE and e.record.get("erasure_id") == erasure_id for e in entries
     )
@@ -241,7 +244,8 @@ def erase_person_from_session(
         return done
     try:
         _erase_locked(session, manifest, entries, events, identity, pids, doomed, ours, done,
-                      erasure_id=erasure_id, now=now, signing_key=signing_key if signed_by else None,
+                      keys=keys, erasure_id=erasure_id, now=now,
+                      signing_key=signing_key if signed_by else None,
                       erasure_logged=erasure_logged)  # fmt: skip
     finally:
         if lock is not None:
@@ -260,6 +264,7 @@ def _erase_locked(
     ours: list[int],
     done: SessionErasure,
     *,
+    keys: frozenset[str],
     erasure_id: str,
     now: float,
     signing_key: NodeKey | None,
@@ -285,7 +290,7 @@ def _erase_locked(
         "erased-"
         + hashlib.sha256(f"{erasure_id}\n{done.stage_id}/{done.session_id}".encode()).hexdigest()[:12]
     )
-    rewritten, changed, remains = _rewrite_events(events, identity, pids)
+    rewritten, changed, remains = _rewrite_events(events, identity, pids, keys)
     done.remains = remains
     if changed:
         done.timeline_items = changed
@@ -309,6 +314,8 @@ def _erase_locked(
         _write_ledger(session, entries, manifest, done, signing_key, now)  # a crash between the two
     # 5. The manifest last: it names what remains.
     new_manifest = _rewrite_manifest(manifest, pids, tag, done, erasure_id)
+    if _sealed_in(new_manifest, keys):
+        new_manifest = _drop_sealed(new_manifest, keys)
     if new_manifest != manifest:
         write_atomic(
             session / "manifest.json",
@@ -320,25 +327,66 @@ def _erase_locked(
 # --- who is the person here -------------------------------------------------------------------------
 
 
+def _sealed_in(obj: Any, keys: frozenset[str]) -> bool:
+    """Whether ``obj`` holds a value sealed (recording/vault.py) with one of ``keys``."""
+    if not keys:
+        return False
+    if isinstance(obj, dict):
+        if sealed_value_key_id(obj) in keys:
+            return True
+        return any(_sealed_in(v, keys) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return any(_sealed_in(v, keys) for v in obj)
+    return False
+
+
+def _drop_sealed(obj: Any, keys: frozenset[str]) -> Any:
+    """``obj`` with every value sealed with one of ``keys`` replaced by null (noise already: gone)."""
+    if isinstance(obj, dict):
+        if sealed_value_key_id(obj) in keys:
+            return None
+        return {k: _drop_sealed(v, keys) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_drop_sealed(v, keys) for v in obj]
+    return obj
+
+
+def _is(value: Any, identity: str, keys: frozenset[str]) -> bool:
+    """The person's identity, plain or sealed with their key (a consent record's ``person``)."""
+    return value == identity or (isinstance(value, dict) and sealed_value_key_id(value) in keys)
+
+
 def _participant_ids(
-    identity: str, manifest: dict[str, Any], entries: list[Entry], events: list[dict[str, Any]]
+    identity: str,
+    keys: frozenset[str],
+    manifest: dict[str, Any],
+    entries: list[Entry],
+    events: list[dict[str, Any]],
 ) -> set[str]:
     pids: set[str] = set()
     for entry in entries:
         record = entry.record
-        if record.get("identity") == identity and isinstance(record.get("participant_id"), str):
+        if record.get("type") == REDACTED_TYPE or not isinstance(record.get("participant_id"), str):
+            continue
+        if _is(record.get("identity"), identity, keys) or _sealed_in(record, keys):
             pids.add(record["participant_id"])
     participants = [p for p in manifest.get("participants") or [] if isinstance(p, dict)]
     for person in participants:
         consent = person.get("consent")
-        if isinstance(consent, dict) and consent.get("identity") == identity:
+        mine = isinstance(consent, dict) and _is(consent.get("identity"), identity, keys)
+        if mine or _sealed_in(person, keys):
             pids.add(str(person.get("participant_id")))
     for event in events:
         kind = event.get("type")
         if kind == "consent.recorded":
             record = event.get("record") or {}
-            if record.get("identity") == identity and isinstance(record.get("participant_id"), str):
+            mine = _is(record.get("identity"), identity, keys) or _sealed_in(record, keys)
+            if mine and isinstance(record.get("participant_id"), str):
                 pids.add(record["participant_id"])
+        elif kind in ("comment.posted", "question.asked", "question.updated"):
+            item = event.get("comment") or event.get("question")
+            if isinstance(item, dict) and isinstance(item.get("author_id"), str) and _sealed_in(item, keys):
+                pids.add(item["author_id"])
         elif kind == "moderation.audit":
             if event.get("actor_identity") == identity and isinstance(event.get("actor"), str):
                 pids.add(event["actor"])
@@ -353,9 +401,11 @@ def _participant_ids(
     return pids
 
 
-def _about(record: dict[str, Any], identity: str, pids: set[str]) -> bool:
-    return record.get("type") != REDACTED_TYPE and (
-        record.get("identity") == identity or record.get("participant_id") in pids
+def _about(record: dict[str, Any], identity: str, pids: set[str], keys: frozenset[str]) -> bool:
+    return record.get("type") not in (REDACTED_TYPE, ERASURE_TYPE) and (
+        _is(record.get("identity"), identity, keys)
+        or record.get("participant_id") in pids
+        or _sealed_in(record, keys)
     )
 
 
@@ -388,13 +438,15 @@ def _doomed_tracks(
 
 
 def _rewrite_events(
-    events: list[dict[str, Any]], identity: str, pids: set[str]
+    events: list[dict[str, Any]], identity: str, pids: set[str], keys: frozenset[str]
 ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """The events without the person, how many changed, and what of theirs remains anonymously."""
     out, changed = [], 0
     remains = {"comments": 0, "questions": 0, "poll_ballots": 0, "quiz_answers": 0}
     for event in events:
         new = _rewrite_event(event, identity, pids, remains)
+        if _sealed_in(new, keys):
+            new = _drop_sealed(new, keys)
         changed += new != event
         out.append(new)
     return out, changed, {k: v for k, v in remains.items() if v}

@@ -118,3 +118,52 @@ async def test_a_crash_between_ledger_and_heads_is_completed_by_the_next_run(
     assert verify_session(session, TrustedKey(key.public, "test")).ok
     assert grep(tmp_path, "alice@x") == []
     assert sum(e.record.get("type") == "erasure" for e in read_entries(session / "consent.jsonl")) == 1
+
+
+async def test_values_sealed_with_the_persons_key_are_found_and_dropped(tmp_path: Path, key: NodeKey) -> None:
+    """A session recorded with sealed items (recording/vault.py): the consent record's identity and
+    the comment's text sealed with the person's key; found by key id alone (the key is gone)."""
+    import msgpack
+
+    from recording.keys import PersonKey
+    from recording.ledger import Ledger
+    from recording.vault import seal_value
+    from tests.recording.signed import seal
+
+    person = PersonKey("zed@x", "c" * 32, bytes(32), 1.0)
+    other = PersonKey("ann@x", "d" * 32, bytes(range(32)), 1.0)
+    session = tmp_path / "recordings" / "cardio" / "new-1"
+    (session / "tracks").mkdir(parents=True)
+    ledger = Ledger(session / "consent.jsonl")
+    for who, pid in ((person, "p-z"), (other, "p-a")):
+        sealed_identity = seal_value(who, who.identity, "person")
+        ledger.append({"record_id": f"c-{pid}", "participant_id": pid, "identity": sealed_identity,
+                       "scopes": ["comments"], "decision": "granted", "at": 1.0})  # fmt: skip
+    seal(session, key, ledger, final=True)
+    manifest = json.loads((session / "manifest.json").read_text())
+    manifest.update(
+        status="complete",
+        participants=[{"participant_id": "p-z", "name": seal_value(person, "Zed", "name")}],
+        tracks=[],
+    )
+    (session / "manifest.json").write_text(json.dumps(manifest))
+    events = [
+        {"type": "comment.posted", "seq": n, "at": 2.0,
+         "comment": {"id": f"cm-{pid}", "author_id": pid, "at": 2.0,
+                     "text": seal_value(who, f"text of {pid}", "comment")}}
+        for n, (who, pid) in enumerate(((person, "p-z"), (other, "p-a")))
+    ]  # fmt: skip
+    (session / "timeline.msgpack").write_bytes(b"".join(msgpack.packb(e) for e in events))
+    sealed_file(session / "tracks" / "p-z-audio-1.webm.sealed", person.key_id)
+
+    result = erase_person_from_recordings(
+        tmp_path / "recordings", "zed@x", {person.key_id}, erasure_id="e1", now=5.0, signing_key=key
+    )
+    (done,) = result.sessions
+    assert done.participant_ids == ["p-z"] and done.ledger_redacted == [0]
+    text = b"".join(p.read_bytes() for p in session.rglob("*") if p.is_file())
+    assert person.key_id.encode() not in text, "not one value sealed with the person's key is left"
+    assert other.key_id.encode() in text
+    timeline = list(read_timeline(session / "timeline.msgpack"))
+    assert timeline[0]["comment"] == {"id": "cm-p-z", "at": 2.0, "redacted": True, "erased": True}
+    assert verify_session(session, TrustedKey(key.public, "test")).ok
