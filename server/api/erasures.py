@@ -45,7 +45,10 @@ class ErasedSession(Struct, kw_only=True):
     remains: Annotated[dict[str, int], Meta(description="The person's items kept as anonymous counts")]
     skipped: Annotated[
         str | None,
-        Meta(description="`recording` (erased once it stops), `no_key` (signed by another node), `busy`"),
+        Meta(
+            description="`recording` (erased once it stops), `unfinished` (repair it, erase again), "
+            "`no_key` (signed by another node), `busy`"
+        ),
     ]
 
 
