@@ -41,13 +41,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from recording.composite.export import ExportBusy, export_lock
+from recording.erasure_timeline import (
+    ERASED,
+    REDACTED_TYPE,
+    drop_sealed,
+    is_person,
+    json_mentions,
+    participant_ids,
+    redacted_consent,
+    rewrite_events,
+    sealed_in,
+    write_timeline,
+)
 from recording.ledger import FILENAME, GENESIS, Entry, canonical, entry_hash, fsync_dir, read_entries
 from recording.signing import HEADS_FILENAME, NodeKey, SignedHead, read_heads, write_atomic
 from recording.timeline import read as read_timeline
-from recording.vault import sealed_key_id as sealed_value_key_id
 
 __all__ = [
     "ERASED",
@@ -60,8 +69,6 @@ __all__ = [
 ]
 
 SEALED_MAGIC = b"MEDSTAGE-SEALED/1\n"  # recording/sealed.py's MAGIC (the brief's shared format)
-ERASED = {"redacted": True, "erased": True}
-REDACTED_TYPE = "redacted"
 ERASURE_TYPE = "erasure"
 LOCK_NAME = ".erasure.lock"  # in the recordings directory: no stage id starts with a dot
 
@@ -225,7 +232,7 @@ def erase_person_from_session(
     timeline_path = session / "timeline.msgpack"
     events = list(read_timeline(timeline_path)) if timeline_path.exists() else []
     keys = frozenset(key_ids)
-    pids = _participant_ids(identity, keys, manifest, entries, events)
+    pids = participant_ids(identity, keys, manifest, entries, events)
     done.participant_ids = sorted(pids)
     doomed = _doomed_tracks(session, pids, key_ids, manifest)
     ours = [e.index for e in entries if _about(e.record, identity, pids, keys)]
@@ -290,14 +297,14 @@ def _erase_locked(
         "erased-"
         + hashlib.sha256(f"{erasure_id}\n{done.stage_id}/{done.session_id}".encode()).hexdigest()[:12]
     )
-    rewritten, changed, remains = _rewrite_events(events, identity, pids, keys)
+    rewritten, changed, remains = rewrite_events(events, identity, pids, keys)
     done.remains = remains
     if changed:
         done.timeline_items = changed
-        _write_timeline(session / "timeline.msgpack", rewritten)
+        write_timeline(session / "timeline.msgpack", rewritten)
         done.files_rewritten.append("timeline.msgpack")
     if (session / "timeline.json").exists() and (
-        changed or _json_mentions(session / "timeline.json", identity)
+        changed or json_mentions(session / "timeline.json", identity)
     ):
         write_atomic(
             session / "timeline.json",
@@ -314,8 +321,8 @@ def _erase_locked(
         _write_ledger(session, entries, manifest, done, signing_key, now)  # a crash between the two
     # 5. The manifest last: it names what remains.
     new_manifest = _rewrite_manifest(manifest, pids, tag, done, erasure_id)
-    if _sealed_in(new_manifest, keys):
-        new_manifest = _drop_sealed(new_manifest, keys)
+    if sealed_in(new_manifest, keys):
+        new_manifest = drop_sealed(new_manifest, keys)
     if new_manifest != manifest:
         write_atomic(
             session / "manifest.json",
@@ -327,85 +334,11 @@ def _erase_locked(
 # --- who is the person here -------------------------------------------------------------------------
 
 
-def _sealed_in(obj: Any, keys: frozenset[str]) -> bool:
-    """Whether ``obj`` holds a value sealed (recording/vault.py) with one of ``keys``."""
-    if not keys:
-        return False
-    if isinstance(obj, dict):
-        if sealed_value_key_id(obj) in keys:
-            return True
-        return any(_sealed_in(v, keys) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return any(_sealed_in(v, keys) for v in obj)
-    return False
-
-
-def _drop_sealed(obj: Any, keys: frozenset[str]) -> Any:
-    """``obj`` with every value sealed with one of ``keys`` replaced by null (noise already: gone)."""
-    if isinstance(obj, dict):
-        if sealed_value_key_id(obj) in keys:
-            return None
-        return {k: _drop_sealed(v, keys) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_drop_sealed(v, keys) for v in obj]
-    return obj
-
-
-def _is(value: Any, identity: str, keys: frozenset[str]) -> bool:
-    """The person's identity, plain or sealed with their key (a consent record's ``person``)."""
-    return value == identity or (isinstance(value, dict) and sealed_value_key_id(value) in keys)
-
-
-def _participant_ids(
-    identity: str,
-    keys: frozenset[str],
-    manifest: dict[str, Any],
-    entries: list[Entry],
-    events: list[dict[str, Any]],
-) -> set[str]:
-    pids: set[str] = set()
-    for entry in entries:
-        record = entry.record
-        if record.get("type") == REDACTED_TYPE or not isinstance(record.get("participant_id"), str):
-            continue
-        if _is(record.get("identity"), identity, keys) or _sealed_in(record, keys):
-            pids.add(record["participant_id"])
-    participants = [p for p in manifest.get("participants") or [] if isinstance(p, dict)]
-    for person in participants:
-        consent = person.get("consent")
-        mine = isinstance(consent, dict) and _is(consent.get("identity"), identity, keys)
-        if mine or _sealed_in(person, keys):
-            pids.add(str(person.get("participant_id")))
-    for event in events:
-        kind = event.get("type")
-        if kind == "consent.recorded":
-            record = event.get("record") or {}
-            mine = _is(record.get("identity"), identity, keys) or _sealed_in(record, keys)
-            if mine and isinstance(record.get("participant_id"), str):
-                pids.add(record["participant_id"])
-        elif kind in ("comment.posted", "question.asked", "question.updated"):
-            item = event.get("comment") or event.get("question")
-            if isinstance(item, dict) and isinstance(item.get("author_id"), str) and _sealed_in(item, keys):
-                pids.add(item["author_id"])
-        elif kind == "moderation.audit":
-            if event.get("actor_identity") == identity and isinstance(event.get("actor"), str):
-                pids.add(event["actor"])
-            if event.get("target_identity") == identity and isinstance(event.get("target"), str):
-                pids.add(event["target"])
-    # The same person's other connections (reconnects): the manifest's per-session pseudonym.
-    pseudonyms = {p.get("person") for p in participants if p.get("participant_id") in pids}
-    pseudonyms.discard(None)
-    for person in participants:
-        if person.get("person") in pseudonyms and not str(person.get("person")).startswith("erased-"):
-            pids.add(str(person.get("participant_id")))
-    return pids
-
-
 def _about(record: dict[str, Any], identity: str, pids: set[str], keys: frozenset[str]) -> bool:
     return record.get("type") not in (REDACTED_TYPE, ERASURE_TYPE) and (
-        _is(record.get("identity"), identity, keys)
+        is_person(record.get("identity"), identity, keys)
         or record.get("participant_id") in pids
-        or _sealed_in(record, keys)
+        or sealed_in(record, keys)
     )
 
 
@@ -437,119 +370,7 @@ def _doomed_tracks(
 # --- the timeline -----------------------------------------------------------------------------------
 
 
-def _rewrite_events(
-    events: list[dict[str, Any]], identity: str, pids: set[str], keys: frozenset[str]
-) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
-    """The events without the person, how many changed, and what of theirs remains anonymously."""
-    out, changed = [], 0
-    remains = {"comments": 0, "questions": 0, "poll_ballots": 0, "quiz_answers": 0}
-    for event in events:
-        new = _rewrite_event(event, identity, pids, remains)
-        if _sealed_in(new, keys):
-            new = _drop_sealed(new, keys)
-        changed += new != event
-        out.append(new)
-    return out, changed, {k: v for k, v in remains.items() if v}
-
-
-def _tombstone(item: Any) -> dict[str, Any]:
-    kept = {k: item[k] for k in ("id", "at", "votes", "status") if isinstance(item, dict) and k in item}
-    return {**kept, **ERASED}
-
-
-def _rewrite_event(
-    event: dict[str, Any], identity: str, pids: set[str], remains: dict[str, int]
-) -> dict[str, Any]:
-    kind = event.get("type")
-    for field_, counted in (("comment", "comments"), ("question", "questions")):
-        item = event.get(field_)
-        if isinstance(item, dict) and item.get("author_id") in pids:
-            if kind in ("comment.posted", "question.asked"):
-                remains[counted] += 1
-            return {**event, field_: _tombstone(item)}
-    if kind == "poll.voters":
-        voters = event.get("voters") or {}
-        theirs = [pid for pid in voters if pid in pids]
-        if theirs:
-            remains["poll_ballots"] += len(theirs)
-            kept = {pid: c for pid, c in voters.items() if pid not in pids}
-            return {
-                **event,
-                "voters": kept,
-                "redacted_voters": int(event.get("redacted_voters") or 0) + len(theirs),
-            }
-        return event
-    if kind == "quiz.result" and event.get("participant_id") in pids:
-        remains["quiz_answers"] += 1
-        fields = ("type", "stage_id", "seq", "at", "poll_id", "correct")
-        return {k: event[k] for k in fields if k in event} | ERASED
-    if kind == "quiz.leaderboard":
-        entries = event.get("entries") or []
-        new = [
-            {**e, "participant_id": "", "name": ""}
-            if isinstance(e, dict) and e.get("participant_id") in pids
-            else e
-            for e in entries
-        ]
-        return {**event, "entries": new} if new != entries else event
-    if kind == "consent.recorded":
-        record = event.get("record") or {}
-        if record.get("identity") == identity or record.get("participant_id") in pids:
-            return {**event, "record": _redacted_consent(record, None)}
-        return event
-    if kind == "moderation.audit":
-        audit = dict(event)
-        if event.get("actor_identity") == identity or event.get("actor") in pids:
-            audit.update(actor_identity="", actor_name="")
-        if event.get("target_identity") == identity or (
-            event.get("target") in pids and event.get("target_identity")
-        ):
-            audit.update(target_identity=None, target_name=None)
-        return audit
-    if kind == "invitation" and event.get("by") in pids:
-        return {**event, "by_name": ""}
-    if kind == "observer.joined" and event.get("participant_id") in pids:
-        return {**event, "name": ""}
-    return event
-
-
-def _json_mentions(path: Path, identity: str) -> bool:
-    try:
-        return json.dumps(identity, ensure_ascii=False)[1:-1] in path.read_text(encoding="utf-8")
-    except OSError:
-        return False
-
-
-def _write_timeline(path: Path, events: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".erasing")
-    with open(tmp, "wb") as f:
-        packer = msgpack.Packer()
-        for event in events:
-            f.write(packer.pack(event))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 # --- the consent ledger -----------------------------------------------------------------------------
-
-
-def _redacted_consent(record: dict[str, Any], was: str | None) -> dict[str, Any]:
-    fields: tuple[str, ...] = (
-        "stage_id",
-        "session_id",
-        "decision",
-        "scopes",
-        "policy_version",
-        "at",
-        "method",
-    )
-    kept: dict[str, Any] = {k: record[k] for k in fields if k in record}
-    redacted: dict[str, Any] = {"type": REDACTED_TYPE, **kept}
-    if was is not None:
-        redacted["was"] = was
-    return redacted
 
 
 def _rewrite_ledger(
@@ -562,7 +383,7 @@ def _rewrite_ledger(
     done: SessionErasure,
     erasure_logged: bool,
 ) -> list[Entry]:
-    records = [_redacted_consent(e.record, e.hash) if e.index in ours else e.record for e in entries]
+    records = [redacted_consent(e.record, e.hash) if e.index in ours else e.record for e in entries]
     if not erasure_logged:
         records.append(
             {
