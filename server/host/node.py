@@ -178,6 +178,8 @@ class Node:
             recorder = live.recording.recorder
             if recorder is not None:
                 recorder.forget(identity)
+            # Their comments leave every screen; their questions stay as anonymous tombstones.
+            live.apply(lambda stage, now: stage.erase_person(identity, now))
             people = {**live.stage.participants, **live.stage.observers}
             for pid, person in people.items():
                 if person.identity == identity and pid in live.connections:

@@ -198,6 +198,9 @@ async def test_an_erasure_during_a_recording_stops_the_capture_at_once_and_the_f
         assert not any(k[0] == alice.participant_id for k in recorder.captures), "capture stopped at once"
         assert proof["status"] == "pending" and proof["connections_closed"] == 1
         assert await alice.wait_closed(timeout=5) == 4005
+        await host.wait_for("comment.deleted", timeout=5)  # her comment left every screen
+        chat = running.node.stages[stage].stage.chat.comments.values()
+        assert [c.identity for c in chat] == ["host@x"]
         await host.request({"type": "recording.stop"})
         erasure_id = proof["erasure_id"]
 
