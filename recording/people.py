@@ -13,7 +13,10 @@ not what it held), so the ledger stays verifiable after any erasure. Types:
 - ``nomination.granted`` / ``nomination.withdrawn``: ``identity`` lets ``nominee`` exercise their data
   rights (or stops letting them); ``by`` is who asked, ``as`` in what capacity (``person``,
   ``nominee`` withdrawing themselves, ``platform``), ``at`` when.
-- ``erasure``, ``correction``, ``access``: reserved for the next steps of issue 15 (refused until
+- ``erasure``: ``identity`` was erased (server/host/erasure.py): ``erasure_id``, ``by``, ``as``,
+  ``at``, the key ids destroyed and erased, counts (sessions, files, connections, clubs) and the
+  session ledgers' ``erasure`` records written (stage, session, index, hash); never content.
+- ``correction``, ``access``: reserved for the next steps of issue 15 (refused until
   their writers exist, so nothing half-specified is ever signed).
 
 This module is the file side (blocking I/O: callers run it in a thread). Which node appends next, and
@@ -52,7 +55,7 @@ FILENAME = "ledger.jsonl"
 HEADS_FILENAME = "ledger.heads.jsonl"
 SIGNED_AS = ("@people", "ledger")  # (stage_id, session_id) of this ledger's signed heads
 RECORD_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
-WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn"})
+WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure"})
 CAPACITIES = ("person", "nominee", "platform")
 
 

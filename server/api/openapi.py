@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api import clubs, health, people, playback, quality, recordings, spec, stages, tokens
+from server.api import clubs, erasures, health, people, playback, quality, recordings, spec, stages, tokens
 from server.api.common import Problem
 
 _OWN = spec.Paths("operations")
@@ -35,6 +35,7 @@ _MODULES = (
     playback.OPENAPI,
     tokens.OPENAPI,
     people.OPENAPI,
+    erasures.OPENAPI,
     health.OPENAPI,
     _OWN,
 )
@@ -53,7 +54,7 @@ _DOCUMENT: spec.Schema = {
         {"name": "recordings"},
         {"name": "tokens"},
         {"name": "clubs"},
-        {"name": "people", "description": "Data rights: nominees (docs/protocol.md, People)"},
+        {"name": "people", "description": "Data rights: nominees, erasure (docs/protocol.md, People)"},
         {"name": "operations", "description": "Open: for load balancers and scrapers"},
     ],
     "security": [{"bearer": []}, {"access_token": []}],
