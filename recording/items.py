@@ -264,8 +264,11 @@ def session_key_ids(session_dir: Path) -> set[str]:
     packed = session_dir / "timeline.msgpack"
     if packed.is_file():
         unpacker = msgpack.Unpacker(raw=False)  # as recording/timeline.py's read(), which imports this
-        with open(packed, "rb") as f:
-            while chunk := f.read(65536):
-                unpacker.feed(chunk)
-                found.update(k for event in unpacker for k in key_ids(event))
+        try:
+            with open(packed, "rb") as f:
+                while chunk := f.read(65536):
+                    unpacker.feed(chunk)
+                    found.update(k for event in unpacker for k in key_ids(event))
+        except ValueError:  # a damaged timeline: the keys of what was readable (its readers say the rest)
+            pass
     return found
