@@ -185,8 +185,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _people_ring(args: argparse.Namespace, session: Path) -> KeyRing:
     """The people's live keys of ``--people-keys`` (a file key store), by default ``keys/people/``
     beside the recordings directory when there is one; else none (nothing sealed opens)."""
-    keys_dir: Path = args.people_keys or default_keys_dir(session.resolve().parent.parent)
-    if args.people_keys is not None and not keys_dir.is_dir():
+    given = args.people_keys or getattr(args, "keys", None)  # ``--keys`` of the sealed tracks, if any
+    keys_dir: Path = given or default_keys_dir(session.resolve().parent.parent)
+    if given is not None and not keys_dir.is_dir():
         raise UsageError(f"no people's key directory at {keys_dir}")
     return asyncio.run(load_ring(FileKeyStore(keys_dir))) if keys_dir.is_dir() else KeyRing()
 
