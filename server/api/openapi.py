@@ -53,7 +53,10 @@ _DOCUMENT: spec.Schema = {
         {"name": "recordings"},
         {"name": "tokens"},
         {"name": "clubs"},
-        {"name": "people", "description": "Data rights: nominees (docs/protocol.md, People)"},
+        {
+            "name": "people",
+            "description": "Data rights: nominees, subject access, correction (docs/protocol.md, People)",
+        },
         {"name": "operations", "description": "Open: for load balancers and scrapers"},
     ],
     "security": [{"bearer": []}, {"access_token": []}],

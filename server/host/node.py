@@ -18,6 +18,7 @@ from media.tasks import OwnedTasks
 from media.workers import WorkerPool
 from recording import retention
 from recording.keys import FileKeyStore, KeyStore, PersonKey
+from recording.profiles import FileProfileStore, ProfileStore
 from recording.signing import NodeKey, SigningKeyError
 from recording.vault import KeyRing
 from rooms import durable
@@ -28,6 +29,7 @@ from server import wire_out
 from server.auth import Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner, RedisBackend
 from server.backend.redis_keys import RedisKeyStore
+from server.backend.redis_profiles import RedisProfileStore
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
@@ -84,6 +86,12 @@ class Node:
         # The live keys of the people on this node's stages: recorders seal with them synchronously.
         self.ring = KeyRing()
         self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
+        # People's corrected display names and profile fields (issue 15): readers prefer them.
+        self.profiles: ProfileStore = (
+            RedisProfileStore(backend)
+            if isinstance(backend, RedisBackend)
+            else FileProfileStore(config.people_path)
+        )
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
             consent_policy_version=config.consent_policy_version,
@@ -359,6 +367,15 @@ class Node:
                 return None
             self.ring.put(key)
         return key
+
+    async def fresh_profiles(self) -> ProfileStore:
+        """The profile store brought up to date with every node's corrections; when the store cannot
+        answer (Redis down, a disk error), as it last was: a page shows an older name, never fails."""
+        try:
+            await self.profiles.refresh()
+        except (BackendError, OSError, ValueError) as exc:
+            log.warning("profiles unreadable: the last ones known are used", extra={"error": repr(exc)})
+        return self.profiles
 
     async def let_go(self, stage_id: str) -> None:
         """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""

@@ -1,0 +1,216 @@
+"""Data rights on the node (issue 15): subject access (the archive) and correction (profiles).
+
+Who may: the person (a person-level token), a nominee in force, or the platform, exactly as for the
+nominees (server/host/people.py ``may_act_for``); anyone else gets ``not_allowed`` (403).
+
+Access: ``prepare_export`` plans the archive off the loop (recording/access.py) with what only the
+node knows (club memberships, the stages it hosts now, the corrected profile) and a ring holding the
+person's key alone (nobody else's sealed value can be opened into it); the caller iterates the archive
+(``chunks``, in a thread) as it sends it, then ``finish_export`` appends the ``access`` record to the
+people ledger and sends ``person.exported``. An archive that was not sent to its end is recorded
+nowhere: it was not handed out.
+
+Correction: ``correct`` stores the fields (recording/profiles.py), renames the person live on every
+stage this node hosts (``participant.updated``), appends the ``correction`` record (field names and
+hashes, never values) and sends ``person.corrected``. Recordings are not rewritten: their reports and
+playback pages read the profile (``Names``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from recording.access import Archive, plan
+from recording.ledger import Entry
+from recording.people import HEADS_FILENAME, access_record, correction_record
+from recording.profiles import Profile, ProfileError, check_changes, field_hash
+from recording.vault import KeyRing
+from rooms.clubs import ClubError
+from rooms.errors import DomainError
+from server.auth import Claims
+from server.backend import BackendError
+from server.host.people import (
+    PeopleError,
+    _refusal,
+    capacity,
+    check_identity,
+    corrected_payload,
+    exported_payload,
+)
+
+if TYPE_CHECKING:
+    from server.host.node import Node
+
+log = logging.getLogger(__name__)
+
+BATCH = 1 << 20  # bytes handed from the archive's thread to the socket at a time
+
+
+async def authorize(node: Node, claims: Claims, identity: str) -> str:
+    """In what capacity ``claims`` acts for ``identity`` (``person``, ``nominee``, ``platform``)."""
+    check_identity(identity)
+    if not await node.people.may_act_for(claims, identity):
+        raise _refusal(claims, identity)
+    return capacity(claims, identity)
+
+
+# --- access ------------------------------------------------------------------------------------------
+
+
+async def _ring(node: Node, identity: str) -> KeyRing:
+    ring = KeyRing()
+    key = node.ring.for_identity(identity)
+    if key is None:
+        try:
+            key = await node.keys.get(identity)
+        except (BackendError, OSError) as exc:
+            raise PeopleError(503, "unavailable", f"the key store cannot be read: {exc}") from exc
+    if key is not None:
+        ring.put(key)
+    return ring
+
+
+async def _clubs(node: Node, identity: str) -> list[dict[str, Any]]:
+    memberships = []
+    try:
+        for club_id in await node.clubs.ids():
+            try:
+                club = await node.clubs.get(club_id)
+            except ClubError:
+                continue  # deleted meanwhile, or unreadable: it holds nothing we can say
+            member = club.members.get(identity)
+            if member is not None:
+                memberships.append(
+                    {"club_id": club.id, "club_name": club.name, "role": str(member.role),
+                     "name": member.name, "joined_at": member.joined_at, "via": str(member.via)}
+                )  # fmt: skip
+    except BackendError as exc:
+        raise PeopleError(503, "unavailable", f"the clubs cannot be read: {exc}") from exc
+    return memberships
+
+
+def _live(node: Node, identity: str) -> list[dict[str, Any]]:
+    """The person on the stages this node hosts now (participants and moderator consoles)."""
+    out = []
+    for live in node.stages.values():
+        stage = live.stage
+        for person in [*stage.participants.values(), *stage.observers.values()]:
+            if person.identity == identity:
+                out.append(
+                    {"stage_id": stage.id, "title": stage.title, "club_id": stage.club_id,
+                     "participant_id": person.id, "name": person.name, "role": str(person.role),
+                     "joined_at": person.joined_at, "observer": person.observer}
+                )  # fmt: skip
+    return out
+
+
+async def prepare_export(node: Node, claims: Claims, identity: str) -> Archive:
+    """The person's archive, planned (nothing sent, nothing recorded yet)."""
+    await authorize(node, claims, identity)
+    entries = await node.people.entries()
+    ring = await _ring(node, identity)
+    profiles = await node.fresh_profiles()
+    profile = profiles.get(identity)
+    extra: dict[str, Any] = {
+        "clubs.json": {"memberships": await _clubs(node, identity)},
+        "live.json": {"node": node.cluster.node_id, "stages": _live(node, identity)},
+        "profile.json": {"profile": None if profile is None else profile.to_dict()},
+    }
+    members, omitted = await asyncio.to_thread(
+        plan,
+        identity,
+        node.recordings_root,
+        ring,
+        people_entries=entries,
+        people_heads=node.config.people_path / HEADS_FILENAME,
+        extra=extra,
+    )
+    export_id = "x-" + secrets.token_hex(8)
+    return Archive(
+        identity, members, omitted, ring, export_id=export_id, now=node.clock(), node=node.cluster.node_id
+    )
+
+
+def batches(chunks: Iterator[bytes]) -> bytes:
+    """The archive's next bytes, about ``BATCH`` of them (b"" at its end): one thread hop per batch."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) >= BATCH:
+            break
+    return bytes(out)
+
+
+async def finish_export(node: Node, claims: Claims, archive: Archive) -> Entry:
+    """The archive was sent to its end: the ``access`` record and ``person.exported``."""
+    identity = archive.identity
+    record = access_record(
+        identity,
+        export_id=archive.export_id,
+        index_sha256=archive.index_sha256,
+        sha256=archive.sha256,
+        size_bytes=archive.size,
+        counts=archive.counts,
+        by=claims.identity,
+        capacity=capacity(claims, identity),
+        at=node.clock(),
+    )
+    entry = await node.people.append(record)
+    node.webhooks.emit(
+        "person.exported",
+        exported_payload(
+            identity,
+            at=record["at"],
+            by=claims.identity,
+            export_id=archive.export_id,
+            size_bytes=archive.size,
+            sha256=archive.sha256,
+            entry=entry,
+        ),
+    )
+    return entry
+
+
+# --- correction --------------------------------------------------------------------------------------
+
+
+def rename_live(node: Node, identity: str, name: str) -> int:
+    """Rename the person on every stage this node hosts; how many stages had them."""
+    renamed = 0
+    for live in list(node.stages.values()):
+        stage = live.stage
+        if not any(p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]):
+            continue
+        try:
+            live.apply(lambda stage, now: stage.rename(identity, name, now))
+        except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
+            log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
+            continue
+        renamed += 1
+    return renamed
+
+
+async def correct(
+    node: Node, claims: Claims, identity: str, changes: Mapping[str, Any]
+) -> tuple[Profile, Entry]:
+    """Store the corrected fields, show them live, record the correction, tell the platform."""
+    who = await authorize(node, claims, identity)
+    try:
+        checked = check_changes(changes)
+    except ProfileError as exc:
+        raise PeopleError(400, exc.code, exc.message) from None
+    profile = await node.profiles.put(identity, checked, node.clock())
+    if "name" in checked:
+        rename_live(node, identity, checked["name"])
+    hashes = {name: field_hash(identity, name, value) for name, value in checked.items()}
+    record = correction_record(identity, hashes, claims.identity, who, node.clock())
+    entry = await node.people.append(record)
+    node.webhooks.emit(
+        "person.corrected",
+        corrected_payload(identity, at=record["at"], by=claims.identity, fields=list(checked), entry=entry),
+    )
+    return profile, entry
