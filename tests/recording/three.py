@@ -141,8 +141,10 @@ def _add_tracks(session: Path, identities: list[str]) -> None:
     (session / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
-async def record_three(root: Path, key: NodeKey | None = None) -> Three:
-    ring = KeyRing(new_key(identity, T0) for identity in PEOPLE)
+async def record_three(root: Path, key: NodeKey | None = None, ring: KeyRing | None = None) -> Three:
+    """The two sessions under ``root``, signed with ``key``; sealed with the keys of ``ring`` (the
+    node's key store's, for a node that must open them), else with new ones."""
+    ring = ring if ring is not None else KeyRing(new_key(identity, T0) for identity in PEOPLE)
     everything = frozenset({"media", "comments", "share"})
     s1 = await _session(
         root,
