@@ -17,6 +17,8 @@ import asyncio
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -34,7 +36,7 @@ from recording.profiles import field_hash
 from recording.signing import NodeKey, default_key_path
 from recording.vault import KeyRing
 from server.host.webhooks import verify
-from tests.conftest import RunningNode, start_node
+from tests.conftest import ROOT, RunningNode, start_node
 from tests.recording.three import MARKERS, PEOPLE, T0, record_three
 from tests.server.test_webhooks import Receiver, answers
 from tests.support.client import MedstageClient
@@ -278,3 +280,44 @@ async def test_a_correction_shows_in_recordings_and_live(
     assert new not in json.dumps(record), "the ledger keeps hashes, never values"
     hook = await wait_hook(receiver, "person.corrected", "identity", "carol@x")
     assert hook["fields"] == ["name"] and hook["ledger_hash"] == corrected["ledger_hash"]
+
+
+def test_the_command_line_exports_and_corrects_through_the_node(node: RunningNode, tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "server", "people", *args, "--url", node.url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    target = tmp_path / "bob.tar"
+    done = run("export", "bob@x", "-o", str(target))
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(target) as tar:
+        names = tar.getnames()
+    assert names[-1] == "index.json" and "sessions/neuro/s-2/tracks/p-bob-audio-1.webm" in names
+    assert hashlib.sha256(target.read_bytes()).hexdigest() in done.stdout
+    assert not list(tmp_path.glob(".*.partial"))
+
+    done = run("correct", "bob@x", "--name", "Robert")
+    assert done.returncode == 0 and "corrected name of bob@x" in done.stdout, done.stderr
+    record = ledger(node)[-1]
+    assert (record["type"], record["identity"], record["by"], record["as"]) == (
+        "correction",
+        "bob@x",
+        "platform-cli",
+        "platform",
+    )
+    refused = run("correct", "bob@x", "--name", " ")
+    assert refused.returncode == 1 and "invalid_profile" in refused.stderr
+    assert run("correct", "bob@x").returncode == 2
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "server", "people", "export", "bob@x", "--url", "http://127.0.0.1:9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 3
