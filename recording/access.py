@@ -36,7 +36,7 @@ from recording.signing import HEADS_FILENAME, read_heads
 from recording.timeline import read as read_timeline
 from recording.vault import ERASED, KeyRing, is_sealed, open_value
 
-__all__ = ["FORMAT", "Archive", "Member", "Omitted", "open_sealed", "plan"]
+__all__ = ["FORMAT", "Archive", "Member", "Omitted", "Unreadable", "open_sealed", "plan"]
 
 FORMAT = "medstage-access/1"
 CHUNK = 1 << 20
@@ -87,17 +87,28 @@ def open_sealed(value: Any, ring: KeyRing) -> Any:
     return value
 
 
+class Unreadable(Exception):
+    """A sealed track of the person's that cannot be given: ``erased`` (its key is gone) or
+    ``damaged`` (recording/sealed.py refuses its structure)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _open_track(path: Path, ring: KeyRing) -> IO[bytes] | None:
-    """A sealed track file's plaintext, None when it cannot be opened here (its key is erased, or
-    recording/sealed.py does not exist on this node: then the file goes as it is)."""
+    """A sealed track file's plaintext; None when recording/sealed.py does not exist on this node
+    (then the file goes as it is). Raises ``Unreadable``."""
     try:
         from recording import sealed  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return None
     try:
         stream: IO[bytes] = sealed.open_plaintext(path, ring)
-    except getattr(sealed, "SealedKeyMissing", LookupError):
-        raise KeyError(path.name) from None
+    except sealed.SealedKeyMissing:
+        raise Unreadable("erased") from None
+    except sealed.SealedError:
+        raise Unreadable("damaged") from None
     return stream
 
 
@@ -296,8 +307,8 @@ def _tracks(s: _Session, ring: KeyRing, base: str, omitted: list[Omitted]) -> li
         if sealed:
             try:
                 stream = _open_track(path, ring)
-            except KeyError:
-                omitted.append(Omitted("track", "erased", about))
+            except Unreadable as exc:
+                omitted.append(Omitted("track", exc.reason, about))
                 continue
             if stream is None:  # no reader on this node: the sealed file as it is
                 members.append(Member(name + ".sealed", "track.sealed", path=path, about=about))
@@ -410,7 +421,10 @@ class Archive:
             return io.BytesIO(member.data)
         assert member.path is not None
         if member.sealed:
-            stream = self._open_track(member.path, self.ring)
+            try:
+                stream = self._open_track(member.path, self.ring)
+            except Unreadable as exc:  # its key destroyed since the plan (an erasure meanwhile)
+                raise OSError(f"{member.path.name}: {exc.reason}") from None
             if stream is None:
                 raise OSError(f"{member.path.name}: sealed and not readable here")
             return stream
@@ -424,6 +438,8 @@ class Archive:
             return member.path.stat().st_size
         total = 0
         with self._source(member) as stream:  # the plaintext's size, before its header goes out
+            if stream.seekable():
+                return stream.seek(0, io.SEEK_END)
             while chunk := stream.read(CHUNK):
                 total += len(chunk)
         return total

@@ -130,3 +130,45 @@ async def test_a_stranger_gets_an_archive_with_no_session(three: Three) -> None:
     assert sorted(files) == ["index.json", "people/ledger.json"]
     index: dict[str, Any] = json.loads(files["index.json"])
     assert index["omitted"] == []
+
+
+async def test_a_sealed_track_is_given_decrypted_with_the_persons_key(three: Three) -> None:
+    sealed = pytest.importorskip("recording.sealed")  # the sealtracks step (issue 15)
+    plain = three.sessions[0] / "tracks" / "p-alice-audio-1.webm"
+    content = plain.read_bytes()
+    with open(plain, "rb") as f:  # noqa: ASYNC230 - a test's fixture file
+        sealed.seal_stream(f, str(plain) + ".sealed", three.ring.for_identity("alice@x"))
+    plain.unlink()
+    _, data = archive("alice@x", three)
+    files = members(data)
+    assert files["sessions/cardio/s-1/tracks/p-alice-audio-1.webm"] == content
+    index = json.loads(files["index.json"])
+    assert [m["what"] for m in index["members"] if "/tracks/" in m["name"]] == ["track"]
+
+    keyless = KeyRing(k for k in (three.ring.for_identity(i) for i in ("bob@x", "carol@x")) if k is not None)
+    built, data = archive("alice@x", three, keyless)
+    assert not [n for n in members(data) if "/tracks/" in n]
+    assert [(o.what, o.reason) for o in built.omitted] == [("track", "erased")]
+
+
+async def test_a_file_that_only_looks_sealed_is_never_read_as_plaintext(three: Three) -> None:
+    """With no reader for sealed files (before sealtracks) the file goes as stored; with one, a file
+    whose key is in no ring is left out as an erased person's (``damaged``: a structure it refuses).
+    Never a crash, never the wrong bytes."""
+    track = three.sessions[0] / "tracks" / "p-alice-audio-1.webm"
+    track.write_bytes(b"MEDSTAGE-SEALED/1\n" + bytes(40))
+    built, data = archive("alice@x", three)
+    files = members(data)
+    if "sessions/cardio/s-1/tracks/p-alice-audio-1.webm.sealed" in files:
+        assert files["sessions/cardio/s-1/tracks/p-alice-audio-1.webm.sealed"] == track.read_bytes()
+    else:  # its key (zeros) is no one's: as an erased key's file
+        assert [(o.what, o.reason) for o in built.omitted] == [("track", "erased")]
+    assert "sessions/cardio/s-1/tracks/p-alice-audio-1.webm" not in files
+
+
+async def test_a_deleted_track_is_listed_as_omitted(three: Three) -> None:
+    (three.sessions[0] / "tracks" / "p-alice-audio-1.webm").unlink()
+    _, data = archive("alice@x", three)
+    index = json.loads(members(data)["index.json"])
+    assert [(o["what"], o["reason"]) for o in index["omitted"]] == [("track", "deleted")]
+    assert index["omitted"][0]["about"]["participant_id"] == "p-alice"
