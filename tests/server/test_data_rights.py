@@ -40,6 +40,7 @@ from tests.conftest import ROOT, RunningNode, start_node
 from tests.recording.three import MARKERS, PEOPLE, T0, record_three
 from tests.server.test_webhooks import Receiver, answers
 from tests.support.client import MedstageClient
+from tests.support.redis_server import running_redis
 from tests.support.tokens import bearer, token
 
 SECRET = "webhook-secret-for-the-data-rights-test"
@@ -321,3 +322,50 @@ def test_the_command_line_exports_and_corrects_through_the_node(node: RunningNod
         timeout=60,
     )
     assert unreachable.returncode == 3
+
+
+async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
+    """A correction made on node a shows in a report and an archive of node b (profiles in Redis),
+    and both nodes' people ledgers hold the same correction and access records."""
+    nodes: list[RunningNode] = []
+    with running_redis(tmp_path / "redis") as redis:
+        try:
+            for name in ("a", "b"):
+                data = tmp_path / name
+                data.mkdir()
+                if name == "b":
+                    root = data / "recordings"
+                    await record_three(root, NodeKey.load_or_create(default_key_path(root)))
+                env = {
+                    "MEDSTAGE_REDIS_URL": redis.url,
+                    "MEDSTAGE_RECORDINGS_DIR": str(data / "recordings"),
+                    "MEDSTAGE_RECORDING_MODE": "manual",
+                    "MEDSTAGE_MEDIA_WORKERS": "0",
+                }
+                nodes.append(start_node(data, env))
+            a, b = nodes
+            async with aiohttp.ClientSession() as http:
+                url = f"{a.url}/api/people/alice@x/profile"
+                async with http.patch(url, json={"name": "Alice Redis"}, headers=own("alice@x")) as r:
+                    assert r.status == 200, await r.text()
+                async with http.post(f"{b.url}/api/stages", json={"id": "cardio"}, headers=bearer()) as r:
+                    assert r.status == 201
+                async with http.get(
+                    f"{b.url}/api/stages/cardio/recordings/s-1/report", headers=bearer()
+                ) as r:
+                    report = await r.json()
+                assert "Alice Redis" in [p["name"] for p in report["attendance"]["people"]]
+                async with http.get(f"{b.url}/api/people/alice@x/export", headers=own("alice@x")) as r:
+                    assert r.status == 200
+                    body = await r.read()
+            with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
+                profile = json.loads(tar.extractfile("profile.json").read())  # type: ignore[union-attr]
+                assert profile["profile"]["fields"] == {"name": "Alice Redis"}
+                assert "sessions/cardio/s-1/participation.json" in tar.getnames()
+        finally:
+            for node in nodes:
+                assert node.stop() == 0, node.log()[-3000:]
+    files = [tmp_path / name / "people" / FILENAME for name in ("a", "b")]
+    kinds = [[e.record["type"] for e in read_entries(f)] for f in files]
+    assert kinds[1] == ["correction", "access"]
+    assert kinds[0] == kinds[1][: len(kinds[0])], "a mirrors the shared order (up to its last call)"
