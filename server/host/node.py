@@ -23,7 +23,7 @@ from recording.signing import NodeKey, SigningKeyError
 from recording.vault import KeyRing
 from rooms import durable
 from rooms.clubs import ClubError
-from rooms.errors import StageExists, StageNotFound
+from rooms.errors import DomainError, StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
 from server import wire_out
 from server.auth import Authenticator, Forbidden, parse_keys
@@ -164,6 +164,45 @@ class Node:
                     live.connections[pid].close_after_flush(CloseCode.FORBIDDEN, "access revoked")
                     closed += 1
         return closed
+
+    async def rename(self, identity: str, name: str) -> int:
+        """A correction of the person's display name, live: on this node's stages, and through the
+        relay on every other node's (at most once, as a revocation's: a node that misses it shows the
+        new name at the person's next join). How many stages here had them."""
+        relay = self.cluster.relay
+        if relay is not None:
+            try:
+                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+            except BackendError as exc:
+                log.error(
+                    "rename not told to the other nodes", extra={"identity": identity, "error": repr(exc)}
+                )
+                peers = set()
+            for peer in peers:
+                relay.enqueue(peer, ["n", identity, name])
+        return self.rename_here(identity, name)
+
+    def rename_here(self, identity: str, name: str) -> int:
+        """Rename the person on every stage this node hosts (``participant.updated``)."""
+        renamed = 0
+        for live in list(self.stages.values()):
+            stage = live.stage
+            if not any(
+                p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]
+            ):
+                continue
+            try:
+                live.apply(lambda stage, now: stage.rename(identity, name, now))
+            except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
+                log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
+                continue
+            renamed += 1
+        return renamed
+
+    def names(self, identity: str) -> str | None:
+        """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
+        store's mirror (``fresh_profiles`` brings it up to date)."""
+        return self.profiles.get_name(identity)
 
     def signing_key(self) -> NodeKey:
         """The key that signs consent ledger heads: read, or created, at the first recording (a few

@@ -11,9 +11,9 @@ people ledger and sends ``person.exported``. An archive that was not sent to its
 nowhere: it was not handed out.
 
 Correction: ``correct`` stores the fields (recording/profiles.py), renames the person live on every
-stage this node hosts (``participant.updated``), appends the ``correction`` record (field names and
-hashes, never values) and sends ``person.corrected``. Recordings are not rewritten: their reports and
-playback pages read the profile (``Names``).
+stage of every node (``Node.rename``: ``participant.updated``), appends the ``correction`` record
+(field names and hashes, never values) and sends ``person.corrected``. Recordings are not rewritten:
+their reports and playback pages read the profile (``Names``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from recording.people import HEADS_FILENAME, access_record, correction_record
 from recording.profiles import Profile, ProfileError, check_changes, field_hash
 from recording.vault import KeyRing
 from rooms.clubs import ClubError
-from rooms.errors import DomainError
 from server.auth import Claims
 from server.backend import BackendError
 from server.host.people import (
@@ -178,22 +177,6 @@ async def finish_export(node: Node, claims: Claims, archive: Archive) -> Entry:
 # --- correction --------------------------------------------------------------------------------------
 
 
-def rename_live(node: Node, identity: str, name: str) -> int:
-    """Rename the person on every stage this node hosts; how many stages had them."""
-    renamed = 0
-    for live in list(node.stages.values()):
-        stage = live.stage
-        if not any(p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]):
-            continue
-        try:
-            live.apply(lambda stage, now: stage.rename(identity, name, now))
-        except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
-            log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
-            continue
-        renamed += 1
-    return renamed
-
-
 async def correct(
     node: Node, claims: Claims, identity: str, changes: Mapping[str, Any]
 ) -> tuple[Profile, Entry]:
@@ -205,7 +188,7 @@ async def correct(
         raise PeopleError(400, exc.code, exc.message) from None
     profile = await node.profiles.put(identity, checked, node.clock())
     if "name" in checked:
-        rename_live(node, identity, checked["name"])
+        await node.rename(identity, checked["name"])
     hashes = {name: field_hash(identity, name, value) for name, value in checked.items()}
     record = correction_record(identity, hashes, claims.identity, who, node.clock())
     entry = await node.people.append(record)

@@ -325,8 +325,9 @@ def test_the_command_line_exports_and_corrects_through_the_node(node: RunningNod
 
 
 async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
-    """A correction made on node a shows in a report and an archive of node b (profiles in Redis),
-    and both nodes' people ledgers hold the same correction and access records."""
+    """A correction made on node a renames the person live on node b's stage (the relay), shows in a
+    report and an archive of node b (profiles in Redis), and both nodes' people ledgers hold the same
+    correction and access records."""
     nodes: list[RunningNode] = []
     with running_redis(tmp_path / "redis") as redis:
         try:
@@ -344,10 +345,15 @@ async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
                 }
                 nodes.append(start_node(data, env))
             a, b = nodes
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession() as http, MedstageClient(b.url) as on_b:
+                await on_b.join("live-b", "Alice", "host", identity="alice@x")  # a stage b hosts
                 url = f"{a.url}/api/people/alice@x/profile"
                 async with http.patch(url, json={"name": "Alice Redis"}, headers=own("alice@x")) as r:
                     assert r.status == 200, await r.text()
+                renamed = await on_b.wait_for(  # relayed from a
+                    "participant.updated", lambda e: e["participant"]["name"] == "Alice Redis", timeout=10
+                )
+                assert renamed["participant"]["id"] == on_b.participant_id
                 async with http.post(f"{b.url}/api/stages", json={"id": "cardio"}, headers=bearer()) as r:
                     assert r.status == 201
                 async with http.get(
