@@ -93,17 +93,49 @@ async def _clubs(node: Node, identity: str) -> list[dict[str, Any]]:
 
 
 def _live(node: Node, identity: str) -> list[dict[str, Any]]:
-    """The person on the stages this node hosts now (participants and moderator consoles)."""
+    """The person on the stages this node hosts now (participants and moderator consoles), with what
+    the stage holds of theirs in memory: their comments, questions, question votes, ballots, score."""
     out = []
     for live in node.stages.values():
         stage = live.stage
-        for person in [*stage.participants.values(), *stage.observers.values()]:
-            if person.identity == identity:
-                out.append(
-                    {"stage_id": stage.id, "title": stage.title, "club_id": stage.club_id,
-                     "participant_id": person.id, "name": person.name, "role": str(person.role),
-                     "joined_at": person.joined_at, "observer": person.observer}
-                )  # fmt: skip
+        people = [
+            p for p in [*stage.participants.values(), *stage.observers.values()] if p.identity == identity
+        ]
+        comments = [c.view for c in stage.chat.comments.values() if c.identity == identity]
+        questions = [q for q in stage.questions.questions.values() if q.identity == identity]
+        upvoted = [q.id for q in stage.questions.questions.values() if identity in q.voters]
+        ballots = {
+            pid: poll.ballots[identity] for pid, poll in stage.polls.polls.items() if identity in poll.ballots
+        }
+        score = stage.polls.scores.get(identity)
+        if not (people or comments or questions or upvoted or ballots or score):
+            continue
+        out.append(
+            {
+                "stage_id": stage.id,
+                "title": stage.title,
+                "club_id": stage.club_id,
+                "present": [
+                    {"participant_id": p.id, "name": p.name, "role": str(p.role), "joined_at": p.joined_at,
+                     "observer": p.observer}
+                    for p in people
+                ],
+                "comments": [
+                    {"id": c.id, "at": c.at, "author_name": c.author_name, "text": c.text} for c in comments
+                ],
+                "questions": [
+                    {"id": q.id, "at": q.at, "text": q.text, "status": str(q.status), "votes": len(q.voters)}
+                    for q in questions
+                ],
+                "question_votes": upvoted,
+                "ballots": [
+                    {"poll_id": pid, "question": stage.polls.polls[pid].spec.question,
+                     "options": list(stage.polls.polls[pid].spec.options), "choices": list(b.choices)}
+                    for pid, b in ballots.items()
+                ],
+                "quiz_points": None if score is None else score.points,
+            }
+        )  # fmt: skip
     return out
 
 

@@ -375,3 +375,36 @@ async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
     kinds = [[e.record["type"] for e in read_entries(f)] for f in files]
     assert kinds[1] == ["correction", "access"]
     assert kinds[0] == kinds[1][: len(kinds[0])], "a mirrors the shared order (up to its last call)"
+
+
+async def test_the_archive_holds_the_persons_items_of_a_live_stage_only(
+    node: RunningNode, http: aiohttp.ClientSession
+) -> None:
+    stage = "now-" + uuid.uuid4().hex[:8]
+    dora, eve = "dora-" + uuid.uuid4().hex[:6], "eve-" + uuid.uuid4().hex[:6]
+    async with (
+        MedstageClient(node.url) as host,
+        MedstageClient(node.url) as d,
+        MedstageClient(node.url) as e,
+    ):
+        await host.join(stage, "Host", "host")
+        await d.join(stage, "Dora", "audience", identity=dora)
+        await e.join(stage, "Eve", "audience", identity=eve)
+        await d.request({"type": "comment.post", "text": "DORA-LIVE-COMMENT"})
+        await e.request({"type": "comment.post", "text": "EVE-LIVE-COMMENT"})
+        await d.request({"type": "question.ask", "text": "DORA-LIVE-QUESTION"})
+        poll = await host.request({"type": "poll.create", "question": "Now?", "options": ["yes", "no"]})
+        await host.request({"type": "poll.open", "poll_id": poll["poll_id"]})
+        await d.request({"type": "poll.vote", "poll_id": poll["poll_id"], "choices": [1]})
+        await e.request({"type": "poll.vote", "poll_id": poll["poll_id"], "choices": [0]})
+        async with http.get(f"/api/people/{dora}/export", headers=own(dora)) as r:
+            assert r.status == 200
+            body = await r.read()
+    assert b"EVE" not in body and eve.encode() not in body
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
+        live = json.loads(tar.extractfile("live.json").read())  # type: ignore[union-attr]
+    (here,) = live["stages"]
+    assert here["stage_id"] == stage and [p["name"] for p in here["present"]] == ["Dora"]
+    assert [c["text"] for c in here["comments"]] == ["DORA-LIVE-COMMENT"]
+    assert [q["text"] for q in here["questions"]] == ["DORA-LIVE-QUESTION"]
+    assert [(b["poll_id"], b["choices"]) for b in here["ballots"]] == [(poll["poll_id"], [1])]
