@@ -401,6 +401,7 @@ class Archive:
         self.generated_at = time.time() if now is None else now
         self.node = node
         self._open_track = open_track
+        self.scratch: Path | None = None  # a directory the caller made for members (removed after)
         self.size = 0
         self._digest = hashlib.sha256()
         self.index: dict[str, Any] = {}

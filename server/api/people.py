@@ -26,6 +26,7 @@ from recording.people import Nomination
 from server.api import spec
 from server.api.bodies import BadBody, read_json
 from server.api.common import answer, bearer, problem
+from server.auth import Claims
 from server.backend import BackendError
 from server.host import rights
 from server.host.node import Node
@@ -194,16 +195,27 @@ async def export(request: web.Request) -> web.StreamResponse:
     node: Node = request.app["node"]
     claims = bearer(request)
     identity = request.match_info["identity"]
+    scope = request.query.get("scope", "all")
+    if scope not in ("all", "node"):
+        return problem(400, "invalid_query", "scope is all (every node's part) or node (this node's)")
     prepared: list[Any] = []
 
     async def work() -> web.Response:
-        prepared.append(await rights.prepare_export(node, claims, identity))
+        prepared.append(await rights.prepare_export(node, claims, identity, everywhere=scope == "all"))
         return web.Response(status=204)
 
     refused = await _refusals(work)
     if not prepared:
         return refused
     archive = prepared[0]
+    try:
+        return await _send(request, node, claims, archive)
+    finally:
+        rights.discard(archive)
+
+
+async def _send(request: web.Request, node: Node, claims: Claims, archive: Any) -> web.StreamResponse:
+    identity = archive.identity
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/x-tar",
@@ -220,10 +232,11 @@ async def export(request: web.Request) -> web.StreamResponse:
     except OSError as exc:  # a file went away under the archive: it ends short, and is not recorded
         log.error("access export cut short", extra={"identity": identity, "error": repr(exc)})
         raise
-    try:
-        await rights.finish_export(node, claims, archive)
-    except (PeopleError, BackendError, LedgerError, OSError) as exc:
-        log.error("access export not recorded", extra={"identity": identity, "error": repr(exc)})
+    if not rights.gathering(claims):  # a node's part of another node's archive: that one records it
+        try:
+            await rights.finish_export(node, claims, archive)
+        except (PeopleError, BackendError, LedgerError, OSError) as exc:
+            log.error("access export not recorded", extra={"identity": identity, "error": repr(exc)})
     await response.write_eof()
     return response
 
@@ -327,12 +340,22 @@ OPENAPI.add(
                 "application/x-tar": {"schema": {"type": "string", "contentMediaType": "application/x-tar"}}
             },
         },
-        "400": spec.refused("The identity is invalid", "bad_identity"),
+        "400": spec.refused("The identity or the query is invalid", "bad_identity", "invalid_query"),
         "401": spec.UNAUTHORIZED,
         "403": _FORBIDDEN,
         "503": _UNAVAILABLE,
     },
-    params=[_IDENTITY],
+    params=[
+        _IDENTITY,
+        {
+            "name": "scope",
+            "in": "query",
+            "required": False,
+            "description": "`all` (default): every live node's part (other nodes' as `nodes/<node id>.tar` "
+            "members); `node`: this node's part only",
+            "schema": {"type": "string", "enum": ["all", "node"], "default": "all"},
+        },
+    ],
     description="The person, a nominee in force (person-level tokens) or the platform. Once the archive "
     "was sent to its end: an `access` record in the people ledger (digests and counts, never content) "
     "and the `person.exported` webhook (docs/webhooks.md).",

@@ -20,11 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from recording.access import Archive, plan
+import aiohttp
+
+from recording.access import Archive, Member, Omitted, plan
 from recording.ledger import Entry
 from recording.people import HEADS_FILENAME, access_record, correction_record
 from recording.profiles import Profile, ProfileError, check_changes, field_hash
@@ -139,8 +146,61 @@ def _live(node: Node, identity: str) -> list[dict[str, Any]]:
     return out
 
 
-async def prepare_export(node: Node, claims: Claims, identity: str) -> Archive:
-    """The person's archive, planned (nothing sent, nothing recorded yet)."""
+NODE_PREFIX = "node:"  # the ``sub`` of a token one node mints to gather another's part of an archive
+PEER_TIMEOUT_S = 300.0
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def gathering(claims: Claims) -> bool:
+    """A node asking for its part of an archive it hands out (``?scope=node`` with a platform token
+    minted by a node): the asking node records the whole; this part is not recorded twice."""
+    return claims.admin and claims.identity.startswith(NODE_PREFIX)
+
+
+async def _peer_parts(node: Node, identity: str, scratch: Path) -> tuple[list[Member], list[Omitted]]:
+    """Every other live node's part of the archive (its recordings and live stages), downloaded into
+    ``scratch`` as ``nodes/<node id>.tar`` members; a node that cannot give it is listed as omitted."""
+    members: list[Member] = []
+    omitted: list[Omitted] = []
+    try:
+        urls = await node.cluster.backend.node_urls()
+    except BackendError as exc:
+        return [], [Omitted("node", "unreachable", {"error": str(exc)})]
+    token = node.auth.mint(NODE_PREFIX + node.cluster.node_id, admin=True, ttl_s=PEER_TIMEOUT_S)
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+    for peer, url in sorted(urls.items()):
+        if peer == node.cluster.node_id:
+            continue
+        name = _SAFE.sub("_", peer)
+        target = scratch / f"{name}.tar"
+        about = {"node": peer}
+        part = f"{url}/api/people/{quote(identity, safe='')}/export?scope=node"
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http, http.get(part, headers=headers) as r:
+                if r.status != 200:
+                    omitted.append(Omitted("node", f"refused {r.status}", about))
+                    continue
+                with open(target, "wb") as f:  # noqa: ASYNC230 - each chunk's write is small
+                    async for chunk in r.content.iter_chunked(1 << 20):
+                        await asyncio.to_thread(f.write, chunk)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("a node's part of an archive is missing", extra={"node": peer, "error": repr(exc)})
+            omitted.append(Omitted("node", "unreachable", about))
+            continue
+        members.append(Member(f"nodes/{name}.tar", "node", path=target, about=about))
+    return members, omitted
+
+
+def discard(archive: Archive) -> None:
+    """Remove what the archive's preparation downloaded (other nodes' parts)."""
+    if archive.scratch is not None:
+        shutil.rmtree(archive.scratch, ignore_errors=True)
+
+
+async def prepare_export(node: Node, claims: Claims, identity: str, *, everywhere: bool = True) -> Archive:
+    """The person's archive, planned (nothing sent, nothing recorded yet); with ``everywhere``, with
+    the other nodes' parts too (``discard`` it once sent)."""
     await authorize(node, claims, identity)
     entries = await node.people.entries()
     ring = await _ring(node, identity)
@@ -160,10 +220,22 @@ async def prepare_export(node: Node, claims: Claims, identity: str) -> Archive:
         people_heads=node.config.people_path / HEADS_FILENAME,
         extra=extra,
     )
+    scratch = None
+    if everywhere:
+        scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="medstage-export-"))
+        try:
+            parts, missing = await _peer_parts(node, identity, scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        members += parts
+        omitted += missing
     export_id = "x-" + secrets.token_hex(8)
-    return Archive(
+    archive = Archive(
         identity, members, omitted, ring, export_id=export_id, now=node.clock(), node=node.cluster.node_id
     )
+    archive.scratch = scratch
+    return archive
 
 
 def batches(chunks: Iterator[bytes]) -> bytes:

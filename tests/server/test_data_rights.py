@@ -325,9 +325,9 @@ def test_the_command_line_exports_and_corrects_through_the_node(node: RunningNod
 
 
 async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
-    """A correction made on node a renames the person live on node b's stage (the relay), shows in a
-    report and an archive of node b (profiles in Redis), and both nodes' people ledgers hold the same
-    correction and access records."""
+    """A correction made on node a renames the person live on node b's stage (the relay) and shows in
+    node b's report (profiles in Redis); an archive asked of node a holds node b's part (b's recordings),
+    recorded once; both nodes' people ledgers hold the same records in the same order."""
     nodes: list[RunningNode] = []
     with running_redis(tmp_path / "redis") as redis:
         try:
@@ -361,20 +361,29 @@ async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
                 ) as r:
                     report = await r.json()
                 assert "Alice Redis" in [p["name"] for p in report["attendance"]["people"]]
-                async with http.get(f"{b.url}/api/people/alice@x/export", headers=own("alice@x")) as r:
+                async with http.get(f"{a.url}/api/people/alice@x/export", headers=own("alice@x")) as r:
                     assert r.status == 200
                     body = await r.read()
             with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
                 profile = json.loads(tar.extractfile("profile.json").read())  # type: ignore[union-attr]
                 assert profile["profile"]["fields"] == {"name": "Alice Redis"}
-                assert "sessions/cardio/s-1/participation.json" in tar.getnames()
+                index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+                (part,) = [m for m in index["members"] if m["what"] == "node"]
+                assert part["about"]["node"] != index["node"] and index["omitted"] == []
+                inner = tar.extractfile(part["name"]).read()  # type: ignore[union-attr]
+            assert hashlib.sha256(inner).hexdigest() == part["sha256"]
+            with tarfile.open(fileobj=io.BytesIO(inner), mode="r:") as tar:
+                names = tar.getnames()
+            assert "sessions/cardio/s-1/participation.json" in names, "b's recordings, through a"
+            assert not any(n.startswith("nodes/") for n in names), "a part does not gather again"
+            assert b"BOB" not in body and b"CAROL" not in body
         finally:
             for node in nodes:
                 assert node.stop() == 0, node.log()[-3000:]
     files = [tmp_path / name / "people" / FILENAME for name in ("a", "b")]
     kinds = [[e.record["type"] for e in read_entries(f)] for f in files]
-    assert kinds[1] == ["correction", "access"]
-    assert kinds[0] == kinds[1][: len(kinds[0])], "a mirrors the shared order (up to its last call)"
+    assert kinds[0] == ["correction", "access"], "one access record, by the node that handed it out"
+    assert kinds[1] == ["correction"], "b gave its part and recorded nothing (b mirrors at its next call)"
 
 
 async def test_the_archive_holds_the_persons_items_of_a_live_stage_only(
