@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Struct
 
 from recording import timeline
+from recording.profiles import Names
 from recording.sharing import SharePolicy
 
 __all__ = [
@@ -169,14 +170,16 @@ def load_events(session_dir: Path) -> list[dict[str, Any]]:
     return []
 
 
-def of_session(session_dir: Path, manifest: Mapping[str, Any] | None = None) -> Playback:
+def of_session(
+    session_dir: Path, manifest: Mapping[str, Any] | None = None, *, names: Names | None = None
+) -> Playback:
     """``build`` from the session's files, in seconds of its export when there is one."""
     if manifest is None:
         manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
     exported = exported_origin(session_dir)
     origin, duration = exported if exported is not None else (None, None)
     policy = SharePolicy.of_session(session_dir)
-    return build(manifest, load_events(session_dir), policy, origin=origin, duration_s=duration)
+    return build(manifest, load_events(session_dir), policy, origin=origin, duration_s=duration, names=names)
 
 
 def build(
@@ -186,17 +189,25 @@ def build(
     *,
     origin: float | None = None,
     duration_s: float | None = None,
+    names: Names | None = None,
 ) -> Playback:
     """Chapters, markers and comments of a session, filtered by ``policy`` (module docstring).
-    ``origin``: the export's t=0 if known (else ``export_origin``); ``duration_s``: the export's."""
-    return _Builder(manifest, policy, origin, duration_s).run(events)
+    ``origin``: the export's t=0 if known (else ``export_origin``); ``duration_s``: the export's;
+    ``names``: people's corrected display names (recording/profiles.py), preferred to the stored ones."""
+    return _Builder(manifest, policy, origin, duration_s, names).run(events)
 
 
 class _Builder:
     def __init__(
-        self, manifest: Mapping[str, Any], policy: SharePolicy, origin: float | None, duration: float | None
+        self,
+        manifest: Mapping[str, Any],
+        policy: SharePolicy,
+        origin: float | None,
+        duration: float | None,
+        names: Names | None = None,
     ) -> None:
         self.policy = policy
+        self.corrected = names
         self.origin = export_origin(manifest, policy) if origin is None else origin
         stopped = manifest.get("stopped_at")
         if duration is None and isinstance(stopped, int | float):
@@ -230,7 +241,13 @@ class _Builder:
         return isinstance(pid, str) and self.policy.shared(pid)
 
     def name(self, pid: str) -> str:
-        return self.names.get(pid, UNNAMED) if self.shown(pid) else UNNAMED
+        return self.stored_or_corrected(pid, self.names.get(pid, UNNAMED)) if self.shown(pid) else UNNAMED
+
+    def stored_or_corrected(self, pid: Any, stored: str) -> str:
+        """The person's corrected name if they have one, else the name stored with the recording."""
+        identity = self.policy.identity(pid) if isinstance(pid, str) else None
+        corrected = self.corrected(identity) if self.corrected is not None and identity is not None else None
+        return corrected or stored
 
     def item(self, data: Any) -> Mapping[str, Any] | None:
         """A comment's or question's object, if it may be shown: not a placeholder, author sharing."""
@@ -346,7 +363,7 @@ class _Builder:
         self.comments[str(data.get("id"))] = CommentItem(
             id=str(data.get("id")),
             t=t,
-            author_name=str(data.get("author_name", "")),
+            author_name=self.stored_or_corrected(data.get("author_id"), str(data.get("author_name", ""))),
             text=str(data.get("text", "")),
         )
 
@@ -363,7 +380,7 @@ class _Builder:
         comment = self.comments.get(str(data.get("id"))) or CommentItem(
             id=str(data.get("id")),
             t=t,
-            author_name=str(data.get("author_name", "")),
+            author_name=self.stored_or_corrected(data.get("author_id"), str(data.get("author_name", ""))),
             text=str(data.get("text", "")),
         )
         self.markers.append(
@@ -374,7 +391,7 @@ class _Builder:
         return QuestionSummary(
             id=str(data.get("id")),
             text=str(data.get("text", "")),
-            author_name=str(data.get("author_name", "")),
+            author_name=self.stored_or_corrected(data.get("author_id"), str(data.get("author_name", ""))),
             votes=int(data.get("votes") or 0),
             status=str(data.get("status", "open")),
         )

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recording.profiles import Names
 from recording.sharing import SharePolicy
 from recording.timeline import read
 
-__all__ = ["REPORT_VERSION", "TABLES", "ReportError", "build", "to_csv"]
+__all__ = ["REPORT_VERSION", "TABLES", "ReportError", "build", "build_parts", "to_csv"]
 
 REPORT_VERSION = 1
 TABLES = ("attendees", "questions")
@@ -46,8 +47,9 @@ class _Person:
     intervals: list[list[Any]] = field(default_factory=list)  # [joined_at, left_at | None, pid]
 
 
-def build(session_dir: str | Path) -> dict[str, Any]:
-    """The report of the session in ``session_dir``; raises ``ReportError`` when it has no manifest."""
+def build(session_dir: str | Path, *, names: Names | None = None) -> dict[str, Any]:
+    """The report of the session in ``session_dir``; raises ``ReportError`` when it has no manifest.
+    ``names``: people's corrected display names (recording/profiles.py), preferred to the stored ones."""
     root = Path(session_dir)
     try:
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
@@ -60,7 +62,18 @@ def build(session_dir: str | Path) -> dict[str, Any]:
     except ValueError as exc:
         raise ReportError(f"{root}: the consent ledger is unreadable ({exc})") from exc
     events = _events(root)
-    return _Report(manifest, policy, events).build()
+    return _Report(manifest, policy, events, names).build()
+
+
+def build_parts(
+    manifest: dict[str, Any],
+    policy: SharePolicy,
+    events: list[dict[str, Any]],
+    *,
+    names: Names | None = None,
+) -> dict[str, Any]:
+    """``build`` from a session already read (the subject access export reads with its own policy)."""
+    return _Report(manifest, policy, events, names).build()
 
 
 def _events(root: Path) -> list[dict[str, Any]]:
@@ -74,8 +87,15 @@ def _events(root: Path) -> list[dict[str, Any]]:
 
 
 class _Report:
-    def __init__(self, manifest: dict[str, Any], policy: SharePolicy, events: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        policy: SharePolicy,
+        events: list[dict[str, Any]],
+        names: Names | None = None,
+    ) -> None:
         self.manifest = manifest
+        self.names = names
         self.policy = policy
         self.events = events
         self.started_at = float(manifest.get("started_at") or 0.0)
@@ -105,7 +125,8 @@ class _Report:
         if person is None:
             person = self.people[key] = _Person(key, named)
         info = self.info.get(pid, {})
-        person.name = str(info.get("name") or person.name)
+        corrected = self.names(identity) if self.names is not None and identity is not None else None
+        person.name = corrected or str(info.get("name") or person.name)
         person.role = str(info.get("role") or person.role)
         if pid not in person.participant_ids:
             person.participant_ids.append(pid)

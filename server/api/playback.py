@@ -33,6 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from recording import playback
+from recording.profiles import Names
 from recording.sharing import SharePolicy
 from rooms.clubs import ClubError
 from server.api import spec
@@ -264,7 +265,8 @@ async def playback_data(request: web.Request) -> web.Response:
         return watched
     # A long session's timeline is megabytes (20,000 events: 0.23 s to build, bench/playback_data.py):
     # read and built off the event loop, once for all its viewers until one of its files changes.
-    body = await asyncio.to_thread(_CACHE.get, watched)
+    profiles = await request.app["node"].fresh_profiles()  # corrected names (issue 15), any node's
+    body = await asyncio.to_thread(_CACHE.get, watched, profiles.get_name, profiles.version)
     response = web.Response(body=body, content_type="application/json", charset="utf-8")
     response.headers.update(_SECURITY)
     return response
@@ -280,15 +282,16 @@ class _Built:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Path, tuple[tuple[tuple[int, int] | None, ...], bytes]] = OrderedDict()
 
-    def get(self, watched: Watched) -> bytes:
+    def get(self, watched: Watched, names: Names | None = None, names_version: int = 0) -> bytes:
+        """``names``: corrected display names; ``names_version`` changes when they do (built again)."""
         directory = watched.directory
-        stamp = tuple(_stamp(directory / name) for name in _SOURCES)
+        stamp = ((names_version, 0), *(_stamp(directory / name) for name in _SOURCES))
         with self._lock:
             entry = self._entries.get(directory)
             if entry is not None and entry[0] == stamp:
                 self._entries.move_to_end(directory)
                 return entry[1]
-        data = playback.of_session(directory, watched.manifest)
+        data = playback.of_session(directory, watched.manifest, names=names)
         data.video_url = f"/r/{directory.name}/composite.mp4"
         data.video_ready = stamp[-1] is not None
         body = msgspec.json.encode(data)

@@ -7,6 +7,7 @@ server/host/exports.py runs it)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -209,7 +210,8 @@ async def get_report(request: web.Request) -> web.StreamResponse:
     if fmt not in ("json", "csv") or table not in TABLES:
         return problem(400, "invalid_query", f"format is json or csv; table is {' or '.join(TABLES)}")
     try:
-        report = await asyncio.to_thread(build, directory)
+        profiles = await request.app["node"].fresh_profiles()  # corrected names (issue 15)
+        report = await asyncio.to_thread(functools.partial(build, directory, names=profiles.get_name))
     except (ReportError, OSError, ValueError) as exc:
         return problem(409, "report_unavailable", f"this session cannot be reported on: {exc}")
     if fmt == "json":

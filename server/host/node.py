@@ -18,16 +18,18 @@ from media.tasks import OwnedTasks
 from media.workers import WorkerPool
 from recording import retention
 from recording.keys import FileKeyStore, KeyStore, PersonKey
+from recording.profiles import FileProfileStore, ProfileStore
 from recording.signing import NodeKey, SigningKeyError
 from recording.vault import KeyRing
 from rooms import durable
 from rooms.clubs import ClubError
-from rooms.errors import StageExists, StageNotFound
+from rooms.errors import DomainError, StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
 from server import wire_out
 from server.auth import Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner, RedisBackend
 from server.backend.redis_keys import RedisKeyStore
+from server.backend.redis_profiles import RedisProfileStore
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
@@ -95,6 +97,12 @@ class Node:
             Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key),
             self.webhooks.emit,
             clock,
+        )
+        # People's corrected display names and profile fields (issue 15): readers prefer them.
+        self.profiles: ProfileStore = (
+            RedisProfileStore(backend)
+            if isinstance(backend, RedisBackend)
+            else FileProfileStore(config.people_path)
         )
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
@@ -205,6 +213,44 @@ class Node:
         for peer in peers:
             relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
         return len(peers)
+    async def rename(self, identity: str, name: str) -> int:
+        """A correction of the person's display name, live: on this node's stages, and through the
+        relay on every other node's (at most once, as a revocation's: a node that misses it shows the
+        new name at the person's next join). How many stages here had them."""
+        relay = self.cluster.relay
+        if relay is not None:
+            try:
+                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+            except BackendError as exc:
+                log.error(
+                    "rename not told to the other nodes", extra={"identity": identity, "error": repr(exc)}
+                )
+                peers = set()
+            for peer in peers:
+                relay.enqueue(peer, ["n", identity, name])
+        return self.rename_here(identity, name)
+
+    def rename_here(self, identity: str, name: str) -> int:
+        """Rename the person on every stage this node hosts (``participant.updated``)."""
+        renamed = 0
+        for live in list(self.stages.values()):
+            stage = live.stage
+            if not any(
+                p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]
+            ):
+                continue
+            try:
+                live.apply(lambda stage, now: stage.rename(identity, name, now))
+            except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
+                log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
+                continue
+            renamed += 1
+        return renamed
+
+    def names(self, identity: str) -> str | None:
+        """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
+        store's mirror (``fresh_profiles`` brings it up to date)."""
+        return self.profiles.get_name(identity)
 
     def signing_key(self) -> NodeKey:
         """The key that signs consent ledger heads: read, or created, at the first recording (a few
@@ -409,6 +455,15 @@ class Node:
                 return None
             self.ring.put(key)
         return key
+
+    async def fresh_profiles(self) -> ProfileStore:
+        """The profile store brought up to date with every node's corrections; when the store cannot
+        answer (Redis down, a disk error), as it last was: a page shows an older name, never fails."""
+        try:
+            await self.profiles.refresh()
+        except (BackendError, OSError, ValueError) as exc:
+            log.warning("profiles unreadable: the last ones known are used", extra={"error": repr(exc)})
+        return self.profiles
 
     async def let_go(self, stage_id: str) -> None:
         """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""
