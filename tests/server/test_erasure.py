@@ -40,7 +40,12 @@ def own(identity: str) -> dict[str, str]:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's bytes but the composite export's (the node may be making it again meanwhile)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "exports" not in p.relative_to(root).parts
+    }
 
 
 def verify(session: Path) -> subprocess.CompletedProcess[str]:
@@ -89,6 +94,8 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         bob_key = await node.keys.get_or_create("bob@x", 1.0)
         sealed_file(session / "tracks" / "p-alice-3-audio-1.webm.sealed", alice_key.key_id, b"ALICE-SEALED")
         sealed_file(session / "tracks" / "p-bob-3-audio-1.webm.sealed", bob_key.key_id, b"BOB-SEALED")
+        (session / "exports").mkdir()
+        (session / "exports" / "composite.mp4").write_bytes(b"made of everyone's tracks")
         club = await node.clubs.create(None, "Cardio club", private=True)
         await node.clubs.put_member(club.id, "alice@x", "Alice Zqxwv", "member")
         await node.clubs.put_member(club.id, "bob@x", "Bob Ykjhg", "admin")
@@ -125,6 +132,8 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         assert "alice@x" not in (await node.clubs.get(club.id)).members
         assert "bob@x" in (await node.clubs.get(club.id)).members
         assert proof["remains"]["counts"]["poll_ballots"] == 1
+        assert proof["exports_queued"] == [{"stage_id": "cardio", "session_id": "old-1", "queued": True}]
+        assert not (session / "exports" / "composite.mp4").exists(), "made again without her"
 
         # Every allowed caller reads the proof; nobody else.
         erasure_id = proof["erasure_id"]
