@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Collection, Iterator
@@ -70,6 +71,7 @@ __all__ = [
 
 SEALED_MAGIC = b"MEDSTAGE-SEALED/1\n"  # recording/sealed.py's MAGIC (the brief's shared format)
 ERASURE_TYPE = "erasure"
+log = logging.getLogger(__name__)
 LOCK_NAME = ".erasure.lock"  # in the recordings directory: no stage id starts with a dot
 
 
@@ -198,9 +200,16 @@ def _erase_all(
         if (session.parent.name, session.name) in skip:
             result.sessions.append(SessionErasure(session.parent.name, session.name, skipped="recording"))
             continue
-        done = erase_person_from_session(
-            session, identity, key_ids, erasure_id=erasure_id, now=now, signing_key=signing_key
-        )
+        try:
+            done = erase_person_from_session(
+                session, identity, key_ids, erasure_id=erasure_id, now=now, signing_key=signing_key
+            )
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged ledger, manifest or timeline
+            log.error("erasure: session not readable", extra={"session": str(session), "error": repr(exc)})
+            done = SessionErasure(session.parent.name, session.name, skipped="damaged")
+        except OSError as exc:  # one session's disk trouble must not stop the others' erasure
+            log.error("erasure: session not writable", extra={"session": str(session), "error": repr(exc)})
+            done = SessionErasure(session.parent.name, session.name, skipped="io_error")
         if done.changed or done.skipped:
             result.sessions.append(done)
 

@@ -47,7 +47,7 @@ class ErasedSession(Struct, kw_only=True):
         str | None,
         Meta(
             description="`recording` (erased once it stops), `unfinished` (repair it, erase again), "
-            "`no_key` (signed by another node), `busy`"
+            "`no_key` (signed by another node), `busy`, `damaged`, `io_error`"
         ),
     ]
 
@@ -130,7 +130,15 @@ OPENAPI.add(
         "400": spec.refused("The identity is invalid", "bad_identity"),
         "401": spec.UNAUTHORIZED,
         "403": _FORBIDDEN,
-        "503": _UNAVAILABLE,
+        "503": spec.refused(
+            "The shared store is unreachable, this node's people ledger or signing key cannot be used",
+            "unavailable",
+            "people_diverged",
+            "people_busy",
+            "people_ledger_broken",
+            "people_ledger_unwritable",
+            "no_signing_key",
+        ),
     },
     params=[_IDENTITY],
     description="The person's own person-level token, a nominee's, or a platform token. Synchronous: "

@@ -40,7 +40,7 @@ from recording.erasure import (
     erase_person_from_recordings,
 )
 from recording.keys import KeyStore
-from recording.signing import NodeKey, write_atomic
+from recording.signing import NodeKey, SigningKeyError, write_atomic
 from rooms.clubs import Club, ClubError
 from server.auth import Claims
 from server.backend import BackendError
@@ -210,7 +210,10 @@ class Erasure:
         self, identity: str, erasure_id: str, key_ids: list[str], now: float
     ) -> tuple[ErasureResult, list[dict[str, Any]]]:
         """The recordings under this node's directory; composite exports queued again."""
-        signing_key = await asyncio.to_thread(self.here.signing_key)
+        try:
+            signing_key = await asyncio.to_thread(self.here.signing_key)
+        except (OSError, SigningKeyError) as exc:
+            raise PeopleError(503, "no_signing_key", f"the node's signing key is unusable: {exc}") from exc
         # Sessions being recorded are erased once they stop (registered first: one may stop meanwhile).
         skip: set[tuple[str, str]] = set()
         for name in self.here.recording_now():

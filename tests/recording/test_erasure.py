@@ -167,3 +167,14 @@ async def test_values_sealed_with_the_persons_key_are_found_and_dropped(tmp_path
     timeline = list(read_timeline(session / "timeline.msgpack"))
     assert timeline[0]["comment"] == {"id": "cm-p-z", "at": 2.0, "redacted": True, "erased": True}
     assert verify_session(session, TrustedKey(key.public, "test")).ok
+
+
+async def test_a_damaged_session_is_reported_and_the_others_are_erased(tmp_path: Path, key: NodeKey) -> None:
+    root = tmp_path / "recordings"
+    damaged = await record_plain_session(root, key, session_id="old-0")
+    await record_plain_session(root, key, session_id="old-1")
+    ledger = damaged / "consent.jsonl"
+    ledger.write_bytes(ledger.read_bytes() + b"not a ledger entry\n")
+    result = erase_person_from_recordings(root, "alice@x", set(), erasure_id="e1", now=2e9, signing_key=key)
+    assert [(s.session_id, s.skipped) for s in result.sessions] == [("old-0", "damaged"), ("old-1", None)]
+    assert grep(root / "cardio" / "old-1", marker("p-alice", "COMMENT")) == []
