@@ -133,6 +133,7 @@ class Erasure:
     async def _erase(self, identity: str, by: str, capacity_: str) -> dict[str, Any]:
         erasure_id = "er-" + secrets.token_hex(8)
         now = self._clock()
+        await self._signing_key()  # before anything is destroyed: the rewrites need it
         before = await self.keys.tombstones(identity)
         live_key = await self.keys.get(identity)
         stone = await self.keys.destroy(identity, f"erasure {erasure_id}", now)
@@ -210,10 +211,7 @@ class Erasure:
         self, identity: str, erasure_id: str, key_ids: list[str], now: float
     ) -> tuple[ErasureResult, list[dict[str, Any]]]:
         """The recordings under this node's directory; composite exports queued again."""
-        try:
-            signing_key = await asyncio.to_thread(self.here.signing_key)
-        except (OSError, SigningKeyError) as exc:
-            raise PeopleError(503, "no_signing_key", f"the node's signing key is unusable: {exc}") from exc
+        signing_key = await self._signing_key()
         # Sessions being recorded are erased once they stop (registered first: one may stop meanwhile).
         skip: set[tuple[str, str]] = set()
         for name in self.here.recording_now():
@@ -231,6 +229,12 @@ class Erasure:
             skip=skip,
         )
         return result, self._queue_exports(result.sessions)
+
+    async def _signing_key(self) -> NodeKey:
+        try:
+            return await asyncio.to_thread(self.here.signing_key)
+        except (OSError, SigningKeyError) as exc:
+            raise PeopleError(503, "no_signing_key", f"the node's signing key is unusable: {exc}") from exc
 
     async def erase_files_here(self, identity: str, erasure_id: str, by: str, capacity_: str) -> None:
         """Another node erased the person (key destroyed in the shared store): this node's recordings
