@@ -17,8 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from recording.evidence import TrustedKey
 from recording.ledger import read_entries
 from recording.people import FILENAME as PEOPLE_LEDGER
+from recording.people import verify_people
 from recording.signing import NodeKey
 from server.host.webhooks import verify as webhook_verify
 from tests.conftest import RunningNode, start_node
@@ -163,6 +165,8 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         assert records[-1]["type"] == "erasure" and records[-1]["erasure_id"] == erasure_id
         assert records[-1]["ledger_records"][0]["hash"] == erased["ledger_record"]["hash"]
         assert json.loads((tmp_path / "people" / "erasures" / f"{erasure_id}.json").read_text()) == proof
+        verdict = verify_people(tmp_path / "people", TrustedKey(key.public, "the node's key"))
+        assert verdict.ok, verdict.message
 
         # Again, by the person, then by the platform: nothing changes in the recordings.
         before = files(tmp_path / "recordings")
