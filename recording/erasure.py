@@ -48,7 +48,6 @@ from recording.erasure_timeline import (
     REDACTED_TYPE,
     drop_sealed,
     is_person,
-    json_mentions,
     participant_ids,
     redacted_consent,
     rewrite_events,
@@ -312,9 +311,7 @@ def _erase_locked(
         done.timeline_items = changed
         write_timeline(session / "timeline.msgpack", rewritten)
         done.files_rewritten.append("timeline.msgpack")
-    if (session / "timeline.json").exists() and (
-        changed or json_mentions(session / "timeline.json", identity)
-    ):
+    if (session / "timeline.json").exists() and (changed or _stale(session / "timeline.json", rewritten)):
         write_atomic(
             session / "timeline.json",
             json.dumps(rewritten, ensure_ascii=False, indent=1).encode("utf-8"),
@@ -511,6 +508,14 @@ def _rewrite_manifest(
             )
         new["erasures"] = erasures
     return new
+
+
+def _stale(export: Path, events: list[dict[str, Any]]) -> bool:
+    """Whether the JSON export differs from the timeline (a crash between their two rewrites)."""
+    try:
+        return bool(json.loads(export.read_text(encoding="utf-8")) != events)
+    except (OSError, ValueError):
+        return True
 
 
 def _read_json(path: Path) -> dict[str, Any]:
