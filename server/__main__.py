@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"]:
         return mint_token(argv[1:])
-    if argv[:1] == ["people"]:
+    if argv[:1] == ["people"] and argv[1:2] in (["erase"], ["erasure"]):
         from server import people_cli
 
         return people_cli.main(argv[1:])

@@ -6,7 +6,8 @@ platform token signed by the first configured API key (as ``python -m server tok
     python -m server people erasure IDENTITY ERASURE_ID [--url URL] [--config FILE]
 
 ``erase`` prints the erasure's proof (JSON, docs/recording.md "Erasure"); ``erasure`` prints it again.
-Exit status: 0 done, 1 refused or the node unreachable (the reason on stderr), 2 usage.
+Exit status: 0 done, 1 refused by the node (its problem's code on stderr), 2 usage or configuration,
+3 the node cannot be reached (as ``people export|correct``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,6 @@ def main(argv: list[str]) -> int:
         return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"cannot reach the node at {base}: {exc}", file=sys.stderr)
-        return 1
+        return 3
     print(json.dumps(body, indent=1, ensure_ascii=False))
     return 0

@@ -345,4 +345,4 @@ async def test_the_command_line_erases_through_the_node_and_prints_the_proof(tmp
     assert grep(tmp_path, marker("p-bob", "COMMENT")) == [] and grep(tmp_path, marker("p-alice", "COMMENT"))
     assert (await asyncio.to_thread(verify, session)).returncode == 0
     unreachable = await asyncio.to_thread(cli, "erase", "bob@x", "--url", "http://127.0.0.1:9")
-    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    assert unreachable.returncode == 3 and "cannot reach" in unreachable.stderr
