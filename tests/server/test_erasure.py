@@ -318,6 +318,72 @@ async def test_an_erasure_on_one_node_reaches_the_other_on_redis(tmp_path: Path)
     assert data["report"] == f"/api/people/alice@x/erasures/{proof['erasure_id']}"
 
 
+async def test_a_recording_on_the_other_node_is_erased_when_it_stops(tmp_path: Path) -> None:
+    """Node b records a stage the person is on; node a erases them: b stops recording them at once and
+    rewrites the session once it stops; its part of the proof says pending, then done."""
+    nodes: list[RunningNode] = []
+    with running_redis(tmp_path / "redis") as redis:
+        try:
+            for name in ("a", "b"):
+                data = tmp_path / name
+                data.mkdir()
+                env = {
+                    "MEDSTAGE_REDIS_URL": redis.url,
+                    "MEDSTAGE_RECORDINGS_DIR": str(data / "recordings"),
+                    "MEDSTAGE_RECORDING_MODE": "manual",
+                    "MEDSTAGE_MEDIA_WORKERS": "0",
+                }
+                nodes.append(start_node(data, env))
+            a, b = nodes
+            stage = "er-" + uuid.uuid4().hex[:6]
+            async with (
+                aiohttp.ClientSession() as http,
+                MedstageClient(b.url) as host,
+                MedstageClient(b.url) as alice,
+            ):
+                await host.join(stage, "Dr Host", "host", identity="host@x", answer=False)
+                await alice.join(stage, "Alice Zqxwv", "audience", identity="alice@x", answer=False)
+                policy = host.joined["policy"]["version"]
+                for client in (host, alice):
+                    await client.request(
+                        {"type": "consent.give", "scopes": ["comments", "share"], "policy_version": policy,
+                         "method": "join_prompt"}
+                    )  # fmt: skip
+                started = await host.request({"type": "recording.start"})
+                await alice.request({"type": "comment.post", "text": marker("p-alice", "COMMENT")})
+                await host.request({"type": "comment.post", "text": marker("p-host", "COMMENT")})
+                async with http.post(a.url + "/api/people/alice@x/erase", headers=bearer()) as r:
+                    assert r.status == 200, await r.text()
+                    erasure_id = (await r.json())["erasure_id"]
+                assert await alice.wait_closed(timeout=10) == 4005
+                path = f"{b.url}/api/people/alice@x/erasures/{erasure_id}"
+
+                async def b_status() -> str | None:
+                    async with http.get(path, headers=bearer()) as r:
+                        return (await r.json())["status"] if r.status == 200 else None
+
+                for _ in range(200):
+                    if await b_status() is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await b_status() == "pending", "b waits for its recording to stop"
+                await host.request({"type": "recording.stop"})
+                for _ in range(200):
+                    if await b_status() == "done":
+                        break
+                    await asyncio.sleep(0.05)
+                assert await b_status() == "done"
+        finally:
+            for node in nodes:
+                assert node.stop() == 0, node.log()[-3000:]
+    session = tmp_path / "b" / "recordings" / stage / started["session_id"]
+    assert grep(tmp_path / "b", marker("p-alice", "COMMENT")) == []
+    assert grep(tmp_path / "b", "Alice Zqxwv") == []
+    assert grep(session, marker("p-host", "COMMENT"))
+    result = await asyncio.to_thread(verify, session)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "server", "people", *args],
