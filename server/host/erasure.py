@@ -173,7 +173,7 @@ class Erasure:
             "by": by,
             "as": capacity_,
             "at": now,
-            "status": "pending" if pending else "done",
+            "status": _status([s.skipped for s in result.sessions]),
             "keys": {"destroyed": destroyed, "erased_key_ids": key_ids, "tombstone": stone.to_dict()},
             "connections_closed": closed,
             "nodes_told": told,
@@ -248,7 +248,6 @@ class Erasure:
             result, exports = await self._files(identity, erasure_id, key_ids, now)
             if await asyncio.to_thread(self._read, erasure_id) is not None:
                 return  # the directory is the erasing node's too
-            pending = [s for s in result.sessions if s.skipped == "recording"]
             proof: dict[str, Any] = {
                 "version": PROOF_VERSION,
                 "erasure_id": erasure_id,
@@ -256,7 +255,7 @@ class Erasure:
                 "by": by,
                 "as": capacity_,
                 "at": now,
-                "status": "pending" if pending else "done",
+                "status": _status([s.skipped for s in result.sessions]),
                 "keys": {"destroyed": [], "erased_key_ids": key_ids, "tombstone": None},
                 "connections_closed": 0,
                 "nodes_told": 0,
@@ -327,6 +326,31 @@ class Erasure:
                 self._queue_exports([done])
                 await asyncio.to_thread(self._complete, erasure_id, done)
 
+    async def resume(self) -> None:
+        """At start: the sessions an erasure was waiting on when this node stopped without stopping
+        them (a crash) are not being recorded any more: erase them now (a crashed one stays
+        ``unfinished`` until ``python -m recording repair``, and the proof says so)."""
+        proofs = await asyncio.to_thread(self._pending_proofs)
+        for proof in proofs:
+            key_ids = list(proof.get("keys", {}).get("erased_key_ids") or [])
+            for s in proof.get("sessions", []):
+                if s.get("skipped") == "recording":
+                    key = (str(s["stage_id"]), str(s["session_id"]))
+                    entry = (str(proof["identity"]), str(proof["erasure_id"]), key_ids)
+                    self._pending.setdefault(key, []).append(entry)
+        for stage_id, session_id in list(self._pending):
+            await self.session_stopped(stage_id, session_id)
+
+    def _pending_proofs(self) -> list[dict[str, Any]]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in sorted(self.directory.glob("er-*.json")):
+            proof = self._read(path.stem)
+            if proof is not None and proof.get("status") == "pending":
+                found.append(proof)
+        return found
+
     # --- the proofs -------------------------------------------------------------------------------
 
     def _path(self, erasure_id: str) -> Path | None:
@@ -366,9 +390,16 @@ class Erasure:
             for name, count in (s.get("remains") or {}).items():
                 remains[name] = remains.get(name, 0) + int(count)
         proof["remains"] = {**proof.get("remains", {}), "counts": remains}
-        if not any(s.get("skipped") == "recording" for s in sessions):
-            proof["status"] = "done"
+        proof["status"] = _status([s.get("skipped") for s in sessions])
         self._write(proof)
+
+
+def _status(skipped: list[str | None]) -> str:
+    """``pending``: a session waits for its recording to stop; ``incomplete``: one could not be
+    erased (its ``skipped`` says why: erase again once that is fixed); else ``done``."""
+    if "recording" in skipped:
+        return "pending"
+    return "incomplete" if any(skipped) else "done"
 
 
 def _remains(result: ErasureResult) -> dict[str, Any]:

@@ -125,6 +125,8 @@ class Node:
         if self.config.recording_sweep_interval_s > 0:
             self._tasks.supervise("retention sweeper", self._sweep_forever)
         await self.exports.start()
+        # Erasures that waited on a recording this node never stopped (it crashed): done now.
+        self._tasks.spawn(self.erasure.resume())
 
     async def check_not_revoked(self, identity: str) -> None:
         """Revocations are shared by all nodes; during a backend outage they cannot be read, and

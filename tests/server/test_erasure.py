@@ -384,6 +384,27 @@ async def test_a_recording_on_the_other_node_is_erased_when_it_stops(tmp_path: P
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+async def test_an_erasure_waiting_on_a_recording_when_the_node_died_is_completed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    key = NodeKey.load_or_create(tmp_path / "keys" / "ledger-ed25519.key")
+    session = await record_plain_session(tmp_path / "recordings", key)
+    proofs = tmp_path / "people" / "erasures"
+    proofs.mkdir(parents=True)
+    waiting = {"stage_id": "cardio", "session_id": "old-1", "skipped": "recording"}
+    proof = {"erasure_id": "er-00000000000000aa", "identity": "alice@x", "status": "pending",
+             "keys": {"erased_key_ids": []}, "sessions": [waiting], "remains": {}}  # fmt: skip
+    (proofs / "er-00000000000000aa.json").write_text(json.dumps(proof))
+    async with serve(tmp_path):
+        await eventually(
+            lambda: json.loads((proofs / "er-00000000000000aa.json").read_text())["status"] == "done", 10
+        )
+    done = json.loads((proofs / "er-00000000000000aa.json").read_text())
+    assert [s["session_id"] for s in done["sessions"]] == ["old-1"]
+    assert grep(tmp_path, marker("p-alice", "COMMENT")) == []
+    assert (await asyncio.to_thread(verify, session)).returncode == 0
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "server", "people", *args],
