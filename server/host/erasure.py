@@ -25,10 +25,13 @@ composite exports, is queued and reported as such.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import re
 import secrets
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,8 @@ from recording.erasure import (
     erase_person_from_recordings,
 )
 from recording.keys import KeyStore
-from recording.signing import NodeKey, SigningKeyError, write_atomic
+from recording.ledger import fsync_dir
+from recording.signing import NodeKey, SigningKeyError
 from rooms.clubs import Club, ClubError
 from server.auth import Claims
 from server.backend import BackendError
@@ -246,8 +250,6 @@ class Erasure:
             now = self._clock()
             key_ids = sorted({s.key_id for s in await self.keys.tombstones(identity) if s.key_id})
             result, exports = await self._files(identity, erasure_id, key_ids, now)
-            if await asyncio.to_thread(self._read, erasure_id) is not None:
-                return  # the directory is the erasing node's too
             proof: dict[str, Any] = {
                 "version": PROOF_VERSION,
                 "erasure_id": erasure_id,
@@ -265,7 +267,8 @@ class Erasure:
                 "ledger": None,  # appended by the erasing node; found by ``proof`` in the people ledger
                 "remains": _remains(result),
             }
-            await asyncio.to_thread(self._write, proof)
+            # Not over the erasing node's proof (a directory both share): that one says it all.
+            await asyncio.to_thread(functools.partial(self._write, proof, only_if_absent=True))
         log.info("person erased on another node: recordings here done", extra={"erasure": erasure_id})
 
     async def _leave_clubs(self, identity: str) -> list[str]:
@@ -356,11 +359,31 @@ class Erasure:
     def _path(self, erasure_id: str) -> Path | None:
         return self.directory / f"{erasure_id}.json" if ERASURE_ID.fullmatch(erasure_id) else None
 
-    def _write(self, proof: dict[str, Any]) -> None:
+    def _write(self, proof: dict[str, Any], *, only_if_absent: bool = False) -> bool:
+        """Write the proof atomically (a temporary file of its own: nodes may share the directory);
+        ``only_if_absent``: another node's part never replaces the erasing node's proof. Whether it
+        was written."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(proof["erasure_id"])
         assert path is not None
-        write_atomic(path, json.dumps(proof, indent=1, ensure_ascii=False).encode("utf-8"))
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=".proof-", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(proof, indent=1, ensure_ascii=False).encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            if only_if_absent:
+                try:
+                    os.link(tmp, path)  # fails when the file exists: the first writer's stays
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+            fsync_dir(self.directory)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _read(self, erasure_id: str) -> dict[str, Any] | None:
         path = self._path(erasure_id)
