@@ -67,6 +67,8 @@ class Here:
     tell_others: Callable[[str, str, str, str], Awaitable[int]]
     recording_now: Callable[[], frozenset[str]]  # ``stage/session`` being recorded here
     signing_key: Callable[[], NodeKey]
+    # Held while session files are rewritten: the node's deletions (retention) hold it too.
+    files_lock: asyncio.Lock
 
 
 class Erasure:
@@ -222,16 +224,17 @@ class Erasure:
             stage_id, _, session_id = name.partition("/")
             skip.add((stage_id, session_id))
             self._pending.setdefault((stage_id, session_id), []).append((identity, erasure_id, key_ids))
-        result: ErasureResult = await asyncio.to_thread(
-            erase_person_from_recordings,
-            self.root,
-            identity,
-            key_ids,
-            erasure_id=erasure_id,
-            now=now,
-            signing_key=signing_key,
-            skip=skip,
-        )
+        async with self.here.files_lock:
+            result: ErasureResult = await asyncio.to_thread(
+                erase_person_from_recordings,
+                self.root,
+                identity,
+                key_ids,
+                erasure_id=erasure_id,
+                now=now,
+                signing_key=signing_key,
+                skip=skip,
+            )
         return result, self._queue_exports(result.sessions)
 
     async def _signing_key(self) -> NodeKey:
@@ -315,16 +318,17 @@ class Erasure:
         async with self._lock:  # an erasure running now registered the session before its files
             waiting = self._pending.pop((stage_id, session_id), [])
             for identity, erasure_id, key_ids in waiting:
-                result = await asyncio.to_thread(
-                    erase_person_from_recordings,
-                    self.root,
-                    identity,
-                    key_ids,
-                    erasure_id=erasure_id,
-                    now=self._clock(),
-                    signing_key=signing_key,
-                    only={(stage_id, session_id)},
-                )
+                async with self.here.files_lock:
+                    result = await asyncio.to_thread(
+                        erase_person_from_recordings,
+                        self.root,
+                        identity,
+                        key_ids,
+                        erasure_id=erasure_id,
+                        now=self._clock(),
+                        signing_key=signing_key,
+                        only={(stage_id, session_id)},
+                    )
                 done = next(iter(result.sessions), SessionErasure(stage_id, session_id))
                 self._queue_exports([done])
                 await asyncio.to_thread(self._complete, erasure_id, done)

@@ -92,7 +92,7 @@ class Node:
             self.exports,
             self.recordings_root,
             config.people_path / "erasures",
-            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key),
+            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key, self._deleting),
             self.webhooks.emit,
             clock,
         )
