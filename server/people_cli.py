@@ -5,7 +5,7 @@ corrects their display name (and ``--title``, ``--affiliation``, ``--pronouns``,
 ``erase IDENTITY`` erases them on every node and prints the erasure's proof (JSON, docs/recording.md
 "Erasure"); ``erasure IDENTITY ERASURE_ID`` prints that proof again.
 
-Both ask the running node (``--url``, default the configuration's ``url``) with a short-lived
+Each asks the running node (``--url``, default the configuration's ``url``) with a short-lived
 platform token signed by the configured API key: the node does what its API does (the archive
 streamed, the live rename, the people ledger's record, the webhook), so the command and the API never
 differ. Exit codes: 0 done, 1 refused by the node (its problem's code on stderr), 2 bad arguments or

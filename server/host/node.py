@@ -94,7 +94,7 @@ class Node:
             self.exports,
             self.recordings_root,
             config.people_path / "erasures",
-            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key),
+            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key, self._deleting),
             self.webhooks.emit,
             clock,
         )
@@ -133,6 +133,8 @@ class Node:
         if self.config.recording_sweep_interval_s > 0:
             self._tasks.supervise("retention sweeper", self._sweep_forever)
         await self.exports.start()
+        # Erasures that waited on a recording this node never stopped (it crashed): done now.
+        self._tasks.spawn(self.erasure.resume())
 
     async def check_not_revoked(self, identity: str) -> None:
         """Revocations are shared by all nodes; during a backend outage they cannot be read, and
