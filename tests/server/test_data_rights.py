@@ -35,6 +35,8 @@ from recording.people import FILENAME
 from recording.profiles import field_hash
 from recording.signing import NodeKey, default_key_path
 from recording.vault import KeyRing
+from server.backend.redis import RedisBackend
+from server.backend.redis_keys import RedisKeyStore
 from server.host.webhooks import verify
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.recording.three import MARKERS, PEOPLE, T0, record_three
@@ -334,9 +336,15 @@ async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
             for name in ("a", "b"):
                 data = tmp_path / name
                 data.mkdir()
-                if name == "b":
+                if name == "b":  # its recordings sealed with the keys the nodes share (Redis)
                     root = data / "recordings"
-                    await record_three(root, NodeKey.load_or_create(default_key_path(root)))
+                    backend = RedisBackend(redis.url, name="rights-test")
+                    try:
+                        store = RedisKeyStore(backend)
+                        ring = KeyRing([await store.get_or_create(identity, T0) for identity in PEOPLE])
+                    finally:
+                        await backend.close()
+                    await record_three(root, NodeKey.load_or_create(default_key_path(root)), ring)
                 env = {
                     "MEDSTAGE_REDIS_URL": redis.url,
                     "MEDSTAGE_RECORDINGS_DIR": str(data / "recordings"),
@@ -377,6 +385,7 @@ async def test_two_nodes_on_one_redis_share_corrections(tmp_path: Path) -> None:
             assert "sessions/cardio/s-1/participation.json" in names, "b's recordings, through a"
             assert not any(n.startswith("nodes/") for n in names), "a part does not gather again"
             assert b"BOB" not in body and b"CAROL" not in body
+            assert b"ALICE-SEALED-COMMENT" in inner, "b opened it with her key from the shared store"
         finally:
             for node in nodes:
                 assert node.stop() == 0, node.log()[-3000:]
