@@ -3,7 +3,7 @@
 ``python -m server token ...`` mints an access token instead (development and scripts): signed with
 the first API key the node would use (``MEDSTAGE_API_KEYS`` or ``--config``), or with the development
 key when none is configured. ``python -m server people ...`` exports a person's data or corrects it,
-through the running node (server/people_cli.py).
+through the running node (server/access_cli.py).
 
 The node's modules (aiohttp, aiortc, through ``server.app`` and ``server.config``) are imported when
 they are needed: ``token`` refuses bad arguments in a fifth of the time the media stack takes to load.
@@ -166,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"]:
         return mint_token(argv[1:])
-    if argv[:1] == ["people"]:
-        from server.people_cli import main as people
+    if argv[:1] == ["people"] and argv[1:2] in (["export"], ["correct"], ["--help"], ["-h"], []):
+        from server import access_cli
 
-        return people(argv[1:])
+        return access_cli.main(argv[1:])
     return run_node(argv)
 
 

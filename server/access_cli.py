@@ -1,4 +1,5 @@
-"""``python -m server people ...``: a person's data rights from the node's own machine (issue 15).
+"""``python -m server people export|correct``: a person's subject access and correction from the node's
+own machine (issue 15).
 
 ``export IDENTITY [-o FILE]`` writes the person's subject access archive; ``correct IDENTITY --name NEW``
 corrects their display name (and ``--title``, ``--affiliation``, ``--pronouns``, ``--locale``).
