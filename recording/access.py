@@ -224,6 +224,15 @@ def _mine(s: _Session, identity: str, events: list[dict[str, Any]], ring: KeyRin
         item = event.get("comment") if event.get("type") == "comment.posted" else None
         if isinstance(item, Mapping) and item.get("author_id") in pids and not item.get("redacted"):
             comments.append({k: item.get(k) for k in ("id", "at", "author_id", "author_name", "text")})
+    about_them, by_them = [], []
+    for event in events:  # moderator actions: what was done to them, what they did (no one else named)
+        if event.get("type") != "moderation.audit":
+            continue
+        entry = {k: event.get(k) for k in ("at", "action", "reason", "details")}
+        if event.get("target_identity") == identity or event.get("target") in pids:
+            about_them.append(entry)
+        if event.get("actor_identity") == identity or event.get("actor") in pids:
+            by_them.append(entry)
     return {
         "stage_id": m.get("stage_id"),
         "session_id": m.get("session_id"),
@@ -238,6 +247,7 @@ def _mine(s: _Session, identity: str, events: list[dict[str, Any]], ring: KeyRin
         "questions": questions,
         "answers": answers,
         "quiz_score": None if score is None else {"answered": score["answered"], "correct": score["correct"]},
+        "moderation": {"about_them": about_them, "by_them": by_them},
     }
 
 

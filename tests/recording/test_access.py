@@ -98,6 +98,10 @@ async def test_bobs_answers_are_his_though_he_never_granted_share(three: Three) 
     assert [q["text"] for q in part["questions"]] == ["BOB-QUESTION-s-1"]
     assert part["quiz_score"] == {"answered": 1, "correct": 0}
     assert part["attendance"]["total_s"] == 20.0, "he left at +20"
+    assert [m["action"] for m in part["moderation"]["about_them"]] == ["chat.mute"]
+    assert part["moderation"]["by_them"] == []
+    carol = json.loads(members(archive("carol@x", three)[1])["sessions/cardio/s-1/participation.json"])
+    assert "chat.mute" in [m["action"] for m in carol["moderation"]["by_them"]], "her actions, not whom"
 
 
 async def test_consent_records_check_against_the_chain_and_the_signed_heads(three: Three) -> None:

@@ -94,6 +94,8 @@ async def _session(
     at(13, stage.close_poll("p-carol", f"quiz-{session_id}", t0 + 13))
     if stage_id == "cardio":
         at(14, stage.answer_question("p-carol", f"q-{session_id}-p-alice", t0 + 14))
+    if stage_id == "cardio":  # the host mutes Bob in the chat, with a reason that names him
+        at(15, stage.chat_mute("p-carol", "p-bob", True, t0 + 15))
     at(20, stage.leave("p-bob", t0 + 20))
     at(30, stage.stop_recording("p-carol", t0 + 30))
     await recorder.stop(t0 + 30)
