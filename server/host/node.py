@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PROFILES_REFRESH_S = 1.0  # another node's correction shows on this node's pages within this
+
 
 class Node:
     """The stages this node hosts, and its place among the nodes (``Cluster``)."""
@@ -87,6 +89,7 @@ class Node:
         self.ring = KeyRing()
         self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
         # People's corrected display names and profile fields (issue 15): readers prefer them.
+        self._profiles_read = -PROFILES_REFRESH_S  # monotonic time of the last refresh
         self.profiles: ProfileStore = (
             RedisProfileStore(backend)
             if isinstance(backend, RedisBackend)
@@ -408,10 +411,16 @@ class Node:
         return key
 
     async def fresh_profiles(self) -> ProfileStore:
-        """The profile store brought up to date with every node's corrections; when the store cannot
-        answer (Redis down, a disk error), as it last was: a page shows an older name, never fails."""
+        """The profile store brought up to date with every node's corrections (at most every
+        ``PROFILES_REFRESH_S``: a page's many requests read the store once; this node's own corrections
+        are in it at once); when the store cannot answer (Redis down, a disk error), as it last was:
+        a page shows an older name, never fails."""
+        now = time.monotonic()
+        if now - self._profiles_read < PROFILES_REFRESH_S:
+            return self.profiles
         try:
             await self.profiles.refresh()
+            self._profiles_read = now
         except (BackendError, OSError, ValueError) as exc:
             log.warning("profiles unreadable: the last ones known are used", extra={"error": repr(exc)})
         return self.profiles
