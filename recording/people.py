@@ -13,13 +13,15 @@ not what it held), so the ledger stays verifiable after any erasure. Types:
 - ``nomination.granted`` / ``nomination.withdrawn``: ``identity`` lets ``nominee`` exercise their data
   rights (or stops letting them); ``by`` is who asked, ``as`` in what capacity (``person``,
   ``nominee`` withdrawing themselves, ``platform``), ``at`` when.
+- ``erasure``: ``identity`` was erased (server/host/erasure.py): ``erasure_id``, ``by``, ``as``,
+  ``at``, the key ids destroyed and erased, counts (sessions, files, connections, clubs) and the
+  session ledgers' ``erasure`` records written (stage, session, index, hash); never content.
 - ``correction``: ``identity``'s profile fields were corrected: ``fields`` maps each field's name to
   the SHA-256 of its new value bound to the person and the field (recording/profiles.py
   ``field_hash``; never the value), with ``by``, ``as``, ``at``.
 - ``access``: a subject access archive was handed out: ``export_id``, ``index_sha256`` (of its
   ``index.json``, which lists every member's SHA-256), ``sha256`` and ``size_bytes`` of the archive,
   ``counts`` (members by kind), with ``by``, ``as``, ``at``.
-- ``erasure``: reserved for the erasure step of issue 15 (refused until its writer exists).
 
 This module is the file side (blocking I/O: callers run it in a thread). Which node appends next, and
 in what order entries reach every node's file, is the server's business (server/host/people.py: the
@@ -59,7 +61,7 @@ FILENAME = "ledger.jsonl"
 HEADS_FILENAME = "ledger.heads.jsonl"
 SIGNED_AS = ("@people", "ledger")  # (stage_id, session_id) of this ledger's signed heads
 RECORD_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
-WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "correction", "access"})
+WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
 CAPACITIES = ("person", "nominee", "platform")
 
 

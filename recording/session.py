@@ -114,6 +114,7 @@ class SessionRecorder:
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant -> last record
     stopped_at: float | None = None
     status: str = "recording"
+    forgotten: set[str] = field(default_factory=set)  # identities erased meanwhile: never captured
     signed: SignedHead | None = None  # the last head signed (written once its entries are)
     _parts: dict[tuple[str, str], int] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
@@ -183,7 +184,7 @@ class SessionRecorder:
         for source, publishers in (("camera", self.media.publishers), ("screen", self.media.shares)):
             for pid, publisher in publishers.items():
                 person = self.stage.participants.get(pid)
-                if person is None or not self.stage.covers(pid, "media"):
+                if person is None or not self.stage.covers(pid, "media") or person.identity in self.forgotten:
                     continue
                 published = person.sharing if source == "screen" else person.publishing
                 for kind, pub in publisher.publications.items():
@@ -201,6 +202,17 @@ class SessionRecorder:
             for capture in fresh:
                 capture.noted = True
             self.write_manifest()
+
+    def forget(self, identity: str) -> list[str]:
+        """The person was erased (issue 15): stop capturing them at once, and for the rest of the session;
+        returns the participant ids whose capture stopped. What was written of them is erased from the
+        session's files once it stops (server/host/erasure.py)."""
+        self.forgotten.add(identity)
+        ids = {pid for pid, p in self.stage.participants.items() if p.identity == identity}
+        stopped = sorted({key[0] for key in self.captures if key[0] in ids})
+        for key in [k for k in self.captures if k[0] in ids]:
+            self._stop_capture(key)
+        return stopped
 
     # --- captures ------------------------------------------------------------------------------
 

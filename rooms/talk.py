@@ -5,8 +5,9 @@ chat mutes) and counts each command against its rate.
 
 from __future__ import annotations
 
+from rooms.comments import Author
 from rooms.errors import ChatMuted
-from rooms.events import Event, Reactions
+from rooms.events import Event, QuestionUpdated, Reactions
 from rooms.polls import PollSpec
 from rooms.qa import QuestionStatus
 from rooms.rates import RateClass
@@ -48,6 +49,30 @@ class Talk(StageBase):
         if comment is None and pinned is not None and pinned.view.id == comment_id:
             comment = pinned
         return None if comment is None else comment.identity
+
+    def erase_person(self, identity: str, now: float) -> list[Event]:
+        """The person was erased (issue 15; the platform's decision, no actor): their comments are
+        deleted for everyone, their questions keep their place and votes but lose text and author, and
+        their upvotes on others' questions stay as anonymous counts."""
+        nobody = Author("", "", "", exempt=True)
+        theirs = [c.view.id for c in self.chat.comments.values() if c.identity == identity]
+        pinned = self.chat.pinned
+        if pinned is not None and pinned.identity == identity and pinned.view.id not in theirs:
+            theirs.append(pinned.view.id)
+        events: list[Event] = []
+        for comment_id in theirs:
+            events += self.chat.delete(nobody, comment_id, True, now)
+        for n, question in enumerate(self.questions.questions.values()):
+            changed = False
+            if question.identity == identity and (question.text or question.author_name):
+                question.text, question.author_name, question.identity = "", "", ""
+                changed = True
+            if identity in question.voters:
+                question.voters.discard(identity)
+                question.voters.add(f"erased:{now}:{n}")  # the count stays, not who
+            if changed:
+                events.append(QuestionUpdated(stage=self.id, at=now, question=question.view()))
+        return self._emit(events)
 
     def pin_comment(self, actor: str, comment_id: str | None, now: float) -> list[Event]:
         """Pin a comment, or unpin (``comment_id`` None: the audit record's target is null)."""

@@ -35,8 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m server",
         description="Start a medstage node. Options also come from MEDSTAGE_* environment "
         "variables and a TOML file (docs/configuration.md).",
-        epilog="python -m server token --help: mint an access token (docs/protocol.md, Tokens). "
-        "python -m server people --help: a person's archive and corrections (docs/protocol.md, People).",
+        epilog="python -m server token --help: mint an access token (docs/protocol.md, Tokens); "
+        "python -m server people --help: a person's data rights through a running node.",
     )
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument(
@@ -166,10 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"]:
         return mint_token(argv[1:])
-    if argv[:1] == ["people"] and argv[1:2] in (["export"], ["correct"], ["--help"], ["-h"], []):
+    if argv[:1] == ["people"] and argv[1:2] in (["export"], ["correct"]):
         from server import access_cli
 
         return access_cli.main(argv[1:])
+    if argv[:1] == ["people"]:
+        from server import people_cli
+
+        return people_cli.main(argv[1:])
     return run_node(argv)
 
 

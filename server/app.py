@@ -13,6 +13,7 @@ from aiohttp import web
 from media import peer
 from server import loophealth
 from server.api import clubs as clubs_api
+from server.api import erasures as erasures_api
 from server.api import openapi
 from server.api import people as people_api
 from server.api import playback as playback_api
@@ -134,6 +135,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(openapi.routes())
     app.router.add_routes(playback_api.routes())
     app.router.add_routes(people_api.routes())
+    app.router.add_routes(erasures_api.routes())
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/console", console_handler)
     app.router.add_get("/", _index)

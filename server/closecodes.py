@@ -19,6 +19,7 @@ class CloseCode(IntEnum):
     TRY_LATER = 1013  # the client reads too slowly: its outbox overflowed
     REMOVED = 4003
     BANNED = 4004
+    ERASED = 4005  # the person was erased (issue 15): their data is gone; final
     STAGE_MOVED = 4010
     REPLACED = 4011
     MEDIA_LOST = 4012  # the media worker holding the viewer's connection stopped (media/workers.py)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api import clubs, health, people, playback, quality, recordings, spec, stages, tokens
+from server.api import clubs, erasures, health, people, playback, quality, recordings, spec, stages, tokens
 from server.api.common import Problem
 
 _OWN = spec.Paths("operations")
@@ -35,6 +35,7 @@ _MODULES = (
     playback.OPENAPI,
     tokens.OPENAPI,
     people.OPENAPI,
+    erasures.OPENAPI,
     health.OPENAPI,
     _OWN,
 )
@@ -55,7 +56,7 @@ _DOCUMENT: spec.Schema = {
         {"name": "clubs"},
         {
             "name": "people",
-            "description": "Data rights: nominees, subject access, correction (docs/protocol.md, People)",
+            "description": "Data rights: nominees, access, correction, erasure (docs/protocol.md, People)",
         },
         {"name": "operations", "description": "Open: for load balancers and scrapers"},
     ],

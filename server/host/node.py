@@ -33,6 +33,7 @@ from server.backend.redis_profiles import RedisProfileStore
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
+from server.host.erasure import Erasure, Here
 from server.host.exports import Exporter
 from server.host.live import LiveStage
 from server.host.people import People
@@ -94,6 +95,17 @@ class Node:
             RedisProfileStore(backend)
             if isinstance(backend, RedisBackend)
             else FileProfileStore(config.people_path)
+        )
+        self.erasure = Erasure(
+            self.people,
+            keys,
+            self.clubs,
+            self.exports,
+            self.recordings_root,
+            config.people_path / "erasures",
+            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key),
+            self.webhooks.emit,
+            clock,
         )
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
@@ -206,6 +218,43 @@ class Node:
         """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
         store's mirror (``fresh_profiles`` brings it up to date)."""
         return self.profiles.get_name(identity)
+
+    def erase_here(self, identity: str) -> int:
+        """The person was erased (server/host/erasure.py): their key leaves this node's ring, every
+        recorder here stops capturing them, their sockets to the stages hosted here close (4005)."""
+        self.ring.drop(identity)
+        closed = 0
+        for live in self.stages.values():
+            recorder = live.recording.recorder
+            if recorder is not None:
+                recorder.forget(identity)
+            # Their comments leave every screen; their questions stay as anonymous tombstones.
+            live.apply(lambda stage, now: stage.erase_person(identity, now))
+            people = {**live.stage.participants, **live.stage.observers}
+            for pid, person in people.items():
+                if person.identity == identity and pid in live.connections:
+                    live.connections[pid].close_after_flush(CloseCode.ERASED, "erased")
+                    closed += 1
+        return closed
+
+    def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
+        """Another node erased the person (its relay item ``e``): the same here, recordings included."""
+        self.erase_here(identity)
+        self._tasks.spawn(self.erasure.erase_files_here(identity, erasure_id, by, capacity))
+
+    async def _tell_erased(self, identity: str, erasure_id: str, by: str, capacity: str) -> int:
+        """Every other node does ``erased_elsewhere`` through its inbox; how many were told."""
+        relay = self.cluster.relay
+        if relay is None:
+            return 0
+        try:
+            peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+        except BackendError as exc:  # the key is destroyed in the shared store all the same
+            log.error("erasure not told to the other nodes", extra={"error": repr(exc)})
+            return 0
+        for peer in peers:
+            relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
+        return len(peers)
 
     def signing_key(self) -> NodeKey:
         """The key that signs consent ledger heads: read, or created, at the first recording (a few
@@ -387,6 +436,7 @@ class Node:
             ledger_heads=LedgerHeadPublisher(self.cluster.backend, stage_id),
         )
         live.stage_log = self.cluster.hosting(stage, lease, live.front_of)
+        live.recording.after_stop = self.erasure.session_stopped
         live.announce()
         live.start_ticker()
         self.stages[stage_id] = live

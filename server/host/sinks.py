@@ -12,7 +12,7 @@ sink called with every batch, in ``seq`` order:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -244,6 +244,8 @@ class RecorderSink:
         self.signing_key = signing_key  # the node's key, read or made on first use
         self.heads = heads  # signed ledger heads to the shared backend
         self.recorder: SessionRecorder | None = None
+        # Called with (stage, session) once a session's files are complete (erasures waiting on it).
+        self.after_stop: Callable[[str, str], Awaitable[None]] | None = None
 
     def __call__(self, events: list[Event]) -> None:
         for event in events:
@@ -292,6 +294,11 @@ class RecorderSink:
 
     async def _stop(self, recorder: SessionRecorder) -> None:
         await recorder.stop(self.live.clock())
+        if self.after_stop is not None:
+            try:
+                await self.after_stop(recorder.stage.id, recorder.session_id)
+            except Exception:
+                log.exception("erasure after the stop failed", extra={"stage": recorder.stage.id})
         if self.live.hooks is not None:
             self.live.hooks.recording_ready(recorder)
 

@@ -130,6 +130,7 @@ async def valid(node: RunningNode, http: aiohttp.ClientSession, recordings: Path
         "club_id": club,
         "identity": "alice",
         "nominee": "bob",
+        "erasure_id": "er-0000000000000000",
         "code": code,
     }
 

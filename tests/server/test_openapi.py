@@ -314,6 +314,18 @@ async def test_a_node_answers_as_its_document_says(
     async with http.delete(nominees + "/oa-nominee", headers=bearer()) as r:
         assert r.status == 404
         await api.check(r, withdraw)
+    erase, proof = "/api/people/{identity}/erase", "/api/people/{identity}/erasures/{erasure_id}"
+    async with http.post(f"/api/people/{person}/erase", headers=bearer(token(stage, "moderator"))) as r:
+        assert r.status == 403
+        await api.check(r, erase)
+    async with http.post(f"/api/people/{person}/erase", headers=own) as r:
+        assert r.status == 200
+        erasure_id = (await api.check(r, erase))["erasure_id"]
+    async with http.get(f"/api/people/{person}/erasures/{erasure_id}", headers=bearer()) as r:
+        assert (await api.check(r, proof))["erasure_id"] == erasure_id
+    async with http.get(f"/api/people/{person}/erasures/er-0000000000000000", headers=bearer()) as r:
+        assert r.status == 404
+        await api.check(r, proof)
 
     profile, export = f"/api/people/{person}/profile", f"/api/people/{person}/export"
     async with http.patch(profile, json={"name": "Dr Corrected"}, headers=own) as r:
