@@ -223,6 +223,7 @@ class Node:
         """The person was erased (server/host/erasure.py): their key leaves this node's ring, every
         recorder here stops capturing them, their sockets to the stages hosted here close (4005)."""
         self.ring.drop(identity)
+        self._tasks.spawn(self._forget_profile(identity))  # their corrected name and fields go too
         closed = 0
         for live in self.stages.values():
             recorder = live.recording.recorder
@@ -236,6 +237,14 @@ class Node:
                     live.connections[pid].close_after_flush(CloseCode.ERASED, "erased")
                     closed += 1
         return closed
+
+    async def _forget_profile(self, identity: str) -> None:
+        try:
+            await self.profiles.delete(identity)
+        except (BackendError, OSError, ValueError) as exc:
+            log.error(
+                "an erased person's profile was not deleted", extra={"identity": identity, "error": repr(exc)}
+            )
 
     def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
         """Another node erased the person (its relay item ``e``): the same here, recordings included."""

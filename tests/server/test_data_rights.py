@@ -44,6 +44,7 @@ from tests.server.test_webhooks import Receiver, answers
 from tests.support.client import MedstageClient
 from tests.support.redis_server import running_redis
 from tests.support.tokens import bearer, token
+from tests.support.waiting import eventually
 
 SECRET = "webhook-secret-for-the-data-rights-test"
 
@@ -426,3 +427,21 @@ async def test_the_archive_holds_the_persons_items_of_a_live_stage_only(
     assert [c["text"] for c in here["comments"]] == ["DORA-LIVE-COMMENT"]
     assert [q["text"] for q in here["questions"]] == ["DORA-LIVE-QUESTION"]
     assert [(b["poll_id"], b["choices"]) for b in here["ballots"]] == [(poll["poll_id"], [1])]
+
+
+async def test_an_erasure_deletes_the_persons_corrected_profile(
+    node: RunningNode, http: aiohttp.ClientSession
+) -> None:
+    erin = "erin-" + uuid.uuid4().hex[:8]
+    profiles = node.data / "people" / "profiles.json"  # type: ignore[attr-defined]
+    async with http.patch(f"/api/people/{erin}/profile", json={"name": "ERIN-NAME"}, headers=own(erin)) as r:
+        assert r.status == 200
+    assert b"ERIN-NAME" in profiles.read_bytes()
+    async with http.post(f"/api/people/{erin}/erase", headers=own(erin)) as r:
+        assert r.status == 200, await r.text()
+    await eventually(lambda: b"ERIN-NAME" not in profiles.read_bytes(), 10)
+    async with http.get(f"/api/people/{erin}/export", headers=bearer()) as r:
+        assert r.status == 200
+        body = await r.read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
+        assert json.loads(tar.extractfile("profile.json").read()) == {"profile": None}  # type: ignore[union-attr]
