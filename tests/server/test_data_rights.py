@@ -249,6 +249,14 @@ async def test_a_correction_shows_in_recordings_and_live(
         assert r.status == 200, before
     assert "Carol" in [p["name"] for p in before["attendance"]["people"]]
 
+    club = "club-" + uuid.uuid4().hex[:8]
+    async with http.post("/api/clubs", json={"id": club, "name": "Cardio club"}, headers=bearer()) as r:
+        assert r.status == 201, await r.text()
+    async with http.put(
+        f"/api/clubs/{club}/members/carol@x", json={"role": "member", "name": "Carol"}, headers=bearer()
+    ) as r:
+        assert r.status in (200, 201), await r.text()
+
     stage = "live-" + uuid.uuid4().hex[:8]
     async with MedstageClient(node.url) as carol, MedstageClient(node.url) as other:
         await carol.join(stage, "Carol", "host", identity="carol@x")
@@ -266,6 +274,9 @@ async def test_a_correction_shows_in_recordings_and_live(
             listed = {p["id"]: p["name"] for p in (await r.json())["participants"]}
         assert listed[carol.participant_id] == new
 
+    async with http.get(f"/api/clubs/{club}/members", headers=bearer()) as r:
+        members = (await r.json())["members"]
+    assert [m["name"] for m in members if m["identity"] == "carol@x"] == [new], "the club lists her new name"
     async with http.get(report, headers=bearer()) as r:
         after = await r.json()
     names = [p["name"] for p in after["attendance"]["people"]]
