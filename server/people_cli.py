@@ -22,7 +22,12 @@ from server.auth import Authenticator, parse_keys
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m server people", description=__doc__.split("\n\n")[0])
+    top = argparse.ArgumentParser(
+        prog="python -m server people",
+        description=__doc__.split("\n\n")[0],
+        epilog="Also: python -m server people export --help (the person's archive), "
+        "python -m server people correct --help (their name and profile; server/access_cli.py).",
+    )
     commands = top.add_subparsers(dest="command", required=True)
     erase = commands.add_parser("erase", help="erase a person on every node (docs/protocol.md, People)")
     erase.add_argument("identity", help="the person (a token's sub)")
