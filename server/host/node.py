@@ -477,9 +477,9 @@ class Node:
         now = time.monotonic()
         if now - self._profiles_read < PROFILES_REFRESH_S:
             return self.profiles
+        self._profiles_read = now  # a wave of joins reads the store once, not once each
         try:
             await self.profiles.refresh()
-            self._profiles_read = now
         except (BackendError, OSError, ValueError) as exc:
             log.warning("profiles unreadable: the last ones known are used", extra={"error": repr(exc)})
         return self.profiles
