@@ -174,10 +174,15 @@ def _events(root: Path, ring: KeyRing) -> list[dict[str, Any]]:
     return [open_sealed(e, ring) for e in raw if isinstance(e, dict)]
 
 
-def _mine(s: _Session, identity: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+def _mine(s: _Session, identity: str, events: list[dict[str, Any]], ring: KeyRing) -> dict[str, Any]:
     """The person's items of the session: only theirs (others' are counted nowhere here)."""
     pids = set(s.pids)
     m = s.manifest
+    # Their name and consent copies, as the recorder sealed them (the others' stay sealed: no key).
+    m = {
+        **m,
+        "participants": [open_sealed(p, ring) for p in m.get("participants") or () if isinstance(p, dict)],
+    }
     participations = [
         {k: p.get(k) for k in ("participant_id", "name", "role")}
         for p in m.get("participants") or ()
@@ -219,6 +224,15 @@ def _mine(s: _Session, identity: str, events: list[dict[str, Any]]) -> dict[str,
         item = event.get("comment") if event.get("type") == "comment.posted" else None
         if isinstance(item, Mapping) and item.get("author_id") in pids and not item.get("redacted"):
             comments.append({k: item.get(k) for k in ("id", "at", "author_id", "author_name", "text")})
+    about_them, by_them = [], []
+    for event in events:  # moderator actions: what was done to them, what they did (no one else named)
+        if event.get("type") != "moderation.audit":
+            continue
+        entry = {k: event.get(k) for k in ("at", "action", "reason", "details")}
+        if event.get("target_identity") == identity or event.get("target") in pids:
+            about_them.append(entry)
+        if event.get("actor_identity") == identity or event.get("actor") in pids:
+            by_them.append(entry)
     return {
         "stage_id": m.get("stage_id"),
         "session_id": m.get("session_id"),
@@ -233,6 +247,7 @@ def _mine(s: _Session, identity: str, events: list[dict[str, Any]]) -> dict[str,
         "questions": questions,
         "answers": answers,
         "quiz_score": None if score is None else {"answered": score["answered"], "correct": score["correct"]},
+        "moderation": {"about_them": about_them, "by_them": by_them},
     }
 
 
@@ -257,12 +272,19 @@ def _only(event: dict[str, Any], pids: set[str]) -> dict[str, Any] | None:
     return event
 
 
-def _consent(s: _Session, identity: str) -> dict[str, Any]:
+def _consent(s: _Session, identity: str, ring: KeyRing) -> dict[str, Any]:
     """The person's consent records, and what checks them: every entry's chain link (index, prev,
-    hash: no record of anyone else), the signed heads, and the key that signed them."""
+    hash: no record of anyone else), the signed heads, and the key that signed them. ``record`` is as
+    stored (what the hash covers: a sealed identity stays sealed), ``opened`` as it reads."""
     pids = set(s.pids)
     records = [
-        {"index": e.index, "prev": e.prev, "hash": e.hash, "record": e.record}
+        {
+            "index": e.index,
+            "prev": e.prev,
+            "hash": e.hash,
+            "record": e.record,
+            "opened": open_sealed(e.record, ring),
+        }
         for e in s.entries
         if e.record.get("participant_id") in pids
     ]
@@ -343,9 +365,11 @@ def plan(
     for s in sessions:
         base = f"sessions/{s.root.parent.name}/{s.root.name}"
         about = {"stage_id": s.manifest.get("stage_id"), "session_id": s.manifest.get("session_id")}
-        data = _mine(s, identity, _events(s.root, ring))
+        data = _mine(s, identity, _events(s.root, ring), ring)
         members.append(Member(f"{base}/participation.json", "session", _json(data), about=about))
-        members.append(Member(f"{base}/consent.json", "consent", _json(_consent(s, identity)), about=about))
+        members.append(
+            Member(f"{base}/consent.json", "consent", _json(_consent(s, identity, ring)), about=about)
+        )
         members.extend(_tracks(s, ring, base, omitted))
     mine = [
         {"index": e.index, "prev": e.prev, "hash": e.hash, "record": e.record}

@@ -2,8 +2,8 @@
 
 ``python -m server token ...`` mints an access token instead (development and scripts): signed with
 the first API key the node would use (``MEDSTAGE_API_KEYS`` or ``--config``), or with the development
-key when none is configured. ``python -m server people ...`` exports a person's data or corrects it,
-through the running node (server/people_cli.py).
+key when none is configured. ``python -m server people ...`` exports, corrects or erases a person's
+data through the running node (server/people_cli.py).
 
 The node's modules (aiohttp, aiortc, through ``server.app`` and ``server.config``) are imported when
 they are needed: ``token`` refuses bad arguments in a fifth of the time the media stack takes to load.

@@ -26,20 +26,21 @@ class RedisProfileStore(ProfileStore):
     async def _load(self, identity: str) -> Profile | None:
         async with self.backend._call():
             raw: Any = await self.backend._redis.hgetall(keys.person_profile(identity))
-        if not raw:
-            return None
-        data = {k.decode("utf-8"): v.decode("utf-8") for k, v in raw.items()}
-        at = float(data.pop("updated_at", "0") or 0)
-        return Profile(identity, data, at)
+        return _profile(identity, raw) if raw else None
 
     async def refresh(self) -> None:
+        """Two round trips: the identities, then every profile in one pipeline (each its own slot)."""
         async with self.backend._call():
             members: Any = await self.backend._redis.smembers(keys.profiles())
+            identities = sorted(m.decode("utf-8") for m in members)
+            async with self.backend._redis.pipeline(transaction=False) as pipe:
+                for identity in identities:
+                    pipe.hgetall(keys.person_profile(identity))
+                found: Any = await pipe.execute() if identities else []
         profiles = {}
-        for identity in sorted(m.decode("utf-8") for m in members):
-            profile = await self._load(identity)
-            if profile is not None:
-                profiles[identity] = profile
+        for identity, raw in zip(identities, found, strict=True):
+            if raw:
+                profiles[identity] = _profile(identity, raw)
         self._mirror(profiles)
 
     async def put(self, identity: str, changes: Mapping[str, str], now: float) -> Profile:
@@ -59,3 +60,9 @@ class RedisProfileStore(ProfileStore):
             await self.backend._redis.srem(keys.profiles(), identity)
         self._mirror({k: v for k, v in self._profiles.items() if k != identity})
         return bool(removed)
+
+
+def _profile(identity: str, raw: dict[bytes, bytes]) -> Profile:
+    data = {k.decode("utf-8"): v.decode("utf-8") for k, v in raw.items()}
+    at = float(data.pop("updated_at", "0") or 0)
+    return Profile(identity, data, at)

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PROFILES_REFRESH_S = 1.0  # another node's correction shows on this node's pages within this
+
 
 class Node:
     """The stages this node hosts, and its place among the nodes (``Cluster``)."""
@@ -87,6 +89,13 @@ class Node:
         # The live keys of the people on this node's stages: recorders seal with them synchronously.
         self.ring = KeyRing()
         self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
+        # People's corrected display names and profile fields (issue 15): readers prefer them.
+        self._profiles_read = -PROFILES_REFRESH_S  # monotonic time of the last refresh
+        self.profiles: ProfileStore = (
+            RedisProfileStore(backend)
+            if isinstance(backend, RedisBackend)
+            else FileProfileStore(config.people_path)
+        )
         self.erasure = Erasure(
             self.people,
             keys,
@@ -97,12 +106,6 @@ class Node:
             Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key, self._deleting),
             self.webhooks.emit,
             clock,
-        )
-        # People's corrected display names and profile fields (issue 15): readers prefer them.
-        self.profiles: ProfileStore = (
-            RedisProfileStore(backend)
-            if isinstance(backend, RedisBackend)
-            else FileProfileStore(config.people_path)
         )
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
@@ -179,42 +182,6 @@ class Node:
                     closed += 1
         return closed
 
-    def erase_here(self, identity: str) -> int:
-        """The person was erased (server/host/erasure.py): their key leaves this node's ring, every
-        recorder here stops capturing them, their sockets to the stages hosted here close (4005)."""
-        self.ring.drop(identity)
-        closed = 0
-        for live in self.stages.values():
-            recorder = live.recording.recorder
-            if recorder is not None:
-                recorder.forget(identity)
-            # Their comments leave every screen; their questions stay as anonymous tombstones.
-            live.apply(lambda stage, now: stage.erase_person(identity, now))
-            people = {**live.stage.participants, **live.stage.observers}
-            for pid, person in people.items():
-                if person.identity == identity and pid in live.connections:
-                    live.connections[pid].close_after_flush(CloseCode.ERASED, "erased")
-                    closed += 1
-        return closed
-
-    def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
-        """Another node erased the person (its relay item ``e``): the same here, recordings included."""
-        self.erase_here(identity)
-        self._tasks.spawn(self.erasure.erase_files_here(identity, erasure_id, by, capacity))
-
-    async def _tell_erased(self, identity: str, erasure_id: str, by: str, capacity: str) -> int:
-        """Every other node does ``erased_elsewhere`` through its inbox; how many were told."""
-        relay = self.cluster.relay
-        if relay is None:
-            return 0
-        try:
-            peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
-        except BackendError as exc:  # the key is destroyed in the shared store all the same
-            log.error("erasure not told to the other nodes", extra={"error": repr(exc)})
-            return 0
-        for peer in peers:
-            relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
-        return len(peers)
     async def rename(self, identity: str, name: str) -> int:
         """A correction of the person's display name, live: on this node's stages, and through the
         relay on every other node's (at most once, as a revocation's: a node that misses it shows the
@@ -253,6 +220,52 @@ class Node:
         """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
         store's mirror (``fresh_profiles`` brings it up to date)."""
         return self.profiles.get_name(identity)
+
+    def erase_here(self, identity: str) -> int:
+        """The person was erased (server/host/erasure.py): their key leaves this node's ring, every
+        recorder here stops capturing them, their sockets to the stages hosted here close (4005)."""
+        self.ring.drop(identity)
+        self._tasks.spawn(self._forget_profile(identity))  # their corrected name and fields go too
+        closed = 0
+        for live in self.stages.values():
+            recorder = live.recording.recorder
+            if recorder is not None:
+                recorder.forget(identity)
+            # Their comments leave every screen; their questions stay as anonymous tombstones.
+            live.apply(lambda stage, now: stage.erase_person(identity, now))
+            people = {**live.stage.participants, **live.stage.observers}
+            for pid, person in people.items():
+                if person.identity == identity and pid in live.connections:
+                    live.connections[pid].close_after_flush(CloseCode.ERASED, "erased")
+                    closed += 1
+        return closed
+
+    async def _forget_profile(self, identity: str) -> None:
+        try:
+            await self.profiles.delete(identity)
+        except (BackendError, OSError, ValueError) as exc:
+            log.error(
+                "an erased person's profile was not deleted", extra={"identity": identity, "error": repr(exc)}
+            )
+
+    def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
+        """Another node erased the person (its relay item ``e``): the same here, recordings included."""
+        self.erase_here(identity)
+        self._tasks.spawn(self.erasure.erase_files_here(identity, erasure_id, by, capacity))
+
+    async def _tell_erased(self, identity: str, erasure_id: str, by: str, capacity: str) -> int:
+        """Every other node does ``erased_elsewhere`` through its inbox; how many were told."""
+        relay = self.cluster.relay
+        if relay is None:
+            return 0
+        try:
+            peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+        except BackendError as exc:  # the key is destroyed in the shared store all the same
+            log.error("erasure not told to the other nodes", extra={"error": repr(exc)})
+            return 0
+        for peer in peers:
+            relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
+        return len(peers)
 
     def signing_key(self) -> NodeKey:
         """The key that signs consent ledger heads: read, or created, at the first recording (a few
@@ -459,8 +472,14 @@ class Node:
         return key
 
     async def fresh_profiles(self) -> ProfileStore:
-        """The profile store brought up to date with every node's corrections; when the store cannot
-        answer (Redis down, a disk error), as it last was: a page shows an older name, never fails."""
+        """The profile store brought up to date with every node's corrections (at most every
+        ``PROFILES_REFRESH_S``: a page's many requests read the store once; this node's own corrections
+        are in it at once); when the store cannot answer (Redis down, a disk error), as it last was:
+        a page shows an older name, never fails."""
+        now = time.monotonic()
+        if now - self._profiles_read < PROFILES_REFRESH_S:
+            return self.profiles
+        self._profiles_read = now  # a wave of joins reads the store once, not once each
         try:
             await self.profiles.refresh()
         except (BackendError, OSError, ValueError) as exc:

@@ -281,6 +281,26 @@ async def finish_export(node: Node, claims: Claims, archive: Archive) -> Entry:
 # --- correction --------------------------------------------------------------------------------------
 
 
+async def _rename_in_clubs(node: Node, identity: str, name: str) -> None:
+    """The member's name in every club they belong to (the clubs' admins list it). A club that cannot
+    be written now keeps the old name (logged); the profile, which pages read, has the new one."""
+    try:
+        club_ids = await node.clubs.ids()
+    except BackendError as exc:
+        log.error("a correction did not reach the clubs", extra={"identity": identity, "error": repr(exc)})
+        return
+    for club_id in club_ids:
+        try:
+            await node.clubs.update(club_id, lambda club: club.rename_member(identity, name))
+        except ClubError:
+            continue  # deleted meanwhile: no member to rename
+        except BackendError as exc:
+            log.error(
+                "a correction did not reach a club",
+                extra={"identity": identity, "club": club_id, "error": repr(exc)},
+            )
+
+
 async def correct(
     node: Node, claims: Claims, identity: str, changes: Mapping[str, Any]
 ) -> tuple[Profile, Entry]:
@@ -293,6 +313,7 @@ async def correct(
     profile = await node.profiles.put(identity, checked, node.clock())
     if "name" in checked:
         await node.rename(identity, checked["name"])
+        await _rename_in_clubs(node, identity, checked["name"])
     hashes = {name: field_hash(identity, name, value) for name, value in checked.items()}
     record = correction_record(identity, hashes, claims.identity, who, node.clock())
     entry = await node.people.append(record)

@@ -5,16 +5,20 @@ Everything personal carries a marker naming its owner (``ALICE-…``, ``BOB-…`
 test can grep an archive for anybody else's. Session ``cardio/s-1``: Carol hosts (media, comments,
 share), Alice (comments, share) and Bob (comments only) comment, ask, vote in a named poll and a quiz;
 Alice's and Bob's second comments are stored sealed with their keys (the shape of recording/vault.py);
-each of the three has a track file. Session ``neuro/s-2``: only Bob and Carol (Alice is absent).
+each of the three has a microphone track of their own pitch (``TONES``). Session ``neuro/s-2``: only
+Bob and Carol (Alice is absent).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import msgpack
+import numpy as np
 
 from media.peer import MediaConfig
 from media.room import MediaRoom
@@ -25,11 +29,13 @@ from recording.vault import KeyRing, seal_value
 from rooms.polls import PollSpec
 from rooms.roles import Role
 from rooms.stage import Stage, StageSettings
+from tests.support.session_maker import Capture, Speaker, _audio
 
 POLICY = "2026-11"  # the default consent_policy_version
 T0 = 1_796_000_000.0
 PEOPLE = {"alice@x": "p-alice", "bob@x": "p-bob", "carol@x": "p-carol"}
 MARKERS = {"alice@x": "ALICE", "bob@x": "BOB", "carol@x": "CAROL"}
+TONES = {"alice@x": 440.0, "bob@x": 880.0, "carol@x": 1320.0}
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ async def _session(
     at(13, stage.close_poll("p-carol", f"quiz-{session_id}", t0 + 13))
     if stage_id == "cardio":
         at(14, stage.answer_question("p-carol", f"q-{session_id}-p-alice", t0 + 14))
+    if stage_id == "cardio":  # the host mutes Bob in the chat, with a reason that names him
+        at(15, stage.chat_mute("p-carol", "p-bob", True, t0 + 15))
     at(20, stage.leave("p-bob", t0 + 20))
     at(30, stage.stop_recording("p-carol", t0 + 30))
     await recorder.stop(t0 + 30)
@@ -126,19 +134,26 @@ def _add_sealed_comments(session: Path, ring: KeyRing, identities: list[str]) ->
 
 
 def _add_tracks(session: Path, identities: list[str]) -> None:
-    """One audio file each, noted in the manifest as the recorder notes a capture."""
+    """One microphone each (Opus in WebM, by the recorder's TrackWriter): a continuous tone of the
+    person's own pitch (``TONES``), noted in the manifest as the recorder notes a capture."""
     manifest = json.loads((session / "manifest.json").read_text())
     for identity in identities:
         pid = PEOPLE[identity]
-        name = f"tracks/{pid}-audio-1.webm"
-        (session / name).write_bytes(f"{MARKERS[identity]}-TRACK-BYTES-{session.name}".encode() * 100)
+        speaker = Speaker(pid, (0, 0, 0), tone_hz=TONES[identity], tone_always=True)
         manifest["tracks"].append(
-            {"participant_id": pid, "kind": "audio", "source": "camera", "codec": "opus", "file": name,
-             "capture_started_at": T0, "capture_ended_at": T0 + 30, "first_frame_at": T0 + 0.1,
-             "duration_s": 29.9, "frames": 1000, "bytes": 100, "dropped_frames": 0, "finalized": True,
-             "error": None}
-        )  # fmt: skip
+            _audio(session / "tracks" / f"{pid}-audio-1", speaker, Capture(0.0, 1.0), [], 0.0)
+        )
     (session / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def tone(data: bytes) -> float:
+    """The loudest frequency of an audio file (Hz): whose microphone it is."""
+    with av.open(io.BytesIO(data)) as container:
+        sound = np.concatenate(
+            [f.to_ndarray().astype(np.float64).reshape(-1) for f in container.decode(audio=0)]
+        )
+    spectrum = np.abs(np.fft.rfft(sound * np.hanning(len(sound))))
+    return float(np.fft.rfftfreq(len(sound), 1 / 48_000)[int(np.argmax(spectrum))])
 
 
 async def record_three(root: Path, key: NodeKey | None = None, ring: KeyRing | None = None) -> Three:

@@ -39,3 +39,15 @@ def test_a_bad_name_is_refused_and_changes_nothing(name: str) -> None:
     with pytest.raises((InvalidMessage, BadText)):
         s.rename("alice@x", name, 5.0)
     assert s.participants["p-1"].name == "Alice"
+
+
+def test_a_club_member_is_renamed_and_a_stranger_is_not_added() -> None:
+    from rooms.clubs import Club
+
+    club = Club("c", "Club", False, 0.0)
+    club.add_member("alice@x", "Alice", "member", 1.0)
+    renamed = club.rename_member("alice@x", "Dr Alice Martin")
+    assert renamed is not None and renamed.name == "Dr Alice Martin" and renamed.joined_at == 1.0
+    assert club.rename_member("nobody@x", "X") is None and "nobody@x" not in club.members
+    with pytest.raises(InvalidMessage):
+        club.rename_member("alice@x", " ")
