@@ -16,8 +16,12 @@ not what it held), so the ledger stays verifiable after any erasure. Types:
 - ``erasure``: ``identity`` was erased (server/host/erasure.py): ``erasure_id``, ``by``, ``as``,
   ``at``, the key ids destroyed and erased, counts (sessions, files, connections, clubs) and the
   session ledgers' ``erasure`` records written (stage, session, index, hash); never content.
-- ``correction``, ``access``: reserved for the next steps of issue 15 (refused until
-  their writers exist, so nothing half-specified is ever signed).
+- ``correction``: ``identity``'s profile fields were corrected: ``fields`` maps each field's name to
+  the SHA-256 of its new value bound to the person and the field (recording/profiles.py
+  ``field_hash``; never the value), with ``by``, ``as``, ``at``.
+- ``access``: a subject access archive was handed out: ``export_id``, ``index_sha256`` (of its
+  ``index.json``, which lists every member's SHA-256), ``sha256`` and ``size_bytes`` of the archive,
+  ``counts`` (members by kind), with ``by``, ``as``, ``at``.
 
 This module is the file side (blocking I/O: callers run it in a thread). Which node appends next, and
 in what order entries reach every node's file, is the server's business (server/host/people.py: the
@@ -45,6 +49,8 @@ __all__ = [
     "WRITABLE_TYPES",
     "Nomination",
     "PeopleLedger",
+    "access_record",
+    "correction_record",
     "default_people_dir",
     "nomination_record",
     "nominations",
@@ -55,7 +61,9 @@ FILENAME = "ledger.jsonl"
 HEADS_FILENAME = "ledger.heads.jsonl"
 SIGNED_AS = ("@people", "ledger")  # (stage_id, session_id) of this ledger's signed heads
 RECORD_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
-WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure"})
+WRITABLE_TYPES = frozenset(
+    {"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"}
+)
 CAPACITIES = ("person", "nominee", "platform")
 
 
@@ -73,6 +81,45 @@ def nomination_record(
     if capacity not in CAPACITIES:
         raise ValueError(f"capacity is one of {', '.join(CAPACITIES)}, not {capacity!r}")
     return {"type": kind, "identity": identity, "nominee": nominee, "by": by, "as": capacity, "at": at}
+
+
+def correction_record(
+    identity: str, fields: Mapping[str, str], by: str, capacity: str, at: float
+) -> dict[str, Any]:
+    """A ``correction`` record: ``fields`` maps field names to hashes of the new values."""
+    if capacity not in CAPACITIES:
+        raise ValueError(f"capacity is one of {', '.join(CAPACITIES)}, not {capacity!r}")
+    return {"type": "correction", "identity": identity, "fields": dict(sorted(fields.items())), "by": by,
+            "as": capacity, "at": at}  # fmt: skip
+
+
+def access_record(
+    identity: str,
+    *,
+    export_id: str,
+    index_sha256: str,
+    sha256: str,
+    size_bytes: int,
+    counts: Mapping[str, int],
+    by: str,
+    capacity: str,
+    at: float,
+) -> dict[str, Any]:
+    """An ``access`` record: which archive was handed out (digests and counts, never content)."""
+    if capacity not in CAPACITIES:
+        raise ValueError(f"capacity is one of {', '.join(CAPACITIES)}, not {capacity!r}")
+    return {
+        "type": "access",
+        "identity": identity,
+        "export_id": export_id,
+        "index_sha256": index_sha256,
+        "sha256": sha256,
+        "size_bytes": size_bytes,
+        "counts": dict(sorted(counts.items())),
+        "by": by,
+        "as": capacity,
+        "at": at,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from recording.sharing import SharePolicy
 from recording.timeline import read
 from recording.vault import ERASED, KeyRing
 
-__all__ = ["REPORT_VERSION", "TABLES", "ReportError", "build", "to_csv"]
+__all__ = ["REPORT_VERSION", "TABLES", "ReportError", "build", "build_parts", "to_csv"]
 
 REPORT_VERSION = 1
 TABLES = ("attendees", "questions")
@@ -73,6 +73,18 @@ def build(
     opener = Opener(ring)
     events = [opener.event(e) for e in _events(root)]
     return _Report(manifest, policy, events, opener, names).build()
+
+
+def build_parts(
+    manifest: dict[str, Any],
+    policy: SharePolicy,
+    events: list[dict[str, Any]],
+    *,
+    names: Names | None = None,
+) -> dict[str, Any]:
+    """``build`` from a session already read and opened (the subject access export reads with its own
+    policy and the person's key alone)."""
+    return _Report(manifest, policy, events, Opener(KeyRing()), names).build()
 
 
 def _events(root: Path) -> list[dict[str, Any]]:

@@ -295,6 +295,16 @@ class Club:
         self.removed.pop(identity, None)
         return member
 
+    def rename_member(self, identity: str, name: str) -> Member | None:
+        """A correction of the person's display name (their data rights): the member shows it; None
+        when they are not a member."""
+        _check_name(name, "a member's name")
+        member = self.members.get(identity)
+        if member is None or member.name == name:
+            return member
+        member = self.members[identity] = msgspec.structs.replace(member, name=name)
+        return member
+
     def set_role(self, identity: str, role: MemberRole) -> Member:
         _check_role(role)
         member = self._member(identity)

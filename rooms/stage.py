@@ -14,7 +14,7 @@ and goes and the stage's life.
 
 from __future__ import annotations
 
-from rooms.errors import Banned, NotAllowed, StageLocked
+from rooms.errors import Banned, InvalidMessage, NotAllowed, StageLocked
 from rooms.events import (
     Event,
     ObserverJoined,
@@ -40,6 +40,9 @@ from rooms.talk import Talk
 from rooms.text import require_text
 
 __all__ = ["KINDS", "Participant", "PollSpec", "Stage", "StageSettings", "StageState"]
+
+
+MAX_NAME = 64  # a display name, as a join's (server/wire.py DisplayName)
 
 
 class Stage(Snapshots, Sharing, Moderation, Talk, RecordingConsent, Quality):
@@ -119,6 +122,22 @@ class Stage(Snapshots, Sharing, Moderation, Talk, RecordingConsent, Quality):
         if person is None:
             return []
         return self._emit(self._drop(person, now))
+
+    def rename(self, identity: str, name: str, now: float) -> list[Event]:
+        """A correction of a person's display name (their data rights, not a moderator's action):
+        each of their connections here shows it from now on (``participant.updated``), a console too."""
+        require_text(name, "the name")
+        if not 0 < len(name) <= MAX_NAME or not name.strip():
+            raise InvalidMessage(f"a name is 1-{MAX_NAME} characters, not only spaces")
+        events: list[Event] = []
+        for person in self.participants.values():
+            if person.identity == identity and person.name != name:
+                person.name = name
+                events.append(self._updated(person, now))
+        for person in self.observers.values():
+            if person.identity == identity:
+                person.name = name
+        return self._emit(events)
 
     # --- the stage's life ----------------------------------------------------------------------
 

@@ -54,7 +54,10 @@ _DOCUMENT: spec.Schema = {
         {"name": "recordings"},
         {"name": "tokens"},
         {"name": "clubs"},
-        {"name": "people", "description": "Data rights: nominees, erasure (docs/protocol.md, People)"},
+        {
+            "name": "people",
+            "description": "Data rights: nominees, access, correction, erasure (docs/protocol.md, People)",
+        },
         {"name": "operations", "description": "Open: for load balancers and scrapers"},
     ],
     "security": [{"bearer": []}, {"access_token": []}],

@@ -1,17 +1,23 @@
-"""People's data rights over HTTP (issue 15), the first part: nominees.
+"""People's data rights over HTTP (issue 15): nominees, subject access, correction.
 
 ``POST /api/people/{identity}/nominees`` nominates, ``DELETE .../nominees/{nominee}`` withdraws,
 ``GET .../nominees`` lists the nominees in force. Who may: server/host/people.py (the person with a
 person-level token, the platform; a nominee may list, and may withdraw themselves). Each change is an
 entry of the people ledger and a ``person.nominee_changed`` webhook. docs/protocol.md, "People".
+
+``GET .../export`` streams the person's subject access archive (a tar, docs/recording.md "Subject
+access archive"); ``PATCH .../profile`` corrects their display name and profile fields. The person, a
+nominee in force or the platform (server/host/rights.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
@@ -20,13 +26,16 @@ from recording.people import Nomination
 from server.api import spec
 from server.api.bodies import BadBody, read_json
 from server.api.common import answer, bearer, problem
+from server.auth import Claims
 from server.backend import BackendError
+from server.host import rights
 from server.host.node import Node
 from server.host.people import PeopleError
 
 log = logging.getLogger(__name__)
 
 IdentityText = Annotated[str, Meta(min_length=1, max_length=128)]
+ProfileText = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class NomineeCreate(Struct, kw_only=True):
@@ -75,6 +84,25 @@ def _info(nomination: Nomination) -> NomineeInfo:
         granted_by=nomination.granted_by,
         ledger_index=nomination.index,
     )
+
+
+class ProfileCorrection(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The fields to correct (at least one); those left out keep their value."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, description="The display name")] | None = None
+    title: ProfileText | None = None
+    affiliation: ProfileText | None = None
+    pronouns: ProfileText | None = None
+    locale: ProfileText | None = None
+
+
+class ProfileCorrected(Struct, kw_only=True):
+    identity: str
+    fields: Annotated[list[str], Meta(description="The fields this correction changed, sorted")]
+    profile: Annotated[dict[str, str], Meta(description="Every corrected field's current value")]
+    at: Annotated[float, Meta(description="Unix time, seconds")]
+    ledger_index: Annotated[int, Meta(ge=0, description="The people ledger entry of the correction")]
+    ledger_hash: Annotated[str, Meta(description="SHA-256 of the entry (recording/ledger.py)")]
 
 
 async def _refusals(work: Callable[[], Awaitable[web.Response]]) -> web.Response:
@@ -133,11 +161,93 @@ async def list_nominees(request: web.Request) -> web.Response:
     return await _refusals(work)
 
 
+async def correct_profile(request: web.Request) -> web.Response:
+    node: Node = request.app["node"]
+    claims = bearer(request)
+    identity = request.match_info["identity"]
+
+    async def work() -> web.Response:
+        await rights.authorize(node, claims, identity)  # a stranger learns nothing of the body's rules
+        try:
+            body = await read_json(request, ProfileCorrection)
+        except BadBody as exc:
+            return problem(400, exc.code, str(exc))
+        changes: dict[str, Any] = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+        if not changes:
+            return problem(400, "invalid_profile", "a correction names at least one field")
+        profile, entry = await rights.correct(node, claims, identity, changes)
+        return answer(
+            ProfileCorrected(
+                identity=identity,
+                fields=sorted(changes),
+                profile=dict(profile.fields),
+                at=entry.record["at"],
+                ledger_index=entry.index,
+                ledger_hash=entry.hash,
+            )
+        )
+
+    return await _refusals(work)
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """The archive, streamed as it is read (chunked); recorded once its last byte is written."""
+    node: Node = request.app["node"]
+    claims = bearer(request)
+    identity = request.match_info["identity"]
+    scope = request.query.get("scope", "all")
+    if scope not in ("all", "node"):
+        return problem(400, "invalid_query", "scope is all (every node's part) or node (this node's)")
+    prepared: list[Any] = []
+
+    async def work() -> web.Response:
+        prepared.append(await rights.prepare_export(node, claims, identity, everywhere=scope == "all"))
+        return web.Response(status=204)
+
+    refused = await _refusals(work)
+    if not prepared:
+        return refused
+    archive = prepared[0]
+    try:
+        return await _send(request, node, claims, archive)
+    finally:
+        rights.discard(archive)
+
+
+async def _send(request: web.Request, node: Node, claims: Claims, archive: Any) -> web.StreamResponse:
+    identity = archive.identity
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-tar",
+            "Content-Disposition": f'attachment; filename="medstage-{archive.export_id}.tar"',
+            "X-Export-Id": archive.export_id,
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(request)
+    chunks = iter(archive)
+    try:
+        while batch := await asyncio.to_thread(rights.batches, chunks):
+            await response.write(batch)
+    except OSError as exc:  # a file went away under the archive: it ends short, and is not recorded
+        log.error("access export cut short", extra={"identity": identity, "error": repr(exc)})
+        raise
+    if not rights.gathering(claims):  # a node's part of another node's archive: that one records it
+        try:
+            await rights.finish_export(node, claims, archive)
+        except (PeopleError, BackendError, LedgerError, OSError) as exc:
+            log.error("access export not recorded", extra={"identity": identity, "error": repr(exc)})
+    await response.write_eof()
+    return response
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.post("/api/people/{identity}/nominees", nominate),
         web.get("/api/people/{identity}/nominees", list_nominees),
         web.delete("/api/people/{identity}/nominees/{nominee}", withdraw),
+        web.get("/api/people/{identity}/export", export),
+        web.patch("/api/people/{identity}/profile", correct_profile),
     ]
 
 
@@ -215,4 +325,63 @@ OPENAPI.add(
     params=[_IDENTITY, _NOMINEE],
     description="The person, the platform, or the nominee stepping down (person-level tokens). Sends "
     "`person.nominee_changed`.",
+)
+OPENAPI.add(
+    "get",
+    "/api/people/{identity}/export",
+    "exportPerson",
+    "The person's subject access archive: everything this node holds about them",
+    {
+        "200": {
+            "description": "A tar archive, streamed (chunked): the person's data in every session, "
+            "club and ledger of this node, `index.json` last (every member with its size and SHA-256); "
+            'docs/recording.md, "Subject access archive". Header `X-Export-Id`: the archive\'s id.',
+            "content": {
+                "application/x-tar": {"schema": {"type": "string", "contentMediaType": "application/x-tar"}}
+            },
+        },
+        "400": spec.refused("The identity or the query is invalid", "bad_identity", "invalid_query"),
+        "401": spec.UNAUTHORIZED,
+        "403": _FORBIDDEN,
+        "503": _UNAVAILABLE,
+    },
+    params=[
+        _IDENTITY,
+        {
+            "name": "scope",
+            "in": "query",
+            "required": False,
+            "description": "`all` (default): every live node's part (other nodes' as `nodes/<node id>.tar` "
+            "members); `node`: this node's part only",
+            "schema": {"type": "string", "enum": ["all", "node"], "default": "all"},
+        },
+    ],
+    description="The person, a nominee in force (person-level tokens) or the platform. Once the archive "
+    "was sent to its end: an `access` record in the people ledger (digests and counts, never content) "
+    "and the `person.exported` webhook (docs/webhooks.md).",
+)
+OPENAPI.add(
+    "patch",
+    "/api/people/{identity}/profile",
+    "correctProfile",
+    "Correct the person's display name and profile fields",
+    {
+        "200": spec.ok(ProfileCorrected, "Corrected: the profile now, and the people ledger entry written"),
+        "400": spec.refused(
+            "The body, a field or the identity is invalid",
+            "invalid_body",
+            "invalid_profile",
+            "bad_text",
+            "bad_identity",
+        ),
+        "401": spec.UNAUTHORIZED,
+        "403": _FORBIDDEN,
+        "503": _UNAVAILABLE,
+    },
+    params=[_IDENTITY],
+    request=spec.body(ProfileCorrection, required=True),
+    description="The person, a nominee in force (person-level tokens) or the platform. The new name shows "
+    "at once on every stage of this node the person is on (`participant.updated`), and in the reports and "
+    "playback pages of existing recordings. A `correction` record in the people ledger (field names and "
+    "hashes, never values) and the `person.corrected` webhook (docs/webhooks.md).",
 )

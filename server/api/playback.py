@@ -275,7 +275,8 @@ async def playback_data(request: web.Request) -> web.Response:
         response = problem(503, "keys_unavailable", f"the people's keys cannot be read now: {exc}")
         response.headers["Retry-After"] = "1"
         return response
-    body = await asyncio.to_thread(_CACHE.get, watched, ring, names_of(node))
+    await node.fresh_profiles()  # corrected names (issue 15), any node's
+    body = await asyncio.to_thread(_CACHE.get, watched, ring, names_of(node), node.profiles.version)
     response = web.Response(body=body, content_type="application/json", charset="utf-8")
     response.headers.update(_SECURITY)
     return response
@@ -291,12 +292,15 @@ class _Built:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Path, tuple[tuple[object, ...], bytes]] = OrderedDict()
 
-    def get(self, watched: Watched, ring: KeyRing, names: Names | None = None) -> bytes:
-        """``names``: current display names (corrections); the cache does not see them change: a
-        correction shows once a file changes or the entry is evicted."""
+    def get(
+        self, watched: Watched, ring: KeyRing, names: Names | None = None, names_version: int = 0
+    ) -> bytes:
+        """``names``: current display names (corrections); ``names_version`` changes when they do."""
         directory = watched.directory
-        # A key destroyed since (an erasure) changes what the same files say: it is part of the state.
-        stamp = (*(_stamp(directory / name) for name in _SOURCES), ring.key_ids())
+        # A key destroyed since (an erasure) changes what the same files say: it is part of the state;
+        # so does a correction (the profiles' version).
+        files = tuple(_stamp(directory / name) for name in _SOURCES)
+        stamp = (*files, ring.key_ids(), names_version)
         with self._lock:
             entry = self._entries.get(directory)
             if entry is not None and entry[0] == stamp:
@@ -304,7 +308,7 @@ class _Built:
                 return entry[1]
         data = playback.of_session(directory, watched.manifest, ring=ring, names=names)
         data.video_url = f"/r/{directory.name}/composite.mp4"
-        data.video_ready = stamp[-2] is not None
+        data.video_ready = files[-1] is not None
         body = msgspec.json.encode(data)
         with self._lock:
             self._entries[directory] = (stamp, body)

@@ -215,6 +215,7 @@ async def get_report(request: web.Request) -> web.StreamResponse:
         ring = await session_ring(node, directory)
     except (BackendError, OSError) as exc:
         return problem(503, "keys_unavailable", f"the people's keys cannot be read now: {exc}")
+    await node.fresh_profiles()  # corrected names (issue 15), any node's
     try:
         report = await asyncio.to_thread(build, directory, ring=ring, names=names_of(node))
     except (ReportError, OSError, ValueError) as exc:
@@ -503,7 +504,8 @@ OPENAPI.add(
         **_AUTH,
         "404": spec.refused("No such stage or session", "stage_not_found", "not_found"),
         "409": spec.refused(
-            "The session is still recording or being exported, or its ledger cannot take the deletion record",
+            "The session is still recording or being exported, or its ledger cannot take the "
+            "deletion record",
             "recording",
             "exporting",
             "no_key",

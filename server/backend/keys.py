@@ -96,3 +96,14 @@ def people_ledger() -> str:
     """List: the people ledger's entries (JSON lines, recording/people.py), index = position; appended
     only by a compare-and-append script, so all nodes agree on one order."""
     return f"{PREFIX}:{{people}}:ledger"
+
+
+def person_profile(identity: str) -> str:
+    """Hash field -> value: the person's corrected profile (recording/profiles.py), plus
+    ``updated_at``; HSET merges a correction into it. Deleted by an erasure. No TTL."""
+    return f"{PREFIX}:{{person:{identity}}}:profile"
+
+
+def profiles() -> str:
+    """Set of every identity with a corrected profile (its own slot: added to after the HSET)."""
+    return f"{PREFIX}:profiles"

@@ -18,16 +18,18 @@ from media.tasks import OwnedTasks
 from media.workers import WorkerPool
 from recording import retention
 from recording.keys import FileKeyStore, KeyStore, PersonKey
+from recording.profiles import FileProfileStore, ProfileStore
 from recording.signing import NodeKey, SigningKeyError
 from recording.vault import KeyRing
 from rooms import durable
 from rooms.clubs import ClubError
-from rooms.errors import StageExists, StageNotFound
+from rooms.errors import DomainError, StageExists, StageNotFound
 from rooms.stage import Stage, StageSettings, StageState
 from server import wire_out
 from server.auth import Authenticator, Forbidden, parse_keys
 from server.backend import BackendError, Lease, Owner, RedisBackend
 from server.backend.redis_keys import RedisKeyStore
+from server.backend.redis_profiles import RedisProfileStore
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+
+PROFILES_REFRESH_S = 1.0  # another node's correction shows on this node's pages within this
 
 
 class Node:
@@ -85,6 +89,13 @@ class Node:
         # The live keys of the people on this node's stages: recorders seal with them synchronously.
         self.ring = KeyRing()
         self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
+        # People's corrected display names and profile fields (issue 15): readers prefer them.
+        self._profiles_read = -PROFILES_REFRESH_S  # monotonic time of the last refresh
+        self.profiles: ProfileStore = (
+            RedisProfileStore(backend)
+            if isinstance(backend, RedisBackend)
+            else FileProfileStore(config.people_path)
+        )
         self.erasure = Erasure(
             self.people,
             keys,
@@ -92,7 +103,7 @@ class Node:
             self.exports,
             self.recordings_root,
             config.people_path / "erasures",
-            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key),
+            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key, self._deleting),
             self.webhooks.emit,
             clock,
         )
@@ -125,6 +136,8 @@ class Node:
         if self.config.recording_sweep_interval_s > 0:
             self._tasks.supervise("retention sweeper", self._sweep_forever)
         await self.exports.start()
+        # Erasures that waited on a recording this node never stopped (it crashed): done now.
+        self._tasks.spawn(self.erasure.resume())
 
     async def check_not_revoked(self, identity: str) -> None:
         """Revocations are shared by all nodes; during a backend outage they cannot be read, and
@@ -169,10 +182,50 @@ class Node:
                     closed += 1
         return closed
 
+    async def rename(self, identity: str, name: str) -> int:
+        """A correction of the person's display name, live: on this node's stages, and through the
+        relay on every other node's (at most once, as a revocation's: a node that misses it shows the
+        new name at the person's next join). How many stages here had them."""
+        relay = self.cluster.relay
+        if relay is not None:
+            try:
+                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+            except BackendError as exc:
+                log.error(
+                    "rename not told to the other nodes", extra={"identity": identity, "error": repr(exc)}
+                )
+                peers = set()
+            for peer in peers:
+                relay.enqueue(peer, ["n", identity, name])
+        return self.rename_here(identity, name)
+
+    def rename_here(self, identity: str, name: str) -> int:
+        """Rename the person on every stage this node hosts (``participant.updated``)."""
+        renamed = 0
+        for live in list(self.stages.values()):
+            stage = live.stage
+            if not any(
+                p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]
+            ):
+                continue
+            try:
+                live.apply(lambda stage, now: stage.rename(identity, name, now))
+            except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
+                log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
+                continue
+            renamed += 1
+        return renamed
+
+    def names(self, identity: str) -> str | None:
+        """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
+        store's mirror (``fresh_profiles`` brings it up to date)."""
+        return self.profiles.get_name(identity)
+
     def erase_here(self, identity: str) -> int:
         """The person was erased (server/host/erasure.py): their key leaves this node's ring, every
         recorder here stops capturing them, their sockets to the stages hosted here close (4005)."""
         self.ring.drop(identity)
+        self._tasks.spawn(self._forget_profile(identity))  # their corrected name and fields go too
         closed = 0
         for live in self.stages.values():
             recorder = live.recording.recorder
@@ -186,6 +239,14 @@ class Node:
                     live.connections[pid].close_after_flush(CloseCode.ERASED, "erased")
                     closed += 1
         return closed
+
+    async def _forget_profile(self, identity: str) -> None:
+        try:
+            await self.profiles.delete(identity)
+        except (BackendError, OSError, ValueError) as exc:
+            log.error(
+                "an erased person's profile was not deleted", extra={"identity": identity, "error": repr(exc)}
+            )
 
     def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
         """Another node erased the person (its relay item ``e``): the same here, recordings included."""
@@ -409,6 +470,21 @@ class Node:
                 return None
             self.ring.put(key)
         return key
+
+    async def fresh_profiles(self) -> ProfileStore:
+        """The profile store brought up to date with every node's corrections (at most every
+        ``PROFILES_REFRESH_S``: a page's many requests read the store once; this node's own corrections
+        are in it at once); when the store cannot answer (Redis down, a disk error), as it last was:
+        a page shows an older name, never fails."""
+        now = time.monotonic()
+        if now - self._profiles_read < PROFILES_REFRESH_S:
+            return self.profiles
+        self._profiles_read = now  # a wave of joins reads the store once, not once each
+        try:
+            await self.profiles.refresh()
+        except (BackendError, OSError, ValueError) as exc:
+            log.warning("profiles unreadable: the last ones known are used", extra={"error": repr(exc)})
+        return self.profiles
 
     async def let_go(self, stage_id: str) -> None:
         """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""

@@ -375,7 +375,9 @@ class Connection:
         claims.require_stage(live.stage.id, live.stage.club_id)
         if self._closing:
             return  # the client went away while the stage was being found
-        name = claims.name or request.name or claims.identity
+        # A corrected name (the person's data rights, issue 15) wins over the token's and the client's.
+        corrected = (await node.fresh_profiles()).get_name(claims.identity)
+        name = corrected or claims.name or request.name or claims.identity
         await node.clubs.check_join(live.stage.club_id, claims, name, request.invite)
         if self._closing:
             return

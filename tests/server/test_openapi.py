@@ -123,6 +123,7 @@ def test_the_schemas_are_made_from_the_structs_the_handlers_decode_and_encode() 
         *(tokens.DevTokenRequest, tokens.DevToken, tokens.Revocation, health.Health, health.Readiness),
         *(clubs.ClubCreate, clubs.ClubView, clubs.MemberPut, clubs.InviteList, clubs.ClubStages),
         *(people.NomineeCreate, people.NomineeChange, people.NomineeList),
+        *(people.ProfileCorrection, people.ProfileCorrected),
     ]
     _, made = msgspec.json.schema_components(structs, ref_template=spec.REF_TEMPLATE)
     assert {name: doc["components"]["schemas"][name] for name in made} == made
@@ -325,6 +326,23 @@ async def test_a_node_answers_as_its_document_says(
     async with http.get(f"/api/people/{person}/erasures/er-0000000000000000", headers=bearer()) as r:
         assert r.status == 404
         await api.check(r, proof)
+
+    profile, export = f"/api/people/{person}/profile", f"/api/people/{person}/export"
+    async with http.patch(profile, json={"name": "Dr Corrected"}, headers=own) as r:
+        assert r.status == 200
+        assert (await api.check(r, "/api/people/{identity}/profile"))["fields"] == ["name"]
+    async with http.patch(profile, json={"shoe_size": "9"}, headers=own) as r:
+        assert r.status == 400
+        await api.check(r, "/api/people/{identity}/profile")
+    async with http.patch(profile, json={"name": "x"}, headers=bearer(token(stage, "moderator"))) as r:
+        assert r.status == 403
+        await api.check(r, "/api/people/{identity}/profile")
+    async with http.get(export, headers=own) as r:
+        assert r.status == 200
+        assert (await api.check(r, "/api/people/{identity}/export"))[-1024:] == bytes(1024)
+    async with http.get(export, headers=bearer(token(stage, "moderator"))) as r:
+        assert r.status == 403
+        await api.check(r, "/api/people/{identity}/export")
 
     for path in ("/healthz", "/readyz", "/metrics"):
         async with http.get(path) as r:
