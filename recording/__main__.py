@@ -194,7 +194,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     session = resolve_session(args.session, args.root)
     if args.composite:
         try:
-            return composite_cli.run(session, args)
+            return composite_cli.run(session, args, session_ring(args, session))
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     timeline = session / "timeline.msgpack"

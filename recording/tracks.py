@@ -7,6 +7,7 @@ Every reader of recorded media (repair, the composite export, downloads) opens a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -57,3 +58,17 @@ def open_input(path: str | os.PathLike[str], ring: KeyRing | None, stack: ExitSt
         container = av.open(stream, "r", format=track_format(path))
     stack.callback(container.close)
     return container
+
+
+def manifest_key_ids(session_dir: Path) -> set[str]:
+    """The key ids the manifest names for the session's sealed tracks (empty: none, or unreadable)."""
+    try:
+        manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    tracks = manifest.get("tracks") if isinstance(manifest, dict) else None
+    return {
+        t["key_id"]
+        for t in (tracks if isinstance(tracks, list) else [])
+        if isinstance(t, dict) and isinstance(t.get("key_id"), str)
+    }
