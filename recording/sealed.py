@@ -42,6 +42,7 @@ __all__ = [
     "SealedKeyMissing",
     "SealedWriter",
     "inspect",
+    "iter_plaintext",
     "key_id_of",
     "open_plaintext",
     "plain_name",
@@ -121,6 +122,9 @@ class SealedWriter(io.RawIOBase):
         self._pos = 0  # where the next write goes (plaintext offset)
         self._end = 0  # plaintext bytes written so far
         self._head: bytearray | None = bytearray() if hold_head else None
+        # A failed write (ENOSPC) may have left part of a chunk: nothing is written after it, so the
+        # file ends with at most one cut chunk (which readers ignore), never a cut chunk mid-file.
+        self._broken: OSError | None = None
         self._fd = -1
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
@@ -198,7 +202,7 @@ class SealedWriter(io.RawIOBase):
             return
         try:
             self.flush()
-            if self._head is not None:
+            if self._head is not None and self._broken is None:
                 head = bytes(self._head)
                 if len(head) != self._chunk and self._end > len(head):
                     raise OSError("the held head is incomplete")
@@ -218,7 +222,15 @@ class SealedWriter(io.RawIOBase):
         return _LENGTH.pack(len(envelope)) + envelope
 
     def _seal(self, plaintext: bytes) -> None:
-        self._write_all(self._chunk_bytes(plaintext, self._index))  # one write: a crash cuts, never mixes
+        if self._broken is not None:
+            raise OSError(self._broken.errno, f"{self.path.name}: an earlier write failed: {self._broken}")
+        try:
+            self._write_all(
+                self._chunk_bytes(plaintext, self._index)
+            )  # one write: a crash cuts it, never mixes
+        except OSError as exc:
+            self._broken = exc
+            raise
         self._index += 1
 
     def _write_all(self, data: bytes) -> None:

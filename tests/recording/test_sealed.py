@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from recording.keys import new_key
+from recording.keys import key_to_dict, new_key
 from recording.sealed import (
     HEADER_BYTES,
     MAGIC,
@@ -23,6 +27,7 @@ from recording.sealed import (
     seal_stream,
 )
 from recording.vault import KeyRing
+from tests.conftest import ROOT
 
 KEY = new_key("ana", 1.0)
 RING = KeyRing([KEY])
@@ -183,3 +188,53 @@ def test_held_head_takes_patches_at_the_start(tmp_path: Path) -> None:
     with open_plaintext(short, RING) as stream:
         assert stream.read() == b"tiny"
     assert inspect(short).truncated_bytes == 0
+
+
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import errno, json, resource, signal, sys
+    from recording.keys import key_from_dict
+    from recording.sealed import SealedWriter
+
+    key = key_from_dict(json.loads(sys.stdin.readline()))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), like ENOSPC
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2500, hard))
+    out = SealedWriter(sys.argv[1], key, chunk_bytes=1000)
+    written = 0
+    try:
+        for i in range(10):
+            out.write(bytes([65 + i]) * 1000)  # a full chunk each: sealed at once
+            written += 1
+    except OSError as exc:
+        assert exc.errno == errno.EFBIG, exc
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again: nothing more is written
+    try:
+        out.write(b"z" * 1000)
+        print("wrote after the failure")
+    except OSError:
+        pass
+    try:
+        out.close()
+    except OSError:
+        pass
+    print(written)
+    """
+)
+
+
+def test_a_write_that_fails_mid_chunk_ends_the_file_there(tmp_path: Path) -> None:
+    """ENOSPC (here EFBIG, a file size limit) cuts a chunk: the writer writes nothing after it, so the
+    file reads back whole up to the last complete chunk, even when space comes back."""
+    path = tmp_path / "full.sealed"
+    run = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, str(path)],
+        input=json.dumps(key_to_dict(KEY)) + "\n", capture_output=True, text=True, cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    complete = int(run.stdout.split()[-1])
+    assert complete == 2 and "wrote after" not in run.stdout  # 50 + 2 x 1049 bytes fit in 2500
+    assert path.stat().st_size == 2500  # the third chunk cut where the limit was
+    with open_plaintext(path, RING) as stream:
+        assert stream.read() == b"A" * 1000 + b"B" * 1000
+    assert inspect(path).truncated_bytes == 2500 - HEADER_BYTES - 2 * (4 + 45 + 1000)
