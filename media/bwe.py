@@ -75,6 +75,10 @@ class BweConfig:
     probe_after_switch_s: float = 1.0  # and none within this after a layer switch
     probe_backoff_s: float = 2.0  # a failed probe: the next one waits this, doubling ...
     probe_backoff_max_s: float = 6.0  # ... up to this (a lifted cap is found within about this)
+    # Copies of each frame's last packet (media/redundancy.py) while the slow loss is in the hold
+    # region [loss_low, loss_high), and this long after it last was: the copies hide the loss
+    # they repair from the receiver reports, so they would flap on and off without it.
+    copies_hold_s: float = 20.0
     probe_report_s: float = 1.5  # loss reported this long after a failed probe is the padding's
     # doing (it ended at the first sign): it moves no layer (Chromium reports every 0.5-1.5 s)
 
@@ -86,6 +90,7 @@ class Estimate:
         "ceiling_since",
         "config",
         "congested_at",
+        "copies_until",
         "loss",
         "loss_at",
         "loss_binds",
@@ -111,6 +116,7 @@ class Estimate:
         self.loss_binds = False  # ``loss`` >= loss_high, not a failed probe's: the REMB caps meanwhile
         self.remb_dropped_at: float | None = None  # the last REMB below the one before (or the first)
         self.congested_at: float | None = None  # the last congestion signal: a REMB drop, loss
+        self.copies_until = 0.0  # copies of frames' last packets until then (``copies``)
         # The last failed padding probe, from its start to its end + ``probe_report_s``: loss
         # reported then is the padding's doing (``ViewerLayers``), it shrinks nothing.
         self.probe_span = (0.0, -1.0)
@@ -176,6 +182,15 @@ class Estimate:
                 self.loss_bps = max(self.loss_bps, self.sent_bps)
         self.loss_bps = min(c.max_bps, max(c.min_bps, self.loss_bps))
         self.loss_at = now
+        if self.loss_binds:
+            self.copies_until = 0.0  # congestion: copies would add to it
+        elif c.loss_low <= self.loss_slow < c.loss_high:
+            self.copies_until = now + c.copies_hold_s
+
+    def copies(self, now: float) -> bool:
+        """Whether the viewer's video should carry a copy of each frame's last packet
+        (media/redundancy.py): lasting loss in the hold region within ``copies_hold_s``."""
+        return now < self.copies_until
 
     def remb_binding(self, now: float) -> bool:
         """Whether the last REMB caps the estimate: recent, dropped (or first came) within

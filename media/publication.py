@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from media import layergroup, stats, temporal, vp8
+from media import layergroup, redundancy, stats, temporal, vp8
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
@@ -153,6 +153,8 @@ class Fanout:
         # cost per packet.
         header = 12 if extension is None else 20
         stats.rtp_sent_bytes += (self.octets - octets + header * len(frame.packets)) * len(sent_to)
+        if redundancy.slots and frame.packets and frame.packets[-1].marker:
+            redundancy.copy_later(self, sent_to, self.last_seq)
         self.last_arrival = now
         if any(s.failed for s in active):
             self.active = [s for s in active if not s.failed]

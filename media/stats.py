@@ -12,6 +12,7 @@ rtp_packets_sent = 0
 rtp_sent_bytes = 0  # RTP header + payload, before SRTP: see Publication._forward
 retransmissions = 0
 retransmissions_suppressed = 0  # NACKed packets not resent: media/nackguard.py
+redundant_copies = 0  # copies of frames' last packets for lossy viewers: media/redundancy.py
 keyframe_requests_upstream = 0  # PLIs we sent to publishers
 keyframe_requests_downstream = 0  # PLI/FIR we received from subscribers
 send_errors = 0
@@ -36,6 +37,7 @@ def snapshot() -> dict[str, int]:
         "rtp_sent_bytes": rtp_sent_bytes,
         "retransmissions": retransmissions,
         "retransmissions_suppressed": retransmissions_suppressed,
+        "redundant_copies": redundant_copies,
         "keyframe_requests_upstream": keyframe_requests_upstream,
         "keyframe_requests_downstream": keyframe_requests_downstream,
         "send_errors": send_errors,

@@ -23,7 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
-from media import description_hooks, ice_hooks, layergroup, stats, temporal, transceiver_hooks
+from media import description_hooks, ice_hooks, layergroup, redundancy, stats, temporal, transceiver_hooks
 from media.bwe import ViewerLayers
 from media.nackguard import ResendGuard, ResendLimits
 from media.publication import abs_send_time_extension
@@ -86,6 +86,7 @@ class Slot(hooks.SenderHandler):
         "pt",
         "pts",
         "publication",
+        "redundant",
         "resends",
         "rr_at",
         "rtt",
@@ -150,6 +151,7 @@ class Slot(hooks.SenderHandler):
         self.rtx_seq = random.getrandbits(16)
         self.fraction_lost = 0  # from the subscriber's last receiver report (x/256)
         self.jitter = 0
+        self.redundant = False  # copies of each frame's last packet (media/redundancy.py)
         self.held = False  # video the viewer does not want (layer preference "audio"): not forwarded
         # Connection quality (media/quality.py, media/figures.py): the viewer's last report block.
         self.cumulative_lost = 0
@@ -209,10 +211,28 @@ class Slot(hooks.SenderHandler):
         if not self.resends.allow(seq, time.monotonic(), pub.packets):
             stats.retransmissions_suppressed += 1
             return
+        stats.retransmissions += 1
+        self._resend(pub, seq, sequence_number, pic_off, found)
+
+    def send_copy(self, pub: Fanout, seq: int, sequence_number: int, pic_off: int) -> None:
+        """A copy of the packet ``seq`` of ``pub`` sent as ``sequence_number`` (media/redundancy.py):
+        nothing if the slot has moved to another publication since."""
+        if pub is not self.publication or self.protect is None or self.failed or not self.redundant:
+            return
+        found = pub.packet_for_retransmission(seq)
+        if found is None:
+            return
+        stats.redundant_copies += 1
+        self.subscriber.padding_octets += self._resend(pub, seq, sequence_number, pic_off, found)
+
+    def _resend(
+        self, pub: Fanout, seq: int, sequence_number: int, pic_off: int, found: tuple[bytearray, int]
+    ) -> int:
+        """Send the ring's packet ``seq`` again as ``sequence_number`` (RTX when negotiated); the
+        bytes sent."""
         buf, source_ts = found
         if pub.vp8_ring:
             layergroup.patch_retransmission(self, pub, seq, buf, pic_off)
-        stats.retransmissions += 1
         ts = (source_ts + self.ts_off) & 0xFFFFFFFF
         marker = buf[1] & 0x80
         rtx_pt = self.rtx_pts.get(self.pt)
@@ -231,6 +251,8 @@ class Slot(hooks.SenderHandler):
             self.sendto(self.protect(data), self.addr)
         except Exception as exc:
             self.fail(exc)
+            return 0
+        return len(data)
 
     def on_receiver_report(
         self, fraction_lost: int, jitter: int, lost: int = 0, lsr: int = 0, dlsr: int = 0
@@ -448,7 +470,14 @@ class Subscriber:
 
     def on_loss(self, fraction_lost: int, now: float | None = None) -> None:
         """A video slot's receiver report: ``fraction_lost`` in 1/256."""
-        self.layers.bandwidth.estimate.on_loss(fraction_lost / 256, time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        estimate = self.layers.bandwidth.estimate
+        estimate.on_loss(fraction_lost / 256, now)
+        self._copies(estimate.copies(now))
+
+    def _copies(self, on: bool) -> None:
+        for pair in self.pairs:
+            redundancy.set_redundant(pair.video, on and not self.closed)
 
     def _sent_bps(self, now: float) -> float | None:
         """Bits per second forwarded to this viewer since the last call (RTP headers and payloads);
@@ -573,6 +602,7 @@ class Subscriber:
     def close(self) -> None:
         # The report ticker drops a closed subscriber when its turn comes.
         self.closed = True
+        self._copies(False)
         if self._padding is not None:
             self._padding.cancel()
             self._padding = None

@@ -29,6 +29,7 @@ COUNTERS = {
     "rtp_sent_bytes": "RTP bytes (header and payload, before SRTP) forwarded to subscribers",
     "retransmissions": "RTP packets resent on a subscriber's NACK",
     "retransmissions_suppressed": "NACKed packets not resent (per-slot hold-off, resend cap or budget)",
+    "redundant_copies": "copies of frames' last packets sent to viewers on a steadily lossy link",
     "keyframe_requests_upstream": "PLIs sent to publishers",
     "keyframe_requests_downstream": "PLI/FIR received from subscribers",
     "send_errors": "Failed sends to subscribers",

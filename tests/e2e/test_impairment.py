@@ -91,6 +91,7 @@ async def test_five_percent_loss_on_one_viewer_is_repaired_by_retransmissions(
         - metrics_before["medstage_retransmissions_suppressed_total"]
     )
     probes = metrics["medstage_probes_started_total"] - metrics_before["medstage_probes_started_total"]
+    copies = metrics["medstage_redundant_copies_total"] - metrics_before["medstage_redundant_copies_total"]
     decoded_share = lossy_d["framesDecoded"] / clean_d["framesDecoded"]
     freezes_per_minute = lossy_d["freezeCount"] * 60 / lossy_d["seconds"]
     print(
@@ -98,12 +99,16 @@ async def test_five_percent_loss_on_one_viewer_is_repaired_by_retransmissions(
         f"lossy viewer decoded {lossy_d['framesDecoded']:.0f} ({decoded_share:.1%} of the clean one's "
         f"{clean_d['framesDecoded']:.0f}), NACKs {lossy_d['nackCount']:.0f}, PLIs {lossy_d['pliCount']:.0f}, "
         f"freezes {lossy_d['freezeCount']:.0f} ({lossy_d['totalFreezesDuration']:.2f} s), "
-        f"the clean one's {clean_d['freezeCount']:.0f}; node resent {resent:.0f} (refused {suppressed:.0f}); "
+        f"the clean one's {clean_d['freezeCount']:.0f}; node resent {resent:.0f} (refused {suppressed:.0f}), "
+        f"sent {copies:.0f} copies of frames' last packets; "
         f"lossy height {before['lossy'].get('frameHeight')} -> {lossy_d.get('frameHeight')}, "
         f"probes {probes:.0f}"
     )
     assert dropped > 20, "the loss was applied"
+    # Repaired by NACK and retransmission, and, once the viewer's reports show the loss lasting, by
+    # copies of each frame's last packet (media/redundancy.py), whose loss a NACK would repair late.
     assert lossy_d["nackCount"] > 0 and resent > 0, "losses were NACKed and retransmitted"
+    assert copies > 0, "the lasting loss was met with copies of frames' last packets"
     assert decoded_share >= 0.95, (lossy_d, clean_d)
     # At most one freeze in the window more than the clean viewer had: on this shared 2-core machine a
     # loaded moment freezes both viewers alike (the clean one's freezes are the machine's, not the loss').

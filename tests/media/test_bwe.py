@@ -463,3 +463,58 @@ def test_steady_random_loss_repaired_by_retransmissions_keeps_the_layer() -> Non
     # shrink: a ratchet). Before the fix 4 seeds of these 20 spent 8-40 % of the time below the top.
     shares = [_top_share_under_random_loss(seed, 0.05) for seed in range(20)]
     assert min(shares) >= 0.95, shares
+
+
+# --- copies of frames' last packets (media/redundancy.py) ------------------------------------------
+
+
+def test_copies_start_with_lasting_random_loss_hold_on_and_stop_at_congestion() -> None:
+    config = BweConfig()
+    estimate = Estimate(config)
+    estimate.on_loss(0.0, 0.0)
+    assert not estimate.copies(0.0), "a clean link: no copies"
+    estimate.on_loss(0.01, 1.0)
+    assert not estimate.copies(1.0), "below loss_low: no copies"
+    for t in range(2, 6):
+        estimate.on_loss(0.05, float(t))  # 5 % random loss, lasting
+    assert estimate.copies(5.0)
+    # The copies repair what they can, so the reports read clean: they hold on meanwhile ...
+    for t in range(6, 20):
+        estimate.on_loss(0.0, float(t))
+    assert estimate.copies(19.0)
+    # ... for ``copies_hold_s`` after the loss was last lasting.
+    assert not estimate.copies(5.0 + config.copies_hold_s + 1.0)
+    # Congestion (lasting loss above loss_high) ends them at once: they would add to it.
+    estimate = Estimate(config)
+    for t in range(4):
+        estimate.on_loss(0.05, float(t))
+    assert estimate.copies(3.0)
+    for t in range(4, 8):
+        estimate.on_loss(0.3, float(t))
+    assert estimate.loss_binds and not estimate.copies(7.0)
+
+
+async def test_a_subscriber_turns_its_video_slots_copies_on_and_off_and_counts_them() -> None:
+    from media import redundancy
+    from tests.media.peers import loopback_ice, new_subscriber
+
+    with loopback_ice():
+        sub = new_subscriber(slots=2)
+    before = redundancy.slots
+    try:
+        for t in range(5):
+            sub.on_loss(13, now=float(t))  # 13/256: 5 %
+        assert [p.video.redundant for p in sub.pairs] == [True, True]
+        assert [p.audio.redundant for p in sub.pairs] == [False, False], "audio frames are one packet"
+        assert redundancy.slots == before + 2
+        for t in range(5, 30):
+            sub.on_loss(0, now=float(t))  # clean reports: off once the hold is over
+        assert [p.video.redundant for p in sub.pairs] == [False, False]
+        assert redundancy.slots == before
+        for t in range(30, 34):
+            sub.on_loss(13, now=float(t))
+        assert redundancy.slots == before + 2
+        sub.close()  # a closed viewer's slots leave the count
+        assert redundancy.slots == before
+    finally:
+        await sub.pc.close()
