@@ -192,6 +192,8 @@ class SessionRecorder:
                 person = self.stage.participants.get(pid)
                 if person is None or not self.stage.covers(pid, "media"):
                     continue
+                if self.ring.dropped(person.identity):  # erased: never recorded again, not even unsealed
+                    continue
                 published = person.sharing if source == "screen" else person.publishing
                 for kind, pub in publisher.publications.items():
                     if kind in published and pub.mime and not pub.closed:

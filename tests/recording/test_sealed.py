@@ -238,3 +238,12 @@ def test_a_write_that_fails_mid_chunk_ends_the_file_there(tmp_path: Path) -> Non
     with open_plaintext(path, RING) as stream:
         assert stream.read() == b"A" * 1000 + b"B" * 1000
     assert inspect(path).truncated_bytes == 2500 - HEADER_BYTES - 2 * (4 + 45 + 1000)
+
+
+def test_a_ring_remembers_whose_key_was_dropped_until_a_new_one_comes() -> None:
+    ring = KeyRing([KEY])
+    assert not ring.dropped("ana") and not ring.dropped("nobody")
+    ring.drop("ana")
+    assert ring.dropped("ana") and ring.for_identity("ana") is None
+    ring.put(new_key("ana", 2.0))  # back after the erasure, with a new key
+    assert not ring.dropped("ana")

@@ -147,3 +147,51 @@ async def test_recorded_tracks_are_sealed_with_the_publishers_key_and_erased_wit
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.count(f"sealed with key {key.key_id}") == 2, verified.stdout
+
+
+async def test_an_erased_person_is_not_recorded_again_not_even_unsealed(
+    tmp_path: Path,
+    clip,  # type: ignore[no-untyped-def]
+) -> None:
+    stage = "sealed-" + uuid.uuid4().hex[:6]
+    async with (
+        serve(tmp_path, recording_mode="manual", media_workers=0) as running,
+        MedstageClient(running.url) as host,
+        MedstageClient(running.url) as speaker,
+    ):
+        node = running.node
+        await host.join(stage, "Dr Host", "host")
+        await speaker.join(stage, "Dr Erased", "speaker", identity=IDENTITY)
+        await speaker.request(
+            {
+                "type": "consent.give",
+                "scopes": ["media"],
+                "policy_version": "2026-11",
+                "method": "join_prompt",
+            }
+        )
+        await speaker.publish(EncodedAudioTrack(clip), EncodedVideoTrack(clip))
+        started = await host.request({"type": "recording.start"})
+        session = tmp_path / "recordings" / stage / started["session_id"]
+
+        def capturing() -> bool:
+            if not (session / "manifest.json").is_file():
+                return False
+            tracks = _manifest(session)["tracks"]
+            return len(tracks) == 2 and all(t["first_frame_at"] for t in tracks)
+
+        await eventually(capturing, 15)
+        await node.keys.destroy(IDENTITY, "erasure", time.time())
+        assert node.ring.drop(IDENTITY) is not None and node.ring.dropped(IDENTITY)
+        # The recorder checks its captures after every event: the next one stops theirs.
+        await host.request({"type": "comment.post", "text": "after the erasure"})
+        await eventually(lambda: all(t["capture_ended_at"] for t in _manifest(session)["tracks"]), 10)
+        await asyncio.sleep(1.0)
+        await host.request({"type": "comment.post", "text": "still after"})
+        await asyncio.sleep(0.5)
+        await host.request({"type": "recording.stop"})
+        await eventually(lambda: _manifest(session)["status"] == "complete", 15)
+    tracks = _manifest(session)["tracks"]
+    assert len(tracks) == 2, tracks  # no new capture for them: neither sealed nor plain
+    names = sorted(p.name for p in (session / "tracks").iterdir())
+    assert all(n.endswith(".webm.sealed") for n in names), names
