@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Collection, Iterator
@@ -47,7 +48,6 @@ from recording.erasure_timeline import (
     REDACTED_TYPE,
     drop_sealed,
     is_person,
-    json_mentions,
     participant_ids,
     redacted_consent,
     rewrite_events,
@@ -70,6 +70,7 @@ __all__ = [
 
 SEALED_MAGIC = b"MEDSTAGE-SEALED/1\n"  # recording/sealed.py's MAGIC (the brief's shared format)
 ERASURE_TYPE = "erasure"
+log = logging.getLogger(__name__)
 LOCK_NAME = ".erasure.lock"  # in the recordings directory: no stage id starts with a dot
 
 
@@ -198,9 +199,16 @@ def _erase_all(
         if (session.parent.name, session.name) in skip:
             result.sessions.append(SessionErasure(session.parent.name, session.name, skipped="recording"))
             continue
-        done = erase_person_from_session(
-            session, identity, key_ids, erasure_id=erasure_id, now=now, signing_key=signing_key
-        )
+        try:
+            done = erase_person_from_session(
+                session, identity, key_ids, erasure_id=erasure_id, now=now, signing_key=signing_key
+            )
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged ledger, manifest or timeline
+            log.error("erasure: session not readable", extra={"session": str(session), "error": repr(exc)})
+            done = SessionErasure(session.parent.name, session.name, skipped="damaged")
+        except OSError as exc:  # one session's disk trouble must not stop the others' erasure
+            log.error("erasure: session not writable", extra={"session": str(session), "error": repr(exc)})
+            done = SessionErasure(session.parent.name, session.name, skipped="io_error")
         if done.changed or done.skipped:
             result.sessions.append(done)
 
@@ -303,9 +311,7 @@ def _erase_locked(
         done.timeline_items = changed
         write_timeline(session / "timeline.msgpack", rewritten)
         done.files_rewritten.append("timeline.msgpack")
-    if (session / "timeline.json").exists() and (
-        changed or json_mentions(session / "timeline.json", identity)
-    ):
+    if (session / "timeline.json").exists() and (changed or _stale(session / "timeline.json", rewritten)):
         write_atomic(
             session / "timeline.json",
             json.dumps(rewritten, ensure_ascii=False, indent=1).encode("utf-8"),
@@ -502,6 +508,14 @@ def _rewrite_manifest(
             )
         new["erasures"] = erasures
     return new
+
+
+def _stale(export: Path, events: list[dict[str, Any]]) -> bool:
+    """Whether the JSON export differs from the timeline (a crash between their two rewrites)."""
+    try:
+        return bool(json.loads(export.read_text(encoding="utf-8")) != events)
+    except (OSError, ValueError):
+        return True
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -4,7 +4,6 @@ runs it): by identity, by participant id, and by the key id of values sealed wit
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -166,13 +165,6 @@ def _rewrite_event(
     if kind == "observer.joined" and event.get("participant_id") in pids:
         return {**event, "name": ""}
     return event
-
-
-def json_mentions(path: Path, identity: str) -> bool:
-    try:
-        return json.dumps(identity, ensure_ascii=False)[1:-1] in path.read_text(encoding="utf-8")
-    except OSError:
-        return False
 
 
 def write_timeline(path: Path, events: list[dict[str, Any]]) -> None:

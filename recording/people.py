@@ -61,7 +61,9 @@ FILENAME = "ledger.jsonl"
 HEADS_FILENAME = "ledger.heads.jsonl"
 SIGNED_AS = ("@people", "ledger")  # (stage_id, session_id) of this ledger's signed heads
 RECORD_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
-WRITABLE_TYPES = frozenset({"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"})
+WRITABLE_TYPES = frozenset(
+    {"nomination.granted", "nomination.withdrawn", "erasure", "correction", "access"}
+)
 CAPACITIES = ("person", "nominee", "platform")
 
 

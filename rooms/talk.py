@@ -8,7 +8,7 @@ from __future__ import annotations
 from rooms.comments import Author
 from rooms.errors import ChatMuted
 from rooms.events import Event, QuestionUpdated, Reactions
-from rooms.polls import PollSpec
+from rooms.polls import Ballot, PollSpec, Score
 from rooms.qa import QuestionStatus
 from rooms.rates import RateClass
 from rooms.reactions import normalise
@@ -72,6 +72,20 @@ class Talk(StageBase):
                 question.voters.add(f"erased:{now}:{n}")  # the count stays, not who
             if changed:
                 events.append(QuestionUpdated(stage=self.id, at=now, question=question.view()))
+        # Ballots and quiz scores stay in the counts and the leaderboard, without a name.
+        anonymous = f"erased:{now}"
+        for poll in self.polls.polls.values():
+            ballot = poll.ballots.get(identity)
+            if ballot is not None:
+                poll.ballots = {
+                    (anonymous if who == identity else who): (
+                        Ballot(b.participant_id, "", b.choices) if who == identity else b
+                    )
+                    for who, b in poll.ballots.items()
+                }  # the voting order kept
+        score = self.polls.scores.pop(identity, None)
+        if score is not None:
+            self.polls.scores[anonymous] = Score(score.participant_id, "", score.points)
         return self._emit(events)
 
     def pin_comment(self, actor: str, comment_id: str | None, now: float) -> list[Event]:

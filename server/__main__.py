@@ -3,7 +3,7 @@
 ``python -m server token ...`` mints an access token instead (development and scripts): signed with
 the first API key the node would use (``MEDSTAGE_API_KEYS`` or ``--config``), or with the development
 key when none is configured. ``python -m server people ...`` exports a person's data or corrects it,
-through the running node (server/access_cli.py).
+through the running node (server/people_cli.py).
 
 The node's modules (aiohttp, aiortc, through ``server.app`` and ``server.config``) are imported when
 they are needed: ``token`` refuses bad arguments in a fifth of the time the media stack takes to load.
@@ -35,8 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m server",
         description="Start a medstage node. Options also come from MEDSTAGE_* environment "
         "variables and a TOML file (docs/configuration.md).",
-        epilog="python -m server token --help: mint an access token (docs/protocol.md, Tokens); "
-        "python -m server people --help: a person's data rights through a running node.",
+        epilog="python -m server token --help: mint an access token (docs/protocol.md, Tokens). "
+        "python -m server people --help: a person's data rights through a running node: archive, "
+        "correction, erasure (docs/protocol.md, People).",
     )
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument(
@@ -166,10 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"]:
         return mint_token(argv[1:])
-    if argv[:1] == ["people"] and argv[1:2] in (["export"], ["correct"]):
-        from server import access_cli
-
-        return access_cli.main(argv[1:])
     if argv[:1] == ["people"]:
         from server import people_cli
 

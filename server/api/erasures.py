@@ -14,7 +14,7 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from server.api import spec
-from server.api.common import answer, bearer
+from server.api.common import answer, bearer, problem
 from server.api.people import _IDENTITY, _UNAVAILABLE, _refusals
 from server.host.node import Node
 
@@ -47,7 +47,7 @@ class ErasedSession(Struct, kw_only=True):
         str | None,
         Meta(
             description="`recording` (erased once it stops), `unfinished` (repair it, erase again), "
-            "`no_key` (signed by another node), `busy`"
+            "`no_key` (signed by another node), `busy`, `damaged`, `io_error`"
         ),
     ]
 
@@ -65,7 +65,13 @@ class ErasureProof(Struct, kw_only=True):
     by: str
     as_: Literal["person", "nominee", "platform"] = msgspec.field(name="as")
     at: Annotated[float, Meta(description="Unix time, seconds")]
-    status: Literal["done", "pending"]
+    status: Annotated[
+        Literal["done", "pending", "incomplete"],
+        Meta(
+            description="`pending`: a session waits for its recording to stop; `incomplete`: a "
+            "session's `skipped` says why it could not be erased (erase again once fixed)"
+        ),
+    ]
     keys: ErasedKeys
     connections_closed: int
     nodes_told: int
@@ -98,7 +104,10 @@ async def proof(request: web.Request) -> web.Response:
 
     async def work() -> web.Response:
         found = await node.erasure.proof(claims, identity, erasure_id)
-        return answer(msgspec.convert(found, ErasureProof))
+        try:
+            return answer(msgspec.convert(found, ErasureProof))
+        except msgspec.ValidationError as exc:
+            return problem(500, "proof_damaged", f"the proof {erasure_id} on this node is not a proof: {exc}")
 
     return await _refusals(work)
 
@@ -130,7 +139,15 @@ OPENAPI.add(
         "400": spec.refused("The identity is invalid", "bad_identity"),
         "401": spec.UNAUTHORIZED,
         "403": _FORBIDDEN,
-        "503": _UNAVAILABLE,
+        "503": spec.refused(
+            "The shared store is unreachable, this node's people ledger or signing key cannot be used",
+            "unavailable",
+            "people_diverged",
+            "people_busy",
+            "people_ledger_broken",
+            "people_ledger_unwritable",
+            "no_signing_key",
+        ),
     },
     params=[_IDENTITY],
     description="The person's own person-level token, a nominee's, or a platform token. Synchronous: "
@@ -149,6 +166,7 @@ OPENAPI.add(
         "401": spec.UNAUTHORIZED,
         "403": _FORBIDDEN,
         "404": spec.refused("No such erasure of this person on this node", "erasure_not_found"),
+        "500": spec.refused("The proof file on this node was damaged", "proof_damaged"),
         "503": _UNAVAILABLE,
     },
     params=[_IDENTITY, _ERASURE_ID],

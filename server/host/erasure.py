@@ -25,10 +25,13 @@ composite exports, is queued and reported as such.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import re
 import secrets
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,8 @@ from recording.erasure import (
     erase_person_from_recordings,
 )
 from recording.keys import KeyStore
-from recording.signing import NodeKey, write_atomic
+from recording.ledger import fsync_dir
+from recording.signing import NodeKey, SigningKeyError
 from rooms.clubs import Club, ClubError
 from server.auth import Claims
 from server.backend import BackendError
@@ -63,6 +67,8 @@ class Here:
     tell_others: Callable[[str, str, str, str], Awaitable[int]]
     recording_now: Callable[[], frozenset[str]]  # ``stage/session`` being recorded here
     signing_key: Callable[[], NodeKey]
+    # Held while session files are rewritten: the node's deletions (retention) hold it too.
+    files_lock: asyncio.Lock
 
 
 class Erasure:
@@ -133,6 +139,7 @@ class Erasure:
     async def _erase(self, identity: str, by: str, capacity_: str) -> dict[str, Any]:
         erasure_id = "er-" + secrets.token_hex(8)
         now = self._clock()
+        await self._signing_key()  # before anything is destroyed: the rewrites need it
         before = await self.keys.tombstones(identity)
         live_key = await self.keys.get(identity)
         stone = await self.keys.destroy(identity, f"erasure {erasure_id}", now)
@@ -172,7 +179,7 @@ class Erasure:
             "by": by,
             "as": capacity_,
             "at": now,
-            "status": "pending" if pending else "done",
+            "status": _status([s.skipped for s in result.sessions]),
             "keys": {"destroyed": destroyed, "erased_key_ids": key_ids, "tombstone": stone.to_dict()},
             "connections_closed": closed,
             "nodes_told": told,
@@ -210,24 +217,31 @@ class Erasure:
         self, identity: str, erasure_id: str, key_ids: list[str], now: float
     ) -> tuple[ErasureResult, list[dict[str, Any]]]:
         """The recordings under this node's directory; composite exports queued again."""
-        signing_key = await asyncio.to_thread(self.here.signing_key)
+        signing_key = await self._signing_key()
         # Sessions being recorded are erased once they stop (registered first: one may stop meanwhile).
         skip: set[tuple[str, str]] = set()
         for name in self.here.recording_now():
             stage_id, _, session_id = name.partition("/")
             skip.add((stage_id, session_id))
             self._pending.setdefault((stage_id, session_id), []).append((identity, erasure_id, key_ids))
-        result: ErasureResult = await asyncio.to_thread(
-            erase_person_from_recordings,
-            self.root,
-            identity,
-            key_ids,
-            erasure_id=erasure_id,
-            now=now,
-            signing_key=signing_key,
-            skip=skip,
-        )
+        async with self.here.files_lock:
+            result: ErasureResult = await asyncio.to_thread(
+                erase_person_from_recordings,
+                self.root,
+                identity,
+                key_ids,
+                erasure_id=erasure_id,
+                now=now,
+                signing_key=signing_key,
+                skip=skip,
+            )
         return result, self._queue_exports(result.sessions)
+
+    async def _signing_key(self) -> NodeKey:
+        try:
+            return await asyncio.to_thread(self.here.signing_key)
+        except (OSError, SigningKeyError) as exc:
+            raise PeopleError(503, "no_signing_key", f"the node's signing key is unusable: {exc}") from exc
 
     async def erase_files_here(self, identity: str, erasure_id: str, by: str, capacity_: str) -> None:
         """Another node erased the person (key destroyed in the shared store): this node's recordings
@@ -239,9 +253,6 @@ class Erasure:
             now = self._clock()
             key_ids = sorted({s.key_id for s in await self.keys.tombstones(identity) if s.key_id})
             result, exports = await self._files(identity, erasure_id, key_ids, now)
-            if await asyncio.to_thread(self._read, erasure_id) is not None:
-                return  # the directory is the erasing node's too
-            pending = [s for s in result.sessions if s.skipped == "recording"]
             proof: dict[str, Any] = {
                 "version": PROOF_VERSION,
                 "erasure_id": erasure_id,
@@ -249,7 +260,7 @@ class Erasure:
                 "by": by,
                 "as": capacity_,
                 "at": now,
-                "status": "pending" if pending else "done",
+                "status": _status([s.skipped for s in result.sessions]),
                 "keys": {"destroyed": [], "erased_key_ids": key_ids, "tombstone": None},
                 "connections_closed": 0,
                 "nodes_told": 0,
@@ -259,7 +270,8 @@ class Erasure:
                 "ledger": None,  # appended by the erasing node; found by ``proof`` in the people ledger
                 "remains": _remains(result),
             }
-            await asyncio.to_thread(self._write, proof)
+            # Not over the erasing node's proof (a directory both share): that one says it all.
+            await asyncio.to_thread(functools.partial(self._write, proof, only_if_absent=True))
         log.info("person erased on another node: recordings here done", extra={"erasure": erasure_id})
 
     async def _leave_clubs(self, identity: str) -> list[str]:
@@ -306,30 +318,76 @@ class Erasure:
         async with self._lock:  # an erasure running now registered the session before its files
             waiting = self._pending.pop((stage_id, session_id), [])
             for identity, erasure_id, key_ids in waiting:
-                result = await asyncio.to_thread(
-                    erase_person_from_recordings,
-                    self.root,
-                    identity,
-                    key_ids,
-                    erasure_id=erasure_id,
-                    now=self._clock(),
-                    signing_key=signing_key,
-                    only={(stage_id, session_id)},
-                )
+                async with self.here.files_lock:
+                    result = await asyncio.to_thread(
+                        erase_person_from_recordings,
+                        self.root,
+                        identity,
+                        key_ids,
+                        erasure_id=erasure_id,
+                        now=self._clock(),
+                        signing_key=signing_key,
+                        only={(stage_id, session_id)},
+                    )
                 done = next(iter(result.sessions), SessionErasure(stage_id, session_id))
                 self._queue_exports([done])
                 await asyncio.to_thread(self._complete, erasure_id, done)
+
+    async def resume(self) -> None:
+        """At start: the sessions an erasure was waiting on when this node stopped without stopping
+        them (a crash) are not being recorded any more: erase them now (a crashed one stays
+        ``unfinished`` until ``python -m recording repair``, and the proof says so)."""
+        proofs = await asyncio.to_thread(self._pending_proofs)
+        for proof in proofs:
+            key_ids = list(proof.get("keys", {}).get("erased_key_ids") or [])
+            for s in proof.get("sessions", []):
+                if s.get("skipped") == "recording":
+                    key = (str(s["stage_id"]), str(s["session_id"]))
+                    entry = (str(proof["identity"]), str(proof["erasure_id"]), key_ids)
+                    self._pending.setdefault(key, []).append(entry)
+        for stage_id, session_id in list(self._pending):
+            await self.session_stopped(stage_id, session_id)
+
+    def _pending_proofs(self) -> list[dict[str, Any]]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in sorted(self.directory.glob("er-*.json")):
+            proof = self._read(path.stem)
+            if proof is not None and proof.get("status") == "pending":
+                found.append(proof)
+        return found
 
     # --- the proofs -------------------------------------------------------------------------------
 
     def _path(self, erasure_id: str) -> Path | None:
         return self.directory / f"{erasure_id}.json" if ERASURE_ID.fullmatch(erasure_id) else None
 
-    def _write(self, proof: dict[str, Any]) -> None:
+    def _write(self, proof: dict[str, Any], *, only_if_absent: bool = False) -> bool:
+        """Write the proof atomically (a temporary file of its own: nodes may share the directory);
+        ``only_if_absent``: another node's part never replaces the erasing node's proof. Whether it
+        was written."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(proof["erasure_id"])
         assert path is not None
-        write_atomic(path, json.dumps(proof, indent=1, ensure_ascii=False).encode("utf-8"))
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=".proof-", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(proof, indent=1, ensure_ascii=False).encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            if only_if_absent:
+                try:
+                    os.link(tmp, path)  # fails when the file exists: the first writer's stays
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+            fsync_dir(self.directory)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _read(self, erasure_id: str) -> dict[str, Any] | None:
         path = self._path(erasure_id)
@@ -359,9 +417,16 @@ class Erasure:
             for name, count in (s.get("remains") or {}).items():
                 remains[name] = remains.get(name, 0) + int(count)
         proof["remains"] = {**proof.get("remains", {}), "counts": remains}
-        if not any(s.get("skipped") == "recording" for s in sessions):
-            proof["status"] = "done"
+        proof["status"] = _status([s.get("skipped") for s in sessions])
         self._write(proof)
+
+
+def _status(skipped: list[str | None]) -> str:
+    """``pending``: a session waits for its recording to stop; ``incomplete``: one could not be
+    erased (its ``skipped`` says why: erase again once that is fixed); else ``done``."""
+    if "recording" in skipped:
+        return "pending"
+    return "incomplete" if any(skipped) else "done"
 
 
 def _remains(result: ErasureResult) -> dict[str, Any]:

@@ -89,13 +89,6 @@ class Node:
         # The live keys of the people on this node's stages: recorders seal with them synchronously.
         self.ring = KeyRing()
         self.people = People(backend, config.people_path, self.signing_key, keys, self.webhooks.emit, clock)
-        # People's corrected display names and profile fields (issue 15): readers prefer them.
-        self._profiles_read = -PROFILES_REFRESH_S  # monotonic time of the last refresh
-        self.profiles: ProfileStore = (
-            RedisProfileStore(backend)
-            if isinstance(backend, RedisBackend)
-            else FileProfileStore(config.people_path)
-        )
         self.erasure = Erasure(
             self.people,
             keys,
@@ -103,9 +96,16 @@ class Node:
             self.exports,
             self.recordings_root,
             config.people_path / "erasures",
-            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key),
+            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key, self._deleting),
             self.webhooks.emit,
             clock,
+        )
+        # People's corrected display names and profile fields (issue 15): readers prefer them.
+        self._profiles_read = -PROFILES_REFRESH_S  # monotonic time of the last refresh
+        self.profiles: ProfileStore = (
+            RedisProfileStore(backend)
+            if isinstance(backend, RedisBackend)
+            else FileProfileStore(config.people_path)
         )
         self.settings = StageSettings(
             recording_mode=config.recording_mode,
@@ -136,6 +136,8 @@ class Node:
         if self.config.recording_sweep_interval_s > 0:
             self._tasks.supervise("retention sweeper", self._sweep_forever)
         await self.exports.start()
+        # Erasures that waited on a recording this node never stopped (it crashed): done now.
+        self._tasks.spawn(self.erasure.resume())
 
     async def check_not_revoked(self, identity: str) -> None:
         """Revocations are shared by all nodes; during a backend outage they cannot be read, and
@@ -179,45 +181,6 @@ class Node:
                     live.connections[pid].close_after_flush(CloseCode.FORBIDDEN, "access revoked")
                     closed += 1
         return closed
-
-    async def rename(self, identity: str, name: str) -> int:
-        """A correction of the person's display name, live: on this node's stages, and through the
-        relay on every other node's (at most once, as a revocation's: a node that misses it shows the
-        new name at the person's next join). How many stages here had them."""
-        relay = self.cluster.relay
-        if relay is not None:
-            try:
-                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
-            except BackendError as exc:
-                log.error(
-                    "rename not told to the other nodes", extra={"identity": identity, "error": repr(exc)}
-                )
-                peers = set()
-            for peer in peers:
-                relay.enqueue(peer, ["n", identity, name])
-        return self.rename_here(identity, name)
-
-    def rename_here(self, identity: str, name: str) -> int:
-        """Rename the person on every stage this node hosts (``participant.updated``)."""
-        renamed = 0
-        for live in list(self.stages.values()):
-            stage = live.stage
-            if not any(
-                p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]
-            ):
-                continue
-            try:
-                live.apply(lambda stage, now: stage.rename(identity, name, now))
-            except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
-                log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
-                continue
-            renamed += 1
-        return renamed
-
-    def names(self, identity: str) -> str | None:
-        """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
-        store's mirror (``fresh_profiles`` brings it up to date)."""
-        return self.profiles.get_name(identity)
 
     def erase_here(self, identity: str) -> int:
         """The person was erased (server/host/erasure.py): their key leaves this node's ring, every
@@ -264,6 +227,45 @@ class Node:
         for peer in peers:
             relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
         return len(peers)
+
+    async def rename(self, identity: str, name: str) -> int:
+        """A correction of the person's display name, live: on this node's stages, and through the
+        relay on every other node's (at most once, as a revocation's: a node that misses it shows the
+        new name at the person's next join). How many stages here had them."""
+        relay = self.cluster.relay
+        if relay is not None:
+            try:
+                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
+            except BackendError as exc:
+                log.error(
+                    "rename not told to the other nodes", extra={"identity": identity, "error": repr(exc)}
+                )
+                peers = set()
+            for peer in peers:
+                relay.enqueue(peer, ["n", identity, name])
+        return self.rename_here(identity, name)
+
+    def rename_here(self, identity: str, name: str) -> int:
+        """Rename the person on every stage this node hosts (``participant.updated``)."""
+        renamed = 0
+        for live in list(self.stages.values()):
+            stage = live.stage
+            if not any(
+                p.identity == identity for p in [*stage.participants.values(), *stage.observers.values()]
+            ):
+                continue
+            try:
+                live.apply(lambda stage, now: stage.rename(identity, name, now))
+            except DomainError as exc:  # the name was checked already: a stage that ended meanwhile
+                log.warning("live rename refused", extra={"stage": stage.id, "error": str(exc)})
+                continue
+            renamed += 1
+        return renamed
+
+    def names(self, identity: str) -> str | None:
+        """``Names`` (recording/profiles.py): the person's corrected display name, from the profile
+        store's mirror (``fresh_profiles`` brings it up to date)."""
+        return self.profiles.get_name(identity)
 
     def signing_key(self) -> NodeKey:
         """The key that signs consent ledger heads: read, or created, at the first recording (a few

@@ -24,12 +24,11 @@ class Host(Protocol):
     def revoke_here(self, identity: str) -> int:
         """Close the identity's connections to the stages hosted here."""
 
-    def rename_here(self, identity: str, name: str) -> int:
-        """A correction of the person's display name: rename them on the stages hosted here."""
-
     def erased_elsewhere(self, identity: str, erasure_id: str, by: str, capacity: str) -> None:
         """The person was erased on another node: forget their key, stop recording them, close their
         connections to the stages hosted here, erase them from this node's recordings."""
+    def rename_here(self, identity: str, name: str) -> int:
+        """A correction of the person's display name: rename them on the stages hosted here."""
 
     def nodes_changed(self, urls: list[str]) -> None:
         """A node came or went: tell the clients of the stages hosted here (``nodes``)."""

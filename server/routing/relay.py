@@ -260,10 +260,10 @@ class Relay:
                     remote.feed(frame)
             case ["r", str(identity)]:
                 self.cluster.host.revoke_here(identity)
-            case ["n", str(identity), str(name)]:
-                self.cluster.host.rename_here(identity, name)
             case ["e", str(identity), str(erasure_id), str(by), str(capacity)]:
                 self.cluster.host.erased_elsewhere(identity, erasure_id, by, capacity)
+            case ["n", str(identity), str(name)]:
+                self.cluster.host.rename_here(identity, name)
             case ["c", str(conn_id)]:
                 remote = self.remotes.get(conn_id)
                 if remote is not None:

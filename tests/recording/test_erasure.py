@@ -167,3 +167,30 @@ async def test_values_sealed_with_the_persons_key_are_found_and_dropped(tmp_path
     timeline = list(read_timeline(session / "timeline.msgpack"))
     assert timeline[0]["comment"] == {"id": "cm-p-z", "at": 2.0, "redacted": True, "erased": True}
     assert verify_session(session, TrustedKey(key.public, "test")).ok
+
+
+async def test_a_damaged_session_is_reported_and_the_others_are_erased(tmp_path: Path, key: NodeKey) -> None:
+    root = tmp_path / "recordings"
+    damaged = await record_plain_session(root, key, session_id="old-0")
+    await record_plain_session(root, key, session_id="old-1")
+    ledger = damaged / "consent.jsonl"
+    ledger.write_bytes(ledger.read_bytes() + b"not a ledger entry\n")
+    result = erase_person_from_recordings(root, "alice@x", set(), erasure_id="e1", now=2e9, signing_key=key)
+    assert [(s.session_id, s.skipped) for s in result.sessions] == [("old-0", "damaged"), ("old-1", None)]
+    assert grep(root / "cardio" / "old-1", marker("p-alice", "COMMENT")) == []
+
+
+async def test_a_crash_between_the_timeline_and_its_export_is_completed_by_the_next_run(
+    tmp_path: Path, key: NodeKey
+) -> None:
+    root = tmp_path / "recordings"
+    session = await record_plain_session(root, key)
+    names = ("timeline.json", "consent.jsonl", "consent.heads.jsonl", "manifest.json")
+    old = {name: (session / name).read_bytes() for name in names}
+    erase_person_from_recordings(root, "alice@x", set(), erasure_id="e1", now=2e9, signing_key=key)
+    for name, data in old.items():  # as if it stopped right after the timeline's rename
+        (session / name).write_bytes(data)
+    assert grep(tmp_path, marker("p-alice", "COMMENT"))
+    erase_person_from_recordings(root, "alice@x", set(), erasure_id="e2", now=3e9, signing_key=key)
+    assert grep(tmp_path, marker("p-alice", "COMMENT")) == [] and grep(tmp_path, "alice@x") == []
+    assert verify_session(session, TrustedKey(key.public, "test")).ok

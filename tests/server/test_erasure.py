@@ -17,8 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from recording.evidence import TrustedKey
 from recording.ledger import read_entries
 from recording.people import FILENAME as PEOPLE_LEDGER
+from recording.people import verify_people
 from recording.signing import NodeKey
 from server.host.webhooks import verify as webhook_verify
 from tests.conftest import RunningNode, start_node
@@ -40,7 +42,12 @@ def own(identity: str) -> dict[str, str]:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's bytes but the composite export's (the node may be making it again meanwhile)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "exports" not in p.relative_to(root).parts
+    }
 
 
 def verify(session: Path) -> subprocess.CompletedProcess[str]:
@@ -89,6 +96,8 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         bob_key = await node.keys.get_or_create("bob@x", 1.0)
         sealed_file(session / "tracks" / "p-alice-3-audio-1.webm.sealed", alice_key.key_id, b"ALICE-SEALED")
         sealed_file(session / "tracks" / "p-bob-3-audio-1.webm.sealed", bob_key.key_id, b"BOB-SEALED")
+        (session / "exports").mkdir()
+        (session / "exports" / "composite.mp4").write_bytes(b"made of everyone's tracks")
         club = await node.clubs.create(None, "Cardio club", private=True)
         await node.clubs.put_member(club.id, "alice@x", "Alice Zqxwv", "member")
         await node.clubs.put_member(club.id, "bob@x", "Bob Ykjhg", "admin")
@@ -125,6 +134,8 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         assert "alice@x" not in (await node.clubs.get(club.id)).members
         assert "bob@x" in (await node.clubs.get(club.id)).members
         assert proof["remains"]["counts"]["poll_ballots"] == 1
+        assert proof["exports_queued"] == [{"stage_id": "cardio", "session_id": "old-1", "queued": True}]
+        assert not (session / "exports" / "composite.mp4").exists(), "made again without her"
 
         # Every allowed caller reads the proof; nobody else.
         erasure_id = proof["erasure_id"]
@@ -154,6 +165,8 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         assert records[-1]["type"] == "erasure" and records[-1]["erasure_id"] == erasure_id
         assert records[-1]["ledger_records"][0]["hash"] == erased["ledger_record"]["hash"]
         assert json.loads((tmp_path / "people" / "erasures" / f"{erasure_id}.json").read_text()) == proof
+        verdict = verify_people(tmp_path / "people", TrustedKey(key.public, "the node's key"))
+        assert verdict.ok, verdict.message
 
         # Again, by the person, then by the platform: nothing changes in the recordings.
         before = files(tmp_path / "recordings")
@@ -305,6 +318,93 @@ async def test_an_erasure_on_one_node_reaches_the_other_on_redis(tmp_path: Path)
     assert data["report"] == f"/api/people/alice@x/erasures/{proof['erasure_id']}"
 
 
+async def test_a_recording_on_the_other_node_is_erased_when_it_stops(tmp_path: Path) -> None:
+    """Node b records a stage the person is on; node a erases them: b stops recording them at once and
+    rewrites the session once it stops; its part of the proof says pending, then done."""
+    nodes: list[RunningNode] = []
+    with running_redis(tmp_path / "redis") as redis:
+        try:
+            for name in ("a", "b"):
+                data = tmp_path / name
+                data.mkdir()
+                env = {
+                    "MEDSTAGE_REDIS_URL": redis.url,
+                    "MEDSTAGE_RECORDINGS_DIR": str(data / "recordings"),
+                    "MEDSTAGE_RECORDING_MODE": "manual",
+                    "MEDSTAGE_MEDIA_WORKERS": "0",
+                }
+                nodes.append(start_node(data, env))
+            a, b = nodes
+            stage = "er-" + uuid.uuid4().hex[:6]
+            async with (
+                aiohttp.ClientSession() as http,
+                MedstageClient(b.url) as host,
+                MedstageClient(b.url) as alice,
+            ):
+                await host.join(stage, "Dr Host", "host", identity="host@x", answer=False)
+                await alice.join(stage, "Alice Zqxwv", "audience", identity="alice@x", answer=False)
+                policy = host.joined["policy"]["version"]
+                for client in (host, alice):
+                    await client.request(
+                        {"type": "consent.give", "scopes": ["comments", "share"], "policy_version": policy,
+                         "method": "join_prompt"}
+                    )  # fmt: skip
+                started = await host.request({"type": "recording.start"})
+                await alice.request({"type": "comment.post", "text": marker("p-alice", "COMMENT")})
+                await host.request({"type": "comment.post", "text": marker("p-host", "COMMENT")})
+                async with http.post(a.url + "/api/people/alice@x/erase", headers=bearer()) as r:
+                    assert r.status == 200, await r.text()
+                    erasure_id = (await r.json())["erasure_id"]
+                assert await alice.wait_closed(timeout=10) == 4005
+                path = f"{b.url}/api/people/alice@x/erasures/{erasure_id}"
+
+                async def b_status() -> str | None:
+                    async with http.get(path, headers=bearer()) as r:
+                        return (await r.json())["status"] if r.status == 200 else None
+
+                for _ in range(200):
+                    if await b_status() is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await b_status() == "pending", "b waits for its recording to stop"
+                await host.request({"type": "recording.stop"})
+                for _ in range(200):
+                    if await b_status() == "done":
+                        break
+                    await asyncio.sleep(0.05)
+                assert await b_status() == "done"
+        finally:
+            for node in nodes:
+                assert node.stop() == 0, node.log()[-3000:]
+    session = tmp_path / "b" / "recordings" / stage / started["session_id"]
+    assert grep(tmp_path / "b", marker("p-alice", "COMMENT")) == []
+    assert grep(tmp_path / "b", "Alice Zqxwv") == []
+    assert grep(session, marker("p-host", "COMMENT"))
+    result = await asyncio.to_thread(verify, session)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_an_erasure_waiting_on_a_recording_when_the_node_died_is_completed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    key = NodeKey.load_or_create(tmp_path / "keys" / "ledger-ed25519.key")
+    session = await record_plain_session(tmp_path / "recordings", key)
+    proofs = tmp_path / "people" / "erasures"
+    proofs.mkdir(parents=True)
+    waiting = {"stage_id": "cardio", "session_id": "old-1", "skipped": "recording"}
+    proof = {"erasure_id": "er-00000000000000aa", "identity": "alice@x", "status": "pending",
+             "keys": {"erased_key_ids": []}, "sessions": [waiting], "remains": {}}  # fmt: skip
+    (proofs / "er-00000000000000aa.json").write_text(json.dumps(proof))
+    async with serve(tmp_path):
+        await eventually(
+            lambda: json.loads((proofs / "er-00000000000000aa.json").read_text())["status"] == "done", 10
+        )
+    done = json.loads((proofs / "er-00000000000000aa.json").read_text())
+    assert [s["session_id"] for s in done["sessions"]] == ["old-1"]
+    assert grep(tmp_path, marker("p-alice", "COMMENT")) == []
+    assert (await asyncio.to_thread(verify, session)).returncode == 0
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "server", "people", *args],
@@ -332,4 +432,4 @@ async def test_the_command_line_erases_through_the_node_and_prints_the_proof(tmp
     assert grep(tmp_path, marker("p-bob", "COMMENT")) == [] and grep(tmp_path, marker("p-alice", "COMMENT"))
     assert (await asyncio.to_thread(verify, session)).returncode == 0
     unreachable = await asyncio.to_thread(cli, "erase", "bob@x", "--url", "http://127.0.0.1:9")
-    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    assert unreachable.returncode == 3 and "cannot be reached" in unreachable.stderr
