@@ -15,6 +15,10 @@ SESSION is a session directory, or a session id looked up under ``--root`` (defa
 (recording/evidence.py), with the public key given by ``--public-key`` or else this node's own key
 (``--signing-key``; by default ``keys/`` beside the recordings directory that holds the session, where
 a node with the default ``signing_key`` keeps it).
+Sealed track files (recording/sealed.py) are opened with the people's keys from ``--keys DIR`` (default:
+``keys/people/`` beside the recordings directory, the node's file key store), or, with ``--keys-stdin``,
+from key records (JSON, one per line) on standard input: how a node on Redis hands them to its export
+child, never on a command line. ``verify`` checks sealed files' structure without any key.
 Exit status: 0 when the check passes, 1 when it finds a problem or cannot prove the ledger intact
 (unsigned, or no key to check the signature with), 2 on a usage error.
 """
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from recording.composite import cli as composite_cli
 from recording.evidence import TrustedKey, verify_session
-from recording.keys import FileKeyStore, default_keys_dir
+from recording.keys import FileKeyStore, default_keys_dir, key_from_dict
 from recording.ledger import FILENAME, truncate_incomplete
 from recording.location import LocationError, configured_retention_days, configured_root
 from recording.repair import RepairFailed, is_finalized, repair_session
@@ -50,6 +54,7 @@ from recording.signing import (
     load_public_key,
 )
 from recording.timeline import export_json
+from recording.trackcheck import check_tracks
 from recording.vault import KeyRing, load_ring
 
 DEFAULT_ROOT = "~/.local/share/medstage/recordings"  # for the help text (location.default_root)
@@ -89,12 +94,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         result = verify_session(session, key, published)
     except OSError as exc:
         raise UsageError(f"cannot read {ledger}: {exc.strerror or exc}") from exc
+    tracks = check_tracks(session)
     print(result.message)
-    if result.ok:
+    for line in tracks.lines:
+        print(f"tracks: {line}")
+    for line in tracks.problems:
+        print(f"tracks: {line}", file=sys.stderr)
+    if result.ok and not tracks.problems:
         return EXIT_OK
     if result.where:
         print(f"  {result.where}", file=sys.stderr)
     return EXIT_PROBLEM
+
+
+def session_ring(args: argparse.Namespace, session: Path) -> KeyRing:
+    """The people's keys to open sealed tracks with: from standard input (``--keys-stdin``), else the
+    file key store (``--keys``, by default ``keys/people/`` beside the recordings directory)."""
+    if getattr(args, "keys_stdin", False):
+        ring = KeyRing()
+        for number, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                try:
+                    ring.put(key_from_dict(json.loads(line)))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise UsageError(f"--keys-stdin: line {number} is not a key record") from exc
+        return ring
+    directory: Path = getattr(args, "keys", None) or default_keys_dir(session.resolve().parent.parent)
+    if not directory.is_dir():
+        return KeyRing()
+    return asyncio.run(load_ring(FileKeyStore(directory)))
 
 
 def _trusted_key(args: argparse.Namespace, session: Path) -> TrustedKey:
@@ -145,8 +173,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
         dropped = drop_incomplete_tail(heads)
         if dropped:
             print(f"signed heads: dropped an incomplete last line ({dropped} bytes)")
+    ring = session_ring(args, session)
     try:
-        for line in repair_session(session):
+        for line in repair_session(session, ring):
             print(line)
     except RepairFailed as exc:
         for line in exc.messages:
@@ -157,7 +186,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"timeline: {export_json(timeline)}")
     manifest = session / "manifest.json"
     if manifest.is_file():
-        _mark_repaired(manifest)
+        _mark_repaired(manifest, ring)
     return status
 
 
@@ -166,7 +195,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     session = resolve_session(args.session, args.root)
     if args.composite:
         try:
-            return composite_cli.run(session, args)
+            return composite_cli.run(session, args, session_ring(args, session))
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     timeline = session / "timeline.msgpack"
@@ -241,7 +270,7 @@ def _iso(at: float | None) -> str:
     return "never" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _mark_repaired(manifest: Path) -> None:
+def _mark_repaired(manifest: Path, ring: KeyRing) -> None:
     """A session a crash interrupted says so; its tracks' finalized flags follow the files."""
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -254,7 +283,7 @@ def _mark_repaired(manifest: Path) -> None:
         for suffix in (".webm", ".mkv"):
             candidate = path if path.suffix else path.with_suffix(suffix)
             if candidate.is_file():
-                track["finalized"] = is_finalized(candidate)
+                track["finalized"] = is_finalized(candidate, ring)
     tmp = manifest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
     tmp.replace(manifest)
@@ -274,6 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"or --config, else {DEFAULT_ROOT})",
     )
     session.add_argument("--config", help="the node's TOML configuration file (for its recordings_dir)")
+    session.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="the people's keys, to open sealed track files (default: keys/people beside the recordings "
+        "directory that holds SESSION)",
+    )
+    session.add_argument(
+        "--keys-stdin",
+        action="store_true",
+        help="read the people's keys from standard input instead (JSON key records, one per line)",
+    )
     verify = _add(commands, "verify", cmd_verify, parents=[session])
     verify.add_argument(
         "--public-key",

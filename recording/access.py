@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from recording import report
+from recording import sealed as sealed_files
 from recording.keys import EnvelopeError
 from recording.ledger import Entry, read_entries
 from recording.sharing import SharePolicy
@@ -40,7 +41,7 @@ __all__ = ["FORMAT", "Archive", "Member", "Omitted", "Unreadable", "open_sealed"
 
 FORMAT = "medstage-access/1"
 CHUNK = 1 << 20
-SEALED_MAGIC = b"MEDSTAGE-SEALED/1\n"  # recording/sealed.py's MAGIC (the brief's shared format)
+SEALED_MAGIC = sealed_files.MAGIC
 PURPOSES = ("comment", "question", "answer", "vote", "name", "person")
 
 
@@ -96,20 +97,14 @@ class Unreadable(Exception):
         self.reason = reason
 
 
-def _open_track(path: Path, ring: KeyRing) -> IO[bytes] | None:
-    """A sealed track file's plaintext; None when recording/sealed.py does not exist on this node
-    (then the file goes as it is). Raises ``Unreadable``."""
+def _open_track(path: Path, ring: KeyRing) -> IO[bytes]:
+    """A sealed track file's plaintext (recording/sealed.py). Raises ``Unreadable``."""
     try:
-        from recording import sealed  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    try:
-        stream: IO[bytes] = sealed.open_plaintext(path, ring)
-    except sealed.SealedKeyMissing:
+        return sealed_files.open_plaintext(path, ring)
+    except sealed_files.SealedKeyMissing:
         raise Unreadable("erased") from None
-    except sealed.SealedError:
+    except sealed_files.SealedError:
         raise Unreadable("damaged") from None
-    return stream
 
 
 def _is_sealed_file(path: Path) -> bool:
@@ -332,9 +327,6 @@ def _tracks(s: _Session, ring: KeyRing, base: str, omitted: list[Omitted]) -> li
             except Unreadable as exc:
                 omitted.append(Omitted("track", exc.reason, about))
                 continue
-            if stream is None:  # no reader on this node: the sealed file as it is
-                members.append(Member(name + ".sealed", "track.sealed", path=path, about=about))
-                continue
             stream.close()
         members.append(Member(name, "track", path=path, sealed=sealed, about=about))
     return members
@@ -415,7 +407,7 @@ class Archive:
         export_id: str,
         now: float | None = None,
         node: str | None = None,
-        open_track: Callable[[Path, KeyRing], IO[bytes] | None] = _open_track,
+        open_track: Callable[[Path, KeyRing], IO[bytes]] = _open_track,
     ) -> None:
         self.identity = identity
         self.members = members
@@ -450,8 +442,6 @@ class Archive:
                 stream = self._open_track(member.path, self.ring)
             except Unreadable as exc:  # its key destroyed since the plan (an erasure meanwhile)
                 raise OSError(f"{member.path.name}: {exc.reason}") from None
-            if stream is None:
-                raise OSError(f"{member.path.name}: sealed and not readable here")
             return stream
         return open(member.path, "rb")
 

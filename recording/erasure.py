@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recording import sealed
 from recording.composite.export import ExportBusy, export_lock
 from recording.erasure_timeline import (
     ERASED,
@@ -60,7 +61,6 @@ from recording.timeline import read as read_timeline
 
 __all__ = [
     "ERASED",
-    "SEALED_MAGIC",
     "ErasureResult",
     "SessionErasure",
     "erase_person_from_recordings",
@@ -68,23 +68,17 @@ __all__ = [
     "sealed_key_id",
 ]
 
-SEALED_MAGIC = b"MEDSTAGE-SEALED/1\n"  # recording/sealed.py's MAGIC (the brief's shared format)
 ERASURE_TYPE = "erasure"
 log = logging.getLogger(__name__)
 LOCK_NAME = ".erasure.lock"  # in the recordings directory: no stage id starts with a dot
 
 
 def sealed_key_id(path: Path) -> str | None:
-    """The key id in a sealed file's header, None when it is not sealed (recording/sealed.key_id_of's
-    contract; kept here until that module is merged)."""
+    """The key id in a sealed file's header, None when it is not sealed (or unreadable)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(SEALED_MAGIC) + 16)
+        return sealed.key_id_of(path)
     except OSError:
         return None
-    if len(head) < len(SEALED_MAGIC) + 16 or not head.startswith(SEALED_MAGIC):
-        return None
-    return head[len(SEALED_MAGIC) :].hex()
 
 
 @dataclass

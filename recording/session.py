@@ -11,6 +11,10 @@ Layout of a session directory (``<root>/<stage>/<session>/``)::
     tracks/<participant>-<kind>-<n>.webm|.mkv   one file per participant per track per capture
     tracks/<participant>-screen-<kind>-<n>.webm|.mkv   the same for a screen share (its own tracks)
 
+A track is sealed with its publisher's key when they have one in the ring (``….webm.sealed``,
+recording/sealed.py; the manifest's entry says ``sealed`` and ``key_id``); a person without a key (the
+key store could not answer when they joined) is recorded as before.
+
 Capture follows consent: a track is recorded only while its publisher's consent covers ``media`` (a
 screen share's tracks too: sharing is publishing media),
 and the recorder re-checks after every event batch, so a withdrawal stops the capture in the same
@@ -91,6 +95,9 @@ class _Capture:
             "dropped_frames": w.stats.dropped,
             "finalized": w.finalized is not None,
             "error": self.failed,
+            # Sealed with the publisher's key (recording/sealed.py): erasing it shreds the file.
+            "sealed": w.key is not None,
+            "key_id": None if w.key is None else w.key.key_id,
         }
 
 
@@ -237,6 +244,8 @@ class SessionRecorder:
                 person = self.stage.participants.get(pid)
                 if person is None or not self.stage.covers(pid, "media") or person.identity in self.forgotten:
                     continue
+                if self.ring.dropped(person.identity):  # erased: never recorded again, not even unsealed
+                    continue
                 published = person.sharing if source == "screen" else person.publishing
                 for kind, pub in publisher.publications.items():
                     if kind in published and pub.mime and not pub.closed:
@@ -289,10 +298,13 @@ class SessionRecorder:
         part = self._parts.get(key, 0) + 1
         self._parts[key] = part
         loop = asyncio.get_running_loop()
+        person = self.stage.participants.get(pid)
         writer = TrackWriter(
             self.dir / "tracks" / f"{pid}-{track}-{part}",
             pub.mime,
             on_error=lambda w, exc: loop.call_soon_threadsafe(self._on_writer_error, key, exc),
+            # Sealed with the publisher's key when they have one (no key: the store could not answer).
+            key=None if person is None else self.ring.for_identity(person.identity),
         )
 
         group = pub.group

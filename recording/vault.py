@@ -66,6 +66,7 @@ class KeyRing:
     def __init__(self, keys: Iterable[PersonKey] = ()) -> None:
         self._by_identity: dict[str, PersonKey] = {}
         self._by_id: dict[str, PersonKey] = {}
+        self._dropped: set[str] = set()  # identities whose key was dropped, with no new key since
         for key in keys:
             self.put(key)
 
@@ -75,6 +76,7 @@ class KeyRing:
             self._by_id.pop(old.key_id, None)
         self._by_identity[key.identity] = key
         self._by_id[key.key_id] = key
+        self._dropped.discard(key.identity)
 
     def for_identity(self, identity: str) -> PersonKey | None:
         return self._by_identity.get(identity)
@@ -87,7 +89,14 @@ class KeyRing:
         key = self._by_identity.pop(identity, None)
         if key is not None:
             self._by_id.pop(key.key_id, None)
+        self._dropped.add(identity)
         return key
+
+    def dropped(self, identity: str) -> bool:
+        """Was the person's key dropped here (destroyed: erased), with no new key put since? Then
+        nothing of theirs may be recorded, not even unsealed (a person without a key is another case:
+        the store could not answer when they joined)."""
+        return identity in self._dropped
 
     def key_ids(self) -> frozenset[str]:
         return frozenset(self._by_id)

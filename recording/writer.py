@@ -10,6 +10,11 @@ lagged the writer by 0.98 s at a SIGKILL (up to ≈ 1.04 s by that rule); 500 ms
 :func:`recording.repair.finalize` (called by :meth:`TrackWriter.close`) adds the duration and the cues
 afterwards; ``python -m recording repair`` does the same after a crash.
 
+Sealed (issue 15): given its publisher's ``key``, a writer writes ``{stem}.webm.sealed`` (or
+``.mkv.sealed``) instead: the muxer writes into a :class:`recording.sealed.SealedWriter`, flushed after
+every packet, so each cluster is sealed as one chunk the moment the muxer hands it over and a crash
+loses no more than with a plain file. Finalizing decrypts, remuxes and seals again with the same key.
+
 Threading: each writer owns one thread and a bounded queue. ``write()`` runs on the media path and only
 appends to a deque (no lock, no syscall, no wake-up: the thread polls every 20 ms); the thread muxes.
 One thread per writer rather than one shared by all: a write that stalls or fails (slow or full disk)
@@ -37,8 +42,12 @@ from av.container import OutputContainer
 from av.stream import Stream
 
 from recording import stats as recording_stats
+from recording.keys import PersonKey
 from recording.repair import FinalizeResult, marker_path
 from recording.repair import finalize as finalize_file
+from recording.sealed import SUFFIX as SEALED_SUFFIX
+from recording.sealed import SealedWriter
+from recording.vault import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +115,13 @@ class TrackWriter:
         cluster_ms: int = CLUSTER_MS,
         audio_channels: int | None = None,  # None: from the first Opus packet's stereo flag
         clock: Callable[[], float] = time.time,
+        key: PersonKey | None = None,  # the publisher's: the file is sealed with it
     ) -> None:
         self.codec = codec_spec(mime)
         self.kind = self.codec.kind
-        self.path = Path(f"{os.fspath(stem)}{self.codec.suffix}")
+        self.key = key
+        sealed = SEALED_SUFFIX if key is not None else ""
+        self.path = Path(f"{os.fspath(stem)}{self.codec.suffix}{sealed}")
         self.stats = WriterStats()
         # Wall-clock time (``clock()``) of the first accepted frame, which is pts 0 of the file: with the
         # other tracks' values it aligns audio and video of a session.
@@ -133,6 +145,7 @@ class TrackWriter:
         self._wake = threading.Event()
         # Writer-thread state.
         self._out: OutputContainer | None = None
+        self._sink: SealedWriter | None = None  # what the muxer writes into, when sealed
         self._stream: Stream | None = None
         self._base = 0  # extended RTP timestamp of pts 0 (the first accepted frame's, unless rebased)
         self._prev_ts: int | None = None  # the previous frame's RTP timestamp...
@@ -197,7 +210,8 @@ class TrackWriter:
                 marker_path(self.path).unlink(missing_ok=True)  # never opened: nothing to finalize
             return
         try:
-            self.finalized = finalize_file(self.path)
+            ring = KeyRing([self.key]) if self.key is not None else None
+            self.finalized = finalize_file(self.path, ring)
         except Exception as exc:
             self.finalize_error = exc
             log.warning("finalizing %s failed: %s (run repair later)", self.path, exc)
@@ -275,6 +289,8 @@ class TrackWriter:
             packet.is_keyframe = True
             duration = packet.duration = opus_samples(data)
         out.mux(packet)
+        if self._sink is not None:
+            self._sink.flush()  # seals what the muxer wrote (a closed cluster), if anything
         self._last_pts = pts
         self._last_duration = duration
         self.stats.frames_written += 1
@@ -292,7 +308,11 @@ class TrackWriter:
             width, height = dims
         self.path.parent.mkdir(parents=True, exist_ok=True)
         marker_path(self.path).touch()  # before the file exists: a crash never leaves it unmarked
-        out = av.open(os.fspath(self.path), "w", format=self.codec.container, options=self._options)
+        if self.key is not None:
+            self._sink = SealedWriter(self.path, self.key)
+            out = av.open(self._sink, "w", format=self.codec.container, options=self._options)
+        else:
+            out = av.open(os.fspath(self.path), "w", format=self.codec.container, options=self._options)
         try:
             if self._is_video:
                 # No codec context, so nothing is ever opened for encoding. For H264, PyAV 18 takes the
@@ -304,6 +324,7 @@ class TrackWriter:
                 stream.time_base = self._time_base
         except Exception:
             out.close()
+            self._close_sink()
             raise
         self._out = out
         self._stream = stream
@@ -322,6 +343,18 @@ class TrackWriter:
             return
         try:
             out.close()  # the trailer closes the last cluster
+        except Exception as exc:
+            if self.error is None:
+                self._fail(exc)
+        finally:
+            self._close_sink()
+
+    def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        try:
+            sink.close()  # seals what the trailer wrote
         except Exception as exc:
             if self.error is None:
                 self._fail(exc)

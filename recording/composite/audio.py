@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from recording.composite.layout import WINDOW_S
-from recording.composite.plan import PlannedTrack
+from recording.composite.plan import PlannedTrack, opened
 
 RATE = 48_000
 CHUNK_S = 1.0  # mixed and encoded per chunk: a multiple of WINDOW_S
@@ -38,7 +38,7 @@ class _Piece:
 
 def _pieces(track: PlannedTrack) -> Generator[_Piece, None, None]:
     """The track's decoded sound, mono float32, each piece at its sample position from the origin."""
-    with av.open(os.fspath(track.path)) as container:
+    with opened(track) as container:  # a sealed track decrypted as it is read
         stream = container.streams.audio[0]
         resampler: av.AudioResampler | None = None
         expected: int | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 from recording.composite.export import CompositeExport, Progress
 from recording.composite.plan import ExportError
 from recording.composite.video import VideoSettings
+from recording.vault import KeyRing
 
 DEFAULT_NICE = 19  # below everything: the node sharing the machine keeps its CPU (docs/benchmarks.md)
 
@@ -75,13 +76,14 @@ def lower_priority(nice: int) -> None:
             pass
 
 
-def run(session: os.PathLike[str] | str, args: argparse.Namespace) -> int:
-    """Export; 0 when ``exports/composite.mp4`` is there, 1 when it could not be made."""
+def run(session: os.PathLike[str] | str, args: argparse.Namespace, ring: KeyRing | None = None) -> int:
+    """Export; 0 when ``exports/composite.mp4`` is there, 1 when it could not be made. Sealed tracks
+    are read with the keys of ``ring``."""
     video = settings(args)
     if args.nice > 0:
         lower_priority(args.nice)
     export = CompositeExport(
-        Path(session), video, segment_s=args.segment_s, force=args.force, jobs=args.jobs
+        Path(session), video, segment_s=args.segment_s, force=args.force, jobs=args.jobs, ring=ring
     )
     try:
         if args.no_progress:

@@ -39,7 +39,9 @@ from recording.composite.audio import mix_audio
 from recording.composite.layout import Scene, Span, scenes
 from recording.composite.plan import ExportError, Plan, PlannedTrack, plan_session
 from recording.composite.video import Compositor, VideoSettings, encode_segment
+from recording.sealed import SealedError
 from recording.signing import write_atomic
+from recording.vault import KeyRing
 
 STATE_VERSION = 1
 EXPORTS = "exports"
@@ -124,8 +126,10 @@ class CompositeExport:
         progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], float] = time.time,
         jobs: int | None = None,
+        ring: KeyRing | None = None,  # the people's keys, for sealed tracks
     ) -> None:
         self.session_dir = session_dir
+        self.ring = ring
         # Segment workers: one per core by default (their output is the same as one process's).
         self.jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
         self.dir = exports_dir(session_dir)
@@ -150,14 +154,14 @@ class CompositeExport:
         except ExportError as exc:
             self._fail(str(exc))
             raise
-        except (OSError, av.error.FFmpegError, IndexError, ValueError) as exc:  # a damaged or odd input
+        except (OSError, av.error.FFmpegError, IndexError, ValueError, SealedError) as exc:  # a damaged input
             self._fail(f"{type(exc).__name__}: {exc}")
             raise ExportError(str(exc)) from exc
         finally:
             lock.release()
 
     def _run(self) -> Path:
-        plan = plan_session(self.session_dir)
+        plan = plan_session(self.session_dir, self.ring)
         frames_total = max(1, round(plan.duration * self.settings.fps))
         seg_frames = max(1, round(self.segment_s * self.settings.fps))
         segments = -(-frames_total // seg_frames)
@@ -357,15 +361,17 @@ class CompositeExport:
             (self.dir / name).unlink(missing_ok=True)
 
 
-def is_up_to_date(session_dir: Path, settings: VideoSettings = DEFAULT_SETTINGS) -> bool:
+def is_up_to_date(
+    session_dir: Path, settings: VideoSettings = DEFAULT_SETTINGS, ring: KeyRing | None = None
+) -> bool:
     """Is ``exports/composite.mp4`` finished from the session's inputs as they are now, with these
     settings? (Reads the manifest, the ledger and the tracks' headers: call it off the event loop.)
     Raises ``ExportError`` when there is nothing to export."""
     state = read_state(session_dir)
     if state is None or state.get("status") != "done" or not (exports_dir(session_dir) / RESULT).is_file():
-        plan_session(session_dir)  # nothing to export says so even before a first export
+        plan_session(session_dir, ring)  # nothing to export says so even before a first export
         return False
-    plan = plan_session(session_dir)
+    plan = plan_session(session_dir, ring)
     return state.get("fingerprint") == plan.fingerprint and state.get("settings") == settings.to_dict()
 
 

@@ -1,19 +1,29 @@
 """What goes into a session's shared export: the manifest's tracks whose owner's last decision
 granted ``share`` (recording/sharing.py), placed on one time axis, and a fingerprint of every input
-so a changed one (a new decision in the ledger, a repaired file) invalidates an export in progress."""
+so a changed one (a new decision in the ledger, a repaired file) invalidates an export in progress.
+
+A sealed track (recording/sealed.py) is read through its publisher's key, which the plan carries to
+the segment workers (pickled through their pipe, never on a command line); one whose key is not in the
+ring (erased) is left out like a track whose owner did not grant ``share``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import av
+from av.container import InputContainer
 
+from recording.keys import PersonKey
+from recording.sealed import SealedError, key_id_of
 from recording.sharing import SharePolicy
+from recording.tracks import open_input
+from recording.vault import KeyRing
 
 
 class ExportError(Exception):
@@ -29,10 +39,21 @@ class PlannedTrack:
     source: str  # "camera" or "screen"
     start: float  # seconds from the export's origin (its first_frame_at)
     duration: float
+    key: PersonKey | None = None  # the publisher's, for a sealed file
 
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+    def open(self, stack: ExitStack) -> InputContainer:
+        """The file's container (a sealed one decrypted as it is read); what to close goes on ``stack``."""
+        return open_input(self.path, KeyRing([self.key] if self.key is not None else []), stack)
+
+
+@contextmanager
+def opened(track: PlannedTrack) -> Iterator[InputContainer]:
+    with ExitStack() as stack:
+        yield track.open(stack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +73,13 @@ class Plan:
         return [t for t in self.tracks if t.kind == kind]
 
 
-def _probe_duration(path: Path, fallback: float) -> float:
+def _probe_duration(track: PlannedTrack, fallback: float) -> float:
     """The file's own duration (a finalized file has one); else what the manifest says."""
     try:
-        with av.open(os.fspath(path)) as container:
+        with opened(track) as container:
             if container.duration:
                 return max(fallback, container.duration / av.time_base)
-    except (OSError, av.error.FFmpegError):
+    except (OSError, av.error.FFmpegError, SealedError):  # unreadable now: the export will say so
         pass
     return fallback
 
@@ -87,8 +108,9 @@ def _usable(session_dir: Path, entry: Any) -> tuple[Path, float] | None:
     return path, float(first)
 
 
-def plan_session(session_dir: Path) -> Plan:
-    """The shared export's inputs, from ``manifest.json`` and ``consent.jsonl``."""
+def plan_session(session_dir: Path, ring: KeyRing | None = None) -> Plan:
+    """The shared export's inputs, from ``manifest.json`` and ``consent.jsonl``; sealed tracks are
+    read with the keys of ``ring`` (a track whose key is not there is left out)."""
     try:
         manifest = json.loads((session_dir / "manifest.json").read_text(encoding="utf-8"))
         if not isinstance(manifest, dict):
@@ -96,7 +118,7 @@ def plan_session(session_dir: Path) -> Plan:
         policy = SharePolicy.of_session(session_dir)
     except (OSError, ValueError, TypeError, AttributeError) as exc:  # a damaged manifest or ledger
         raise ExportError(f"cannot read the session's manifest and consent ledger: {exc}") from exc
-    chosen: list[tuple[dict[str, Any], Path, float]] = []
+    chosen: list[tuple[dict[str, Any], Path, float, PersonKey | None]] = []
     excluded = 0
     tracks_listed = manifest.get("tracks")
     for entry in tracks_listed if isinstance(tracks_listed, list) else []:
@@ -104,27 +126,32 @@ def plan_session(session_dir: Path) -> Plan:
         if usable is None or not policy.track_shared(entry):
             excluded += 1
             continue
-        chosen.append((entry, *usable))
+        key_id = key_id_of(usable[0])
+        key = None if key_id is None else (ring or KeyRing()).by_id(key_id)
+        if key_id is not None and key is None:
+            excluded += 1  # sealed with a key this export does not have: erased (or not given)
+            continue
+        chosen.append((entry, *usable, key))
     if not chosen:
         raise ExportError("nothing to export: no recorded track's owner granted share")
-    origin = min(first for _, _, first in chosen)
+    origin = min(first for _, _, first, _ in chosen)
     tracks = []
     files: list[dict[str, Any]] = []
-    for entry, path, first in chosen:
+    for entry, path, first, key in chosen:
         listed = entry.get("duration_s")
-        duration = _probe_duration(path, float(listed) if isinstance(listed, int | float) else 0.0)
-        stat = path.stat()
-        tracks.append(
-            PlannedTrack(
-                file=str(entry["file"]),
-                path=path,
-                participant_id=str(entry["participant_id"]),
-                kind=str(entry.get("kind")),
-                source=str(entry.get("source") or "camera"),
-                start=round(first - origin, 6),
-                duration=duration,
-            )
+        track = PlannedTrack(
+            file=str(entry["file"]),
+            path=path,
+            participant_id=str(entry["participant_id"]),
+            kind=str(entry.get("kind")),
+            source=str(entry.get("source") or "camera"),
+            start=round(first - origin, 6),
+            duration=0.0,
+            key=key,
         )
+        duration = _probe_duration(track, float(listed) if isinstance(listed, int | float) else 0.0)
+        stat = path.stat()
+        tracks.append(replace(track, duration=duration))
         files.append(
             {
                 "file": entry["file"],

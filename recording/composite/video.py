@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,6 +54,7 @@ class _Source:
     track: PlannedTrack
     frames: Iterator[VideoFrame] | None = None
     container: av.container.InputContainer | None = None
+    files: ExitStack | None = None
     current: VideoFrame | None = None
     current_t: float = -1.0
     upcoming: VideoFrame | None = None
@@ -61,7 +63,8 @@ class _Source:
     tiles: dict[tuple[int, int, int, int], np.ndarray] = field(default_factory=dict)
 
     def _open(self, t: float) -> None:
-        container = av.open(os.fspath(self.track.path))
+        self.files = ExitStack()  # the container, and a sealed file's decrypting stream under it
+        container = self.track.open(self.files)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         offset = t - self.track.start
@@ -69,8 +72,9 @@ class _Source:
             try:  # to the keyframe before t (a finalized file has cues)
                 container.seek(int(offset / stream.time_base), stream=stream, backward=True)
             except av.error.FFmpegError:
-                container.close()
-                container = av.open(os.fspath(self.track.path))
+                self.files.close()
+                self.files = ExitStack()
+                container = self.track.open(self.files)
                 stream = container.streams.video[0]
         self.container = container
         self.frames = self._decode(container, stream)
@@ -124,8 +128,9 @@ class _Source:
         return inner, data
 
     def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
+        if self.files is not None:
+            self.files.close()
+        self.files = None
         self.container = self.frames = None
 
 

@@ -18,11 +18,13 @@ from msgspec import Meta, Struct
 from recording.composite import ExportError, VideoSettings, is_up_to_date, read_state
 from recording.report import TABLES, ReportError, build, to_csv
 from recording.retention import NotDeletable
+from recording.sealed import key_id_of
 from rooms.errors import StageNotFound
 from server.api import spec
 from server.api.bodies import BadBody, read_json
 from server.api.common import answer, problem, stage_caller
 from server.api.report_bodies import SessionReport
+from server.api.sealedfiles import serve_sealed
 from server.backend import BackendError
 from server.host.exports import ExportJob, ExportQueueFull
 from server.host.node import Node
@@ -67,6 +69,9 @@ class RecordingTrack(Struct, kw_only=True):
     dropped_frames: int
     finalized: bool
     error: str | None
+    # Sealed with the publisher's key (docs/recording.md, "Sealed track files"); served decrypted.
+    sealed: bool = False
+    key_id: str | None = None
 
 
 class LedgerKey(Struct, kw_only=True):
@@ -200,6 +205,8 @@ async def get_recording_file(request: web.Request) -> web.StreamResponse:
     target = _file_in(directory, request.match_info["name"])
     if target is None:
         return problem(404, "not_found", "no such file in this session")
+    if key_id_of(target) is not None:  # sealed with its publisher's key: decrypted as it is sent
+        return await serve_sealed(request, request.app["node"], target)
     return web.FileResponse(target)
 
 
@@ -351,7 +358,8 @@ async def start_export(request: web.Request) -> web.Response:
     code = 202
     if job is None or job.status not in ("queued", "running"):
         try:
-            current = await asyncio.to_thread(is_up_to_date, directory, _export_settings(request))
+            ring = await node.session_keys(directory)  # sealed tracks: an erased one is left out
+            current = await asyncio.to_thread(is_up_to_date, directory, _export_settings(request), ring)
         except ExportError as exc:
             return problem(422, "nothing_to_export", str(exc))
         if current and not body.force:
@@ -452,11 +460,15 @@ OPENAPI.add(
         "206": {"description": "Part of the file (a Range request)"},
         **_AUTH,
         "404": spec.refused("No such stage, session or file", "stage_not_found", "not_found"),
+        "410": spec.refused("A sealed track whose key was destroyed (the person was erased)", "erased"),
+        "416": spec.refused("A Range outside a sealed track", "range_not_satisfiable"),
+        "500": spec.refused("A sealed track file that is damaged", "damaged"),
     },
     params=[spec.STAGE_ID, _SESSION, spec.path_param("name", "The file, as named in the manifest")],
     description="`name` is a path relative to the session directory and may contain `/` "
     "(`tracks/p-1a2b-video-1.webm`); files still being written (`.partial`) are not served. "
-    "Range requests are honoured.",
+    "Range requests are honoured. A sealed track (`….webm.sealed`) is sent decrypted, as the WebM "
+    "or Matroska file it holds.",
 )
 _REPORT = spec.ok(SessionReport, "The report (JSON), or one of its tables (CSV)")
 _REPORT["content"]["text/csv"] = {"schema": {"type": "string"}}

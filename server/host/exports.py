@@ -6,23 +6,27 @@ lowers its own priority (``export_nice``, 19 by default), so forwarding keeps th
 per node, with at most ``export_queue`` waiting (beyond: refused, ``ExportQueueFull``). Asking again
 for a session that is queued or running gets the same job. The child's work survives it: the state file
 (``exports/composite.json``) says what is done, and a later run resumes there. When a job ends the
-node sends the ``recording.exported`` webhook (docs/webhooks.md).
+node sends the ``recording.exported`` webhook (docs/webhooks.md). Sealed tracks' keys go to the
+child on its standard input (``--keys-stdin``), never on its command line or in a log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from media.tasks import OwnedTasks
 from recording.composite import read_state
+from recording.keys import key_to_dict
+from recording.vault import KeyRing
 from server.host.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,9 @@ class Exporter:
         nice: int = 19,
         clock: Callable[[], float] = time.time,
         command: tuple[str, ...] = (sys.executable, "-m", "recording", "export"),
+        keys: Callable[[Path], Awaitable[KeyRing]] | None = None,  # a session's keys, for sealed tracks
     ) -> None:
+        self.keys = keys
         self.webhooks = webhooks
         self.limit = limit
         self.size = size
@@ -171,16 +177,30 @@ class Exporter:
         args += ["--nice", str(self.nice)]
         if job.force:
             args.append("--force")
+        keys = b""
+        if self.keys is not None:
+            ring = await self.keys(job.session_dir)
+            args.append("--keys-stdin")
+            live = [k for k in map(ring.by_id, sorted(ring.key_ids())) if k is not None]
+            keys = b"".join(json.dumps(key_to_dict(k)).encode() + b"\n" for k in live)
         log.info("export started", extra={"stage": job.stage_id, "session": job.session_id})
         try:
             child = self._child = await asyncio.create_subprocess_exec(
                 *args,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if self.keys is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 # Its own session, so it lowers its own autogroup's weight, not the node's (cli.py).
                 start_new_session=True,
             )
+            if child.stdin is not None:
+                try:
+                    child.stdin.write(keys)  # read by the child before it plans anything
+                    await child.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the child died at once: its exit status and stderr say why
+                finally:
+                    child.stdin.close()
             assert child.stderr is not None
             stderr = b""
             while chunk := await child.stderr.read(4096):

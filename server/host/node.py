@@ -20,7 +20,8 @@ from recording import retention
 from recording.keys import FileKeyStore, KeyStore, PersonKey
 from recording.profiles import FileProfileStore, ProfileStore
 from recording.signing import NodeKey, SigningKeyError
-from recording.vault import KeyRing
+from recording.tracks import manifest_key_ids
+from recording.vault import KeyRing, load_ring
 from rooms import durable
 from rooms.clubs import ClubError
 from rooms.errors import DomainError, StageExists, StageNotFound
@@ -66,6 +67,7 @@ class Node:
             size=config.export_size,
             nice=config.export_nice,
             clock=clock,
+            keys=self.session_keys,  # the child gets them on its stdin
         )
         self.clubs = ClubStore(self.cluster.backend, clock)
         # Joins announce themselves to the whole stage: one per loop pass (server/host/turns.py).
@@ -485,6 +487,27 @@ class Node:
         except (BackendError, OSError, ValueError) as exc:
             log.warning("profiles unreadable: the last ones known are used", extra={"error": repr(exc)})
         return self.profiles
+
+    async def keys_by_id(self, key_ids: set[str]) -> KeyRing:
+        """The live keys among ``key_ids`` (to open sealed tracks): from the ring, else the store; a
+        destroyed key is not there (its files read as erased). A store that cannot answer gives what
+        the ring holds."""
+        ring = KeyRing(k for k in map(self.ring.by_id, key_ids) if k is not None)
+        if len(ring) < len(key_ids):
+            try:
+                stored = await load_ring(self.keys)
+            except (BackendError, OSError, ValueError) as exc:
+                log.warning("person keys unavailable", extra={"error": repr(exc)})
+                return ring
+            for key_id in key_ids - ring.key_ids():
+                key = stored.by_id(key_id)
+                if key is not None:
+                    ring.put(key)
+        return ring
+
+    async def session_keys(self, session_dir: Path) -> KeyRing:
+        """The live keys a recorded session's sealed tracks were made with (its export, downloads)."""
+        return await self.keys_by_id(await asyncio.to_thread(manifest_key_ids, session_dir))
 
     async def let_go(self, stage_id: str) -> None:
         """Another node hosts this stage now (our lease lapsed and was taken): its clients go there."""

@@ -27,6 +27,7 @@ from server.api.recordings import RecordingManifest
 from tests.conftest import ROOT, RunningNode, start_node
 from tests.support.client import MedstageClient
 from tests.support.clip import MAX_LAG_S, EncodedAudioTrack, EncodedVideoTrack, load_clip
+from tests.support.sealed_tracks import ffprobe, open_recorded
 from tests.support.tokens import token
 from tests.support.waiting import eventually
 
@@ -67,7 +68,7 @@ def decode_all(path: Path) -> Decoded:
     first: float | None = None
     end = 0.0
     starts_on_keyframe = False
-    with av.open(str(path)) as container:
+    with open_recorded(path) as container:  # sealed with the publisher's key: read through it
         stream = container.streams[0]
         for packet in container.demux(stream):
             if packet.size:
@@ -107,23 +108,8 @@ def assert_decodable(path: Path, kind: str) -> Decoded:
 
 def ffprobe_packets(path: Path) -> int:
     """ffprobe's own count of the file's packets (a reader independent of PyAV's demuxing loop)."""
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return int(out.strip().splitlines()[0])
+    args = ["-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"]
+    return int(ffprobe(args, path).strip().splitlines()[0])
 
 
 def recording_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -183,7 +169,8 @@ async def test_only_consented_media_and_comments_are_stored(node: RunningNode, r
         entry = next(t for t in done["tracks"] if t["kind"] == kind)
         assert entry["frames"] == seen.packets, (entry, seen)  # the manifest counts what is in the file
         assert abs(entry["duration_s"] - seen.duration) < 0.05, (entry, seen)
-    assert files[(yes.participant_id, "video")].suffix == ".webm"
+    assert files[(yes.participant_id, "video")].name.endswith(".webm.sealed")  # the publisher's key
+    assert all(t["sealed"] and len(t["key_id"]) == 32 for t in done["tracks"]), done["tracks"]
 
     timeline = json.loads((session / "timeline.json").read_text())
     assert "kept: I consented" not in json.dumps(timeline), "sealed with its author's key"
@@ -282,9 +269,10 @@ async def test_consenting_again_after_a_withdrawal_starts_a_second_file(
 
     pid = speaker.participant_id
     files = {Path(t["file"]).name: t for t in done["tracks"]}
-    assert set(files) == {f"{pid}-{kind}-{n}.webm" for kind in ("audio", "video") for n in (1, 2)}, files
+    names = {f"{pid}-{kind}-{n}.webm.sealed" for kind in ("audio", "video") for n in (1, 2)}
+    assert set(files) == names, files
     for kind in ("audio", "video"):
-        first, second = files[f"{pid}-{kind}-1.webm"], files[f"{pid}-{kind}-2.webm"]
+        first, second = files[f"{pid}-{kind}-1.webm.sealed"], files[f"{pid}-{kind}-2.webm.sealed"]
         one = assert_decodable(session / first["file"], kind)
         assert first["first_frame_at"] + one.duration <= withdrawn + 1.0, (kind, "the first file ends")
         two = assert_decodable(session / second["file"], kind)
@@ -386,7 +374,7 @@ async def test_sigkill_leaves_readable_files_that_repair_finalizes(
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     for track in manifest(session)["tracks"]:
         path = session / track["file"]
-        with av.open(str(path)) as container:
+        with open_recorded(path) as container:
             assert container.duration is not None and container.duration > 0, "finalized: has duration"
         assert track["finalized"] is True
         seen = assert_decodable(path, track["kind"])

@@ -82,14 +82,14 @@ async def test_a_share_is_its_own_track_and_only_with_media_consent(
     assert not list((session / "tracks").glob(f"{no.participant_id}*")), "nothing of who did not consent"
     for kind in ("video", "audio"):
         entry = tracks[(pid, "screen", kind)]
-        assert entry["file"] == f"tracks/{pid}-screen-{kind}-1.webm"
+        assert entry["file"] == f"tracks/{pid}-screen-{kind}-1.webm.sealed" and entry["sealed"]
         path = session / entry["file"]
         seen = assert_decodable(path, kind)
         assert seen.duration > 2.0, (kind, seen)
         assert entry["frames"] == seen.packets
         assert entry["capture_ended_at"] is not None  # ended with the share, before the recording
         assert entry["capture_ended_at"] < done["stopped_at"]
-    assert tracks[(pid, "camera", "video")]["file"] == f"tracks/{pid}-video-1.webm"
+    assert tracks[(pid, "camera", "video")]["file"] == f"tracks/{pid}-video-1.webm.sealed"
 
     timeline = json.loads((session / "timeline.json").read_text())
     shares = [

@@ -31,7 +31,7 @@ async def serve(tmp_path: Path, **settings: Any) -> AsyncIterator[InProcessNode]
     config = Config(
         ice_addresses=["127.0.0.1"],
         recordings_dir=str(tmp_path / "recordings"),
-        **{"recording_mode": "off", **settings},
+        **{"recording_mode": "off", **settings},  # a test may record (recording_mode="manual")
     )
     app = create_app(config)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:

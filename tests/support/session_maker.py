@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from recording.keys import PersonKey
 from recording.ledger import Ledger
 from recording.writer import TrackWriter
 
@@ -45,6 +46,7 @@ class Speaker:
     level: float = 0.5
     audio_delay: float = 0.0  # the microphone's first frame this much after the camera's
     screen: Capture | None = None  # also shares a screen (its colour is the inverse)
+    key: PersonKey | None = None  # their tracks sealed with it (recording/sealed.py), as a node does
 
 
 FLASH_S = BEEP_S = 0.2
@@ -61,7 +63,7 @@ def _video(
     encoder.gop_size = FPS
     encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
     encoder.bit_rate = 300_000
-    writer = TrackWriter(path_stem, "video/VP8", clock=lambda: T0 + cap.start, max_queue=100_000)
+    writer = TrackWriter(path_stem, "video/VP8", clock=lambda: T0 + cap.start, max_queue=100_000, key=sp.key)
     plain = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     plain[:] = rgb
     white = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
@@ -94,7 +96,7 @@ def _audio(path_stem: Path, sp: Speaker, cap: Capture, beeps: list[float], delay
     encoder.bit_rate = 48_000
     encoder.time_base = Fraction(1, RATE)
     start = cap.start + delay
-    writer = TrackWriter(path_stem, "audio/opus", clock=lambda: T0 + start, max_queue=100_000)
+    writer = TrackWriter(path_stem, "audio/opus", clock=lambda: T0 + start, max_queue=100_000, key=sp.key)
     total = round((cap.end - start) * RATE)
     t = start + np.arange(total) / RATE
     on = np.ones(total, dtype=bool) if sp.tone_always else np.zeros(total, dtype=bool)
@@ -133,6 +135,8 @@ def _entry(pid: str, kind: str, writer: TrackWriter, cap: Capture, codec: str) -
         "dropped_frames": writer.stats.dropped,
         "finalized": writer.finalized is not None,
         "error": None,
+        "sealed": writer.key is not None,
+        "key_id": None if writer.key is None else writer.key.key_id,
     }
 
 
