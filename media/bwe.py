@@ -87,6 +87,7 @@ class Estimate:
     """One viewer's downlink estimate in bits per second, from its REMB and receiver-report loss."""
 
     __slots__ = (
+        "bound_at",
         "ceiling_since",
         "config",
         "congested_at",
@@ -117,6 +118,7 @@ class Estimate:
         self.remb_dropped_at: float | None = None  # the last REMB below the one before (or the first)
         self.congested_at: float | None = None  # the last congestion signal: a REMB drop, loss
         self.copies_until = 0.0  # copies of frames' last packets until then (``copies``)
+        self.bound_at: float | None = None  # the last report whose loss bound (congestion)
         # The last failed padding probe, from its start to its end + ``probe_report_s``: loss
         # reported then is the padding's doing (``ViewerLayers``), it shrinks nothing.
         self.probe_span = (0.0, -1.0)
@@ -182,9 +184,19 @@ class Estimate:
                 self.loss_bps = max(self.loss_bps, self.sent_bps)
         self.loss_bps = min(c.max_bps, max(c.min_bps, self.loss_bps))
         self.loss_at = now
+        held = c.loss_low <= self.loss_slow < c.loss_high
         if self.loss_binds:
             self.copies_until = 0.0  # congestion: copies would add to it
-        elif c.loss_low <= self.loss_slow < c.loss_high:
+            self.bound_at = now
+        elif (
+            held
+            and (self.bound_at is None or now - self.bound_at >= c.copies_hold_s)
+            and (self.remb_dropped_at is None or now - self.remb_dropped_at >= c.remb_hold_s)
+        ):
+            # Random loss, not a filling queue: no lasting loss within ``copies_hold_s`` and no REMB
+            # drop (Chromium's delay signal) within ``remb_hold_s``. A capped link's loss sits in
+            # the hold region for seconds while its queue fills, and copies there kept it congested
+            # and the viewer on its layer (tests/e2e/test_impairment.py's cap).
             self.copies_until = now + c.copies_hold_s
 
     def copies(self, now: float) -> bool:

@@ -93,6 +93,7 @@ class Fanout:
         self.rid: str | None = None
         self.rewrite_vp8 = False
         self.vp8_ring: list[Any] = []  # beside ``ring``, for a layer of a group of several
+        self.ended_frame = False  # the last packet forwarded ended a frame (media/redundancy.py)
         self.last_pic = -1  # original picture id / TL0PICIDX of the last forwarded packet
         self.last_tl0 = 0
         # VP8 temporal layers of a single-encoding video (media/temporal.py): measured when
@@ -153,8 +154,14 @@ class Fanout:
         # cost per packet.
         header = 12 if extension is None else 20
         stats.rtp_sent_bytes += (self.octets - octets + header * len(frame.packets)) * len(sent_to)
-        if redundancy.slots and frame.packets and frame.packets[-1].marker:
-            redundancy.copy_later(self, sent_to, self.last_seq)
+        packets = frame.packets
+        if packets:
+            # A one-packet frame: this packet ends one and the one before ended the last (a worker's
+            # mirror forwards packet by packet, so the length alone does not say it).
+            single = len(packets) == 1 and packets[0].marker and self.ended_frame
+            self.ended_frame = packets[-1].marker
+            if redundancy.slots and single:
+                redundancy.copy_later(self, sent_to, self.last_seq)
         self.last_arrival = now
         if any(s.failed for s in active):
             self.active = [s for s in active if not s.failed]

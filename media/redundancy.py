@@ -6,6 +6,10 @@ for a frame its successor does not need: it decodes the successor and drops the 
 (``framesDropped``), so NACK alone loses about one frame per lost end-of-frame packet. Small frames
 (a low layer, a still slide) are one packet each, so most random losses are of that kind.
 
+Only one-packet frames get copies: a lost packet of a larger frame is usually seen missing within
+the frame, and a larger frame's copies would add to a link that is filling (a capped link's loss
+sits in the hold region for seconds before it binds, and copies there delayed the down-switch).
+
 For a viewer whose receiver reports show lasting random loss (between ``BweConfig.loss_low`` and
 ``loss_high``: the hold region, where the link carries what is sent but drops some of it) each
 frame's last packet is sent again a few milliseconds later, as RTX when negotiated. Either copy
@@ -31,7 +35,7 @@ slots = 0  # video slots with ``redundant`` set, across the process
 
 
 def copy_later(fanout: Fanout, sent_to: Iterable[Slot], seq: int) -> None:
-    """Schedule a copy of the packet ``seq`` (the fanout's numbering) for every slot in ``sent_to``
+    """Schedule a copy of the one-packet frame ``seq`` (the fanout's numbering) for each slot in ``sent_to``
     that wants copies, with the slot's offsets as they are now (a switch meanwhile cancels it)."""
     loop = asyncio.get_running_loop()
     for slot in sent_to:

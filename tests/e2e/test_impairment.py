@@ -29,7 +29,7 @@ from tests.support.tokens import bearer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-LOSS_WINDOW_S = 10
+LOSS_WINDOW_S = 20  # the issue counts freezes a minute: 10 s measured the first reports as much as the loss
 
 
 @pytest.fixture
@@ -293,8 +293,11 @@ async def _cap_and_lift(browser: Any, node: RunningNode) -> None:
     port = (await video_stats(viewer.page))["localPort"]
     before = node.metrics()
     with rate_cap(port, 300) as cap:
-        # Down to the low layer within a few seconds, and there while the cap lasts.
-        heights = await _heights(viewer.page, 7)
+        # Down to the low layer within a few seconds, and there while the cap lasts. The tbf's queue
+        # (≈ 40 KB) fills first: the loss then reads in the hold region for a few seconds before it
+        # binds (the copies of frames' last packets, media/redundancy.py, repair some of it
+        # meanwhile), so the switch comes 5-7 s after the cap: 9 s leave it 2 s to show it holds.
+        heights = await _heights(viewer.page, 9)
         low = min(heights)
         assert low <= 180 and heights[-5:] == [low] * 5, heights
         cap.lift()

@@ -475,23 +475,47 @@ def test_copies_start_with_lasting_random_loss_hold_on_and_stop_at_congestion() 
     assert not estimate.copies(0.0), "a clean link: no copies"
     estimate.on_loss(0.01, 1.0)
     assert not estimate.copies(1.0), "below loss_low: no copies"
-    for t in range(2, 6):
+    for t in range(2, 8):
         estimate.on_loss(0.05, float(t))  # 5 % random loss, lasting
-    assert estimate.copies(5.0)
+    assert estimate.copies(7.0)
     # The copies repair what they can, so the reports read clean: they hold on meanwhile ...
-    for t in range(6, 20):
+    for t in range(8, 20):
         estimate.on_loss(0.0, float(t))
     assert estimate.copies(19.0)
     # ... for ``copies_hold_s`` after the loss was last lasting.
-    assert not estimate.copies(5.0 + config.copies_hold_s + 1.0)
+    assert not estimate.copies(19.0 + config.copies_hold_s)
     # Congestion (lasting loss above loss_high) ends them at once: they would add to it.
     estimate = Estimate(config)
-    for t in range(4):
+    for t in range(8):
         estimate.on_loss(0.05, float(t))
-    assert estimate.copies(3.0)
-    for t in range(4, 8):
+    assert estimate.copies(7.0)
+    for t in range(8, 12):
         estimate.on_loss(0.3, float(t))
-    assert estimate.loss_binds and not estimate.copies(7.0)
+    assert estimate.loss_binds and not estimate.copies(11.0)
+    # Loss that eases into the hold region after congestion (a cap's queue draining, a lower layer
+    # that nearly fits) starts no copies until the link has been free of congestion for a while.
+    for t in range(12, 20):
+        estimate.on_loss(0.05, float(t))
+    assert not estimate.loss_binds and not estimate.copies(19.0)
+    end = 11 + int(config.copies_hold_s) + 1
+    for t in range(20, end + 1):
+        estimate.on_loss(0.05, float(t))
+    assert estimate.copies(float(end))
+
+
+def test_no_copies_while_chromium_s_remb_says_the_queue_is_filling() -> None:
+    # A cap's loss comes with a REMB drop (Chromium sees the delay grow): that is a filling queue,
+    # not random loss, and copies would keep it full.
+    config = BweConfig()
+    estimate = Estimate(config)
+    estimate.on_remb(2_000_000, 0.0)
+    estimate.on_remb(1_000_000, 5.0)  # dropped
+    for t in range(5, 8):
+        estimate.on_loss(0.05, float(t))
+    assert not estimate.copies(7.0)
+    for t in range(8, 12):
+        estimate.on_loss(0.05, float(t))  # the REMB has not dropped again for remb_hold_s
+    assert estimate.copies(11.0)
 
 
 async def test_a_subscriber_turns_its_video_slots_copies_on_and_off_and_counts_them() -> None:
@@ -502,16 +526,16 @@ async def test_a_subscriber_turns_its_video_slots_copies_on_and_off_and_counts_t
         sub = new_subscriber(slots=2)
     before = redundancy.slots
     try:
-        for t in range(5):
-            sub.on_loss(13, now=float(t))  # 13/256: 5 %
+        for t in range(8):
+            sub.on_loss(13, now=float(t))  # 13/256: 5 %, lasting
         assert [p.video.redundant for p in sub.pairs] == [True, True]
         assert [p.audio.redundant for p in sub.pairs] == [False, False], "audio frames are one packet"
         assert redundancy.slots == before + 2
-        for t in range(5, 30):
+        for t in range(8, 40):
             sub.on_loss(0, now=float(t))  # clean reports: off once the hold is over
         assert [p.video.redundant for p in sub.pairs] == [False, False]
         assert redundancy.slots == before
-        for t in range(30, 34):
+        for t in range(40, 48):
             sub.on_loss(13, now=float(t))
         assert redundancy.slots == before + 2
         sub.close()  # a closed viewer's slots leave the count
