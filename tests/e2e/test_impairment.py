@@ -294,9 +294,8 @@ async def _cap_and_lift(browser: Any, node: RunningNode) -> None:
     before = node.metrics()
     with rate_cap(port, 300) as cap:
         # Down to the low layer within a few seconds, and there while the cap lasts. The tbf's queue
-        # (≈ 40 KB) fills first: the loss then reads in the hold region for a few seconds before it
-        # binds (the copies of frames' last packets, media/redundancy.py, repair some of it
-        # meanwhile), so the switch comes 5-7 s after the cap: 9 s leave it 2 s to show it holds.
+        # (≈ 40 KB) fills first: the loss reads in the hold region for a few seconds before it
+        # binds, so the switch comes 3-6 s after the cap: 9 s leave it time to show it holds.
         heights = await _heights(viewer.page, 9)
         low = min(heights)
         assert low <= 180 and heights[-5:] == [low] * 5, heights
