@@ -157,20 +157,9 @@ class Node:
         and from every other node's stages through their inboxes (at most once: a node that misses
         the message still refuses the identity's next join and /api call)."""
         await self.cluster.backend.revoke(identity)
-        relay = self.cluster.relay
-        if relay is not None:
-            try:
-                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
-            except BackendError as exc:
-                # The revocation itself is stored (above): other nodes refuse the identity's next join
-                # and /api call; only its open sockets there stay open until they reconnect.
-                log.error(
-                    "revocation not told to the other nodes",
-                    extra={"identity": identity, "error": repr(exc)},
-                )
-                peers = set()
-            for peer in peers:
-                relay.enqueue(peer, ["r", identity])
+        # The revocation itself is stored (above): a node that misses the message still refuses the
+        # identity's next join and /api call; only its open sockets there stay open until they reconnect.
+        await self._tell_others(["r", identity], "revocation")
         return self.revoke_here(identity)
 
     def revoke_here(self, identity: str) -> int:
@@ -188,17 +177,7 @@ class Node:
         """A correction of the person's display name, live: on this node's stages, and through the
         relay on every other node's (at most once, as a revocation's: a node that misses it shows the
         new name at the person's next join). How many stages here had them."""
-        relay = self.cluster.relay
-        if relay is not None:
-            try:
-                peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
-            except BackendError as exc:
-                log.error(
-                    "rename not told to the other nodes", extra={"identity": identity, "error": repr(exc)}
-                )
-                peers = set()
-            for peer in peers:
-                relay.enqueue(peer, ["n", identity, name])
+        await self._tell_others(["n", identity, name], "rename")
         return self.rename_here(identity, name)
 
     def rename_here(self, identity: str, name: str) -> int:
@@ -256,17 +235,23 @@ class Node:
         self._tasks.spawn(self.erasure.erase_files_here(identity, erasure_id, by, capacity))
 
     async def _tell_erased(self, identity: str, erasure_id: str, by: str, capacity: str) -> int:
-        """Every other node does ``erased_elsewhere`` through its inbox; how many were told."""
+        """Every other node does ``erased_elsewhere`` through its inbox; how many were told (the key
+        is destroyed in the shared store all the same)."""
+        return await self._tell_others(["e", identity, erasure_id, by, capacity], "erasure")
+
+    async def _tell_others(self, item: list[str], what: str) -> int:
+        """``item`` into every other live node's inbox (at most once); how many were told. A store
+        that cannot list the nodes tells nobody: logged, the caller's own step already done."""
         relay = self.cluster.relay
         if relay is None:
             return 0
         try:
             peers = await self.cluster.backend.nodes() - {self.cluster.node_id}
-        except BackendError as exc:  # the key is destroyed in the shared store all the same
-            log.error("erasure not told to the other nodes", extra={"error": repr(exc)})
+        except BackendError as exc:
+            log.error(f"{what} not told to the other nodes", extra={"error": repr(exc)})
             return 0
         for peer in peers:
-            relay.enqueue(peer, ["e", identity, erasure_id, by, capacity])
+            relay.enqueue(peer, item)
         return len(peers)
 
     def signing_key(self) -> NodeKey:
