@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from aiortc import RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
 from media.aiortc_hooks import payload
 
 AUDIO_CODECS = ("audio/opus",)
@@ -42,3 +45,18 @@ def frame_is_keyframe(mime: str, packets: Sequence[Any]) -> bool:
     if mime == "video/h264":
         return h264_is_keyframe(map(payload, packets))  # lazily: a keyframe's SPS usually leads
     return True
+
+
+def slot_codecs(kind: str) -> list[RTCRtpCodecCapability]:
+    """What a subscriber's slot (media/subscriber.py) offers: Opus; VP8 and H264
+    (packetization-mode 1) with their RTX."""
+    wanted = {"audio/opus", "video/vp8", "video/h264", "video/rtx"}
+    return [
+        c
+        for c in RTCRtpSender.getCapabilities(kind).codecs
+        if c.mimeType.lower() in wanted
+        and (c.mimeType.lower() != "video/h264" or c.parameters.get("packetization-mode") == "1")
+    ]
+
+
+SLOT_CODECS = {kind: slot_codecs(kind) for kind in ("audio", "video")}

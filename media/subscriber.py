@@ -8,8 +8,6 @@ No renegotiation ever happens, so speakers can come and go without offer/answer 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import random
 import struct
@@ -19,15 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.clock import current_ntp_time
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
 from media import description_hooks, ice_hooks, layergroup, redundancy, stats, temporal, transceiver_hooks
 from media.bwe import ViewerLayers
+from media.codecs import SLOT_CODECS
 from media.nackguard import ResendGuard, ResendLimits
 from media.publication import abs_send_time_extension
 from media.quality import RateMeter, SentReports
+from media.reportticker import reports
 from media.rtcpin import ViewerRtcp
 
 if TYPE_CHECKING:
@@ -43,20 +43,6 @@ _RTX_HEADER = struct.Struct("!BBHII")
 # estimator counts their bytes (payload + padding) in what it receives.
 PADDING_BYTES = 224  # per packet (the RTP padding count is one octet; libwebrtc sends at most 224)
 PADDING_TICK_S = 0.02  # padding goes out in bursts this far apart
-
-
-def _slot_codecs(kind: str) -> list[RTCRtpCodecCapability]:
-    """What a slot offers: Opus; VP8 and H264 (packetization-mode 1) with their RTX."""
-    wanted = {"audio/opus", "video/vp8", "video/h264", "video/rtx"}
-    return [
-        c
-        for c in RTCRtpSender.getCapabilities(kind).codecs
-        if c.mimeType.lower() in wanted
-        and (c.mimeType.lower() != "video/h264" or c.parameters.get("packetization-mode") == "1")
-    ]
-
-
-_SLOT_CODECS = {kind: _slot_codecs(kind) for kind in ("audio", "video")}
 
 
 class Slot(hooks.SenderHandler):
@@ -407,7 +393,7 @@ class Subscriber:
                 slots = {}
                 for kind in ("audio", "video"):
                     transceiver = pc.addTransceiver(kind, direction="sendonly")
-                    transceiver.setCodecPreferences(_SLOT_CODECS[kind])
+                    transceiver.setCodecPreferences(SLOT_CODECS[kind])
                     hooks.set_stream_id(transceiver.sender, stream)
                     slots[kind] = Slot(self, i, kind, transceiver.sender, resend_limits)
                 self.pairs.append(SlotPair(i, stream, slots["audio"], slots["video"]))
@@ -606,95 +592,3 @@ class Subscriber:
         if self._padding is not None:
             self._padding.cancel()
             self._padding = None
-
-
-def report_interval() -> float:
-    """RFC 3550 §6.2 / §6.3.1: a sender reports every 0.5-1.5 x the interval (1 s here), drawn anew
-    each time, so that viewers who connected together do not report together."""
-    return 0.5 + random.random()
-
-
-SLACK_S = 0.005
-
-
-class ReportTicker:
-    """The node's sender reports: one task for every connected viewer of this process, each viewer at
-    its own randomized interval (``report_interval``), instead of a task per viewer.
-
-    A heap of (due time, viewer); the task sleeps until the earliest is due and exits when no viewer
-    is left (the next ``add`` starts it again). It belongs to the event loop it was started on: a new
-    loop (tests) starts afresh.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Subscriber]] = []
-        self._order = itertools.count()  # ties in due time never compare subscribers
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] | None = None
-        self._sleeping_until = 0.0
-        self.wakeups = 0  # times the task woke up (tests: one per report at most)
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def add(self, sub: Subscriber) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._heap.clear()
-            self._loop, self._task, self._wake = loop, None, None
-        due = loop.time() + report_interval()
-        heapq.heappush(self._heap, (due, next(self._order), sub))
-        if not self.running:
-            self._task = loop.create_task(self._run())
-            self._task.add_done_callback(_log_failure)
-        elif due < self._sleeping_until and self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        heap = self._heap
-        while heap:
-            due, _, sub = heap[0]
-            now = loop.time()
-            # Within SLACK_S counts as due: uvloop's timers have a millisecond resolution and may
-            # fire a fraction of one early; reports due together go out in one wake-up.
-            if due > now + SLACK_S:
-                self._wake = loop.create_future()
-                self._sleeping_until = due
-                timer = loop.call_at(due, _wake_up, self._wake)
-                try:
-                    await self._wake
-                finally:
-                    timer.cancel()
-                self.wakeups += 1
-                continue
-            heapq.heappop(heap)
-            if sub.closed:
-                continue
-            try:
-                await sub.send_reports()
-            except Exception:
-                # One viewer's failure must not stop everyone's reports; that viewer stops reporting.
-                log.exception("sender reports failed", extra={"participant": sub.participant_id})
-                continue
-            heapq.heappush(heap, (loop.time() + report_interval(), next(self._order), sub))
-
-
-def _wake_up(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-reports = ReportTicker()  # one per process (a media worker process has its own)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    """The report ticker is owned by this module (``reports``); a failure is logged, never lost:
-    without reports the viewers' lip sync drifts."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("sender reports failed", exc_info=task.exception())

@@ -1,4 +1,4 @@
-"""Sender reports from one node-wide ticker (media/subscriber.py ``ReportTicker``): each viewer keeps
+"""Sender reports from one node-wide ticker (media/reportticker.py ``ReportTicker``): each viewer keeps
 its own RFC 3550 randomized interval, and what arrives at a real aiortc viewer maps RTP time to
 wall-clock time correctly."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from aiortc.rtp import RtcpSrPacket
 
-from media.subscriber import ReportTicker
+from media.reportticker import ReportTicker
 from tests.conftest import RunningNode
 from tests.support.client import MedstageClient
 from tests.support.clip import EncodedAudioTrack, EncodedVideoTrack, load_clip
