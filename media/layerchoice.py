@@ -92,9 +92,7 @@ def hold_or_resume(group: LayerGroup, slot: Slot, target: int) -> bool:
 def hold(group: LayerGroup, slot: Slot) -> None:
     """Stop forwarding the group's video to ``slot`` (audio goes on); the slot stays assigned."""
     group.state(slot).held = True
-    pending = group.pending.pop(slot, None)
-    if pending is not None:
-        pending.detach(slot)
+    group.cancel_switch(slot)
     layer = slot.publication
     if layer is not None:
         if slot in layer.active:  # its sequence and timestamp lines continue from here

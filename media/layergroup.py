@@ -217,10 +217,14 @@ class LayerGroup:
         """The slot leaves the group (released, or its viewer left)."""
         if not self.spatial:
             slot.tl_target = slot.tl_cur = TL_ALL  # the next publication in the slot: every frame
+        self.cancel_switch(slot)
+        self.states.pop(slot, None)
+
+    def cancel_switch(self, slot: Slot) -> None:
+        """The slot no longer waits for another layer's keyframe (its video stops, or it leaves)."""
         target = self.pending.pop(slot, None)
         if target is not None:
             target.detach(slot)
-        self.states.pop(slot, None)
 
     def close(self) -> None:
         self.pending.clear()

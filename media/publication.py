@@ -211,6 +211,8 @@ class Fanout:
         first_seq = self.next_seq if self.renumber else first.ext_seq
         still_waiting = []
         for slot in self.waiting:
+            if slot.held:
+                continue  # its video stopped while it waited (media/viewers.py): it waits no more
             if slot.supports(self.mime):
                 previous = slot.publication
                 # A layer switch: the slot was forwarding another layer of the group until now.

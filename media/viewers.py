@@ -165,6 +165,9 @@ class LocalViewers:
                 if slot in fanout.active:  # remember where the slot's sequence and timestamp lines are
                     slot.stop()
                 fanout.detach(slot)
+                if fanout.group is not None:
+                    # A layer switch it was waiting for would start it at that layer's keyframe.
+                    fanout.group.cancel_switch(slot)
             elif sub.connected and not fanout.closed:
                 fanout.attach(slot)  # from its next keyframe, asked for now
 

@@ -27,8 +27,8 @@ async def test_audio_only_stops_the_video_keeps_the_sound_and_auto_brings_it_bac
     await expect(select).to_be_visible()
     await expect(select).to_have_value("auto")
 
-    # Chromium sends REMB for what it receives (goog-remb is offered, transport-cc is not): its
-    # estimate is valid after about 5 s of media.
+    # Chromium sends REMB for what it receives (goog-remb is offered; the media carries no
+    # transport-wide number, only probes' padding does): its estimate is valid after about 5 s.
     for _ in range(100):
         if node.metrics()["medstage_remb_received_total"] > 0:
             break

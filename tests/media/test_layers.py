@@ -22,8 +22,11 @@ from media import link, vp8
 from media.bwe import ViewerLayers
 from media.layerchoice import LayerState, choose
 from media.layergroup import LIVE_S, STOPPED_MIN_S, LayerGroup
+from media.peer import MediaConfig
 from media.publication import Publication
 from media.subscriber import Slot
+from media.viewers import LocalViewers
+from tests.media.peers import new_subscriber
 from tests.media.test_vp8 import DELTA, KEY, descriptor
 
 
@@ -441,3 +444,37 @@ async def test_audio_only_for_lack_of_bandwidth_holds_the_video_and_resumes_at_a
     sub.answer = None
     rig.group.evaluate(rig.now)
     assert not rig.group.state(v.slot).held
+
+
+async def test_audio_only_chosen_while_a_switch_waits_stops_the_video_for_good() -> None:
+    # The viewer's slot waits for the low layer's keyframe (a switch down) when its viewer chooses
+    # audio only: that keyframe must not start it again (the e2e test saw 1.5 s of video after
+    # "audio" when a switch was pending).
+    rig = Rig()
+    sub = new_subscriber(slots=1)
+    viewers = LocalViewers(MediaConfig(ice_addresses=["127.0.0.1"]))
+    viewers.subscribers["v"] = sub
+    slot = sub.pairs[0].video
+    slot.pts = {"video/vp8": 96}
+    viewer = Viewer(slot)
+    slot.connect(hooks.UdpPath(bytes, viewer.sendto, ("192.0.2.1", 9)))
+    sub.path = object()  # type: ignore[assignment]  # connected (as far as the preference cares)
+    fanout = rig.group.place(slot, rig.now)
+    slot.publication = fanout
+    fanout.attach(slot)
+    rig.frames(1, keyframe=(0, 1, 2))
+    rig.frames(3)
+    assert viewer.sent and {s.layer for s in viewer.sent} == {2}
+    rig.group.switch(slot, 0)
+    assert slot in rig.group.layers[0].waiting
+    viewers.set_preference("v", "audio")
+    n = len(viewer.sent)
+    rig.frames(1, keyframe=(0, 1, 2))
+    rig.frames(5)
+    assert len(viewer.sent) == n, [s.layer for s in viewer.sent[n:]]
+    assert all(slot not in (*layer.active, *layer.waiting) for layer in rig.group.layers)
+    # Back to auto: the video comes back at a keyframe.
+    viewers.set_preference("v", "auto")
+    rig.frames(1, keyframe=(0, 1, 2))
+    rig.frames(2)
+    assert len(viewer.sent) > n and viewer.sent[n].keyframe
