@@ -195,6 +195,7 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
     port = (await video_stats(viewers[capped].page))["localPort"]
     sampler = Sampler(viewers)
     sampler.start()
+    metrics_before = node.metrics()
     try:
         with rate_cap(port, args.cap_kbit) as cap:
             started = time.monotonic()
@@ -204,6 +205,7 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
             sent_after = await host.page.evaluate(_SENT_PER_RID)
             ended = time.monotonic()
             tbf = cap.stats()
+            metrics = node.metrics()
         # Lifted: until the capped viewer decodes the others' frame height (their layer) for a second.
         others_height = max(
             median_height(sampler.window(n, ended - 5, ended)) for n in viewers if n != capped
@@ -235,6 +237,12 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
         "tbf_kbit": tbf["bytes"] * 8 / 1000 / (ended - started),
         "lift_back_s": back_after,
     }
+    # The probes while capped (the capped viewer's: the others are on the top layer), how many rising
+    # delay ended before any loss (media/twcc.py), and what was sent again (mostly to the capped one).
+    names = ("probes_started", "probes_ended_by_delay", "transport_feedback", "retransmissions")
+    for name in (*names, "redundant_copies"):
+        key = f"medstage_{name}_total"
+        result[name] = metrics.get(key, 0.0) - metrics_before.get(key, 0.0)
     for context in {v.page.context for v in [host, *viewers.values()]}:
         await context.close()
     return result
@@ -273,6 +281,13 @@ async def run_loss(browser: Browser, node: RunningNode, args: argparse.Namespace
         "datagrams_dropped": float(dropped),
         "retransmissions": grew("retransmissions"),
         "retransmissions_suppressed": grew("retransmissions_suppressed"),
+        "redundant_copies": grew("redundant_copies"),
+        "probes_started": grew("probes_started"),
+        "probes_succeeded": grew("probes_succeeded"),
+        "lossy_frames_dropped": lossy_d["framesDropped"],
+        "lossy_keyframes": lossy_d["keyFramesDecoded"],
+        "lossy_height_at_end": lossy_d["frameHeight"],
+        "clean_height_at_end": clean_d["frameHeight"],
     }
     for page in (host, lossy, clean):
         await page.page.context.close()

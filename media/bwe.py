@@ -41,6 +41,7 @@ class Estimate:
         "loss_binds",
         "loss_bps",
         "loss_slow",
+        "media_bps",
         "probe_span",
         "remb_at",
         "remb_bps",
@@ -55,6 +56,7 @@ class Estimate:
         self.remb_at = 0.0
         self.ceiling_since: float | None = None  # every REMB since then was at Chromium's ceiling
         self.sent_bps: float | None = None  # what we sent the viewer lately (None: unknown)
+        self.media_bps: float | None = None  # ... of it media (no padding, no copies)
         self.loss = 0.0  # fraction lost (0..1) over about the last ``loss_window_s`` of reports
         self.loss_slow = 0.0  # the same over about ``loss_slow_window_s``: is the loss lasting
         self.loss_at: float | None = None  # when ``loss`` was reported
@@ -76,6 +78,8 @@ class Estimate:
                 self.congested_at = now
         self.remb_bps = bitrate
         self.remb_at = now
+        if not self.remb_has_room(now):
+            self.copies_until = 0.0  # a queue builds up (below): copies would keep it full
         sent = self.sent_bps
         if sent is not None and sent > 0 and self.remb_bps >= self.config.remb_ceiling * sent:
             if self.ceiling_since is None:
@@ -83,9 +87,11 @@ class Estimate:
         else:
             self.ceiling_since = None
 
-    def on_sent(self, sent_bps: float) -> None:
-        """What the viewer was sent over the last interval (tells a binding REMB from a ceiling)."""
+    def on_sent(self, sent_bps: float, media_bps: float | None = None) -> None:
+        """What the viewer was sent over the last interval (tells a binding REMB from a ceiling),
+        and how much of it was media (``sent_bps`` when not given)."""
         self.sent_bps = max(0.0, float(sent_bps))
+        self.media_bps = self.sent_bps if media_bps is None else max(0.0, float(media_bps))
 
     def on_loss(self, fraction_lost: float, now: float) -> None:
         """A receiver report's fraction lost (0..1). Growth is per second elapsed, so several slots
@@ -136,12 +142,25 @@ class Estimate:
             held
             and (self.bound_at is None or now - self.bound_at >= c.copies_hold_s)
             and (self.remb_dropped_at is None or now - self.remb_dropped_at >= c.remb_hold_s)
+            and self.remb_has_room(now)
         ):
-            # Random loss, not a filling queue: no lasting loss within ``copies_hold_s`` and no REMB
-            # drop (Chromium's delay signal) within ``remb_hold_s``. A capped link's loss sits in
-            # the hold region for seconds while its queue fills, and copies there kept it congested
-            # and the viewer on its layer (tests/e2e/test_impairment.py's cap).
+            # Random loss, not a filling queue: no lasting loss within ``copies_hold_s``, no REMB
+            # drop (Chromium's delay signal) within ``remb_hold_s`` and a REMB with room over the
+            # media. A capped link's loss sits in the hold region for seconds while its queue
+            # fills, and copies there kept it congested and the viewer on its layer
+            # (tests/e2e/test_impairment.py's cap).
             self.copies_until = now + c.copies_hold_s
+
+    def remb_has_room(self, now: float) -> bool:
+        """Whether the viewer's REMB (if it sends a recent one) is over the media we send it by
+        ``copies_remb_room``. Chromium's REMB sits at 1.5 x what it receives while its delay stays
+        flat, random loss or not; below the media rate, it saw a queue grow (and lags after that:
+        a capped viewer's held ≈ 50 kbit/s under 200 kbit/s of media for tens of seconds, while
+        copies switched on by a hold-region loss kept the cap's queue full: 10 fps)."""
+        c = self.config
+        if self.remb_bps is None or now - self.remb_at > c.remb_stale_s or not self.media_bps:
+            return True
+        return self.remb_bps >= c.copies_remb_room * self.media_bps
 
     def copies(self, now: float) -> bool:
         """Whether the viewer's video should carry a copy of each frame's last packet
@@ -418,6 +437,11 @@ class ViewerLayers:
         if self.probe is not None:
             self.bandwidth.estimate.congested_at = now
             self._probe_failed(now)
+
+    def on_delay(self, now: float) -> None:
+        """The probe's padding queues at the viewer's bottleneck (media/twcc.py): it fails now,
+        before the queue overflows."""
+        self.on_nack(now)
 
     def _start_probe(self, probe: Probe) -> None:
         self.probe = probe

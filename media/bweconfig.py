@@ -62,5 +62,6 @@ class BweConfig:
     # region [loss_low, loss_high), and this long after it last was: the copies hide the loss
     # they repair from the receiver reports, so they would flap on and off without it.
     copies_hold_s: float = 20.0
+    copies_remb_room: float = 1.2  # ... and only while the REMB is this much over the media sent
     probe_report_s: float = 1.5  # loss reported this long after a failed probe is the padding's
     # doing (it ended at the first sign): it moves no layer (Chromium reports every 0.5-1.5 s)

@@ -47,6 +47,9 @@ class MediaConfig:
     # Viewers' ICE on one UDP socket per address (media/udpmux.py); its port, 0 for an ephemeral one.
     single_port: bool = True
     media_port: int = 0
+    # Viewers' offers ask for transport feedback on padding probes (media/twcc.py): a probe then ends
+    # when its padding starts to queue at the viewer's link, not once the queue overflows.
+    probe_feedback: bool = True
 
 
 def setup(config: MediaConfig) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from media import layergroup, redundancy, stats, temporal, vp8
+from media import layergroup, redundancy, stats, temporal, twcc, vp8
 from media.assembler import AudioPassthrough, Frame, FrameAssembler
 from media.codecs import frame_is_keyframe
 from media.keyframes import KeyframePolicy
@@ -44,11 +44,19 @@ ABS_SEND_TIME_ID = 3
 _ABS_SEND_TIME = struct.Struct("!HHI")  # 0xBEDE, length 1 word, id|len + 24-bit time
 _ABS_SEND_TIME_HEAD = 0xBEDE
 _ABS_SEND_TIME_ELEMENT = (ABS_SEND_TIME_ID << 4 | 2) << 24
+_ABS_AND_TRANSPORT = struct.Struct("!HHII")  # ... + id|len, 16-bit number, 1 byte of padding
+_TRANSPORT_ELEMENT = twcc.EXTENSION_ID << 4 | 1
 
 
-def abs_send_time_extension(now: float) -> bytes:
-    """The 8 bytes of header extension after the fixed header (the X bit set in byte 0)."""
+def abs_send_time_extension(now: float, transport: bool = False) -> bytes:
+    """The 8 bytes of header extension after the fixed header (the X bit set in byte 0); with
+    ``transport``, 12: a transport-wide sequence number element after it (media/twcc.py; its two
+    bytes, 21-22 of the packet, are the sender's to fill, then one byte of padding)."""
     time_6_18 = int(now * 262144) & 0xFFFFFF
+    if transport:
+        return _ABS_AND_TRANSPORT.pack(
+            _ABS_SEND_TIME_HEAD, 2, _ABS_SEND_TIME_ELEMENT | time_6_18, _TRANSPORT_ELEMENT << 24
+        )
     return _ABS_SEND_TIME.pack(_ABS_SEND_TIME_HEAD, 1, _ABS_SEND_TIME_ELEMENT | time_6_18)
 
 
@@ -93,7 +101,6 @@ class Fanout:
         self.rid: str | None = None
         self.rewrite_vp8 = False
         self.vp8_ring: list[Any] = []  # beside ``ring``, for a layer of a group of several
-        self.ended_frame = False  # the last packet forwarded ended a frame (media/redundancy.py)
         self.last_pic = -1  # original picture id / TL0PICIDX of the last forwarded packet
         self.last_tl0 = 0
         # VP8 temporal layers of a single-encoding video (media/temporal.py): measured when
@@ -154,14 +161,9 @@ class Fanout:
         # cost per packet.
         header = 12 if extension is None else 20
         stats.rtp_sent_bytes += (self.octets - octets + header * len(frame.packets)) * len(sent_to)
-        packets = frame.packets
-        if packets:
-            # A one-packet frame: this packet ends one and the one before ended the last (a worker's
-            # mirror forwards packet by packet, so the length alone does not say it).
-            single = len(packets) == 1 and packets[0].marker and self.ended_frame
-            self.ended_frame = packets[-1].marker
-            if redundancy.slots and single:
-                redundancy.copy_later(self, sent_to, self.last_seq)
+        # A frame's last packet (a worker's mirror forwards packet by packet: the marker says it).
+        if redundancy.slots and frame.packets and frame.packets[-1].marker:
+            redundancy.copy_later(self, sent_to, self.last_seq)
         self.last_arrival = now
         if any(s.failed for s in active):
             self.active = [s for s in active if not s.failed]

@@ -4,11 +4,14 @@ A lost packet is NACKed when the receiver sees the gap, which for a frame's *las
 when the next frame arrives (a frame interval later: 33-66 ms). Chromium does not wait that long
 for a frame its successor does not need: it decodes the successor and drops the late frame
 (``framesDropped``), so NACK alone loses about one frame per lost end-of-frame packet. Small frames
-(a low layer, a still slide) are one packet each, so most random losses are of that kind.
+(a low layer, a still slide) are one packet each, so most random losses there are of that kind; a
+360p frame is about three, and one lost packet in three still ends a frame (measured at 5 % loss:
+94-96 % of the frames decoded on 360p while copies went to one-packet frames only, 99 % with them).
 
-Only one-packet frames get copies: a lost packet of a larger frame is usually seen missing within
-the frame, and a larger frame's copies would add to a link that is filling (a capped link's loss
-sits in the hold region for seconds before it binds, and copies there delayed the down-switch).
+Every frame's last packet gets a copy, one packet per frame more (≈ 10-30 % of a layer's packets).
+Copies never go to a link that is filling (media/bwe.py ``Estimate``: lasting loss above
+``loss_high``, a REMB drop, a REMB below the media sent): a capped link's loss sits in the hold
+region for seconds before it binds, and copies there delayed the down-switch and kept its queue full.
 
 For a viewer whose receiver reports show lasting random loss (between ``BweConfig.loss_low`` and
 ``loss_high``: the hold region, where the link carries what is sent but drops some of it) each
@@ -35,8 +38,9 @@ slots = 0  # video slots with ``redundant`` set, across the process
 
 
 def copy_later(fanout: Fanout, sent_to: Iterable[Slot], seq: int) -> None:
-    """Schedule a copy of the one-packet frame ``seq`` (the fanout's numbering) for each slot in ``sent_to``
-    that wants copies, with the slot's offsets as they are now (a switch meanwhile cancels it)."""
+    """Schedule a copy of ``seq``, a frame's last packet (the fanout's numbering), for each slot in
+    ``sent_to`` that wants copies, with the slot's offsets as they are now (a switch meanwhile
+    cancels it)."""
     loop = asyncio.get_running_loop()
     for slot in sent_to:
         if slot.redundant:

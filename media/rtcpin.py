@@ -2,7 +2,8 @@
 
 Sans-I/O: ``ViewerRtcp`` takes one decrypted compound RTCP packet (RFC 3550 §6, RFC 4585 §6) and calls
 the slot its SSRC names: receiver report blocks (loss fraction, jitter), generic NACKs (resend), PLI
-and FIR (keyframe), REMB (the viewer's bandwidth estimate, draft-alvestrand-rmcat-remb). The shared
+and FIR (keyframe), REMB (the viewer's bandwidth estimate, draft-alvestrand-rmcat-remb); transport
+feedback (the probes' delay, media/twcc.py) goes to the connection. The shared
 socket (media/udpmux.py) hands it a viewer's SRTCP directly, so aiortc's receive task, its queue,
 ``RtcpPacket.parse`` (an object per report) and its routing are not paid per packet and per viewer. A
 viewer's connection is send-only: aiortc's receivers there have nothing to learn from RTCP (SR, SDES,
@@ -12,6 +13,7 @@ BYE are for receivers).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 _HEADER = struct.Struct("!BBH").unpack_from
@@ -22,6 +24,7 @@ _NACK = struct.Struct("!HH").unpack_from
 
 _SR, _RR, _RTPFB, _PSFB = 200, 201, 205, 206
 _NACK_FMT, _PLI_FMT, _FIR_FMT, _APP_FMT = 1, 1, 4, 15
+_TRANSPORT_FMT = 15  # RTPFB: transport-wide feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01)
 _REMB = b"REMB"
 MAX_REMB_SSRCS = 64  # more than any viewer connection has slots (2 per pair)
 
@@ -52,12 +55,17 @@ def parse_remb(data: bytes, start: int, end: int) -> tuple[int, list[int]] | Non
 
 
 class ViewerRtcp:
-    """One viewer connection's slots by their SSRC; called with each decrypted compound packet."""
+    """One viewer connection's slots by their SSRC; called with each decrypted compound packet.
+    ``transport``: called with a transport feedback message (media/twcc.py) as ``(data, start,
+    end)`` of its FCI; it names no slot (the numbers are the connection's)."""
 
-    __slots__ = ("slots",)
+    __slots__ = ("slots", "transport")
 
-    def __init__(self, slots: dict[int, Feedback]) -> None:
+    def __init__(
+        self, slots: dict[int, Feedback], transport: Callable[[bytes, int, int], None] | None = None
+    ) -> None:
         self.slots = slots
+        self.transport = transport
 
     def __call__(self, data: bytes) -> None:
         """Act on every packet of the compound; a malformed one ends the walk (what came before
@@ -93,6 +101,9 @@ class ViewerRtcp:
                             low = blp & -blp
                             slot.retransmit((pid + low.bit_length()) & 0xFFFF)
                             blp ^= low
+            elif kind == _RTPFB and count == _TRANSPORT_FMT and end - pos >= 20:
+                if self.transport is not None:
+                    self.transport(data, pos + 12, end)
             elif kind == _PSFB and end - pos >= 12:
                 if count == _PLI_FMT:
                     slot = slots.get(_SSRC(data, pos + 8)[0])

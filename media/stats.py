@@ -20,6 +20,8 @@ remb_received = 0  # REMB (receiver estimated maximum bitrate) from viewers: med
 probes_started = 0  # padding probes towards viewers (media/bwe.py, Probe) ...
 probes_succeeded = 0  # ... that went through clean (an up-switch followed)
 padding_packets_sent = 0  # their padding-only RTX packets
+transport_feedback = 0  # transport feedback on probes' padding read (media/twcc.py) ...
+probes_ended_by_delay = 0  # ... and probes it ended (the padding queued at the viewer's link)
 link_datagrams_sent = 0  # forwarding link: datagrams main sent to media workers (media/link.py)
 link_send_errors = 0  # ... and sends that failed (a worker's buffer full, or the worker gone)
 media_worker_restarts = 0
@@ -45,6 +47,8 @@ def snapshot() -> dict[str, int]:
         "probes_started": probes_started,
         "probes_succeeded": probes_succeeded,
         "padding_packets_sent": padding_packets_sent,
+        "transport_feedback": transport_feedback,
+        "probes_ended_by_delay": probes_ended_by_delay,
         "send_drops": udpmux.send_drops,
         "unroutable_datagrams": udpmux.unroutable,
         "viewer_rtcp_packets": udpmux.rtcp_received,

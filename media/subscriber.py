@@ -21,7 +21,16 @@ from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from media import aiortc_hooks as hooks
-from media import description_hooks, ice_hooks, layergroup, redundancy, stats, temporal, transceiver_hooks
+from media import (
+    description_hooks,
+    ice_hooks,
+    layergroup,
+    redundancy,
+    stats,
+    temporal,
+    transceiver_hooks,
+    twcc,
+)
 from media.bwe import ViewerLayers
 from media.codecs import SLOT_CODECS
 from media.nackguard import ResendGuard, ResendLimits
@@ -29,6 +38,7 @@ from media.publication import abs_send_time_extension
 from media.quality import RateMeter, SentReports
 from media.reportticker import reports
 from media.rtcpin import ViewerRtcp
+from media.twcc import ProbeDelay
 
 if TYPE_CHECKING:
     from media.publication import Fanout
@@ -36,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RTX_HEADER = struct.Struct("!BBHII")
+_TRANSPORT_SEQ = struct.Struct("!H").pack_into
 
 # Padding probes (media/bwe.py, ``Probe``): padding-only RTP packets on a video slot's RTX stream (RFC
 # 4588: its own sequence numbers, which no viewer NACKs, and no media a retransmission could
@@ -292,13 +303,20 @@ class Slot(hooks.SenderHandler):
             ts = (pub.last_ts + self.ts_off) & 0xFFFFFFFF
         else:
             ts = self.last_out_ts
-        packet = bytearray(20 + PADDING_BYTES)
-        packet[12:20] = abs_send_time_extension(now)
+        delay = self.subscriber.probe_delay  # transport-wide numbers for its feedback (media/twcc.py)
+        if delay is None:
+            packet = bytearray(20 + PADDING_BYTES)
+            packet[12:20] = abs_send_time_extension(now)
+        else:
+            packet = bytearray(24 + PADDING_BYTES)
+            packet[12:24] = abs_send_time_extension(now, transport=True)
         packet[-1] = PADDING_BYTES
         rtx_pt = self.rtx_pts[self.pt]
         for _ in range(count):
-            # V=2, P (padding), X (the abs-send-time extension)
+            # V=2, P (padding), X (the abs-send-time extension, and the transport-wide number)
             _RTX_HEADER.pack_into(packet, 0, 0xB0, rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
+            if delay is not None:
+                _TRANSPORT_SEQ(packet, 21, delay.take(now))
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
             try:
                 self.sendto(self.protect(bytes(packet)), self.addr)
@@ -386,6 +404,8 @@ class Subscriber:
         self._padding_credit = 0.0
         self.padding_octets = 0
         self._padding_mark = 0
+        # The probes' padding delay (media/twcc.py), once the viewer's answer took the extension.
+        self.probe_delay: ProbeDelay | None = None
 
         def add_pairs() -> None:
             for i in range(n_slots):
@@ -434,7 +454,8 @@ class Subscriber:
         for slot in slots:
             slot.connect(path)
         # On the shared socket, the viewer's RTCP comes straight to its slots (media/rtcpin.py).
-        ice_hooks.take_rtcp(sender.transport, ViewerRtcp({s.ssrc: s for s in slots}))
+        rtcp = ViewerRtcp({s.ssrc: s for s in slots}, self.on_transport_feedback)
+        ice_hooks.take_rtcp(sender.transport, rtcp)
         self._dtls = sender.transport
         reports.add(self)
         # Negotiated once for good: aiortc's parsed offer and answer are ≈ 128 KB nobody reads again.
@@ -451,8 +472,20 @@ class Subscriber:
         estimate = self.layers.bandwidth.estimate
         sent = self._sent_bps(now)
         if sent is not None:
-            estimate.on_sent(sent)
+            estimate.on_sent(*sent)
         estimate.on_remb(bitrate_bps, now)
+        self._copies(estimate.copies(now))
+
+    def on_transport_feedback(self, data: bytes, start: int, end: int) -> None:
+        """Transport feedback on a probe's padding: a probe that fills the link's queue ends now,
+        before anything is lost (media/twcc.py)."""
+        delay = self.probe_delay
+        if delay is None or self.layers.probe is None:
+            return
+        stats.transport_feedback += 1
+        if delay.congested(twcc.parse_feedback(data, start, end)):
+            stats.probes_ended_by_delay += 1
+            self.layers.on_delay(time.monotonic())
 
     def on_loss(self, fraction_lost: int, now: float | None = None) -> None:
         """A video slot's receiver report: ``fraction_lost`` in 1/256."""
@@ -465,15 +498,16 @@ class Subscriber:
         for pair in self.pairs:
             redundancy.set_redundant(pair.video, on and not self.closed)
 
-    def _sent_bps(self, now: float) -> float | None:
-        """Bits per second forwarded to this viewer since the last call (RTP headers and payloads);
-        None for the first call and within 0.1 s of the last (aiortc hands a REMB to every slot it
-        names: the repeats measure nothing)."""
+    def _sent_bps(self, now: float) -> tuple[float, float] | None:
+        """Bits per second forwarded to this viewer since the last call (RTP headers and payloads),
+        all of it and the media alone (no padding, no copies); None for the first call and within
+        0.1 s of the last (aiortc hands a REMB to every slot it names: the repeats measure nothing)."""
         if self._sent_at is not None and now - self._sent_at < 0.1:
             return None
         marks: dict[int, tuple[Any, int]] = {}
-        sent = self.padding_octets - self._padding_mark
+        extra = self.padding_octets - self._padding_mark
         self._padding_mark = self.padding_octets
+        sent = 0
         for pair in self.pairs:
             for slot in (pair.audio, pair.video):
                 pub = slot.publication
@@ -488,7 +522,7 @@ class Subscriber:
         self._sent_marks = marks
         elapsed = None if self._sent_at is None else now - self._sent_at
         self._sent_at = now
-        return None if elapsed is None else 8 * sent / elapsed
+        return None if elapsed is None else (8 * (sent + extra) / elapsed, 8 * sent / elapsed)
 
     def choose(
         self,
@@ -523,6 +557,8 @@ class Subscriber:
     def pad_while_probing(self, now: float) -> None:
         """Start the padding bursts if a probe runs (they stop by themselves when it ends)."""
         if self.layers.probe is not None and self._padding is None and not self.closed:
+            if self.probe_delay is not None:
+                self.probe_delay.start()
             self._padding_at = now
             self._padding_credit = 0.0
             self._padding = asyncio.get_running_loop().call_later(PADDING_TICK_S, self._pad)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiortc import RTCIceCandidate, RTCSessionDescription
 
-from media import figures
+from media import figures, twcc
 from media.errors import BadSdp, NoOffer
 from media.messages import SlotLayout, SubscriberOffer
 from media.peer import MediaConfig, new_peer_connection
@@ -57,6 +57,10 @@ class LocalViewers:
                     self._on_state(key, "failed")
 
         offer = await pc.createOffer()
+        if self.config.probe_feedback:
+            # Transport feedback for the probes' padding (media/twcc.py); aiortc keeps the lines it
+            # parses from the offer we set, and ignores what it does not know for its own senders.
+            offer = RTCSessionDescription(twcc.add_to_offer(offer.sdp), offer.type)
         await pc.setLocalDescription(offer)
         for pair in sub.pairs:
             pair.audio.mid = _mid_of(pc, pair.audio.sender)
@@ -78,6 +82,8 @@ class LocalViewers:
             await sub.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         except Exception as exc:
             raise BadSdp(f"the answer could not be applied: {exc}") from None
+        if self.config.probe_feedback and twcc.accepted(sdp):
+            sub.probe_delay = twcc.ProbeDelay()
 
     def figures(self, key: Any) -> figures.ConnectionDirection | None:
         """The viewer's figures now, once connected (feeds its meters: one sampler only)."""

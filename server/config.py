@@ -62,6 +62,7 @@ class Config:
     media_workers: int = -1
     # Viewers' ICE on one UDP socket per address and process (media/udpmux.py), sends batched.
     media_single_port: bool = True
+    media_probe_feedback: bool = True  # transport feedback on padding probes (media/twcc.py)
     media_port: int = 0  # that socket's port; 0: an ephemeral one
     loss_timeout_ms: int = 150
     pli_interval_ms: int = 500
@@ -202,6 +203,7 @@ class Config:
             ice_servers=self.ice_servers,
             slots=self.media_slots,
             single_port=self.media_single_port,
+            probe_feedback=self.media_probe_feedback,
             media_port=self.media_port,
             loss_timeout=self.loss_timeout_ms / 1000,
             pli_interval=self.pli_interval_ms / 1000,

@@ -37,6 +37,8 @@ COUNTERS = {
     "probes_started": "Padding probes started towards viewers (a higher layer is tried with padding first)",
     "probes_succeeded": "Padding probes that went through without a congestion signal (up-switch)",
     "padding_packets_sent": "Padding-only RTX packets sent to viewers by padding probes",
+    "transport_feedback": "Transport feedback messages on padding probes read from viewers",
+    "probes_ended_by_delay": "Padding probes ended by rising delay (transport feedback) before any loss",
     "send_drops": "Datagrams to subscribers the kernel refused (full send buffer): dropped, never waited for",
     "unroutable_datagrams": "Datagrams on the shared media port from an address no viewer connection owns",
     "viewer_rtcp_packets": "Viewers' SRTCP packets read on the shared media socket (reports, NACK, PLI/FIR)",

@@ -29,6 +29,7 @@ from tests.support.tokens import bearer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
+CAPPED_WATCH_S = 8  # under the cap after the down-switch: a probe or two (every 2-6 s) end by delay
 LOSS_WINDOW_S = 20  # the issue counts freezes a minute: 10 s measured the first reports as much as the loss
 
 
@@ -299,6 +300,12 @@ async def _cap_and_lift(browser: Any, node: RunningNode) -> None:
         heights = await _heights(viewer.page, 9)
         low = min(heights)
         assert low <= 180 and heights[-5:] == [low] * 5, heights
+        # Held there while probes try the higher layers: their padding ends as soon as it queues
+        # (transport feedback, media/twcc.py), so the capped viewer keeps decoding its frames.
+        capped_from = await video_stats(viewer.page)
+        heights += await _heights(viewer.page, CAPPED_WATCH_S)
+        capped = delta(await video_stats(viewer.page), capped_from)
+        assert heights[-5:] == [low] * 5, heights
         cap.lift()
         lifted = time.monotonic()
         back = None
@@ -311,12 +318,21 @@ async def _cap_and_lift(browser: Any, node: RunningNode) -> None:
     def grew(name: str) -> float:
         return after[f"medstage_{name}_total"] - before[f"medstage_{name}_total"]
 
+    capped_fps = capped["framesDecoded"] / capped["seconds"]
     print(
-        f"capped: {heights}; back on the high layer {back} s after the lift; probes "
-        f"{grew('probes_started'):.0f} ({grew('probes_succeeded'):.0f} through), "
+        f"capped: {heights}; {capped_fps:.1f} fps on the low layer, {capped['freezeCount']:.0f} freezes; "
+        f"back on the high layer {back} s after the lift; probes {grew('probes_started'):.0f} "
+        f"({grew('probes_succeeded'):.0f} through, {grew('probes_ended_by_delay'):.0f} ended by delay, "
+        f"{grew('transport_feedback'):.0f} transport feedback), "
         f"{grew('padding_packets_sent'):.0f} padding packets"
     )
     assert back is not None and back <= 10.0, back
     assert grew("probes_succeeded") >= 1 and grew("padding_packets_sent") > 0
+    # Chromium answered with the extension and sent feedback on the padding, and the probes under
+    # the cap ended on it. The issue's 15 fps is a bench figure (docs/benchmarks.md: 19.8 fps); here,
+    # on a machine shared with the rest of the suite, a floor that the queue-filling probes of before
+    # (6-14 fps, freezes of seconds) did not keep.
+    assert grew("transport_feedback") > 0 and grew("probes_ended_by_delay") >= 1
+    assert capped_fps >= 12 and capped["freezeCount"] <= 1, capped
     for page in (host, viewer):
         await page.page.context.close()

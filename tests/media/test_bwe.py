@@ -542,3 +542,31 @@ async def test_a_subscriber_turns_its_video_slots_copies_on_and_off_and_counts_t
         assert redundancy.slots == before
     finally:
         await sub.pc.close()
+
+
+def test_no_copies_while_the_remb_is_below_the_media_and_they_stop_when_it_falls_there() -> None:
+    # A capped viewer: Chromium's REMB dropped once and lags far below the media that gets through
+    # (≈ 50 kbit/s under 200); the loss the cap's queue causes reads as random loss in the hold
+    # region once the drop is remb_hold_s old. Copies would keep the queue full.
+    config = BweConfig()
+    estimate = Estimate(config)
+    estimate.on_sent(260_000, 200_000)  # padding and copies on top of 200 kbit/s of media
+    estimate.on_remb(50_000, 0.0)
+    for t in range(1, 30):
+        estimate.on_loss(0.05, float(t))
+        estimate.on_remb(50_000, float(t))
+    assert not estimate.copies(29.0)
+    # The cap lifted: Chromium's REMB back at its ceiling over the media, the loss random.
+    for t in range(30, 40):
+        estimate.on_remb(300_000, float(t))
+        estimate.on_loss(0.05, float(t))
+    assert estimate.copies(39.0)
+    # A REMB below the media again (a queue): the copies stop at once, not copies_hold_s later.
+    estimate.on_remb(150_000, 40.0)
+    assert not estimate.copies(40.0)
+    # A viewer that sends no REMB (or a stale one) is judged by its loss alone.
+    estimate = Estimate(config)
+    estimate.on_sent(200_000, 200_000)
+    for t in range(1, 8):
+        estimate.on_loss(0.05, float(t))
+    assert estimate.copies(7.0)
