@@ -172,23 +172,20 @@ class Erasure:
             "clubs_left": len(clubs),
         }
         entry = await self.people.append(record)
-        proof: dict[str, Any] = {
-            "version": PROOF_VERSION,
-            "erasure_id": erasure_id,
-            "identity": identity,
-            "by": by,
-            "as": capacity_,
-            "at": now,
-            "status": _status([s.skipped for s in result.sessions]),
-            "keys": {"destroyed": destroyed, "erased_key_ids": key_ids, "tombstone": stone.to_dict()},
-            "connections_closed": closed,
-            "nodes_told": told,
-            "clubs_left": clubs,
-            "sessions": [s.to_dict() for s in result.sessions if s.changed or s.skipped],
-            "exports_queued": exports,
-            "ledger": {"index": entry.index, "hash": entry.hash, "record": record},
-            "remains": _remains(result),
-        }
+        proof = _proof(
+            erasure_id,
+            identity,
+            by,
+            capacity_,
+            now,
+            result,
+            exports,
+            keys={"destroyed": destroyed, "erased_key_ids": key_ids, "tombstone": stone.to_dict()},
+            connections_closed=closed,
+            nodes_told=told,
+            clubs_left=clubs,
+            ledger={"index": entry.index, "hash": entry.hash, "record": record},
+        )
         await asyncio.to_thread(self._write, proof)
         self._emit(
             "person.erased",
@@ -253,23 +250,18 @@ class Erasure:
             now = self._clock()
             key_ids = sorted({s.key_id for s in await self.keys.tombstones(identity) if s.key_id})
             result, exports = await self._files(identity, erasure_id, key_ids, now)
-            proof: dict[str, Any] = {
-                "version": PROOF_VERSION,
-                "erasure_id": erasure_id,
-                "identity": identity,
-                "by": by,
-                "as": capacity_,
-                "at": now,
-                "status": _status([s.skipped for s in result.sessions]),
-                "keys": {"destroyed": [], "erased_key_ids": key_ids, "tombstone": None},
-                "connections_closed": 0,
-                "nodes_told": 0,
-                "clubs_left": [],
-                "sessions": [s.to_dict() for s in result.sessions if s.changed or s.skipped],
-                "exports_queued": exports,
-                "ledger": None,  # appended by the erasing node; found by ``proof`` in the people ledger
-                "remains": _remains(result),
-            }
+            # This node destroyed no key, closed and told nobody; the ledger record is the erasing
+            # node's (``proof`` finds it in the people ledger).
+            proof = _proof(
+                erasure_id,
+                identity,
+                by,
+                capacity_,
+                now,
+                result,
+                exports,
+                keys={"destroyed": [], "erased_key_ids": key_ids, "tombstone": None},
+            )
             # Not over the erasing node's proof (a directory both share): that one says it all.
             await asyncio.to_thread(functools.partial(self._write, proof, only_if_absent=True))
         log.info("person erased on another node: recordings here done", extra={"erasure": erasure_id})
@@ -419,6 +411,41 @@ class Erasure:
         proof["remains"] = {**proof.get("remains", {}), "counts": remains}
         proof["status"] = _status([s.get("skipped") for s in sessions])
         self._write(proof)
+
+
+def _proof(
+    erasure_id: str,
+    identity: str,
+    by: str,
+    capacity_: str,
+    now: float,
+    result: ErasureResult,
+    exports: list[dict[str, Any]],
+    *,
+    keys: dict[str, Any],
+    connections_closed: int = 0,
+    nodes_told: int = 0,
+    clubs_left: list[str] | None = None,
+    ledger: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An erasure's proof (docs/data-rights.md): the erasing node's, or another node's part of it."""
+    return {
+        "version": PROOF_VERSION,
+        "erasure_id": erasure_id,
+        "identity": identity,
+        "by": by,
+        "as": capacity_,
+        "at": now,
+        "status": _status([s.skipped for s in result.sessions]),
+        "keys": keys,
+        "connections_closed": connections_closed,
+        "nodes_told": nodes_told,
+        "clubs_left": clubs_left or [],
+        "sessions": [s.to_dict() for s in result.sessions if s.changed or s.skipped],
+        "exports_queued": exports,
+        "ledger": ledger,
+        "remains": _remains(result),
+    }
 
 
 def _status(skipped: list[str | None]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import msgspec
@@ -21,19 +20,18 @@ from aiohttp import WSMsgType, web
 from media.errors import MediaError, NoOffer
 from media.room import IcePeer
 from media.tasks import OwnedTasks
-from rooms.errors import DomainError, StageNotFound
+from rooms.errors import DomainError
 from rooms.events import Event
 from rooms.rates import RateClass
 from rooms.roles import Role
-from rooms.roles import is_moderator as role_is_moderator
 from server import metrics, wire, wire_out
-from server.auth import AuthError, Claims, Forbidden
+from server.auth import AuthError, Claims
 from server.backend import Owner
 from server.closecodes import CloseCode
 from server.host.live import LiveStage
 from server.host.node import Node
 from server.routing.errors import StageUnavailable
-from server.signalling import commands
+from server.signalling import admission, commands
 from server.signalling.candidates import Candidates
 from server.signalling.outbox import Close, Outbox, Overflow
 from server.wire import Outgoing
@@ -349,43 +347,15 @@ class Connection:
         if self.live is not None:
             raise _AlreadyJoined("this connection has already joined a stage")
         node = self.node
-        claims = node.auth.verify(request.token or self.query_token)
-        if not claims.admin and claims.stage is None and claims.club is None:
-            raise Forbidden("token_wrong_stage", "this token opens no stage")
-        if not claims.admin and claims.stage is not None and claims.stage != request.stage:
-            claims.require_stage(request.stage, None)  # refused before anything is looked up
-        await node.check_not_revoked(claims.identity)
-        observer = self.observer or request.observer
-        role = _observer_role(claims) if observer else Role(claims.role or "audience")
-        # A host's join creates its stage, with a token for that stage; a club token opens the club's
-        # existing stages only (a club is the platform's to fill).
-        create = role is Role.HOST and not observer and (claims.admin or claims.stage == request.stage)
-        try:
-            found = await node.locate(request.stage, create=create)
-        except StageNotFound:
-            if claims.stage is None and claims.club is not None:
-                raise Forbidden(
-                    "token_wrong_stage", f"stage {request.stage} is not a stage of club {claims.club}"
-                ) from None
-            raise
+        found = await admission.admit(
+            node, request, self.query_token, self.observer, gone=lambda: self._closing
+        )
         if isinstance(found, Owner):
-            self._serve_through(found, request, observer)
+            self._serve_through(found, request, self.observer or request.observer)
             return
-        live = found
-        claims.require_stage(live.stage.id, live.stage.club_id)
-        if self._closing:
-            return  # the client went away while the stage was being found
-        # A corrected name (the person's data rights, issue 15) wins over the token's and the client's.
-        corrected = (await node.fresh_profiles()).get_name(claims.identity)
-        name = corrected or claims.name or request.name or claims.identity
-        await node.clubs.check_join(live.stage.club_id, claims, name, request.invite)
-        if self._closing:
-            return
-        # The person's key is in the ring before they are in the stage: a recording running there
-        # seals what it keeps of them from their first event on (issue 15).
-        await node.person_key(claims.identity)
-        if self._closing:
-            return
+        if found is None:
+            return  # the client went away meanwhile
+        live, claims, role, observer = found.live, found.claims, found.role, found.observer
         if role is Role.HOST and not observer:
             await self._replace_own_host_connection(live, claims.identity)
         # A join's announcement and its list grow with the audience: in a wave, joins take turns
@@ -394,60 +364,30 @@ class Connection:
         if self._closing:
             return
         pid = node.new_participant_id(live)
-        if observer:
-            name = f"Console: {name}"[:64]
+        name = f"Console: {found.name}"[:64] if observer else found.name
         grants = None if claims.admin else claims.grants
-
         chat_only = observer or not request.media
 
-        def admitted(events: list[Event]) -> None:
+        def joined(events: list[Event]) -> None:
             self.claims = claims
             self.chat_only = chat_only
             self.live, self.participant_id = live, pid
             live.connections[pid] = self
             self.moderator_view = live.stage.is_moderator(pid)
-            me = live.stage.get(pid)
-            # Consoles, apart: a client that knows nothing of them keeps an accurate participant list.
-            consoles = [o.snapshot() for o in live.stage.observers.values() if o.id != pid]
-            others = [p.snapshot() for p in live.stage.participants.values() if p.id != pid]
-            # TURN credentials of this participant, fresh at every join (a rejoin gets new ones); named
-            # by the participant id, so coturn's logs hold no identity.
-            ice_servers = [wire_out.ice_server(s.to_browser()) for s in node.config.ice_servers]
-            turn = node.config.turn.browser_servers(pid, time.time())
-            ice_servers += [wire_out.ice_server(s) for s in turn]
-            relay = node.config.ice_transport_policy == "relay"
-            policy = wire_out.Policy(
-                version=live.stage.settings.consent_policy_version, text=node.config.consent_policy_text
-            )
-            self.reply(
-                request,
-                wire_out.Joined(
-                    participant=wire_out.participant(me.snapshot()),
-                    stage=wire_out.stage_info(live.stage.snapshot()),
-                    participants=[wire_out.participant(p) for p in others],
-                    observers=[wire_out.participant(o) for o in consoles]
-                    if self.moderator_view
-                    else msgspec.UNSET,
-                    ice_servers=ice_servers,
-                    ice_transport_policy="relay" if relay else "all",
-                    nodes=node.cluster.node_urls,
-                    state=wire_out.stage_state(live.stage.snapshot_for(pid)),
-                    policy=policy,
-                ),
-            )
+            self.reply(request, admission.joined_frame(node, live, pid, self.moderator_view))
 
         live.apply(
             lambda stage, now: stage.join(
                 pid, name, role, now, identity=claims.identity, grants=grants, observer=observer
             ),
-            admitted,
+            joined,
         )
         log.info("joined", extra=self._log_context(role=str(role), observer=observer, media=not chat_only))
         if chat_only:
             return  # no subscriber peer connection: nothing of aiortc is created for this socket
         self._busy.add("subscriber")
         try:
-            offer = await live.media.subscribe(pid, in_process=_on_stage(live, pid))
+            offer = await live.media.subscribe(pid, in_process=admission.on_stage(live, pid))
         finally:
             self._busy.discard("subscriber")
         self.send(offer)
@@ -609,24 +549,6 @@ def _flush_direct_count() -> None:
     global _direct_uncounted
     metrics.signalling_messages.labels(direction="out").inc(_direct_uncounted)
     _direct_uncounted = 0
-
-def _on_stage(live: LiveStage, pid: str) -> bool:
-    """Host, moderators and speakers keep their receiving connection in the node's process: a media
-    worker that dies must not bounce the people the stage is about (their socket carries their
-    publication too). The audience, the many, is spread over the workers."""
-    person = live.stage.participants.get(pid)
-    return person is not None and person.role is not Role.AUDIENCE
-
-
-def _observer_role(claims: Claims) -> Role:
-    """A console's role: its token's, which must be host or moderator with the ``moderate`` grant (a
-    platform token watches as a moderator). Anything else is refused at the door (4403)."""
-    claims.require("moderate")
-    role = Role(claims.role or ("moderator" if claims.admin else "audience"))
-    if not role_is_moderator(role):
-        raise Forbidden("console_not_allowed", f"a console needs a host or moderator token, not {role}")
-    return role
-
 
 class _NotJoined(DomainError):
     code = "not_joined"
