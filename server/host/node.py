@@ -300,6 +300,8 @@ class Node:
                 "recording deleted: retention over",
                 extra={"stage": c.stage_id, "session": c.session_id, "retention_days": c.retention_days},
             )
+            days, paths = c.retention_days, c.paths
+            self._recording_deleted(c.stage_id, c.session_id, "retention", "sweeper", days, paths)
         for c, why in refused:
             log.error(
                 "expired recording not deleted",
@@ -318,7 +320,7 @@ class Node:
             raise retention.NotDeletable("no_key", f"the node's signing key is unusable: {exc}") from exc
         async with self._deleting:
             try:
-                return await asyncio.to_thread(
+                record = await asyncio.to_thread(
                     retention.delete_session,
                     session,
                     now=self.clock(),
@@ -328,6 +330,29 @@ class Node:
                 )
             except OSError as exc:
                 raise retention.NotDeletable("io_error", f"the disk refused: {exc}") from exc
+        if record is not None:  # None: deleted already, announced then
+            self._recording_deleted(
+                record["stage_id"], record["session_id"], "by hand", by, None, record["deleted"]
+            )
+        return record
+
+    def _recording_deleted(
+        self, stage_id: str, session_id: str, reason: str, by: str, days: int | None, paths: list[str]
+    ) -> None:
+        """The ``recording.deleted`` webhook (docs/webhooks.md): what went and why; the session's
+        manifest and consent ledger stay (the ledger has the deletion record, signed)."""
+        self.webhooks.emit(
+            "recording.deleted",
+            {
+                "stage_id": stage_id,
+                "session_id": session_id,
+                "reason": reason,
+                "by": by,
+                "retention_days": days,
+                "deleted": list(paths),
+                "manifest": f"/api/stages/{stage_id}/recordings/{session_id}",
+            },
+        )
 
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)

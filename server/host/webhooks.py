@@ -51,6 +51,7 @@ EVENT_TYPES = frozenset(
         "participant.left",
         "recording.ready",
         "recording.exported",
+        "recording.deleted",
         # Data rights (issue 15; payloads built in server/host/people.py): only nominee_changed is sent
         # yet, the others by the erasure, correction and access export to come.
         "person.erased",

@@ -5,13 +5,16 @@ doing what the sweeper does, and the node's own sweeper deleting an expired sess
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,34 @@ from tests.support.waiting import eventually
 
 POLICY = "2026-11"
 SWEEP_S = 0.3
+HOOK_SECRET = "webhook-secret-for-retention"
+
+
+class Hooks:
+    """The node's webhooks, received by a plain HTTP server in a thread (the node outlives each
+    test's event loop): every event body, in order of arrival."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        events = self.events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                events.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, kind: str, session_id: str) -> list[dict[str, Any]]:
+        found = [e["data"] for e in self.events if e["type"] == kind]
+        return [d for d in found if d.get("session_id") == session_id]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +70,16 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def node(root: Path) -> Iterator[RunningNode]:
+def hooks() -> Iterator[Hooks]:
+    received = Hooks()
+    try:
+        yield received
+    finally:
+        received.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def node(root: Path, hooks: Hooks) -> Iterator[RunningNode]:
     """A recording node that sweeps every 0.3 s with a default retention of 1 day. Its key is made
     here first, so that sessions written by the test are signed by the key the node signs with."""
     NodeKey.load_or_create(default_key_path(root))
@@ -51,6 +91,8 @@ def node(root: Path) -> Iterator[RunningNode]:
             "MEDSTAGE_RECORDING_RETENTION_DAYS": "1",
             "MEDSTAGE_RECORDING_SWEEP_INTERVAL_S": str(SWEEP_S),
             "MEDSTAGE_MEDIA_WORKERS": "0",
+            "MEDSTAGE_WEBHOOK_URLS": hooks.url,
+            "MEDSTAGE_WEBHOOK_SECRET": HOOK_SECRET,
         },
     )
     try:
@@ -81,7 +123,9 @@ def clip():  # type: ignore[no-untyped-def]
     return load_clip()
 
 
-async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNode, root: Path, clip) -> None:  # type: ignore[no-untyped-def]
+async def test_a_recorded_sessions_report_and_deletion_over_http(  # type: ignore[no-untyped-def]
+    node: RunningNode, root: Path, hooks: Hooks, clip
+) -> None:
     stage = "rep-" + uuid.uuid4().hex[:6]
     alice_id = "alice-" + uuid.uuid4().hex[:6]
     async with (
@@ -185,7 +229,7 @@ async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNo
         tracks = [session / t["file"] for t in manifest(session)["tracks"]]
         assert len(tracks) == 2 and all(t.stat().st_size > 0 for t in tracks)
         assert (session / "timeline.msgpack").is_file()
-        async with http.delete(recording, headers=bearer(token(stage, "moderator"))) as r:
+        async with http.delete(recording, headers=bearer(token(stage, "moderator", "dr-deleter"))) as r:
             assert r.status == 204
         assert not any(t.exists() for t in tracks), "the media is gone"
         assert sorted(p.name for p in session.iterdir()) == [
@@ -198,6 +242,14 @@ async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNo
         assert gone.status == "deleted" and gone.deletion and gone.deletion["reason"] == "by hand"
         async with http.delete(recording, headers=bearer()) as r:
             assert r.status == 204, "deleting again changes nothing"
+        # Announced once, by whom and what went (the second DELETE did nothing, said nothing).
+        await eventually(lambda: hooks.of("recording.deleted", session_id), 10)
+        await asyncio.sleep(0.3)
+        [deleted] = hooks.of("recording.deleted", session_id)
+        assert deleted["stage_id"] == stage and deleted["reason"] == "by hand", deleted
+        assert deleted["by"] == "dr-deleter", deleted
+        assert deleted["retention_days"] is None and "tracks" in deleted["deleted"], deleted
+        assert deleted["manifest"] == recording
         async with http.get(f"/api/stages/{stage}/recordings", headers=bearer()) as r:
             listed = (await r.json())["sessions"]
         assert [(s["session_id"], s["status"]) for s in listed] == [(session_id, "deleted")]
@@ -210,7 +262,7 @@ async def test_a_recorded_sessions_report_and_deletion_over_http(node: RunningNo
 
 
 async def test_the_nodes_sweeper_deletes_what_expired_and_keeps_the_rest(
-    node: RunningNode, root: Path
+    node: RunningNode, root: Path, hooks: Hooks
 ) -> None:
     key = NodeKey.load_or_create(default_key_path(root))
     # Recorded on 2026-11-26 (a week before this test's clock): one with the node's default (1 day),
@@ -227,6 +279,11 @@ async def test_the_nodes_sweeper_deletes_what_expired_and_keeps_the_rest(
     assert manifest(kept.session)["status"] == "complete" and (kept.session / "timeline.msgpack").is_file()
     verified = verify(old.session)
     assert verified.returncode == 0 and "retention, by sweeper" in verified.stdout, verified.stdout
+    await eventually(lambda: hooks.of("recording.deleted", old.session.name), 10)
+    [deleted] = hooks.of("recording.deleted", old.session.name)
+    assert (deleted["reason"], deleted["by"]) == ("retention", "sweeper"), deleted
+    assert deleted["retention_days"] == 1, deleted
+    assert not hooks.of("recording.deleted", kept.session.name)
 
 
 async def test_a_sessions_retention_is_its_stages_else_its_clubs(node: RunningNode, root: Path) -> None:
