@@ -300,8 +300,9 @@ class Node:
                 "recording deleted: retention over",
                 extra={"stage": c.stage_id, "session": c.session_id, "retention_days": c.retention_days},
             )
-            days, paths = c.retention_days, c.paths
-            self._recording_deleted(c.stage_id, c.session_id, "retention", "sweeper", days, paths)
+            self._recording_deleted(
+                c.stage_id, c.session_id, "retention", "sweeper", c.retention_days, c.paths
+            )
         for c, why in refused:
             log.error(
                 "expired recording not deleted",
