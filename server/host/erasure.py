@@ -69,6 +69,9 @@ class Here:
     signing_key: Callable[[], NodeKey]
     # Held while session files are rewritten: the node's deletions (retention) hold it too.
     files_lock: asyncio.Lock
+    # Sessions (stage, session) whose consent ledger got new signed heads: their latest goes to the
+    # shared backend, like a recorder's (server/routing/ledgerheads.py).
+    heads_changed: Callable[[list[tuple[str, str]]], Awaitable[None]]
 
 
 class Erasure:
@@ -232,6 +235,8 @@ class Erasure:
                 signing_key=signing_key,
                 skip=skip,
             )
+        changed = [(s.stage_id, s.session_id) for s in result.sessions if s.ledger_record is not None]
+        await self.here.heads_changed(changed)
         return result, self._queue_exports(result.sessions)
 
     async def _signing_key(self) -> NodeKey:

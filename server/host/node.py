@@ -19,7 +19,8 @@ from media.workers import WorkerPool
 from recording import retention
 from recording.keys import FileKeyStore, KeyStore, PersonKey
 from recording.profiles import FileProfileStore, ProfileStore
-from recording.signing import NodeKey, SigningKeyError
+from recording.signing import HEADS_FILENAME as SIGNED_HEADS_FILENAME
+from recording.signing import NodeKey, SigningKeyError, read_heads
 from recording.tracks import manifest_key_ids
 from recording.vault import KeyRing, load_ring
 from rooms import durable
@@ -105,7 +106,14 @@ class Node:
             self.exports,
             self.recordings_root,
             config.people_path / "erasures",
-            Here(self.erase_here, self._tell_erased, self.recording_now, self.signing_key, self._deleting),
+            Here(
+                self.erase_here,
+                self._tell_erased,
+                self.recording_now,
+                self.signing_key,
+                self._deleting,
+                self.publish_heads,
+            ),
             self.webhooks.emit,
             clock,
         )
@@ -337,11 +345,31 @@ class Node:
             )
         return record
 
+    async def publish_heads(self, sessions: list[tuple[str, str]]) -> None:
+        """The latest signed head of each session's consent ledger (its heads file, on this node's
+        disk) to the shared backend, where recorders keep theirs: after a deletion or an erasure
+        appended a record, the backend's copy says so too (docs/recording.md, threat model). A
+        backend that cannot answer is logged: the head stays in the session's own file."""
+        for stage_id, session_id in sessions:
+            path = self.recordings_root / stage_id / session_id / SIGNED_HEADS_FILENAME
+            heads, _ = await asyncio.to_thread(read_heads, path)
+            last = next((h for _, h in reversed(heads) if h is not None), None)
+            if last is None:
+                continue
+            try:
+                await self.cluster.backend.put_ledger_head(stage_id, session_id, last.line().encode())
+            except BackendError as exc:
+                log.warning(
+                    "ledger head not published",
+                    extra={"stage": stage_id, "session": session_id, "error": repr(exc)},
+                )
+
     def _recording_deleted(
         self, stage_id: str, session_id: str, reason: str, by: str, days: int | None, paths: list[str]
     ) -> None:
         """The ``recording.deleted`` webhook (docs/webhooks.md): what went and why; the session's
         manifest and consent ledger stay (the ledger has the deletion record, signed)."""
+        self.spawn(self.publish_heads([(stage_id, session_id)]))
         self.webhooks.emit(
             "recording.deleted",
             {

@@ -22,7 +22,7 @@ from recording.keys import FileKeyStore, default_keys_dir
 from recording.ledger import read_entries
 from recording.people import FILENAME as PEOPLE_LEDGER
 from recording.people import verify_people
-from recording.signing import NodeKey
+from recording.signing import NodeKey, read_heads
 from recording.timeline import opened
 from recording.vault import load_ring
 from server.backend.redis import RedisBackend
@@ -164,6 +164,11 @@ async def test_who_may_erase_and_read_the_proof_and_an_old_session_is_rewritten(
         assert grep(tmp_path, "BOB-SEALED")
         result = await asyncio.to_thread(verify, session)
         assert result.returncode == 0, result.stdout + result.stderr
+        # The rewritten ledger's latest signed head is the shared backend's copy too (evidence off
+        # the node's disk: server/routing/ledgerheads.py), published before the answer.
+        heads, _ = read_heads(session / "consent.heads.jsonl")
+        published = await node.cluster.backend.ledger_head("cardio", "old-1")
+        assert heads and published == heads[-1][1].line().encode()
 
         # The people ledger's record: ids, hashes, counts; the webhook's payload is built from it.
         records = [e.record for e in read_entries(tmp_path / "people" / PEOPLE_LEDGER)]
