@@ -7,7 +7,6 @@ No renegotiation ever happens, so speakers can come and go without offer/answer 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import struct
@@ -25,6 +24,7 @@ from media import (
     description_hooks,
     ice_hooks,
     layergroup,
+    padding,
     redundancy,
     stats,
     temporal,
@@ -34,7 +34,7 @@ from media import (
 from media.bwe import ViewerLayers
 from media.codecs import SLOT_CODECS
 from media.nackguard import ResendGuard, ResendLimits
-from media.publication import abs_send_time_extension
+from media.padding import PaddingBursts
 from media.quality import RateMeter, SentReports
 from media.reportticker import reports
 from media.rtcpin import ViewerRtcp
@@ -45,15 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RTX_HEADER = struct.Struct("!BBHII")
-_TRANSPORT_SEQ = struct.Struct("!H").pack_into
-
-# Padding probes (media/bwe.py, ``Probe``): padding-only RTP packets on a video slot's RTX stream (RFC
-# 4588: its own sequence numbers, which no viewer NACKs, and no media a retransmission could
-# confuse them with), each with abs-send-time like every video packet, so that Chromium's remote
-# estimator counts their bytes (payload + padding) in what it receives.
-PADDING_BYTES = 224  # per packet (the RTP padding count is one octet; libwebrtc sends at most 224)
-PADDING_TICK_S = 0.02  # padding goes out in bursts this far apart
 
 
 class Slot(hooks.SenderHandler):
@@ -239,7 +230,7 @@ class Slot(hooks.SenderHandler):
         else:
             # RFC 4588 §4: RTX payload = original sequence number + original payload.
             header = bytearray(14)
-            _RTX_HEADER.pack_into(header, 0, 0x80, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
+            padding.RTX_HEADER.pack_into(header, 0, 0x80, marker | rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
             struct.pack_into("!H", header, 12, sequence_number)
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
             start = 12 + (4 + 4 * ((buf[14] << 8) | buf[15]) if buf[0] & 0x10 else 0)  # after extensions
@@ -296,35 +287,8 @@ class Slot(hooks.SenderHandler):
         return ready and bool(self.rtx_ssrc) and self.pt in self.rtx_pts
 
     def send_padding(self, count: int, now: float) -> int:
-        """``count`` padding-only packets on the RTX stream, timestamped as the last media sent;
-        returns the bytes sent (RTP header and padding, before SRTP)."""
-        pub = self.publication
-        if pub is not None and self in pub.active:
-            ts = (pub.last_ts + self.ts_off) & 0xFFFFFFFF
-        else:
-            ts = self.last_out_ts
-        delay = self.subscriber.probe_delay  # transport-wide numbers for its feedback (media/twcc.py)
-        if delay is None:
-            packet = bytearray(20 + PADDING_BYTES)
-            packet[12:20] = abs_send_time_extension(now)
-        else:
-            packet = bytearray(24 + PADDING_BYTES)
-            packet[12:24] = abs_send_time_extension(now, transport=True)
-        packet[-1] = PADDING_BYTES
-        rtx_pt = self.rtx_pts[self.pt]
-        for _ in range(count):
-            # V=2, P (padding), X (the abs-send-time extension, and the transport-wide number)
-            _RTX_HEADER.pack_into(packet, 0, 0xB0, rtx_pt, self.rtx_seq, ts, self.rtx_ssrc)
-            if delay is not None:
-                _TRANSPORT_SEQ(packet, 21, delay.take(now))
-            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            try:
-                self.sendto(self.protect(bytes(packet)), self.addr)
-            except Exception as exc:
-                self.fail(exc)
-                return 0
-        stats.padding_packets_sent += count
-        return count * len(packet)
+        """``count`` padding-only packets on the RTX stream (media/padding.py); the bytes sent."""
+        return padding.send_padding(self, count, now)
 
     def start(self, pub: Fanout, first_seq: int, first_ts: int) -> None:
         """Called by the publication when forwarding begins (at a keyframe for video)."""
@@ -398,10 +362,8 @@ class Subscriber:
         self.layers = ViewerLayers()
         self._sent_marks: dict[int, tuple[Any, int]] = {}  # slot SSRC -> (publication, its octets)
         self._sent_at: float | None = None
-        # Padding probes: the burst timer while a probe runs, the bytes owed, the bytes sent.
-        self._padding: asyncio.TimerHandle | None = None
-        self._padding_at = 0.0
-        self._padding_credit = 0.0
+        # Padding probes (media/padding.py): the bursts while a probe runs, the bytes sent.
+        self.padding = PaddingBursts(self)
         self.padding_octets = 0
         self._padding_mark = 0
         # The probes' padding delay (media/twcc.py), once the viewer's answer took the extension.
@@ -537,7 +499,7 @@ class Subscriber:
         videos = [p.video.publication for p in self.pairs if p.video.publication is not None]
         video = sum(1 for pub in videos if self.layers.wants_video(pub.participant_id))
         audio = sum(1 for p in self.pairs if p.audio.publication is not None)
-        slot = self._video_slot(participant_id)
+        slot = self.video_slot(participant_id)
         probes, probes_ok = self.layers.probes, self.layers.probes_ok
         target = self.layers.choose(
             participant_id,
@@ -556,37 +518,15 @@ class Subscriber:
 
     def pad_while_probing(self, now: float) -> None:
         """Start the padding bursts if a probe runs (they stop by themselves when it ends)."""
-        if self.layers.probe is not None and self._padding is None and not self.closed:
-            if self.probe_delay is not None:
-                self.probe_delay.start()
-            self._padding_at = now
-            self._padding_credit = 0.0
-            self._padding = asyncio.get_running_loop().call_later(PADDING_TICK_S, self._pad)
+        self.padding.start(now)
 
-    def _video_slot(self, participant_id: str) -> Slot | None:
+    def video_slot(self, participant_id: str) -> Slot | None:
+        """The video slot that receives ``participant_id``'s video, if any."""
         for pair in self.pairs:
             pub = pair.video.publication
             if pub is not None and pub.participant_id == participant_id:
                 return pair.video
         return None
-
-    def _pad(self) -> None:
-        """One burst of a probe's padding: what its rate owes since the last (at most two ticks')."""
-        self._padding = None
-        now = time.monotonic()
-        wanted = self.layers.padding_bps(now)
-        slot = None if wanted is None or self.closed else self._video_slot(wanted[0])
-        if wanted is None or slot is None or not slot.can_pad():
-            return
-        elapsed = min(now - self._padding_at, 2 * PADDING_TICK_S)
-        self._padding_at = now
-        self._padding_credit += wanted[1] * elapsed / 8
-        size = 20 + PADDING_BYTES
-        count = int(self._padding_credit // size)
-        if count:
-            self._padding_credit -= count * size
-            self.padding_octets += slot.send_padding(count, now)
-        self._padding = asyncio.get_running_loop().call_later(PADDING_TICK_S, self._pad)
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """The viewer's estimate and preferences (for connection-quality reports)."""
@@ -625,6 +565,4 @@ class Subscriber:
         # The report ticker drops a closed subscriber when its turn comes.
         self.closed = True
         self._copies(False)
-        if self._padding is not None:
-            self._padding.cancel()
-            self._padding = None
+        self.padding.cancel()

@@ -19,8 +19,7 @@ from media.workers import WorkerPool
 from recording import retention
 from recording.keys import FileKeyStore, KeyStore, PersonKey
 from recording.profiles import FileProfileStore, ProfileStore
-from recording.signing import HEADS_FILENAME as SIGNED_HEADS_FILENAME
-from recording.signing import NodeKey, SigningKeyError, read_heads
+from recording.signing import NodeKey, SigningKeyError
 from recording.tracks import manifest_key_ids
 from recording.vault import KeyRing, load_ring
 from rooms import durable
@@ -35,6 +34,7 @@ from server.backend.redis_profiles import RedisProfileStore
 from server.closecodes import CloseCode
 from server.config import Config
 from server.host.clubs import ClubStore
+from server.host.deletions import LedgerChanges
 from server.host.erasure import Erasure, Here
 from server.host.exports import Exporter
 from server.host.live import LiveStage
@@ -79,6 +79,9 @@ class Node:
         self.media_workers = WorkerPool(count, config.media, config.log_format) if count > 0 else None
         self._locating: dict[str, asyncio.Lock] = {}
         self.recordings_root = Path(config.recordings_dir)
+        self.ledger_changes = LedgerChanges(
+            self.recordings_root, self.cluster.backend, self.webhooks.emit, self._tasks.spawn
+        )
         self._signing_key: NodeKey | None = None
         self._deleting = asyncio.Lock()  # one deletion at a time: the sweeper's and the API's
         backend = self.cluster.backend
@@ -112,7 +115,7 @@ class Node:
                 self.recording_now,
                 self.signing_key,
                 self._deleting,
-                self.publish_heads,
+                self.ledger_changes.publish_heads,
             ),
             self.webhooks.emit,
             clock,
@@ -308,7 +311,7 @@ class Node:
                 "recording deleted: retention over",
                 extra={"stage": c.stage_id, "session": c.session_id, "retention_days": c.retention_days},
             )
-            self._recording_deleted(
+            self.ledger_changes.deleted(
                 c.stage_id, c.session_id, "retention", "sweeper", c.retention_days, c.paths
             )
         for c, why in refused:
@@ -340,48 +343,10 @@ class Node:
             except OSError as exc:
                 raise retention.NotDeletable("io_error", f"the disk refused: {exc}") from exc
         if record is not None:  # None: deleted already, announced then
-            self._recording_deleted(
+            self.ledger_changes.deleted(
                 record["stage_id"], record["session_id"], "by hand", by, None, record["deleted"]
             )
         return record
-
-    async def publish_heads(self, sessions: list[tuple[str, str]]) -> None:
-        """The latest signed head of each session's consent ledger (its heads file, on this node's
-        disk) to the shared backend, where recorders keep theirs: after a deletion or an erasure
-        appended a record, the backend's copy says so too (docs/recording.md, threat model). A
-        backend that cannot answer is logged: the head stays in the session's own file."""
-        for stage_id, session_id in sessions:
-            path = self.recordings_root / stage_id / session_id / SIGNED_HEADS_FILENAME
-            heads, _ = await asyncio.to_thread(read_heads, path)
-            last = next((h for _, h in reversed(heads) if h is not None), None)
-            if last is None:
-                continue
-            try:
-                await self.cluster.backend.put_ledger_head(stage_id, session_id, last.line().encode())
-            except BackendError as exc:
-                log.warning(
-                    "ledger head not published",
-                    extra={"stage": stage_id, "session": session_id, "error": repr(exc)},
-                )
-
-    def _recording_deleted(
-        self, stage_id: str, session_id: str, reason: str, by: str, days: int | None, paths: list[str]
-    ) -> None:
-        """The ``recording.deleted`` webhook (docs/webhooks.md): what went and why; the session's
-        manifest and consent ledger stay (the ledger has the deletion record, signed)."""
-        self.spawn(self.publish_heads([(stage_id, session_id)]))
-        self.webhooks.emit(
-            "recording.deleted",
-            {
-                "stage_id": stage_id,
-                "session_id": session_id,
-                "reason": reason,
-                "by": by,
-                "retention_days": days,
-                "deleted": list(paths),
-                "manifest": f"/api/stages/{stage_id}/recordings/{session_id}",
-            },
-        )
 
     def spawn(self, work: Any) -> None:
         self._tasks.spawn(work)

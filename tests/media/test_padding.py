@@ -13,8 +13,8 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from media.bwe import Probe
+from media.padding import PADDING_BYTES
 from media.publication import Fanout
-from media.subscriber import PADDING_BYTES
 from tests.media.peers import answer, connected, loopback_ice, new_subscriber, offer, viewer_side
 from tests.support.waiting import eventually
 
@@ -81,7 +81,7 @@ async def test_padding_goes_on_the_rtx_stream_with_abs_send_time_at_the_probes_r
             rate = sub.padding_octets * 8 / 0.5
             assert 0.8 * 400_000 <= rate <= 1.2 * 400_000, (rate, len(got), elapsed)
             assert sub.padding_octets == len(got) * (20 + PADDING_BYTES)
-            assert sub._padding is None, "the bursts stop with the probe"
+            assert sub.padding.timer is None, "the bursts stop with the probe"
             assert not nacks and not frames, "no NACK for padding, nothing taken for media"
         finally:
             sub.close()

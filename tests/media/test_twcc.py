@@ -14,10 +14,10 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from media import twcc
 from media.bwe import Probe
+from media.padding import PADDING_BYTES
 from media.peer import MediaConfig
 from media.publication import ABS_SEND_TIME_ID, Fanout
 from media.rtcpin import ViewerRtcp
-from media.subscriber import PADDING_BYTES
 from media.viewers import LocalViewers
 from tests.media.peers import answer, loopback_ice, new_subscriber, viewer_side
 
