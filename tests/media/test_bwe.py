@@ -231,13 +231,46 @@ def test_the_estimate_follows_loss_and_remb_caps_it() -> None:
 def test_a_remb_steadily_at_chromiums_ceiling_stops_capping() -> None:
     estimate = Estimate(BweConfig(initial_bps=2e6))
     estimate.on_sent(200_000)
-    estimate.on_remb(310_000, 0.0)  # 1.5 x 200 + 10: the ceiling
+    estimate.on_remb(400_000, -1.0)
+    estimate.on_remb(310_000, 0.0)  # dropped, to 1.5 x 200 + 10: the ceiling
     assert estimate.value(0.0) == 310_000
     estimate.on_remb(310_000, 1.0)
     estimate.on_remb(305_000, 2.0)
     assert estimate.value(2.0) == 2e6  # 2 s at the ceiling
     estimate.on_remb(250_000, 2.5)  # below it once: it binds again
     assert estimate.value(2.5) == 250_000
+
+
+def test_chromiums_first_remb_at_what_it_receives_without_loss_is_no_cap_otherwise_it_is() -> None:
+    # bench/impairment.py, traced: a viewer joining on the 720p layer (~750 kbit/s + audio) got its
+    # first REMB 5 s in at about what it received (670-790 kbit/s), climbing 2 % every 0.25 s; as a
+    # cap it held the viewer's budget just under 720p, and it went down to 360p for 3-6 s.
+    link = Link(
+        cap=lambda t: INF,
+        remb=lambda t, value: 1_400_000.0 * 1.08 ** max(0.0, t - 5.0),
+        viewer=ViewerLayers(BweConfig(initial_bps=2e6)),
+    )
+    link.run(30.0)
+    assert link.layers_between(0.0, 30.0) == {2}, link.switches_between(0.0, 30.0)
+    # The same REMB well below what is received (a link that queues): it binds, at once.
+    estimate = Estimate(BweConfig(initial_bps=2e6))
+    estimate.on_sent(1_540_000)
+    estimate.on_remb(600_000, 0.0)
+    assert estimate.value(0.0) == 600_000
+    # At what is received but on a lossy link: it binds (a lower layer loses fewer frames there).
+    lossy = Estimate(BweConfig(initial_bps=2e6))
+    lossy.on_sent(1_540_000)
+    for t in (0.0, 1.0, 2.0):
+        lossy.on_loss(0.05, t)
+    lossy.on_remb(1_400_000, 2.0)
+    assert lossy.value(2.0) == 1_400_000
+    # Nothing known of what was sent yet: a first REMB binds (the next one, 0.25 s later, tells).
+    unknown = Estimate(BweConfig(initial_bps=2e6))
+    unknown.on_remb(1_400_000, 0.0)
+    assert unknown.value(0.0) == 1_400_000
+    unknown.on_sent(1_540_000)
+    unknown.on_remb(1_420_000, 0.25)
+    assert unknown.value(0.25) == 2e6
 
 
 def _naive(remb: float) -> int | None:
@@ -346,8 +379,8 @@ def test_a_probe_steps_through_each_layer_and_any_congestion_signal_ends_it_with
     config = BweConfig()
     viewer = ViewerLayers(config)
     estimate = viewer.bandwidth.estimate
-    estimate.on_sent(200_000)
-    estimate.on_remb(300_000, 0.0)  # binds: the first choice is the low layer
+    estimate.on_sent(400_000)
+    estimate.on_remb(300_000, 0.0)  # well below what is sent, binds: the first choice is the low layer
     assert viewer.choose("a", LAYERS, LIVE, None, 0.0, can_probe=True) == 0
     for t in (1.0, 2.0, 3.0, 4.0):
         estimate.on_loss(0.0, t)  # the estimate grows, the REMB stops binding after 3 s
@@ -406,8 +439,8 @@ def test_random_loss_reported_with_every_nack_neither_switches_down_nor_holds_th
     # 3, of 2) between the regular ones each second.
     viewer = ViewerLayers()
     estimate = viewer.bandwidth.estimate
-    estimate.on_sent(240_000)
-    estimate.on_remb(400_000, 0.0)
+    estimate.on_sent(600_000)
+    estimate.on_remb(400_000, 0.0)  # well below what is sent: binds
     current = viewer.choose("a", LAYERS, LIVE, None, 0.0, can_probe=True)
     assert current == 0
     rng = random.Random(5)
