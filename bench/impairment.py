@@ -230,6 +230,9 @@ async def run_cap(browser: Browser, node: RunningNode, args: argparse.Namespace)
         "capped_height": median_height(after_settle),
         "capped_min_height": float(min((s["frameHeight"] for s in after_settle), default=0)),
         "others_height": statistics.median(median_height(o) for o in others),
+        # "others keep the high layer": the lowest any unimpaired viewer decoded in the window
+        # (a dip to a lower layer shows here, however short)
+        "others_min_height": float(min((s["frameHeight"] for o in others for s in o), default=0)),
         "others_fps": statistics.median(fps(o) for o in others),
         "speaker_low_layer_fps": sent_fps(sent_before, sent_after)["low"],
         "speaker_high_layer_fps": sent_fps(sent_before, sent_after)["high"],

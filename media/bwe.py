@@ -394,6 +394,7 @@ class ViewerLayers:
         "preference",
         "preferences",
         "probe",
+        "probe_backoff_max_s",
         "probe_wait_s",
         "probes",
         "probes_ok",
@@ -407,6 +408,7 @@ class ViewerLayers:
         self.probe: Probe | None = None  # one at a time per viewer
         self.partial: tuple[Probe, int] | None = None  # a failed probe, and the last layer it passed
         self.probe_wait_s = self.bandwidth.config.probe_backoff_s
+        self.probe_backoff_max_s = self.bandwidth.config.probe_backoff_max_s
         self.next_probe_at = 0.0
         self.probes = self.probes_ok = 0  # started, succeeded (figures, tests)
 
@@ -452,6 +454,12 @@ class ViewerLayers:
             self.bandwidth.estimate.congested_at = now
             self._probe_failed(now)
 
+    def delay_signal(self) -> None:
+        """The probes' padding reports its delay (media/twcc.py): a probe over a cap ends before
+        anything is dropped and costs the viewer little, so the next one may come sooner (a lifted
+        cap is found sooner)."""
+        self.probe_backoff_max_s = self.bandwidth.config.probe_backoff_delay_max_s
+
     def on_delay(self, now: float) -> None:
         """The probe's padding queues at the viewer's bottleneck (media/twcc.py): it fails now,
         before the queue overflows."""
@@ -472,7 +480,7 @@ class ViewerLayers:
                 self.partial = (probe, probe.layers[probe.step - 1])
         self.probe = None
         self.next_probe_at = now + self.probe_wait_s
-        self.probe_wait_s = min(self.probe_wait_s * 2, self.bandwidth.config.probe_backoff_max_s)
+        self.probe_wait_s = min(self.probe_wait_s * 2, self.probe_backoff_max_s)
 
     def _probing(
         self,

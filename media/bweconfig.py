@@ -60,6 +60,9 @@ class BweConfig:
     probe_after_switch_s: float = 1.0  # and none within this after a layer switch
     probe_backoff_s: float = 2.0  # a failed probe: the next one waits this, doubling ...
     probe_backoff_max_s: float = 6.0  # ... up to this (a lifted cap is found within about this)
+    # ... or up to this when the probes' padding reports its delay (``ViewerLayers.delay_signal``):
+    # a failed probe then ends 0.25-0.6 s in, before the cap's queue drops anything
+    probe_backoff_delay_max_s: float = 4.0
     # Copies of each frame's last packet (media/redundancy.py) while the slow loss is in the hold
     # region [loss_low, loss_high), and this long after it last was: the copies hide the loss
     # they repair from the receiver reports, so they would flap on and off without it.

@@ -84,6 +84,7 @@ class LocalViewers:
             raise BadSdp(f"the answer could not be applied: {exc}") from None
         if self.config.probe_feedback and twcc.accepted(sdp):
             sub.probe_delay = twcc.ProbeDelay()
+            sub.layers.delay_signal()
 
     def figures(self, key: Any) -> figures.ConnectionDirection | None:
         """The viewer's figures now, once connected (feeds its meters: one sampler only)."""

@@ -92,6 +92,8 @@ async def test_an_answer_that_keeps_the_extension_turns_the_probes_delay_on() ->
             assert kept != plain and twcc.accepted(kept) and not twcc.accepted(plain)
             await viewers.answer("v", kept)
             assert isinstance(viewers.subscribers["v"].probe_delay, twcc.ProbeDelay)
+            # A failed probe costs little now: the next waits 4 s at most, not 6.
+            assert viewers.subscribers["v"].layers.probe_backoff_max_s == 4.0
         finally:
             await client.close()
             await viewers.peer("v").close()
@@ -108,6 +110,7 @@ async def test_switched_off_the_offer_is_aiortcs_own() -> None:
             plain = await answer(client, offer.sdp)
             await viewers.answer("v", plain.replace("a=mid:1\r\n", f"a=mid:1\r\n{EXTMAP}\r\n"))
             assert viewers.subscribers["v"].probe_delay is None
+            assert viewers.subscribers["v"].layers.probe_backoff_max_s == 6.0
         finally:
             await client.close()
             await viewers.peer("v").close()
