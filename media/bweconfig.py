@@ -46,8 +46,8 @@ class BweConfig:
     switch_report_s: float = 1.5  # a loss report this soon after a down-switch still covers the
     # layer left (it is forwarded until the target's keyframe; Chromium reports every 0.5-1.5 s)
     remb_drop: float = 0.05  # a REMB this much below the one before: Chromium saw congestion
-    remb_first_room: float = 0.8  # the first REMB caps only below this x the media sent (ceiling:
-    # Chromium's first one is the throughput it measured, not a cap; see ``Estimate.remb_binding``)
+    remb_first_room: float = 0.8  # the first REMB caps only below this x the media sent, on a
+    # clean link (Chromium's first one is the throughput it measured; ``Estimate.remb_binding``)
     remb_hold_s: float = 3.0  # a REMB caps this long after it dropped (or first came); then it only
     # lags what gets through (Chromium climbs back at 8 %/s at most) and caps nothing
     # Padding probes (``Probe``; docs/architecture.md, "Bandwidth estimate"): a higher layer is taken
