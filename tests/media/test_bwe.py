@@ -273,6 +273,12 @@ def test_chromiums_first_remb_at_what_it_receives_without_loss_is_no_cap_otherwi
     assert unknown.value(0.25) == 2e6
 
 
+def _probe_starts(link: Link) -> list[float]:
+    """When each probe's padding began (a tick without padding separates two probes)."""
+    pads = link.padding
+    return [t for i, (t, _) in enumerate(pads) if i == 0 or t - pads[i - 1][0] > 1.5 * TICK]
+
+
 def _naive(remb: float) -> int | None:
     fits = [i for i, rate in enumerate(LAYERS) if rate <= remb - 48_000]
     return fits[-1] if fits else None
@@ -329,9 +335,7 @@ def test_under_a_cap_probes_replace_up_switches_and_a_lifted_cap_is_found_within
     # (ended at the first NACK) and the next one waited longer, up to 6 s.
     assert link.layers_between(reached, 40.0) == {0}
     assert link.viewer.probes >= 4 and link.viewer.probes_ok == 0
-    pads = link.padding
-    starts = [t for i, (t, _) in enumerate(pads) if i == 0 or t - pads[i - 1][0] > 1.5 * TICK]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    gaps = [b - a for a, b in itertools.pairwise(_probe_starts(link))]
     assert max(gaps) <= BweConfig().probe_backoff_max_s + 0.5, gaps
     assert sum(1 for t, _ in link.padding if t >= 20.0) * TICK <= 0.3 * 20 / 6 + 0.2, "probes are short"
     link.run(60.0)
@@ -354,8 +358,7 @@ def test_with_the_probes_delay_signal_failed_probes_back_off_to_4_s_and_a_lift_i
         if delay_signal:
             link.viewer.delay_signal()
         link.run(lift)
-        pads = link.padding
-        starts = [t for i, (t, _) in enumerate(pads) if i == 0 or t - pads[i - 1][0] > 1.5 * TICK]
+        starts = _probe_starts(link)
         longest = max(b - a for a, b in itertools.pairwise(starts))
         assert longest <= (4.0 if delay_signal else 6.0) + 0.5, starts
         link.run(lift + 15.0)
